@@ -1,0 +1,110 @@
+//! `notify` and `notify_all`: a loop over a signal's handler table.
+
+use crate::error::{Error, Failure};
+use crate::signal::Signal;
+
+/// Runs the handlers of `signal` in order, in this thread and call stack; stops at the first error.
+///
+/// Handlers run by descending priority, then ascending full name. Each receives `signal` and,
+/// if it asks for it, `ctx` (as `&` or `&mut`). A handler may itself call `notify` with the
+/// same context: the nested signal's handlers run to completion before the outer loop goes
+/// on (depth-first), inside whatever transaction the context carries.
+///
+/// After the first notify of any signal, a call allocates nothing and hashes nothing: it reads
+/// the signal's cached table and calls each function pointer.
+///
+/// # Errors
+///
+/// The first handler to return `Err` stops the loop; the returned [`Error`] names that
+/// handler, and its [`source`](std::error::Error::source) is the handler's own error. Handlers
+/// after it do not run; what earlier handlers did is not undone (roll back the transaction in
+/// the context to undo it).
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::{notify, on, Signal};
+///
+/// pub struct Audit {
+///     pub lines: Vec<String>,
+/// }
+///
+/// #[derive(Signal)]
+/// #[signal(context = Audit)]
+/// pub struct OrderCreated {
+///     pub order_id: u64,
+/// }
+///
+/// #[on(OrderCreated)]
+/// fn write_audit_log(sig: &OrderCreated, audit: &mut Audit) {
+///     audit.lines.push(format!("order {} created", sig.order_id));
+/// }
+///
+/// let mut audit = Audit { lines: Vec::new() };
+/// notify(&OrderCreated { order_id: 7 }, &mut audit)?;
+/// assert_eq!(audit.lines, ["order 7 created"]);
+/// # Ok::<(), signals_core::Error>(())
+/// ```
+#[inline]
+pub fn notify<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
+    for slot in S::__info().slots() {
+        // SAFETY: `slot` comes from `S`'s own handler table (see `Slot::thunk`).
+        let thunk = unsafe { slot.thunk::<S>() };
+        if let Err(error) = thunk(signal, ctx) {
+            return Err(Error::single(slot.info(), error));
+        }
+    }
+    Ok(())
+}
+
+/// Runs every handler of `signal` in order, even when some fail.
+///
+/// Use it for handlers that are independent of each other, where one failure should not keep
+/// the others from running (e.g. notifications to several systems).
+///
+/// # Errors
+///
+/// If any handler failed, an [`Error`] whose [`failures`](Error::failures) lists every failing
+/// handler and its error, in run order.
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::{notify_all, on, Signal};
+///
+/// #[derive(Signal)]
+/// #[signal(context = Vec<&'static str>)]
+/// pub struct Shutdown;
+///
+/// #[on(Shutdown, priority = 2)]
+/// fn flush_cache(_: &Shutdown, log: &mut Vec<&'static str>) -> Result<(), std::io::Error> {
+///     log.push("cache");
+///     Err(std::io::Error::other("disk full"))
+/// }
+///
+/// #[on(Shutdown, priority = 1)]
+/// fn close_sockets(_: &Shutdown, log: &mut Vec<&'static str>) {
+///     log.push("sockets");
+/// }
+///
+/// let mut log = Vec::new();
+/// let err = notify_all(&Shutdown, &mut log).unwrap_err();
+/// assert_eq!(log, ["cache", "sockets"]);
+/// assert_eq!(err.failures().len(), 1);
+/// assert!(err.handler().name().ends_with("::flush_cache"));
+/// ```
+pub fn notify_all<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
+    let mut failures = Vec::new();
+    for slot in S::__info().slots() {
+        // SAFETY: `slot` comes from `S`'s own handler table (see `Slot::thunk`).
+        let thunk = unsafe { slot.thunk::<S>() };
+        if let Err(error) = thunk(signal, ctx) {
+            failures.push(Failure::new(slot.info(), error));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::from_failures(failures))
+    }
+}

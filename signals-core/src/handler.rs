@@ -1,0 +1,211 @@
+//! What `#[on]` records about each handler, and the type-erased call it stores.
+
+use std::fmt;
+use std::iter::FusedIterator;
+
+use crate::registry::Slot;
+use crate::signal::{Signal, SignalInfo};
+
+/// The error a failing handler returns, boxed: any `E: Into<BoxError>` converts into it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a handler's thunk returns once its own return value is converted.
+pub(crate) type HandlerResult = Result<(), BoxError>;
+
+/// The typed thunk `#[on]` generates for a handler of `S`: it adapts the handler's shape
+/// (with or without context, `&` or `&mut`, `()` or `Result`) to one signature.
+pub(crate) type Thunk<S> =
+    for<'s, 'x, 'c> fn(&'s S, &'x mut <S as Signal>::Context<'c>) -> HandlerResult;
+
+/// A [`Thunk`] with its signal type erased, so that one table holds handlers of every signal.
+pub(crate) type ErasedThunk = unsafe fn();
+
+/// One handler registered with `#[on]`: its name, priority and source location.
+///
+/// Get them in run order from [`handlers`](crate::handlers), [`SignalInfo::handlers`] or the
+/// [`catalog`](crate::catalog); a failed [`notify`](crate::notify) names its handler through
+/// [`Error::handler`](crate::Error::handler).
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::{on, Signal};
+///
+/// #[derive(Signal)]
+/// pub struct Ping;
+///
+/// #[on(Ping, priority = 5)]
+/// fn pong(_: &Ping) {}
+///
+/// let handler = signals_core::handlers::<Ping>().next().unwrap();
+/// assert!(handler.name().ends_with("::pong"));
+/// assert_eq!(handler.priority(), 5);
+/// assert_eq!(handler.signal().name(), "Ping");
+/// assert!(handler.line() > 0);
+/// ```
+pub struct HandlerInfo {
+    name: &'static str,
+    priority: i32,
+    file: &'static str,
+    line: u32,
+    signal: fn() -> &'static SignalInfo,
+    thunk: ErasedThunk,
+}
+
+impl HandlerInfo {
+    /// Not public API. Used by generated code.
+    #[doc(hidden)]
+    pub const fn __new<S: Signal>(
+        name: &'static str,
+        priority: i32,
+        file: &'static str,
+        line: u32,
+        thunk: Thunk<S>,
+    ) -> Self {
+        HandlerInfo {
+            name,
+            priority,
+            file,
+            line,
+            signal: S::__info,
+            // SAFETY: both are plain function pointers of the same size. The pointer is only
+            // called after `Slot::thunk::<S>` turns it back into `Thunk<S>`, for the `S` whose
+            // `SignalInfo` `signal` returns (see `Slot::thunk`).
+            thunk: unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) },
+        }
+    }
+
+    /// The handler's full path: `module_path!()` of its definition, `::`, the function's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The handler's priority: higher runs first; equal priorities run in order of [`name`](Self::name).
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    /// The source file that defines the handler.
+    pub fn file(&self) -> &'static str {
+        self.file
+    }
+
+    /// The line of the handler function's name in [`file`](Self::file).
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// The signal this handler reacts to.
+    pub fn signal(&self) -> &'static SignalInfo {
+        (self.signal)()
+    }
+
+    pub(crate) fn erased_thunk(&self) -> ErasedThunk {
+        self.thunk
+    }
+}
+
+impl fmt::Debug for HandlerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerInfo")
+            .field("name", &self.name)
+            .field("priority", &self.priority)
+            .field("file", &self.file)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handlers of one signal in run order; see [`handlers`](crate::handlers).
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::{on, Signal};
+///
+/// #[derive(Signal)]
+/// pub struct Ping;
+///
+/// #[on(Ping)]
+/// fn first(_: &Ping) {}
+///
+/// #[on(Ping, priority = -1)]
+/// fn last(_: &Ping) {}
+///
+/// let names: Vec<&str> = signals_core::handlers::<Ping>().map(|h| h.name()).collect();
+/// assert_eq!(names.len(), 2);
+/// assert!(names[0].ends_with("::first") && names[1].ends_with("::last"));
+/// ```
+#[derive(Clone)]
+pub struct Handlers {
+    slots: std::slice::Iter<'static, Slot>,
+}
+
+impl Handlers {
+    pub(crate) fn new(slots: &'static [Slot]) -> Self {
+        Handlers {
+            slots: slots.iter(),
+        }
+    }
+}
+
+impl Iterator for Handlers {
+    type Item = &'static HandlerInfo;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.slots.next().map(Slot::info)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.slots.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for Handlers {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.slots.next_back().map(Slot::info)
+    }
+}
+
+impl ExactSizeIterator for Handlers {}
+
+impl FusedIterator for Handlers {}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
+    }
+}
+
+/// What a handler may return: `()` or `Result<(), E>` with `E: Into<BoxError>`.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`#[on]` handler must return `()` or `Result<(), E>`, not `{Self}`",
+    label = "expected `()` or `Result<(), E>`",
+    note = "`E` must convert into `Box<dyn std::error::Error + Send + Sync>`: any error type, `Box<dyn Error + Send + Sync>` or `anyhow::Error`"
+)]
+pub trait HandlerReturn {
+    /// Converts the handler's return value into the result `notify` inspects.
+    fn into_handler_result(self) -> HandlerResult;
+}
+
+impl HandlerReturn for () {
+    #[inline]
+    fn into_handler_result(self) -> HandlerResult {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError>> HandlerReturn for Result<(), E> {
+    #[inline]
+    fn into_handler_result(self) -> HandlerResult {
+        self.map_err(Into::into)
+    }
+}
+
+/// Not public API. Used by generated code: converts a handler's return value.
+#[doc(hidden)]
+#[inline]
+pub fn into_handler_result<R: HandlerReturn>(returned: R) -> Result<(), BoxError> {
+    returned.into_handler_result()
+}

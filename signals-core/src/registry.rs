@@ -1,0 +1,125 @@
+//! The link-time tables of signals and handlers, and the index built from them at first use.
+//!
+//! `#[derive(Signal)]` adds a `&SignalInfo` to [`SIGNALS`] and `#[on]` adds a [`HandlerInfo`] to
+//! [`HANDLERS`]: linkme places every element in one linker section per table, so the tables are
+//! complete before `main` runs, with no start-up code. The first `notify` of any signal sorts all
+//! handlers once (O(H log H) for H handlers in the program); each signal then caches its own
+//! run of that sorted table, found by binary search.
+
+use std::cmp::Ordering;
+use std::sync::OnceLock;
+
+use linkme::distributed_slice;
+
+use crate::handler::{ErasedThunk, HandlerInfo, Thunk};
+use crate::signal::{Signal, SignalInfo};
+
+// linkme names each link section after the slice's identifier, so these identifiers must be
+// unique across every crate in a program, including other major versions of this one.
+
+/// Every signal type linked into the program, in link order.
+#[distributed_slice]
+pub static SIGNALS_CORE_0_1_SIGNALS: [&'static SignalInfo];
+
+/// Every handler linked into the program, in link order.
+#[distributed_slice]
+pub static SIGNALS_CORE_0_1_HANDLERS: [HandlerInfo];
+
+/// A handler as `notify` sees it: the type-erased thunk beside its `HandlerInfo`.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    thunk: ErasedThunk,
+    info: &'static HandlerInfo,
+}
+
+impl Slot {
+    pub(crate) fn info(&self) -> &'static HandlerInfo {
+        self.info
+    }
+
+    /// The handler's thunk with its signal type restored.
+    ///
+    /// # Safety
+    ///
+    /// `S` must be the signal this slot's handler was registered for. That holds for every slot
+    /// in `S::__info().slots()`: the index puts a handler under the `SignalInfo` its `signal`
+    /// function returns, which is `S::__info` of the `S` that `HandlerInfo::__new` erased.
+    #[inline]
+    pub(crate) unsafe fn thunk<S: Signal>(&self) -> Thunk<S> {
+        // SAFETY: the caller guarantees `self.thunk` was made from a `Thunk<S>` of this `S`.
+        unsafe { std::mem::transmute::<ErasedThunk, Thunk<S>>(self.thunk) }
+    }
+}
+
+/// All handlers sorted by signal, then run order; and all signals sorted by path.
+pub(crate) struct Index {
+    /// The address of each slot's `SignalInfo`, parallel to `slots`, for binary search.
+    keys: Box<[usize]>,
+    slots: Box<[Slot]>,
+    signals: Box<[&'static SignalInfo]>,
+}
+
+static INDEX: OnceLock<Index> = OnceLock::new();
+
+/// The program's index, built by the first caller.
+pub(crate) fn index() -> &'static Index {
+    INDEX.get_or_init(Index::build)
+}
+
+impl Index {
+    fn build() -> Index {
+        let mut keyed: Vec<(usize, Slot)> = SIGNALS_CORE_0_1_HANDLERS
+            .iter()
+            .map(|info| {
+                let slot = Slot {
+                    thunk: info.erased_thunk(),
+                    info,
+                };
+                (key_of(info.signal()), slot)
+            })
+            .collect();
+        keyed.sort_unstable_by(|(a_key, a), (b_key, b)| {
+            a_key.cmp(b_key).then_with(|| run_order(a.info, b.info))
+        });
+        let (keys, slots) = keyed.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
+
+        let mut signals: Vec<&'static SignalInfo> = SIGNALS_CORE_0_1_SIGNALS.to_vec();
+        signals.sort_unstable_by(|a, b| {
+            (a.path(), a.file(), a.line(), key_of(a)).cmp(&(b.path(), b.file(), b.line(), key_of(b)))
+        });
+
+        Index {
+            keys: keys.into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
+            signals: signals.into_boxed_slice(),
+        }
+    }
+
+    /// The handlers of `signal`, in run order.
+    pub(crate) fn slots_of(&'static self, signal: &SignalInfo) -> &'static [Slot] {
+        let key = key_of(signal);
+        let start = self.keys.partition_point(|&k| k < key);
+        let end = start + self.keys[start..].partition_point(|&k| k == key);
+        &self.slots[start..end]
+    }
+
+    /// Every signal in the program, sorted by path.
+    pub(crate) fn signals(&'static self) -> &'static [&'static SignalInfo] {
+        &self.signals
+    }
+}
+
+/// A signal's identity: the address of its one `SignalInfo` static.
+fn key_of(signal: &SignalInfo) -> usize {
+    signal as *const SignalInfo as usize
+}
+
+/// Higher priority first; then ascending full name; then source location, so that the order
+/// never depends on link order.
+fn run_order(a: &HandlerInfo, b: &HandlerInfo) -> Ordering {
+    b.priority()
+        .cmp(&a.priority())
+        .then_with(|| a.name().cmp(b.name()))
+        .then_with(|| a.file().cmp(b.file()))
+        .then_with(|| a.line().cmp(&b.line()))
+}

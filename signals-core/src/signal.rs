@@ -1,0 +1,161 @@
+//! The [`Signal`] trait and what `#[derive(Signal)]` records about each signal type.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use crate::handler::Handlers;
+use crate::registry::{self, Slot};
+
+/// A typed, in-process notification that handlers react to.
+///
+/// Implement it with `#[derive(Signal)]`, never by hand: the derive registers the type in the
+/// program-wide catalog and ties it to the handler table that [`notify`](crate::notify) walks.
+///
+/// `Context<'c>` is what every handler of the signal receives besides the signal itself, chosen
+/// with `#[signal(context = Type)]` (default `()`). The lifetime `'c` stands for whatever the
+/// context borrows: `#[signal(context = AppCtx<'_>)]` becomes `type Context<'c> = AppCtx<'c>`.
+///
+/// # Safety
+///
+/// [`Signal::__info`] must return a [`SignalInfo`] that belongs to this type alone: handlers are
+/// stored type-erased and found through it. `#[derive(Signal)]` guarantees this; a hand-written
+/// impl that shares another type's `SignalInfo` makes `notify` call handlers with the wrong type.
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::Signal;
+///
+/// pub struct AppCtx<'a> {
+///     pub log: &'a mut Vec<String>,
+/// }
+///
+/// #[derive(Signal)]
+/// #[signal(context = AppCtx<'_>)]
+/// pub struct OrderCreated {
+///     pub order_id: u64,
+/// }
+///
+/// #[derive(Signal)]
+/// pub struct Ping;
+///
+/// fn context_of<S: Signal>() -> &'static str {
+///     signals_core::catalog().get::<S>().context()
+/// }
+/// assert_eq!(context_of::<OrderCreated>(), "AppCtx<'_>");
+/// assert_eq!(context_of::<Ping>(), "()");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a signal",
+    label = "not a signal",
+    note = "add `#[derive(Signal)]` to the definition of `{Self}`"
+)]
+pub unsafe trait Signal: 'static {
+    /// What handlers receive besides the signal: `&Context` or `&mut Context`.
+    type Context<'c>: ?Sized;
+
+    /// Not public API. Used by generated code.
+    #[doc(hidden)]
+    fn __info() -> &'static SignalInfo;
+}
+
+/// What the program knows about one signal type: its path, its context type and its handlers.
+///
+/// One `SignalInfo` exists per signal type, created by `#[derive(Signal)]`. Reach it through
+/// [`catalog()`](crate::catalog) or [`Catalog::get`](crate::Catalog::get).
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::{catalog, Signal};
+///
+/// #[derive(Signal)]
+/// pub struct Ping;
+///
+/// let info = catalog().get::<Ping>();
+/// assert_eq!(info.name(), "Ping");
+/// assert!(info.path().ends_with("::Ping"));
+/// assert_eq!(info.handlers().len(), 0);
+/// ```
+pub struct SignalInfo {
+    path: &'static str,
+    context: &'static str,
+    file: &'static str,
+    line: u32,
+    slots: OnceLock<&'static [Slot]>,
+}
+
+impl SignalInfo {
+    /// Not public API. Used by generated code.
+    #[doc(hidden)]
+    pub const fn __new(
+        path: &'static str,
+        context: &'static str,
+        file: &'static str,
+        line: u32,
+    ) -> Self {
+        SignalInfo {
+            path,
+            context,
+            file,
+            line,
+            slots: OnceLock::new(),
+        }
+    }
+
+    /// The full path of the signal type: `module_path!()` of its definition, `::`, its name.
+    pub fn path(&self) -> &'static str {
+        self.path
+    }
+
+    /// The name of the signal type, without its module path.
+    pub fn name(&self) -> &'static str {
+        self.path.rsplit("::").next().unwrap_or(self.path)
+    }
+
+    /// The context type as written in `#[signal(context = ...)]`, or `()`.
+    pub fn context(&self) -> &'static str {
+        self.context
+    }
+
+    /// The source file that defines the signal type.
+    pub fn file(&self) -> &'static str {
+        self.file
+    }
+
+    /// The line of the signal type's name in [`file`](Self::file).
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// The signal's handlers in the order [`notify`](crate::notify) runs them.
+    pub fn handlers(&'static self) -> Handlers {
+        Handlers::new(self.slots())
+    }
+
+    /// The handler table, built at the first call for any signal and cached per signal.
+    #[inline]
+    pub(crate) fn slots(&'static self) -> &'static [Slot] {
+        match self.slots.get() {
+            Some(slots) => slots,
+            None => self.init_slots(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn init_slots(&'static self) -> &'static [Slot] {
+        self.slots.get_or_init(|| registry::index().slots_of(self))
+    }
+}
+
+impl fmt::Debug for SignalInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalInfo")
+            .field("path", &self.path)
+            .field("context", &self.context)
+            .field("file", &self.file)
+            .field("line", &self.line)
+            .finish_non_exhaustive()
+    }
+}

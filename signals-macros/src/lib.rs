@@ -1,0 +1,83 @@
+//! Procedural macros of `signals-core`. Depend on `signals-core` and use them from there.
+
+mod errors;
+mod on;
+mod signal;
+mod type_name;
+
+use proc_macro::TokenStream;
+
+/// Makes a type a signal: implements `signals_core::Signal` and lists it in the catalog.
+///
+/// Works on structs (named, tuple and unit) and enums without generic parameters.
+///
+/// - `#[signal(context = Type)]` chooses what handlers receive besides the signal (default
+///   `()`). Write `'_` for what the context borrows: `#[signal(context = AppCtx<'_>)]`.
+/// - `#[signal(crate = path)]` names this crate when a framework re-exports it.
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::Signal;
+///
+/// pub struct AppCtx<'a> {
+///     pub db: &'a mut Vec<String>,
+/// }
+///
+/// #[derive(Signal)]
+/// #[signal(context = AppCtx<'_>)]
+/// pub struct OrderCreated {
+///     pub order_id: u64,
+/// }
+///
+/// #[derive(Signal)]
+/// pub enum Payment {
+///     Captured { amount: u64 },
+///     Refunded,
+/// }
+/// ```
+#[proc_macro_derive(Signal, attributes(signal))]
+pub fn derive_signal(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    signal::derive(&input).into()
+}
+
+/// Registers a function as a handler of a signal: `#[on(Signal)]`, `#[on(Signal, priority = N)]`.
+///
+/// The function takes the signal by reference and, optionally, the signal's context as `&Ctx`
+/// or `&mut Ctx`; it returns `()` or `Result<(), E>` where `E` converts into
+/// `Box<dyn Error + Send + Sync>`. It stays an ordinary function. Higher `priority` (an `i32`
+/// constant expression, default 0) runs first. `crate = path` names this crate when a framework
+/// re-exports it.
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::{notify, on, Signal};
+///
+/// #[derive(Signal)]
+/// #[signal(context = Vec<u64>)]
+/// pub struct OrderCreated {
+///     pub order_id: u64,
+/// }
+///
+/// #[on(OrderCreated, priority = 10)]
+/// fn reserve_stock(sig: &OrderCreated, reserved: &mut Vec<u64>) -> Result<(), std::io::Error> {
+///     reserved.push(sig.order_id);
+///     Ok(())
+/// }
+///
+/// #[on(OrderCreated)]
+/// fn log_order(sig: &OrderCreated) {
+///     println!("order {} created", sig.order_id);
+/// }
+///
+/// let mut reserved = Vec::new();
+/// notify(&OrderCreated { order_id: 1 }, &mut reserved)?;
+/// assert_eq!(reserved, [1]);
+/// # Ok::<(), signals_core::Error>(())
+/// ```
+#[proc_macro_attribute]
+pub fn on(args: TokenStream, item: TokenStream) -> TokenStream {
+    on::expand(args.into(), item.into()).into()
+}

@@ -1,0 +1,276 @@
+//! `#[on(Signal, priority = N)]`: parse the arguments and the handler, validate, expand.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::spanned::Spanned;
+use syn::{
+    parse_quote, Error, Expr, FnArg, GenericParam, Ident, ItemFn, Path, ReturnType, Token, Type,
+};
+
+use crate::errors::Errors;
+
+/// The arguments of `#[on(...)]`.
+struct Args {
+    signal: Type,
+    priority: Option<Expr>,
+    krate: Option<Path>,
+}
+
+/// A validated handler function.
+struct Handler<'a> {
+    ident: &'a Ident,
+    /// The type of the signal parameter, `&S`.
+    signal_param: &'a Type,
+    /// The type of the context parameter, `&Ctx` or `&mut Ctx`, if the handler takes one.
+    context_param: Option<&'a Type>,
+    output: &'a ReturnType,
+}
+
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item_fn = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(item_fn) => item_fn,
+        Err(_) => {
+            let error = Error::new_spanned(
+                first_tokens(&item),
+                "`#[on]` goes on a free function: `fn handler(signal: &Signal, ctx: &mut Context)`",
+            );
+            let error = error.into_compile_error();
+            return quote!(#error #item);
+        }
+    };
+    let mut errors = Errors::default();
+    let args = errors.take(Args::parse.parse2(args));
+    let handler = errors.take(validate(&item_fn, args.as_ref()));
+    match (errors.finish(()), args, handler) {
+        (Ok(()), Some(args), Some(handler)) => {
+            let registration = register(&args, &handler);
+            quote!(#item_fn #registration)
+        }
+        (result, _, _) => {
+            let error = result.err().map(Error::into_compile_error);
+            quote!(#error #item_fn)
+        }
+    }
+}
+
+/// The item's leading tokens (attributes aside), so that an error does not cover a whole body.
+fn first_tokens(item: &TokenStream) -> TokenStream {
+    item.clone()
+        .into_iter()
+        .filter(|token| !matches!(token, TokenTree::Punct(p) if p.as_char() == '#'))
+        .filter(|token| !matches!(token, TokenTree::Group(g) if g.delimiter() == proc_macro2::Delimiter::Bracket))
+        .take(2)
+        .collect()
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.is_empty() {
+            return Err(Error::new(
+                Span::call_site(),
+                "`#[on]` needs the signal it handles: `#[on(OrderCreated)]`",
+            ));
+        }
+        let signal: Type = input.parse()?;
+        let mut args = Args {
+            signal,
+            priority: None,
+            krate: None,
+        };
+        let mut errors = Errors::default();
+        while !input.is_empty() {
+            input.parse::<Token![,]>()?;
+            if input.is_empty() {
+                break;
+            }
+            errors.take(args.parse_named(input));
+        }
+        errors.finish(args)
+    }
+}
+
+impl Args {
+    /// One `key = value` argument after the signal.
+    fn parse_named(&mut self, input: ParseStream) -> syn::Result<()> {
+        let key = input.call(Ident::parse_any).map_err(|_| {
+            input.error("expected `priority = ...` or `crate = ...` after the signal type")
+        })?;
+        input.parse::<Token![=]>()?;
+        match key.unraw().to_string().as_str() {
+            "priority" => {
+                let priority = input.parse()?;
+                set_once(&mut self.priority, priority, &key)
+            }
+            "crate" => {
+                let krate = input.call(Path::parse_mod_style)?;
+                set_once(&mut self.krate, krate, &key)
+            }
+            _ => {
+                skip_value(input)?;
+                Err(Error::new_spanned(
+                    &key,
+                    format_args!("unknown `on` argument `{key}`; expected `priority` or `crate`"),
+                ))
+            }
+        }
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T, key: &Ident) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(Error::new_spanned(
+            key,
+            format_args!("duplicate `on` argument `{key}`"),
+        ));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// Skips an unknown argument's value, up to the next top-level comma.
+fn skip_value(input: ParseStream) -> syn::Result<()> {
+    while !input.is_empty() && !input.peek(Token![,]) {
+        input.parse::<TokenTree>()?;
+    }
+    Ok(())
+}
+
+fn validate<'a>(item: &'a ItemFn, args: Option<&Args>) -> syn::Result<Handler<'a>> {
+    let sig = &item.sig;
+    let mut errors = Errors::default();
+    if let Some(asyncness) = sig.asyncness {
+        errors.push(Error::new_spanned(
+            asyncness,
+            "`#[on]` handlers are synchronous; `async fn` is not supported",
+        ));
+    }
+    if let Some(unsafety) = sig.unsafety {
+        errors.push(Error::new_spanned(
+            unsafety,
+            "`#[on]` handler can't be `unsafe fn`: `notify` calls it from safe code",
+        ));
+    }
+    for param in &sig.generics.params {
+        if !matches!(param, GenericParam::Lifetime(_)) {
+            errors.push(Error::new_spanned(
+                param,
+                "`#[on]` handler can't be generic: it is registered for one concrete signal",
+            ));
+        }
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(Error::new_spanned(
+            variadic,
+            "`#[on]` handler can't be variadic",
+        ));
+    }
+    let signal_name = args.map_or_else(|| quote!(S), |args| args.signal.to_token_stream());
+    let mut params = sig.inputs.iter();
+    let signal_param = errors.take(signal_param(sig, params.next(), &signal_name));
+    let context_param = params.next().and_then(|param| errors.take(context_param(param)));
+    if let Some(extra) = params.next() {
+        errors.push(Error::new_spanned(
+            extra,
+            "`#[on]` handler takes at most two parameters: the signal `&S` and the context `&Ctx` or `&mut Ctx`",
+        ));
+    }
+    let signal_param = errors.finish(signal_param)?;
+    Ok(Handler {
+        ident: &sig.ident,
+        signal_param: signal_param.expect("a missing signal parameter is reported above"),
+        context_param,
+        output: &sig.output,
+    })
+}
+
+fn typed_param<'a>(param: &'a FnArg) -> syn::Result<&'a Type> {
+    match param {
+        FnArg::Typed(typed) => Ok(&typed.ty),
+        FnArg::Receiver(receiver) => Err(Error::new_spanned(
+            receiver,
+            "`#[on]` handler can't take `self`; register a free function",
+        )),
+    }
+}
+
+fn signal_param<'a>(
+    sig: &syn::Signature,
+    param: Option<&'a FnArg>,
+    signal_name: &TokenStream,
+) -> syn::Result<&'a Type> {
+    let Some(param) = param else {
+        return Err(Error::new(
+            sig.paren_token.span.join(),
+            format_args!(
+                "`#[on]` handler takes the signal by reference: `fn {}(signal: &{signal_name})`",
+                sig.ident
+            ),
+        ));
+    };
+    let ty = typed_param(param)?;
+    match ty {
+        Type::Reference(reference) if reference.mutability.is_none() => Ok(ty),
+        _ => Err(Error::new_spanned(
+            ty,
+            format_args!("`#[on]` handler takes the signal by reference: `&{signal_name}`"),
+        )),
+    }
+}
+
+fn context_param(param: &FnArg) -> syn::Result<&Type> {
+    let ty = typed_param(param)?;
+    match ty {
+        Type::Reference(_) => Ok(ty),
+        _ => Err(Error::new_spanned(
+            ty,
+            "`#[on]` handler takes the context by reference: `&Ctx` or `&mut Ctx`",
+        )),
+    }
+}
+
+/// The `HandlerInfo` static that puts the handler into the program's handler table.
+fn register(args: &Args, handler: &Handler) -> TokenStream {
+    let krate = match &args.krate {
+        Some(krate) => krate.clone(),
+        None => parse_quote!(::signals_core),
+    };
+    let private = quote!(#krate::__private);
+    let signal = &args.signal;
+    let ident = handler.ident;
+    let name = ident.unraw().to_string();
+    let priority = match &args.priority {
+        Some(priority) => priority.to_token_stream(),
+        None => quote!(0),
+    };
+    let new = quote_spanned!(signal.span()=> #krate::HandlerInfo::__new::<#signal>);
+    let line = quote_spanned!(ident.span()=> #private::line!());
+    // Span the arguments at the parameter types, so that rustc blames them on a mismatch.
+    let signal_arg = quote_spanned!(handler.signal_param.span()=> __signal);
+    let call = match handler.context_param {
+        Some(context_param) => {
+            let context_arg = quote_spanned!(context_param.span()=> __context);
+            quote!(#ident(#signal_arg, #context_arg))
+        }
+        None => quote!(#ident(#signal_arg)),
+    };
+    let convert = match handler.output {
+        ReturnType::Default => quote!(#private::into_handler_result),
+        ReturnType::Type(_, ty) => quote_spanned!(ty.span()=> #private::into_handler_result),
+    };
+
+    quote! {
+        const _: () = {
+            #[#private::distributed_slice(#private::HANDLERS)]
+            #[linkme(crate = #private::linkme)]
+            static HANDLER: #krate::HandlerInfo = #new(
+                #private::concat!(#private::module_path!(), "::", #name),
+                #priority,
+                #private::file!(),
+                #line,
+                |__signal, __context| #convert(#call),
+            );
+        };
+    }
+}

@@ -1,0 +1,214 @@
+//! `#[derive(Signal)]`: parse the container attributes, validate, expand.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::visit_mut::{self, VisitMut};
+use syn::{parse_quote, Data, DeriveInput, Error, Ident, Lifetime, Path, Type};
+
+use crate::errors::Errors;
+use crate::type_name::type_name;
+
+/// The lifetime that stands for `'_` in the context type: `type Context<'ctx> = AppCtx<'ctx>`.
+const CONTEXT_LIFETIME: &str = "'ctx";
+
+/// A validated `#[derive(Signal)]` input.
+struct Input<'a> {
+    ident: &'a Ident,
+    attrs: Attrs,
+}
+
+/// The arguments of `#[signal(...)]`.
+#[derive(Default)]
+struct Attrs {
+    /// The context type as the user wrote it.
+    context: Option<Type>,
+    krate: Option<Path>,
+}
+
+pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
+    match parse(input) {
+        Ok(input) => expand(&input),
+        Err((error, attrs)) => fallback(input, attrs, error),
+    }
+}
+
+fn parse(input: &DeriveInput) -> Result<Input<'_>, (Error, Attrs)> {
+    let mut errors = Errors::default();
+    if let Data::Union(data) = &input.data {
+        errors.push(Error::new_spanned(
+            data.union_token,
+            "`Signal` can't be derived for a union; use a struct or an enum",
+        ));
+    }
+    if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
+        errors.push(Error::new_spanned(
+            &input.generics,
+            "`Signal` can't be derived for a generic type: a signal is one concrete type with one handler table",
+        ));
+    }
+    let attrs = parse_attrs(input, &mut errors);
+    if let Some(context) = &attrs.context {
+        check_context_lifetimes(context, &mut errors);
+    }
+    let ident = &input.ident;
+    match errors.finish(()) {
+        Ok(()) => Ok(Input { ident, attrs }),
+        Err(error) => Err((error, attrs)),
+    }
+}
+
+fn parse_attrs(input: &DeriveInput, errors: &mut Errors) -> Attrs {
+    let mut attrs = Attrs::default();
+    for attr in input.attrs.iter().filter(|attr| attr.path().is_ident("signal")) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            let key = meta.path.get_ident().map(Ident::unraw);
+            match key.as_ref().map(Ident::to_string).as_deref() {
+                Some("context") => {
+                    let context: Type = meta.value()?.parse()?;
+                    set_once(&mut attrs.context, context, &meta.path, "context")
+                }
+                Some("crate") => {
+                    let krate = meta.value()?.call(Path::parse_mod_style)?;
+                    set_once(&mut attrs.krate, krate, &meta.path, "crate")
+                }
+                _ => Err(meta.error(format_args!(
+                    "unknown `signal` argument `{}`; expected `context` or `crate`",
+                    meta.path.to_token_stream()
+                ))),
+            }
+        });
+        errors.take(parsed);
+    }
+    attrs
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T, key: &Path, name: &str) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(Error::new_spanned(
+            key,
+            format_args!("duplicate `signal` argument `{name}`"),
+        ));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// The context type may borrow only through `'_` (or be `'static`): the signal type has no
+/// lifetime parameters that a named lifetime could refer to.
+fn check_context_lifetimes(context: &Type, errors: &mut Errors) {
+    let mut rewrite = BindContextLifetime::default();
+    rewrite.visit_type_mut(&mut context.clone());
+    for lifetime in rewrite.named {
+        errors.push(Error::new_spanned(
+            &lifetime,
+            format_args!(
+                "the context type can't name the lifetime `{lifetime}`; write `'_` for what the context borrows"
+            ),
+        ));
+    }
+}
+
+/// Rewrites a context type for `type Context<'ctx> = ...`: `'_` and elided reference
+/// lifetimes become `'ctx`; other named lifetimes are collected as errors. Higher-ranked
+/// positions (`fn(&T)`, `Fn(&T)`, `for<'a> ...`) are left alone.
+#[derive(Default)]
+struct BindContextLifetime {
+    named: Vec<Lifetime>,
+}
+
+impl VisitMut for BindContextLifetime {
+    fn visit_lifetime_mut(&mut self, lifetime: &mut Lifetime) {
+        match lifetime.ident.to_string().as_str() {
+            "_" => *lifetime = Lifetime::new(CONTEXT_LIFETIME, lifetime.span()),
+            "static" => {}
+            _ => self.named.push(lifetime.clone()),
+        }
+    }
+
+    fn visit_type_reference_mut(&mut self, reference: &mut syn::TypeReference) {
+        if reference.lifetime.is_none() {
+            let span = reference.and_token.span;
+            reference.lifetime = Some(Lifetime::new(CONTEXT_LIFETIME, span));
+        }
+        visit_mut::visit_type_reference_mut(self, reference);
+    }
+
+    fn visit_type_bare_fn_mut(&mut self, _: &mut syn::TypeBareFn) {}
+
+    fn visit_parenthesized_generic_arguments_mut(
+        &mut self,
+        _: &mut syn::ParenthesizedGenericArguments,
+    ) {
+    }
+
+    fn visit_trait_bound_mut(&mut self, bound: &mut syn::TraitBound) {
+        if bound.lifetimes.is_none() {
+            visit_mut::visit_trait_bound_mut(self, bound);
+        }
+    }
+}
+
+fn expand(input: &Input) -> TokenStream {
+    let ident = input.ident;
+    let krate = match &input.attrs.krate {
+        Some(krate) => krate.clone(),
+        None => parse_quote!(::signals_core),
+    };
+    let private = quote!(#krate::__private);
+    let (context, context_name) = match &input.attrs.context {
+        Some(context) => {
+            let mut bound = context.clone();
+            BindContextLifetime::default().visit_type_mut(&mut bound);
+            (bound.into_token_stream(), type_name(context.to_token_stream()))
+        }
+        None => (quote!(()), "()".to_owned()),
+    };
+    let lifetime = Lifetime::new(CONTEXT_LIFETIME, Span::call_site());
+    let name = ident.unraw().to_string();
+    let line = quote_spanned!(ident.span()=> #private::line!());
+
+    quote! {
+        const _: () = {
+            static SIGNAL: #krate::SignalInfo = #krate::SignalInfo::__new(
+                #private::concat!(#private::module_path!(), "::", #name),
+                #context_name,
+                #private::file!(),
+                #line,
+            );
+
+            #[#private::distributed_slice(#private::SIGNALS)]
+            #[linkme(crate = #private::linkme)]
+            static REGISTRATION: &#krate::SignalInfo = &SIGNAL;
+
+            #[automatically_derived]
+            unsafe impl #krate::Signal for #ident {
+                type Context<#lifetime> = #context;
+
+                #[inline]
+                fn __info() -> &'static #krate::SignalInfo {
+                    &SIGNAL
+                }
+            }
+        };
+    }
+}
+
+/// The errors, plus an impl with a `()` context, so that uses of the type elsewhere do not
+/// report a second, confusing "not a signal" error. Generic types get no impl: their uses fail
+/// anyway.
+fn fallback(input: &DeriveInput, attrs: Attrs, error: Error) -> TokenStream {
+    let error = error.into_compile_error();
+    if !input.generics.params.is_empty() {
+        return error;
+    }
+    let stub = Input {
+        ident: &input.ident,
+        attrs: Attrs {
+            context: None,
+            krate: attrs.krate,
+        },
+    };
+    let expansion = expand(&stub);
+    quote!(#error #expansion)
+}
