@@ -90,7 +90,7 @@ impl HandlerInfo {
         self.file
     }
 
-    /// The line of the handler function's name in [`file`](Self::file).
+    /// The line of the handler's `#[on]` attribute in [`file`](Self::file).
     pub fn line(&self) -> u32 {
         self.line
     }

@@ -123,7 +123,7 @@ impl SignalInfo {
         self.file
     }
 
-    /// The line of the signal type's name in [`file`](Self::file).
+    /// The line of the signal type's `#[derive(Signal)]` in [`file`](Self::file).
     pub fn line(&self) -> u32 {
         self.line
     }

@@ -245,12 +245,16 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         None => quote!(0),
     };
     let new = quote_spanned!(signal.span()=> #krate::HandlerInfo::__new::<#signal>);
-    let line = quote_spanned!(ident.span()=> #private::line!());
-    // Span the arguments at the parameter types, so that rustc blames them on a mismatch.
-    let signal_arg = quote_spanned!(handler.signal_param.span()=> __signal);
+    // The closure's parameters are mixed-site hygienic locals; only a lowercase unit struct or
+    // const of the same name (both against Rust's naming conventions) could capture them. The
+    // arguments are located at the parameter types, so that rustc blames those on a mismatch.
+    let param = |name: &str| Ident::new(name, Span::mixed_site());
+    let arg = |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(ty.span()));
+    let (signal_param, context_param) = (param("__signal"), param("__context"));
+    let signal_arg = arg("__signal", handler.signal_param);
     let call = match handler.context_param {
-        Some(context_param) => {
-            let context_arg = quote_spanned!(context_param.span()=> __context);
+        Some(ty) => {
+            let context_arg = arg("__context", ty);
             quote!(#ident(#signal_arg, #context_arg))
         }
         None => quote!(#ident(#signal_arg)),
@@ -268,8 +272,8 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
                 #private::concat!(#private::module_path!(), "::", #name),
                 #priority,
                 #private::file!(),
-                #line,
-                |__signal, __context| #convert(#call),
+                #private::line!(),
+                |#signal_param, #context_param| #convert(#call),
             );
         };
     }

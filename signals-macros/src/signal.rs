@@ -1,7 +1,7 @@
 //! `#[derive(Signal)]`: parse the container attributes, validate, expand.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::visit_mut::{self, VisitMut};
 use syn::{parse_quote, Data, DeriveInput, Error, Ident, Lifetime, Path, Type};
@@ -166,7 +166,6 @@ fn expand(input: &Input) -> TokenStream {
     };
     let lifetime = Lifetime::new(CONTEXT_LIFETIME, Span::call_site());
     let name = ident.unraw().to_string();
-    let line = quote_spanned!(ident.span()=> #private::line!());
 
     quote! {
         const _: () = {
@@ -174,7 +173,7 @@ fn expand(input: &Input) -> TokenStream {
                 #private::concat!(#private::module_path!(), "::", #name),
                 #context_name,
                 #private::file!(),
-                #line,
+                #private::line!(),
             );
 
             #[#private::distributed_slice(#private::SIGNALS)]
