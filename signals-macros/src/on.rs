@@ -1,7 +1,7 @@
 //! `#[on(Signal, priority = N)]`: parse the arguments and the handler, validate, expand.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::{quote, quote_spanned, ToTokens};
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::spanned::Spanned;
@@ -94,9 +94,14 @@ impl Parse for Args {
 impl Args {
     /// One `key = value` argument after the signal.
     fn parse_named(&mut self, input: ParseStream) -> syn::Result<()> {
-        let key = input.call(Ident::parse_any).map_err(|_| {
-            input.error("expected `priority = ...` or `crate = ...` after the signal type")
-        })?;
+        let expected = "`#[on]` handles one signal; expected `priority = ...` or `crate = ...` after it";
+        let key = input
+            .call(Ident::parse_any)
+            .map_err(|error| Error::new(error.span(), expected))?;
+        if !input.peek(Token![=]) {
+            skip_value(input)?;
+            return Err(Error::new_spanned(&key, expected));
+        }
         input.parse::<Token![=]>()?;
         match key.unraw().to_string().as_str() {
             "priority" => {
@@ -244,25 +249,29 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         Some(priority) => priority.to_token_stream(),
         None => quote!(0),
     };
-    let new = quote_spanned!(signal.span()=> #krate::HandlerInfo::__new::<#signal>);
+    let new = respan(quote!(#krate::HandlerInfo::__new::<#signal>), signal.span());
     // The closure's parameters are mixed-site hygienic locals; only a lowercase unit struct or
     // const of the same name (both against Rust's naming conventions) could capture them. The
     // arguments are located at the parameter types, so that rustc blames those on a mismatch.
     let param = |name: &str| Ident::new(name, Span::mixed_site());
-    let arg = |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(ty.span()));
+    let arg = |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(referent_span(ty)));
     let (signal_param, context_param) = (param("__signal"), param("__context"));
     let signal_arg = arg("__signal", handler.signal_param);
-    let call = match handler.context_param {
-        Some(ty) => {
-            let context_arg = arg("__context", ty);
-            quote!(#ident(#signal_arg, #context_arg))
-        }
-        None => quote!(#ident(#signal_arg)),
+    let mut args = quote!(#signal_arg);
+    if let Some(ty) = handler.context_param {
+        let context_arg = arg("__context", ty);
+        args.extend(quote!(, #context_arg));
+    }
+    // The call spans the signature, from the name to the end of the return type: rustc reports
+    // a return type that is neither `()` nor `Result<(), E>` there.
+    let end = match handler.output {
+        ReturnType::Default => ident.span(),
+        ReturnType::Type(_, ty) => last_token_span(ty),
     };
-    let convert = match handler.output {
-        ReturnType::Default => quote!(#private::into_handler_result),
-        ReturnType::Type(_, ty) => quote_spanned!(ty.span()=> #private::into_handler_result),
-    };
+    let mut args = Group::new(Delimiter::Parenthesis, args);
+    args.set_span(end);
+    let convert = respan(quote!(#private::into_handler_result), end);
+    let thunk = respan(quote!(|#signal_param, #context_param|), signal.span());
 
     quote! {
         const _: () = {
@@ -273,8 +282,41 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
                 #priority,
                 #private::file!(),
                 #private::line!(),
-                |#signal_param, #context_param| #convert(#call),
+                #thunk #convert(#ident #args),
             );
         };
     }
+}
+
+/// The span of what a reference type refers to: `OrderCreated` in `&OrderCreated`.
+fn referent_span(ty: &Type) -> Span {
+    match ty {
+        Type::Reference(reference) => reference.elem.span(),
+        _ => ty.span(),
+    }
+}
+
+/// `tokens` located at `span`, hygiene unchanged, so that rustc reports an error in them there.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut located = Group::new(group.delimiter(), respan(group.stream(), span));
+                located.set_span(group.span().located_at(span));
+                token = TokenTree::Group(located);
+            } else {
+                token.set_span(token.span().located_at(span));
+            }
+            token
+        })
+        .collect()
+}
+
+/// The span of the last token of `ty`: `>` in `Result<(), Error>`.
+fn last_token_span(ty: &Type) -> Span {
+    ty.to_token_stream()
+        .into_iter()
+        .last()
+        .map_or_else(|| ty.span(), |token| token.span())
 }

@@ -65,7 +65,13 @@ fn parse_attrs(input: &DeriveInput, errors: &mut Errors) -> Attrs {
             let key = meta.path.get_ident().map(Ident::unraw);
             match key.as_ref().map(Ident::to_string).as_deref() {
                 Some("context") => {
-                    let context: Type = meta.value()?.parse()?;
+                    let value = meta.value()?;
+                    let context: Type = value.parse().map_err(|error| {
+                        Error::new(
+                            error.span(),
+                            "`context` expects a type: `#[signal(context = AppCtx<'_>)]`",
+                        )
+                    })?;
                     set_once(&mut attrs.context, context, &meta.path, "context")
                 }
                 Some("crate") => {

@@ -1,0 +1,12 @@
+use signals_core::{on, Signal};
+
+pub struct AppCtx;
+
+#[derive(Signal)]
+#[signal(context = AppCtx)]
+pub struct OrderCreated;
+
+#[on(OrderCreated)]
+fn handler(_signal: &OrderCreated, _ctx: AppCtx) {}
+
+fn main() {}

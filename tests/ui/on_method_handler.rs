@@ -1,0 +1,13 @@
+use signals_core::{on, Signal};
+
+#[derive(Signal)]
+pub struct OrderCreated;
+
+pub struct Billing;
+
+impl Billing {
+    #[on(OrderCreated)]
+    fn handler(&self, _signal: &OrderCreated) {}
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use signals_core::{on, Signal};
+
+#[derive(Signal)]
+pub struct OrderCreated;
+
+#[on(OrderCreated)]
+fn handler(_signal: OrderCreated) {}
+
+fn main() {}
