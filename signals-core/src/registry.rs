@@ -85,7 +85,12 @@ impl Index {
 
         let mut signals: Vec<&'static SignalInfo> = SIGNALS_CORE_0_1_SIGNALS.to_vec();
         signals.sort_unstable_by(|a, b| {
-            (a.path(), a.file(), a.line(), key_of(a)).cmp(&(b.path(), b.file(), b.line(), key_of(b)))
+            (a.path(), a.file(), a.line(), key_of(a)).cmp(&(
+                b.path(),
+                b.file(),
+                b.line(),
+                key_of(b),
+            ))
         });
 
         Index {

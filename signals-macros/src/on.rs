@@ -94,7 +94,8 @@ impl Parse for Args {
 impl Args {
     /// One `key = value` argument after the signal.
     fn parse_named(&mut self, input: ParseStream) -> syn::Result<()> {
-        let expected = "`#[on]` handles one signal; expected `priority = ...` or `crate = ...` after it";
+        let expected =
+            "`#[on]` handles one signal; expected `priority = ...` or `crate = ...` after it";
         let key = input
             .call(Ident::parse_any)
             .map_err(|error| Error::new(error.span(), expected))?;
@@ -174,7 +175,9 @@ fn validate<'a>(item: &'a ItemFn, args: Option<&Args>) -> syn::Result<Handler<'a
     let signal_name = args.map_or_else(|| quote!(S), |args| args.signal.to_token_stream());
     let mut params = sig.inputs.iter();
     let signal_param = errors.take(signal_param(sig, params.next(), &signal_name));
-    let context_param = params.next().and_then(|param| errors.take(context_param(param)));
+    let context_param = params
+        .next()
+        .and_then(|param| errors.take(context_param(param)));
     if let Some(extra) = params.next() {
         errors.push(Error::new_spanned(
             extra,
@@ -254,7 +257,8 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
     // const of the same name (both against Rust's naming conventions) could capture them. The
     // arguments are located at the parameter types, so that rustc blames those on a mismatch.
     let param = |name: &str| Ident::new(name, Span::mixed_site());
-    let arg = |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(referent_span(ty)));
+    let arg =
+        |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(referent_span(ty)));
     let (signal_param, context_param) = (param("__signal"), param("__context"));
     let signal_arg = arg("__signal", handler.signal_param);
     let mut args = quote!(#signal_arg);

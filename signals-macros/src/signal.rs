@@ -60,7 +60,11 @@ fn parse(input: &DeriveInput) -> Result<Input<'_>, (Error, Attrs)> {
 
 fn parse_attrs(input: &DeriveInput, errors: &mut Errors) -> Attrs {
     let mut attrs = Attrs::default();
-    for attr in input.attrs.iter().filter(|attr| attr.path().is_ident("signal")) {
+    for attr in input
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("signal"))
+    {
         let parsed = attr.parse_nested_meta(|meta| {
             let key = meta.path.get_ident().map(Ident::unraw);
             match key.as_ref().map(Ident::to_string).as_deref() {
@@ -166,7 +170,10 @@ fn expand(input: &Input) -> TokenStream {
         Some(context) => {
             let mut bound = context.clone();
             BindContextLifetime::default().visit_type_mut(&mut bound);
-            (bound.into_token_stream(), type_name(context.to_token_stream()))
+            (
+                bound.into_token_stream(),
+                type_name(context.to_token_stream()),
+            )
         }
         None => (quote!(()), "()".to_owned()),
     };

@@ -71,10 +71,16 @@ mod tests {
     fn renders_types_as_written() {
         let cases = [
             (quote!(AppCtx<'_>), "AppCtx<'_>"),
-            (quote!(&'a mut Vec<(u8, String)>), "&'a mut Vec<(u8, String)>"),
+            (
+                quote!(&'a mut Vec<(u8, String)>),
+                "&'a mut Vec<(u8, String)>",
+            ),
             (quote!(crate::db::Tx<'_, '_>), "crate::db::Tx<'_, '_>"),
             (quote!([u8; 4]), "[u8; 4]"),
-            (quote!(Box<dyn Fn(&str) -> u8 + Send>), "Box<dyn Fn(&str) -> u8 + Send>"),
+            (
+                quote!(Box<dyn Fn(&str) -> u8 + Send>),
+                "Box<dyn Fn(&str) -> u8 + Send>",
+            ),
             (quote!(dyn Iterator<Item = u8>), "dyn Iterator<Item = u8>"),
             (quote!(()), "()"),
         ];

@@ -72,7 +72,10 @@ fn records_where_signals_and_handlers_are_defined() {
     assert_eq!(created.line(), line_of("#[derive(Signal)]"));
     let billing = created.handlers().next().unwrap();
     assert_eq!(billing.file(), file!());
-    assert_eq!(billing.line(), line_of("#[on(OrderCreated, priority = 10)]"));
+    assert_eq!(
+        billing.line(),
+        line_of("#[on(OrderCreated, priority = 10)]")
+    );
 }
 
 /// The line of this file that starts with `text`, first match.

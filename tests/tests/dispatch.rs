@@ -146,7 +146,10 @@ fn the_first_error_stops_notify_and_names_its_handler() {
         Some(&Declined { order_id: 50 })
     );
     let owned = err.into_failures().remove(0).into_error();
-    assert_eq!(*owned.downcast::<Declined>().unwrap(), Declined { order_id: 50 });
+    assert_eq!(
+        *owned.downcast::<Declined>().unwrap(),
+        Declined { order_id: 50 }
+    );
 }
 
 #[test]
@@ -182,7 +185,10 @@ fn notify_all_runs_every_handler_and_reports_every_failure_in_order() {
                 "dispatch::signal_only_result",
                 "card declined for order 50".to_owned()
             ),
-            ("dispatch::mut_context_boxed_error", "boxed failure".to_owned()),
+            (
+                "dispatch::mut_context_boxed_error",
+                "boxed failure".to_owned()
+            ),
             ("dispatch::mut_context_anyhow", "anyhow failure".to_owned()),
         ]
     );
@@ -284,7 +290,11 @@ fn create_billing_record(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<(),
 #[on(OrderCreated)]
 fn audit<'a>(sig: &OrderCreated, ctx: &AppCtx<'a>) -> Result<(), std::convert::Infallible> {
     assert_eq!(*ctx.now, 1_700_000_000);
-    assert_eq!(ctx.tx.rows.len(), 3, "billing and both invoice rows came first");
+    assert_eq!(
+        ctx.tx.rows.len(),
+        3,
+        "billing and both invoice rows came first"
+    );
     let _ = sig;
     Ok(())
 }

@@ -2,7 +2,10 @@
 
 #![deny(warnings)]
 #![allow(dead_code, reason = "the shadowing items exist only to be in scope")]
-#![allow(non_camel_case_types, reason = "shadows the names generated code could refer to")]
+#![allow(
+    non_camel_case_types,
+    reason = "shadows the names generated code could refer to"
+)]
 
 struct Result;
 struct Option;

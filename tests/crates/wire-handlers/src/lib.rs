@@ -16,7 +16,9 @@ mod orders {
 
         #[on(Placed, priority = 5)]
         fn reserve_stock(_: &Placed, trace: &mut wire_signals::Trace) {
-            trace.calls.push("wire_handlers::orders::nested::reserve_stock");
+            trace
+                .calls
+                .push("wire_handlers::orders::nested::reserve_stock");
         }
     }
 }
@@ -37,7 +39,9 @@ mod events {
 
     #[on(crate::OrderPlaced)]
     fn on_local_order_placed(_: &crate::OrderPlaced, trace: &mut Trace) {
-        trace.calls.push("wire_handlers::events::on_local_order_placed");
+        trace
+            .calls
+            .push("wire_handlers::events::on_local_order_placed");
     }
 }
 

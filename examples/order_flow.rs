@@ -1,0 +1,157 @@
+//! The order flow: an order is inserted inside a SQLite transaction, `notify(OrderCreated)`
+//! runs billing, the audit log and the welcome email in that same transaction, and the
+//! transaction commits. When billing declines the card, everything rolls back together.
+//!
+//! ```text
+//! cargo run --example order_flow                  # one order commits, one is declined
+//! cargo run --example order_flow -- --decline-card # only the declined order
+//! ```
+
+use std::error::Error as _;
+
+use rusqlite::Connection;
+use shop_handlers::BillingError;
+use shop_signals::{AppCtx, Mailer, OrderCreated};
+use signals_core::notify;
+
+// The handlers are private to `shop_handlers`; nothing here calls them by name. This line links
+// the crate, and with it every handler it registers.
+use shop_handlers as _;
+
+const GOOD_CARD: &str = "4242 4242 4242 4242";
+const DECLINED_CARD: &str = "4000 0000 0000 0002";
+
+const SCHEMA: &str = "
+    CREATE TABLE orders    (id INTEGER PRIMARY KEY, customer_email TEXT NOT NULL, total_cents INTEGER NOT NULL);
+    CREATE TABLE billing   (order_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL);
+    CREATE TABLE audit_log (order_id INTEGER NOT NULL, entry TEXT NOT NULL);
+    CREATE TABLE outbox    (id INTEGER PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT NOT NULL, subject TEXT NOT NULL);
+";
+
+/// Why an order could not be placed.
+#[derive(Debug)]
+enum PlaceOrderError {
+    Database(rusqlite::Error),
+    Handler(signals_core::Error),
+}
+
+impl From<rusqlite::Error> for PlaceOrderError {
+    fn from(error: rusqlite::Error) -> Self {
+        PlaceOrderError::Database(error)
+    }
+}
+
+impl From<signals_core::Error> for PlaceOrderError {
+    fn from(error: signals_core::Error) -> Self {
+        PlaceOrderError::Handler(error)
+    }
+}
+
+/// Inserts the order and notifies `OrderCreated`, all in one transaction.
+///
+/// If any handler fails, `?` returns before `commit`: dropping `tx` rolls back the order and
+/// every row the handlers wrote.
+fn place_order(
+    conn: &mut Connection,
+    mailer: &Mailer,
+    customer_email: &str,
+    total_cents: i64,
+    card_number: &str,
+) -> Result<i64, PlaceOrderError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO orders (customer_email, total_cents) VALUES (?1, ?2)",
+        (customer_email, total_cents),
+    )?;
+    let order_id = tx.last_insert_rowid();
+
+    let signal = OrderCreated {
+        order_id,
+        customer_email: customer_email.to_owned(),
+        total_cents,
+        card_number: card_number.to_owned(),
+    };
+    notify(&signal, &mut AppCtx { tx: &tx, mailer })?;
+
+    tx.commit()?;
+    Ok(order_id)
+}
+
+/// Sends what committed transactions left in the outbox (here: prints it), then clears it.
+fn relay_outbox(conn: &Connection) -> rusqlite::Result<()> {
+    let mut select = conn.prepare("SELECT sender, recipient, subject FROM outbox ORDER BY id")?;
+    let emails = select.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    for email in emails {
+        let (sender, recipient, subject) = email?;
+        println!("  relay: email from {sender} to {recipient}: \"{subject}\"");
+    }
+    conn.execute("DELETE FROM outbox", [])?;
+    Ok(())
+}
+
+fn print_tables(conn: &Connection) -> rusqlite::Result<()> {
+    let mut counts = Vec::new();
+    for table in ["orders", "billing", "audit_log", "outbox"] {
+        let count: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })?;
+        counts.push(format!("{table}: {count}"));
+    }
+    println!("  rows now: {}", counts.join(", "));
+    Ok(())
+}
+
+fn run_order(
+    conn: &mut Connection,
+    mailer: &Mailer,
+    email: &str,
+    cents: i64,
+    card: &str,
+) -> rusqlite::Result<()> {
+    println!("\nPlacing an order for {email}, {cents} cents, card {card}");
+    match place_order(conn, mailer, email, cents, card) {
+        Ok(order_id) => {
+            println!("  committed: order #{order_id} with its billing, audit and outbox rows")
+        }
+        Err(PlaceOrderError::Handler(error)) => {
+            println!("  rolled back: {error}");
+            println!(
+                "  because: {}",
+                error.source().map_or(String::new(), ToString::to_string)
+            );
+            if let Some(BillingError::CardDeclined { last4 }) = error.downcast_ref::<BillingError>()
+            {
+                println!("  the caller downcasts the handler's error: CardDeclined {{ last4: {last4:?} }}");
+            }
+            println!("  the audit row written before billing failed is gone with the order");
+        }
+        Err(PlaceOrderError::Database(error)) => return Err(error),
+    }
+    print_tables(conn)?;
+    relay_outbox(conn)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let decline_only = std::env::args().any(|arg| arg == "--decline-card");
+
+    println!("Who reacts to what (signals_core::catalog()):\n");
+    print!("{}", signals_core::catalog());
+
+    let mut conn = Connection::open_in_memory()?;
+    conn.execute_batch(SCHEMA)?;
+    let mailer = Mailer {
+        from: "shop@example.com",
+    };
+
+    if !decline_only {
+        run_order(&mut conn, &mailer, "ada@example.com", 4200, GOOD_CARD)?;
+    }
+    run_order(&mut conn, &mailer, "bob@example.com", 1999, DECLINED_CARD)?;
+    Ok(())
+}
