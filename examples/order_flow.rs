@@ -18,10 +18,13 @@ use signals_core::notify;
 // the crate, and with it every handler it registers.
 use shop_handlers as _;
 
-const GOOD_CARD: &str = "4242 4242 4242 4242";
-const DECLINED_CARD: &str = "4000 0000 0000 0002";
+/// A card that billing accepts.
+pub const GOOD_CARD: &str = "4242 4242 4242 4242";
+/// The test card that every issuer declines.
+pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
 
-const SCHEMA: &str = "
+/// The shop's tables.
+pub const SCHEMA: &str = "
     CREATE TABLE orders    (id INTEGER PRIMARY KEY, customer_email TEXT NOT NULL, total_cents INTEGER NOT NULL);
     CREATE TABLE billing   (order_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL);
     CREATE TABLE audit_log (order_id INTEGER NOT NULL, entry TEXT NOT NULL);
@@ -30,8 +33,10 @@ const SCHEMA: &str = "
 
 /// Why an order could not be placed.
 #[derive(Debug)]
-enum PlaceOrderError {
+pub enum PlaceOrderError {
+    /// The order itself could not be written or committed.
     Database(rusqlite::Error),
+    /// A handler of `OrderCreated` failed; nothing was committed.
     Handler(signals_core::Error),
 }
 
@@ -51,7 +56,7 @@ impl From<signals_core::Error> for PlaceOrderError {
 ///
 /// If any handler fails, `?` returns before `commit`: dropping `tx` rolls back the order and
 /// every row the handlers wrote.
-fn place_order(
+pub fn place_order(
     conn: &mut Connection,
     mailer: &Mailer,
     customer_email: &str,
