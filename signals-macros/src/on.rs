@@ -193,7 +193,7 @@ fn validate<'a>(item: &'a ItemFn, args: Option<&Args>) -> syn::Result<Handler<'a
     })
 }
 
-fn typed_param<'a>(param: &'a FnArg) -> syn::Result<&'a Type> {
+fn typed_param(param: &FnArg) -> syn::Result<&Type> {
     match param {
         FnArg::Typed(typed) => Ok(&typed.ty),
         FnArg::Receiver(receiver) => Err(Error::new_spanned(

@@ -15,6 +15,8 @@ const CONTEXT_LIFETIME: &str = "'ctx";
 /// A validated `#[derive(Signal)]` input.
 struct Input<'a> {
     ident: &'a Ident,
+    /// Whether the type has generic parameters (an error).
+    generic: bool,
     attrs: Attrs,
 }
 
@@ -27,34 +29,37 @@ struct Attrs {
 }
 
 pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
-    match parse(input) {
-        Ok(input) => expand(&input),
-        Err((error, attrs)) => fallback(input, attrs, error),
+    let mut errors = Errors::default();
+    let parsed = parse(input, &mut errors);
+    match errors.finish(()) {
+        Ok(()) => expand(&parsed),
+        Err(error) => fallback(parsed, error),
     }
 }
 
-fn parse(input: &DeriveInput) -> Result<Input<'_>, (Error, Attrs)> {
-    let mut errors = Errors::default();
+/// Reads the input, recording every problem in `errors`.
+fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Input<'a> {
     if let Data::Union(data) = &input.data {
         errors.push(Error::new_spanned(
             data.union_token,
             "`Signal` can't be derived for a union; use a struct or an enum",
         ));
     }
-    if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
+    let generic = !input.generics.params.is_empty() || input.generics.where_clause.is_some();
+    if generic {
         errors.push(Error::new_spanned(
             &input.generics,
             "`Signal` can't be derived for a generic type: a signal is one concrete type with one handler table",
         ));
     }
-    let attrs = parse_attrs(input, &mut errors);
+    let attrs = parse_attrs(input, errors);
     if let Some(context) = &attrs.context {
-        check_context_lifetimes(context, &mut errors);
+        check_context_lifetimes(context, errors);
     }
-    let ident = &input.ident;
-    match errors.finish(()) {
-        Ok(()) => Ok(Input { ident, attrs }),
-        Err(error) => Err((error, attrs)),
+    Input {
+        ident: &input.ident,
+        generic,
+        attrs,
     }
 }
 
@@ -209,18 +214,12 @@ fn expand(input: &Input) -> TokenStream {
 /// The errors, plus an impl with a `()` context, so that uses of the type elsewhere do not
 /// report a second, confusing "not a signal" error. Generic types get no impl: their uses fail
 /// anyway.
-fn fallback(input: &DeriveInput, attrs: Attrs, error: Error) -> TokenStream {
+fn fallback(mut input: Input, error: Error) -> TokenStream {
     let error = error.into_compile_error();
-    if !input.generics.params.is_empty() {
+    if input.generic {
         return error;
     }
-    let stub = Input {
-        ident: &input.ident,
-        attrs: Attrs {
-            context: None,
-            krate: attrs.krate,
-        },
-    };
-    let expansion = expand(&stub);
+    input.attrs.context = None;
+    let expansion = expand(&input);
     quote!(#error #expansion)
 }

@@ -31,10 +31,10 @@ fn send_welcome_email(_: &users::SignedUp, _: &&Db) {}
 
 #[test]
 fn lists_every_signal_sorted_by_path_with_handlers_in_run_order() {
-    let listed: Vec<(&str, &str, Vec<(&str, i32)>)> = catalog()
+    let listed: Vec<_> = catalog()
         .signals()
         .map(|signal| {
-            let handlers = signal
+            let handlers: Vec<(&str, i32)> = signal
                 .handlers()
                 .map(|h| (h.name(), h.priority()))
                 .collect();

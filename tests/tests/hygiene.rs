@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "the shadowing items exist only to be in scope")]
 #![allow(
     non_camel_case_types,
+    clippy::upper_case_acronyms,
     reason = "shadows the names generated code could refer to"
 )]
 
