@@ -1,8 +1,95 @@
 //! Compile-time wired, in-process signals: `notify` is a loop over function pointers.
 //!
-//! (Crate docs are filled in below.)
-
-#![forbid(unsafe_op_in_unsafe_fn)]
+//! A **signal** is a typed record of something that happened. Functions marked `#[on(Signal)]`
+//! react to it, in any crate linked into the program. [`notify`] runs them in a fixed order, in
+//! the caller's thread and call stack, with a context the caller passes (typically its open
+//! transaction), and returns the first error. The macros put every handler into a static table
+//! at link time: no registration call, no start-up code, no allocation, no hashing.
+//!
+//! ```toml
+//! [dependencies]
+//! signals-core = "0.1"
+//! ```
+//!
+//! # Example
+//!
+//! ```
+//! use signals_core::{notify, on, Signal};
+//!
+//! /// What every handler receives: here, the caller's audit log, borrowed.
+//! pub struct AppCtx<'a> {
+//!     pub audit: &'a mut Vec<String>,
+//! }
+//!
+//! #[derive(Signal)]
+//! #[signal(context = AppCtx<'_>)]
+//! pub struct OrderCreated {
+//!     pub order_id: u64,
+//! }
+//!
+//! #[on(OrderCreated, priority = 10)]
+//! fn create_billing_record(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<(), std::io::Error> {
+//!     ctx.audit.push(format!("billed order {}", sig.order_id));
+//!     Ok(())
+//! }
+//!
+//! #[on(OrderCreated)]
+//! fn write_audit_log(sig: &OrderCreated, ctx: &mut AppCtx<'_>) {
+//!     ctx.audit.push(format!("order {} created", sig.order_id));
+//! }
+//!
+//! let mut audit = Vec::new();
+//! notify(&OrderCreated { order_id: 7 }, &mut AppCtx { audit: &mut audit })?;
+//! assert_eq!(audit, ["billed order 7", "order 7 created"]);
+//! # Ok::<(), signals_core::Error>(())
+//! ```
+//!
+//! Handlers take `&S`, optionally `&Ctx` or `&mut Ctx`, and return `()` or `Result<(), E>` for
+//! any `E` that converts into [`BoxError`]. Higher `priority` runs first; equal priorities run in
+//! ascending order of the handler's full path. [`notify_all`] runs every handler even when some
+//! fail. [`catalog`] lists every signal and its handlers.
+//!
+//! # How it works
+//!
+//! `#[derive(Signal)]` and `#[on]` each emit a `static` into a [linkme] distributed slice: the
+//! linker gathers the elements of every crate into one array, so the tables exist in the binary
+//! image and nothing runs at start-up. The first `notify` of any signal sorts all handlers once
+//! (O(H log H) in the number of handlers); every signal then caches its own run of that array.
+//! From then on `notify` reads the cache and calls each function pointer.
+//!
+//! [linkme]: https://docs.rs/linkme
+//!
+//! # Limitations
+//!
+//! - A crate that nothing in the program references is not linked, and its handlers are not
+//!   registered: name it once, with `use my_handlers as _;`.
+//! - Targets are those linkme supports (Linux, macOS, Windows, the BSDs, illumos, Android, iOS,
+//!   bare metal); not wasm.
+//! - Handlers are synchronous free functions; signals are non-generic types; each signal has one
+//!   context type; handlers cannot be added or removed at run time.
+//!
+//! # Mistakes do not compile
+//!
+//! A handler must take the signal by reference, and the error says so at the parameter:
+//!
+//! ```compile_fail
+//! use signals_core::{on, Signal};
+//!
+//! #[derive(Signal)]
+//! pub struct OrderCreated;
+//!
+//! #[on(OrderCreated)]
+//! fn handler(signal: OrderCreated) {} // error: `#[on]` handler takes the signal by reference: `&OrderCreated`
+//! ```
+//!
+//! And only signals have handlers:
+//!
+//! ```compile_fail
+//! pub struct OrderCreated;
+//!
+//! #[signals_core::on(OrderCreated)] // error: `OrderCreated` is not a signal
+//! fn handler(signal: &OrderCreated) {}
+//! ```
 
 extern crate self as signals_core;
 
@@ -19,6 +106,11 @@ pub use crate::error::{Error, Failure};
 pub use crate::handler::{BoxError, HandlerInfo, Handlers};
 pub use crate::signal::{Signal, SignalInfo};
 pub use signals_macros::{on, Signal};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 /// Not public API. Used by generated code.
 #[doc(hidden)]

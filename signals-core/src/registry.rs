@@ -128,3 +128,62 @@ fn run_order(a: &HandlerInfo, b: &HandlerInfo) -> Ordering {
         .then_with(|| a.file().cmp(b.file()))
         .then_with(|| a.line().cmp(&b.line()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{on, Signal};
+
+    #[derive(Signal)]
+    struct Probe;
+
+    #[on(Probe, priority = 1)]
+    fn zulu(_: &Probe) {}
+
+    #[on(Probe, priority = 1)]
+    fn alpha(_: &Probe) {}
+
+    #[on(Probe, priority = 2)]
+    fn yankee(_: &Probe) {}
+
+    fn info(name: &str) -> &'static HandlerInfo {
+        SIGNALS_CORE_0_1_HANDLERS
+            .iter()
+            .find(|h| h.name().ends_with(name))
+            .unwrap()
+    }
+
+    #[test]
+    fn run_order_is_priority_descending_then_name_ascending() {
+        assert_eq!(run_order(info("::yankee"), info("::alpha")), Ordering::Less);
+        assert_eq!(run_order(info("::alpha"), info("::zulu")), Ordering::Less);
+        assert_eq!(
+            run_order(info("::zulu"), info("::yankee")),
+            Ordering::Greater
+        );
+        assert_eq!(run_order(info("::alpha"), info("::alpha")), Ordering::Equal);
+    }
+
+    #[test]
+    fn slots_of_finds_exactly_the_signals_handlers_in_run_order() {
+        let slots = index().slots_of(Probe::__info());
+        let names: Vec<_> = slots.iter().map(|slot| slot.info().name()).collect();
+        assert_eq!(
+            names,
+            [
+                "signals_core::registry::tests::yankee",
+                "signals_core::registry::tests::alpha",
+                "signals_core::registry::tests::zulu",
+            ]
+        );
+    }
+
+    #[test]
+    fn signal_names_drop_the_module_path() {
+        assert_eq!(Probe::__info().name(), "Probe");
+        assert_eq!(
+            Probe::__info().path(),
+            "signals_core::registry::tests::Probe"
+        );
+    }
+}

@@ -443,3 +443,36 @@ fn one_function_can_handle_several_signals() {
     notify(&Right, &mut log).unwrap();
     assert_eq!(log.entries, ["Left", "Right"]);
 }
+
+// --- A context that is itself a reference, its lifetime elided ---
+
+struct Config {
+    currency: &'static str,
+}
+
+#[derive(Signal)]
+#[signal(context = &Config)]
+struct PriceQuoted {
+    cents: u64,
+}
+
+#[on(PriceQuoted)]
+fn check_currency(sig: &PriceQuoted, config: &&Config) -> Result<(), BoxError> {
+    match (config.currency, sig.cents) {
+        ("EUR", 1..) => Ok(()),
+        (currency, cents) => Err(format!("cannot quote {cents} {currency}").into()),
+    }
+}
+
+#[test]
+fn a_reference_context_borrows_for_the_call() {
+    let eur = Config { currency: "EUR" };
+    notify(&PriceQuoted { cents: 5 }, &mut &eur).unwrap();
+    let usd = Config { currency: "USD" };
+    let err = notify(&PriceQuoted { cents: 5 }, &mut &usd).unwrap_err();
+    assert_eq!(err.source().unwrap().to_string(), "cannot quote 5 USD");
+    assert_eq!(
+        signals_core::catalog().get::<PriceQuoted>().context(),
+        "&Config"
+    );
+}
