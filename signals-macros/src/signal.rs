@@ -142,11 +142,14 @@ impl VisitMut for BindContextLifetime {
     }
 
     fn visit_type_reference_mut(&mut self, reference: &mut syn::TypeReference) {
-        if reference.lifetime.is_none() {
-            let span = reference.and_token.span;
-            reference.lifetime = Some(Lifetime::new(CONTEXT_LIFETIME, span));
+        match &mut reference.lifetime {
+            Some(lifetime) => self.visit_lifetime_mut(lifetime),
+            None => {
+                let span = reference.and_token.span;
+                reference.lifetime = Some(Lifetime::new(CONTEXT_LIFETIME, span));
+            }
         }
-        visit_mut::visit_type_reference_mut(self, reference);
+        self.visit_type_mut(&mut reference.elem);
     }
 
     fn visit_type_bare_fn_mut(&mut self, _: &mut syn::TypeBareFn) {}
