@@ -60,7 +60,9 @@ fn first_tokens(item: &TokenStream) -> TokenStream {
     item.clone()
         .into_iter()
         .filter(|token| !matches!(token, TokenTree::Punct(p) if p.as_char() == '#'))
-        .filter(|token| !matches!(token, TokenTree::Group(g) if g.delimiter() == proc_macro2::Delimiter::Bracket))
+        .filter(
+            |token| !matches!(token, TokenTree::Group(g) if g.delimiter() == Delimiter::Bracket),
+        )
         .take(2)
         .collect()
 }
@@ -253,30 +255,7 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         None => quote!(0),
     };
     let new = respan(quote!(#krate::HandlerInfo::__new::<#signal>), signal.span());
-    // The closure's parameters are mixed-site hygienic locals; only a lowercase unit struct or
-    // const of the same name (both against Rust's naming conventions) could capture them. The
-    // arguments are located at the parameter types, so that rustc blames those on a mismatch.
-    let param = |name: &str| Ident::new(name, Span::mixed_site());
-    let arg =
-        |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(referent_span(ty)));
-    let (signal_param, context_param) = (param("__signal"), param("__context"));
-    let signal_arg = arg("__signal", handler.signal_param);
-    let mut args = quote!(#signal_arg);
-    if let Some(ty) = handler.context_param {
-        let context_arg = arg("__context", ty);
-        args.extend(quote!(, #context_arg));
-    }
-    // The call spans the signature, from the name to the end of the return type: rustc reports
-    // a return type that is neither `()` nor `Result<(), E>` there.
-    let end = match handler.output {
-        ReturnType::Default => ident.span(),
-        ReturnType::Type(_, ty) => last_token_span(ty),
-    };
-    let mut args = Group::new(Delimiter::Parenthesis, args);
-    args.set_span(end);
-    let convert = respan(quote!(#private::into_handler_result), end);
-    let thunk = respan(quote!(|#signal_param, #context_param|), signal.span());
-
+    let thunk = thunk(signal, handler, &private);
     quote! {
         const _: () = {
             #[#private::distributed_slice(#private::HANDLERS)]
@@ -286,10 +265,39 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
                 #priority,
                 #private::file!(),
                 #private::line!(),
-                #thunk #convert(#ident #args),
+                #thunk,
             );
         };
     }
+}
+
+/// The closure that adapts the handler's shape to `HandlerInfo`'s one signature:
+/// `|signal, context| into_handler_result(handler(signal, context))`.
+fn thunk(signal: &Type, handler: &Handler, private: &TokenStream) -> TokenStream {
+    // The closure's parameters are mixed-site hygienic locals; only a lowercase unit struct or
+    // const of the same name (both against Rust's naming conventions) could capture them. The
+    // arguments are located at the parameter types, so that rustc blames those on a mismatch.
+    let param = |name: &str| Ident::new(name, Span::mixed_site());
+    let arg =
+        |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(referent_span(ty)));
+    let (signal_param, context_param) = (param("__signal"), param("__context"));
+    let mut args = arg("__signal", handler.signal_param).into_token_stream();
+    if let Some(ty) = handler.context_param {
+        let context_arg = arg("__context", ty);
+        args.extend(quote!(, #context_arg));
+    }
+    // The call spans the signature, from the name to the end of the return type: rustc reports
+    // a return type that is neither `()` nor `Result<(), E>` there.
+    let ident = handler.ident;
+    let end = match handler.output {
+        ReturnType::Default => ident.span(),
+        ReturnType::Type(_, ty) => last_token_span(ty),
+    };
+    let mut args = Group::new(Delimiter::Parenthesis, args);
+    args.set_span(end);
+    let convert = respan(quote!(#private::into_handler_result), end);
+    let params = respan(quote!(|#signal_param, #context_param|), signal.span());
+    quote!(#params #convert(#ident #args))
 }
 
 /// The span of what a reference type refers to: `OrderCreated` in `&OrderCreated`.
