@@ -1,6 +1,7 @@
 //! `notify` and `notify_all`: a loop over a signal's handler table.
 
 use crate::error::{Error, Failure};
+use crate::registry::Slot;
 use crate::signal::Signal;
 
 /// Runs the handlers of `signal` in order, in this thread and call stack; stops at the first error.
@@ -93,18 +94,36 @@ pub fn notify<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Err
 /// assert_eq!(err.failures().len(), 1);
 /// assert!(err.handler().name().ends_with("::flush_cache"));
 /// ```
+#[inline]
 pub fn notify_all<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
-    let mut failures = Vec::new();
-    for slot in S::__info().slots() {
+    let slots = S::__info().slots();
+    for (index, slot) in slots.iter().enumerate() {
         // SAFETY: `slot` comes from `S`'s own handler table (see `Slot::thunk`).
+        let thunk = unsafe { slot.thunk::<S>() };
+        if let Err(error) = thunk(signal, ctx) {
+            let first = Failure::new(slot.info(), error);
+            return Err(run_after_failure(&slots[index + 1..], first, signal, ctx));
+        }
+    }
+    Ok(())
+}
+
+/// The rest of `notify_all` once a handler has failed: out of the fast path.
+#[cold]
+#[inline(never)]
+fn run_after_failure<S: Signal>(
+    rest: &[Slot],
+    first: Failure,
+    signal: &S,
+    ctx: &mut S::Context<'_>,
+) -> Error {
+    let mut failures = vec![first];
+    for slot in rest {
+        // SAFETY: `rest` is part of `S`'s own handler table (see `Slot::thunk`).
         let thunk = unsafe { slot.thunk::<S>() };
         if let Err(error) = thunk(signal, ctx) {
             failures.push(Failure::new(slot.info(), error));
         }
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::from_failures(failures))
-    }
+    Error::from_failures(failures)
 }
