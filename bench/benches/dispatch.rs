@@ -18,16 +18,22 @@ include!(concat!(env!("OUT_DIR"), "/fan.rs"));
 
 const TICK: Tick = Tick { amount: 3 };
 
+/// A handler of any signal type, behind `dyn Any`.
+type ErasedHandler = Box<dyn Fn(&dyn Any, &mut Counters)>;
+
 /// The registry a user would write by hand: handlers boxed behind `dyn Any`, found by `TypeId`.
 #[derive(Default)]
 struct NaiveRegistry {
-    handlers: HashMap<TypeId, Vec<Box<dyn Fn(&dyn Any, &mut Counters)>>>,
+    handlers: HashMap<TypeId, Vec<ErasedHandler>>,
 }
 
 impl NaiveRegistry {
     fn on<S: Any>(&mut self, handler: fn(&S, &mut Counters)) {
         let erased = move |signal: &dyn Any, counters: &mut Counters| {
-            handler(signal.downcast_ref::<S>().expect("keyed by TypeId"), counters);
+            handler(
+                signal.downcast_ref::<S>().expect("keyed by TypeId"),
+                counters,
+            );
         };
         self.handlers
             .entry(TypeId::of::<S>())
@@ -53,9 +59,15 @@ struct BevyCounters(Counters);
 fn bevy_world() -> World {
     let mut world = World::new();
     world.init_resource::<BevyCounters>();
-    world.add_observer(|tick: On<BevyTick>, mut c: ResMut<BevyCounters>| add_total(&tick.0, &mut c.0));
-    world.add_observer(|tick: On<BevyTick>, mut c: ResMut<BevyCounters>| add_count(&tick.0, &mut c.0));
-    world.add_observer(|tick: On<BevyTick>, mut c: ResMut<BevyCounters>| track_max(&tick.0, &mut c.0));
+    world.add_observer(|tick: On<BevyTick>, mut c: ResMut<BevyCounters>| {
+        add_total(&tick.0, &mut c.0)
+    });
+    world.add_observer(|tick: On<BevyTick>, mut c: ResMut<BevyCounters>| {
+        add_count(&tick.0, &mut c.0)
+    });
+    world.add_observer(|tick: On<BevyTick>, mut c: ResMut<BevyCounters>| {
+        track_max(&tick.0, &mut c.0)
+    });
     world.flush();
     world
 }
@@ -73,11 +85,29 @@ fn mod_events_dispatcher(shared: &Arc<SharedCounters>) -> mod_events::EventDispa
     use mod_events::Priority;
     let dispatcher = mod_events::EventDispatcher::new();
     let c = Arc::clone(shared);
-    dispatcher.subscribe_with_priority(move |e: &ModTick| Ok(c.add_total(&e.0)), Priority::High);
+    dispatcher.subscribe_with_priority(
+        move |e: &ModTick| {
+            c.add_total(&e.0);
+            Ok(())
+        },
+        Priority::High,
+    );
     let c = Arc::clone(shared);
-    dispatcher.subscribe_with_priority(move |_: &ModTick| Ok(c.add_count()), Priority::Normal);
+    dispatcher.subscribe_with_priority(
+        move |_: &ModTick| {
+            c.add_count();
+            Ok(())
+        },
+        Priority::Normal,
+    );
     let c = Arc::clone(shared);
-    dispatcher.subscribe_with_priority(move |e: &ModTick| Ok(c.track_max(&e.0)), Priority::Low);
+    dispatcher.subscribe_with_priority(
+        move |e: &ModTick| {
+            c.track_max(&e.0);
+            Ok(())
+        },
+        Priority::Low,
+    );
     dispatcher
 }
 
@@ -134,7 +164,11 @@ fn three_handlers(c: &mut Criterion) {
     let shared = Arc::new(SharedCounters::default());
     let dispatcher = mod_events_dispatcher(&shared);
     group.bench_function("mod_events", |b| {
-        b.iter(|| assert!(dispatcher.dispatch(ModTick(black_box(TICK))).all_succeeded()))
+        b.iter(|| {
+            assert!(dispatcher
+                .dispatch(ModTick(black_box(TICK)))
+                .all_succeeded())
+        })
     });
 
     let signal = signals2_signal(&shared);

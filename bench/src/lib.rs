@@ -113,7 +113,8 @@ impl SharedCounters {
     /// Body 3 on shared counters.
     #[inline(always)]
     pub fn track_max(&self, sig: &Tick) {
-        self.max.store(self.max.load(Relaxed).max(sig.amount), Relaxed);
+        self.max
+            .store(self.max.load(Relaxed).max(sig.amount), Relaxed);
     }
 
     /// The current values.
@@ -125,4 +126,3 @@ impl SharedCounters {
         }
     }
 }
-

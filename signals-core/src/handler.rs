@@ -1,9 +1,10 @@
 //! What `#[on]` records about each handler, and the type-erased call it stores.
 
+use std::any::TypeId;
 use std::fmt;
 use std::iter::FusedIterator;
 
-use crate::registry::Slot;
+use crate::registry::{self, Slot};
 use crate::signal::{Signal, SignalInfo};
 
 /// The error a failing handler returns, boxed: any `E: Into<BoxError>` converts into it.
@@ -44,40 +45,45 @@ pub(crate) type ErasedThunk = unsafe fn();
 /// assert!(handler.line() > 0);
 /// ```
 pub struct HandlerInfo {
-    name: &'static str,
-    priority: i32,
-    file: &'static str,
-    line: u32,
-    signal: fn() -> &'static SignalInfo,
+    /// The signal this handler reacts to.
+    signal: TypeId,
+    /// The full name and the file, one after another (one relocation instead of two).
+    text: &'static str,
     thunk: ErasedThunk,
+    name_len: u32,
+    priority: i32,
+    line: u32,
 }
 
 impl HandlerInfo {
     /// Not public API. Used by generated code.
+    ///
+    /// `text` is the handler's full name followed by its file; `name_len` says where they split.
     #[doc(hidden)]
     pub const fn __new<S: Signal>(
-        name: &'static str,
+        text: &'static str,
+        name_len: usize,
         priority: i32,
-        file: &'static str,
         line: u32,
         thunk: Thunk<S>,
     ) -> Self {
+        assert!(name_len <= text.len() && text.len() <= u32::MAX as usize);
         HandlerInfo {
-            name,
-            priority,
-            file,
-            line,
-            signal: S::__info,
+            signal: TypeId::of::<S>(),
+            text,
             // SAFETY: both are plain function pointers of the same size. The pointer is only
             // called after `Slot::thunk::<S>` turns it back into `Thunk<S>`, for the `S` whose
-            // `SignalInfo` `signal` returns (see `Slot::thunk`).
+            // `TypeId` is `signal` (see `Slot::thunk`).
             thunk: unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) },
+            name_len: name_len as u32,
+            priority,
+            line,
         }
     }
 
     /// The handler's full path: `module_path!()` of its definition, `::`, the function's name.
     pub fn name(&self) -> &'static str {
-        self.name
+        &self.text[..self.name_len as usize]
     }
 
     /// The handler's priority: higher runs first; equal priorities run in order of [`name`](Self::name).
@@ -87,7 +93,7 @@ impl HandlerInfo {
 
     /// The source file that defines the handler.
     pub fn file(&self) -> &'static str {
-        self.file
+        &self.text[self.name_len as usize..]
     }
 
     /// The line of the handler's `#[on]` attribute in [`file`](Self::file).
@@ -97,7 +103,11 @@ impl HandlerInfo {
 
     /// The signal this handler reacts to.
     pub fn signal(&self) -> &'static SignalInfo {
-        (self.signal)()
+        registry::index().signal(self.signal)
+    }
+
+    pub(crate) fn signal_type_id(&self) -> TypeId {
+        self.signal
     }
 
     pub(crate) fn erased_thunk(&self) -> ErasedThunk {
@@ -108,9 +118,9 @@ impl HandlerInfo {
 impl fmt::Debug for HandlerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HandlerInfo")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("priority", &self.priority)
-            .field("file", &self.file)
+            .field("file", &self.file())
             .field("line", &self.line)
             .finish_non_exhaustive()
     }

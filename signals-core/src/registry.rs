@@ -6,6 +6,7 @@
 //! handlers once (O(H log H) for H handlers in the program); each signal then caches its own
 //! run of that sorted table, found by binary search.
 
+use std::any::TypeId;
 use std::cmp::Ordering;
 use std::sync::OnceLock;
 
@@ -42,8 +43,9 @@ impl Slot {
     /// # Safety
     ///
     /// `S` must be the signal this slot's handler was registered for. That holds for every slot
-    /// in `S::__info().slots()`: the index puts a handler under the `SignalInfo` its `signal`
-    /// function returns, which is `S::__info` of the `S` that `HandlerInfo::__new` erased.
+    /// in `S::__info().slots()`: the index files a handler under the `TypeId` that
+    /// `HandlerInfo::__new::<S>` recorded beside the `Thunk<S>` it erased, and `S::__info()`
+    /// is the `SignalInfo` with `S`'s `TypeId` (the contract of the unsafe `Signal` trait).
     #[inline]
     pub(crate) unsafe fn thunk<S: Signal>(&self) -> Thunk<S> {
         // SAFETY: the caller guarantees `self.thunk` was made from a `Thunk<S>` of this `S`.
@@ -51,12 +53,13 @@ impl Slot {
     }
 }
 
-/// All handlers sorted by signal, then run order; and all signals sorted by path.
+/// All handlers sorted by signal, then run order; and all signals, by path and by type.
 pub(crate) struct Index {
-    /// The address of each slot's `SignalInfo`, parallel to `slots`, for binary search.
-    keys: Box<[usize]>,
+    /// The `TypeId` of each slot's signal, parallel to `slots`, for binary search.
+    keys: Box<[TypeId]>,
     slots: Box<[Slot]>,
-    signals: Box<[&'static SignalInfo]>,
+    by_path: Box<[&'static SignalInfo]>,
+    by_type: Box<[&'static SignalInfo]>,
 }
 
 static INDEX: OnceLock<Index> = OnceLock::new();
@@ -68,14 +71,14 @@ pub(crate) fn index() -> &'static Index {
 
 impl Index {
     fn build() -> Index {
-        let mut keyed: Vec<(usize, Slot)> = SIGNALS_CORE_0_1_HANDLERS
+        let mut keyed: Vec<(TypeId, Slot)> = SIGNALS_CORE_0_1_HANDLERS
             .iter()
             .map(|info| {
                 let slot = Slot {
                     thunk: info.erased_thunk(),
                     info,
                 };
-                (key_of(info.signal()), slot)
+                (info.signal_type_id(), slot)
             })
             .collect();
         keyed.sort_unstable_by(|(a_key, a), (b_key, b)| {
@@ -83,26 +86,22 @@ impl Index {
         });
         let (keys, slots) = keyed.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
 
-        let mut signals: Vec<&'static SignalInfo> = SIGNALS_CORE_0_1_SIGNALS.to_vec();
-        signals.sort_unstable_by(|a, b| {
-            (a.path(), a.file(), a.line(), key_of(a)).cmp(&(
-                b.path(),
-                b.file(),
-                b.line(),
-                key_of(b),
-            ))
-        });
+        let mut by_type: Vec<&'static SignalInfo> = SIGNALS_CORE_0_1_SIGNALS.to_vec();
+        by_type.sort_unstable_by_key(|signal| signal.type_id());
+        let mut by_path = by_type.clone();
+        by_path.sort_by_key(|signal| (signal.path(), signal.file(), signal.line()));
 
         Index {
             keys: keys.into_boxed_slice(),
             slots: slots.into_boxed_slice(),
-            signals: signals.into_boxed_slice(),
+            by_path: by_path.into_boxed_slice(),
+            by_type: by_type.into_boxed_slice(),
         }
     }
 
     /// The handlers of `signal`, in run order.
     pub(crate) fn slots_of(&'static self, signal: &SignalInfo) -> &'static [Slot] {
-        let key = key_of(signal);
+        let key = signal.type_id();
         let start = self.keys.partition_point(|&k| k < key);
         let end = start + self.keys[start..].partition_point(|&k| k == key);
         &self.slots[start..end]
@@ -110,13 +109,15 @@ impl Index {
 
     /// Every signal in the program, sorted by path.
     pub(crate) fn signals(&'static self) -> &'static [&'static SignalInfo] {
-        &self.signals
+        &self.by_path
     }
-}
 
-/// A signal's identity: the address of its one `SignalInfo` static.
-fn key_of(signal: &SignalInfo) -> usize {
-    signal as *const SignalInfo as usize
+    /// The signal whose type is `type_id`. Every handler's signal has one: `#[on]` requires
+    /// `Signal`, which only `#[derive(Signal)]` implements, and the derive registers it.
+    pub(crate) fn signal(&'static self, type_id: TypeId) -> &'static SignalInfo {
+        let found = self.by_type.binary_search_by_key(&type_id, |s| s.type_id());
+        self.by_type[found.expect("every handler's signal is registered")]
+    }
 }
 
 /// Higher priority first; then ascending full name; then source location, so that the order

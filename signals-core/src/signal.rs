@@ -1,5 +1,6 @@
 //! The [`Signal`] trait and what `#[derive(Signal)]` records about each signal type.
 
+use std::any::TypeId;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -78,26 +79,34 @@ pub unsafe trait Signal: 'static {
 /// assert_eq!(info.handlers().len(), 0);
 /// ```
 pub struct SignalInfo {
-    path: &'static str,
-    context: &'static str,
-    file: &'static str,
+    type_id: TypeId,
+    /// The path, the context type and the file, one after another: one string is one
+    /// relocation in a position-independent binary, where three would be three.
+    text: &'static str,
+    path_len: u32,
+    context_len: u32,
     line: u32,
     slots: OnceLock<&'static [Slot]>,
 }
 
 impl SignalInfo {
     /// Not public API. Used by generated code.
+    ///
+    /// `text` is the path, the context type and the file concatenated; `path_len` and
+    /// `context_len` say where they split.
     #[doc(hidden)]
-    pub const fn __new(
-        path: &'static str,
-        context: &'static str,
-        file: &'static str,
+    pub const fn __new<S: 'static>(
+        text: &'static str,
+        path_len: usize,
+        context_len: usize,
         line: u32,
     ) -> Self {
+        assert!(path_len + context_len <= text.len() && text.len() <= u32::MAX as usize);
         SignalInfo {
-            path,
-            context,
-            file,
+            type_id: TypeId::of::<S>(),
+            text,
+            path_len: path_len as u32,
+            context_len: context_len as u32,
             line,
             slots: OnceLock::new(),
         }
@@ -105,27 +114,33 @@ impl SignalInfo {
 
     /// The full path of the signal type: `module_path!()` of its definition, `::`, its name.
     pub fn path(&self) -> &'static str {
-        self.path
+        &self.text[..self.path_len as usize]
     }
 
     /// The name of the signal type, without its module path.
     pub fn name(&self) -> &'static str {
-        self.path.rsplit("::").next().unwrap_or(self.path)
+        let path = self.path();
+        path.rsplit("::").next().unwrap_or(path)
     }
 
     /// The context type as written in `#[signal(context = ...)]`, or `()`.
     pub fn context(&self) -> &'static str {
-        self.context
+        let start = self.path_len as usize;
+        &self.text[start..start + self.context_len as usize]
     }
 
     /// The source file that defines the signal type.
     pub fn file(&self) -> &'static str {
-        self.file
+        &self.text[(self.path_len + self.context_len) as usize..]
     }
 
     /// The line of the signal type's `#[derive(Signal)]` in [`file`](Self::file).
     pub fn line(&self) -> u32 {
         self.line
+    }
+
+    pub(crate) fn type_id(&self) -> TypeId {
+        self.type_id
     }
 
     /// The signal's handlers in the order [`notify`](crate::notify) runs them.
@@ -152,9 +167,9 @@ impl SignalInfo {
 impl fmt::Debug for SignalInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignalInfo")
-            .field("path", &self.path)
-            .field("context", &self.context)
-            .field("file", &self.file)
+            .field("path", &self.path())
+            .field("context", &self.context())
+            .field("file", &self.file())
             .field("line", &self.line)
             .finish_non_exhaustive()
     }

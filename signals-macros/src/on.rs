@@ -250,6 +250,8 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
     let signal = &args.signal;
     let ident = handler.ident;
     let name = ident.unraw().to_string();
+    // `::` and the function's name follow the module path.
+    let name_suffix_len = 2 + name.len();
     let priority = match &args.priority {
         Some(priority) => priority.to_token_stream(),
         None => quote!(0),
@@ -261,9 +263,9 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
             #[#private::distributed_slice(#private::HANDLERS)]
             #[linkme(crate = #private::linkme)]
             static HANDLER: #krate::HandlerInfo = #new(
-                #private::concat!(#private::module_path!(), "::", #name),
+                #private::concat!(#private::module_path!(), "::", #name, #private::file!()),
+                #private::module_path!().len() + #name_suffix_len,
                 #priority,
-                #private::file!(),
                 #private::line!(),
                 #thunk,
             );

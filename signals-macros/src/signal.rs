@@ -187,13 +187,16 @@ fn expand(input: &Input) -> TokenStream {
     };
     let lifetime = Lifetime::new(CONTEXT_LIFETIME, Span::call_site());
     let name = ident.unraw().to_string();
+    // `::` and the name follow the module path; the context's name follows the path.
+    let path_suffix_len = 2 + name.len();
+    let context_len = context_name.len();
 
     quote! {
         const _: () = {
-            static SIGNAL: #krate::SignalInfo = #krate::SignalInfo::__new(
-                #private::concat!(#private::module_path!(), "::", #name),
-                #context_name,
-                #private::file!(),
+            static SIGNAL: #krate::SignalInfo = #krate::SignalInfo::__new::<#ident>(
+                #private::concat!(#private::module_path!(), "::", #name, #context_name, #private::file!()),
+                #private::module_path!().len() + #path_suffix_len,
+                #context_len,
                 #private::line!(),
             );
 
