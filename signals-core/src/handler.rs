@@ -47,13 +47,21 @@ pub(crate) type ErasedThunk = unsafe fn();
 pub struct HandlerInfo {
     /// The signal this handler reacts to.
     signal: TypeId,
-    /// The full name and the file, one after another (one relocation instead of two).
-    text: &'static str,
+    /// The full name and then the file, as one `&'static str` split into a thin pointer and
+    /// two lengths: one relocation and 48 bytes per handler, where two `&str`s took two and 64.
+    text: *const u8,
     thunk: ErasedThunk,
+    text_len: u32,
     name_len: u32,
     priority: i32,
     line: u32,
 }
+
+// SAFETY: `text` points into a `&'static str`, which is immutable and lives forever; every
+// other field is `Send + Sync`.
+unsafe impl Send for HandlerInfo {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for HandlerInfo {}
 
 impl HandlerInfo {
     /// Not public API. Used by generated code.
@@ -68,13 +76,15 @@ impl HandlerInfo {
         thunk: Thunk<S>,
     ) -> Self {
         assert!(name_len <= text.len() && text.len() <= u32::MAX as usize);
+        assert!(text.is_char_boundary(name_len));
         HandlerInfo {
             signal: TypeId::of::<S>(),
-            text,
+            text: text.as_ptr(),
             // SAFETY: both are plain function pointers of the same size. The pointer is only
             // called after `Slot::thunk::<S>` turns it back into `Thunk<S>`, for the `S` whose
             // `TypeId` is `signal` (see `Slot::thunk`).
             thunk: unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) },
+            text_len: text.len() as u32,
             name_len: name_len as u32,
             priority,
             line,
@@ -83,7 +93,16 @@ impl HandlerInfo {
 
     /// The handler's full path: `module_path!()` of its definition, `::`, the function's name.
     pub fn name(&self) -> &'static str {
-        &self.text[..self.name_len as usize]
+        &self.text()[..self.name_len as usize]
+    }
+
+    fn text(&self) -> &'static str {
+        // SAFETY: `text` and `text_len` are the pointer and length of the `&'static str` given
+        // to `__new`, which `name_len` splits at a char boundary.
+        unsafe {
+            let bytes = std::slice::from_raw_parts(self.text, self.text_len as usize);
+            std::str::from_utf8_unchecked(bytes)
+        }
     }
 
     /// The handler's priority: higher runs first; equal priorities run in order of [`name`](Self::name).
@@ -93,7 +112,7 @@ impl HandlerInfo {
 
     /// The source file that defines the handler.
     pub fn file(&self) -> &'static str {
-        &self.text[self.name_len as usize..]
+        &self.text()[self.name_len as usize..]
     }
 
     /// The line of the handler's `#[on]` attribute in [`file`](Self::file).

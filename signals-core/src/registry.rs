@@ -18,9 +18,10 @@ use crate::signal::{Signal, SignalInfo};
 // linkme names each link section after the slice's identifier, so these identifiers must be
 // unique across every crate in a program, including other major versions of this one.
 
-/// Every signal type linked into the program, in link order.
+/// Every signal type linked into the program, in link order. Each element is the signal's own
+/// `SignalInfo`, with the cache of its handler table inside (the section is writable).
 #[distributed_slice]
-pub static SIGNALS_CORE_0_1_SIGNALS: [&'static SignalInfo];
+pub static SIGNALS_CORE_0_1_SIGNALS: [SignalInfo];
 
 /// Every handler linked into the program, in link order.
 #[distributed_slice]
@@ -86,7 +87,7 @@ impl Index {
         });
         let (keys, slots) = keyed.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
 
-        let mut by_type: Vec<&'static SignalInfo> = SIGNALS_CORE_0_1_SIGNALS.to_vec();
+        let mut by_type: Vec<&'static SignalInfo> = SIGNALS_CORE_0_1_SIGNALS.iter().collect();
         by_type.sort_unstable_by_key(|signal| signal.type_id());
         let mut by_path = by_type.clone();
         by_path.sort_by_key(|signal| (signal.path(), signal.file(), signal.line()));
@@ -177,6 +178,13 @@ mod tests {
                 "signals_core::registry::tests::zulu",
             ]
         );
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_handler_costs_48_bytes_of_table() {
+        // Every handler of every program pays this; keep it from growing unnoticed.
+        assert_eq!(std::mem::size_of::<HandlerInfo>(), 48);
     }
 
     #[test]

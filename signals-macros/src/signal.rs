@@ -193,16 +193,14 @@ fn expand(input: &Input) -> TokenStream {
 
     quote! {
         const _: () = {
+            #[#private::distributed_slice(#private::SIGNALS)]
+            #[linkme(crate = #private::linkme)]
             static SIGNAL: #krate::SignalInfo = #krate::SignalInfo::__new::<#ident>(
                 #private::concat!(#private::module_path!(), "::", #name, #context_name, #private::file!()),
                 #private::module_path!().len() + #path_suffix_len,
                 #context_len,
                 #private::line!(),
             );
-
-            #[#private::distributed_slice(#private::SIGNALS)]
-            #[linkme(crate = #private::linkme)]
-            static REGISTRATION: &#krate::SignalInfo = &SIGNAL;
 
             #[automatically_derived]
             unsafe impl #krate::Signal for #ident {

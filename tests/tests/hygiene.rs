@@ -22,7 +22,6 @@ struct std;
 struct linkme;
 struct SIGNAL;
 struct HANDLER;
-struct REGISTRATION;
 
 mod signals_core {}
 
