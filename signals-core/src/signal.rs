@@ -18,9 +18,10 @@ use crate::registry::{self, Slot};
 ///
 /// # Safety
 ///
-/// [`Signal::__info`] must return a [`SignalInfo`] that belongs to this type alone: handlers are
-/// stored type-erased and found through it. `#[derive(Signal)]` guarantees this; a hand-written
-/// impl that shares another type's `SignalInfo` makes `notify` call handlers with the wrong type.
+/// [`Signal::__info`] must return a `SignalInfo` made by `SignalInfo::__new::<Self>`, so that it
+/// carries `Self`'s `TypeId`: handlers are stored type-erased and `notify::<Self>` calls those
+/// filed under that `TypeId` with a `&Self`. `#[derive(Signal)]` guarantees this; implement the
+/// trait only through it.
 ///
 /// # Examples
 ///
