@@ -1,8 +1,9 @@
 //! `notify` and `notify_all`: a loop over a signal's handler table.
 
 use crate::error::{Error, Failure};
+use crate::handler::HandlerResult;
 use crate::registry::Slot;
-use crate::signal::Signal;
+use crate::signal::{Signal, SyncSignal};
 
 /// Runs the handlers of `signal` in order, in this thread and call stack; stops at the first error.
 ///
@@ -47,7 +48,7 @@ use crate::signal::Signal;
 /// # Ok::<(), signals_core::Error>(())
 /// ```
 #[inline]
-pub fn notify<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
+pub fn notify<S: Signal + SyncSignal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
     for slot in S::__info().slots() {
         // SAFETY: `slot` comes from `S`'s own handler table (see `Slot::thunk`).
         let thunk = unsafe { slot.thunk::<S>() };
@@ -95,7 +96,10 @@ pub fn notify<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Err
 /// assert!(err.handler().name().ends_with("::flush_cache"));
 /// ```
 #[inline]
-pub fn notify_all<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
+pub fn notify_all<S: Signal + SyncSignal>(
+    signal: &S,
+    ctx: &mut S::Context<'_>,
+) -> Result<(), Error> {
     let slots = S::__info().slots();
     for (index, slot) in slots.iter().enumerate() {
         // SAFETY: `slot` comes from `S`'s own handler table (see `Slot::thunk`).
@@ -111,7 +115,7 @@ pub fn notify_all<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(),
 /// The rest of `notify_all` once a handler has failed: out of the fast path.
 #[cold]
 #[inline(never)]
-fn run_after_failure<S: Signal>(
+fn run_after_failure<S: SyncSignal>(
     rest: &[Slot],
     first: Failure,
     signal: &S,
@@ -126,4 +130,111 @@ fn run_after_failure<S: Signal>(
         }
     }
     Error::from_failures(failures)
+}
+
+/// Runs the handlers of `signal` in order, awaiting each `async fn` handler before the next
+/// one starts; stops at the first error.
+///
+/// The order, the context and the errors are those of [`notify`]: sync and async handlers run
+/// in one sequence, by descending priority and then name. Any signal can be notified this way;
+/// a signal with `async fn` handlers (declared `#[signal(asynchronous)]`) can only be notified
+/// this way. The context may borrow, e.g. a `sqlx::Transaction`, so that handlers write in the
+/// caller's transaction.
+///
+/// The future is `Send` when `S: Sync` and the context is `Send`, so it can be awaited in a
+/// `tokio::spawn`ed task or an axum handler. Async handlers' futures must be `Send`.
+///
+/// # Cost
+///
+/// No heap allocation per call, except that an async handler whose future is larger than
+/// [`INLINE_FUTURE_BYTES`](crate::INLINE_FUTURE_BYTES) is boxed (one allocation per call of
+/// that handler). The returned future holds one handler future inline, so it is about that
+/// large.
+///
+/// # Errors
+///
+/// As for [`notify`]: the first handler to fail stops the loop and is named in the [`Error`].
+///
+/// # Examples
+///
+/// ```
+/// use signals_core::{notify_async, on, Signal};
+///
+/// #[derive(Signal)]
+/// #[signal(context = Vec<String>, asynchronous)]
+/// pub struct UserSignedUp {
+///     pub email: String,
+/// }
+///
+/// #[on(UserSignedUp)]
+/// async fn send_welcome_email(sig: &UserSignedUp, outbox: &mut Vec<String>) -> Result<(), std::io::Error> {
+///     std::future::ready(()).await; // e.g. an SMTP call
+///     outbox.push(format!("welcome, {}", sig.email));
+///     Ok(())
+/// }
+///
+/// # fn block_on<F: std::future::Future>(future: F) -> F::Output {
+/// #     let mut future = std::pin::pin!(future);
+/// #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// #     loop {
+/// #         if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+/// #             return output;
+/// #         }
+/// #     }
+/// # }
+/// block_on(async {
+///     let mut outbox = Vec::new();
+///     notify_async(&UserSignedUp { email: "ada@example.com".into() }, &mut outbox).await?;
+///     assert_eq!(outbox, ["welcome, ada@example.com"]);
+///     Ok::<(), signals_core::Error>(())
+/// })?;
+/// # Ok::<(), signals_core::Error>(())
+/// ```
+pub async fn notify_async<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
+    for slot in S::__info().slots() {
+        if let Err(error) = run_async_or_sync(slot, signal, ctx).await {
+            return Err(Error::single(slot.info(), error));
+        }
+    }
+    Ok(())
+}
+
+/// Runs every handler of `signal` in order, sync and async, even when some fail.
+///
+/// # Errors
+///
+/// As for [`notify_all`]: every failure, in run order.
+pub async fn notify_all_async<S: Signal>(
+    signal: &S,
+    ctx: &mut S::Context<'_>,
+) -> Result<(), Error> {
+    let mut failures = Vec::new();
+    for slot in S::__info().slots() {
+        if let Err(error) = run_async_or_sync(slot, signal, ctx).await {
+            failures.push(Failure::new(slot.info(), error));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::from_failures(failures))
+    }
+}
+
+/// Runs one handler of `S`: calls it if it is synchronous, awaits its future if it is async.
+#[inline]
+async fn run_async_or_sync<S: Signal>(
+    slot: &Slot,
+    signal: &S,
+    ctx: &mut S::Context<'_>,
+) -> HandlerResult {
+    if slot.info().is_async() {
+        // SAFETY: `slot` comes from `S`'s own handler table and is async (see `Slot::async_thunk`).
+        let thunk = unsafe { slot.async_thunk::<S>() };
+        thunk(signal, ctx).await
+    } else {
+        // SAFETY: `slot` comes from `S`'s own handler table and is synchronous.
+        let thunk = unsafe { slot.thunk::<S>() };
+        thunk(signal, ctx)
+    }
 }

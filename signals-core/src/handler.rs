@@ -5,7 +5,7 @@ use std::fmt;
 use std::iter::FusedIterator;
 
 use crate::registry::{self, Slot};
-use crate::signal::{Signal, SignalInfo};
+use crate::signal::{AsyncSignal, Signal, SignalInfo};
 
 /// The error a failing handler returns, boxed: any `E: Into<BoxError>` converts into it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -18,7 +18,22 @@ pub(crate) type HandlerResult = Result<(), BoxError>;
 pub(crate) type Thunk<S> =
     for<'s, 'x, 'c> fn(&'s S, &'x mut <S as Signal>::Context<'c>) -> HandlerResult;
 
-/// A [`Thunk`] with its signal type erased, so that one table holds handlers of every signal.
+/// The typed thunk `#[on]` generates for an `async fn` handler of `S`: it starts the handler and
+/// returns its future, stored inline when it fits (see [`HandlerFuture`]).
+pub(crate) type AsyncThunk<S> =
+    for<'s, 'c> fn(&'s S, &'s mut <S as Signal>::Context<'c>) -> HandlerFuture<'s>;
+
+/// How many bytes of an async handler's future [`notify_async`](crate::notify_async) holds
+/// inline. A larger future (or one aligned to more than 8 bytes) is boxed: one allocation per
+/// call of that handler.
+pub const INLINE_FUTURE_BYTES: usize = 512;
+
+/// An async handler's future, type-erased: inline up to [`INLINE_FUTURE_BYTES`], boxed beyond.
+#[doc(hidden)]
+pub type HandlerFuture<'a> = stackfuture::StackFuture<'a, HandlerResult, INLINE_FUTURE_BYTES>;
+
+/// A [`Thunk`] or [`AsyncThunk`] with its signal type erased, so that one table holds handlers
+/// of every signal.
 pub(crate) type ErasedThunk = unsafe fn();
 
 /// One handler registered with `#[on]`: its name, priority and source location.
@@ -51,11 +66,15 @@ pub struct HandlerInfo {
     /// two lengths: one relocation and 48 bytes per handler, where two `&str`s took two and 64.
     text: *const u8,
     thunk: ErasedThunk,
-    text_len: u32,
+    /// The length of `text`, with [`ASYNC`] set for an `async fn` handler.
+    text_len_and_kind: u32,
     name_len: u32,
     priority: i32,
     line: u32,
 }
+
+/// The bit of `HandlerInfo::text_len_and_kind` that marks an async handler.
+const ASYNC: u32 = 1 << 31;
 
 // SAFETY: `text` points into a `&'static str`, which is immutable and lives forever; every
 // other field is `Send + Sync`.
@@ -75,20 +94,51 @@ impl HandlerInfo {
         line: u32,
         thunk: Thunk<S>,
     ) -> Self {
-        assert!(name_len <= text.len() && text.len() <= u32::MAX as usize);
+        // SAFETY: both are plain function pointers of the same size. The pointer is only
+        // called after `Slot::thunk::<S>` turns it back into `Thunk<S>`, for the `S` whose
+        // `TypeId` is `signal`, and only while `is_async` is false (see `Slot::thunk`).
+        let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
+        Self::erased::<S>(text, name_len, priority, line, thunk, 0)
+    }
+
+    /// Not public API. Used by generated code for `async fn` handlers.
+    #[doc(hidden)]
+    pub const fn __new_async<S: AsyncSignal>(
+        text: &'static str,
+        name_len: usize,
+        priority: i32,
+        line: u32,
+        thunk: AsyncThunk<S>,
+    ) -> Self {
+        // SAFETY: as in `__new`, with `Slot::async_thunk::<S>` and `is_async` true.
+        let thunk = unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) };
+        Self::erased::<S>(text, name_len, priority, line, thunk, ASYNC)
+    }
+
+    const fn erased<S: Signal>(
+        text: &'static str,
+        name_len: usize,
+        priority: i32,
+        line: u32,
+        thunk: ErasedThunk,
+        kind: u32,
+    ) -> Self {
+        assert!(name_len <= text.len() && text.len() < ASYNC as usize);
         assert!(text.is_char_boundary(name_len));
         HandlerInfo {
             signal: TypeId::of::<S>(),
             text: text.as_ptr(),
-            // SAFETY: both are plain function pointers of the same size. The pointer is only
-            // called after `Slot::thunk::<S>` turns it back into `Thunk<S>`, for the `S` whose
-            // `TypeId` is `signal` (see `Slot::thunk`).
-            thunk: unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) },
-            text_len: text.len() as u32,
+            thunk,
+            text_len_and_kind: text.len() as u32 | kind,
             name_len: name_len as u32,
             priority,
             line,
         }
+    }
+
+    /// Whether the handler is an `async fn`.
+    pub fn is_async(&self) -> bool {
+        self.text_len_and_kind & ASYNC != 0
     }
 
     /// The handler's full path: `module_path!()` of its definition, `::`, the function's name.
@@ -97,10 +147,11 @@ impl HandlerInfo {
     }
 
     fn text(&self) -> &'static str {
-        // SAFETY: `text` and `text_len` are the pointer and length of the `&'static str` given
+        // SAFETY: `text` and the length in `text_len_and_kind` are those of the `&'static str` given
         // to `__new`, which `name_len` splits at a char boundary.
         unsafe {
-            let bytes = std::slice::from_raw_parts(self.text, self.text_len as usize);
+            let len = self.text_len_and_kind & !ASYNC;
+            let bytes = std::slice::from_raw_parts(self.text, len as usize);
             std::str::from_utf8_unchecked(bytes)
         }
     }
@@ -141,6 +192,7 @@ impl fmt::Debug for HandlerInfo {
             .field("priority", &self.priority)
             .field("file", &self.file())
             .field("line", &self.line)
+            .field("is_async", &self.is_async())
             .finish_non_exhaustive()
     }
 }

@@ -101,10 +101,10 @@ mod registry;
 mod signal;
 
 pub use crate::catalog::{catalog, handlers, Catalog, Signals};
-pub use crate::dispatch::{notify, notify_all};
+pub use crate::dispatch::{notify, notify_all, notify_all_async, notify_async};
 pub use crate::error::{Error, Failure};
-pub use crate::handler::{BoxError, HandlerInfo, Handlers};
-pub use crate::signal::{Signal, SignalInfo};
+pub use crate::handler::{BoxError, HandlerInfo, Handlers, INLINE_FUTURE_BYTES};
+pub use crate::signal::{AsyncSignal, Signal, SignalInfo, SyncSignal};
 pub use signals_macros::{on, Signal};
 
 /// The README's examples, compiled and run as doctests.
@@ -115,7 +115,7 @@ struct ReadmeDoctests;
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::handler::{into_handler_result, HandlerReturn};
+    pub use crate::handler::{into_handler_result, HandlerFuture, HandlerReturn};
     pub use crate::registry::{
         SIGNALS_CORE_0_1_HANDLERS as HANDLERS, SIGNALS_CORE_0_1_SIGNALS as SIGNALS,
     };

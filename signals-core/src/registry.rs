@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use linkme::distributed_slice;
 
-use crate::handler::{ErasedThunk, HandlerInfo, Thunk};
+use crate::handler::{AsyncThunk, ErasedThunk, HandlerInfo, Thunk};
 use crate::signal::{Signal, SignalInfo};
 
 // linkme names each link section after the slice's identifier, so these identifiers must be
@@ -43,14 +43,28 @@ impl Slot {
     ///
     /// # Safety
     ///
-    /// `S` must be the signal this slot's handler was registered for. That holds for every slot
-    /// in `S::__info().slots()`: the index files a handler under the `TypeId` that
-    /// `HandlerInfo::__new::<S>` recorded beside the `Thunk<S>` it erased, and `S::__info()`
-    /// is the `SignalInfo` with `S`'s `TypeId` (the contract of the unsafe `Signal` trait).
+    /// `S` must be the signal this slot's handler was registered for, and the handler must be
+    /// synchronous. The first holds for every slot in `S::__info().slots()`: the index files a
+    /// handler under the `TypeId` that `HandlerInfo::__new::<S>` recorded beside the `Thunk<S>`
+    /// it erased, and `S::__info()` is the `SignalInfo` with `S`'s `TypeId` (the contract of the
+    /// unsafe `Signal` trait). The second holds for every handler of a `SyncSignal`, since async
+    /// handlers need `AsyncSignal` and a signal is never both (the contract of those unsafe
+    /// traits); otherwise check `info().is_async()`.
     #[inline]
     pub(crate) unsafe fn thunk<S: Signal>(&self) -> Thunk<S> {
         // SAFETY: the caller guarantees `self.thunk` was made from a `Thunk<S>` of this `S`.
         unsafe { std::mem::transmute::<ErasedThunk, Thunk<S>>(self.thunk) }
+    }
+
+    /// The async handler's thunk with its signal type restored.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Slot::thunk`], and the handler must be async (`info().is_async()`).
+    #[inline]
+    pub(crate) unsafe fn async_thunk<S: Signal>(&self) -> AsyncThunk<S> {
+        // SAFETY: the caller guarantees `self.thunk` was made from an `AsyncThunk<S>`.
+        unsafe { std::mem::transmute::<ErasedThunk, AsyncThunk<S>>(self.thunk) }
     }
 }
 

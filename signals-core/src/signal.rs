@@ -61,6 +61,34 @@ pub unsafe trait Signal: 'static {
     fn __info() -> &'static SignalInfo;
 }
 
+/// A signal whose handlers are all synchronous: [`notify`](crate::notify) runs them.
+///
+/// `#[derive(Signal)]` implements it unless the signal is declared `#[signal(asynchronous)]`.
+///
+/// # Safety
+///
+/// A type must not implement both `SyncSignal` and [`AsyncSignal`]: `notify` calls every
+/// handler of a `SyncSignal` as a synchronous function. Implement it only through the derive.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` can't be notified with `notify`",
+    label = "not a synchronous signal",
+    note = "a signal declared `#[signal(asynchronous)]` is notified with `notify_async(...).await`; any other type needs `#[derive(Signal)]`"
+)]
+pub unsafe trait SyncSignal: Signal {}
+
+/// A signal declared `#[signal(asynchronous)]`: it may have `async fn` handlers, and is notified
+/// with [`notify_async`](crate::notify_async).
+///
+/// # Safety
+///
+/// As for [`SyncSignal`]: never both. Implement it only through the derive.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an asynchronous signal",
+    label = "`async fn` handlers need an asynchronous signal",
+    note = "declare it with `#[signal(asynchronous)]` and notify it with `notify_async(...).await`"
+)]
+pub unsafe trait AsyncSignal: Signal {}
+
 /// What the program knows about one signal type: its path, its context type and its handlers.
 ///
 /// One `SignalInfo` exists per signal type, created by `#[derive(Signal)]`. Reach it through

@@ -21,6 +21,8 @@ struct Args {
 /// A validated handler function.
 struct Handler<'a> {
     ident: &'a Ident,
+    /// `async fn`: registered with an async thunk, for asynchronous signals only.
+    asyncness: Option<&'a Token![async]>,
     /// The type of the signal parameter, `&S`.
     signal_param: &'a Type,
     /// The type of the context parameter, `&Ctx` or `&mut Ctx`, if the handler takes one.
@@ -148,12 +150,6 @@ fn skip_value(input: ParseStream) -> syn::Result<()> {
 fn validate<'a>(item: &'a ItemFn, args: Option<&Args>) -> syn::Result<Handler<'a>> {
     let sig = &item.sig;
     let mut errors = Errors::default();
-    if let Some(asyncness) = sig.asyncness {
-        errors.push(Error::new_spanned(
-            asyncness,
-            "`#[on]` handlers are synchronous; `async fn` is not supported",
-        ));
-    }
     if let Some(unsafety) = sig.unsafety {
         errors.push(Error::new_spanned(
             unsafety,
@@ -189,6 +185,7 @@ fn validate<'a>(item: &'a ItemFn, args: Option<&Args>) -> syn::Result<Handler<'a
     let signal_param = errors.finish(signal_param)?;
     Ok(Handler {
         ident: &sig.ident,
+        asyncness: sig.asyncness.as_ref(),
         signal_param: signal_param.expect("a missing signal parameter is reported above"),
         context_param,
         output: &sig.output,
@@ -256,7 +253,11 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         Some(priority) => priority.to_token_stream(),
         None => quote!(0),
     };
-    let new = respan(quote!(#krate::HandlerInfo::__new::<#signal>), signal.span());
+    let new = match handler.asyncness {
+        Some(_) => quote!(#krate::HandlerInfo::__new_async::<#signal>),
+        None => quote!(#krate::HandlerInfo::__new::<#signal>),
+    };
+    let new = respan(new, signal.span());
     let thunk = thunk(signal, handler, &private);
     quote! {
         const _: () = {
@@ -299,7 +300,21 @@ fn thunk(signal: &Type, handler: &Handler, private: &TokenStream) -> TokenStream
     args.set_span(end);
     let convert = respan(quote!(#private::into_handler_result), end);
     let params = respan(quote!(|#signal_param, #context_param|), signal.span());
-    quote!(#params #convert(#ident #args))
+    match handler.asyncness {
+        // Stored inline in `notify_async`'s future when it fits; the `Send` bound is checked
+        // here, so rustc reports a handler whose future is not `Send` at its `async`.
+        Some(asyncness) => {
+            let span = asyncness.span;
+            let inline = respan(quote!(#private::HandlerFuture::from_or_box), span);
+            let mut body = Group::new(Delimiter::Brace, quote!(#convert(#ident #args.await)));
+            body.set_span(span);
+            let async_move = respan(quote!(async move), span);
+            let mut arg = Group::new(Delimiter::Parenthesis, quote!(#async_move #body));
+            arg.set_span(span);
+            quote!(#params #inline #arg)
+        }
+        None => quote!(#params #convert(#ident #args)),
+    }
 }
 
 /// The span of what a reference type refers to: `OrderCreated` in `&OrderCreated`.

@@ -26,6 +26,8 @@ struct Attrs {
     /// The context type as the user wrote it.
     context: Option<Type>,
     krate: Option<Path>,
+    /// `asynchronous`: the signal may have `async fn` handlers.
+    asynchronous: Option<Path>,
 }
 
 pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
@@ -87,8 +89,12 @@ fn parse_attrs(input: &DeriveInput, errors: &mut Errors) -> Attrs {
                     let krate = meta.value()?.call(Path::parse_mod_style)?;
                     set_once(&mut attrs.krate, krate, &meta.path, "crate")
                 }
+                Some("asynchronous") => {
+                    let flag = meta.path.clone();
+                    set_once(&mut attrs.asynchronous, flag, &meta.path, "asynchronous")
+                }
                 _ => Err(meta.error(format_args!(
-                    "unknown `signal` argument `{}`; expected `context` or `crate`",
+                    "unknown `signal` argument `{}`; expected `context`, `asynchronous` or `crate`",
                     meta.path.to_token_stream()
                 ))),
             }
@@ -186,6 +192,10 @@ fn expand(input: &Input) -> TokenStream {
         None => (quote!(()), "()".to_owned()),
     };
     let lifetime = Lifetime::new(CONTEXT_LIFETIME, Span::call_site());
+    let dispatch = match input.attrs.asynchronous {
+        Some(_) => quote!(AsyncSignal),
+        None => quote!(SyncSignal),
+    };
     let name = ident.unraw().to_string();
     // `::` and the name follow the module path; the context's name follows the path.
     let path_suffix_len = 2 + name.len();
@@ -201,6 +211,9 @@ fn expand(input: &Input) -> TokenStream {
                 #context_len,
                 #private::line!(),
             );
+
+            #[automatically_derived]
+            unsafe impl #krate::#dispatch for #ident {}
 
             #[automatically_derived]
             unsafe impl #krate::Signal for #ident {

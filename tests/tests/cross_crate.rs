@@ -4,7 +4,7 @@
 // Nothing else here names `wire_handlers`; this line is what links it (see the README).
 use wire_handlers as _;
 
-use signals_core::{handlers, notify, on, Signal};
+use signals_core::{handlers, notify, on, Signal, SyncSignal};
 use wire_signals::{billing, shipping, OrderPlaced, Trace};
 
 #[on(OrderPlaced, priority = 5)]
@@ -22,7 +22,7 @@ fn archive(_: &OrderPlaced, trace: &mut Trace) {
     trace.calls.push("cross_crate::archive");
 }
 
-fn run<S: Signal<Context<'static> = Trace>>(signal: &S) -> Vec<&'static str> {
+fn run<S: SyncSignal<Context<'static> = Trace>>(signal: &S) -> Vec<&'static str> {
     let mut trace = Trace::default();
     notify(signal, &mut trace).unwrap();
     trace.calls

@@ -1,0 +1,7 @@
+use signals_core::Signal;
+
+#[derive(Signal)]
+#[signal(asynchronous, asynchronous)]
+pub struct OrderCreated;
+
+fn main() {}
