@@ -150,7 +150,7 @@ fn skip_value(input: ParseStream) -> syn::Result<()> {
 fn validate<'a>(item: &'a ItemFn, args: Option<&Args>) -> syn::Result<Handler<'a>> {
     let sig = &item.sig;
     let mut errors = Errors::default();
-    if let Some(unsafety) = sig.unsafety {
+    if let syn::Safety::Unsafe(unsafety) = sig.safety {
         errors.push(Error::new_spanned(
             unsafety,
             "`#[on]` handler can't be `unsafe fn`: `notify` calls it from safe code",

@@ -158,7 +158,7 @@ impl VisitMut for BindContextLifetime {
         self.visit_type_mut(&mut reference.elem);
     }
 
-    fn visit_type_bare_fn_mut(&mut self, _: &mut syn::TypeBareFn) {}
+    fn visit_type_fn_ptr_mut(&mut self, _: &mut syn::TypeFnPtr) {}
 
     fn visit_parenthesized_generic_arguments_mut(
         &mut self,
