@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::handler::Handlers;
+use crate::handler::{HandlerInfo, Handlers};
 use crate::registry;
 use crate::signal::{Signal, SignalInfo};
 
@@ -138,7 +138,7 @@ impl fmt::Display for Catalog {
     /// One line per signal, then one line per handler: priority, full name, `file:line`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let all_handlers = || self.signals().flat_map(SignalInfo::handlers);
-        let name_width = all_handlers().map(|h| h.name().len()).max().unwrap_or(0);
+        let name_width = all_handlers().map(|h| label(h).len()).max().unwrap_or(0);
         let priority_width = all_handlers()
             .map(|h| h.priority().to_string().len())
             .max()
@@ -150,9 +150,14 @@ impl fmt::Display for Catalog {
                 1 => "1 handler".to_owned(),
                 n => format!("{n} handlers"),
             };
+            let kind = if signal.is_async() {
+                "asynchronous; "
+            } else {
+                ""
+            };
             writeln!(
                 f,
-                "{}  (context: {}; {count})",
+                "{}  (context: {}; {kind}{count})",
                 signal.path(),
                 signal.context()
             )?;
@@ -161,13 +166,21 @@ impl fmt::Display for Catalog {
                     f,
                     "    {:>priority_width$}  {:<name_width$}  {}:{}",
                     handler.priority(),
-                    handler.name(),
+                    label(handler),
                     handler.file(),
                     handler.line(),
                 )?;
             }
         }
         Ok(())
+    }
+}
+
+/// A handler's name as the catalog shows it: `async` before an async handler's.
+fn label(handler: &HandlerInfo) -> String {
+    match handler.is_async() {
+        true => format!("async {}", handler.name()),
+        false => handler.name().to_owned(),
     }
 }
 

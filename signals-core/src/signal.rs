@@ -115,6 +115,7 @@ pub struct SignalInfo {
     path_len: u32,
     context_len: u32,
     line: u32,
+    asynchronous: bool,
     slots: OnceLock<&'static [Slot]>,
 }
 
@@ -129,6 +130,7 @@ impl SignalInfo {
         path_len: usize,
         context_len: usize,
         line: u32,
+        asynchronous: bool,
     ) -> Self {
         assert!(path_len + context_len <= text.len() && text.len() <= u32::MAX as usize);
         SignalInfo {
@@ -137,8 +139,15 @@ impl SignalInfo {
             path_len: path_len as u32,
             context_len: context_len as u32,
             line,
+            asynchronous,
             slots: OnceLock::new(),
         }
+    }
+
+    /// Whether the signal is declared `#[signal(asynchronous)]`: it may have `async fn`
+    /// handlers and is notified with [`notify_async`](crate::notify_async).
+    pub fn is_async(&self) -> bool {
+        self.asynchronous
     }
 
     /// The full path of the signal type: `module_path!()` of its definition, `::`, its name.
@@ -200,6 +209,7 @@ impl fmt::Debug for SignalInfo {
             .field("context", &self.context())
             .field("file", &self.file())
             .field("line", &self.line)
+            .field("is_async", &self.asynchronous)
             .finish_non_exhaustive()
     }
 }

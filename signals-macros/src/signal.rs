@@ -192,9 +192,10 @@ fn expand(input: &Input) -> TokenStream {
         None => (quote!(()), "()".to_owned()),
     };
     let lifetime = Lifetime::new(CONTEXT_LIFETIME, Span::call_site());
-    let dispatch = match input.attrs.asynchronous {
-        Some(_) => quote!(AsyncSignal),
-        None => quote!(SyncSignal),
+    let asynchronous = input.attrs.asynchronous.is_some();
+    let dispatch = match asynchronous {
+        true => quote!(AsyncSignal),
+        false => quote!(SyncSignal),
     };
     let name = ident.unraw().to_string();
     // `::` and the name follow the module path; the context's name follows the path.
@@ -210,6 +211,7 @@ fn expand(input: &Input) -> TokenStream {
                 #private::module_path!().len() + #path_suffix_len,
                 #context_len,
                 #private::line!(),
+                #asynchronous,
             );
 
             #[automatically_derived]
