@@ -9,10 +9,10 @@ use std::sync::Arc;
 use bevy_ecs::prelude::{Event, On, ResMut, Resource, World};
 use criterion::{criterion_group, criterion_main, Criterion};
 use signals_bench::{
-    add_count, add_total, direct_count, direct_max, direct_total, notify_direct, track_max,
-    Counters, SharedCounters, Tick,
+    add_count, add_total, block_on, direct_count, direct_max, direct_total, notify_direct,
+    notify_direct_async, track_max, AsyncTick, Counters, SharedCounters, Tick,
 };
-use signals_core::{notify, notify_all};
+use signals_core::{notify, notify_all, notify_async};
 
 include!(concat!(env!("OUT_DIR"), "/fan.rs"));
 
@@ -210,5 +210,32 @@ fn handler_count(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, three_handlers, handler_count);
+fn async_three_handlers(c: &mut Criterion) {
+    let mut group = c.benchmark_group("async_three_handlers");
+    let mut counters = Counters::default();
+    group.bench_function("direct_awaits", |b| {
+        b.iter(|| {
+            block_on(notify_direct_async(
+                black_box(&TICK),
+                black_box(&mut counters),
+            ))
+        })
+    });
+    let async_tick = AsyncTick { amount: 3 };
+    group.bench_function("signals_notify_async", |b| {
+        b.iter(|| {
+            block_on(notify_async(
+                black_box(&async_tick),
+                black_box(&mut counters),
+            ))
+            .unwrap()
+        })
+    });
+    group.bench_function("signals_notify_async_sync_handlers", |b| {
+        b.iter(|| block_on(notify_async(black_box(&TICK), black_box(&mut counters))).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, three_handlers, handler_count, async_three_handlers);
 criterion_main!(benches);

@@ -126,3 +126,71 @@ impl SharedCounters {
         }
     }
 }
+
+/// The benchmarked signal for async dispatch: the same bodies, as `async fn` handlers.
+#[derive(Signal, Clone, Copy, Debug)]
+#[signal(context = Counters, asynchronous)]
+pub struct AsyncTick {
+    /// What the handlers add up.
+    pub amount: u64,
+}
+
+impl AsyncTick {
+    fn tick(&self) -> Tick {
+        Tick {
+            amount: self.amount,
+        }
+    }
+}
+
+#[on(AsyncTick, priority = 2)]
+async fn on_total_async(sig: &AsyncTick, counters: &mut Counters) {
+    add_total(&sig.tick(), counters);
+}
+
+#[on(AsyncTick, priority = 1)]
+async fn on_count_async(sig: &AsyncTick, counters: &mut Counters) {
+    add_count(&sig.tick(), counters);
+}
+
+#[on(AsyncTick)]
+async fn on_max_async(sig: &AsyncTick, counters: &mut Counters) {
+    track_max(&sig.tick(), counters);
+}
+
+/// Body 1 as an `async fn` that is never inlined: what awaiting it directly costs.
+#[inline(never)]
+pub async fn direct_total_async(sig: &Tick, counters: &mut Counters) {
+    add_total(sig, counters);
+}
+
+/// Body 2, async, never inlined.
+#[inline(never)]
+pub async fn direct_count_async(sig: &Tick, counters: &mut Counters) {
+    add_count(sig, counters);
+}
+
+/// Body 3, async, never inlined.
+#[inline(never)]
+pub async fn direct_max_async(sig: &Tick, counters: &mut Counters) {
+    track_max(sig, counters);
+}
+
+/// The floor for async dispatch: three direct `.await`s.
+pub async fn notify_direct_async(sig: &Tick, counters: &mut Counters) {
+    direct_total_async(sig, counters).await;
+    direct_count_async(sig, counters).await;
+    direct_max_async(sig, counters).await;
+}
+
+/// Polls `future` to completion on this thread with a waker that does nothing: enough for
+/// futures that never wait on I/O, and the same harness for every async benchmark.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}

@@ -49,6 +49,9 @@
 //! ascending order of the handler's full path. [`notify_all`] runs every handler even when some
 //! fail. [`catalog`] lists every signal and its handlers.
 //!
+//! For async code, declare the signal `#[signal(asynchronous)]`, write `async fn` handlers next
+//! to sync ones, and call [`notify_async`]`(&signal, &mut ctx).await`.
+//!
 //! # How it works
 //!
 //! `#[derive(Signal)]` and `#[on]` each emit a `static` into a [linkme] distributed slice: the
@@ -65,8 +68,10 @@
 //!   registered: name it once, with `use my_handlers as _;`.
 //! - Targets are those linkme supports (Linux, macOS, Windows, the BSDs, illumos, Android, iOS,
 //!   bare metal); not wasm.
-//! - Handlers are synchronous free functions; signals are non-generic types; each signal has one
-//!   context type; handlers cannot be added or removed at run time.
+//! - Handlers are free functions; signals are non-generic types; each signal has one context
+//!   type; handlers cannot be added or removed at run time.
+//! - `async fn` handlers need a signal declared `#[signal(asynchronous)]`, notified with
+//!   [`notify_async`]; their futures must be `Send`.
 //!
 //! # Mistakes do not compile
 //!
