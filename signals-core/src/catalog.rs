@@ -176,11 +176,13 @@ impl fmt::Display for Catalog {
     }
 }
 
-/// A handler's name as the catalog shows it: `async` before an async handler's.
+/// A handler's name as the catalog shows it: `async` before an async handler's, its filter
+/// after it.
 fn label(handler: &HandlerInfo) -> String {
-    match handler.is_async() {
-        true => format!("async {}", handler.name()),
-        false => handler.name().to_owned(),
+    let kind = if handler.is_async() { "async " } else { "" };
+    match handler.filter() {
+        Some(filter) => format!("{kind}{} when {filter}", handler.name()),
+        None => format!("{kind}{}", handler.name()),
     }
 }
 

@@ -62,13 +62,15 @@ pub(crate) type ErasedThunk = unsafe fn();
 pub struct HandlerInfo {
     /// The signal this handler reacts to.
     signal: TypeId,
-    /// The full name and then the file, as one `&'static str` split into a thin pointer and
-    /// two lengths: one relocation and 48 bytes per handler, where two `&str`s took two and 64.
+    /// The full name, the filter and the file, as one `&'static str` split into a thin pointer
+    /// and lengths: one relocation and 48 bytes per handler, where three `&str`s took three
+    /// and 80.
     text: *const u8,
     thunk: ErasedThunk,
     /// The length of `text`, with [`ASYNC`] set for an `async fn` handler.
     text_len_and_kind: u32,
-    name_len: u32,
+    name_len: u16,
+    filter_len: u16,
     priority: i32,
     line: u32,
 }
@@ -82,14 +84,24 @@ unsafe impl Send for HandlerInfo {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for HandlerInfo {}
 
+/// Where a handler's `text` splits: the lengths of its full name and of its filter's path.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct TextSplit {
+    /// The length of the full name, at the start of `text`.
+    pub name_len: usize,
+    /// The length of the `when = ...` filter's path, after the name (0 without a filter).
+    pub filter_len: usize,
+}
+
 impl HandlerInfo {
     /// Not public API. Used by generated code.
     ///
-    /// `text` is the handler's full name followed by its file; `name_len` says where they split.
+    /// `text` is the handler's full name, its filter's path and its file, split by `split`.
     #[doc(hidden)]
     pub const fn __new<S: Signal>(
         text: &'static str,
-        name_len: usize,
+        split: TextSplit,
         priority: i32,
         line: u32,
         thunk: Thunk<S>,
@@ -98,39 +110,45 @@ impl HandlerInfo {
         // called after `Slot::thunk::<S>` turns it back into `Thunk<S>`, for the `S` whose
         // `TypeId` is `signal`, and only while `is_async` is false (see `Slot::thunk`).
         let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
-        Self::erased::<S>(text, name_len, priority, line, thunk, 0)
+        Self::erased::<S>(text, split, priority, line, thunk, 0)
     }
 
     /// Not public API. Used by generated code for `async fn` handlers.
     #[doc(hidden)]
     pub const fn __new_async<S: AsyncSignal>(
         text: &'static str,
-        name_len: usize,
+        split: TextSplit,
         priority: i32,
         line: u32,
         thunk: AsyncThunk<S>,
     ) -> Self {
         // SAFETY: as in `__new`, with `Slot::async_thunk::<S>` and `is_async` true.
         let thunk = unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) };
-        Self::erased::<S>(text, name_len, priority, line, thunk, ASYNC)
+        Self::erased::<S>(text, split, priority, line, thunk, ASYNC)
     }
 
     const fn erased<S: Signal>(
         text: &'static str,
-        name_len: usize,
+        split: TextSplit,
         priority: i32,
         line: u32,
         thunk: ErasedThunk,
         kind: u32,
     ) -> Self {
-        assert!(name_len <= text.len() && text.len() < ASYNC as usize);
-        assert!(text.is_char_boundary(name_len));
+        let TextSplit {
+            name_len,
+            filter_len,
+        } = split;
+        assert!(name_len <= u16::MAX as usize && filter_len <= u16::MAX as usize);
+        assert!(name_len + filter_len <= text.len() && text.len() < ASYNC as usize);
+        assert!(text.is_char_boundary(name_len) && text.is_char_boundary(name_len + filter_len));
         HandlerInfo {
             signal: TypeId::of::<S>(),
             text: text.as_ptr(),
             thunk,
             text_len_and_kind: text.len() as u32 | kind,
-            name_len: name_len as u32,
+            name_len: name_len as u16,
+            filter_len: filter_len as u16,
             priority,
             line,
         }
@@ -146,9 +164,17 @@ impl HandlerInfo {
         &self.text()[..self.name_len as usize]
     }
 
+    /// The filter of `#[on(.., when = filter)]` as written, if the handler has one: the handler
+    /// runs only for signals (and contexts) the filter accepts.
+    pub fn filter(&self) -> Option<&'static str> {
+        let start = self.name_len as usize;
+        let filter = &self.text()[start..start + self.filter_len as usize];
+        (!filter.is_empty()).then_some(filter)
+    }
+
     fn text(&self) -> &'static str {
-        // SAFETY: `text` and the length in `text_len_and_kind` are those of the `&'static str` given
-        // to `__new`, which `name_len` splits at a char boundary.
+        // SAFETY: `text` and the length in `text_len_and_kind` are those of the `&'static str`
+        // given to `__new`, which `erased` checked splits at char boundaries.
         unsafe {
             let len = self.text_len_and_kind & !ASYNC;
             let bytes = std::slice::from_raw_parts(self.text, len as usize);
@@ -163,7 +189,7 @@ impl HandlerInfo {
 
     /// The source file that defines the handler.
     pub fn file(&self) -> &'static str {
-        &self.text()[self.name_len as usize..]
+        &self.text()[(self.name_len + self.filter_len) as usize..]
     }
 
     /// The line of the handler's `#[on]` attribute in [`file`](Self::file).
@@ -289,4 +315,49 @@ impl<E: Into<BoxError>> HandlerReturn for Result<(), E> {
 #[inline]
 pub fn into_handler_result<R: HandlerReturn>(returned: R) -> Result<(), BoxError> {
     returned.into_handler_result()
+}
+
+/// A `when = ...` filter of a handler of `S` with context `C`: `fn(&S) -> bool` or
+/// `fn(&S, &C) -> bool` (or a closure of that shape). `Shape` tells the two apart.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`when` expects a function `fn(&{S}) -> bool` or `fn(&{S}, &{C}) -> bool`",
+    label = "not a filter of `{S}`"
+)]
+pub trait Filter<S, C: ?Sized, Shape> {
+    /// Whether the handler should run.
+    fn accepts(&self, signal: &S, ctx: &C) -> bool;
+}
+
+/// The [`Filter`] shape `fn(&S) -> bool`.
+#[doc(hidden)]
+pub enum SignalOnly {}
+
+/// The [`Filter`] shape `fn(&S, &C) -> bool`.
+#[doc(hidden)]
+pub enum WithContext {}
+
+impl<S, C: ?Sized, F: Fn(&S) -> bool> Filter<S, C, SignalOnly> for F {
+    #[inline]
+    fn accepts(&self, signal: &S, _: &C) -> bool {
+        self(signal)
+    }
+}
+
+impl<S, C: ?Sized, F: Fn(&S, &C) -> bool> Filter<S, C, WithContext> for F {
+    #[inline]
+    fn accepts(&self, signal: &S, ctx: &C) -> bool {
+        self(signal, ctx)
+    }
+}
+
+/// Not public API. Used by generated code: asks a `when = ...` filter.
+#[doc(hidden)]
+#[inline]
+pub fn accepts<S, C: ?Sized, Shape, F: Filter<S, C, Shape>>(
+    filter: F,
+    signal: &S,
+    ctx: &C,
+) -> bool {
+    filter.accepts(signal, ctx)
 }

@@ -120,10 +120,13 @@ struct ReadmeDoctests;
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::handler::{into_handler_result, HandlerFuture, HandlerReturn};
+    pub use crate::handler::{
+        accepts, into_handler_result, Filter, HandlerFuture, HandlerReturn, TextSplit,
+    };
     pub use crate::registry::{
         SIGNALS_CORE_0_1_HANDLERS as HANDLERS, SIGNALS_CORE_0_1_SIGNALS as SIGNALS,
     };
+    pub use core::result::Result::Ok;
     pub use core::{concat, file, line, module_path};
     pub use linkme::{self, distributed_slice};
 }

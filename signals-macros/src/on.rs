@@ -10,11 +10,14 @@ use syn::{
 };
 
 use crate::errors::Errors;
+use crate::type_name::type_name;
 
 /// The arguments of `#[on(...)]`.
 struct Args {
     signal: Type,
     priority: Option<Expr>,
+    /// `when = filter`: `fn(&S) -> bool` or `fn(&S, &Ctx) -> bool`.
+    when: Option<Expr>,
     krate: Option<Path>,
 }
 
@@ -81,6 +84,7 @@ impl Parse for Args {
         let mut args = Args {
             signal,
             priority: None,
+            when: None,
             krate: None,
         };
         let mut errors = Errors::default();
@@ -99,7 +103,7 @@ impl Args {
     /// One `key = value` argument after the signal.
     fn parse_named(&mut self, input: ParseStream) -> syn::Result<()> {
         let expected =
-            "`#[on]` handles one signal; expected `priority = ...` or `crate = ...` after it";
+            "`#[on]` handles one signal; expected `priority = ...`, `when = ...` or `crate = ...` after it";
         let key = input
             .call(Ident::parse_any)
             .map_err(|error| Error::new(error.span(), expected))?;
@@ -113,6 +117,10 @@ impl Args {
                 let priority = input.parse()?;
                 set_once(&mut self.priority, priority, &key)
             }
+            "when" => {
+                let when = input.parse()?;
+                set_once(&mut self.when, when, &key)
+            }
             "crate" => {
                 let krate = input.call(Path::parse_mod_style)?;
                 set_once(&mut self.krate, krate, &key)
@@ -121,7 +129,9 @@ impl Args {
                 skip_value(input)?;
                 Err(Error::new_spanned(
                     &key,
-                    format_args!("unknown `on` argument `{key}`; expected `priority` or `crate`"),
+                    format_args!(
+                        "unknown `on` argument `{key}`; expected `priority`, `when` or `crate`"
+                    ),
                 ))
             }
         }
@@ -249,6 +259,11 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
     let name = ident.unraw().to_string();
     // `::` and the function's name follow the module path.
     let name_suffix_len = 2 + name.len();
+    let filter_name = args
+        .when
+        .as_ref()
+        .map_or_else(String::new, |when| type_name(when.to_token_stream()));
+    let filter_len = filter_name.len();
     let priority = match &args.priority {
         Some(priority) => priority.to_token_stream(),
         None => quote!(0),
@@ -258,14 +273,17 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         None => quote!(#krate::HandlerInfo::__new::<#signal>),
     };
     let new = respan(new, signal.span());
-    let thunk = thunk(signal, handler, &private);
+    let thunk = thunk(signal, args.when.as_ref(), handler, &private);
     quote! {
         const _: () = {
             #[#private::distributed_slice(#private::HANDLERS)]
             #[linkme(crate = #private::linkme)]
             static HANDLER: #krate::HandlerInfo = #new(
-                #private::concat!(#private::module_path!(), "::", #name, #private::file!()),
-                #private::module_path!().len() + #name_suffix_len,
+                #private::concat!(#private::module_path!(), "::", #name, #filter_name, #private::file!()),
+                #private::TextSplit {
+                    name_len: #private::module_path!().len() + #name_suffix_len,
+                    filter_len: #filter_len,
+                },
                 #priority,
                 #private::line!(),
                 #thunk,
@@ -276,7 +294,12 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
 
 /// The closure that adapts the handler's shape to `HandlerInfo`'s one signature:
 /// `|signal, context| into_handler_result(handler(signal, context))`.
-fn thunk(signal: &Type, handler: &Handler, private: &TokenStream) -> TokenStream {
+fn thunk(
+    signal: &Type,
+    when: Option<&Expr>,
+    handler: &Handler,
+    private: &TokenStream,
+) -> TokenStream {
     // The closure's parameters are mixed-site hygienic locals; only a lowercase unit struct or
     // const of the same name (both against Rust's naming conventions) could capture them. The
     // arguments are located at the parameter types, so that rustc blames those on a mismatch.
@@ -300,20 +323,35 @@ fn thunk(signal: &Type, handler: &Handler, private: &TokenStream) -> TokenStream
     args.set_span(end);
     let convert = respan(quote!(#private::into_handler_result), end);
     let params = respan(quote!(|#signal_param, #context_param|), signal.span());
+    let awaited = handler.asyncness.map(|_| quote!(.await));
+    let mut body = quote!(#convert(#ident #args #awaited));
+    if let Some(when) = when {
+        let span = when.span();
+        let accepts = respan(quote!(#private::accepts), span);
+        let located = |name: &str| Ident::new(name, Span::mixed_site().located_at(span));
+        let (signal_arg, context_arg) = (located("__signal"), located("__context"));
+        body = quote! {
+            if #accepts(#when, #signal_arg, &*#context_arg) {
+                #body
+            } else {
+                #private::Ok(())
+            }
+        };
+    }
     match handler.asyncness {
         // Stored inline in `notify_async`'s future when it fits; the `Send` bound is checked
         // here, so rustc reports a handler whose future is not `Send` at its `async`.
         Some(asyncness) => {
             let span = asyncness.span;
             let inline = respan(quote!(#private::HandlerFuture::from_or_box), span);
-            let mut body = Group::new(Delimiter::Brace, quote!(#convert(#ident #args.await)));
-            body.set_span(span);
+            let mut block = Group::new(Delimiter::Brace, body);
+            block.set_span(span);
             let async_move = respan(quote!(async move), span);
-            let mut arg = Group::new(Delimiter::Parenthesis, quote!(#async_move #body));
+            let mut arg = Group::new(Delimiter::Parenthesis, quote!(#async_move #block));
             arg.set_span(span);
             quote!(#params #inline #arg)
         }
-        None => quote!(#params #convert(#ident #args)),
+        None => quote!(#params #body),
     }
 }
 

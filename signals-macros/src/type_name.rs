@@ -1,65 +1,89 @@
-//! Renders a type as people write it (`AppCtx<'_>`), for the catalog.
+//! Renders types and short expressions as people write them (`AppCtx<'_>`,
+//! `|o: &Order| o.total % 2 == 1`), for the catalog.
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 
-/// `tokens` as source text with conventional spacing: `&'a mut Vec<(u8, String)>`.
+/// `tokens` as source text with conventional spacing.
 pub(crate) fn type_name(tokens: TokenStream) -> String {
-    let mut out = String::new();
-    write_tokens(&mut out, tokens);
-    out
+    let mut out = Writer::default();
+    out.tokens(tokens);
+    out.text
 }
 
-fn write_tokens(out: &mut String, tokens: TokenStream) {
-    // Whether the previous token ends in a word, so that another word needs a space.
-    let mut after_word = false;
-    for token in tokens {
-        match token {
-            TokenTree::Ident(ident) => {
-                push_word(out, &ident.to_string(), after_word);
-                after_word = true;
-            }
-            TokenTree::Literal(literal) => {
-                push_word(out, &literal.to_string(), after_word);
-                after_word = true;
-            }
-            TokenTree::Punct(punct) => {
-                let ch = punct.as_char();
-                match ch {
-                    ',' | ';' => out.push_str(&format!("{ch} ")),
-                    '=' | '+' if punct.spacing() == Spacing::Alone => {
-                        out.push_str(&format!(" {ch} "))
+#[derive(Default)]
+struct Writer {
+    text: String,
+    /// Whether the last thing written ends a value (a word, a literal, a closing group), so
+    /// that a following word needs a space and a following `&`, `-` or `*` is binary.
+    after_value: bool,
+    /// Inside the `|...|` parameters of a closure.
+    in_closure_params: bool,
+}
+
+impl Writer {
+    fn tokens(&mut self, tokens: TokenStream) {
+        let mut operator = String::new();
+        for token in tokens {
+            match token {
+                TokenTree::Punct(punct) => {
+                    operator.push(punct.as_char());
+                    if punct.spacing() == Spacing::Alone || punct.as_char() == '\'' {
+                        self.operator(&std::mem::take(&mut operator));
                     }
-                    '-' => out.push_str(" -"),
-                    '>' if out.ends_with(" -") => out.push_str("> "),
-                    _ => out.push(ch),
                 }
-                // A lifetime's quote sticks to its name; `dyn Trait + 'a` too.
-                after_word = false;
-            }
-            TokenTree::Group(group) => {
-                let (open, close) = match group.delimiter() {
-                    Delimiter::Parenthesis => ("(", ")"),
-                    Delimiter::Bracket => ("[", "]"),
-                    Delimiter::Brace => ("{", "}"),
-                    Delimiter::None => ("", ""),
-                };
-                if after_word && group.delimiter() == Delimiter::None {
-                    out.push(' ');
+                TokenTree::Ident(ident) => self.word(&ident.to_string()),
+                TokenTree::Literal(literal) => self.word(&literal.to_string()),
+                TokenTree::Group(group) => {
+                    let (open, close) = match group.delimiter() {
+                        Delimiter::Parenthesis => ("(", ")"),
+                        Delimiter::Bracket => ("[", "]"),
+                        Delimiter::Brace => ("{ ", " }"),
+                        Delimiter::None => ("", ""),
+                    };
+                    if self.after_value && group.delimiter() == Delimiter::None {
+                        self.text.push(' ');
+                    }
+                    self.text.push_str(open);
+                    self.after_value = false;
+                    self.tokens(group.stream());
+                    self.text.push_str(close);
+                    self.after_value = true;
                 }
-                out.push_str(open);
-                write_tokens(out, group.stream());
-                out.push_str(close);
-                after_word = group.delimiter() == Delimiter::None;
             }
         }
+        if !operator.is_empty() {
+            self.operator(&operator);
+        }
     }
-}
 
-fn push_word(out: &mut String, word: &str, after_word: bool) {
-    if after_word {
-        out.push(' ');
+    fn word(&mut self, word: &str) {
+        if self.after_value {
+            self.text.push(' ');
+        }
+        self.text.push_str(word);
+        self.after_value = true;
     }
-    out.push_str(word);
+
+    fn operator(&mut self, op: &str) {
+        let binary = self.after_value;
+        match op {
+            "::" | "." | "'" | "#" | "?" | "<" | ">" | ".." | "..=" => self.text.push_str(op),
+            "," | ";" => self.text.push_str(&format!("{op} ")),
+            ":" => self.text.push_str(": "),
+            "|" if !binary || self.in_closure_params => {
+                if self.in_closure_params {
+                    self.text.push_str("| ");
+                } else {
+                    self.text.push('|');
+                }
+                self.in_closure_params = !self.in_closure_params;
+            }
+            "&" | "-" | "*" | "!" | "&&" if !binary => self.text.push_str(op),
+            _ => self.text.push_str(&format!(" {op} ")),
+        }
+        // A lifetime's quote sticks to its name; after any other operator a word needs no space.
+        self.after_value = false;
+    }
 }
 
 #[cfg(test)]
@@ -68,7 +92,7 @@ mod tests {
     use quote::quote;
 
     #[test]
-    fn renders_types_as_written() {
+    fn renders_types_and_expressions_as_written() {
         let cases = [
             (quote!(AppCtx<'_>), "AppCtx<'_>"),
             (
@@ -83,6 +107,16 @@ mod tests {
             ),
             (quote!(dyn Iterator<Item = u8>), "dyn Iterator<Item = u8>"),
             (quote!(()), "()"),
+            (quote!(is_large_order), "is_large_order"),
+            (quote!(filters::is_vip), "filters::is_vip"),
+            (
+                quote!(|sig: &OrderCreated| sig.total % 2 == 1),
+                "|sig: &OrderCreated| sig.total % 2 == 1",
+            ),
+            (
+                quote!(|o: &Order| !o.paid && o.total >= -5),
+                "|o: &Order| !o.paid && o.total >= -5",
+            ),
         ];
         for (tokens, expected) in cases {
             assert_eq!(type_name(tokens), expected);
