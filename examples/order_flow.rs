@@ -3,8 +3,10 @@
 //! transaction commits. When billing declines the card, everything rolls back together.
 //!
 //! ```text
-//! cargo run --example order_flow                  # one order commits, one is declined
-//! cargo run --example order_flow -- --decline-card # only the declined order
+//! cargo run --example order_flow                    # one order commits, one is declined
+//! cargo run --example order_flow -- --decline-card  # only the declined order
+//! cargo run --example order_flow -- --wiring        # who reacts to what, as a table
+//! cargo run --example order_flow -- --wiring=mermaid  # ... as a Mermaid flowchart
 //! ```
 
 use std::error::Error as _;
@@ -143,7 +145,20 @@ fn run_order(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let decline_only = std::env::args().any(|arg| arg == "--decline-card");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .find(|arg| arg.starts_with("--wiring"))
+        .map(String::as_str)
+    {
+        Some("--wiring") => return Ok(print!("{}", signals_core::catalog())),
+        Some("--wiring=mermaid") => return Ok(print!("{}", signals_core::catalog().to_mermaid())),
+        Some(other) => {
+            return Err(format!("unknown option {other}; try --wiring or --wiring=mermaid").into())
+        }
+        None => {}
+    }
+    let decline_only = args.iter().any(|arg| arg == "--decline-card");
 
     println!("Who reacts to what (signals_core::catalog()):\n");
     print!("{}", signals_core::catalog());

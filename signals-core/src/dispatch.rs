@@ -4,6 +4,7 @@ use crate::error::{Error, Failure};
 use crate::handler::HandlerResult;
 use crate::registry::Slot;
 use crate::signal::{Signal, SyncSignal};
+use crate::trace;
 
 /// Runs the handlers of `signal` in order, in this thread and call stack; stops at the first error.
 ///
@@ -49,14 +50,31 @@ use crate::signal::{Signal, SyncSignal};
 /// ```
 #[inline]
 pub fn notify<S: Signal + SyncSignal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
-    for slot in S::__info().slots() {
-        // SAFETY: `slot` comes from `S`'s own handler table (see `Slot::thunk`).
-        let thunk = unsafe { slot.thunk::<S>() };
-        if let Err(error) = thunk(signal, ctx) {
+    let info = S::__info();
+    let slots = info.slots();
+    let span = trace::notify(info, slots.len());
+    let _entered = span.enter();
+    for slot in slots {
+        if let Err(error) = run_sync(slot, signal, ctx) {
             return Err(Error::single(slot.info(), error));
         }
     }
     Ok(())
+}
+
+/// Runs one handler of a synchronous signal `S`.
+#[inline(always)]
+fn run_sync<S: SyncSignal>(slot: &Slot, signal: &S, ctx: &mut S::Context<'_>) -> HandlerResult {
+    // SAFETY: `slot` comes from `S`'s own handler table, and every handler of a `SyncSignal`
+    // is synchronous (see `Slot::thunk`).
+    let thunk = unsafe { slot.thunk::<S>() };
+    let span = trace::handler(slot.info());
+    let result = {
+        let _entered = span.enter();
+        thunk(signal, ctx)
+    };
+    span.finish(slot.info(), &result);
+    result
 }
 
 /// Runs every handler of `signal` in order, even when some fail.
@@ -100,11 +118,12 @@ pub fn notify_all<S: Signal + SyncSignal>(
     signal: &S,
     ctx: &mut S::Context<'_>,
 ) -> Result<(), Error> {
-    let slots = S::__info().slots();
+    let info = S::__info();
+    let slots = info.slots();
+    let span = trace::notify(info, slots.len());
+    let _entered = span.enter();
     for (index, slot) in slots.iter().enumerate() {
-        // SAFETY: `slot` comes from `S`'s own handler table (see `Slot::thunk`).
-        let thunk = unsafe { slot.thunk::<S>() };
-        if let Err(error) = thunk(signal, ctx) {
+        if let Err(error) = run_sync(slot, signal, ctx) {
             let first = Failure::new(slot.info(), error);
             return Err(run_after_failure(&slots[index + 1..], first, signal, ctx));
         }
@@ -123,9 +142,7 @@ fn run_after_failure<S: SyncSignal>(
 ) -> Error {
     let mut failures = vec![first];
     for slot in rest {
-        // SAFETY: `rest` is part of `S`'s own handler table (see `Slot::thunk`).
-        let thunk = unsafe { slot.thunk::<S>() };
-        if let Err(error) = thunk(signal, ctx) {
+        if let Err(error) = run_sync(slot, signal, ctx) {
             failures.push(Failure::new(slot.info(), error));
         }
     }
@@ -191,12 +208,18 @@ fn run_after_failure<S: SyncSignal>(
 /// # Ok::<(), signals_core::Error>(())
 /// ```
 pub async fn notify_async<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
-    for slot in S::__info().slots() {
-        if let Err(error) = run_async_or_sync(slot, signal, ctx).await {
-            return Err(Error::single(slot.info(), error));
+    let info = S::__info();
+    let slots = info.slots();
+    let span = trace::notify(info, slots.len());
+    let run = async {
+        for slot in slots {
+            if let Err(error) = run_async_or_sync(slot, signal, ctx).await {
+                return Err(Error::single(slot.info(), error));
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    span.instrument(run).await
 }
 
 /// Runs every handler of `signal` in order, sync and async, even when some fail.
@@ -208,17 +231,22 @@ pub async fn notify_all_async<S: Signal>(
     signal: &S,
     ctx: &mut S::Context<'_>,
 ) -> Result<(), Error> {
-    let mut failures = Vec::new();
-    for slot in S::__info().slots() {
-        if let Err(error) = run_async_or_sync(slot, signal, ctx).await {
-            failures.push(Failure::new(slot.info(), error));
+    let info = S::__info();
+    let slots = info.slots();
+    let span = trace::notify(info, slots.len());
+    let run = async {
+        let mut failures = Vec::new();
+        for slot in slots {
+            if let Err(error) = run_async_or_sync(slot, signal, ctx).await {
+                failures.push(Failure::new(slot.info(), error));
+            }
         }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::from_failures(failures))
-    }
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(Error::from_failures(failures)),
+        }
+    };
+    span.instrument(run).await
 }
 
 /// Runs one handler of `S`: calls it if it is synchronous, awaits its future if it is async.
@@ -228,13 +256,17 @@ async fn run_async_or_sync<S: Signal>(
     signal: &S,
     ctx: &mut S::Context<'_>,
 ) -> HandlerResult {
-    if slot.info().is_async() {
-        // SAFETY: `slot` comes from `S`'s own handler table and is async (see `Slot::async_thunk`).
+    let span = trace::handler(slot.info());
+    let result = if slot.info().is_async() {
+        // SAFETY: `slot` comes from `S`'s own table and is async (see `Slot::async_thunk`).
         let thunk = unsafe { slot.async_thunk::<S>() };
-        thunk(signal, ctx).await
+        span.instrument(thunk(signal, ctx)).await
     } else {
-        // SAFETY: `slot` comes from `S`'s own handler table and is synchronous.
+        // SAFETY: `slot` comes from `S`'s own table and is synchronous (see `Slot::thunk`).
         let thunk = unsafe { slot.thunk::<S>() };
+        let _entered = span.enter();
         thunk(signal, ctx)
-    }
+    };
+    span.finish(slot.info(), &result);
+    result
 }

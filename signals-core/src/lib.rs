@@ -101,9 +101,11 @@ extern crate self as signals_core;
 mod catalog;
 mod dispatch;
 mod error;
+mod export;
 mod handler;
 mod registry;
 mod signal;
+mod trace;
 
 pub use crate::catalog::{catalog, handlers, Catalog, Signals};
 pub use crate::dispatch::{notify, notify_all, notify_all_async, notify_async};

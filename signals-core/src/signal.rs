@@ -181,6 +181,12 @@ impl SignalInfo {
         self.type_id
     }
 
+    /// Whether any handler reacts to the signal. Notifying a signal without handlers does
+    /// nothing; with the `tracing` feature it logs a debug event.
+    pub fn has_handlers(&'static self) -> bool {
+        !self.slots().is_empty()
+    }
+
     /// The signal's handlers in the order [`notify`](crate::notify) runs them.
     pub fn handlers(&'static self) -> Handlers {
         Handlers::new(self.slots())

@@ -111,3 +111,28 @@ fn find_looks_signals_up_by_path() {
     assert!(std::ptr::eq(found[0], catalog().get::<users::SignedUp>()));
     assert_eq!(catalog().find("catalog::Nope").count(), 0);
 }
+
+#[test]
+fn mermaid_draws_each_signal_to_its_handlers_in_run_order() {
+    let expected = "flowchart LR
+    classDef signal font-weight:bold
+    classDef unhandled stroke-dasharray:5 5
+    s0[\"catalog::OrderCancelled\"]:::unhandled
+    s1[\"catalog::OrderCreated\"]:::signal
+    s1 -->|\"1. priority 10\"| s1h0[\"catalog::create_billing_record\"]
+    s1 -->|\"2. priority 0\"| s1h1[\"catalog::write_audit_log\"]
+    s2[\"catalog::users::SignedUp\"]:::signal
+    s2 -->|\"1. priority -3\"| s2h0[\"catalog::send_welcome_email\"]
+";
+    assert_eq!(catalog().to_mermaid(), expected);
+}
+
+#[test]
+fn signals_without_handlers_are_flagged() {
+    let unhandled: Vec<_> = catalog()
+        .signals()
+        .filter(|signal| !signal.has_handlers())
+        .map(|signal| signal.path())
+        .collect();
+    assert_eq!(unhandled, ["catalog::OrderCancelled"]);
+}

@@ -1,0 +1,78 @@
+//! Feature `serde`: the catalog serializes with every signal, its handlers in run order, and
+//! whether anything handles it.
+
+#![allow(missing_docs, reason = "test signals")]
+
+use signals_core::{catalog, on, Signal};
+
+pub struct Shop;
+
+#[derive(Signal)]
+#[signal(context = Shop)]
+pub struct OrderCreated;
+
+#[derive(Signal)]
+#[signal(context = Shop, asynchronous)]
+pub struct OrderShipped;
+
+fn is_large(_: &OrderCreated) -> bool {
+    true
+}
+
+#[on(OrderCreated, priority = 2, when = is_large)]
+fn bill(_: &OrderCreated, _: &mut Shop) {}
+
+#[test]
+fn the_catalog_serializes_to_json() {
+    let json = serde_json::to_value(catalog()).unwrap();
+    let [created, shipped] = lines_starting_with("#[derive(Signal)]")[..] else {
+        panic!("two signals");
+    };
+    let [bill] = lines_starting_with("#[on(OrderCreated")[..] else {
+        panic!("one handler");
+    };
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "signals": [
+                {
+                    "path": "serde::OrderCreated",
+                    "name": "OrderCreated",
+                    "context": "Shop",
+                    "file": "signals-core/tests/serde.rs",
+                    "line": created,
+                    "asynchronous": false,
+                    "handled": true,
+                    "handlers": [{
+                        "name": "serde::bill",
+                        "priority": 2,
+                        "filter": "is_large",
+                        "file": "signals-core/tests/serde.rs",
+                        "line": bill,
+                        "asynchronous": false,
+                    }],
+                },
+                {
+                    "path": "serde::OrderShipped",
+                    "name": "OrderShipped",
+                    "context": "Shop",
+                    "file": "signals-core/tests/serde.rs",
+                    "line": shipped,
+                    "asynchronous": true,
+                    "handled": false,
+                    "handlers": [],
+                },
+            ]
+        })
+    );
+}
+
+/// The numbers of the lines of this file that start with `prefix`.
+fn lines_starting_with(prefix: &str) -> Vec<u32> {
+    let source = include_str!("serde.rs");
+    let lines = source.lines().enumerate();
+    lines
+        .filter(|(_, line)| line.starts_with(prefix))
+        .map(|(index, _)| index as u32 + 1)
+        .collect()
+}
