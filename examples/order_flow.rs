@@ -146,17 +146,13 @@ fn run_order(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .find(|arg| arg.starts_with("--wiring"))
-        .map(String::as_str)
-    {
-        Some("--wiring") => return Ok(print!("{}", signals_core::catalog())),
-        Some("--wiring=mermaid") => return Ok(print!("{}", signals_core::catalog().to_mermaid())),
-        Some(other) => {
-            return Err(format!("unknown option {other}; try --wiring or --wiring=mermaid").into())
+    if let Some(wiring) = args.iter().find(|arg| arg.starts_with("--wiring")) {
+        match wiring.as_str() {
+            "--wiring" => print!("{}", signals_core::catalog()),
+            "--wiring=mermaid" => print!("{}", signals_core::catalog().to_mermaid()),
+            other => return Err(format!("unknown option {other}; try --wiring=mermaid").into()),
         }
-        None => {}
+        return Ok(());
     }
     let decline_only = args.iter().any(|arg| arg == "--decline-card");
 
