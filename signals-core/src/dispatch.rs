@@ -52,6 +52,7 @@ use crate::trace;
 pub fn notify<S: Signal + SyncSignal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
     let info = S::__info();
     let slots = info.slots();
+    recorded(signal);
     let span = trace::notify(info, slots.len());
     let _entered = span.enter();
     for slot in slots {
@@ -65,6 +66,9 @@ pub fn notify<S: Signal + SyncSignal>(signal: &S, ctx: &mut S::Context<'_>) -> R
 /// Runs one handler of a synchronous signal `S`.
 #[inline(always)]
 fn run_sync<S: SyncSignal>(slot: &Slot, signal: &S, ctx: &mut S::Context<'_>) -> HandlerResult {
+    if muted(slot) {
+        return Ok(());
+    }
     // SAFETY: `slot` comes from `S`'s own handler table, and every handler of a `SyncSignal`
     // is synchronous (see `Slot::thunk`).
     let thunk = unsafe { slot.thunk::<S>() };
@@ -120,6 +124,7 @@ pub fn notify_all<S: Signal + SyncSignal>(
 ) -> Result<(), Error> {
     let info = S::__info();
     let slots = info.slots();
+    recorded(signal);
     let span = trace::notify(info, slots.len());
     let _entered = span.enter();
     for (index, slot) in slots.iter().enumerate() {
@@ -210,6 +215,7 @@ fn run_after_failure<S: SyncSignal>(
 pub async fn notify_async<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
     let info = S::__info();
     let slots = info.slots();
+    recorded(signal);
     let span = trace::notify(info, slots.len());
     let run = async {
         for slot in slots {
@@ -233,6 +239,7 @@ pub async fn notify_all_async<S: Signal>(
 ) -> Result<(), Error> {
     let info = S::__info();
     let slots = info.slots();
+    recorded(signal);
     let span = trace::notify(info, slots.len());
     let run = async {
         let mut failures = Vec::new();
@@ -256,6 +263,9 @@ async fn run_async_or_sync<S: Signal>(
     signal: &S,
     ctx: &mut S::Context<'_>,
 ) -> HandlerResult {
+    if muted(slot) {
+        return Ok(());
+    }
     let span = trace::handler(slot.info());
     let result = if slot.info().is_async() {
         // SAFETY: `slot` comes from `S`'s own table and is async (see `Slot::async_thunk`).
@@ -269,4 +279,25 @@ async fn run_async_or_sync<S: Signal>(
     };
     span.finish(slot.info(), &result);
     result
+}
+
+/// Tells this thread's test recorders (feature `testing`) about a notify; nothing otherwise.
+#[inline(always)]
+fn recorded<S: Signal>(signal: &S) {
+    #[cfg(feature = "testing")]
+    crate::testing::notified(signal);
+    #[cfg(not(feature = "testing"))]
+    let _ = signal;
+}
+
+/// Whether a test muted this handler on this thread (feature `testing`); never otherwise.
+#[inline(always)]
+fn muted(slot: &Slot) -> bool {
+    #[cfg(feature = "testing")]
+    return crate::testing::is_muted(slot.info());
+    #[cfg(not(feature = "testing"))]
+    {
+        let _ = slot;
+        false
+    }
 }

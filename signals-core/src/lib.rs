@@ -105,6 +105,8 @@ mod export;
 mod handler;
 mod registry;
 mod signal;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod trace;
 
 pub use crate::catalog::{catalog, handlers, Catalog, Signals};
