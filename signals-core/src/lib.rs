@@ -103,6 +103,7 @@ mod dispatch;
 mod error;
 mod export;
 mod handler;
+mod order;
 mod registry;
 mod signal;
 #[cfg(feature = "testing")]
@@ -113,6 +114,7 @@ pub use crate::catalog::{catalog, handlers, Catalog, Signals};
 pub use crate::dispatch::{notify, notify_all, notify_all_async, notify_async};
 pub use crate::error::{Error, Failure};
 pub use crate::handler::{BoxError, HandlerInfo, Handlers, INLINE_FUTURE_BYTES};
+pub use crate::order::{check_order, OrderError};
 pub use crate::signal::{AsyncSignal, Signal, SignalInfo, SyncSignal};
 pub use signals_macros::{on, Signal};
 
@@ -127,8 +129,10 @@ pub mod __private {
     pub use crate::handler::{
         accepts, into_handler_result, Filter, HandlerFuture, HandlerReturn, TextSplit,
     };
+    pub use crate::order::{HandlerName, OrderConstraint};
     pub use crate::registry::{
-        SIGNALS_CORE_0_1_HANDLERS as HANDLERS, SIGNALS_CORE_0_1_SIGNALS as SIGNALS,
+        SIGNALS_CORE_0_1_HANDLERS as HANDLERS, SIGNALS_CORE_0_1_ORDER as ORDER,
+        SIGNALS_CORE_0_1_SIGNALS as SIGNALS,
     };
     pub use core::result::Result::Ok;
     pub use core::{concat, file, line, module_path};

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use linkme::distributed_slice;
 
 use crate::handler::{AsyncThunk, ErasedThunk, HandlerInfo, Thunk};
+use crate::order::{self, OrderConstraint, OrderError};
 use crate::signal::{Signal, SignalInfo};
 
 // linkme names each link section after the slice's identifier, so these identifiers must be
@@ -26,6 +27,10 @@ pub static SIGNALS_CORE_0_1_SIGNALS: [SignalInfo];
 /// Every handler linked into the program, in link order.
 #[distributed_slice]
 pub static SIGNALS_CORE_0_1_HANDLERS: [HandlerInfo];
+
+/// Every `after`/`before` constraint linked into the program.
+#[distributed_slice]
+pub static SIGNALS_CORE_0_1_ORDER: [OrderConstraint];
 
 /// A handler as `notify` sees it: the type-erased thunk beside its `HandlerInfo`.
 #[derive(Clone, Copy)]
@@ -80,12 +85,19 @@ pub(crate) struct Index {
 static INDEX: OnceLock<Index> = OnceLock::new();
 
 /// The program's index, built by the first caller.
+///
+/// # Panics
+///
+/// If some signal's `after`/`before` constraints cannot all hold (a cycle); [`check_order`]
+/// reports the same in a test.
+///
+/// [`check_order`]: crate::check_order
 pub(crate) fn index() -> &'static Index {
-    INDEX.get_or_init(Index::build)
+    INDEX.get_or_init(|| Index::build().unwrap_or_else(|error| panic!("{error}")))
 }
 
 impl Index {
-    fn build() -> Index {
+    pub(crate) fn build() -> Result<Index, OrderError> {
         let mut keyed: Vec<(TypeId, Slot)> = SIGNALS_CORE_0_1_HANDLERS
             .iter()
             .map(|info| {
@@ -99,19 +111,20 @@ impl Index {
         keyed.sort_unstable_by(|(a_key, a), (b_key, b)| {
             a_key.cmp(b_key).then_with(|| run_order(a.info, b.info))
         });
-        let (keys, slots) = keyed.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
+        let (keys, mut slots) = keyed.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
+        apply_constraints(&keys, &mut slots)?;
 
         let mut by_type: Vec<&'static SignalInfo> = SIGNALS_CORE_0_1_SIGNALS.iter().collect();
         by_type.sort_unstable_by_key(|signal| signal.type_id());
         let mut by_path = by_type.clone();
         by_path.sort_by_key(|signal| (signal.path(), signal.file(), signal.line()));
 
-        Index {
+        Ok(Index {
             keys: keys.into_boxed_slice(),
             slots: slots.into_boxed_slice(),
             by_path: by_path.into_boxed_slice(),
             by_type: by_type.into_boxed_slice(),
-        }
+        })
     }
 
     /// The handlers of `signal`, in run order.
@@ -132,6 +145,29 @@ impl Index {
     pub(crate) fn signal(&'static self, type_id: TypeId) -> &'static SignalInfo {
         let found = self.by_type.binary_search_by_key(&type_id, |s| s.type_id());
         self.by_type[found.expect("every handler's signal is registered")]
+    }
+}
+
+/// Applies every signal's `after`/`before` constraints to its run of `slots`.
+fn apply_constraints(keys: &[TypeId], slots: &mut [Slot]) -> Result<(), OrderError> {
+    let mut constraints: Vec<&OrderConstraint> = SIGNALS_CORE_0_1_ORDER.iter().collect();
+    constraints.sort_by_key(|constraint| constraint.signal());
+    let mut problems = Vec::new();
+    for group in constraints.chunk_by(|a, b| a.signal() == b.signal()) {
+        let key = group[0].signal();
+        let start = keys.partition_point(|&k| k < key);
+        let end = start + keys[start..].partition_point(|&k| k == key);
+        let signal = SIGNALS_CORE_0_1_SIGNALS
+            .iter()
+            .find(|signal| signal.type_id() == key)
+            .map_or("a signal", SignalInfo::path);
+        if let Err(problem) = order::apply(signal, &mut slots[start..end], group) {
+            problems.push(problem);
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(OrderError::new(problems)),
     }
 }
 

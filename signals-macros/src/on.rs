@@ -1,7 +1,7 @@
 //! `#[on(Signal, priority = N)]`: parse the arguments and the handler, validate, expand.
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
-use quote::{quote, ToTokens};
+use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::spanned::Spanned;
@@ -18,6 +18,10 @@ struct Args {
     priority: Option<Expr>,
     /// `when = filter`: `fn(&S) -> bool` or `fn(&S, &Ctx) -> bool`.
     when: Option<Expr>,
+    /// `after = handler`, repeatable: handlers of the same signal this one runs after.
+    after: Vec<Path>,
+    /// `before = handler`, repeatable: handlers of the same signal this one runs before.
+    before: Vec<Path>,
     krate: Option<Path>,
 }
 
@@ -51,13 +55,47 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     match (errors.finish(()), args, handler) {
         (Ok(()), Some(args), Some(handler)) => {
             let registration = register(&args, &handler);
-            quote!(#item_fn #registration)
+            // One marker per function, from its last `#[on]`, for `after`/`before` to name.
+            let marker = (!has_more_on_attributes(&item_fn)).then(|| marker(&item_fn));
+            quote!(#item_fn #marker #registration)
         }
         (result, _, _) => {
             let error = result.err().map(Error::into_compile_error);
             quote!(#error #item_fn)
         }
     }
+}
+
+/// Whether another `#[on]` (not yet expanded) is on the function.
+fn has_more_on_attributes(item: &ItemFn) -> bool {
+    item.attrs.iter().any(|attr| {
+        let last = attr.path().segments.last();
+        last.is_some_and(|segment| segment.ident == "on")
+    })
+}
+
+/// The hidden marker beside a handler function that `after = function` resolves to.
+fn marker(item: &ItemFn) -> TokenStream {
+    let vis = &item.vis;
+    let marker = marker_ident(&item.sig.ident);
+    quote! {
+        #[doc(hidden)]
+        #[allow(dead_code, non_camel_case_types)]
+        #vis struct #marker;
+    }
+}
+
+fn marker_ident(handler: &Ident) -> Ident {
+    Ident::new(&format!("__signals_on_{}", handler.unraw()), handler.span())
+}
+
+/// `path::to::handler` becomes `path::to::__signals_on_handler`.
+fn marker_path(handler: &Path) -> Path {
+    let mut path = handler.clone();
+    if let Some(last) = path.segments.last_mut() {
+        last.ident = marker_ident(&last.ident);
+    }
+    path
 }
 
 /// The item's leading tokens (attributes aside), so that an error does not cover a whole body.
@@ -85,6 +123,8 @@ impl Parse for Args {
             signal,
             priority: None,
             when: None,
+            after: Vec::new(),
+            before: Vec::new(),
             krate: None,
         };
         let mut errors = Errors::default();
@@ -103,7 +143,7 @@ impl Args {
     /// One `key = value` argument after the signal.
     fn parse_named(&mut self, input: ParseStream) -> syn::Result<()> {
         let expected =
-            "`#[on]` handles one signal; expected `priority = ...`, `when = ...` or `crate = ...` after it";
+            "`#[on]` handles one signal; after it, expected `priority`, `when`, `after`, `before` or `crate` as `name = value`";
         let key = input
             .call(Ident::parse_any)
             .map_err(|error| Error::new(error.span(), expected))?;
@@ -121,6 +161,14 @@ impl Args {
                 let when = input.parse()?;
                 set_once(&mut self.when, when, &key)
             }
+            "after" => {
+                self.after.push(input.parse()?);
+                Ok(())
+            }
+            "before" => {
+                self.before.push(input.parse()?);
+                Ok(())
+            }
             "crate" => {
                 let krate = input.call(Path::parse_mod_style)?;
                 set_once(&mut self.krate, krate, &key)
@@ -130,7 +178,7 @@ impl Args {
                 Err(Error::new_spanned(
                     &key,
                     format_args!(
-                        "unknown `on` argument `{key}`; expected `priority`, `when` or `crate`"
+                        "unknown `on` argument `{key}`; expected `priority`, `when`, `after`, `before` or `crate`"
                     ),
                 ))
             }
@@ -274,8 +322,40 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
     };
     let new = respan(new, signal.span());
     let thunk = thunk(signal, args.when.as_ref(), handler, &private);
+    let marker = marker_ident(ident);
+    let own_name = quote!(#private::concat!(#private::module_path!(), "::", #name));
+    let constraints = args
+        .after
+        .iter()
+        .map(|other| (other, true))
+        .chain(args.before.iter().map(|other| (other, false)))
+        .enumerate()
+        .map(|(i, (other, after))| {
+            let other_marker = marker_path(other);
+            let other_name = respan(
+                quote!(<#other_marker as #private::HandlerName<#signal>>::NAME),
+                other.span(),
+            );
+            let (first, then) = match after {
+                true => (other_name, own_name.clone()),
+                false => (own_name.clone(), other_name),
+            };
+            let name = format_ident!("ORDER_{}", i);
+            quote! {
+                #[#private::distributed_slice(#private::ORDER)]
+                #[linkme(crate = #private::linkme)]
+                static #name: #private::OrderConstraint =
+                    #private::OrderConstraint::__new::<#signal>(#first, #then);
+            }
+        });
     quote! {
         const _: () = {
+            impl #private::HandlerName<#signal> for #marker {
+                const NAME: &'static str = #own_name;
+            }
+
+            #(#constraints)*
+
             #[#private::distributed_slice(#private::HANDLERS)]
             #[linkme(crate = #private::linkme)]
             static HANDLER: #krate::HandlerInfo = #new(
