@@ -134,7 +134,10 @@ pub mod __private {
         SIGNALS_CORE_0_1_HANDLERS as HANDLERS, SIGNALS_CORE_0_1_ORDER as ORDER,
         SIGNALS_CORE_0_1_SIGNALS as SIGNALS,
     };
+    pub use crate::signal::{DebugProbe, ViaDebug, ViaFallback};
     pub use core::result::Result::Ok;
     pub use core::{concat, file, line, module_path};
     pub use linkme::{self, distributed_slice};
+    pub use std::option::Option;
+    pub use std::string::String;
 }

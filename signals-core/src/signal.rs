@@ -59,6 +59,45 @@ pub unsafe trait Signal: 'static {
     /// Not public API. Used by generated code.
     #[doc(hidden)]
     fn __info() -> &'static SignalInfo;
+
+    /// Not public API. The signal's `Debug` rendering if its type implements `Debug`; the test
+    /// kit records it.
+    #[doc(hidden)]
+    #[inline]
+    fn __debug(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Not public API. Picks [`ViaDebug`] for `Debug` types and [`ViaFallback`] for the others when
+/// called as `(&DebugProbe(value)).signals_debug()` in non-generic generated code.
+#[doc(hidden)]
+pub struct DebugProbe<'a, T: ?Sized>(pub &'a T);
+
+/// Not public API. See [`DebugProbe`].
+#[doc(hidden)]
+pub trait ViaDebug {
+    /// The value's `Debug` rendering.
+    fn signals_debug(&self) -> Option<String>;
+}
+
+impl<T: ?Sized + std::fmt::Debug> ViaDebug for DebugProbe<'_, T> {
+    fn signals_debug(&self) -> Option<String> {
+        Some(format!("{:?}", self.0))
+    }
+}
+
+/// Not public API. See [`DebugProbe`].
+#[doc(hidden)]
+pub trait ViaFallback {
+    /// No rendering: the type does not implement `Debug`.
+    fn signals_debug(&self) -> Option<String>;
+}
+
+impl<T: ?Sized> ViaFallback for &DebugProbe<'_, T> {
+    fn signals_debug(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A signal whose handlers are all synchronous: [`notify`](crate::notify) runs them.

@@ -51,9 +51,16 @@ use crate::signal::Signal;
 /// What one [`Recorder`] has seen.
 #[derive(Default)]
 struct Recording {
-    /// Every notify, in order: the signal's `TypeId` and path.
-    notified: Vec<(TypeId, &'static str)>,
+    /// Every notify, in order.
+    notified: Vec<Notified>,
     watches: Vec<WatchEntry>,
+}
+
+/// One recorded notify: the signal's type and path, and its `Debug` rendering if it has one.
+struct Notified {
+    signal: TypeId,
+    path: &'static str,
+    rendering: Option<String>,
 }
 
 /// A watch's predicate, taking the signal behind `dyn Any`.
@@ -71,7 +78,8 @@ thread_local! {
     static MUTED: RefCell<Vec<&'static HandlerInfo>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records every signal notified on this thread while it lives.
+/// Records every signal notified on this thread while it lives: its type, and its `Debug`
+/// rendering when the signal type implements `Debug`.
 ///
 /// `Recorder::start()` begins; dropping it ends. Recorders nest: each sees what happens during
 /// its own life.
@@ -115,14 +123,30 @@ impl Recorder {
     /// The paths of the signals notified so far, in order.
     pub fn notified(&self) -> Vec<&'static str> {
         let recording = self.recording.borrow();
-        recording.notified.iter().map(|&(_, path)| path).collect()
+        recording
+            .notified
+            .iter()
+            .map(|notified| notified.path)
+            .collect()
+    }
+
+    /// The `Debug` renderings of the notifies of `S` so far, in order; empty strings if `S` does
+    /// not implement `Debug`.
+    pub fn renderings<S: Signal>(&self) -> Vec<String> {
+        let recording = self.recording.borrow();
+        let of_s = recording
+            .notified
+            .iter()
+            .filter(|n| n.signal == TypeId::of::<S>());
+        of_s.map(|n| n.rendering.clone().unwrap_or_default())
+            .collect()
     }
 
     /// How many times `S` was notified so far.
     pub fn count<S: Signal>(&self) -> usize {
         let recording = self.recording.borrow();
         let id = TypeId::of::<S>();
-        recording.notified.iter().filter(|(t, _)| *t == id).count()
+        recording.notified.iter().filter(|n| n.signal == id).count()
     }
 
     /// Panics, listing what was notified, unless `S` was notified at least once.
@@ -153,10 +177,13 @@ impl Recorder {
     fn fail<S: Signal>(&self, expected: &str) -> ! {
         let path = S::__info().path();
         let count = self.count::<S>();
-        panic!(
-            "expected `{path}` {expected}, but it was notified {count} times; notified: {:?}",
-            self.notified()
-        );
+        let recording = self.recording.borrow();
+        let notified: Vec<&str> = recording
+            .notified
+            .iter()
+            .map(|n| n.rendering.as_deref().unwrap_or(n.path))
+            .collect();
+        panic!("expected `{path}` {expected}, but it was notified {count} times; notified: {notified:?}");
     }
 }
 
@@ -243,9 +270,11 @@ pub(crate) fn notified<S: Signal>(signal: &S) {
     let _ = RECORDERS.try_with(|recorders| {
         for recording in recorders.borrow().iter() {
             let mut recording = recording.borrow_mut();
-            recording
-                .notified
-                .push((TypeId::of::<S>(), S::__info().path()));
+            recording.notified.push(Notified {
+                signal: TypeId::of::<S>(),
+                path: S::__info().path(),
+                rendering: signal.__debug(),
+            });
             for watch in &recording.watches {
                 if watch.signal == TypeId::of::<S>() && (watch.accepts)(signal) {
                     watch.count.set(watch.count.get() + 1);

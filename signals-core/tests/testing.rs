@@ -6,7 +6,7 @@ use std::thread;
 use signals_core::testing::{self, Recorder};
 use signals_core::{notify, on, Signal};
 
-#[derive(Signal)]
+#[derive(Signal, Debug)]
 #[signal(context = Vec<&'static str>)]
 struct OrderCreated {
     total: u64,
@@ -49,6 +49,12 @@ fn a_recorder_counts_and_watches_what_its_thread_notifies() {
     recorder.assert_notified_times::<OrderShipped>(1);
     assert_eq!(large.count(), 1);
     assert_eq!(
+        recorder.renderings::<OrderCreated>(),
+        ["OrderCreated { total: 50 }", "OrderCreated { total: 500 }"]
+    );
+    // `OrderShipped` does not implement `Debug`: recorded, without a rendering.
+    assert_eq!(recorder.renderings::<OrderShipped>(), [""]);
+    assert_eq!(
         recorder.notified(),
         [
             "testing::OrderCreated",
@@ -60,7 +66,7 @@ fn a_recorder_counts_and_watches_what_its_thread_notifies() {
 
 #[test]
 #[should_panic(
-    expected = "expected `testing::OrderShipped` to be notified, but it was notified 0 times; notified: [\"testing::OrderCreated\"]"
+    expected = "expected `testing::OrderShipped` to be notified, but it was notified 0 times; notified: [\"OrderCreated { total: 1 }\"]"
 )]
 fn assert_notified_lists_what_was_notified() {
     let recorder = Recorder::start();

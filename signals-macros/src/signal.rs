@@ -225,6 +225,13 @@ fn expand(input: &Input) -> TokenStream {
                 fn __info() -> &'static #krate::SignalInfo {
                     &SIGNAL
                 }
+
+                #[inline]
+                fn __debug(&self) -> #private::Option<#private::String> {
+                    #[allow(unused_imports)]
+                    use #private::{ViaDebug as _, ViaFallback as _};
+                    (&#private::DebugProbe(self)).signals_debug()
+                }
             }
         };
     }
