@@ -104,6 +104,7 @@ mod error;
 mod export;
 mod handler;
 mod order;
+mod register;
 mod registry;
 mod signal;
 #[cfg(feature = "testing")]
@@ -130,13 +131,18 @@ pub mod __private {
         accepts, into_handler_result, Filter, HandlerFuture, HandlerReturn, TextSplit,
     };
     pub use crate::order::{HandlerName, OrderConstraint};
+    #[cfg(signals_inventory)]
+    pub use crate::registry::SignalRegistration;
+    #[cfg(not(signals_inventory))]
     pub use crate::registry::{
         SIGNALS_CORE_0_1_HANDLERS as HANDLERS, SIGNALS_CORE_0_1_ORDER as ORDER,
         SIGNALS_CORE_0_1_SIGNALS as SIGNALS,
     };
     pub use crate::signal::{DebugProbe, ViaDebug, ViaFallback};
+    pub use crate::{__signals_register as register, __signals_register_signal as register_signal};
     pub use core::result::Result::Ok;
     pub use core::{concat, file, line, module_path};
+    pub use inventory;
     pub use linkme::{self, distributed_slice};
     pub use std::option::Option;
     pub use std::string::String;

@@ -10,27 +10,80 @@ use std::any::TypeId;
 use std::cmp::Ordering;
 use std::sync::OnceLock;
 
-use linkme::distributed_slice;
-
 use crate::handler::{AsyncThunk, ErasedThunk, HandlerInfo, Thunk};
 use crate::order::{self, OrderConstraint, OrderError};
 use crate::signal::{Signal, SignalInfo};
 
-// linkme names each link section after the slice's identifier, so these identifiers must be
-// unique across every crate in a program, including other major versions of this one.
+/// The tables as linker sections (linkme): complete in the binary image, no start-up code.
+#[cfg(not(signals_inventory))]
+mod tables {
+    use linkme::distributed_slice;
 
-/// Every signal type linked into the program, in link order. Each element is the signal's own
-/// `SignalInfo`, with the cache of its handler table inside (the section is writable).
-#[distributed_slice]
-pub static SIGNALS_CORE_0_1_SIGNALS: [SignalInfo];
+    use crate::handler::HandlerInfo;
+    use crate::order::OrderConstraint;
+    use crate::signal::SignalInfo;
 
-/// Every handler linked into the program, in link order.
-#[distributed_slice]
-pub static SIGNALS_CORE_0_1_HANDLERS: [HandlerInfo];
+    // linkme names each link section after the slice's identifier, so these identifiers must
+    // be unique across every crate in a program, including other major versions of this one.
 
-/// Every `after`/`before` constraint linked into the program.
-#[distributed_slice]
-pub static SIGNALS_CORE_0_1_ORDER: [OrderConstraint];
+    /// Every signal type linked into the program, in link order. Each element is the signal's
+    /// own `SignalInfo`, with the cache of its handler table inside (the section is writable).
+    #[distributed_slice]
+    pub static SIGNALS_CORE_0_1_SIGNALS: [SignalInfo];
+
+    /// Every handler linked into the program, in link order.
+    #[distributed_slice]
+    pub static SIGNALS_CORE_0_1_HANDLERS: [HandlerInfo];
+
+    /// Every `after`/`before` constraint linked into the program.
+    #[distributed_slice]
+    pub static SIGNALS_CORE_0_1_ORDER: [OrderConstraint];
+
+    pub(crate) fn signals() -> impl Iterator<Item = &'static SignalInfo> {
+        SIGNALS_CORE_0_1_SIGNALS.iter()
+    }
+
+    pub(crate) fn handlers() -> impl Iterator<Item = &'static HandlerInfo> {
+        SIGNALS_CORE_0_1_HANDLERS.iter()
+    }
+
+    pub(crate) fn order() -> impl Iterator<Item = &'static OrderConstraint> {
+        SIGNALS_CORE_0_1_ORDER.iter()
+    }
+}
+
+/// The tables gathered by constructors at start-up (inventory), for targets without linker
+/// sections. Each type's registry is its own, so other versions of this crate never mix in.
+#[cfg(signals_inventory)]
+mod tables {
+    use crate::handler::HandlerInfo;
+    use crate::order::OrderConstraint;
+    use crate::signal::SignalInfo;
+
+    /// A signal's registration: its `SignalInfo` lives in an ordinary static beside its type.
+    #[doc(hidden)]
+    pub struct SignalRegistration(pub &'static SignalInfo);
+
+    inventory::collect!(SignalRegistration);
+    inventory::collect!(HandlerInfo);
+    inventory::collect!(OrderConstraint);
+
+    pub(crate) fn signals() -> impl Iterator<Item = &'static SignalInfo> {
+        inventory::iter::<SignalRegistration>
+            .into_iter()
+            .map(|registration| registration.0)
+    }
+
+    pub(crate) fn handlers() -> impl Iterator<Item = &'static HandlerInfo> {
+        inventory::iter::<HandlerInfo>.into_iter()
+    }
+
+    pub(crate) fn order() -> impl Iterator<Item = &'static OrderConstraint> {
+        inventory::iter::<OrderConstraint>.into_iter()
+    }
+}
+
+pub use tables::*;
 
 /// A handler as `notify` sees it: the type-erased thunk beside its `HandlerInfo`.
 #[derive(Clone, Copy)]
@@ -98,8 +151,7 @@ pub(crate) fn index() -> &'static Index {
 
 impl Index {
     pub(crate) fn build() -> Result<Index, OrderError> {
-        let mut keyed: Vec<(TypeId, Slot)> = SIGNALS_CORE_0_1_HANDLERS
-            .iter()
+        let mut keyed: Vec<(TypeId, Slot)> = handlers()
             .map(|info| {
                 let slot = Slot {
                     thunk: info.erased_thunk(),
@@ -114,7 +166,7 @@ impl Index {
         let (keys, mut slots) = keyed.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
         apply_constraints(&keys, &mut slots)?;
 
-        let mut by_type: Vec<&'static SignalInfo> = SIGNALS_CORE_0_1_SIGNALS.iter().collect();
+        let mut by_type: Vec<&'static SignalInfo> = signals().collect();
         by_type.sort_unstable_by_key(|signal| signal.type_id());
         let mut by_path = by_type.clone();
         by_path.sort_by_key(|signal| (signal.path(), signal.file(), signal.line()));
@@ -150,15 +202,14 @@ impl Index {
 
 /// Applies every signal's `after`/`before` constraints to its run of `slots`.
 fn apply_constraints(keys: &[TypeId], slots: &mut [Slot]) -> Result<(), OrderError> {
-    let mut constraints: Vec<&OrderConstraint> = SIGNALS_CORE_0_1_ORDER.iter().collect();
+    let mut constraints: Vec<&OrderConstraint> = order().collect();
     constraints.sort_by_key(|constraint| constraint.signal());
     let mut problems = Vec::new();
     for group in constraints.chunk_by(|a, b| a.signal() == b.signal()) {
         let key = group[0].signal();
         let start = keys.partition_point(|&k| k < key);
         let end = start + keys[start..].partition_point(|&k| k == key);
-        let signal = SIGNALS_CORE_0_1_SIGNALS
-            .iter()
+        let signal = signals()
             .find(|signal| signal.type_id() == key)
             .map_or("a signal", SignalInfo::path);
         if let Err(problem) = order::apply(signal, &mut slots[start..end], group) {
@@ -199,10 +250,7 @@ mod tests {
     fn yankee(_: &Probe) {}
 
     fn info(name: &str) -> &'static HandlerInfo {
-        SIGNALS_CORE_0_1_HANDLERS
-            .iter()
-            .find(|h| h.name().ends_with(name))
-            .unwrap()
+        handlers().find(|h| h.name().ends_with(name)).unwrap()
     }
 
     #[test]

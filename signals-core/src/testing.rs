@@ -45,7 +45,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::handler::HandlerInfo;
-use crate::registry::SIGNALS_CORE_0_1_HANDLERS;
+use crate::registry;
 use crate::signal::Signal;
 
 /// What one [`Recorder`] has seen.
@@ -221,8 +221,7 @@ pub struct Muted {
 /// the guard drops. Panics if no handler in the program has that path.
 #[track_caller]
 pub fn mute(handler: &str) -> Muted {
-    let found: Vec<&'static HandlerInfo> = SIGNALS_CORE_0_1_HANDLERS
-        .iter()
+    let found: Vec<&'static HandlerInfo> = registry::handlers()
         .filter(|info| info.name() == handler)
         .collect();
     if found.is_empty() {

@@ -342,10 +342,11 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
             };
             let name = format_ident!("ORDER_{}", i);
             quote! {
-                #[#private::distributed_slice(#private::ORDER)]
-                #[linkme(crate = #private::linkme)]
-                static #name: #private::OrderConstraint =
-                    #private::OrderConstraint::__new::<#signal>(#first, #then);
+                #private::register! {
+                    ORDER,
+                    static #name: #private::OrderConstraint =
+                        #private::OrderConstraint::__new::<#signal>(#first, #then);
+                }
             }
         });
     quote! {
@@ -356,8 +357,8 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
 
             #(#constraints)*
 
-            #[#private::distributed_slice(#private::HANDLERS)]
-            #[linkme(crate = #private::linkme)]
+            #private::register! {
+            HANDLERS,
             static HANDLER: #krate::HandlerInfo = #new(
                 #private::concat!(#private::module_path!(), "::", #name, #filter_name, #private::file!()),
                 #private::TextSplit {
@@ -368,6 +369,7 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
                 #private::line!(),
                 #thunk,
             );
+            }
         };
     }
 }

@@ -204,8 +204,7 @@ fn expand(input: &Input) -> TokenStream {
 
     quote! {
         const _: () = {
-            #[#private::distributed_slice(#private::SIGNALS)]
-            #[linkme(crate = #private::linkme)]
+            #private::register_signal! {
             static SIGNAL: #krate::SignalInfo = #krate::SignalInfo::__new::<#ident>(
                 #private::concat!(#private::module_path!(), "::", #name, #context_name, #private::file!()),
                 #private::module_path!().len() + #path_suffix_len,
@@ -213,6 +212,7 @@ fn expand(input: &Input) -> TokenStream {
                 #private::line!(),
                 #asynchronous,
             );
+            }
 
             #[automatically_derived]
             unsafe impl #krate::#dispatch for #ident {}
