@@ -66,8 +66,9 @@
 //!
 //! - A crate that nothing in the program references is not linked, and its handlers are not
 //!   registered: name it once, with `use my_handlers as _;`.
-//! - Targets are those linkme supports (Linux, macOS, Windows, the BSDs, illumos, Android, iOS,
-//!   bare metal); not wasm.
+//! - Targets linkme supports (Linux, macOS, Windows, the BSDs, illumos, Android, iOS, bare metal)
+//!   register through linker sections; others (wasm) through constructors (`inventory`), which
+//!   run at start-up. The `backend-inventory` feature forces the latter.
 //! - Handlers are free functions; signals are non-generic types; each signal has one context
 //!   type; handlers cannot be added or removed at run time.
 //! - `async fn` handlers need a signal declared `#[signal(asynchronous)]`, notified with
