@@ -279,6 +279,17 @@ mod tests {
     }
 
     #[test]
+    fn slice_names_carry_this_versions_semver_compatibility_range() {
+        // Two semver-incompatible versions in one program must not share a linker section:
+        // bump the `SIGNALS_CORE_0_1_*` names with the version.
+        let version = env!("CARGO_PKG_VERSION");
+        let mut parts = version.split('.');
+        let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+        let range = if major == "0" { format!("{major}_{minor}") } else { major.to_owned() };
+        assert_eq!(range, "0_1", "rename the SIGNALS_CORE_0_1_* slices for {version}");
+    }
+
+    #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_handler_costs_48_bytes_of_table() {
         // Every handler of every program pays this; keep it from growing unnoticed.
