@@ -50,10 +50,7 @@ use crate::trace;
 /// ```
 #[inline]
 pub fn notify<S: Signal + SyncSignal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
-    let info = S::__info();
-    let slots = info.slots();
-    recorded(signal);
-    let span = trace::notify(info, slots.len());
+    let (slots, span) = start(signal);
     let _entered = span.enter();
     for slot in slots {
         if let Err(error) = run_sync(slot, signal, ctx) {
@@ -122,10 +119,7 @@ pub fn notify_all<S: Signal + SyncSignal>(
     signal: &S,
     ctx: &mut S::Context<'_>,
 ) -> Result<(), Error> {
-    let info = S::__info();
-    let slots = info.slots();
-    recorded(signal);
-    let span = trace::notify(info, slots.len());
+    let (slots, span) = start(signal);
     let _entered = span.enter();
     for (index, slot) in slots.iter().enumerate() {
         if let Err(error) = run_sync(slot, signal, ctx) {
@@ -213,10 +207,7 @@ fn run_after_failure<S: SyncSignal>(
 /// # Ok::<(), signals_core::Error>(())
 /// ```
 pub async fn notify_async<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
-    let info = S::__info();
-    let slots = info.slots();
-    recorded(signal);
-    let span = trace::notify(info, slots.len());
+    let (slots, span) = start(signal);
     let run = async {
         for slot in slots {
             if let Err(error) = run_async_or_sync(slot, signal, ctx).await {
@@ -237,10 +228,7 @@ pub async fn notify_all_async<S: Signal>(
     signal: &S,
     ctx: &mut S::Context<'_>,
 ) -> Result<(), Error> {
-    let info = S::__info();
-    let slots = info.slots();
-    recorded(signal);
-    let span = trace::notify(info, slots.len());
+    let (slots, span) = start(signal);
     let run = async {
         let mut failures = Vec::new();
         for slot in slots {
@@ -279,6 +267,15 @@ async fn run_async_or_sync<S: Signal>(
     };
     span.finish(slot.info(), &result);
     result
+}
+
+/// What every notify does first: find the signal's table, tell the test kit, open the span.
+#[inline(always)]
+fn start<S: Signal>(signal: &S) -> (&'static [Slot], trace::Span) {
+    let info = S::__info();
+    let slots = info.slots();
+    recorded(signal);
+    (slots, trace::notify(info, slots.len()))
 }
 
 /// Tells this thread's test recorders (feature `testing`) about a notify; nothing otherwise.

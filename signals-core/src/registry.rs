@@ -285,8 +285,15 @@ mod tests {
         let version = env!("CARGO_PKG_VERSION");
         let mut parts = version.split('.');
         let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
-        let range = if major == "0" { format!("{major}_{minor}") } else { major.to_owned() };
-        assert_eq!(range, "0_1", "rename the SIGNALS_CORE_0_1_* slices for {version}");
+        let range = if major == "0" {
+            format!("{major}_{minor}")
+        } else {
+            major.to_owned()
+        };
+        assert_eq!(
+            range, "0_1",
+            "rename the SIGNALS_CORE_0_1_* slices for {version}"
+        );
     }
 
     #[test]
