@@ -13,6 +13,8 @@ use proc_macro::TokenStream;
 ///
 /// - `#[signal(context = Type)]` chooses what handlers receive besides the signal (default
 ///   `()`). Write `'_` for what the context borrows: `#[signal(context = AppCtx<'_>)]`.
+/// - `#[signal(asynchronous)]` allows `async fn` handlers; the signal is then notified with
+///   `notify_async(...).await` (the sync `notify` of it does not compile).
 /// - `#[signal(crate = path)]` names this crate when a framework re-exports it.
 ///
 /// # Examples
@@ -44,11 +46,17 @@ pub fn derive_signal(input: TokenStream) -> TokenStream {
 
 /// Registers a function as a handler of a signal: `#[on(Signal)]`, `#[on(Signal, priority = N)]`.
 ///
-/// The function takes the signal by reference and, optionally, the signal's context as `&Ctx`
-/// or `&mut Ctx`; it returns `()` or `Result<(), E>` where `E` converts into
-/// `Box<dyn Error + Send + Sync>`. It stays an ordinary function. Higher `priority` (an `i32`
-/// constant expression, default 0) runs first. `crate = path` names this crate when a framework
-/// re-exports it.
+/// The function (sync, or `async fn` for an asynchronous signal) takes the signal by reference
+/// and, optionally, the signal's context as `&Ctx` or `&mut Ctx`; it returns `()` or
+/// `Result<(), E>` where `E` converts into `Box<dyn Error + Send + Sync>`. It stays an ordinary
+/// function. Arguments after the signal:
+///
+/// - `priority = N`: an `i32` constant expression, default 0; higher runs first.
+/// - `when = filter`: runs the handler only if `filter(&signal)` (or `filter(&signal, &ctx)`)
+///   returns `true`.
+/// - `after = other` / `before = other` (repeatable): `other` is a handler function of the same
+///   signal that must run before / after this one.
+/// - `crate = path`: names this crate when a framework re-exports it.
 ///
 /// # Examples
 ///
