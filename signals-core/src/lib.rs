@@ -52,6 +52,19 @@
 //! For async code, declare the signal `#[signal(asynchronous)]`, write `async fn` handlers next
 //! to sync ones, and call [`notify_async`]`(&signal, &mut ctx).await`.
 //!
+//! `#[on(S, when = filter)]` runs a handler only when `filter` accepts the signal;
+//! `#[on(S, after = other)]` and `before = other` order it relative to another handler of `S`
+//! (see [`check_order`]).
+//!
+//! # Features
+//!
+//! - `tracing`: a span per notify and per handler, failures logged with their error.
+//! - `serde`: `Serialize` for the [`Catalog`]; [`Catalog::to_mermaid`] needs no feature.
+//! - `testing`: the `testing` module (recorders, `assert_wired`, muting), for dev-dependencies.
+//! - `backend-inventory`: register through constructors on every target (see Limitations).
+//!
+//! With every feature off (the default), `notify` is the loop described below and nothing else.
+//!
 //! # How it works
 //!
 //! `#[derive(Signal)]` and `#[on]` each emit a `static` into a [linkme] distributed slice: the
