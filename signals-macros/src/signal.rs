@@ -18,6 +18,8 @@ struct Input<'a> {
     /// Whether the type has generic parameters (an error).
     generic: bool,
     attrs: Attrs,
+    /// The context type with `'_` bound to the context lifetime, for `type Context<'ctx>`.
+    bound_context: Option<Type>,
 }
 
 /// The arguments of `#[signal(...)]`.
@@ -55,13 +57,15 @@ fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Input<'a> {
         ));
     }
     let attrs = parse_attrs(input, errors);
-    if let Some(context) = &attrs.context {
-        check_context_lifetimes(context, errors);
-    }
+    let bound_context = attrs
+        .context
+        .as_ref()
+        .map(|context| bind_context(context, errors));
     Input {
         ident: &input.ident,
         generic,
         attrs,
+        bound_context,
     }
 }
 
@@ -115,11 +119,13 @@ fn set_once<T>(slot: &mut Option<T>, value: T, key: &Path, name: &str) -> syn::R
     Ok(())
 }
 
-/// The context type may borrow only through `'_` (or be `'static`): the signal type has no
-/// lifetime parameters that a named lifetime could refer to.
-fn check_context_lifetimes(context: &Type, errors: &mut Errors) {
+/// The context type with `'_` bound to the context lifetime. It may borrow only through `'_`
+/// (or be `'static`): the signal type has no lifetime parameters that a named lifetime could
+/// refer to, so named lifetimes are errors.
+fn bind_context(context: &Type, errors: &mut Errors) -> Type {
+    let mut bound = context.clone();
     let mut rewrite = BindContextLifetime::default();
-    rewrite.visit_type_mut(&mut context.clone());
+    rewrite.visit_type_mut(&mut bound);
     for lifetime in rewrite.named {
         errors.push(Error::new_spanned(
             &lifetime,
@@ -128,6 +134,7 @@ fn check_context_lifetimes(context: &Type, errors: &mut Errors) {
             ),
         ));
     }
+    bound
 }
 
 /// Rewrites a context type for `type Context<'ctx> = ...`: `'_` and elided reference
@@ -180,16 +187,12 @@ fn expand(input: &Input) -> TokenStream {
         None => parse_quote!(::signals_core),
     };
     let private = quote!(#krate::__private);
-    let (context, context_name) = match &input.attrs.context {
-        Some(context) => {
-            let mut bound = context.clone();
-            BindContextLifetime::default().visit_type_mut(&mut bound);
-            (
-                bound.into_token_stream(),
-                type_name(context.to_token_stream()),
-            )
-        }
-        None => (quote!(()), "()".to_owned()),
+    let (context, context_name) = match (&input.bound_context, &input.attrs.context) {
+        (Some(bound), Some(written)) => (
+            bound.to_token_stream(),
+            type_name(written.to_token_stream()),
+        ),
+        _ => (quote!(()), "()".to_owned()),
     };
     let lifetime = Lifetime::new(CONTEXT_LIFETIME, Span::call_site());
     let asynchronous = input.attrs.asynchronous.is_some();
@@ -246,6 +249,7 @@ fn fallback(mut input: Input, error: Error) -> TokenStream {
         return error;
     }
     input.attrs.context = None;
+    input.bound_context = None;
     let expansion = expand(&input);
     quote!(#error #expansion)
 }
