@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Failure};
 use crate::handler::HandlerResult;
-use crate::registry::Slot;
-use crate::signal::{Signal, SyncSignal};
+use crate::index;
+use crate::signal::{Signal, Slot, SyncSignal};
 use crate::trace;
 
 /// Runs the handlers of `signal` in order, in this thread and call stack; stops at the first error.
@@ -22,6 +22,11 @@ use crate::trace;
 /// handler, and its [`source`](std::error::Error::source) is the handler's own error. Handlers
 /// after it do not run; what earlier handlers did is not undone (roll back the transaction in
 /// the context to undo it).
+///
+/// If the signal's wiring is broken (its `after`/`before` constraints cannot hold, or a
+/// function is registered twice for it), no handler runs and the error carries the
+/// [`Problem`](crate::Problem) ([`Error::wiring_problem`]); [`check_order`](crate::check_order)
+/// finds these in a test.
 ///
 /// # Examples
 ///
@@ -50,7 +55,7 @@ use crate::trace;
 /// ```
 #[inline]
 pub fn notify<S: Signal + SyncSignal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
-    let (slots, span) = start(signal);
+    let (slots, span) = start(signal)?;
     let _entered = span.enter();
     for slot in slots {
         if let Err(error) = run_sync(slot, signal, ctx) {
@@ -119,7 +124,7 @@ pub fn notify_all<S: Signal + SyncSignal>(
     signal: &S,
     ctx: &mut S::Context<'_>,
 ) -> Result<(), Error> {
-    let (slots, span) = start(signal);
+    let (slots, span) = start(signal)?;
     let _entered = span.enter();
     for (index, slot) in slots.iter().enumerate() {
         if let Err(error) = run_sync(slot, signal, ctx) {
@@ -207,7 +212,7 @@ fn run_after_failure<S: SyncSignal>(
 /// # Ok::<(), signals_core::Error>(())
 /// ```
 pub async fn notify_async<S: Signal>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), Error> {
-    let (slots, span) = start(signal);
+    let (slots, span) = start(signal)?;
     let run = async {
         for slot in slots {
             if let Err(error) = run_async_or_sync(slot, signal, ctx).await {
@@ -228,7 +233,7 @@ pub async fn notify_all_async<S: Signal>(
     signal: &S,
     ctx: &mut S::Context<'_>,
 ) -> Result<(), Error> {
-    let (slots, span) = start(signal);
+    let (slots, span) = start(signal)?;
     let run = async {
         let mut failures = Vec::new();
         for slot in slots {
@@ -271,11 +276,14 @@ async fn run_async_or_sync<S: Signal>(
 
 /// What every notify does first: find the signal's table, tell the test kit, open the span.
 #[inline(always)]
-fn start<S: Signal>(signal: &S) -> (&'static [Slot], trace::Span) {
+fn start<S: Signal>(signal: &S) -> Result<(&'static [Slot], trace::Span), Error> {
     let info = S::__info();
-    let slots = info.slots();
+    let slots = match S::__table().get() {
+        Some(slots) => slots,
+        None => index::load(info, S::__table())?,
+    };
     recorded(signal);
-    (slots, trace::notify(info, slots.len()))
+    Ok((slots, trace::notify(info, slots.len())))
 }
 
 /// Tells this thread's test recorders (feature `testing`) about a notify; nothing otherwise.

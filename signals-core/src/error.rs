@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::handler::{BoxError, HandlerInfo};
+use crate::order::Problem;
 use crate::signal::SignalInfo;
 
 /// One or more handlers of a signal failed.
@@ -46,6 +47,9 @@ use crate::signal::SignalInfo;
 pub struct Error {
     /// Never empty.
     failures: Box<[Failure]>,
+    /// Whether no handler ran because the signal's wiring is broken: then the one failure's
+    /// error is the [`Problem`], and its handler the first one the problem names.
+    wiring: bool,
 }
 
 /// One handler that failed, and what it returned.
@@ -110,6 +114,28 @@ impl Error {
     pub(crate) fn single(handler: &'static HandlerInfo, error: BoxError) -> Self {
         Error {
             failures: Box::new([Failure::new(handler, error)]),
+            wiring: false,
+        }
+    }
+
+    /// The error of a `notify` that ran no handler because `problem` keeps its signal from
+    /// being notified (see [`Problem::prevents_notify`]).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn wiring(problem: &'static Problem) -> Self {
+        let handler = problem.handlers()[0];
+        Error {
+            failures: Box::new([Failure::new(handler, Box::new(problem.clone()))]),
+            wiring: true,
+        }
+    }
+
+    /// The wiring problem that kept the signal from being notified: no handler ran. `None` when
+    /// handlers ran and failed.
+    pub fn wiring_problem(&self) -> Option<&Problem> {
+        match self.wiring {
+            true => self.first().error.downcast_ref::<Problem>(),
+            false => None,
         }
     }
 
@@ -118,6 +144,7 @@ impl Error {
         debug_assert!(!failures.is_empty());
         Error {
             failures: failures.into_boxed_slice(),
+            wiring: false,
         }
     }
 
@@ -154,6 +181,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let signal = self.signal().path();
+        if let Some(problem) = self.wiring_problem() {
+            return write!(f, "signal `{signal}` can't be notified, no handler ran: {problem}");
+        }
         match &*self.failures {
             [only] => write!(
                 f,

@@ -8,8 +8,9 @@ use crate::handler::HandlerInfo;
 
 impl Catalog {
     /// The wiring as a [Mermaid](https://mermaid.js.org) flowchart: each signal points to its
-    /// handlers, numbered in run order and labelled with their priority and filter. Signals
-    /// without handlers are drawn dashed.
+    /// handlers, numbered in run order and labelled with their priority and filter; a dotted
+    /// `before` edge joins two handlers that `after`/`before` order; wiring problems hang off
+    /// their signal, in red. Signals without handlers are drawn dashed.
     ///
     /// # Examples
     ///
@@ -30,6 +31,7 @@ impl Catalog {
         let mut chart = String::from("flowchart LR\n");
         chart.push_str("    classDef signal font-weight:bold\n");
         chart.push_str("    classDef unhandled stroke-dasharray:5 5\n");
+        chart.push_str("    classDef problem stroke:#c00,color:#c00\n");
         for (i, signal) in self.signals().enumerate() {
             let class = if signal.has_handlers() {
                 "signal"
@@ -37,13 +39,26 @@ impl Catalog {
                 "unhandled"
             };
             let _ = writeln!(chart, "    s{i}[\"{}\"]:::{class}", escape(signal.path()));
-            for (j, handler) in signal.handlers().enumerate() {
+            let handlers: Vec<&HandlerInfo> = signal.handlers().collect();
+            for (j, handler) in handlers.iter().enumerate() {
                 let _ = writeln!(
                     chart,
                     "    s{i} -->|\"{}\"| s{i}h{j}[\"{}\"]",
                     escape(&edge_label(j, handler)),
                     escape(&node_label(handler)),
                 );
+            }
+            // `after`/`before`: a dotted edge from the handler that runs first.
+            for (j, handler) in handlers.iter().enumerate() {
+                for first in handler.after() {
+                    if let Some(k) = handlers.iter().position(|h| std::ptr::eq(*h, first)) {
+                        let _ = writeln!(chart, "    s{i}h{k} -.->|\"before\"| s{i}h{j}");
+                    }
+                }
+            }
+            for (n, problem) in signal.problems().enumerate() {
+                let text = escape(&format!("! {problem}"));
+                let _ = writeln!(chart, "    s{i} -.- s{i}p{n}[\"{text}\"]:::problem");
             }
         }
         chart
@@ -100,33 +115,36 @@ mod serde_impls {
         }
     }
 
-    /// The signal's path, name, context, location, whether it is asynchronous, and its handlers
-    /// in run order.
+    /// The signal's path, name, context, location, whether it is asynchronous, its handlers in
+    /// run order, and its wiring problems.
     impl Serialize for SignalInfo {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut signal = serializer.serialize_struct("SignalInfo", 8)?;
+            let mut signal = serializer.serialize_struct("SignalInfo", 9)?;
             signal.serialize_field("path", self.path())?;
             signal.serialize_field("name", self.name())?;
             signal.serialize_field("context", self.context())?;
             signal.serialize_field("file", self.file())?;
             signal.serialize_field("line", &self.line())?;
             signal.serialize_field("asynchronous", &self.is_async())?;
-            // `&self` is not `'static` here, so ask the index instead of the signal's cache.
-            let slots = crate::registry::index().slots_of(self);
-            signal.serialize_field("handled", &!slots.is_empty())?;
-            let handlers: Vec<&HandlerInfo> = slots.iter().map(|slot| slot.info()).collect();
+            let handlers: Vec<&HandlerInfo> = self.handlers().collect();
+            signal.serialize_field("handled", &!handlers.is_empty())?;
             signal.serialize_field("handlers", &handlers)?;
+            let problems: Vec<String> = self.problems().map(ToString::to_string).collect();
+            signal.serialize_field("problems", &problems)?;
             signal.end()
         }
     }
 
-    /// The handler's name, priority, filter, location and whether it is async.
+    /// The handler's name, priority, filter, the handlers it runs after, location and whether
+    /// it is async.
     impl Serialize for HandlerInfo {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut handler = serializer.serialize_struct("HandlerInfo", 6)?;
+            let mut handler = serializer.serialize_struct("HandlerInfo", 7)?;
             handler.serialize_field("name", self.name())?;
             handler.serialize_field("priority", &self.priority())?;
             handler.serialize_field("filter", &self.filter())?;
+            let after: Vec<&str> = self.after().map(HandlerInfo::name).collect();
+            handler.serialize_field("after", &after)?;
             handler.serialize_field("file", self.file())?;
             handler.serialize_field("line", &self.line())?;
             handler.serialize_field("asynchronous", &self.is_async())?;

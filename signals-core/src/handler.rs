@@ -1,27 +1,14 @@
-//! What `#[on]` records about each handler, and the type-erased call it stores.
+//! What `#[on]` records about each handler, and what a handler may return. The bottom layer:
+//! plain records, no signal types (the typed side of a handler is in `signal.rs`).
 
 use std::any::TypeId;
 use std::fmt;
-use std::iter::FusedIterator;
-
-use crate::registry::{self, Slot};
-use crate::signal::{AsyncSignal, Signal, SignalInfo};
 
 /// The error a failing handler returns, boxed: any `E: Into<BoxError>` converts into it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What a handler's thunk returns once its own return value is converted.
 pub(crate) type HandlerResult = Result<(), BoxError>;
-
-/// The typed thunk `#[on]` generates for a handler of `S`: it adapts the handler's shape
-/// (with or without context, `&` or `&mut`, `()` or `Result`) to one signature.
-pub(crate) type Thunk<S> =
-    for<'s, 'x, 'c> fn(&'s S, &'x mut <S as Signal>::Context<'c>) -> HandlerResult;
-
-/// The typed thunk `#[on]` generates for an `async fn` handler of `S`: it starts the handler and
-/// returns its future, stored inline when it fits (see [`HandlerFuture`]).
-pub(crate) type AsyncThunk<S> =
-    for<'s, 'c> fn(&'s S, &'s mut <S as Signal>::Context<'c>) -> HandlerFuture<'s>;
 
 /// How many bytes of an async handler's future [`notify_async`](crate::notify_async) holds
 /// inline. A larger future (or one aligned to more than 8 bytes) is boxed: one allocation per
@@ -32,8 +19,8 @@ pub const INLINE_FUTURE_BYTES: usize = 512;
 #[doc(hidden)]
 pub type HandlerFuture<'a> = stackfuture::StackFuture<'a, HandlerResult, INLINE_FUTURE_BYTES>;
 
-/// A [`Thunk`] or [`AsyncThunk`] with its signal type erased, so that one table holds handlers
-/// of every signal.
+/// A handler's typed thunk with its signal type erased, so that one table holds handlers of
+/// every signal. `signal.rs` erases and restores it.
 pub(crate) type ErasedThunk = unsafe fn();
 
 /// One handler registered with `#[on]`: its name, priority and source location.
@@ -41,6 +28,8 @@ pub(crate) type ErasedThunk = unsafe fn();
 /// Get them in run order from [`handlers`](crate::handlers), [`SignalInfo::handlers`] or the
 /// [`catalog`](crate::catalog); a failed [`notify`](crate::notify) names its handler through
 /// [`Error::handler`](crate::Error::handler).
+///
+/// [`SignalInfo::handlers`]: crate::SignalInfo::handlers
 ///
 /// # Examples
 ///
@@ -61,12 +50,14 @@ pub(crate) type ErasedThunk = unsafe fn();
 /// ```
 pub struct HandlerInfo {
     /// The signal this handler reacts to.
-    signal: TypeId,
+    pub(crate) signal: TypeId,
+    /// The handler function's own type: `after = f` and `before = f` name it, and two
+    /// functions with the same name are told apart by it.
+    pub(crate) function: TypeId,
     /// The full name, the filter and the file, as one `&'static str` split into a thin pointer
-    /// and lengths: one relocation and 48 bytes per handler, where three `&str`s took three
-    /// and 80.
+    /// and lengths: one relocation per handler, where three `&str`s took three.
     text: *const u8,
-    thunk: ErasedThunk,
+    pub(crate) thunk: ErasedThunk,
     /// The length of `text`, with [`ASYNC`] set for an `async fn` handler.
     text_len_and_kind: u32,
     name_len: u16,
@@ -84,57 +75,30 @@ unsafe impl Send for HandlerInfo {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for HandlerInfo {}
 
-/// Where a handler's `text` splits: the lengths of its full name and of its filter's path.
+/// Where a handler's `text` splits: the lengths of its full name and of its filter.
 #[doc(hidden)]
 #[derive(Clone, Copy)]
 pub struct TextSplit {
     /// The length of the full name, at the start of `text`.
     pub name_len: usize,
-    /// The length of the `when = ...` filter's path, after the name (0 without a filter).
+    /// The length of the `when = ...` filter as written, after the name (0 without a filter).
     pub filter_len: usize,
 }
 
+/// What a handler is besides its text: the fields `HandlerInfo::__new` fills in.
+pub(crate) struct Parts {
+    pub(crate) signal: TypeId,
+    pub(crate) function: TypeId,
+    pub(crate) thunk: ErasedThunk,
+    pub(crate) is_async: bool,
+    pub(crate) priority: i32,
+    pub(crate) line: u32,
+}
+
 impl HandlerInfo {
-    /// Not public API. Used by generated code.
-    ///
-    /// `text` is the handler's full name, its filter's path and its file, split by `split`.
-    #[doc(hidden)]
-    pub const fn __new<S: Signal>(
-        text: &'static str,
-        split: TextSplit,
-        priority: i32,
-        line: u32,
-        thunk: Thunk<S>,
-    ) -> Self {
-        // SAFETY: both are plain function pointers of the same size. The pointer is only
-        // called after `Slot::thunk::<S>` turns it back into `Thunk<S>`, for the `S` whose
-        // `TypeId` is `signal`, and only while `is_async` is false (see `Slot::thunk`).
-        let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
-        Self::erased::<S>(text, split, priority, line, thunk, 0)
-    }
-
-    /// Not public API. Used by generated code for `async fn` handlers.
-    #[doc(hidden)]
-    pub const fn __new_async<S: AsyncSignal>(
-        text: &'static str,
-        split: TextSplit,
-        priority: i32,
-        line: u32,
-        thunk: AsyncThunk<S>,
-    ) -> Self {
-        // SAFETY: as in `__new`, with `Slot::async_thunk::<S>` and `is_async` true.
-        let thunk = unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) };
-        Self::erased::<S>(text, split, priority, line, thunk, ASYNC)
-    }
-
-    const fn erased<S: Signal>(
-        text: &'static str,
-        split: TextSplit,
-        priority: i32,
-        line: u32,
-        thunk: ErasedThunk,
-        kind: u32,
-    ) -> Self {
+    /// A handler record; `text` is the handler's full name, its filter and its file, split by
+    /// `split`. The typed constructors are `HandlerInfo::__new` and `__new_async`.
+    pub(crate) const fn from_parts(text: &'static str, split: TextSplit, parts: Parts) -> Self {
         let TextSplit {
             name_len,
             filter_len,
@@ -142,15 +106,17 @@ impl HandlerInfo {
         assert!(name_len <= u16::MAX as usize && filter_len <= u16::MAX as usize);
         assert!(name_len + filter_len <= text.len() && text.len() < ASYNC as usize);
         assert!(text.is_char_boundary(name_len) && text.is_char_boundary(name_len + filter_len));
+        let kind = if parts.is_async { ASYNC } else { 0 };
         HandlerInfo {
-            signal: TypeId::of::<S>(),
+            signal: parts.signal,
+            function: parts.function,
             text: text.as_ptr(),
-            thunk,
+            thunk: parts.thunk,
             text_len_and_kind: text.len() as u32 | kind,
             name_len: name_len as u16,
             filter_len: filter_len as u16,
-            priority,
-            line,
+            priority: parts.priority,
+            line: parts.line,
         }
     }
 
@@ -174,7 +140,7 @@ impl HandlerInfo {
 
     fn text(&self) -> &'static str {
         // SAFETY: `text` and the length in `text_len_and_kind` are those of the `&'static str`
-        // given to `__new`, which `erased` checked splits at char boundaries.
+        // given to `from_parts`, which checked that it splits at char boundaries.
         unsafe {
             let len = self.text_len_and_kind & !ASYNC;
             let bytes = std::slice::from_raw_parts(self.text, len as usize);
@@ -197,17 +163,10 @@ impl HandlerInfo {
         self.line
     }
 
-    /// The signal this handler reacts to.
-    pub fn signal(&self) -> &'static SignalInfo {
-        registry::index().signal(self.signal)
-    }
-
-    pub(crate) fn signal_type_id(&self) -> TypeId {
-        self.signal
-    }
-
-    pub(crate) fn erased_thunk(&self) -> ErasedThunk {
-        self.thunk
+    /// Whether `self` and `other` are the same function (a function with `#[on(A)] #[on(B)]`
+    /// has one record per signal).
+    pub(crate) fn same_function(&self, other: &HandlerInfo) -> bool {
+        self.function == other.function
     }
 }
 
@@ -220,67 +179,6 @@ impl fmt::Debug for HandlerInfo {
             .field("line", &self.line)
             .field("is_async", &self.is_async())
             .finish_non_exhaustive()
-    }
-}
-
-/// The handlers of one signal in run order; see [`handlers`](crate::handlers).
-///
-/// # Examples
-///
-/// ```
-/// use signals_core::{on, Signal};
-///
-/// #[derive(Signal)]
-/// pub struct Ping;
-///
-/// #[on(Ping)]
-/// fn first(_: &Ping) {}
-///
-/// #[on(Ping, priority = -1)]
-/// fn last(_: &Ping) {}
-///
-/// let names: Vec<&str> = signals_core::handlers::<Ping>().map(|h| h.name()).collect();
-/// assert_eq!(names.len(), 2);
-/// assert!(names[0].ends_with("::first") && names[1].ends_with("::last"));
-/// ```
-#[derive(Clone)]
-pub struct Handlers {
-    slots: std::slice::Iter<'static, Slot>,
-}
-
-impl Handlers {
-    pub(crate) fn new(slots: &'static [Slot]) -> Self {
-        Handlers {
-            slots: slots.iter(),
-        }
-    }
-}
-
-impl Iterator for Handlers {
-    type Item = &'static HandlerInfo;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.slots.next().map(Slot::info)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.slots.size_hint()
-    }
-}
-
-impl DoubleEndedIterator for Handlers {
-    fn next_back(&mut self) -> Option<Self::Item> {
-        self.slots.next_back().map(Slot::info)
-    }
-}
-
-impl ExactSizeIterator for Handlers {}
-
-impl FusedIterator for Handlers {}
-
-impl fmt::Debug for Handlers {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.clone()).finish()
     }
 }
 

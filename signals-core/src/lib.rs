@@ -112,24 +112,28 @@
 
 extern crate self as signals_core;
 
+// Layers, each importing only from those above it in this list: `handler` (records) ←
+// `signal` (traits, the signal record, typed thunks: erase and restore) ← `order` (constraints,
+// topological sort, problems) ← `tables` (link-time tables) ← `index` (built at first use) ←
+// `dispatch`, `catalog`, `error`, `export`, `testing`, `trace`.
+mod handler;
+mod signal;
+mod order;
+mod tables;
+mod index;
 mod catalog;
 mod dispatch;
 mod error;
 mod export;
-mod handler;
-mod order;
-mod register;
-mod registry;
-mod signal;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;
 
-pub use crate::catalog::{catalog, handlers, Catalog, Signals};
+pub use crate::catalog::{catalog, check_order, handlers, Catalog, Handlers, Signals};
 pub use crate::dispatch::{notify, notify_all, notify_all_async, notify_async};
 pub use crate::error::{Error, Failure};
-pub use crate::handler::{BoxError, HandlerInfo, Handlers, INLINE_FUTURE_BYTES};
-pub use crate::order::{check_order, OrderError};
+pub use crate::handler::{BoxError, HandlerInfo, INLINE_FUTURE_BYTES};
+pub use crate::order::{OrderError, Problem};
 pub use crate::signal::{AsyncSignal, Signal, SignalInfo, SyncSignal};
 pub use signals_macros::{on, Signal};
 
@@ -144,15 +148,15 @@ pub mod __private {
     pub use crate::handler::{
         accepts, into_handler_result, Filter, HandlerFuture, HandlerReturn, TextSplit,
     };
-    pub use crate::order::{HandlerName, OrderConstraint};
+    pub use crate::order::{function_id, handler_id, HandlerOf, OrderConstraint};
+    pub use crate::signal::{DebugProbe, SignalTable, ViaDebug, ViaFallback};
     #[cfg(signals_inventory)]
-    pub use crate::registry::SignalRegistration;
+    pub use crate::tables::SignalRegistration;
     #[cfg(not(signals_inventory))]
-    pub use crate::registry::{
+    pub use crate::tables::{
         SIGNALS_CORE_0_1_HANDLERS as HANDLERS, SIGNALS_CORE_0_1_ORDER as ORDER,
         SIGNALS_CORE_0_1_SIGNALS as SIGNALS,
     };
-    pub use crate::signal::{DebugProbe, ViaDebug, ViaFallback};
     pub use crate::{__signals_register as register, __signals_register_signal as register_signal};
     pub use core::result::Result::Ok;
     pub use core::{concat, file, line, module_path};

@@ -1,11 +1,12 @@
-//! The [`Signal`] trait and what `#[derive(Signal)]` records about each signal type.
+//! The [`Signal`] trait, what `#[derive(Signal)]` records about each signal type, and the typed
+//! side of a handler: its thunk, erased into a [`HandlerInfo`] and restored for `notify`, side by
+//! side, with the one safety argument they share.
 
 use std::any::TypeId;
 use std::fmt;
 use std::sync::OnceLock;
 
-use crate::handler::Handlers;
-use crate::registry::{self, Slot};
+use crate::handler::{ErasedThunk, HandlerFuture, HandlerInfo, HandlerResult, Parts, TextSplit};
 
 /// A typed, in-process notification that handlers react to.
 ///
@@ -20,8 +21,9 @@ use crate::registry::{self, Slot};
 ///
 /// [`Signal::__info`] must return a `SignalInfo` made by `SignalInfo::__new::<Self>`, so that it
 /// carries `Self`'s `TypeId`: handlers are stored type-erased and `notify::<Self>` calls those
-/// filed under that `TypeId` with a `&Self`. `#[derive(Signal)]` guarantees this; implement the
-/// trait only through it.
+/// filed under that `TypeId` with a `&Self`. [`Signal::__table`] must return a static that no
+/// other type's `__table` returns, since it caches `Self`'s handlers. `#[derive(Signal)]`
+/// guarantees both; implement the trait only through it.
 ///
 /// # Examples
 ///
@@ -59,6 +61,11 @@ pub unsafe trait Signal: 'static {
     /// Not public API. Used by generated code.
     #[doc(hidden)]
     fn __info() -> &'static SignalInfo;
+
+    /// Not public API. The cache of this signal's handler table: a static of its own, next to
+    /// `__info`'s record (which lives in a linker section and is never written).
+    #[doc(hidden)]
+    fn __table() -> &'static SignalTable;
 
     /// Not public API. The signal's `Debug` rendering if its type implements `Debug`; the test
     /// kit records it.
@@ -130,8 +137,9 @@ pub unsafe trait AsyncSignal: Signal {}
 
 /// What the program knows about one signal type: its path, its context type and its handlers.
 ///
-/// One `SignalInfo` exists per signal type, created by `#[derive(Signal)]`. Reach it through
-/// [`catalog()`](crate::catalog) or [`Catalog::get`](crate::Catalog::get).
+/// One `SignalInfo` exists per signal type, created by `#[derive(Signal)]` as an immutable
+/// record in the program's table of signals. Reach it through [`catalog()`](crate::catalog) or
+/// [`Catalog::get`](crate::Catalog::get).
 ///
 /// # Examples
 ///
@@ -155,7 +163,6 @@ pub struct SignalInfo {
     context_len: u32,
     line: u32,
     asynchronous: bool,
-    slots: OnceLock<&'static [Slot]>,
 }
 
 impl SignalInfo {
@@ -179,7 +186,6 @@ impl SignalInfo {
             context_len: context_len as u32,
             line,
             asynchronous,
-            slots: OnceLock::new(),
         }
     }
 
@@ -219,32 +225,6 @@ impl SignalInfo {
     pub(crate) fn type_id(&self) -> TypeId {
         self.type_id
     }
-
-    /// Whether any handler reacts to the signal. Notifying a signal without handlers does
-    /// nothing; with the `tracing` feature it logs a debug event.
-    pub fn has_handlers(&'static self) -> bool {
-        !self.slots().is_empty()
-    }
-
-    /// The signal's handlers in the order [`notify`](crate::notify) runs them.
-    pub fn handlers(&'static self) -> Handlers {
-        Handlers::new(self.slots())
-    }
-
-    /// The handler table, built at the first call for any signal and cached per signal.
-    #[inline]
-    pub(crate) fn slots(&'static self) -> &'static [Slot] {
-        match self.slots.get() {
-            Some(slots) => slots,
-            None => self.init_slots(),
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn init_slots(&'static self) -> &'static [Slot] {
-        self.slots.get_or_init(|| registry::index().slots_of(self))
-    }
 }
 
 impl fmt::Debug for SignalInfo {
@@ -256,5 +236,152 @@ impl fmt::Debug for SignalInfo {
             .field("line", &self.line)
             .field("is_async", &self.asynchronous)
             .finish_non_exhaustive()
+    }
+}
+
+/// The typed thunk `#[on]` generates for a handler of `S`: it adapts the handler's shape
+/// (with or without context, `&` or `&mut`, `()` or `Result`) to one signature.
+pub(crate) type Thunk<S> =
+    for<'s, 'x, 'c> fn(&'s S, &'x mut <S as Signal>::Context<'c>) -> HandlerResult;
+
+/// The typed thunk `#[on]` generates for an `async fn` handler of `S`: it starts the handler and
+/// returns its future, stored inline when it fits (see [`HandlerFuture`]).
+pub(crate) type AsyncThunk<S> =
+    for<'s, 'c> fn(&'s S, &'s mut <S as Signal>::Context<'c>) -> HandlerFuture<'s>;
+
+// Erasing and restoring a thunk. The one safety argument: a `HandlerInfo` made by `__new::<S>`
+// (or `__new_async::<S>`) records `S`'s `TypeId` and whether it is async beside the erased
+// thunk; the index files every handler under that `TypeId`, so the slots in `S::__table()` are
+// exactly the handlers made for this `S` (the `Signal` contract ties `S::__info()` to `S`'s
+// `TypeId` and `S::__table()` to `S` alone). `Slot::thunk::<S>` restores a sync thunk and
+// `Slot::async_thunk::<S>` an async one; `notify` asks `is_async` before choosing, or knows the
+// answer because `S: SyncSignal` (async handlers require `AsyncSignal`, and no signal is both).
+
+impl HandlerInfo {
+    /// Not public API. Used by generated code.
+    ///
+    /// `text` is the handler's full name, its filter and its file, split by `split`; `function`
+    /// is the `TypeId` of the handler function's item type.
+    #[doc(hidden)]
+    pub const fn __new<S: Signal>(
+        text: &'static str,
+        split: TextSplit,
+        priority: i32,
+        line: u32,
+        function: TypeId,
+        thunk: Thunk<S>,
+    ) -> Self {
+        // SAFETY: both are plain function pointers of the same size; see "Erasing and
+        // restoring a thunk" above for when it is turned back.
+        let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
+        let parts = Parts {
+            signal: TypeId::of::<S>(),
+            function,
+            thunk,
+            is_async: false,
+            priority,
+            line,
+        };
+        HandlerInfo::from_parts(text, split, parts)
+    }
+
+    /// Not public API. Used by generated code for `async fn` handlers.
+    #[doc(hidden)]
+    pub const fn __new_async<S: AsyncSignal>(
+        text: &'static str,
+        split: TextSplit,
+        priority: i32,
+        line: u32,
+        function: TypeId,
+        thunk: AsyncThunk<S>,
+    ) -> Self {
+        // SAFETY: as in `__new`.
+        let thunk = unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) };
+        let parts = Parts {
+            signal: TypeId::of::<S>(),
+            function,
+            thunk,
+            is_async: true,
+            priority,
+            line,
+        };
+        HandlerInfo::from_parts(text, split, parts)
+    }
+}
+
+/// A handler as `notify` sees it: the type-erased thunk beside its `HandlerInfo`.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    thunk: ErasedThunk,
+    info: &'static HandlerInfo,
+}
+
+impl Slot {
+    pub(crate) fn new(info: &'static HandlerInfo) -> Self {
+        Slot {
+            thunk: info.thunk,
+            info,
+        }
+    }
+
+    pub(crate) fn info(&self) -> &'static HandlerInfo {
+        self.info
+    }
+
+    /// The handler's thunk with its signal type restored.
+    ///
+    /// # Safety
+    ///
+    /// The slot must come from `S::__table()`, and the handler must be synchronous: true for
+    /// every slot of a `SyncSignal`, otherwise check `info().is_async()` (see "Erasing and
+    /// restoring a thunk").
+    #[inline]
+    pub(crate) unsafe fn thunk<S: Signal>(&self) -> Thunk<S> {
+        debug_assert!(self.info.signal == TypeId::of::<S>() && !self.info.is_async());
+        // SAFETY: the caller guarantees `self.thunk` was made from a `Thunk<S>` of this `S`.
+        unsafe { std::mem::transmute::<ErasedThunk, Thunk<S>>(self.thunk) }
+    }
+
+    /// The async handler's thunk with its signal type restored.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Slot::thunk`], but the handler must be async (`info().is_async()`).
+    #[inline]
+    pub(crate) unsafe fn async_thunk<S: Signal>(&self) -> AsyncThunk<S> {
+        debug_assert!(self.info.signal == TypeId::of::<S>() && self.info.is_async());
+        // SAFETY: the caller guarantees `self.thunk` was made from an `AsyncThunk<S>`.
+        unsafe { std::mem::transmute::<ErasedThunk, AsyncThunk<S>>(self.thunk) }
+    }
+}
+
+/// Not public API. One signal's handlers in run order, cached at its first `notify`.
+///
+/// `#[derive(Signal)]` puts one in a static of its own beside the signal's `SignalInfo`; only
+/// the signal's `Signal::__table` names it.
+#[doc(hidden)]
+pub struct SignalTable {
+    slots: OnceLock<&'static [Slot]>,
+}
+
+impl SignalTable {
+    /// Not public API. An empty cache.
+    #[doc(hidden)]
+    #[allow(clippy::new_without_default)] // a `const fn` for statics; nobody needs `Default`
+    pub const fn new() -> Self {
+        SignalTable {
+            slots: OnceLock::new(),
+        }
+    }
+
+    /// The cached handlers, once the index has filled them in.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&'static [Slot]> {
+        self.slots.get().copied()
+    }
+
+    /// Caches `slots` (or keeps what another thread cached first: the same slice).
+    pub(crate) fn fill(&self, slots: &'static [Slot]) -> &'static [Slot] {
+        self.slots.get_or_init(|| slots)
     }
 }

@@ -45,7 +45,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::handler::HandlerInfo;
-use crate::registry;
+use crate::catalog::NO_HANDLERS;
+use crate::tables;
 use crate::signal::Signal;
 
 /// What one [`Recorder`] has seen.
@@ -203,12 +204,22 @@ impl Drop for Recorder {
 #[track_caller]
 pub fn assert_wired<S: Signal>(handler: &str) {
     let handlers: Vec<&str> = S::__info().handlers().map(HandlerInfo::name).collect();
-    if !handlers.contains(&handler) {
-        panic!(
-            "`{handler}` does not handle `{}`; its handlers are {handlers:?}",
-            S::__info().path()
-        );
+    if handlers.contains(&handler) {
+        return;
     }
+    let signal = S::__info().path();
+    if handlers.is_empty() {
+        panic!("`{handler}` does not handle `{signal}`: `{signal}` has {NO_HANDLERS}");
+    }
+    let crate_name = handler.split("::").next().unwrap_or(handler);
+    let linked = tables::handlers().any(|h| h.name().split("::").next() == Some(crate_name));
+    let hint = match linked {
+        true => String::new(),
+        false => format!(
+            "; no handler of crate `{crate_name}` is linked into this program: if it is a dependency, link it with `use {crate_name} as _;`"
+        ),
+    };
+    panic!("`{handler}` does not handle `{signal}`; its handlers are {handlers:?}{hint}");
 }
 
 /// Mutes handlers on this thread while it lives; see [`mute`] and [`only`].
@@ -218,14 +229,24 @@ pub struct Muted {
 }
 
 /// Mutes the handler whose full path is `handler`, of whatever signal, on this thread until
-/// the guard drops. Panics if no handler in the program has that path.
+/// the guard drops. Panics if no handler in the program has that path, or if two different
+/// functions do (see [`check_order`](crate::check_order)).
 #[track_caller]
 pub fn mute(handler: &str) -> Muted {
-    let found: Vec<&'static HandlerInfo> = registry::handlers()
+    let found: Vec<&'static HandlerInfo> = tables::handlers()
         .filter(|info| info.name() == handler)
         .collect();
-    if found.is_empty() {
+    let Some(first) = found.first() else {
         panic!("no handler named `{handler}` is linked into this program");
+    };
+    if let Some(other) = found.iter().find(|info| !info.same_function(first)) {
+        panic!(
+            "`{handler}` is ambiguous: different functions at {}:{} and {}:{} have that name; rename one",
+            first.file(),
+            first.line(),
+            other.file(),
+            other.line(),
+        );
     }
     Muted::install(found)
 }

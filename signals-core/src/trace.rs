@@ -31,7 +31,10 @@ mod imp {
 
     pub(super) fn notify(signal: &SignalInfo, handlers: usize) -> Span {
         if handlers == 0 {
-            debug!(signal = signal.path(), "signal notified with no handlers");
+            debug!(
+                signal = signal.path(),
+                "signal notified with no handlers; if they are in another crate, link it with `use that_crate as _;`"
+            );
         }
         Span(debug_span!("notify", signal = signal.path(), handlers))
     }

@@ -6,11 +6,12 @@ use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{
-    parse_quote, Error, Expr, FnArg, GenericParam, Ident, ItemFn, Path, ReturnType, Token, Type,
+    parse_quote, Attribute, Error, Expr, FnArg, GenericParam, Ident, Pat, Path, ReturnType,
+    Signature, Token, Type, Visibility,
 };
 
 use crate::errors::Errors;
-use crate::type_name::type_name;
+use crate::type_name::{source_text, type_name};
 
 /// The arguments of `#[on(...)]`.
 struct Args {
@@ -23,6 +24,26 @@ struct Args {
     /// `before = handler`, repeatable: handlers of the same signal this one runs before.
     before: Vec<Path>,
     krate: Option<Path>,
+}
+
+/// The function `#[on]` is on: its attributes and signature, parsed; its body kept as tokens,
+/// never parsed (it is the user's, re-emitted untouched, and parsing it costs compile time).
+struct HandlerFn {
+    attrs: Vec<Attribute>,
+    sig: Signature,
+}
+
+impl Parse for HandlerFn {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        input.parse::<Visibility>()?;
+        let sig: Signature = input.parse()?;
+        let body: Group = input.parse()?;
+        if body.delimiter() != Delimiter::Brace || !input.is_empty() {
+            return Err(Error::new(body.span(), "expected a function body"));
+        }
+        Ok(HandlerFn { attrs, sig })
+    }
 }
 
 /// A validated handler function.
@@ -38,8 +59,8 @@ struct Handler<'a> {
 }
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item_fn = match syn::parse2::<ItemFn>(item.clone()) {
-        Ok(item_fn) => item_fn,
+    let handler_fn = match syn::parse2::<HandlerFn>(item.clone()) {
+        Ok(handler_fn) => handler_fn,
         Err(_) => {
             let error = Error::new_spanned(
                 first_tokens(&item),
@@ -51,51 +72,46 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     };
     let mut errors = Errors::default();
     let args = errors.take(Args::parse.parse2(args));
-    let handler = errors.take(validate(&item_fn, args.as_ref()));
+    let handler = errors.take(validate(&handler_fn, args.as_ref()));
+    if let Some(args) = &args {
+        errors.take(not_repeated(&handler_fn, args));
+    }
     match (errors.finish(()), args, handler) {
         (Ok(()), Some(args), Some(handler)) => {
             let registration = register(&args, &handler);
-            // One marker per function, from its last `#[on]`, for `after`/`before` to name.
-            let marker = (!has_more_on_attributes(&item_fn)).then(|| marker(&item_fn));
-            quote!(#item_fn #marker #registration)
+            quote!(#item #registration)
         }
         (result, _, _) => {
             let error = result.err().map(Error::into_compile_error);
-            quote!(#error #item_fn)
+            quote!(#error #item)
         }
     }
 }
 
-/// Whether another `#[on]` (not yet expanded) is on the function.
-fn has_more_on_attributes(item: &ItemFn) -> bool {
-    item.attrs.iter().any(|attr| {
-        let last = attr.path().segments.last();
-        last.is_some_and(|segment| segment.ident == "on")
-    })
-}
-
-/// The hidden marker beside a handler function that `after = function` resolves to.
-fn marker(item: &ItemFn) -> TokenStream {
-    let vis = &item.vis;
-    let marker = marker_ident(&item.sig.ident);
-    quote! {
-        #[doc(hidden)]
-        #[allow(dead_code, non_camel_case_types)]
-        #vis struct #marker;
+/// An error if another `#[on]` on the same function names the same signal.
+fn not_repeated(handler_fn: &HandlerFn, args: &Args) -> syn::Result<()> {
+    let signal = args.signal.to_token_stream().to_string();
+    for attr in &handler_fn.attrs {
+        let is_on = attr.path().segments.last().is_some_and(|s| s.ident == "on");
+        let Ok(list) = attr.meta.require_list() else {
+            continue;
+        };
+        let other = list.parse_args_with(|input: ParseStream| {
+            let signal: Type = input.parse()?;
+            input.parse::<TokenStream>()?;
+            Ok(signal)
+        });
+        if is_on && other.is_ok_and(|other| other.to_token_stream().to_string() == signal) {
+            return Err(Error::new_spanned(
+                attr,
+                format_args!(
+                    "`{}` already has `#[on({signal})]`: a function handles a signal once; remove one",
+                    handler_fn.sig.ident
+                ),
+            ));
+        }
     }
-}
-
-fn marker_ident(handler: &Ident) -> Ident {
-    Ident::new(&format!("__signals_on_{}", handler.unraw()), handler.span())
-}
-
-/// `path::to::handler` becomes `path::to::__signals_on_handler`.
-fn marker_path(handler: &Path) -> Path {
-    let mut path = handler.clone();
-    if let Some(last) = path.segments.last_mut() {
-        last.ident = marker_ident(&last.ident);
-    }
-    path
+    Ok(())
 }
 
 /// The item's leading tokens (attributes aside), so that an error does not cover a whole body.
@@ -205,7 +221,7 @@ fn skip_value(input: ParseStream) -> syn::Result<()> {
     Ok(())
 }
 
-fn validate<'a>(item: &'a ItemFn, args: Option<&Args>) -> syn::Result<Handler<'a>> {
+fn validate<'a>(item: &'a HandlerFn, args: Option<&Args>) -> syn::Result<Handler<'a>> {
     let sig = &item.sig;
     let mut errors = Errors::default();
     if let syn::Safety::Unsafe(unsafety) = sig.safety {
@@ -295,7 +311,14 @@ fn context_param(param: &FnArg) -> syn::Result<&Type> {
     }
 }
 
-/// The `HandlerInfo` static that puts the handler into the program's handler table.
+/// The `HandlerInfo` static that puts the handler into the program's handler table, and one
+/// `OrderConstraint` per `after`/`before`.
+///
+/// They sit in a `const` named after the handler and its signal rather than `const _`: inside
+/// an `impl` (where `#[on]` cannot work, having no name for `Self`'s type) a named `const` is a
+/// valid associated item, so the only error left is rustc's "cannot find value `handler`",
+/// naming the function (every use of the function below is in value position, at its name, so
+/// rustc reports it once).
 fn register(args: &Args, handler: &Handler) -> TokenStream {
     let krate = match &args.krate {
         Some(krate) => krate.clone(),
@@ -307,11 +330,8 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
     let name = ident.unraw().to_string();
     // `::` and the function's name follow the module path.
     let name_suffix_len = 2 + name.len();
-    let filter_name = args
-        .when
-        .as_ref()
-        .map_or_else(String::new, |when| type_name(when.to_token_stream()));
-    let filter_len = filter_name.len();
+    let filter_text = args.when.as_ref().map_or_else(String::new, filter_text);
+    let filter_len = filter_text.len();
     let priority = match &args.priority {
         Some(priority) => priority.to_token_stream(),
         None => quote!(0),
@@ -322,8 +342,7 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
     };
     let new = respan(new, signal.span());
     let thunk = thunk(signal, args.when.as_ref(), handler, &private);
-    let marker = marker_ident(ident);
-    let own_name = quote!(#private::concat!(#private::module_path!(), "::", #name));
+    let function = quote!(#private::function_id(&#ident));
     let constraints = args
         .after
         .iter()
@@ -331,47 +350,60 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         .chain(args.before.iter().map(|other| (other, false)))
         .enumerate()
         .map(|(i, (other, after))| {
-            let other_marker = marker_path(other);
-            let other_name = respan(
-                quote!(<#other_marker as #private::HandlerName<#signal>>::NAME),
+            let other_id = respan(
+                quote!(#private::handler_id::<#signal, _, _>(&#other)),
                 other.span(),
             );
-            let (first, then) = match after {
-                true => (other_name, own_name.clone()),
-                false => (own_name.clone(), other_name),
-            };
+            let other_text = type_name(other.to_token_stream());
             let name = format_ident!("ORDER_{}", i);
             quote! {
                 #private::register! {
                     ORDER,
                     static #name: #private::OrderConstraint =
-                        #private::OrderConstraint::__new::<#signal>(#first, #then);
+                        #private::OrderConstraint::__new::<#signal>(#function, #other_id, #other_text, #after);
                 }
             }
         });
+    let scope = scope_ident(ident, signal);
     quote! {
-        const _: () = {
-            impl #private::HandlerName<#signal> for #marker {
-                const NAME: &'static str = #own_name;
-            }
-
+        #[doc(hidden)]
+        #[allow(dead_code, non_upper_case_globals)]
+        const #scope: () = {
             #(#constraints)*
 
             #private::register! {
             HANDLERS,
             static HANDLER: #krate::HandlerInfo = #new(
-                #private::concat!(#private::module_path!(), "::", #name, #filter_name, #private::file!()),
+                #private::concat!(#private::module_path!(), "::", #name, #filter_text, #private::file!()),
                 #private::TextSplit {
                     name_len: #private::module_path!().len() + #name_suffix_len,
                     filter_len: #filter_len,
                 },
                 #priority,
                 #private::line!(),
+                #function,
                 #thunk,
             );
             }
         };
     }
+}
+
+/// `__signals_on_charge_card__OrderCreated`: the name of the `const` that holds a handler's
+/// registration, unique per function and signal as written.
+fn scope_ident(handler: &Ident, signal: &Type) -> Ident {
+    let signal: String = signal
+        .to_token_stream()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format_ident!("__signals_on_{}__{}", handler.unraw(), signal)
+}
+
+/// A `when = ...` filter as the catalog shows it: as written, with its own spacing on one line.
+fn filter_text(when: &Expr) -> String {
+    source_text(when.to_token_stream()).unwrap_or_else(|| type_name(when.to_token_stream()))
 }
 
 /// The closure that adapts the handler's shape to `HandlerInfo`'s one signature:
@@ -406,12 +438,15 @@ fn thunk(
     let convert = respan(quote!(#private::into_handler_result), end);
     let params = respan(quote!(|#signal_param, #context_param|), signal.span());
     let awaited = handler.asyncness.map(|_| quote!(.await));
-    let mut body = quote!(#convert(#ident #args #awaited));
+    // `(handler)`: in value position, like `function_id(&handler)`, so that a missing
+    // function is one error, not "cannot find function" and "cannot find value".
+    let mut body = quote!(#convert((#ident) #args #awaited));
     if let Some(when) = when {
         let span = when.span();
-        let accepts = respan(quote!(#private::accepts), span);
+        let accepts = respan(quote!(#private::accepts::<#signal, _, _, _>), span);
         let located = |name: &str| Ident::new(name, Span::mixed_site().located_at(span));
         let (signal_arg, context_arg) = (located("__signal"), located("__context"));
+        let when = typed_closure(when, signal);
         body = quote! {
             if #accepts(#when, #signal_arg, &*#context_arg) {
                 #body
@@ -435,6 +470,36 @@ fn thunk(
         }
         None => quote!(#params #body),
     }
+}
+
+/// A `when = |o| ...` closure with its parameters typed: `|o: &Signal| ...`, `|o: &Signal, c:
+/// &_| ...`, so that the filter type-checks without annotations. Other filters are unchanged.
+fn typed_closure(when: &Expr, signal: &Type) -> TokenStream {
+    let Expr::Closure(closure) = when else {
+        return when.to_token_stream();
+    };
+    let mut closure = closure.clone();
+    for (i, input) in closure.inputs.iter_mut().enumerate() {
+        if matches!(input, Pat::Type(_)) {
+            continue;
+        }
+        let span = input.span();
+        let ty: Type = match i {
+            0 => parse_quote!(&#signal),
+            _ => parse_quote!(&_),
+        };
+        *input = Pat::Type(syn::PatType {
+            attrs: Vec::new(),
+            pat: Box::new(input.clone()),
+            colon_token: Token![:](span),
+            ty: Box::new(respan_type(ty, span)),
+        });
+    }
+    closure.to_token_stream()
+}
+
+fn respan_type(ty: Type, span: Span) -> Type {
+    syn::parse2(respan(ty.to_token_stream(), span)).unwrap_or(ty)
 }
 
 /// The span of what a reference type refers to: `OrderCreated` in `&OrderCreated`.

@@ -119,9 +119,9 @@ fn set_once<T>(slot: &mut Option<T>, value: T, key: &Path, name: &str) -> syn::R
     Ok(())
 }
 
-/// The context type with `'_` bound to the context lifetime. It may borrow only through `'_`
-/// (or be `'static`): the signal type has no lifetime parameters that a named lifetime could
-/// refer to, so named lifetimes are errors.
+/// The context type with `'_` (or `'ctx`) bound to the context lifetime. It may borrow only
+/// through those (or be `'static`): the signal type has no lifetime parameters that another
+/// named lifetime could refer to, so other named lifetimes are errors.
 fn bind_context(context: &Type, errors: &mut Errors) -> Type {
     let mut bound = context.clone();
     let mut rewrite = BindContextLifetime::default();
@@ -148,7 +148,9 @@ struct BindContextLifetime {
 impl VisitMut for BindContextLifetime {
     fn visit_lifetime_mut(&mut self, lifetime: &mut Lifetime) {
         match lifetime.ident.to_string().as_str() {
-            "_" => *lifetime = Lifetime::new(CONTEXT_LIFETIME, lifetime.span()),
+            // `'ctx` is what rustc suggests for a context type written without its lifetime
+            // (`AppCtx` for `AppCtx<'a>`), since it is the only lifetime in scope there.
+            "_" | "ctx" => *lifetime = Lifetime::new(CONTEXT_LIFETIME, lifetime.span()),
             "static" => {}
             _ => self.named.push(lifetime.clone()),
         }
@@ -217,6 +219,8 @@ fn expand(input: &Input) -> TokenStream {
             );
             }
 
+            static TABLE: #private::SignalTable = #private::SignalTable::new();
+
             #[automatically_derived]
             unsafe impl #krate::#dispatch for #ident {}
 
@@ -227,6 +231,11 @@ fn expand(input: &Input) -> TokenStream {
                 #[inline]
                 fn __info() -> &'static #krate::SignalInfo {
                     &SIGNAL
+                }
+
+                #[inline]
+                fn __table() -> &'static #private::SignalTable {
+                    &TABLE
                 }
 
                 #[inline]

@@ -3,6 +3,37 @@
 
 use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 
+/// `tokens` as they are written in the source, on one line: the text of each token with the
+/// spacing between them kept, line breaks (and the indentation after them) becoming one space.
+/// `None` if a token has no source text (it came from another macro).
+pub(crate) fn source_text(tokens: TokenStream) -> Option<String> {
+    let mut text = String::new();
+    let mut previous_end: Option<proc_macro2::LineColumn> = None;
+    for token in tokens {
+        let span = token.span();
+        let written = span.source_text()?;
+        let (start, end) = (span.start(), span.end());
+        match previous_end {
+            Some(end) if start.line == end.line => {
+                let gap = start.column.saturating_sub(end.column);
+                text.extend(std::iter::repeat_n(' ', gap));
+            }
+            Some(_) => text.push(' '),
+            None => {}
+        }
+        text.push_str(&written);
+        previous_end = Some(end);
+    }
+    Some(one_line(&text))
+}
+
+/// `text` with every line break, and the whitespace around it, turned into one space.
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+    let first = lines.next().unwrap_or_default().to_owned();
+    lines.fold(first, |joined, line| joined + " " + line)
+}
+
 /// `tokens` as source text with conventional spacing.
 pub(crate) fn type_name(tokens: TokenStream) -> String {
     let mut out = Writer::default();
