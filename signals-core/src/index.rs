@@ -74,6 +74,7 @@ impl Index {
         let (edges, order_problems) = index.apply_constraints();
         problems.extend(order_problems);
         problems.extend(index.same_names());
+        problems.sort_by_key(|problem| problem.signals().first().map(|s| (s.path(), s.file())));
         index.edges = edges.into_boxed_slice();
         index.problems = problems.into_boxed_slice();
         index
