@@ -228,7 +228,10 @@ impl SignalInfo {
     /// The wiring problems that concern this signal (see [`check_order`]).
     pub fn problems(&self) -> impl Iterator<Item = &'static Problem> + '_ {
         let signal = self.type_id();
-        index().problems().iter().filter(move |p| p.concerns(signal))
+        index()
+            .problems()
+            .iter()
+            .filter(move |p| p.concerns(signal))
     }
 }
 

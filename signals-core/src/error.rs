@@ -182,7 +182,10 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let signal = self.signal().path();
         if let Some(problem) = self.wiring_problem() {
-            return write!(f, "signal `{signal}` can't be notified, no handler ran: {problem}");
+            return write!(
+                f,
+                "signal `{signal}` can't be notified, no handler ran: {problem}"
+            );
         }
         match &*self.failures {
             [only] => write!(

@@ -85,7 +85,7 @@ pub struct TextSplit {
     pub filter_len: usize,
 }
 
-/// What a handler is besides its text: the fields `HandlerInfo::__new` fills in.
+/// What a handler is besides its text: what `signal::handler_info` fills in.
 pub(crate) struct Parts {
     pub(crate) signal: TypeId,
     pub(crate) function: TypeId,
@@ -97,7 +97,7 @@ pub(crate) struct Parts {
 
 impl HandlerInfo {
     /// A handler record; `text` is the handler's full name, its filter and its file, split by
-    /// `split`. The typed constructors are `HandlerInfo::__new` and `__new_async`.
+    /// `split`. The typed constructors are `signal::handler_info` and `async_handler_info`.
     pub(crate) const fn from_parts(text: &'static str, split: TextSplit, parts: Parts) -> Self {
         let TextSplit {
             name_len,

@@ -41,7 +41,10 @@ pub(crate) fn index() -> &'static Index {
 /// problem keeps the signal from being notified, the error naming it (never cached).
 #[cold]
 #[inline(never)]
-pub(crate) fn load(info: &'static SignalInfo, table: &SignalTable) -> Result<&'static [Slot], Error> {
+pub(crate) fn load(
+    info: &'static SignalInfo,
+    table: &SignalTable,
+) -> Result<&'static [Slot], Error> {
     let index = index();
     match index.blocking_problem(info.type_id()) {
         Some(problem) => Err(Error::wiring(problem)),
@@ -139,7 +142,9 @@ impl Index {
         for run in self.runs() {
             let slots = &self.slots[run];
             for (i, slot) in slots.iter().enumerate() {
-                let first = slots[..i].iter().any(|s| s.info().same_function(slot.info()));
+                let first = slots[..i]
+                    .iter()
+                    .any(|s| s.info().same_function(slot.info()));
                 let copies: Vec<&'static HandlerInfo> = slots[i..]
                     .iter()
                     .map(Slot::info)
@@ -177,7 +182,10 @@ impl Index {
     /// hold, and a problem for each signal whose constraints cannot.
     fn apply_constraints(
         &mut self,
-    ) -> (Vec<(&'static HandlerInfo, &'static HandlerInfo)>, Vec<Problem>) {
+    ) -> (
+        Vec<(&'static HandlerInfo, &'static HandlerInfo)>,
+        Vec<Problem>,
+    ) {
         let mut constraints: Vec<&'static OrderConstraint> = tables::order().collect();
         constraints.sort_by_key(|constraint| constraint.signal);
         let (mut edges, mut problems) = (Vec::new(), Vec::new());
@@ -186,7 +194,8 @@ impl Index {
             let run = self.run(signal.type_id());
             match order_run(signal, &self.slots[run.clone()], group) {
                 Ok((order, run_edges)) => {
-                    let sorted: Vec<Slot> = order.iter().map(|&i| self.slots[run.start + i]).collect();
+                    let sorted: Vec<Slot> =
+                        order.iter().map(|&i| self.slots[run.start + i]).collect();
                     self.slots[run].copy_from_slice(&sorted);
                     edges.extend(run_edges);
                 }
@@ -202,7 +211,10 @@ impl Index {
         let mut problems = Vec::new();
         let mut by_name: HashMap<&'static str, Vec<&'static HandlerInfo>> = HashMap::new();
         for slot in self.slots.iter() {
-            by_name.entry(slot.info().name()).or_default().push(slot.info());
+            by_name
+                .entry(slot.info().name())
+                .or_default()
+                .push(slot.info());
         }
         let mut names: Vec<_> = by_name.into_iter().collect();
         names.sort_by_key(|(name, _)| *name);
@@ -211,7 +223,8 @@ impl Index {
             functions.sort_by_key(|h| (h.file(), h.line()));
             functions.dedup_by(|a, b| a.same_function(b));
             if functions.len() > 1 {
-                let mut signals: Vec<_> = handlers.iter().map(|h| self.signal_of(h.signal)).collect();
+                let mut signals: Vec<_> =
+                    handlers.iter().map(|h| self.signal_of(h.signal)).collect();
                 signals.dedup_by_key(|s| s.type_id());
                 let message = format!(
                     "{} different handler functions are named `{name}` ({}): rename all but one, so that the catalog, `after`/`before` messages and `testing::mute` can tell them apart",
@@ -223,7 +236,10 @@ impl Index {
         }
         for same in self.by_path.chunk_by(|a, b| a.path() == b.path()) {
             if same.len() > 1 {
-                let at: Vec<String> = same.iter().map(|s| format!("{}:{}", s.file(), s.line())).collect();
+                let at: Vec<String> = same
+                    .iter()
+                    .map(|s| format!("{}:{}", s.file(), s.line()))
+                    .collect();
                 let message = format!(
                     "{} different signal types have the path `{}` ({}): rename all but one, so that the catalog can tell them apart",
                     same.len(),
@@ -243,7 +259,13 @@ fn order_run(
     signal: &'static SignalInfo,
     slots: &[Slot],
     constraints: &[&'static OrderConstraint],
-) -> Result<(Vec<usize>, Vec<(&'static HandlerInfo, &'static HandlerInfo)>), Problem> {
+) -> Result<
+    (
+        Vec<usize>,
+        Vec<(&'static HandlerInfo, &'static HandlerInfo)>,
+    ),
+    Problem,
+> {
     let position = |function: TypeId| slots.iter().position(|s| s.info().function == function);
     let mut edges = Vec::with_capacity(constraints.len());
     for constraint in constraints {
@@ -262,7 +284,11 @@ fn order_run(
             );
             return Err(Problem::new(vec![signal], vec![handler], message, true));
         };
-        edges.push(if constraint.after { (other, own) } else { (own, other) });
+        edges.push(if constraint.after {
+            (other, own)
+        } else {
+            (own, other)
+        });
     }
     match order::sort(slots.len(), &edges) {
         Ok(order) => {
@@ -273,7 +299,8 @@ fn order_run(
             Ok((order, resolved))
         }
         Err(held_back) => {
-            let handlers: Vec<&'static HandlerInfo> = held_back.iter().map(|&i| slots[i].info()).collect();
+            let handlers: Vec<&'static HandlerInfo> =
+                held_back.iter().map(|&i| slots[i].info()).collect();
             let message = format!(
                 "the `after`/`before` constraints of `{}`'s handlers form a cycle: {}; no order satisfies them, so `{}` cannot be notified until one is removed",
                 signal.path(),
@@ -301,7 +328,10 @@ fn describe_edges(edges: &[(usize, usize)], held_back: &[usize], slots: &[Slot])
 
 /// `file:line` of each handler, comma-separated.
 fn locations(handlers: &[&HandlerInfo]) -> String {
-    let at: Vec<String> = handlers.iter().map(|h| format!("{}:{}", h.file(), h.line())).collect();
+    let at: Vec<String> = handlers
+        .iter()
+        .map(|h| format!("{}:{}", h.file(), h.line()))
+        .collect();
     at.join(", ")
 }
 
@@ -333,7 +363,9 @@ mod tests {
     fn yankee(_: &Probe) {}
 
     fn info(name: &str) -> &'static HandlerInfo {
-        tables::handlers().find(|h| h.name().ends_with(name)).unwrap()
+        tables::handlers()
+            .find(|h| h.name().ends_with(name))
+            .unwrap()
     }
 
     #[test]
@@ -389,9 +421,6 @@ mod tests {
     #[test]
     fn signal_names_drop_the_module_path() {
         assert_eq!(Probe::__info().name(), "Probe");
-        assert_eq!(
-            Probe::__info().path(),
-            "signals_core::index::tests::Probe"
-        );
+        assert_eq!(Probe::__info().path(), "signals_core::index::tests::Probe");
     }
 }

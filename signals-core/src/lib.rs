@@ -116,15 +116,15 @@ extern crate self as signals_core;
 // `signal` (traits, the signal record, typed thunks: erase and restore) ← `order` (constraints,
 // topological sort, problems) ← `tables` (link-time tables) ← `index` (built at first use) ←
 // `dispatch`, `catalog`, `error`, `export`, `testing`, `trace`.
-mod handler;
-mod signal;
-mod order;
-mod tables;
-mod index;
 mod catalog;
 mod dispatch;
 mod error;
 mod export;
+mod handler;
+mod index;
+mod order;
+mod signal;
+mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod trace;
@@ -149,7 +149,9 @@ pub mod __private {
         accepts, into_handler_result, Filter, HandlerFuture, HandlerReturn, TextSplit,
     };
     pub use crate::order::{function_id, handler_id, HandlerOf, OrderConstraint};
-    pub use crate::signal::{DebugProbe, SignalTable, ViaDebug, ViaFallback};
+    pub use crate::signal::{
+        async_handler_info, handler_info, DebugProbe, SignalTable, ViaDebug, ViaFallback,
+    };
     #[cfg(signals_inventory)]
     pub use crate::tables::SignalRegistration;
     #[cfg(not(signals_inventory))]
@@ -157,6 +159,7 @@ pub mod __private {
         SIGNALS_CORE_0_1_HANDLERS as HANDLERS, SIGNALS_CORE_0_1_ORDER as ORDER,
         SIGNALS_CORE_0_1_SIGNALS as SIGNALS,
     };
+    pub use crate::Signal;
     pub use crate::{__signals_register as register, __signals_register_signal as register_signal};
     pub use core::result::Result::Ok;
     pub use core::{concat, file, line, module_path};

@@ -249,64 +249,62 @@ pub(crate) type Thunk<S> =
 pub(crate) type AsyncThunk<S> =
     for<'s, 'c> fn(&'s S, &'s mut <S as Signal>::Context<'c>) -> HandlerFuture<'s>;
 
-// Erasing and restoring a thunk. The one safety argument: a `HandlerInfo` made by `__new::<S>`
-// (or `__new_async::<S>`) records `S`'s `TypeId` and whether it is async beside the erased
-// thunk; the index files every handler under that `TypeId`, so the slots in `S::__table()` are
+// Erasing and restoring a thunk. The one safety argument: a `HandlerInfo` made by
+// `handler_info::<S>` (or `async_handler_info::<S>`) records `S`'s `TypeId` and whether it is
+// async beside the erased thunk; the index files every handler under that `TypeId`, so the slots in `S::__table()` are
 // exactly the handlers made for this `S` (the `Signal` contract ties `S::__info()` to `S`'s
 // `TypeId` and `S::__table()` to `S` alone). `Slot::thunk::<S>` restores a sync thunk and
 // `Slot::async_thunk::<S>` an async one; `notify` asks `is_async` before choosing, or knows the
 // answer because `S: SyncSignal` (async handlers require `AsyncSignal`, and no signal is both).
 
-impl HandlerInfo {
-    /// Not public API. Used by generated code.
-    ///
-    /// `text` is the handler's full name, its filter and its file, split by `split`; `function`
-    /// is the `TypeId` of the handler function's item type.
-    #[doc(hidden)]
-    pub const fn __new<S: Signal>(
-        text: &'static str,
-        split: TextSplit,
-        priority: i32,
-        line: u32,
-        function: TypeId,
-        thunk: Thunk<S>,
-    ) -> Self {
-        // SAFETY: both are plain function pointers of the same size; see "Erasing and
-        // restoring a thunk" above for when it is turned back.
-        let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
-        let parts = Parts {
-            signal: TypeId::of::<S>(),
-            function,
-            thunk,
-            is_async: false,
-            priority,
-            line,
-        };
-        HandlerInfo::from_parts(text, split, parts)
-    }
+/// Not public API. Used by generated code: the record of a handler of `S`.
+///
+/// `text` is the handler's full name, its filter and its file, split by `split`; `function` is
+/// the `TypeId` of the handler function's item type.
+#[doc(hidden)]
+pub const fn handler_info<S: Signal>(
+    text: &'static str,
+    split: TextSplit,
+    priority: i32,
+    line: u32,
+    function: TypeId,
+    thunk: Thunk<S>,
+) -> HandlerInfo {
+    // SAFETY: both are plain function pointers of the same size; see "Erasing and
+    // restoring a thunk" above for when it is turned back.
+    let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
+    let parts = Parts {
+        signal: TypeId::of::<S>(),
+        function,
+        thunk,
+        is_async: false,
+        priority,
+        line,
+    };
+    HandlerInfo::from_parts(text, split, parts)
+}
 
-    /// Not public API. Used by generated code for `async fn` handlers.
-    #[doc(hidden)]
-    pub const fn __new_async<S: AsyncSignal>(
-        text: &'static str,
-        split: TextSplit,
-        priority: i32,
-        line: u32,
-        function: TypeId,
-        thunk: AsyncThunk<S>,
-    ) -> Self {
-        // SAFETY: as in `__new`.
-        let thunk = unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) };
-        let parts = Parts {
-            signal: TypeId::of::<S>(),
-            function,
-            thunk,
-            is_async: true,
-            priority,
-            line,
-        };
-        HandlerInfo::from_parts(text, split, parts)
-    }
+/// Not public API. Used by generated code: the record of an `async fn` handler of `S`.
+#[doc(hidden)]
+pub const fn async_handler_info<S: AsyncSignal>(
+    text: &'static str,
+    split: TextSplit,
+    priority: i32,
+    line: u32,
+    function: TypeId,
+    thunk: AsyncThunk<S>,
+) -> HandlerInfo {
+    // SAFETY: as in `handler_info`.
+    let thunk = unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) };
+    let parts = Parts {
+        signal: TypeId::of::<S>(),
+        function,
+        thunk,
+        is_async: true,
+        priority,
+        line,
+    };
+    HandlerInfo::from_parts(text, split, parts)
 }
 
 /// A handler as `notify` sees it: the type-erased thunk beside its `HandlerInfo`.

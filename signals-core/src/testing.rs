@@ -44,10 +44,10 @@ use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use crate::handler::HandlerInfo;
 use crate::catalog::NO_HANDLERS;
-use crate::tables;
+use crate::handler::HandlerInfo;
 use crate::signal::Signal;
+use crate::tables;
 
 /// What one [`Recorder`] has seen.
 #[derive(Default)]

@@ -337,8 +337,8 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         None => quote!(0),
     };
     let new = match handler.asyncness {
-        Some(_) => quote!(#krate::HandlerInfo::__new_async::<#signal>),
-        None => quote!(#krate::HandlerInfo::__new::<#signal>),
+        Some(_) => quote!(#private::async_handler_info::<#signal>),
+        None => quote!(#private::handler_info::<#signal>),
     };
     let new = respan(new, signal.span());
     let thunk = thunk(signal, args.when.as_ref(), handler, &private);
@@ -373,7 +373,7 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
 
             #private::register! {
             HANDLERS,
-            static HANDLER: #krate::HandlerInfo = #new(
+            static __SIGNALS_HANDLER: #krate::HandlerInfo = #new(
                 #private::concat!(#private::module_path!(), "::", #name, #filter_text, #private::file!()),
                 #private::TextSplit {
                     name_len: #private::module_path!().len() + #name_suffix_len,
@@ -440,10 +440,13 @@ fn thunk(
     let awaited = handler.asyncness.map(|_| quote!(.await));
     // `(handler)`: in value position, like `function_id(&handler)`, so that a missing
     // function is one error, not "cannot find function" and "cannot find value".
-    let mut body = quote!(#convert((#ident) #args #awaited));
+    let mut callee = Group::new(Delimiter::Parenthesis, ident.to_token_stream());
+    callee.set_span(ident.span());
+    let mut body = quote!(#convert(#callee #args #awaited));
     if let Some(when) = when {
         let span = when.span();
-        let accepts = respan(quote!(#private::accepts::<#signal, _, _, _>), span);
+        let context = quote!(<#signal as #private::Signal>::Context<'_>);
+        let accepts = respan(quote!(#private::accepts::<#signal, #context, _, _>), span);
         let located = |name: &str| Ident::new(name, Span::mixed_site().located_at(span));
         let (signal_arg, context_arg) = (located("__signal"), located("__context"));
         let when = typed_closure(when, signal);
@@ -455,7 +458,7 @@ fn thunk(
             }
         };
     }
-    match handler.asyncness {
+    let body = match handler.asyncness {
         // Stored inline in `notify_async`'s future when it fits; the `Send` bound is checked
         // here, so rustc reports a handler whose future is not `Send` at its `async`.
         Some(asyncness) => {
@@ -466,10 +469,15 @@ fn thunk(
             let async_move = respan(quote!(async move), span);
             let mut arg = Group::new(Delimiter::Parenthesis, quote!(#async_move #block));
             arg.set_span(span);
-            quote!(#params #inline #arg)
+            quote!(#inline #arg)
         }
-        None => quote!(#params #body),
-    }
+        None => body,
+    };
+    // The closure spans the signal's path, as the call taking it does: rustc then reports a
+    // signal type that is not a signal once, there, not again for the closure.
+    let mut block = Group::new(Delimiter::Brace, body);
+    block.set_span(Span::mixed_site().located_at(signal.span()));
+    quote!(#params #block)
 }
 
 /// A `when = |o| ...` closure with its parameters typed: `|o: &Signal| ...`, `|o: &Signal, c:

@@ -75,7 +75,10 @@ fn a_cycle_fails_its_own_notify_naming_the_handlers_and_their_lines() {
         let problem = error.wiring_problem().expect("a wiring problem");
         assert!(problem.prevents_notify());
         let names: Vec<_> = problem.handlers().iter().map(|h| h.name()).collect();
-        assert_eq!(names, ["wiring_problems::migrate", "wiring_problems::warm_caches"]);
+        assert_eq!(
+            names,
+            ["wiring_problems::migrate", "wiring_problems::warm_caches"]
+        );
         assert_eq!(
             error.to_string(),
             format!(
@@ -137,6 +140,12 @@ fn the_catalog_still_prints_and_shows_each_problem_under_its_signal() {
         .take(5)
         .collect::<Vec<_>>();
     assert!(deployed[4].starts_with("    ! the `after`/`before` constraints of `wiring_problems::Deployed`'s handlers form a cycle"), "{table}");
-    assert!(table.contains("wiring_problems::Unrelated  (context: Vec<&'static str>; 1 handler)\n"), "{table}");
-    assert!(table.contains("    ! 2 different handler functions are named `wiring_problems::inner`"), "{table}");
+    assert!(
+        table.contains("wiring_problems::Unrelated  (context: Vec<&'static str>; 1 handler)\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("    ! 2 different handler functions are named `wiring_problems::inner`"),
+        "{table}"
+    );
 }

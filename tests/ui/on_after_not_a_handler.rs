@@ -3,7 +3,7 @@ use signals_core::{on, Signal};
 #[derive(Signal)]
 pub struct OrderCreated;
 
-fn not_a_handler(_signal: &OrderCreated) {}
+fn not_a_handler(_amount: u64) {}
 
 #[on(OrderCreated, after = not_a_handler)]
 fn handler(_signal: &OrderCreated) {}
