@@ -19,14 +19,16 @@ use crate::tables;
 
 /// All handlers sorted by signal, then run order; all signals, by path and by type; the
 /// resolved `after`/`before` edges; every wiring problem.
+/// `(first, then)`: handler `first` runs before handler `then` of the same signal.
+type Edge = (&'static HandlerInfo, &'static HandlerInfo);
+
 pub(crate) struct Index {
     /// The `TypeId` of each slot's signal, parallel to `slots`, for binary search.
     keys: Box<[TypeId]>,
     slots: Box<[Slot]>,
     by_path: Box<[&'static SignalInfo]>,
     by_type: Box<[&'static SignalInfo]>,
-    /// `(first, then)`: handler `first` runs before handler `then` of the same signal.
-    edges: Box<[(&'static HandlerInfo, &'static HandlerInfo)]>,
+    edges: Box<[Edge]>,
     problems: Box<[Problem]>,
 }
 
@@ -259,13 +261,7 @@ fn order_run(
     signal: &'static SignalInfo,
     slots: &[Slot],
     constraints: &[&'static OrderConstraint],
-) -> Result<
-    (
-        Vec<usize>,
-        Vec<(&'static HandlerInfo, &'static HandlerInfo)>,
-    ),
-    Problem,
-> {
+) -> Result<(Vec<usize>, Vec<Edge>), Problem> {
     let position = |function: TypeId| slots.iter().position(|s| s.info().function == function);
     let mut edges = Vec::with_capacity(constraints.len());
     for constraint in constraints {

@@ -22,14 +22,17 @@ fn is_large(_: &OrderCreated) -> bool {
 #[on(OrderCreated, priority = 2, when = is_large)]
 fn bill(_: &OrderCreated, _: &mut Shop) {}
 
+#[on(OrderCreated, priority = 5, after = bill)]
+fn send_receipt(_: &OrderCreated) {}
+
 #[test]
 fn the_catalog_serializes_to_json() {
     let json = serde_json::to_value(catalog()).unwrap();
     let [created, shipped] = lines_starting_with("#[derive(Signal)]")[..] else {
         panic!("two signals");
     };
-    let [bill] = lines_starting_with("#[on(OrderCreated")[..] else {
-        panic!("one handler");
+    let [bill, receipt] = lines_starting_with("#[on(OrderCreated")[..] else {
+        panic!("two handlers");
     };
     assert_eq!(
         json,
@@ -47,10 +50,20 @@ fn the_catalog_serializes_to_json() {
                         "name": "serde::bill",
                         "priority": 2,
                         "filter": "is_large",
+                        "after": [],
                         "file": "signals-core/tests/serde.rs",
                         "line": bill,
                         "asynchronous": false,
+                    }, {
+                        "name": "serde::send_receipt",
+                        "priority": 5,
+                        "filter": null,
+                        "after": ["serde::bill"],
+                        "file": "signals-core/tests/serde.rs",
+                        "line": receipt,
+                        "asynchronous": false,
                     }],
+                    "problems": [],
                 },
                 {
                     "path": "serde::OrderShipped",
@@ -61,6 +74,7 @@ fn the_catalog_serializes_to_json() {
                     "asynchronous": true,
                     "handled": false,
                     "handlers": [],
+                    "problems": [],
                 },
             ]
         })

@@ -125,3 +125,42 @@ fn mute_and_only_apply_to_this_thread_while_the_guard_lives() {
 fn muting_an_unknown_handler_panics() {
     let _muted = testing::mute("testing::nope");
 }
+
+#[test]
+#[should_panic(
+    expected = "`shop_handlers::email::send_welcome_email` does not handle `testing::OrderShipped`: `testing::OrderShipped` has no handlers; if they are in another crate, link it with `use that_crate as _;`"
+)]
+fn assert_wired_says_how_to_link_a_forgotten_crate_when_nothing_handles_the_signal() {
+    testing::assert_wired::<OrderShipped>("shop_handlers::email::send_welcome_email");
+}
+
+#[test]
+#[should_panic(
+    expected = "no handler of crate `shop_handlers` is linked into this program: if it is a dependency, link it with `use shop_handlers as _;`"
+)]
+fn assert_wired_names_the_unlinked_crate() {
+    testing::assert_wired::<OrderCreated>("shop_handlers::email::send_welcome_email");
+}
+
+#[derive(Signal)]
+struct Tick;
+
+#[allow(dead_code)]
+fn first_scope() {
+    #[on(Tick)]
+    fn inner(_: &Tick) {}
+}
+
+#[allow(dead_code)]
+fn second_scope() {
+    #[on(Tick)]
+    fn inner(_: &Tick) {}
+}
+
+#[test]
+#[should_panic(
+    expected = "`testing::inner` is ambiguous: different functions at signals-core/tests/testing.rs:"
+)]
+fn muting_a_name_two_functions_share_panics() {
+    let _muted = testing::mute("testing::inner");
+}

@@ -126,6 +126,6 @@ fn a_signal_without_handlers_is_logged() {
     tracing::subscriber::with_default(capture.clone(), || notify(&Nobody, &mut ())).unwrap();
     assert_eq!(
         capture.lines()[0],
-        "event DEBUG message=signal notified with no handlers signal=tracing::Nobody"
+        "event DEBUG message=signal notified with no handlers; if they are in another crate, link it with `use that_crate as _;` signal=tracing::Nobody"
     );
 }
