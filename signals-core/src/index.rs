@@ -286,6 +286,9 @@ fn order_run(
             (own, other)
         });
     }
+    // In run-order positions, not link order: messages and `after()` read the same everywhere.
+    edges.sort_unstable();
+    edges.dedup();
     match order::sort(slots.len(), &edges) {
         Ok(order) => {
             let resolved = edges

@@ -82,7 +82,7 @@ fn a_cycle_fails_its_own_notify_naming_the_handlers_and_their_lines() {
         assert_eq!(
             error.to_string(),
             format!(
-                "signal `wiring_problems::Deployed` can't be notified, no handler ran: the `after`/`before` constraints of `wiring_problems::Deployed`'s handlers form a cycle: `wiring_problems::warm_caches` ({FILE}:10) before `wiring_problems::migrate` ({FILE}:13), `wiring_problems::migrate` ({FILE}:13) before `wiring_problems::warm_caches` ({FILE}:10); no order satisfies them, so `Deployed` cannot be notified until one is removed"
+                "signal `wiring_problems::Deployed` can't be notified, no handler ran: the `after`/`before` constraints of `wiring_problems::Deployed`'s handlers form a cycle: `wiring_problems::migrate` ({FILE}:13) before `wiring_problems::warm_caches` ({FILE}:10), `wiring_problems::warm_caches` ({FILE}:10) before `wiring_problems::migrate` ({FILE}:13); no order satisfies them, so `Deployed` cannot be notified until one is removed"
             )
         );
     }
