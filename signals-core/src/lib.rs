@@ -8,7 +8,8 @@
 //!
 //! ```toml
 //! [dependencies]
-//! signals-core = "0.1"
+//! # Not on crates.io yet: point `path` at a checkout of this repository.
+//! signals-core = { path = "../signals/signals-core" }
 //! ```
 //!
 //! # Example

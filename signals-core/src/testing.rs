@@ -4,7 +4,8 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! signals-core = { version = "0.1", features = ["testing"] }
+//! # Not on crates.io yet: the same checkout as in `[dependencies]`.
+//! signals-core = { path = "../signals/signals-core", features = ["testing"] }
 //! ```
 //!
 //! Everything here works on the thread that calls it: a [`Recorder`] sees the signals notified
