@@ -53,9 +53,11 @@ pub fn derive_signal(input: TokenStream) -> TokenStream {
 ///
 /// - `priority = N`: an `i32` constant expression, default 0; higher runs first.
 /// - `when = filter`: runs the handler only if `filter(&signal)` (or `filter(&signal, &ctx)`)
-///   returns `true`.
+///   returns `true`; a closure needs no parameter types (`when = |o| o.total > 100`).
 /// - `after = other` / `before = other` (repeatable): `other` is a handler function of the same
-///   signal that must run before / after this one.
+///   signal, by its path from here, that must run before / after this one. The path is checked
+///   by rustc; whether `other` has `#[on]` for this signal is checked by
+///   `signals_core::check_order()` and at the signal's `notify`.
 /// - `crate = path`: names this crate when a framework re-exports it.
 ///
 /// # Examples
