@@ -3,7 +3,7 @@
 use crate::error::{Error, Failure};
 use crate::handler::HandlerResult;
 use crate::index;
-use crate::signal::{Signal, Slot, SyncSignal};
+use crate::signal::{Signal, SignalInfo, SignalTable, Slot, SyncSignal};
 use crate::trace;
 
 /// Runs the handlers of `signal` in order, in this thread and call stack; stops at the first error.
@@ -280,10 +280,18 @@ fn start<S: Signal>(signal: &S) -> Result<(&'static [Slot], trace::Span), Error>
     let info = S::__info();
     let slots = match S::__table().get() {
         Some(slots) => slots,
-        None => index::load(info, S::__table())?,
+        None => load(info, S::__table())?,
     };
     recorded(signal);
     Ok((slots, trace::notify(info, slots.len())))
+}
+
+/// The signal's handlers at its first `notify`, or the error of a signal whose wiring is broken
+/// (at every `notify` of it: such a signal is never cached).
+#[cold]
+#[inline(never)]
+fn load(info: &'static SignalInfo, table: &SignalTable) -> Result<&'static [Slot], Error> {
+    index::load(info, table).map_err(Error::wiring)
 }
 
 /// Tells this thread's test recorders (feature `testing`) about a notify; nothing otherwise.

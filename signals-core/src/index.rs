@@ -11,7 +11,6 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::error::Error;
 use crate::handler::HandlerInfo;
 use crate::order::{self, OrderConstraint, Problem};
 use crate::signal::{SignalInfo, SignalTable, Slot};
@@ -40,16 +39,14 @@ pub(crate) fn index() -> &'static Index {
 }
 
 /// The handlers of `info`'s signal for `notify`, cached in `table` from now on; or, if a wiring
-/// problem keeps the signal from being notified, the error naming it (never cached).
-#[cold]
-#[inline(never)]
+/// problem keeps the signal from being notified, that problem (never cached).
 pub(crate) fn load(
     info: &'static SignalInfo,
     table: &SignalTable,
-) -> Result<&'static [Slot], Error> {
+) -> Result<&'static [Slot], &'static Problem> {
     let index = index();
     match index.blocking_problem(info.type_id()) {
-        Some(problem) => Err(Error::wiring(problem)),
+        Some(problem) => Err(problem),
         None => Ok(table.fill(index.slots_of(info))),
     }
 }
