@@ -192,8 +192,8 @@ impl fmt::Display for Catalog {
 pub(crate) const NO_HANDLERS: &str =
     "no handlers; if they are in another crate, link it with `use that_crate as _;`";
 
-/// A handler's name as the catalog shows it: `async` before an async handler's, its filter and
-/// the handlers it runs after, after it.
+/// A handler's name as the catalog shows it: `async` before an async handler's, its filter, the
+/// handlers it runs after and its queue after it.
 fn label(handler: &HandlerInfo) -> String {
     let kind = if handler.is_async() { "async " } else { "" };
     let mut label = format!("{kind}{}", handler.name());
@@ -203,6 +203,9 @@ fn label(handler: &HandlerInfo) -> String {
     let after: Vec<&str> = handler.after().map(HandlerInfo::name).collect();
     if !after.is_empty() {
         label.push_str(&format!(" after {}", after.join(", ")));
+    }
+    if let Some(queue) = handler.queue() {
+        label.push_str(&format!(" [queue {queue}]"));
     }
     label
 }

@@ -70,6 +70,9 @@ fn edge_label(position: usize, handler: &HandlerInfo) -> String {
     if let Some(filter) = handler.filter() {
         let _ = write!(label, ", when {filter}");
     }
+    if let Some(queue) = handler.queue() {
+        let _ = write!(label, ", queue {queue}");
+    }
     label
 }
 
@@ -139,12 +142,13 @@ mod serde_impls {
     /// it is async.
     impl Serialize for HandlerInfo {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut handler = serializer.serialize_struct("HandlerInfo", 7)?;
+            let mut handler = serializer.serialize_struct("HandlerInfo", 8)?;
             handler.serialize_field("name", self.name())?;
             handler.serialize_field("priority", &self.priority())?;
             handler.serialize_field("filter", &self.filter())?;
             let after: Vec<&str> = self.after().map(HandlerInfo::name).collect();
             handler.serialize_field("after", &after)?;
+            handler.serialize_field("queue", &self.queue())?;
             handler.serialize_field("file", self.file())?;
             handler.serialize_field("line", &self.line())?;
             handler.serialize_field("asynchronous", &self.is_async())?;

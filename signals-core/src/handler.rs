@@ -58,16 +58,23 @@ pub struct HandlerInfo {
     /// and lengths: one relocation per handler, where three `&str`s took three.
     text: *const u8,
     pub(crate) thunk: ErasedThunk,
-    /// The length of `text`, with [`ASYNC`] set for an `async fn` handler.
-    text_len_and_kind: u32,
+    /// The length of `text` (below [`QUEUE_LEN_SHIFT`]), the length of the queue's name (from
+    /// it), [`QUEUED`] for a handler that runs later from a queue, [`ASYNC`] for an `async fn`.
+    packed: u32,
     name_len: u16,
     filter_len: u16,
     priority: i32,
     line: u32,
 }
 
-/// The bit of `HandlerInfo::text_len_and_kind` that marks an async handler.
+/// The bit of `HandlerInfo::packed` that marks an async handler.
 const ASYNC: u32 = 1 << 31;
+/// The bit of `HandlerInfo::packed` that marks a queued handler.
+const QUEUED: u32 = 1 << 30;
+/// Where the queue name's length starts in `HandlerInfo::packed`: 8 bits, below [`QUEUED`].
+const QUEUE_LEN_SHIFT: u32 = 22;
+/// The mask of the text's length in `HandlerInfo::packed`.
+const TEXT_LEN: u32 = (1 << QUEUE_LEN_SHIFT) - 1;
 
 // SAFETY: `text` points into a `&'static str`, which is immutable and lives forever; every
 // other field is `Send + Sync`.
@@ -75,7 +82,8 @@ unsafe impl Send for HandlerInfo {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for HandlerInfo {}
 
-/// Where a handler's `text` splits: the lengths of its full name and of its filter.
+/// Where a handler's `text` splits: the lengths of its full name, of its filter and of its
+/// queue's name; the file follows.
 #[doc(hidden)]
 #[derive(Clone, Copy)]
 pub struct TextSplit {
@@ -83,6 +91,8 @@ pub struct TextSplit {
     pub name_len: usize,
     /// The length of the `when = ...` filter as written, after the name (0 without a filter).
     pub filter_len: usize,
+    /// The length of the queue's name, after the filter (0 for a handler that is not queued).
+    pub queue_len: usize,
 }
 
 /// What a handler is besides its text: what `signal::handler_info` fills in.
@@ -91,6 +101,7 @@ pub(crate) struct Parts {
     pub(crate) function: TypeId,
     pub(crate) thunk: ErasedThunk,
     pub(crate) is_async: bool,
+    pub(crate) queued: bool,
     pub(crate) priority: i32,
     pub(crate) line: u32,
 }
@@ -102,17 +113,30 @@ impl HandlerInfo {
         let TextSplit {
             name_len,
             filter_len,
+            queue_len,
         } = split;
         assert!(name_len <= u16::MAX as usize && filter_len <= u16::MAX as usize);
-        assert!(name_len + filter_len <= text.len() && text.len() < ASYNC as usize);
+        assert!(
+            queue_len <= u8::MAX as usize,
+            "a queue's name is at most 255 bytes"
+        );
+        let file_start = name_len + filter_len + queue_len;
+        assert!(file_start <= text.len() && text.len() <= TEXT_LEN as usize);
         assert!(text.is_char_boundary(name_len) && text.is_char_boundary(name_len + filter_len));
-        let kind = if parts.is_async { ASYNC } else { 0 };
+        assert!(text.is_char_boundary(file_start));
+        let mut kind = (queue_len as u32) << QUEUE_LEN_SHIFT;
+        if parts.is_async {
+            kind |= ASYNC;
+        }
+        if parts.queued {
+            kind |= QUEUED;
+        }
         HandlerInfo {
             signal: parts.signal,
             function: parts.function,
             text: text.as_ptr(),
             thunk: parts.thunk,
-            text_len_and_kind: text.len() as u32 | kind,
+            packed: text.len() as u32 | kind,
             name_len: name_len as u16,
             filter_len: filter_len as u16,
             priority: parts.priority,
@@ -122,7 +146,22 @@ impl HandlerInfo {
 
     /// Whether the handler is an `async fn`.
     pub fn is_async(&self) -> bool {
-        self.text_len_and_kind & ASYNC != 0
+        self.packed & ASYNC != 0
+    }
+
+    /// The queue of a handler declared `#[on(S, queue)]` (`"default"`) or `queue = "name"`:
+    /// `notify` writes a job for it in the caller's transaction, and a worker runs it later.
+    /// `None` for a handler that `notify` runs itself.
+    pub fn queue(&self) -> Option<&'static str> {
+        if self.packed & QUEUED == 0 {
+            return None;
+        }
+        let start = (self.name_len + self.filter_len) as usize;
+        Some(&self.text()[start..start + self.queue_len()])
+    }
+
+    fn queue_len(&self) -> usize {
+        ((self.packed & !(ASYNC | QUEUED)) >> QUEUE_LEN_SHIFT) as usize
     }
 
     /// The handler's full path: `module_path!()` of its definition, `::`, the function's name.
@@ -139,10 +178,10 @@ impl HandlerInfo {
     }
 
     fn text(&self) -> &'static str {
-        // SAFETY: `text` and the length in `text_len_and_kind` are those of the `&'static str`
+        // SAFETY: `text` and the length in `packed` are those of the `&'static str`
         // given to `from_parts`, which checked that it splits at char boundaries.
         unsafe {
-            let len = self.text_len_and_kind & !ASYNC;
+            let len = self.packed & TEXT_LEN;
             let bytes = std::slice::from_raw_parts(self.text, len as usize);
             std::str::from_utf8_unchecked(bytes)
         }
@@ -155,7 +194,7 @@ impl HandlerInfo {
 
     /// The source file that defines the handler.
     pub fn file(&self) -> &'static str {
-        &self.text()[(self.name_len + self.filter_len) as usize..]
+        &self.text()[(self.name_len + self.filter_len) as usize + self.queue_len()..]
     }
 
     /// The line of the handler's `#[on]` attribute in [`file`](Self::file).

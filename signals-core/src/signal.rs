@@ -278,6 +278,7 @@ pub const fn handler_info<S: Signal>(
         function,
         thunk,
         is_async: false,
+        queued: false,
         priority,
         line,
     };
@@ -301,6 +302,32 @@ pub const fn async_handler_info<S: AsyncSignal>(
         function,
         thunk,
         is_async: true,
+        queued: false,
+        priority,
+        line,
+    };
+    HandlerInfo::from_parts(text, split, parts)
+}
+
+/// Not public API. Used by the queue rung's generated code: the record of a handler of `S` that
+/// runs later from a queue; `thunk` is what `notify` runs in its place, which writes the job.
+#[doc(hidden)]
+pub const fn queued_handler_info<S: Signal>(
+    text: &'static str,
+    split: TextSplit,
+    priority: i32,
+    line: u32,
+    function: TypeId,
+    thunk: Thunk<S>,
+) -> HandlerInfo {
+    // SAFETY: as in `handler_info`: a sync thunk of `S`.
+    let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
+    let parts = Parts {
+        signal: TypeId::of::<S>(),
+        function,
+        thunk,
+        is_async: false,
+        queued: true,
         priority,
         line,
     };

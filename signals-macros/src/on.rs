@@ -378,6 +378,7 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
                 #private::TextSplit {
                     name_len: #private::module_path!().len() + #name_suffix_len,
                     filter_len: #filter_len,
+                    queue_len: 0,
                 },
                 #priority,
                 #private::line!(),
