@@ -202,6 +202,13 @@ impl HandlerInfo {
         self.line
     }
 
+    /// Not public API. The identity of the handler function (its item type's `TypeId`), for
+    /// the queue rung.
+    #[doc(hidden)]
+    pub fn __function(&self) -> TypeId {
+        self.function
+    }
+
     /// Whether `self` and `other` are the same function (a function with `#[on(A)] #[on(B)]`
     /// has one record per signal).
     pub(crate) fn same_function(&self, other: &HandlerInfo) -> bool {

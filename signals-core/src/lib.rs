@@ -146,6 +146,7 @@ struct ReadmeDoctests;
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::handler::BoxError;
     pub use crate::handler::{
         accepts, into_handler_result, Filter, HandlerFuture, HandlerReturn, TextSplit,
     };
@@ -163,7 +164,7 @@ pub mod __private {
     };
     pub use crate::Signal;
     pub use crate::{__signals_register as register, __signals_register_signal as register_signal};
-    pub use core::result::Result::Ok;
+    pub use core::result::Result::{self, Ok};
     pub use core::{concat, file, line, module_path};
     pub use inventory;
     pub use linkme::{self, distributed_slice};

@@ -24,7 +24,25 @@ struct Args {
     /// `before = handler`, repeatable: handlers of the same signal this one runs before.
     before: Vec<Path>,
     krate: Option<Path>,
+    /// `queue` or `queue = "name"`: `notify` writes a job; a worker runs the handler later.
+    queue: Option<Queue>,
+    /// `max_attempts = N` of a queued handler.
+    max_attempts: Option<Expr>,
+    /// `name = "stable-id"` of a queued handler: the name its jobs carry.
+    name: Option<syn::LitStr>,
 }
+
+/// `queue` or `queue = "name"`.
+struct Queue {
+    /// The `queue` keyword: errors about what queuing requires point here.
+    keyword: Ident,
+    /// The queue's name; `"default"` when bare.
+    name: String,
+}
+
+/// The arguments `on` accepts after the signal, for messages.
+const ARGUMENTS: &str =
+    "`priority`, `when`, `after`, `before`, `queue`, `max_attempts`, `name` or `crate`";
 
 /// The function `#[on]` is on: its attributes and signature, parsed; its body kept as tokens,
 /// never parsed (it is the user's, re-emitted untouched, and parsing it costs compile time).
@@ -142,6 +160,9 @@ impl Parse for Args {
             after: Vec::new(),
             before: Vec::new(),
             krate: None,
+            queue: None,
+            max_attempts: None,
+            name: None,
         };
         let mut errors = Errors::default();
         while !input.is_empty() {
@@ -159,13 +180,20 @@ impl Args {
     /// One `key = value` argument after the signal.
     fn parse_named(&mut self, input: ParseStream) -> syn::Result<()> {
         let expected =
-            "`#[on]` handles one signal; after it, expected `priority`, `when`, `after`, `before` or `crate` as `name = value`";
+            format!("`#[on]` handles one signal; after it, expected {ARGUMENTS} as `name = value`");
         let key = input
             .call(Ident::parse_any)
-            .map_err(|error| Error::new(error.span(), expected))?;
+            .map_err(|error| Error::new(error.span(), &expected))?;
+        if key == "queue" && (input.is_empty() || input.peek(Token![,])) {
+            let queue = Queue {
+                keyword: key.clone(),
+                name: "default".to_owned(),
+            };
+            return set_once(&mut self.queue, queue, &key);
+        }
         if !input.peek(Token![=]) {
             skip_value(input)?;
-            return Err(Error::new_spanned(&key, expected));
+            return Err(Error::new_spanned(&key, &expected));
         }
         input.parse::<Token![=]>()?;
         match key.unraw().to_string().as_str() {
@@ -189,13 +217,33 @@ impl Args {
                 let krate = input.call(Path::parse_mod_style)?;
                 set_once(&mut self.krate, krate, &key)
             }
+            "queue" => {
+                let name: syn::LitStr = input.parse()?;
+                if name.value().is_empty() || name.value().len() > 255 {
+                    return Err(Error::new_spanned(
+                        &name,
+                        "a queue's name is 1 to 255 bytes: `queue = \"email\"`",
+                    ));
+                }
+                let queue = Queue {
+                    keyword: key.clone(),
+                    name: name.value(),
+                };
+                set_once(&mut self.queue, queue, &key)
+            }
+            "max_attempts" => {
+                let max_attempts = input.parse()?;
+                set_once(&mut self.max_attempts, max_attempts, &key)
+            }
+            "name" => {
+                let name = input.parse()?;
+                set_once(&mut self.name, name, &key)
+            }
             _ => {
                 skip_value(input)?;
                 Err(Error::new_spanned(
                     &key,
-                    format_args!(
-                        "unknown `on` argument `{key}`; expected `priority`, `when`, `after`, `before` or `crate`"
-                    ),
+                    format_args!("unknown `on` argument `{key}`; expected {ARGUMENTS}"),
                 ))
             }
         }
@@ -245,6 +293,9 @@ fn validate<'a>(item: &'a HandlerFn, args: Option<&Args>) -> syn::Result<Handler
         ));
     }
     let signal_name = args.map_or_else(|| quote!(S), |args| args.signal.to_token_stream());
+    if let Some(args) = args {
+        validate_queue(args, sig, &mut errors);
+    }
     let mut params = sig.inputs.iter();
     let signal_param = errors.take(signal_param(sig, params.next(), &signal_name));
     let context_param = params
@@ -264,6 +315,29 @@ fn validate<'a>(item: &'a HandlerFn, args: Option<&Args>) -> syn::Result<Handler
         context_param,
         output: &sig.output,
     })
+}
+
+/// `max_attempts` and `name` need `queue`; a queued handler is not `async` (yet).
+fn validate_queue(args: &Args, sig: &Signature, errors: &mut Errors) {
+    if args.queue.is_none() {
+        if let Some(max_attempts) = &args.max_attempts {
+            errors.push(Error::new_spanned(
+                max_attempts,
+                "`max_attempts` is for queued handlers: add `queue` (`#[on(S, queue, max_attempts = 5)]`)",
+            ));
+        }
+        if let Some(name) = &args.name {
+            errors.push(Error::new_spanned(
+                name,
+                "`name` is for queued handlers: add `queue` (`#[on(S, queue, name = \"...\")]`)",
+            ));
+        }
+    } else if let Some(asyncness) = &sig.asyncness {
+        errors.push(Error::new_spanned(
+            asyncness,
+            "a queued handler can't be `async fn` yet: the worker runs handlers on threads, in a rusqlite transaction",
+        ));
+    }
 }
 
 fn typed_param(param: &FnArg) -> syn::Result<&Type> {
@@ -332,17 +406,32 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
     let name_suffix_len = 2 + name.len();
     let filter_text = args.when.as_ref().map_or_else(String::new, filter_text);
     let filter_len = filter_text.len();
+    let queue_name = args.queue.as_ref().map_or("", |queue| &queue.name);
+    let queue_len = queue_name.len();
     let priority = match &args.priority {
         Some(priority) => priority.to_token_stream(),
         None => quote!(0),
     };
-    let new = match handler.asyncness {
-        Some(_) => quote!(#private::async_handler_info::<#signal>),
-        None => quote!(#private::handler_info::<#signal>),
-    };
-    let new = respan(new, signal.span());
-    let thunk = thunk(signal, args.when.as_ref(), handler, &private);
     let function = quote!(#private::function_id(&#ident));
+    let (new, thunk, job) = match &args.queue {
+        Some(queue) => {
+            let new = respan(
+                quote!(#private::queued_handler_info::<#signal>),
+                signal.span(),
+            );
+            let (thunk, job) = queued(args, queue, handler, &function, &priority, &private);
+            (new, thunk, job)
+        }
+        None => {
+            let new = match handler.asyncness {
+                Some(_) => quote!(#private::async_handler_info::<#signal>),
+                None => quote!(#private::handler_info::<#signal>),
+            };
+            let new = respan(new, signal.span());
+            let thunk = thunk(signal, args.when.as_ref(), handler, &private);
+            (new, thunk, TokenStream::new())
+        }
+    };
     let constraints = args
         .after
         .iter()
@@ -370,15 +459,16 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         #[allow(dead_code, non_upper_case_globals)]
         const #scope: () = {
             #(#constraints)*
+            #job
 
             #private::register! {
             HANDLERS,
             static __SIGNALS_HANDLER: #krate::HandlerInfo = #new(
-                #private::concat!(#private::module_path!(), "::", #name, #filter_text, #private::file!()),
+                #private::concat!(#private::module_path!(), "::", #name, #filter_text, #queue_name, #private::file!()),
                 #private::TextSplit {
                     name_len: #private::module_path!().len() + #name_suffix_len,
                     filter_len: #filter_len,
-                    queue_len: 0,
+                    queue_len: #queue_len,
                 },
                 #priority,
                 #private::line!(),
@@ -388,6 +478,77 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
             }
         };
     }
+}
+
+/// For `#[on(S, queue)]`: the thunk `notify` runs in the handler's place (it writes the job,
+/// if the filter accepts), and the job's registration with the worker's adapter for the
+/// handler. Requirements of queuing (a serializable signal, a context that can enqueue and be
+/// built on the worker) are checked at the `queue` keyword.
+fn queued(
+    args: &Args,
+    queue: &Queue,
+    handler: &Handler,
+    function: &TokenStream,
+    priority: &TokenStream,
+    private: &TokenStream,
+) -> (TokenStream, TokenStream) {
+    let queue_crate = quote!(::signals_queue::__private);
+    let signal = &args.signal;
+    let span = queue.keyword.span();
+    let accepted = match &args.when {
+        Some(when) => accepts(signal, when, private),
+        None => quote!(true),
+    };
+    let enqueue = respan(quote!(#queue_crate::enqueue), span);
+    let (signal_arg, context_arg) = (
+        Ident::new("__signal", Span::mixed_site()),
+        Ident::new("__context", Span::mixed_site()),
+    );
+    let body = quote!(#enqueue(&__SIGNALS_JOB, #signal_arg, #context_arg, #accepted));
+    let thunk = closure(signal, body);
+    let ident = handler.ident;
+    let name = ident.unraw().to_string();
+    let job_name = match &args.name {
+        Some(name) => name.to_token_stream(),
+        None => quote!(#private::concat!(#private::module_path!(), "::", #name)),
+    };
+    let max_attempts = match &args.max_attempts {
+        Some(max_attempts) => max_attempts.to_token_stream(),
+        None => quote!(25),
+    };
+    let queue_name = &queue.name;
+    let new = respan(
+        quote!(#queue_crate::JobInfo::new::<#signal, __SignalsJob>),
+        span,
+    );
+    let signal_param = Ident::new("__signal", Span::mixed_site());
+    let context_param = Ident::new("__context", Span::mixed_site());
+    let call = call(handler, private);
+    let job = quote! {
+        struct __SignalsJob;
+
+        impl #queue_crate::Handler<#signal> for __SignalsJob {
+            fn call(
+                #signal_param: &#signal,
+                #context_param: &mut <#signal as #private::Signal>::Context<'_>,
+            ) -> #private::Result<(), #private::BoxError> {
+                #call
+            }
+        }
+
+        #[#queue_crate::distributed_slice(#queue_crate::JOBS)]
+        #[linkme(crate = #queue_crate::linkme)]
+        static __SIGNALS_JOB: #queue_crate::JobInfo = #new(#queue_crate::JobSpec {
+            name: #job_name,
+            queue: #queue_name,
+            max_attempts: #max_attempts,
+            priority: #priority,
+            function: #function,
+            file: #private::file!(),
+            line: #private::line!(),
+        });
+    };
+    (thunk, job)
 }
 
 /// `__signals_on_charge_card__OrderCreated`: the name of the `const` that holds a handler's
@@ -408,51 +569,18 @@ fn filter_text(when: &Expr) -> String {
 }
 
 /// The closure that adapts the handler's shape to `HandlerInfo`'s one signature:
-/// `|signal, context| into_handler_result(handler(signal, context))`.
+/// `|signal, context| into_handler_result(handler(signal, context))`, behind its filter.
 fn thunk(
     signal: &Type,
     when: Option<&Expr>,
     handler: &Handler,
     private: &TokenStream,
 ) -> TokenStream {
-    // The closure's parameters are mixed-site hygienic locals; only a lowercase unit struct or
-    // const of the same name (both against Rust's naming conventions) could capture them. The
-    // arguments are located at the parameter types, so that rustc blames those on a mismatch.
-    let param = |name: &str| Ident::new(name, Span::mixed_site());
-    let arg =
-        |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(referent_span(ty)));
-    let (signal_param, context_param) = (param("__signal"), param("__context"));
-    let mut args = arg("__signal", handler.signal_param).into_token_stream();
-    if let Some(ty) = handler.context_param {
-        let context_arg = arg("__context", ty);
-        args.extend(quote!(, #context_arg));
-    }
-    // The call spans the signature, from the name to the end of the return type: rustc reports
-    // a return type that is neither `()` nor `Result<(), E>` there.
-    let ident = handler.ident;
-    let end = match handler.output {
-        ReturnType::Default => ident.span(),
-        ReturnType::Type(_, ty) => last_token_span(ty),
-    };
-    let mut args = Group::new(Delimiter::Parenthesis, args);
-    args.set_span(end);
-    let convert = respan(quote!(#private::into_handler_result), end);
-    let params = respan(quote!(|#signal_param, #context_param|), signal.span());
-    let awaited = handler.asyncness.map(|_| quote!(.await));
-    // `(handler)`: in value position, like `function_id(&handler)`, so that a missing
-    // function is one error, not "cannot find function" and "cannot find value".
-    let mut callee = Group::new(Delimiter::Parenthesis, ident.to_token_stream());
-    callee.set_span(ident.span());
-    let mut body = quote!(#convert(#callee #args #awaited));
+    let mut body = call(handler, private);
     if let Some(when) = when {
-        let span = when.span();
-        let context = quote!(<#signal as #private::Signal>::Context<'_>);
-        let accepts = respan(quote!(#private::accepts::<#signal, #context, _, _>), span);
-        let located = |name: &str| Ident::new(name, Span::mixed_site().located_at(span));
-        let (signal_arg, context_arg) = (located("__signal"), located("__context"));
-        let when = typed_closure(when, signal);
+        let accepted = accepts(signal, when, private);
         body = quote! {
-            if #accepts(#when, #signal_arg, &*#context_arg) {
+            if #accepted {
                 #body
             } else {
                 #private::Ok(())
@@ -474,11 +602,61 @@ fn thunk(
         }
         None => body,
     };
-    // The closure spans the signal's path, as the call taking it does: rustc then reports a
-    // signal type that is not a signal once, there, not again for the closure.
+    closure(signal, body)
+}
+
+/// `|__signal, __context| { body }`. The closure spans the signal's path, as the call taking it
+/// does: rustc then reports a signal type that is not a signal once, there, not again for it.
+fn closure(signal: &Type, body: TokenStream) -> TokenStream {
+    // The parameters are mixed-site hygienic locals; only a lowercase unit struct or const of
+    // the same name (both against Rust's naming conventions) could capture them.
+    let param = |name: &str| Ident::new(name, Span::mixed_site());
+    let (signal_param, context_param) = (param("__signal"), param("__context"));
+    let params = respan(quote!(|#signal_param, #context_param|), signal.span());
     let mut block = Group::new(Delimiter::Brace, body);
     block.set_span(Span::mixed_site().located_at(signal.span()));
     quote!(#params #block)
+}
+
+/// The handler called with `__signal` (and `__context`), its return value converted:
+/// `into_handler_result((handler)(__signal, __context))`, `.await`ed for an `async fn`.
+fn call(handler: &Handler, private: &TokenStream) -> TokenStream {
+    // The arguments are located at the parameter types, so that rustc blames those on a
+    // mismatch.
+    let arg =
+        |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(referent_span(ty)));
+    let mut args = arg("__signal", handler.signal_param).into_token_stream();
+    if let Some(ty) = handler.context_param {
+        let context_arg = arg("__context", ty);
+        args.extend(quote!(, #context_arg));
+    }
+    // The call spans the signature, from the name to the end of the return type: rustc reports
+    // a return type that is neither `()` nor `Result<(), E>` there.
+    let ident = handler.ident;
+    let end = match handler.output {
+        ReturnType::Default => ident.span(),
+        ReturnType::Type(_, ty) => last_token_span(ty),
+    };
+    let mut args = Group::new(Delimiter::Parenthesis, args);
+    args.set_span(end);
+    let convert = respan(quote!(#private::into_handler_result), end);
+    let awaited = handler.asyncness.map(|_| quote!(.await));
+    // `(handler)`: in value position, like `function_id(&handler)`, so that a missing
+    // function is one error, not "cannot find function" and "cannot find value".
+    let mut callee = Group::new(Delimiter::Parenthesis, ident.to_token_stream());
+    callee.set_span(ident.span());
+    quote!(#convert(#callee #args #awaited))
+}
+
+/// Whether the `when` filter accepts `__signal` (and `__context`).
+fn accepts(signal: &Type, when: &Expr, private: &TokenStream) -> TokenStream {
+    let span = when.span();
+    let context = quote!(<#signal as #private::Signal>::Context<'_>);
+    let accepts = respan(quote!(#private::accepts::<#signal, #context, _, _>), span);
+    let located = |name: &str| Ident::new(name, Span::mixed_site().located_at(span));
+    let (signal_arg, context_arg) = (located("__signal"), located("__context"));
+    let when = typed_closure(when, signal);
+    quote!(#accepts(#when, #signal_arg, &*#context_arg))
 }
 
 /// A `when = |o| ...` closure with its parameters typed: `|o: &Signal| ...`, `|o: &Signal, c:

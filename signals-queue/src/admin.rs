@@ -1,0 +1,215 @@
+//! Operating the queue: stats, dead jobs, retries and purges, over a connection to the jobs
+//! table.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::job::JobState;
+use crate::{jobs, sqlite};
+
+/// The jobs table, for operators: [`stats`](Self::stats), [`dead_jobs`](Self::dead_jobs),
+/// [`retry_dead`](Self::retry_dead), [`purge_done`](Self::purge_done).
+///
+/// # Examples
+///
+/// ```
+/// use signals_queue::Queue;
+///
+/// let queue = Queue::open_in_memory()?;
+/// queue.migrate()?;
+/// assert!(queue.stats()?.handlers.is_empty());
+/// # Ok::<(), signals_queue::Error>(())
+/// ```
+pub struct Queue {
+    conn: Connection,
+    clock: Clock,
+}
+
+/// The jobs of one handler, by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandlerStats {
+    /// Waiting to run, now or after a retry's backoff.
+    pub pending: u64,
+    /// Claimed by a worker.
+    pub running: u64,
+    /// Completed (until purged).
+    pub done: u64,
+    /// Out of attempts or not runnable.
+    pub dead: u64,
+    /// How long the oldest pending job has existed.
+    pub oldest_pending: Option<Duration>,
+    /// Whether a queued handler of that name is linked into this program. Jobs of a handler no
+    /// binary links stay untouched: rename with `name = "..."` to keep them across a move.
+    pub linked: bool,
+}
+
+/// Job counts per handler and state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Per handler name, sorted by name.
+    pub handlers: BTreeMap<String, HandlerStats>,
+}
+
+impl Stats {
+    /// The jobs in `state`, over every handler.
+    pub fn total(&self, state: JobState) -> u64 {
+        self.handlers
+            .values()
+            .map(|h| match state {
+                JobState::Pending => h.pending,
+                JobState::Running => h.running,
+                JobState::Done => h.done,
+                JobState::Dead => h.dead,
+            })
+            .sum()
+    }
+}
+
+/// A dead job, with what killed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadJob {
+    /// The job's id.
+    pub id: i64,
+    /// The handler it was for.
+    pub handler: String,
+    /// How many attempts it had.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// The signal, as JSON.
+    pub payload: String,
+}
+
+impl Queue {
+    /// Opens the jobs database at `path` (WAL, with a busy timeout).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Queue, Error> {
+        Ok(Queue {
+            conn: sqlite::open(path.as_ref())?,
+            clock: Clock::system(),
+        })
+    }
+
+    /// A queue in a private in-memory database, for examples and tests.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn open_in_memory() -> Result<Queue, Error> {
+        Ok(Queue {
+            conn: Connection::open_in_memory()?,
+            clock: Clock::system(),
+        })
+    }
+
+    /// Reads the time from `clock` (for tests).
+    pub fn with_clock(mut self, clock: Clock) -> Queue {
+        self.clock = clock;
+        self
+    }
+
+    /// The connection, for the application's own statements.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Creates or checks the jobs table; see [`migrate`](crate::migrate).
+    ///
+    /// # Errors
+    ///
+    /// As for [`migrate`](crate::migrate).
+    pub fn migrate(&self) -> Result<(), Error> {
+        sqlite::migrate(&self.conn)
+    }
+
+    /// Job counts per handler and state, with the oldest pending job's age.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn stats(&self) -> Result<Stats, Error> {
+        let now = self.clock.now();
+        let mut statement = self.conn.prepare(
+            "SELECT handler, state, COUNT(*), MIN(created_at) FROM signals_jobs
+             GROUP BY handler, state",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
+        })?;
+        let linked: Vec<&str> = jobs().map(|job| job.name()).collect();
+        let mut stats = Stats::default();
+        for row in rows {
+            let (handler, state, count, oldest) = row?;
+            let linked = linked.contains(&handler.as_str());
+            let entry = stats.handlers.entry(handler).or_default();
+            entry.linked = linked;
+            let count = count as u64;
+            match JobState::parse(&state) {
+                Some(JobState::Pending) => {
+                    entry.pending = count;
+                    entry.oldest_pending = oldest.map(|created| {
+                        Duration::from_millis(now.saturating_sub(created).max(0) as u64)
+                    });
+                }
+                Some(JobState::Running) => entry.running = count,
+                Some(JobState::Done) => entry.done = count,
+                Some(JobState::Dead) => entry.dead = count,
+                None => {}
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Every dead job, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn dead_jobs(&self) -> Result<Vec<DeadJob>, Error> {
+        let mut statement = self.conn.prepare(
+            "SELECT id, handler, attempt, last_error, payload FROM signals_jobs
+             WHERE state = 'dead' ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(DeadJob {
+                id: row.get(0)?,
+                handler: row.get(1)?,
+                attempts: row.get(2)?,
+                last_error: row.get(3)?,
+                payload: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Makes every dead job pending again, with its attempts reset; how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn retry_dead(&self) -> Result<usize, Error> {
+        Ok(sqlite::retry_dead(&self.conn, self.clock.now())?)
+    }
+
+    /// Deletes done jobs that finished more than `older_than` ago; how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn purge_done(&self, older_than: Duration) -> Result<usize, Error> {
+        let before = self.clock.now() - older_than.as_millis() as i64;
+        Ok(sqlite::purge_done(&self.conn, before)?)
+    }
+}

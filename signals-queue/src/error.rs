@@ -1,0 +1,59 @@
+//! The queue's one error type.
+
+/// What can go wrong in the queue rung: the database, a missing piece of worker state, or a
+/// configuration mistake found when the worker starts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database failed (after the retries a locked database gets).
+    #[error("queue database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The jobs table was written by a newer version of this crate.
+    #[error("the jobs table has schema version {found}; this version of signals-queue knows up to {known}")]
+    SchemaTooNew {
+        /// The version in the database.
+        found: i64,
+        /// The newest version this crate knows.
+        known: i64,
+    },
+    /// Two queued handlers linked into this program share a job name.
+    #[error("two queued handlers are both named `{name}` ({first} and {second}): give one a `name = \"...\"` of its own")]
+    DuplicateJobName {
+        /// The shared name.
+        name: &'static str,
+        /// Where the first is declared.
+        first: String,
+        /// Where the second is declared.
+        second: String,
+    },
+    /// A worker thread could not be started.
+    #[error("could not start a worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A job attempt that did not complete: why, for the job's `last_error` and the retry decision.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttemptError {
+    /// The payload no longer deserializes into the signal type: retrying cannot help.
+    #[error("the payload does not deserialize into the signal: {0}")]
+    Payload(#[source] serde_json::Error),
+    /// The application could not build the handler's context (`FromJob`).
+    #[error("could not build the handler's context: {0}")]
+    Context(#[source] signals_core::BoxError),
+    /// The handler returned an error.
+    #[error("{0}")]
+    Handler(#[source] signals_core::BoxError),
+    /// The handler panicked.
+    #[error("the handler panicked: {0}")]
+    Panic(String),
+    /// The database failed while running or completing the job.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+}
+
+impl AttemptError {
+    /// Whether retrying cannot help, so the job is dead at once.
+    pub(crate) fn is_permanent(&self) -> bool {
+        matches!(self, AttemptError::Payload(_))
+    }
+}

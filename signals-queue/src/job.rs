@@ -1,0 +1,256 @@
+//! A queued handler's job: what `#[on(S, queue)]` records about it, the states a job row goes
+//! through, and how long a failed attempt waits before the next.
+
+use std::any::TypeId;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use signals_core::{BoxError, Signal};
+
+use crate::error::AttemptError;
+use crate::scope::{FromJob, JobScope};
+
+/// The states of a job row, and the one place their transitions are listed:
+///
+/// ```text
+/// pending --claim--> running --complete--> done
+///    ^                  |
+///    +------fail--------+  (attempts left; after a backoff)
+///    |                  +--fail-----> dead  (no attempts left, or a payload that cannot run)
+///    +--rescue (lease expired)--+
+/// dead --retry_dead--> pending
+/// ```
+///
+/// Every transition is one SQL statement guarded by the state it expects and, from `running`,
+/// by the lease token of the claim (`sqlite.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting to be claimed, now or after `run_at`.
+    Pending,
+    /// Claimed by a worker whose lease has not expired.
+    Running,
+    /// Completed, in the same transaction as the handler's writes.
+    Done,
+    /// Out of attempts, or not runnable: kept with its last error until retried or purged.
+    Dead,
+}
+
+impl JobState {
+    /// The state as the `state` column stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+
+    /// The state a `state` column holds.
+    pub fn parse(text: &str) -> Option<JobState> {
+        match text {
+            "pending" => Some(JobState::Pending),
+            "running" => Some(JobState::Running),
+            "done" => Some(JobState::Done),
+            "dead" => Some(JobState::Dead),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How long a failed attempt waits before the next: exponential backoff with full jitter,
+/// capped. Attempt `n` (1-based) waits a random duration in `[0, min(cap, base * 2^(n-1))]`.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// The ceiling of the first retry's delay.
+    pub base: Duration,
+    /// The largest delay.
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 1 s, doubling, capped at 1 hour.
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based), given a random `unit` in `[0, 1)`.
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(32);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << exponent.min(31))
+            .min(self.cap);
+        ceiling.mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+/// Not public API. A queued handler as the worker runs it: `#[on(S, queue)]` generates one.
+#[doc(hidden)]
+pub trait Handler<S: Signal> {
+    /// Calls the handler function with its shape adapted, as `notify` would have.
+    fn call(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), BoxError>;
+}
+
+/// What a job row names to find the code that runs it.
+type Runner = for<'c> fn(&str, JobScope<'c>) -> Result<(), AttemptError>;
+
+/// Not public API. One queued handler, as `#[on(S, queue)]` registers it in the program's table
+/// of jobs: the worker claims only jobs whose handler is in its own table.
+#[doc(hidden)]
+pub struct JobInfo {
+    /// The job's handler name: `name = "..."` if given, else the handler's full path.
+    name: &'static str,
+    queue: &'static str,
+    max_attempts: u32,
+    priority: i32,
+    /// The handler function's identity (`signals_core::__private::function_id`).
+    function: TypeId,
+    file: &'static str,
+    line: u32,
+    run: Runner,
+}
+
+/// Not public API. The constant parts of a [`JobInfo`], as `#[on]` writes them.
+#[doc(hidden)]
+pub struct JobSpec {
+    /// See [`JobInfo::name`].
+    pub name: &'static str,
+    /// The queue; `"default"` for a bare `queue`.
+    pub queue: &'static str,
+    /// `max_attempts = N`, default 25.
+    pub max_attempts: u32,
+    /// The handler's `priority`: claims within a queue take higher first.
+    pub priority: i32,
+    /// The handler function's identity.
+    pub function: TypeId,
+    /// Where the handler is declared.
+    pub file: &'static str,
+    /// The line of its `#[on]`.
+    pub line: u32,
+}
+
+impl JobInfo {
+    /// Not public API. Used by generated code.
+    #[doc(hidden)]
+    pub const fn new<S, H>(spec: JobSpec) -> JobInfo
+    where
+        S: Signal + DeserializeOwned,
+        for<'c> S::Context<'c>: FromJob<'c>,
+        H: Handler<S>,
+    {
+        JobInfo {
+            name: spec.name,
+            queue: spec.queue,
+            max_attempts: spec.max_attempts,
+            priority: spec.priority,
+            function: spec.function,
+            file: spec.file,
+            line: spec.line,
+            run: run::<S, H>,
+        }
+    }
+
+    /// The name a job row stores to say which handler runs it.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The queue the handler's jobs go to.
+    pub fn queue(&self) -> &'static str {
+        self.queue
+    }
+
+    /// How many attempts a job gets before it is dead.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The handler's priority.
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+
+    pub(crate) fn function(&self) -> TypeId {
+        self.function
+    }
+
+    /// `file:line` of the handler's `#[on]`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+
+    /// Deserializes the signal, builds the context and runs the handler, in `scope`'s
+    /// transaction.
+    pub(crate) fn run(&self, payload: &str, scope: JobScope<'_>) -> Result<(), AttemptError> {
+        (self.run)(payload, scope)
+    }
+}
+
+impl fmt::Debug for JobInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobInfo")
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .field("max_attempts", &self.max_attempts)
+            .field("priority", &self.priority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs one job of handler `H` of `S`: the payload back into `S`, the context from the worker's
+/// transaction and state, then the handler.
+fn run<'c, S, H>(payload: &str, scope: JobScope<'c>) -> Result<(), AttemptError>
+where
+    S: Signal + DeserializeOwned,
+    for<'x> S::Context<'x>: FromJob<'x>,
+    H: Handler<S>,
+{
+    let signal: S = serde_json::from_str(payload).map_err(AttemptError::Payload)?;
+    let mut ctx =
+        <S::Context<'c> as FromJob<'c>>::from_job(scope).map_err(AttemptError::Context)?;
+    H::call(&signal, &mut ctx).map_err(AttemptError::Handler)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_full_jitter_and_a_cap() {
+        let policy = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        };
+        assert_eq!(policy.delay(1, 0.999_999).as_millis(), 99);
+        assert_eq!(policy.delay(3, 0.5), Duration::from_millis(200));
+        assert_eq!(policy.delay(30, 1.0), Duration::from_secs(1));
+        assert_eq!(policy.delay(2, 0.0), Duration::ZERO);
+        assert_eq!(policy.delay(u32::MAX, 1.0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn states_round_trip_through_their_column_text() {
+        for state in [
+            JobState::Pending,
+            JobState::Running,
+            JobState::Done,
+            JobState::Dead,
+        ] {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(JobState::parse("lost"), None);
+    }
+}

@@ -1,0 +1,81 @@
+//! The queue rung of `signals`: the same handler, run later by a worker, from a job written in
+//! the caller's transaction.
+//!
+//! Add `queue` to a handler's `#[on]` and its code stays as it is; `notify` then writes a job
+//! row for it through the transaction in the signal's context instead of calling it, so the job
+//! commits or rolls back with the caller's own writes. A [`Worker`] runs it after commit, in a
+//! transaction of the worker's own that also marks the job done, and retries it with backoff
+//! when it fails.
+//!
+//! ```ignore
+//! #[on(OrderCreated, queue = "email", max_attempts = 5)]
+//! fn send_welcome_email(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<(), MailError> {
+//!     ctx.mailer.send(&sig.customer_email, "Thanks for your order")
+//! }
+//! ```
+//!
+//! What the application provides, once per context type:
+//!
+//! - [`Enqueue`]: where the context's transaction is, for `notify` to write jobs into;
+//! - [`FromJob`]: how the worker builds the context from its own transaction and the state
+//!   it was given ([`WorkerBuilder::state`]).
+//!
+//! A signal with a queued handler must be `serde::Serialize + Deserialize`: the job stores it
+//! as JSON, readable with SQL.
+//!
+//! # Guarantees
+//!
+//! - A rolled-back `notify` leaves no job; a committed one leaves one job per queued handler
+//!   (filters are evaluated when it is written), sharing one event id (a UUIDv7).
+//! - A handler's database writes through the worker's transaction happen exactly once: they
+//!   commit together with the job's completion. Everything else it does happens at least once.
+//! - A claim is one statement and carries a token; completing, failing and renewing a job are
+//!   conditional on it, so a worker that lost its lease can neither complete nor fail the job.
+//! - A worker that dies leaves its jobs `running` until their lease expires; any worker's lease
+//!   thread then returns them to the queue. Attempts count at the claim, so a job that kills its
+//!   worker every time still runs out of attempts.
+//! - A failed attempt (an error, a panic) is retried after an exponential backoff with full
+//!   jitter; after `max_attempts` (default 25) the job is `dead`, kept with its error, until
+//!   [`Queue::retry_dead`]. A payload that no longer deserializes is dead at once.
+//!
+//! # This version
+//!
+//! SQLite through rusqlite, with a thread-based worker; handlers notified with the sync
+//! `notify`. PostgreSQL, sqlx and `notify_async` are not supported yet.
+
+mod admin;
+mod clock;
+mod enqueue;
+mod error;
+mod job;
+mod scope;
+mod sqlite;
+mod trace;
+mod worker;
+
+pub use crate::admin::{DeadJob, HandlerStats, Queue, Stats};
+pub use crate::clock::Clock;
+pub use crate::enqueue::Enqueue;
+pub use crate::error::Error;
+pub use crate::job::{JobInfo, JobState, RetryPolicy};
+pub use crate::scope::{FromJob, JobScope, MissingState};
+pub use crate::sqlite::migrate;
+pub use crate::worker::{RunningWorker, Worker, WorkerBuilder};
+
+/// Every queued handler linked into this program.
+#[linkme::distributed_slice]
+pub static SIGNALS_QUEUE_0_1_JOBS: [JobInfo];
+
+/// The queued handlers linked into this program.
+pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
+    SIGNALS_QUEUE_0_1_JOBS.iter()
+}
+
+/// Not public API. Used by generated code.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::enqueue::enqueue;
+    pub use crate::job::{Handler, JobInfo, JobSpec};
+    pub use crate::SIGNALS_QUEUE_0_1_JOBS as JOBS;
+    pub use linkme::{self, distributed_slice};
+}

@@ -1,0 +1,120 @@
+//! What a worker hands a job: its own transaction, the state the application gave it, and the
+//! job's identity; and the trait that builds a signal's context from them.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::Transaction;
+use signals_core::BoxError;
+use uuid::Uuid;
+
+/// Builds a signal's context on the worker, from the worker's transaction and the state the
+/// application gave the worker: the worker-side twin of the context the caller of `notify`
+/// builds. Implement it once per context type.
+///
+/// # Examples
+///
+/// ```
+/// use signals_queue::{FromJob, JobScope};
+///
+/// pub struct Mailer;
+///
+/// pub struct AppCtx<'a> {
+///     pub tx: &'a rusqlite::Transaction<'a>,
+///     pub mailer: &'a Mailer,
+/// }
+///
+/// impl<'c> FromJob<'c> for AppCtx<'c> {
+///     fn from_job(job: JobScope<'c>) -> Result<Self, signals_core::BoxError> {
+///         Ok(AppCtx { tx: job.transaction(), mailer: job.state::<Mailer>()? })
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "the worker can't build the context `{Self}` of a signal with a queued handler",
+    label = "needs `signals_queue::FromJob`",
+    note = "implement `signals_queue::FromJob` for the context: `impl<'c> FromJob<'c> for AppCtx<'c> {{ fn from_job(job: JobScope<'c>) -> ... }}`"
+)]
+pub trait FromJob<'c>: Sized {
+    /// The context for one job, from the worker's transaction (`job.transaction()`) and state
+    /// (`job.state::<T>()`).
+    ///
+    /// # Errors
+    ///
+    /// Whatever keeps the context from being built (e.g. missing state); the attempt fails
+    /// and is retried like a handler error.
+    fn from_job(job: JobScope<'c>) -> Result<Self, BoxError>;
+}
+
+/// One job attempt as its handler's context sees it; see [`FromJob`].
+#[derive(Clone, Copy)]
+pub struct JobScope<'c> {
+    pub(crate) tx: &'c Transaction<'c>,
+    pub(crate) state: &'c State,
+    pub(crate) job_id: i64,
+    pub(crate) event_id: Uuid,
+    pub(crate) attempt: u32,
+}
+
+impl<'c> JobScope<'c> {
+    /// The worker's transaction for this attempt: the handler's writes and the job's
+    /// completion commit together, or not at all.
+    pub fn transaction(&self) -> &'c Transaction<'c> {
+        self.tx
+    }
+
+    /// The value of type `T` the application gave the worker with
+    /// [`WorkerBuilder::state`](crate::WorkerBuilder::state).
+    ///
+    /// # Errors
+    ///
+    /// [`MissingState`] if the worker was given no `T`.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&'c T, MissingState> {
+        self.state.get::<T>()
+    }
+
+    /// The job's id: with [`event_id`](Self::event_id), a key for making effects outside
+    /// the database idempotent.
+    pub fn job_id(&self) -> i64 {
+        self.job_id
+    }
+
+    /// The id of the `notify` that wrote the job (a UUIDv7 shared by every job it wrote).
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+
+    /// Which attempt this is: 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// The worker was given no state of the type a context asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("the worker has no state of type `{type_name}`: give it with `WorkerBuilder::state`")]
+pub struct MissingState {
+    type_name: &'static str,
+}
+
+/// The values the application hands the worker once, one per type.
+#[derive(Clone, Default)]
+pub(crate) struct State {
+    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl State {
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    fn get<T: Send + Sync + 'static>(&self) -> Result<&T, MissingState> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|value| value.downcast_ref::<T>())
+            .ok_or(MissingState {
+                type_name: std::any::type_name::<T>(),
+            })
+    }
+}

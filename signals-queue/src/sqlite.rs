@@ -1,0 +1,266 @@
+//! The jobs table on SQLite (rusqlite): its schema, and every state transition of
+//! [`JobState`](crate::JobState) as one statement, guarded by the expected state and, from
+//! `running`, by the claim's lease token.
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::clock::Millis;
+use crate::error::Error;
+
+/// The schema version this crate writes and reads.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS signals_queue_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS signals_jobs (
+    id           INTEGER PRIMARY KEY,
+    event_id     TEXT    NOT NULL,
+    signal       TEXT    NOT NULL,
+    handler      TEXT    NOT NULL,
+    queue        TEXT    NOT NULL,
+    priority     INTEGER NOT NULL,
+    payload      TEXT    NOT NULL,
+    state        TEXT    NOT NULL DEFAULT 'pending'
+                 CHECK (state IN ('pending', 'running', 'done', 'dead')),
+    attempt      INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    run_at       INTEGER NOT NULL,
+    lease_until  INTEGER,
+    token        INTEGER,
+    last_error   TEXT,
+    created_at   INTEGER NOT NULL,
+    finished_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS signals_jobs_pending
+    ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS signals_jobs_running
+    ON signals_jobs (lease_until) WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS signals_jobs_done
+    ON signals_jobs (finished_at) WHERE state = 'done';
+";
+
+/// `notify` writes one row per queued handler, in the caller's transaction.
+pub(crate) const ENQUEUE: &str = "
+INSERT INTO signals_jobs
+    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)";
+
+/// pending → running, for up to `?5` jobs whose handler this worker links (`?4`, a JSON array):
+/// one statement, so two workers never claim one job. The attempt counts here, at the claim,
+/// so that a job that kills its worker every time still runs out of attempts.
+const CLAIM: &str = "
+UPDATE signals_jobs
+SET state = 'running', attempt = attempt + 1, lease_until = ?1, token = ?2
+WHERE id IN (
+    SELECT id FROM signals_jobs
+    WHERE state = 'pending' AND run_at <= ?3
+      AND handler IN (SELECT value FROM json_each(?4))
+    ORDER BY priority DESC, run_at, id
+    LIMIT ?5)
+RETURNING id, event_id, handler, payload, attempt";
+
+/// running → done, in the job's own transaction, only while this claim holds the lease.
+const COMPLETE: &str = "
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, lease_until = NULL
+WHERE id = ?2 AND token = ?3 AND state = 'running'";
+
+/// running → pending (after `run_at`) or dead (no attempts left, or `?1`: cannot run).
+const FAIL: &str = "
+UPDATE signals_jobs
+SET state = CASE WHEN ?1 OR attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN ?1 OR attempt >= max_attempts THEN ?2 ELSE NULL END,
+    run_at = ?3, lease_until = NULL, token = NULL, last_error = ?4
+WHERE id = ?5 AND token = ?6 AND state = 'running'";
+
+/// running → pending without counting the attempt: a job claimed but not started at shutdown.
+const RELEASE: &str = "
+UPDATE signals_jobs
+SET state = 'pending', attempt = attempt - 1, lease_until = NULL, token = NULL
+WHERE id = ?1 AND token = ?2 AND state = 'running'";
+
+/// Extends a running job's lease, only while this claim holds it.
+const HEARTBEAT: &str = "
+UPDATE signals_jobs SET lease_until = ?1
+WHERE id = ?2 AND token = ?3 AND state = 'running'";
+
+/// running → pending (or dead, out of attempts) for every expired lease: its worker stopped.
+const RESCUE: &str = "
+UPDATE signals_jobs
+SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
+    lease_until = NULL, token = NULL,
+    last_error = 'the lease expired: the worker running the job stopped or lost the database'
+WHERE state = 'running' AND lease_until < ?1";
+
+/// dead → pending, with the attempts reset.
+const RETRY_DEAD: &str = "
+UPDATE signals_jobs
+SET state = 'pending', attempt = 0, run_at = ?1, finished_at = NULL
+WHERE state = 'dead'";
+
+/// Deletes done jobs that finished before `?1`.
+const PURGE_DONE: &str = "DELETE FROM signals_jobs WHERE state = 'done' AND finished_at < ?1";
+
+/// Opens a connection for the queue: WAL (readers never block the writer), a busy timeout, and
+/// `synchronous = NORMAL` (durable across process crashes; WAL's default trade-off).
+pub(crate) fn open(path: &std::path::Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+/// The pragmas every connection to the jobs table should have; see [`open`].
+pub(crate) fn configure(conn: &Connection) -> Result<(), Error> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+/// Creates the jobs table if it does not exist, and checks its version.
+///
+/// # Errors
+///
+/// [`Error::SchemaTooNew`] if a newer version of this crate wrote the table; any database
+/// error.
+pub fn migrate(conn: &Connection) -> Result<(), Error> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = migrate_in_transaction(conn);
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    conn.execute_batch(end)?;
+    result
+}
+
+fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
+    conn.execute_batch(SCHEMA)?;
+    let version: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM signals_queue_schema", [], |row| {
+            row.get(0)
+        })
+        .optional()?
+        .flatten();
+    match version {
+        None => {
+            conn.execute(
+                "INSERT INTO signals_queue_schema (version) VALUES (?1)",
+                [SCHEMA_VERSION],
+            )?;
+            Ok(())
+        }
+        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A job as a claim returns it.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) id: i64,
+    pub(crate) event_id: String,
+    pub(crate) handler: String,
+    pub(crate) payload: String,
+    pub(crate) attempt: u32,
+    pub(crate) token: i64,
+}
+
+/// Claims up to `limit` runnable jobs of the handlers in `handlers` (a JSON array of names).
+pub(crate) fn claim(
+    conn: &Connection,
+    handlers: &str,
+    limit: usize,
+    now: Millis,
+    lease: Duration,
+) -> rusqlite::Result<Vec<Claimed>> {
+    let token = fastrand::i64(1..i64::MAX);
+    let lease_until = now + lease.as_millis() as i64;
+    let mut statement = conn.prepare_cached(CLAIM)?;
+    let rows = statement.query_map(
+        params![lease_until, token, now, handlers, limit as i64],
+        |row| {
+            Ok(Claimed {
+                id: row.get(0)?,
+                event_id: row.get(1)?,
+                handler: row.get(2)?,
+                payload: row.get(3)?,
+                attempt: row.get(4)?,
+                token,
+            })
+        },
+    )?;
+    let mut claimed: Vec<Claimed> = rows.collect::<rusqlite::Result<_>>()?;
+    // RETURNING gives rows in no promised order: run them in claim order.
+    claimed.sort_by_key(|job| job.id);
+    Ok(claimed)
+}
+
+/// Marks the job done in `tx` (the handler's transaction); `false` if the lease was lost.
+pub(crate) fn complete(conn: &Connection, job: &Claimed, now: Millis) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(COMPLETE)?
+        .execute(params![now, job.id, job.token])?;
+    Ok(changed == 1)
+}
+
+/// Records a failed attempt: pending again after `retry_at`, or dead.
+pub(crate) fn fail(
+    conn: &Connection,
+    job: &Claimed,
+    permanent: bool,
+    now: Millis,
+    retry_at: Millis,
+    error: &str,
+) -> rusqlite::Result<bool> {
+    let changed = conn
+        .prepare_cached(FAIL)?
+        .execute(params![permanent, now, retry_at, error, job.id, job.token])?;
+    Ok(changed == 1)
+}
+
+/// Gives a claimed job back without counting the attempt.
+pub(crate) fn release(conn: &Connection, id: i64, token: i64) -> rusqlite::Result<bool> {
+    Ok(conn.prepare_cached(RELEASE)?.execute(params![id, token])? == 1)
+}
+
+/// Extends the leases of `running` (id, token) jobs; returns those whose lease was lost.
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    running: &[(i64, i64)],
+    lease_until: Millis,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut lost = Vec::new();
+    let mut statement = conn.prepare_cached(HEARTBEAT)?;
+    for &(id, token) in running {
+        if statement.execute(params![lease_until, id, token])? == 0 {
+            lost.push(id);
+        }
+    }
+    Ok(lost)
+}
+
+/// Returns every job with an expired lease to the queue; how many.
+pub(crate) fn rescue(conn: &Connection, now: Millis) -> rusqlite::Result<usize> {
+    conn.prepare_cached(RESCUE)?.execute([now])
+}
+
+/// Every dead job pending again, attempts reset; how many.
+pub(crate) fn retry_dead(conn: &Connection, now: Millis) -> rusqlite::Result<usize> {
+    conn.execute(RETRY_DEAD, [now])
+}
+
+/// Deletes done jobs that finished before `before`; how many.
+pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<usize> {
+    conn.execute(PURGE_DONE, [before])
+}
+
+/// Whether `error` is SQLite saying the database is locked or busy: a wait and a retry help.
+pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}

@@ -1,0 +1,503 @@
+//! The queue rung on SQLite, end to end: enqueue in the caller's transaction, a worker running
+//! the same handler later, retries, dead jobs, leases and fencing, shutdown.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use signals_core::{notify, on, BoxError, Signal};
+use signals_queue::{Clock, Enqueue, FromJob, JobScope, JobState, Queue, RetryPolicy, Worker};
+
+/// What the handlers count outside any transaction: attempts the "outside world" saw.
+#[derive(Default)]
+struct Attempts {
+    sent: AtomicUsize,
+}
+
+/// The context of every signal here: the transaction, and the attempt counter.
+struct AppCtx<'a> {
+    tx: &'a Transaction<'a>,
+    attempts: &'a Attempts,
+}
+
+impl Enqueue for AppCtx<'_> {
+    fn transaction(&self) -> &Connection {
+        self.tx
+    }
+}
+
+impl<'c> FromJob<'c> for AppCtx<'c> {
+    fn from_job(job: JobScope<'c>) -> Result<Self, BoxError> {
+        Ok(AppCtx {
+            tx: job.transaction(),
+            attempts: job.state::<Arc<Attempts>>()?,
+        })
+    }
+}
+
+#[derive(Signal, Serialize, Deserialize, Debug)]
+#[signal(context = AppCtx<'_>)]
+struct OrderPlaced {
+    order_id: i64,
+    email: String,
+}
+
+/// Runs in the caller's transaction, as always.
+#[on(OrderPlaced, priority = 10)]
+fn record_order(sig: &OrderPlaced, ctx: &mut AppCtx<'_>) -> rusqlite::Result<()> {
+    ctx.tx
+        .execute("INSERT INTO orders (id) VALUES (?1)", [sig.order_id])?;
+    Ok(())
+}
+
+/// The same kind of handler, queued: written as a job, run by the worker.
+#[on(OrderPlaced, queue = "email")]
+fn send_welcome(sig: &OrderPlaced, ctx: &mut AppCtx<'_>) -> rusqlite::Result<()> {
+    ctx.attempts.sent.fetch_add(1, Ordering::SeqCst);
+    ctx.tx.execute(
+        "INSERT INTO emails (order_id, recipient) VALUES (?1, ?2)",
+        (sig.order_id, &sig.email),
+    )?;
+    Ok(())
+}
+
+/// A second queued handler of the same signal, filtered at enqueue time.
+#[on(OrderPlaced, queue, when = |o| o.order_id % 2 == 0)]
+fn audit_even(sig: &OrderPlaced, ctx: &mut AppCtx<'_>) -> rusqlite::Result<()> {
+    ctx.tx
+        .execute("INSERT INTO audit (order_id) VALUES (?1)", [sig.order_id])?;
+    Ok(())
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>)]
+struct Flaky {
+    fail_times: usize,
+}
+
+/// Fails its first `fail_times` attempts, then writes.
+#[on(Flaky, queue, max_attempts = 3)]
+fn flaky(sig: &Flaky, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    let attempt = ctx.attempts.sent.fetch_add(1, Ordering::SeqCst) + 1;
+    ctx.tx
+        .execute("INSERT INTO audit (order_id) VALUES (?1)", [attempt as i64])?;
+    if attempt <= sig.fail_times {
+        return Err(format!("provider unavailable (attempt {attempt})").into());
+    }
+    Ok(())
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>)]
+struct Explodes;
+
+#[on(Explodes, queue, max_attempts = 2, name = "explodes-v1")]
+fn explodes(_: &Explodes, ctx: &mut AppCtx<'_>) {
+    ctx.attempts.sent.fetch_add(1, Ordering::SeqCst);
+    panic!("boom");
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE orders (id INTEGER PRIMARY KEY);
+    CREATE TABLE emails (order_id INTEGER NOT NULL, recipient TEXT NOT NULL);
+    CREATE TABLE audit  (order_id INTEGER NOT NULL);
+";
+
+/// A fresh database file with the jobs table and the application's tables.
+fn database() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.db");
+    let queue = Queue::open(&path).unwrap();
+    queue.migrate().unwrap();
+    queue.connection().execute_batch(SCHEMA).unwrap();
+    (dir, path)
+}
+
+fn place(conn: &mut Connection, attempts: &Attempts, order_id: i64, commit: bool) {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    let signal = OrderPlaced {
+        order_id,
+        email: format!("customer{order_id}@example.com"),
+    };
+    notify(&signal, &mut AppCtx { tx: &tx, attempts }).unwrap();
+    if commit {
+        tx.commit().unwrap();
+    }
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+fn worker(path: &std::path::Path, attempts: &Arc<Attempts>) -> signals_queue::WorkerBuilder {
+    Worker::builder(path)
+        .state(Arc::clone(attempts))
+        .poll_interval(Duration::from_millis(10))
+        .retry(RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+        })
+}
+
+#[test]
+fn commit_writes_one_job_per_queued_handler_and_rollback_erases_them() {
+    let (_dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    let attempts = Attempts::default();
+    place(&mut conn, &attempts, 1, false);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM signals_jobs"), 0);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM orders"), 0);
+
+    place(&mut conn, &attempts, 2, true);
+    let jobs: Vec<(String, String, String, String)> = conn
+        .prepare("SELECT handler, queue, event_id, payload FROM signals_jobs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    // In run order: equal priorities, so by name.
+    assert_eq!(jobs[0].0, "sqlite::audit_even");
+    assert_eq!(jobs[0].1, "default");
+    assert_eq!(jobs[1].0, "sqlite::send_welcome");
+    assert_eq!(jobs[1].1, "email");
+    assert_eq!(jobs[0].2, jobs[1].2, "one event id per notify");
+    assert_eq!(
+        uuid::Uuid::parse_str(&jobs[0].2).unwrap().get_version_num(),
+        7
+    );
+    assert_eq!(
+        jobs[1].3,
+        r#"{"order_id":2,"email":"customer2@example.com"}"#
+    );
+    // Nothing ran yet: queued handlers run on the worker.
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 0);
+
+    // The filter is evaluated at enqueue time: an odd order gets no audit job, a new event id.
+    place(&mut conn, &attempts, 3, true);
+    let third: Vec<String> = conn
+        .prepare("SELECT event_id FROM signals_jobs WHERE payload LIKE '%\"order_id\":3%'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(third.len(), 1);
+    assert_ne!(third[0], jobs[0].2);
+}
+
+#[test]
+fn the_worker_runs_each_job_once_and_commits_its_writes_with_the_completion() {
+    let (_dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    let attempts = Arc::new(Attempts::default());
+    for order_id in 1..=20 {
+        place(&mut conn, &attempts, order_id, true);
+    }
+    worker(&path, &attempts)
+        .concurrency(3)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM emails"), 20);
+    assert_eq!(
+        count(&conn, "SELECT COUNT(DISTINCT order_id) FROM emails"),
+        20
+    );
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit"), 10);
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 20);
+    let stats = Queue::open(&path).unwrap().stats().unwrap();
+    assert_eq!(stats.total(JobState::Done), 30);
+    assert_eq!(
+        stats.total(JobState::Pending) + stats.total(JobState::Running),
+        0
+    );
+}
+
+#[test]
+fn a_failing_job_is_retried_and_its_failed_attempts_leave_no_writes() {
+    let (_dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    let attempts = Arc::new(Attempts::default());
+    let tx = conn.transaction().unwrap();
+    notify(
+        &Flaky { fail_times: 2 },
+        &mut AppCtx {
+            tx: &tx,
+            attempts: &attempts,
+        },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    worker(&path, &attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 3);
+    // Each attempt wrote a row; only the successful attempt's committed.
+    let written: Vec<i64> = conn
+        .prepare("SELECT order_id FROM audit")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(written, [3]);
+    let (state, attempt): (String, i64) = conn
+        .query_row("SELECT state, attempt FROM signals_jobs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((state.as_str(), attempt), ("done", 3));
+}
+
+#[test]
+fn a_poison_job_is_dead_after_max_attempts_with_its_error_and_can_be_retried() {
+    let (_dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    let attempts = Arc::new(Attempts::default());
+    let tx = conn.transaction().unwrap();
+    notify(
+        &Flaky { fail_times: 100 },
+        &mut AppCtx {
+            tx: &tx,
+            attempts: &attempts,
+        },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    worker(&path, &attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 3);
+    let queue = Queue::open(&path).unwrap();
+    let dead = queue.dead_jobs().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("provider unavailable (attempt 3)")
+    );
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM audit"), 0);
+
+    assert_eq!(queue.retry_dead().unwrap(), 1);
+    let (state, attempt): (String, i64) = conn
+        .query_row("SELECT state, attempt FROM signals_jobs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((state.as_str(), attempt), ("pending", 0));
+}
+
+#[test]
+fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
+    let (_dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    let attempts = Arc::new(Attempts::default());
+    let tx = conn.transaction().unwrap();
+    notify(
+        &Explodes,
+        &mut AppCtx {
+            tx: &tx,
+            attempts: &attempts,
+        },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    worker(&path, &attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 2);
+    let dead = Queue::open(&path).unwrap().dead_jobs().unwrap();
+    assert_eq!(
+        dead[0].handler, "explodes-v1",
+        "`name = ...` is the job's name"
+    );
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("the handler panicked: boom")
+    );
+}
+
+#[test]
+fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
+    let (_dir, path) = database();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+         VALUES ('00000000-0000-7000-8000-000000000000', 'sqlite::OrderPlaced', 'sqlite::send_welcome', 'email', 0,
+                 '{\"order\":\"renamed\"}', 25, 0, 0)",
+        [],
+    )
+    .unwrap();
+    let attempts = Arc::new(Attempts::default());
+    worker(&path, &attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    let dead = Queue::open(&path).unwrap().dead_jobs().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 1);
+    assert!(dead[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .starts_with("the payload does not deserialize into the signal: missing field `order_id`"));
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn jobs_of_a_handler_this_binary_does_not_link_are_left_alone_and_reported() {
+    let (_dir, path) = database();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+         VALUES ('00000000-0000-7000-8000-000000000000', 'billing::Invoiced', 'billing::send_invoice', 'default', 0,
+                 '{}', 25, 0, 0)",
+        [],
+    )
+    .unwrap();
+    let attempts = Arc::new(Attempts::default());
+    worker(&path, &attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    let stats = Queue::open(&path).unwrap().stats().unwrap();
+    let other = &stats.handlers["billing::send_invoice"];
+    assert_eq!((other.pending, other.linked), (1, false));
+}
+
+#[test]
+fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_complete() {
+    let (_dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    let attempts = Arc::new(Attempts::default());
+    place(&mut conn, &attempts, 8, true);
+    // Worker A claims the email job and stalls (paused, partitioned): simulate its claim.
+    conn.execute(
+        "UPDATE signals_jobs SET state = 'running', attempt = 1, token = 42, lease_until = 0
+         WHERE handler = 'sqlite::send_welcome'",
+        [],
+    )
+    .unwrap();
+    // Worker B rescues the expired lease and runs the job (and the audit job).
+    worker(&path, &attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM emails"), 1);
+    let (state, attempt): (String, i64) = conn
+        .query_row(
+            "SELECT state, attempt FROM signals_jobs WHERE handler = 'sqlite::send_welcome'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt),
+        ("done", 2),
+        "the stalled claim's attempt counted"
+    );
+    // Worker A wakes up: its completion and its failure are both refused (token 42 is stale).
+    let stale = conn
+        .execute(
+            "UPDATE signals_jobs SET state = 'done' WHERE handler = 'sqlite::send_welcome'
+             AND token = 42 AND state = 'running'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(stale, 0);
+}
+
+#[test]
+fn a_manual_clock_drives_retry_backoff() {
+    let (_dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    let attempts = Arc::new(Attempts::default());
+    let tx = conn.transaction().unwrap();
+    notify(
+        &Flaky { fail_times: 1 },
+        &mut AppCtx {
+            tx: &tx,
+            attempts: &attempts,
+        },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    // Jobs are written with the system's time; the worker's clock starts there and stands still.
+    let start = Clock::system().now();
+    let clock = Clock::manual(start);
+    let running = worker(&path, &attempts)
+        .clock(clock.clone())
+        .retry(RetryPolicy {
+            base: Duration::from_secs(60),
+            cap: Duration::from_secs(60),
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    wait_for(|| attempts.sent.load(Ordering::SeqCst) == 1);
+    let run_at = || count(&conn, "SELECT run_at FROM signals_jobs");
+    wait_for(|| {
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM signals_jobs WHERE state = 'pending'",
+        ) == 1
+    });
+    assert!((start..=start + 60_000).contains(&run_at()));
+    // Stuck until the clock passes the backoff.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 1);
+    clock.advance(Duration::from_secs(61));
+    wait_for(|| {
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'",
+        ) == 1
+    });
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 2);
+    running.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn purge_deletes_only_old_done_jobs() {
+    let (_dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    let attempts = Arc::new(Attempts::default());
+    place(&mut conn, &attempts, 2, true);
+    worker(&path, &attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    let queue = Queue::open(&path).unwrap();
+    assert_eq!(queue.purge_done(Duration::from_secs(3600)).unwrap(), 0);
+    let later = Queue::open(&path)
+        .unwrap()
+        .with_clock(Clock::manual(i64::MAX / 2));
+    assert_eq!(later.purge_done(Duration::from_secs(3600)).unwrap(), 2);
+}
+
+/// Waits for `condition` with a deadline (no fixed sleeps for what can be observed).
+fn wait_for(mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
