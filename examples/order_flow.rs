@@ -7,6 +7,7 @@
 //! cargo run --example order_flow -- --decline-card  # only the declined order
 //! cargo run --example order_flow -- --wiring        # who reacts to what, as a table
 //! cargo run --example order_flow -- --wiring=mermaid  # ... as a Mermaid flowchart
+//! cargo run --example order_flow -- --help          # the options
 //! ```
 
 use std::error::Error as _;
@@ -24,6 +25,56 @@ use shop_handlers as _;
 pub const GOOD_CARD: &str = "4242 4242 4242 4242";
 /// The test card that every issuer declines.
 pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
+
+/// What `--help` prints; an unknown argument prints it to stderr.
+pub const USAGE: &str = "\
+usage: order_flow [--decline-card | --wiring | --wiring=mermaid | --help]
+       (from the workspace: cargo run --example order_flow -- [options])
+
+Places an order that commits and one whose card is declined, which rolls back.
+
+options:
+  --decline-card     place only the order whose card is declined
+  --wiring           print who reacts to what (signals_core::catalog()) as a table, and exit
+  --wiring=mermaid   print the same as a Mermaid flowchart, and exit
+  -h, --help         print this help, and exit
+";
+
+/// What the command line asks the demo to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Place the orders: both, or only the declined one.
+    Orders {
+        /// `--decline-card`: skip the order that commits.
+        decline_only: bool,
+    },
+    /// `--wiring` or `--wiring=mermaid`: print the catalog and exit.
+    Wiring {
+        /// As a Mermaid flowchart rather than a table.
+        mermaid: bool,
+    },
+    /// `-h` or `--help`: print [`USAGE`] and exit.
+    Help,
+}
+
+/// Reads the arguments after the program name. `--help` wins over everything, `--wiring` over
+/// `--decline-card`; anything else is an error naming the argument.
+pub fn parse_args<I: IntoIterator<Item = S>, S: AsRef<str>>(args: I) -> Result<Mode, String> {
+    let (mut decline_only, mut wiring) = (false, None);
+    for arg in args {
+        match arg.as_ref() {
+            "-h" | "--help" => return Ok(Mode::Help),
+            "--decline-card" => decline_only = true,
+            "--wiring" => wiring = Some(false),
+            "--wiring=mermaid" => wiring = Some(true),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(match wiring {
+        Some(mermaid) => Mode::Wiring { mermaid },
+        None => Mode::Orders { decline_only },
+    })
+}
 
 /// The shop's tables.
 pub const SCHEMA: &str = "
@@ -144,17 +195,31 @@ fn run_order(
     relay_outbox(conn)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(wiring) = args.iter().find(|arg| arg.starts_with("--wiring")) {
-        match wiring.as_str() {
-            "--wiring" => print!("{}", signals_core::catalog()),
-            "--wiring=mermaid" => print!("{}", signals_core::catalog().to_mermaid()),
-            other => return Err(format!("unknown option {other}; try --wiring=mermaid").into()),
-        }
-        return Ok(());
+/// Prints who reacts to what: as a table, or as a Mermaid flowchart.
+fn print_wiring(mermaid: bool) {
+    if mermaid {
+        print!("{}", signals_core::catalog().to_mermaid());
+    } else {
+        print!("{}", signals_core::catalog());
     }
-    let decline_only = args.iter().any(|arg| arg == "--decline-card");
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let decline_only = match parse_args(std::env::args().skip(1)) {
+        Ok(Mode::Orders { decline_only }) => decline_only,
+        Ok(Mode::Wiring { mermaid }) => {
+            print_wiring(mermaid);
+            return Ok(());
+        }
+        Ok(Mode::Help) => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        Err(message) => {
+            eprint!("order_flow: {message}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
 
     println!("Who reacts to what (signals_core::catalog()):\n");
     print!("{}", signals_core::catalog());

@@ -1,13 +1,14 @@
 //! The async order flow example's own code, tested: commit keeps every handler's rows, a
-//! declined card rolls back the order and every row its async handlers wrote.
+//! declined card rolls back the order and every row its async handlers wrote, and the command
+//! line.
 
 #[allow(dead_code, reason = "the example's `main` is not called here")]
 #[path = "../order_flow_async.rs"]
 mod order_flow_async;
 
 use order_flow_async::{
-    database, place_order, row_counts, BillingError, Mailer, PlaceOrderError, DECLINED_CARD,
-    GOOD_CARD,
+    database, parse_args, place_order, row_counts, BillingError, Mailer, Mode, PlaceOrderError,
+    DECLINED_CARD, GOOD_CARD, USAGE,
 };
 
 fn on_runtime<F: std::future::Future>(test: F) -> F::Output {
@@ -69,4 +70,16 @@ fn a_declined_card_rolls_back_the_order_and_every_handlers_rows() {
             ]
         );
     });
+}
+
+#[test]
+fn help_is_the_only_option() {
+    assert!(USAGE.contains("  -h, --help  "), "{USAGE}");
+    assert_eq!(parse_args(["--help"]), Ok(Mode::Help));
+    assert_eq!(parse_args(["-h"]), Ok(Mode::Help));
+    assert_eq!(parse_args(Vec::<String>::new()), Ok(Mode::Orders));
+    assert_eq!(
+        parse_args(["--decline-card"]),
+        Err("unknown argument `--decline-card`".to_owned())
+    );
 }

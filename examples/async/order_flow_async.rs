@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo run --example order_flow_async
+//! cargo run --example order_flow_async -- --help
 //! ```
 //!
 //! Signals, handlers and the binary share this file; `order_flow` shows them in three crates.
@@ -19,6 +20,40 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 pub const GOOD_CARD: &str = "4242 4242 4242 4242";
 /// The test card that every issuer declines.
 pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
+
+/// What `--help` prints; an unknown argument prints it to stderr.
+pub const USAGE: &str = "\
+usage: order_flow_async [--help]
+       (from the workspace: cargo run --example order_flow_async -- [options])
+
+Places an order that commits and one whose card is declined, which rolls back, each in a
+tokio task, through sqlx on an in-memory SQLite database.
+
+options:
+  -h, --help   print this help, and exit
+";
+
+/// What the command line asks the demo to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Place the two orders.
+    Orders,
+    /// `-h` or `--help`: print [`USAGE`] and exit.
+    Help,
+}
+
+/// Reads the arguments after the program name; anything but `-h` or `--help` is an error
+/// naming the argument.
+pub fn parse_args<I: IntoIterator<Item = S>, S: AsRef<str>>(args: I) -> Result<Mode, String> {
+    let mut mode = Mode::Orders;
+    for arg in args {
+        match arg.as_ref() {
+            "-h" | "--help" => mode = Mode::Help,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(mode)
+}
 
 /// The shop's tables.
 pub const SCHEMA: &str = "
@@ -263,6 +298,17 @@ async fn run_order(pool: SqlitePool, email: &'static str, cents: i64, card: &'st
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match parse_args(std::env::args().skip(1)) {
+        Ok(Mode::Orders) => {}
+        Ok(Mode::Help) => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        Err(message) => {
+            eprint!("order_flow_async: {message}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
     println!("Who reacts to what (signals_core::catalog()):\n");
     print!("{}", signals_core::catalog());
     let runtime = tokio::runtime::Builder::new_multi_thread()
