@@ -501,8 +501,8 @@ fn queued(
     };
     let enqueue = respan(quote!(#queue_crate::enqueue), span);
     let (signal_arg, context_arg) = (
-        Ident::new("__signal", Span::mixed_site()),
-        Ident::new("__context", Span::mixed_site()),
+        Ident::new("__signal", Span::mixed_site().located_at(span)),
+        Ident::new("__context", Span::mixed_site().located_at(span)),
     );
     let body = quote!(#enqueue(&__SIGNALS_JOB, #signal_arg, #context_arg, #accepted));
     let thunk = closure(signal, body);

@@ -6,6 +6,7 @@ use std::any::TypeId;
 use std::cell::Cell;
 use std::sync::{Condvar, Mutex};
 
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use signals_core::{BoxError, HandlerInfo, Signal};
 use uuid::Uuid;
@@ -97,6 +98,17 @@ impl Wake {
     }
 }
 
+/// A signal that can have queued handlers: its jobs store it as JSON, so it is
+/// `serde::Serialize` and `serde::Deserialize`. Implemented for every such signal.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has a queued handler, so it must be `serde::Serialize` and `serde::Deserialize`",
+    label = "`{Self}` is not serializable",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`: its jobs store it as JSON"
+)]
+pub trait QueueSignal: Signal + Serialize + DeserializeOwned {}
+
+impl<S: Signal + Serialize + DeserializeOwned> QueueSignal for S {}
+
 /// Not public API. What `notify` runs for a queued handler: writes its job through the
 /// context's transaction if `accepted` (its `when` filter, evaluated now).
 #[doc(hidden)]
@@ -107,14 +119,14 @@ pub fn enqueue<S, C>(
     accepted: bool,
 ) -> Result<(), BoxError>
 where
-    S: Signal + Serialize,
+    S: Signal,
     C: Enqueue + ?Sized,
 {
     let event_id = event_id(job, signal);
     if !accepted {
         return Ok(());
     }
-    let payload = serde_json::to_string(signal)?;
+    let payload = job.to_json(signal)?;
     let now = Clock::system().now();
     let path = signals_core::catalog().get::<S>().path();
     ctx.transaction()

@@ -1,13 +1,14 @@
 //! A queued handler's job: what `#[on(S, queue)]` records about it, the states a job row goes
 //! through, and how long a failed attempt waits before the next.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use signals_core::{BoxError, Signal};
 
+use crate::enqueue::QueueSignal;
 use crate::error::AttemptError;
 use crate::scope::{FromJob, JobScope};
 
@@ -121,6 +122,8 @@ pub struct JobInfo {
     file: &'static str,
     line: u32,
     run: Runner,
+    /// The signal as JSON (`S: Serialize` is required once, by [`JobInfo::new`]).
+    to_json: fn(&dyn Any) -> serde_json::Result<String>,
 }
 
 /// Not public API. The constant parts of a [`JobInfo`], as `#[on]` writes them.
@@ -147,7 +150,7 @@ impl JobInfo {
     #[doc(hidden)]
     pub const fn new<S, H>(spec: JobSpec) -> JobInfo
     where
-        S: Signal + DeserializeOwned,
+        S: QueueSignal,
         for<'c> S::Context<'c>: FromJob<'c>,
         H: Handler<S>,
     {
@@ -160,6 +163,7 @@ impl JobInfo {
             file: spec.file,
             line: spec.line,
             run: run::<S, H>,
+            to_json: to_json::<S>,
         }
     }
 
@@ -192,6 +196,11 @@ impl JobInfo {
         format!("{}:{}", self.file, self.line)
     }
 
+    /// The payload of a job for `signal`, which is of this job's signal type.
+    pub(crate) fn to_json(&self, signal: &dyn Any) -> serde_json::Result<String> {
+        (self.to_json)(signal)
+    }
+
     /// Deserializes the signal, builds the context and runs the handler, in `scope`'s
     /// transaction.
     pub(crate) fn run(&self, payload: &str, scope: JobScope<'_>) -> Result<(), AttemptError> {
@@ -208,6 +217,14 @@ impl fmt::Debug for JobInfo {
             .field("priority", &self.priority)
             .finish_non_exhaustive()
     }
+}
+
+/// `signal`, an `S`, as JSON.
+fn to_json<S: QueueSignal>(signal: &dyn Any) -> serde_json::Result<String> {
+    let signal = signal
+        .downcast_ref::<S>()
+        .expect("a job's signal is of its handler's signal type");
+    serde_json::to_string(signal)
 }
 
 /// Runs one job of handler `H` of `S`: the payload back into `S`, the context from the worker's

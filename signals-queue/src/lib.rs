@@ -55,7 +55,7 @@ mod worker;
 
 pub use crate::admin::{DeadJob, HandlerStats, Queue, Stats};
 pub use crate::clock::Clock;
-pub use crate::enqueue::Enqueue;
+pub use crate::enqueue::{Enqueue, QueueSignal};
 pub use crate::error::Error;
 pub use crate::job::{JobInfo, JobState, RetryPolicy};
 pub use crate::scope::{FromJob, JobScope, MissingState};
