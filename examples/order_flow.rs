@@ -1,6 +1,8 @@
-//! The order flow: an order is inserted inside a SQLite transaction, `notify(OrderCreated)`
-//! runs billing, the audit log and the welcome email in that same transaction, and the
-//! transaction commits. When billing declines the card, everything rolls back together.
+//! The order flow, up the ladder: an order is inserted inside a SQLite transaction, and
+//! `notify(OrderCreated)` runs billing and the audit log in that same transaction (signals),
+//! and writes a job for the welcome email in it (a queued handler). The transaction commits;
+//! an in-process worker then sends the email, retrying when the mail provider fails. When
+//! billing declines the card, everything rolls back together, the email's job included.
 //!
 //! ```text
 //! cargo run --example order_flow                    # one order commits, one is declined
@@ -11,11 +13,15 @@
 //! ```
 
 use std::error::Error as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 use shop_handlers::BillingError;
 use shop_signals::{AppCtx, Mailer, OrderCreated};
 use signals_core::notify;
+use signals_queue::{RetryPolicy, Worker};
 
 // The handlers are private to `shop_handlers`; nothing here calls them by name. This line links
 // the crate, and with it every handler it registers.
@@ -31,7 +37,8 @@ pub const USAGE: &str = "\
 usage: order_flow [--decline-card | --wiring | --wiring=mermaid | --help]
        (from the workspace: cargo run --example order_flow -- [options])
 
-Places an order that commits and one whose card is declined, which rolls back.
+Places an order that commits and one whose card is declined, which rolls back; a worker in
+the same process sends the committed order's welcome email, retrying a failed attempt.
 
 options:
   --decline-card     place only the order whose card is declined
@@ -76,13 +83,20 @@ pub fn parse_args<I: IntoIterator<Item = S>, S: AsRef<str>>(args: I) -> Result<M
     })
 }
 
-/// The shop's tables.
+/// The shop's tables. The jobs table is the queue's (`signals_queue::migrate`).
 pub const SCHEMA: &str = "
     CREATE TABLE orders    (id INTEGER PRIMARY KEY, customer_email TEXT NOT NULL, total_cents INTEGER NOT NULL);
     CREATE TABLE billing   (order_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL);
     CREATE TABLE audit_log (order_id INTEGER NOT NULL, entry TEXT NOT NULL);
-    CREATE TABLE outbox    (id INTEGER PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT NOT NULL, subject TEXT NOT NULL);
 ";
+
+/// Creates the shop's tables and the queue's in the database at `path`.
+pub fn migrate(path: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
+    let conn = Connection::open(path)?;
+    signals_queue::migrate(&conn)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
 
 /// Why an order could not be placed.
 #[derive(Debug)]
@@ -107,8 +121,9 @@ impl From<signals_core::Error> for PlaceOrderError {
 
 /// Inserts the order and notifies `OrderCreated`, all in one transaction.
 ///
-/// If any handler fails, `?` returns before `commit`: dropping `tx` rolls back the order and
-/// every row the handlers wrote.
+/// If any handler fails, `?` returns before `commit`: dropping `tx` rolls back the order, every
+/// row the handlers wrote, and the jobs of queued handlers. The transaction begins `IMMEDIATE`:
+/// SQLite has one writer, and a worker writes too.
 pub fn place_order(
     conn: &mut Connection,
     mailer: &Mailer,
@@ -116,7 +131,7 @@ pub fn place_order(
     total_cents: i64,
     card_number: &str,
 ) -> Result<i64, PlaceOrderError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO orders (customer_email, total_cents) VALUES (?1, ?2)",
         (customer_email, total_cents),
@@ -135,27 +150,9 @@ pub fn place_order(
     Ok(order_id)
 }
 
-/// Sends what committed transactions left in the outbox (here: prints it), then clears it.
-fn relay_outbox(conn: &Connection) -> rusqlite::Result<()> {
-    let mut select = conn.prepare("SELECT sender, recipient, subject FROM outbox ORDER BY id")?;
-    let emails = select.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-        ))
-    })?;
-    for email in emails {
-        let (sender, recipient, subject) = email?;
-        println!("  relay: email from {sender} to {recipient}: \"{subject}\"");
-    }
-    conn.execute("DELETE FROM outbox", [])?;
-    Ok(())
-}
-
 fn print_tables(conn: &Connection) -> rusqlite::Result<()> {
     let mut counts = Vec::new();
-    for table in ["orders", "billing", "audit_log", "outbox"] {
+    for table in ["orders", "billing", "audit_log", "signals_jobs"] {
         let count: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
             row.get(0)
         })?;
@@ -175,7 +172,7 @@ fn run_order(
     println!("\nPlacing an order for {email}, {cents} cents, card {card}");
     match place_order(conn, mailer, email, cents, card) {
         Ok(order_id) => {
-            println!("  committed: order #{order_id} with its billing, audit and outbox rows")
+            println!("  committed: order #{order_id} with its billing and audit rows, and a job for its email")
         }
         Err(PlaceOrderError::Handler(error)) => {
             println!("  rolled back: {error}");
@@ -187,12 +184,11 @@ fn run_order(
             {
                 println!("  the caller downcasts the handler's error: CardDeclined {{ last4: {last4:?} }}");
             }
-            println!("  the audit row written before billing failed is gone with the order");
+            println!("  the audit row written before billing failed is gone with the order; no email job");
         }
         Err(PlaceOrderError::Database(error)) => return Err(error),
     }
-    print_tables(conn)?;
-    relay_outbox(conn)
+    print_tables(conn)
 }
 
 /// Prints who reacts to what: as a table, or as a Mermaid flowchart.
@@ -202,6 +198,36 @@ fn print_wiring(mermaid: bool) {
     } else {
         print!("{}", signals_core::catalog());
     }
+}
+
+/// Places the orders with a worker running beside them, waits for the worker to finish the
+/// email jobs, and reports what the mail provider saw.
+fn run(path: &Path, decline_only: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let mut conn = migrate(path)?;
+    let mailer = Arc::new(Mailer::new("shop@example.com"));
+    let worker = Worker::builder(path)
+        .state(Arc::clone(&mailer))
+        .retry(RetryPolicy {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(1),
+        })
+        .build()?
+        .start()?;
+    if !decline_only {
+        run_order(&mut conn, &mailer, "ada@example.com", 4200, GOOD_CARD)?;
+    }
+    run_order(&mut conn, &mailer, "bob@example.com", 1999, DECLINED_CARD)?;
+
+    println!("\nThe worker sends committed orders' email after commit:");
+    worker.wait_idle()?;
+    worker.shutdown(Duration::from_secs(5))?;
+    println!(
+        "  delivered {:?} in {} call(s) to the provider",
+        mailer.delivered(),
+        mailer.attempts()
+    );
+    print_tables(&conn)?;
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -224,15 +250,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Who reacts to what (signals_core::catalog()):\n");
     print!("{}", signals_core::catalog());
 
-    let mut conn = Connection::open_in_memory()?;
-    conn.execute_batch(SCHEMA)?;
-    let mailer = Mailer {
-        from: "shop@example.com",
-    };
-
-    if !decline_only {
-        run_order(&mut conn, &mailer, "ada@example.com", 4200, GOOD_CARD)?;
-    }
-    run_order(&mut conn, &mailer, "bob@example.com", 1999, DECLINED_CARD)?;
-    Ok(())
+    // A database file: the worker opens connections of its own.
+    let dir = tempfile::tempdir()?;
+    run(&dir.path().join("shop.db"), decline_only)
 }

@@ -1,21 +1,27 @@
-//! The order flow example's own code, tested: commit writes every handler's rows, a declined
-//! card rolls back the order and every row its handlers wrote, and the command line.
+//! The order flow example's own code, tested: commit writes every handler's rows and the email's
+//! job, a declined card rolls back the order, every row its handlers wrote and the job, the
+//! worker sends the email after commit with a retry, and the command line.
 
 #[allow(dead_code, reason = "the example's `main` is not called here")]
 #[path = "../order_flow.rs"]
 mod order_flow;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use order_flow::{
-    parse_args, place_order, Mode, PlaceOrderError, DECLINED_CARD, GOOD_CARD, SCHEMA, USAGE,
+    migrate, parse_args, place_order, Mode, PlaceOrderError, DECLINED_CARD, GOOD_CARD, USAGE,
 };
 use rusqlite::Connection;
 use shop_handlers::BillingError;
 use shop_signals::Mailer;
+use signals_queue::{RetryPolicy, Worker};
 
-fn database() -> Connection {
-    let conn = Connection::open_in_memory().unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
-    conn
+/// A database file of its own (the worker opens its own connections), kept while `TempDir` is.
+fn database() -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = migrate(&dir.path().join("shop.db")).unwrap();
+    (dir, conn)
 }
 
 fn count(conn: &Connection, table: &str) -> i64 {
@@ -25,14 +31,11 @@ fn count(conn: &Connection, table: &str) -> i64 {
     .unwrap()
 }
 
-const MAILER: Mailer = Mailer {
-    from: "shop@example.com",
-};
-
 #[test]
-fn a_committed_order_keeps_every_handlers_rows() {
-    let mut conn = database();
-    let order_id = place_order(&mut conn, &MAILER, "ada@example.com", 4200, GOOD_CARD).unwrap();
+fn a_committed_order_keeps_every_handlers_rows_and_its_email_job() {
+    let (_dir, mut conn) = database();
+    let mailer = Mailer::new("shop@example.com");
+    let order_id = place_order(&mut conn, &mailer, "ada@example.com", 4200, GOOD_CARD).unwrap();
 
     let billed: i64 = conn
         .query_row(
@@ -42,20 +45,26 @@ fn a_committed_order_keeps_every_handlers_rows() {
         )
         .unwrap();
     assert_eq!(billed, 4200);
-    let subject: String = conn
-        .query_row("SELECT subject FROM outbox", [], |row| row.get(0))
+    let (handler, state): (String, String) = conn
+        .query_row("SELECT handler, state FROM signals_jobs", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .unwrap();
-    assert_eq!(subject, format!("Thanks for your order #{order_id}"));
-    for table in ["orders", "billing", "audit_log", "outbox"] {
+    assert_eq!(handler, "shop_handlers::email::send_welcome_email");
+    assert_eq!(state, "pending");
+    for table in ["orders", "billing", "audit_log", "signals_jobs"] {
         assert_eq!(count(&conn, table), 1, "{table}");
     }
+    // Queued: nothing was sent inside the transaction.
+    assert_eq!(mailer.attempts(), 0);
 }
 
 #[test]
-fn a_declined_card_rolls_back_the_order_and_every_handlers_rows() {
-    let mut conn = database();
+fn a_declined_card_rolls_back_the_order_every_handlers_rows_and_the_email_job() {
+    let (_dir, mut conn) = database();
+    let mailer = Mailer::new("shop@example.com");
     let error =
-        place_order(&mut conn, &MAILER, "bob@example.com", 1999, DECLINED_CARD).unwrap_err();
+        place_order(&mut conn, &mailer, "bob@example.com", 1999, DECLINED_CARD).unwrap_err();
 
     let PlaceOrderError::Handler(error) = error else {
         panic!("expected a handler error, got {error:?}");
@@ -69,9 +78,44 @@ fn a_declined_card_rolls_back_the_order_and_every_handlers_rows() {
         Some(BillingError::CardDeclined { last4 }) if last4 == "0002"
     ));
     // The audit handler ran before billing failed; its row rolled back with the order.
-    for table in ["orders", "billing", "audit_log", "outbox"] {
+    for table in ["orders", "billing", "audit_log", "signals_jobs"] {
         assert_eq!(count(&conn, table), 0, "{table}");
     }
+}
+
+#[test]
+fn the_worker_sends_committed_orders_email_once_retrying_the_flaky_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.db");
+    let mut conn = migrate(&path).unwrap();
+    let mailer = Arc::new(Mailer::new("shop@example.com"));
+    place_order(&mut conn, &mailer, "ada@example.com", 4200, GOOD_CARD).unwrap();
+    place_order(&mut conn, &mailer, "bob@example.com", 1999, DECLINED_CARD).unwrap_err();
+    Worker::builder(&path)
+        .state(Arc::clone(&mailer))
+        .retry(RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(10),
+        })
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    assert_eq!(
+        mailer.delivered(),
+        ["ada@example.com: Thanks for your order #1"]
+    );
+    assert_eq!(
+        mailer.attempts(),
+        2,
+        "the first call timed out and was retried"
+    );
+    let (state, attempt): (String, i64) = conn
+        .query_row("SELECT state, attempt FROM signals_jobs", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((state.as_str(), attempt), ("done", 2));
 }
 
 #[test]
