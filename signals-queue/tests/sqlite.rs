@@ -501,3 +501,196 @@ fn wait_for(mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// Work for the crash and race tests: each attempt is counted on a connection of its own
+/// (outside the job's transaction, like a mail provider that saw it), then the effect is
+/// written in the job's transaction.
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = WorkCtx<'_>)]
+struct Work {
+    n: i64,
+}
+
+struct WorkCtx<'a> {
+    tx: &'a Transaction<'a>,
+    attempts_db: &'a std::path::Path,
+}
+
+/// Where the worker counts attempts (a path: each attempt opens its own connection).
+struct AttemptsDb(std::path::PathBuf);
+
+impl Enqueue for WorkCtx<'_> {
+    fn transaction(&self) -> &Connection {
+        self.tx
+    }
+}
+
+impl<'c> FromJob<'c> for WorkCtx<'c> {
+    fn from_job(job: JobScope<'c>) -> Result<Self, BoxError> {
+        Ok(WorkCtx {
+            tx: job.transaction(),
+            attempts_db: &job.state::<AttemptsDb>()?.0,
+        })
+    }
+}
+
+#[on(Work, queue = "work")]
+fn do_work(sig: &Work, ctx: &mut WorkCtx<'_>) -> rusqlite::Result<()> {
+    let outside = Connection::open(ctx.attempts_db)?;
+    outside.busy_timeout(Duration::from_secs(10))?;
+    outside.execute("INSERT INTO attempts (n) VALUES (?1)", [sig.n])?;
+    std::thread::sleep(Duration::from_millis(3));
+    ctx.tx
+        .execute("INSERT INTO effects (n) VALUES (?1)", [sig.n])?;
+    Ok(())
+}
+
+/// A database with `n` committed `Work` jobs.
+fn work_database(n: i64) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, path) = database();
+    let mut conn = Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE attempts (n INTEGER); CREATE TABLE effects (n INTEGER);")
+        .unwrap();
+    let tx = conn.transaction().unwrap();
+    for n in 0..n {
+        notify(
+            &Work { n },
+            &mut WorkCtx {
+                tx: &tx,
+                attempts_db: &path,
+            },
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    (dir, path)
+}
+
+fn work_worker(path: &std::path::Path) -> signals_queue::WorkerBuilder {
+    Worker::builder(path)
+        .state(AttemptsDb(path.to_owned()))
+        .lease(Duration::from_millis(300))
+        .poll_interval(Duration::from_millis(20))
+}
+
+/// Checks the end state: every job done, each effect written exactly once.
+fn assert_each_effect_once(path: &std::path::Path, n: i64) -> i64 {
+    let conn = Connection::open(path).unwrap();
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM effects"), n);
+    assert_eq!(count(&conn, "SELECT COUNT(DISTINCT n) FROM effects"), n);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'"
+        ),
+        n
+    );
+    count(&conn, "SELECT COUNT(*) FROM attempts")
+}
+
+#[test]
+fn two_workers_racing_on_one_table_run_every_job_exactly_once() {
+    let (_dir, path) = work_database(200);
+    let first = work_worker(&path).concurrency(2).build().unwrap();
+    let second = work_worker(&path).concurrency(2).build().unwrap();
+    let racing = std::thread::spawn(move || second.run_until_idle());
+    first.run_until_idle().unwrap();
+    racing.join().unwrap().unwrap();
+    let attempts = assert_each_effect_once(&path, 200);
+    assert_eq!(attempts, 200, "no job ran twice");
+}
+
+#[test]
+fn shutdown_lets_running_jobs_finish_and_gives_back_the_claimed_ones() {
+    let (_dir, path) = work_database(40);
+    let running = work_worker(&path)
+        .batch(16)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let conn = Connection::open(&path).unwrap();
+    wait_for(|| count(&conn, "SELECT COUNT(*) FROM effects") >= 3);
+    running.shutdown(Duration::from_secs(10)).unwrap();
+    // Nothing is left running: finished jobs are done, claimed-but-unstarted ones pending again
+    // with the attempt not counted.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM signals_jobs WHERE state = 'running'"
+        ),
+        0
+    );
+    let done = count(
+        &conn,
+        "SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'",
+    );
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM effects"), done);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM signals_jobs WHERE state = 'pending' AND attempt = 0"
+        ),
+        40 - done
+    );
+    work_worker(&path)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    assert_each_effect_once(&path, 40);
+}
+
+/// The environment variable that turns this test binary into a worker process for the crash
+/// test: its value is the database path.
+const CHILD_WORKER: &str = "SIGNALS_QUEUE_TEST_CHILD_WORKER";
+
+/// Runs as the child process of the crash test (and does nothing otherwise): a worker that runs
+/// until it is killed.
+#[test]
+fn child_worker_process() {
+    let Ok(path) = std::env::var(CHILD_WORKER) else {
+        return;
+    };
+    let _running = work_worker(std::path::Path::new(&path))
+        .concurrency(2)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn a_worker_killed_with_sigkill_loses_no_job_and_doubles_no_effect() {
+    let (_dir, path) = work_database(150);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_worker_process", "--exact", "--nocapture"])
+        .env(CHILD_WORKER, &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conn = Connection::open(&path).unwrap();
+    wait_for(|| count(&conn, "SELECT COUNT(*) FROM effects") >= 20);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let running_at_kill = count(
+        &conn,
+        "SELECT COUNT(*) FROM signals_jobs WHERE state = 'running'",
+    );
+    assert!(running_at_kill <= 2 * 8, "at most two claimed batches");
+    // Another worker rescues the dead worker's jobs once their lease expires, and finishes.
+    work_worker(&path)
+        .concurrency(2)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    let attempts = assert_each_effect_once(&path, 150);
+    assert!(
+        attempts - 150 <= running_at_kill,
+        "{attempts} attempts for 150 jobs, {running_at_kill} running at the kill"
+    );
+}
