@@ -17,20 +17,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use shop_handlers::BillingError;
-use shop_signals::{AppCtx, Mailer, OrderCreated};
-use signals_core::notify;
+use shop_signals::{migrate, place_order, Mailer, PlaceOrderError, DECLINED_CARD, GOOD_CARD};
 use signals_queue::{RetryPolicy, Worker};
 
 // The handlers are private to `shop_handlers`; nothing here calls them by name. This line links
 // the crate, and with it every handler it registers.
 use shop_handlers as _;
-
-/// A card that billing accepts.
-pub const GOOD_CARD: &str = "4242 4242 4242 4242";
-/// The test card that every issuer declines.
-pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
 
 /// What `--help` prints; an unknown argument prints it to stderr.
 pub const USAGE: &str = "\
@@ -83,76 +77,9 @@ pub fn parse_args<I: IntoIterator<Item = S>, S: AsRef<str>>(args: I) -> Result<M
     })
 }
 
-/// The shop's tables. The jobs table is the queue's (`signals_queue::migrate`).
-pub const SCHEMA: &str = "
-    CREATE TABLE orders    (id INTEGER PRIMARY KEY, customer_email TEXT NOT NULL, total_cents INTEGER NOT NULL);
-    CREATE TABLE billing   (order_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL);
-    CREATE TABLE audit_log (order_id INTEGER NOT NULL, entry TEXT NOT NULL);
-";
-
-/// Creates the shop's tables and the queue's in the database at `path`.
-pub fn migrate(path: &Path) -> Result<Connection, Box<dyn std::error::Error>> {
-    let conn = Connection::open(path)?;
-    signals_queue::migrate(&conn)?;
-    conn.execute_batch(SCHEMA)?;
-    Ok(conn)
-}
-
-/// Why an order could not be placed.
-#[derive(Debug)]
-pub enum PlaceOrderError {
-    /// The order itself could not be written or committed.
-    Database(rusqlite::Error),
-    /// A handler of `OrderCreated` failed; nothing was committed.
-    Handler(signals_core::Error),
-}
-
-impl From<rusqlite::Error> for PlaceOrderError {
-    fn from(error: rusqlite::Error) -> Self {
-        PlaceOrderError::Database(error)
-    }
-}
-
-impl From<signals_core::Error> for PlaceOrderError {
-    fn from(error: signals_core::Error) -> Self {
-        PlaceOrderError::Handler(error)
-    }
-}
-
-/// Inserts the order and notifies `OrderCreated`, all in one transaction.
-///
-/// If any handler fails, `?` returns before `commit`: dropping `tx` rolls back the order, every
-/// row the handlers wrote, and the jobs of queued handlers. The transaction begins `IMMEDIATE`:
-/// SQLite has one writer, and a worker writes too.
-pub fn place_order(
-    conn: &mut Connection,
-    mailer: &Mailer,
-    customer_email: &str,
-    total_cents: i64,
-    card_number: &str,
-) -> Result<i64, PlaceOrderError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute(
-        "INSERT INTO orders (customer_email, total_cents) VALUES (?1, ?2)",
-        (customer_email, total_cents),
-    )?;
-    let order_id = tx.last_insert_rowid();
-
-    let signal = OrderCreated {
-        order_id,
-        customer_email: customer_email.to_owned(),
-        total_cents,
-        card_number: card_number.to_owned(),
-    };
-    notify(&signal, &mut AppCtx { tx: &tx, mailer })?;
-
-    tx.commit()?;
-    Ok(order_id)
-}
-
 fn print_tables(conn: &Connection) -> rusqlite::Result<()> {
     let mut counts = Vec::new();
-    for table in ["orders", "billing", "audit_log", "signals_jobs"] {
+    for table in ["orders", "billing", "audit_log", "emails", "signals_jobs"] {
         let count: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
             row.get(0)
         })?;
@@ -204,7 +131,7 @@ fn print_wiring(mermaid: bool) {
 /// email jobs, and reports what the mail provider saw.
 fn run(path: &Path, decline_only: bool) -> Result<(), Box<dyn std::error::Error>> {
     let mut conn = migrate(path)?;
-    let mailer = Arc::new(Mailer::new("shop@example.com"));
+    let mailer = Arc::new(Mailer::flaky("shop@example.com"));
     let worker = Worker::builder(path)
         .state(Arc::clone(&mailer))
         .retry(RetryPolicy {

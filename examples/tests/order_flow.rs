@@ -9,12 +9,10 @@ mod order_flow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use order_flow::{
-    migrate, parse_args, place_order, Mode, PlaceOrderError, DECLINED_CARD, GOOD_CARD, USAGE,
-};
+use order_flow::{parse_args, Mode, USAGE};
 use rusqlite::Connection;
 use shop_handlers::BillingError;
-use shop_signals::Mailer;
+use shop_signals::{migrate, place_order, Mailer, PlaceOrderError, DECLINED_CARD, GOOD_CARD};
 use signals_queue::{RetryPolicy, Worker};
 
 /// A database file of its own (the worker opens its own connections), kept while `TempDir` is.
@@ -34,7 +32,7 @@ fn count(conn: &Connection, table: &str) -> i64 {
 #[test]
 fn a_committed_order_keeps_every_handlers_rows_and_its_email_job() {
     let (_dir, mut conn) = database();
-    let mailer = Mailer::new("shop@example.com");
+    let mailer = Mailer::flaky("shop@example.com");
     let order_id = place_order(&mut conn, &mailer, "ada@example.com", 4200, GOOD_CARD).unwrap();
 
     let billed: i64 = conn
@@ -62,7 +60,7 @@ fn a_committed_order_keeps_every_handlers_rows_and_its_email_job() {
 #[test]
 fn a_declined_card_rolls_back_the_order_every_handlers_rows_and_the_email_job() {
     let (_dir, mut conn) = database();
-    let mailer = Mailer::new("shop@example.com");
+    let mailer = Mailer::flaky("shop@example.com");
     let error =
         place_order(&mut conn, &mailer, "bob@example.com", 1999, DECLINED_CARD).unwrap_err();
 
@@ -88,7 +86,7 @@ fn the_worker_sends_committed_orders_email_once_retrying_the_flaky_provider() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shop.db");
     let mut conn = migrate(&path).unwrap();
-    let mailer = Arc::new(Mailer::new("shop@example.com"));
+    let mailer = Arc::new(Mailer::flaky("shop@example.com"));
     place_order(&mut conn, &mailer, "ada@example.com", 4200, GOOD_CARD).unwrap();
     place_order(&mut conn, &mailer, "bob@example.com", 1999, DECLINED_CARD).unwrap_err();
     Worker::builder(&path)
@@ -116,6 +114,11 @@ fn the_worker_sends_committed_orders_email_once_retrying_the_flaky_provider() {
         })
         .unwrap();
     assert_eq!((state.as_str(), attempt), ("done", 2));
+    assert_eq!(
+        count(&conn, "emails"),
+        1,
+        "one row, written with the successful attempt"
+    );
 }
 
 #[test]

@@ -1,12 +1,15 @@
-//! What happens in the shop (the signals) and what every handler receives (the context).
+//! What happens in the shop (the signals), what every handler receives (the context), and the
+//! shop's own code: its tables and how it places an order.
 //!
 //! This crate knows nothing about billing, audit logs or email: handlers live in
-//! `shop-handlers`, and the binary that places orders in `order_flow.rs`.
+//! `shop-handlers`, and the binaries that place orders are `order_flow.rs` and `shop.rs`.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use signals_core::{BoxError, Signal};
 use signals_queue::{Enqueue, FromJob, JobScope};
@@ -42,13 +45,25 @@ impl<'c> FromJob<'c> for AppCtx<'c> {
     }
 }
 
-/// A mail provider that is down for the first attempt of every send, as providers are now and
-/// then; it prints what it does, and remembers what it delivered.
+/// A simulated mail provider: it fails some calls (every other one, or at random after a
+/// delay), may count every call in a table outside any transaction (what the provider saw), and
+/// remembers what it delivered.
 pub struct Mailer {
     /// The sender address.
     pub from: &'static str,
+    failures: Failures,
+    /// Where each call is counted, on a connection of its own, if anywhere.
+    attempts_log: Option<PathBuf>,
     attempts: AtomicUsize,
     delivered: Mutex<Vec<String>>,
+}
+
+/// Which calls of a [`Mailer`] fail.
+enum Failures {
+    /// Odd-numbered calls time out: a first attempt fails, its retry succeeds.
+    EveryOther,
+    /// Each call waits `delay`, then fails with probability `rate`.
+    Random { rate: f64, delay: Duration },
 }
 
 /// The mail provider did not take the email.
@@ -64,47 +79,87 @@ impl std::fmt::Display for MailError {
 impl std::error::Error for MailError {}
 
 impl Mailer {
-    /// A provider sending from `from`.
-    pub fn new(from: &'static str) -> Mailer {
+    /// A provider whose odd-numbered calls time out, and that prints what it does.
+    pub fn flaky(from: &'static str) -> Mailer {
+        Mailer::new(from, Failures::EveryOther, None)
+    }
+
+    /// A provider that waits `delay` per call and fails with probability `rate`, counting each
+    /// call in the `email_attempts` table of the database at `attempts_log`.
+    pub fn simulated(
+        from: &'static str,
+        rate: f64,
+        delay: Duration,
+        attempts_log: PathBuf,
+    ) -> Mailer {
+        Mailer::new(from, Failures::Random { rate, delay }, Some(attempts_log))
+    }
+
+    fn new(from: &'static str, failures: Failures, attempts_log: Option<PathBuf>) -> Mailer {
         Mailer {
             from,
+            failures,
+            attempts_log,
             attempts: AtomicUsize::new(0),
             delivered: Mutex::new(Vec::new()),
         }
     }
 
-    /// Sends one email; every odd-numbered call times out.
+    /// Sends one email.
     ///
     /// # Errors
     ///
-    /// [`MailError`] when the provider times out.
+    /// [`MailError`] when the provider fails the call (or the attempt could not be counted).
     pub fn send(&self, to: &str, subject: &str) -> Result<(), MailError> {
-        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
-        if attempt % 2 == 1 {
-            println!("  mail provider: timed out sending to {to} (call {attempt})");
+        let call = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(path) = &self.attempts_log {
+            count_attempt(path, to).map_err(|error| MailError(error.to_string()))?;
+        }
+        let failed = match self.failures {
+            Failures::EveryOther => {
+                let failed = call % 2 == 1;
+                match failed {
+                    true => println!("  mail provider: timed out sending to {to} (call {call})"),
+                    false => println!(
+                        "  mail provider: sent \"{subject}\" from {} to {to}",
+                        self.from
+                    ),
+                }
+                failed
+            }
+            Failures::Random { rate, delay } => {
+                std::thread::sleep(delay);
+                fastrand::f64() < rate
+            }
+        };
+        if failed {
             return Err(MailError(format!("timed out sending to {to}")));
         }
-        println!(
-            "  mail provider: sent \"{subject}\" from {} to {to}",
-            self.from
-        );
         let mut delivered = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
         delivered.push(format!("{to}: {subject}"));
         Ok(())
     }
 
-    /// How many times `send` was called.
+    /// How many times `send` was called in this process.
     pub fn attempts(&self) -> usize {
         self.attempts.load(Ordering::SeqCst)
     }
 
-    /// Every email delivered, as `recipient: subject`.
+    /// Every email delivered in this process, as `recipient: subject`.
     pub fn delivered(&self) -> Vec<String> {
         self.delivered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+/// Counts one call to the provider, committed at once on a connection of its own.
+fn count_attempt(path: &Path, to: &str) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.execute("INSERT INTO email_attempts (recipient) VALUES (?1)", [to])?;
+    Ok(())
 }
 
 /// An order was inserted; its handlers run inside the same transaction, or are queued in it.
@@ -127,4 +182,105 @@ pub struct OrderCreated {
 pub struct OrderShipped {
     /// The order that shipped.
     pub order_id: i64,
+}
+
+/// A card that billing accepts.
+pub const GOOD_CARD: &str = "4242 4242 4242 4242";
+/// The test card that every issuer declines.
+pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
+
+/// The shop's tables. The jobs table is the queue's (`signals_queue::migrate`).
+pub const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, customer_email TEXT NOT NULL, total_cents INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS billing (order_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS audit_log (order_id INTEGER NOT NULL, entry TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS emails (order_id INTEGER NOT NULL UNIQUE, recipient TEXT NOT NULL, subject TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS email_attempts (recipient TEXT NOT NULL);
+";
+
+/// Creates the shop's tables and the queue's in the database at `path`.
+///
+/// # Errors
+///
+/// A database error.
+pub fn migrate(path: &Path) -> Result<Connection, signals_queue::Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    signals_queue::migrate(&conn)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// Why an order could not be placed.
+#[derive(Debug)]
+pub enum PlaceOrderError {
+    /// The order itself could not be written or committed.
+    Database(rusqlite::Error),
+    /// A handler of `OrderCreated` failed; nothing was committed.
+    Handler(signals_core::Error),
+}
+
+impl From<rusqlite::Error> for PlaceOrderError {
+    fn from(error: rusqlite::Error) -> Self {
+        PlaceOrderError::Database(error)
+    }
+}
+
+impl From<signals_core::Error> for PlaceOrderError {
+    fn from(error: signals_core::Error) -> Self {
+        PlaceOrderError::Handler(error)
+    }
+}
+
+impl std::fmt::Display for PlaceOrderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaceOrderError::Database(error) => write!(f, "database error: {error}"),
+            PlaceOrderError::Handler(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PlaceOrderError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PlaceOrderError::Database(error) => Some(error),
+            PlaceOrderError::Handler(error) => Some(error),
+        }
+    }
+}
+
+/// Inserts the order and notifies `OrderCreated`, all in one transaction.
+///
+/// If any handler fails, `?` returns before `commit`: dropping `tx` rolls back the order, every
+/// row the handlers wrote, and the jobs of queued handlers. The transaction begins `IMMEDIATE`:
+/// SQLite has one writer, and a worker writes too.
+///
+/// # Errors
+///
+/// [`PlaceOrderError`]: a handler's failure (nothing committed) or a database error.
+pub fn place_order(
+    conn: &mut Connection,
+    mailer: &Mailer,
+    customer_email: &str,
+    total_cents: i64,
+    card_number: &str,
+) -> Result<i64, PlaceOrderError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO orders (customer_email, total_cents) VALUES (?1, ?2)",
+        (customer_email, total_cents),
+    )?;
+    let order_id = tx.last_insert_rowid();
+
+    let signal = OrderCreated {
+        order_id,
+        customer_email: customer_email.to_owned(),
+        total_cents,
+        card_number: card_number.to_owned(),
+    };
+    signals_core::notify(&signal, &mut AppCtx { tx: &tx, mailer })?;
+
+    tx.commit()?;
+    Ok(order_id)
 }
