@@ -95,21 +95,38 @@ pub struct TextSplit {
     pub queue_len: usize,
 }
 
-/// What a handler is besides its text: what `signal::handler_info` fills in.
-pub(crate) struct Parts {
-    pub(crate) signal: TypeId,
-    pub(crate) function: TypeId,
-    pub(crate) thunk: ErasedThunk,
-    pub(crate) is_async: bool,
-    pub(crate) queued: bool,
-    pub(crate) priority: i32,
-    pub(crate) line: u32,
+/// Not public API. What `#[on]` records about a handler besides its thunk.
+#[doc(hidden)]
+pub struct HandlerSpec {
+    /// The handler's full name, its filter, its queue and its file, one after another.
+    pub text: &'static str,
+    /// Where `text` splits.
+    pub split: TextSplit,
+    /// `priority = N`, or 0.
+    pub priority: i32,
+    /// The line of the `#[on]`.
+    pub line: u32,
+    /// The handler function's identity (`function_id(&handler)`).
+    pub function: TypeId,
 }
 
 impl HandlerInfo {
-    /// A handler record; `text` is the handler's full name, its filter and its file, split by
-    /// `split`. The typed constructors are `signal::handler_info` and `async_handler_info`.
-    pub(crate) const fn from_parts(text: &'static str, split: TextSplit, parts: Parts) -> Self {
+    /// A handler record for the signal `signal`, from what `#[on]` wrote and the erased thunk.
+    /// The typed constructors are in `signal.rs`, beside the restore.
+    pub(crate) const fn new(
+        spec: HandlerSpec,
+        signal: TypeId,
+        thunk: ErasedThunk,
+        is_async: bool,
+        queued: bool,
+    ) -> Self {
+        let HandlerSpec {
+            text,
+            split,
+            priority,
+            line,
+            function,
+        } = spec;
         let TextSplit {
             name_len,
             filter_len,
@@ -125,22 +142,22 @@ impl HandlerInfo {
         assert!(text.is_char_boundary(name_len) && text.is_char_boundary(name_len + filter_len));
         assert!(text.is_char_boundary(file_start));
         let mut kind = (queue_len as u32) << QUEUE_LEN_SHIFT;
-        if parts.is_async {
+        if is_async {
             kind |= ASYNC;
         }
-        if parts.queued {
+        if queued {
             kind |= QUEUED;
         }
         HandlerInfo {
-            signal: parts.signal,
-            function: parts.function,
+            signal,
+            function,
             text: text.as_ptr(),
-            thunk: parts.thunk,
+            thunk,
             packed: text.len() as u32 | kind,
             name_len: name_len as u16,
             filter_len: filter_len as u16,
-            priority: parts.priority,
-            line: parts.line,
+            priority,
+            line,
         }
     }
 
@@ -179,7 +196,7 @@ impl HandlerInfo {
 
     fn text(&self) -> &'static str {
         // SAFETY: `text` and the length in `packed` are those of the `&'static str`
-        // given to `from_parts`, which checked that it splits at char boundaries.
+        // given to `new`, which checked that it splits at char boundaries.
         unsafe {
             let len = self.packed & TEXT_LEN;
             let bytes = std::slice::from_raw_parts(self.text, len as usize);

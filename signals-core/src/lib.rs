@@ -148,7 +148,7 @@ struct ReadmeDoctests;
 pub mod __private {
     pub use crate::handler::BoxError;
     pub use crate::handler::{
-        accepts, into_handler_result, Filter, HandlerFuture, HandlerReturn, TextSplit,
+        accepts, into_handler_result, Filter, HandlerFuture, HandlerReturn, HandlerSpec, TextSplit,
     };
     pub use crate::order::{function_id, handler_id, HandlerOf, OrderConstraint};
     pub use crate::signal::{

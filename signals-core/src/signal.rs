@@ -6,7 +6,7 @@ use std::any::TypeId;
 use std::fmt;
 use std::sync::OnceLock;
 
-use crate::handler::{ErasedThunk, HandlerFuture, HandlerInfo, HandlerResult, Parts, TextSplit};
+use crate::handler::{ErasedThunk, HandlerFuture, HandlerInfo, HandlerResult, HandlerSpec};
 
 /// A typed, in-process notification that handlers react to.
 ///
@@ -258,80 +258,32 @@ pub(crate) type AsyncThunk<S> =
 // answer because `S: SyncSignal` (async handlers require `AsyncSignal`, and no signal is both).
 
 /// Not public API. Used by generated code: the record of a handler of `S`.
-///
-/// `text` is the handler's full name, its filter and its file, split by `split`; `function` is
-/// the `TypeId` of the handler function's item type.
 #[doc(hidden)]
-pub const fn handler_info<S: Signal>(
-    text: &'static str,
-    split: TextSplit,
-    priority: i32,
-    line: u32,
-    function: TypeId,
-    thunk: Thunk<S>,
-) -> HandlerInfo {
-    // SAFETY: both are plain function pointers of the same size; see "Erasing and
-    // restoring a thunk" above for when it is turned back.
+pub const fn handler_info<S: Signal>(spec: HandlerSpec, thunk: Thunk<S>) -> HandlerInfo {
+    // SAFETY: both are plain function pointers of the same size; see "Erasing and restoring a
+    // thunk" above for when it is turned back.
     let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
-    let parts = Parts {
-        signal: TypeId::of::<S>(),
-        function,
-        thunk,
-        is_async: false,
-        queued: false,
-        priority,
-        line,
-    };
-    HandlerInfo::from_parts(text, split, parts)
+    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, false, false)
 }
 
 /// Not public API. Used by generated code: the record of an `async fn` handler of `S`.
 #[doc(hidden)]
 pub const fn async_handler_info<S: AsyncSignal>(
-    text: &'static str,
-    split: TextSplit,
-    priority: i32,
-    line: u32,
-    function: TypeId,
+    spec: HandlerSpec,
     thunk: AsyncThunk<S>,
 ) -> HandlerInfo {
     // SAFETY: as in `handler_info`.
     let thunk = unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) };
-    let parts = Parts {
-        signal: TypeId::of::<S>(),
-        function,
-        thunk,
-        is_async: true,
-        queued: false,
-        priority,
-        line,
-    };
-    HandlerInfo::from_parts(text, split, parts)
+    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, true, false)
 }
 
 /// Not public API. Used by the queue rung's generated code: the record of a handler of `S` that
 /// runs later from a queue; `thunk` is what `notify` runs in its place, which writes the job.
 #[doc(hidden)]
-pub const fn queued_handler_info<S: Signal>(
-    text: &'static str,
-    split: TextSplit,
-    priority: i32,
-    line: u32,
-    function: TypeId,
-    thunk: Thunk<S>,
-) -> HandlerInfo {
+pub const fn queued_handler_info<S: Signal>(spec: HandlerSpec, thunk: Thunk<S>) -> HandlerInfo {
     // SAFETY: as in `handler_info`: a sync thunk of `S`.
     let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
-    let parts = Parts {
-        signal: TypeId::of::<S>(),
-        function,
-        thunk,
-        is_async: false,
-        queued: true,
-        priority,
-        line,
-    };
-    HandlerInfo::from_parts(text, split, parts)
+    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, false, true)
 }
 
 /// A handler as `notify` sees it: the type-erased thunk beside its `HandlerInfo`.

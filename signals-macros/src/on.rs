@@ -464,15 +464,17 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
             #private::register! {
             HANDLERS,
             static __SIGNALS_HANDLER: #krate::HandlerInfo = #new(
-                #private::concat!(#private::module_path!(), "::", #name, #filter_text, #queue_name, #private::file!()),
-                #private::TextSplit {
-                    name_len: #private::module_path!().len() + #name_suffix_len,
-                    filter_len: #filter_len,
-                    queue_len: #queue_len,
+                #private::HandlerSpec {
+                    text: #private::concat!(#private::module_path!(), "::", #name, #filter_text, #queue_name, #private::file!()),
+                    split: #private::TextSplit {
+                        name_len: #private::module_path!().len() + #name_suffix_len,
+                        filter_len: #filter_len,
+                        queue_len: #queue_len,
+                    },
+                    priority: #priority,
+                    line: #private::line!(),
+                    function: #function,
                 },
-                #priority,
-                #private::line!(),
-                #function,
                 #thunk,
             );
             }

@@ -133,6 +133,22 @@ fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |row| row.get(0)).unwrap()
 }
 
+/// Notifies `signal` in a committed transaction, then runs a worker until nothing is left.
+fn commit_and_drain<S>(path: &std::path::Path, attempts: &Arc<Attempts>, signal: &S)
+where
+    S: signals_core::SyncSignal + for<'c> Signal<Context<'c> = AppCtx<'c>>,
+{
+    let mut conn = Connection::open(path).unwrap();
+    let tx = conn.transaction().unwrap();
+    notify(signal, &mut AppCtx { tx: &tx, attempts }).unwrap();
+    tx.commit().unwrap();
+    worker(path, attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+}
+
 fn worker(path: &std::path::Path, attempts: &Arc<Attempts>) -> signals_queue::WorkerBuilder {
     Worker::builder(path)
         .state(Arc::clone(attempts))
@@ -223,23 +239,9 @@ fn the_worker_runs_each_job_once_and_commits_its_writes_with_the_completion() {
 #[test]
 fn a_failing_job_is_retried_and_its_failed_attempts_leave_no_writes() {
     let (_dir, path) = database();
-    let mut conn = Connection::open(&path).unwrap();
+    let conn = Connection::open(&path).unwrap();
     let attempts = Arc::new(Attempts::default());
-    let tx = conn.transaction().unwrap();
-    notify(
-        &Flaky { fail_times: 2 },
-        &mut AppCtx {
-            tx: &tx,
-            attempts: &attempts,
-        },
-    )
-    .unwrap();
-    tx.commit().unwrap();
-    worker(&path, &attempts)
-        .build()
-        .unwrap()
-        .run_until_idle()
-        .unwrap();
+    commit_and_drain(&path, &attempts, &Flaky { fail_times: 2 });
     assert_eq!(attempts.sent.load(Ordering::SeqCst), 3);
     // Each attempt wrote a row; only the successful attempt's committed.
     let written: Vec<i64> = conn
@@ -261,23 +263,9 @@ fn a_failing_job_is_retried_and_its_failed_attempts_leave_no_writes() {
 #[test]
 fn a_poison_job_is_dead_after_max_attempts_with_its_error_and_can_be_retried() {
     let (_dir, path) = database();
-    let mut conn = Connection::open(&path).unwrap();
+    let conn = Connection::open(&path).unwrap();
     let attempts = Arc::new(Attempts::default());
-    let tx = conn.transaction().unwrap();
-    notify(
-        &Flaky { fail_times: 100 },
-        &mut AppCtx {
-            tx: &tx,
-            attempts: &attempts,
-        },
-    )
-    .unwrap();
-    tx.commit().unwrap();
-    worker(&path, &attempts)
-        .build()
-        .unwrap()
-        .run_until_idle()
-        .unwrap();
+    commit_and_drain(&path, &attempts, &Flaky { fail_times: 100 });
     assert_eq!(attempts.sent.load(Ordering::SeqCst), 3);
     let queue = Queue::open(&path).unwrap();
     let dead = queue.dead_jobs().unwrap();
@@ -301,23 +289,8 @@ fn a_poison_job_is_dead_after_max_attempts_with_its_error_and_can_be_retried() {
 #[test]
 fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
     let (_dir, path) = database();
-    let mut conn = Connection::open(&path).unwrap();
     let attempts = Arc::new(Attempts::default());
-    let tx = conn.transaction().unwrap();
-    notify(
-        &Explodes,
-        &mut AppCtx {
-            tx: &tx,
-            attempts: &attempts,
-        },
-    )
-    .unwrap();
-    tx.commit().unwrap();
-    worker(&path, &attempts)
-        .build()
-        .unwrap()
-        .run_until_idle()
-        .unwrap();
+    commit_and_drain(&path, &attempts, &Explodes);
     assert_eq!(attempts.sent.load(Ordering::SeqCst), 2);
     let dead = Queue::open(&path).unwrap().dead_jobs().unwrap();
     assert_eq!(
