@@ -667,3 +667,24 @@ fn a_worker_killed_with_sigkill_loses_no_job_and_doubles_no_effect() {
         "{attempts} attempts for 150 jobs, {running_at_kill} running at the kill"
     );
 }
+
+#[test]
+fn the_catalog_shows_queued_handlers_with_their_queue() {
+    let table = signals_core::catalog().to_string();
+    assert!(
+        table.contains("  sqlite::send_welcome [queue email]  "),
+        "{table}"
+    );
+    assert!(
+        table.contains("  sqlite::audit_even when |o| o.order_id % 2 == 0 [queue default]  "),
+        "{table}"
+    );
+    let chart = signals_core::catalog().to_mermaid();
+    assert!(chart.contains("priority 0, queue email"), "{chart}");
+    let handler = signals_core::handlers::<OrderPlaced>()
+        .find(|h| h.name() == "sqlite::send_welcome")
+        .unwrap();
+    assert_eq!(handler.queue(), Some("email"));
+    let record_order = signals_core::handlers::<OrderPlaced>().next().unwrap();
+    assert_eq!(record_order.queue(), None);
+}
