@@ -92,7 +92,7 @@ impl Queue {
     /// A database error.
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Queue, Error> {
         Ok(Queue {
-            conn: sqlite::open(path.as_ref())?,
+            conn: sqlite::open(path.as_ref(), sqlite::BUSY_TIMEOUT)?,
             clock: Clock::system(),
         })
     }

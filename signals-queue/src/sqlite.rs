@@ -103,20 +103,17 @@ WHERE state = 'dead'";
 /// Deletes done jobs that finished before `?1`.
 const PURGE_DONE: &str = "DELETE FROM signals_jobs WHERE state = 'done' AND finished_at < ?1";
 
+/// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Opens a connection for the queue: WAL (readers never block the writer), a busy timeout, and
 /// `synchronous = NORMAL` (durable across process crashes; WAL's default trade-off).
-pub(crate) fn open(path: &std::path::Path) -> Result<Connection, Error> {
+pub(crate) fn open(path: &std::path::Path, busy_timeout: Duration) -> Result<Connection, Error> {
     let conn = Connection::open(path)?;
-    configure(&conn)?;
-    Ok(conn)
-}
-
-/// The pragmas every connection to the jobs table should have; see [`open`].
-pub(crate) fn configure(conn: &Connection) -> Result<(), Error> {
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(())
+    Ok(conn)
 }
 
 /// Creates the jobs table if it does not exist, and checks its version.

@@ -51,6 +51,7 @@ pub struct WorkerBuilder {
     retry: RetryPolicy,
     batch: usize,
     clock: Clock,
+    busy_timeout: Duration,
 }
 
 impl WorkerBuilder {
@@ -96,6 +97,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a statement waits for another connection's write lock (default 10 s). A
+    /// statement still refused then is retried with backoff; the worker does not stop.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
     /// The clock for leases, retries and heartbeats (tests use [`Clock::manual`]).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -109,7 +117,7 @@ impl WorkerBuilder {
     ///
     /// A database error, a schema newer than this crate, or two queued handlers with one name.
     pub fn build(self) -> Result<Worker, Error> {
-        let conn = sqlite::open(&self.path)?;
+        let conn = sqlite::open(&self.path, self.busy_timeout)?;
         sqlite::migrate(&conn)?;
         let mut by_name: HashMap<&'static str, &'static JobInfo> = HashMap::new();
         for job in jobs() {
@@ -136,6 +144,7 @@ impl WorkerBuilder {
                 retry: self.retry,
                 batch: self.batch,
                 clock: self.clock,
+                busy_timeout: self.busy_timeout,
                 stop: AtomicBool::new(false),
                 running: Mutex::new(Vec::new()),
             }),
@@ -168,6 +177,7 @@ struct Shared {
     retry: RetryPolicy,
     batch: usize,
     clock: Clock,
+    busy_timeout: Duration,
     stop: AtomicBool,
     /// The (id, token) of every job this worker is running, for heartbeats.
     running: Mutex<Vec<(i64, i64)>>,
@@ -185,6 +195,7 @@ impl Worker {
             retry: RetryPolicy::default(),
             batch: 8,
             clock: Clock::system(),
+            busy_timeout: sqlite::BUSY_TIMEOUT,
         }
     }
 
@@ -252,7 +263,7 @@ impl RunningWorker {
     ///
     /// A database error.
     pub fn wait_idle(&self) -> Result<(), Error> {
-        let conn = sqlite::open(&self.shared.path)?;
+        let conn = sqlite::open(&self.shared.path, self.shared.busy_timeout)?;
         loop {
             let busy: i64 = match conn.query_row(
                 "SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running')
@@ -316,7 +327,7 @@ impl Shared {
     fn connect(&self) -> Option<Connection> {
         let mut backoff = Duration::from_millis(10);
         while !self.stopping() {
-            match sqlite::open(&self.path) {
+            match sqlite::open(&self.path, self.busy_timeout) {
                 Ok(conn) => return Some(conn),
                 Err(error) => {
                     trace::database_error("open", &error);

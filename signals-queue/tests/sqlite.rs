@@ -688,3 +688,29 @@ fn the_catalog_shows_queued_handlers_with_their_queue() {
     let record_order = signals_core::handlers::<OrderPlaced>().next().unwrap();
     assert_eq!(record_order.queue(), None);
 }
+
+#[test]
+fn a_locked_database_is_waited_out_and_no_job_is_lost_or_doubled() {
+    let (_dir, path) = work_database(60);
+    let mut blocker = Connection::open(&path).unwrap();
+    let running = work_worker(&path)
+        .busy_timeout(Duration::from_millis(20))
+        .concurrency(2)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    let conn = Connection::open(&path).unwrap();
+    wait_for(|| count(&conn, "SELECT COUNT(*) FROM effects") >= 10);
+    // Lock it again mid-run, for ten busy timeouts: claims, completions and heartbeats are
+    // refused with SQLITE_BUSY meanwhile, and retried.
+    let lock = blocker
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    lock.commit().unwrap();
+    running.wait_idle().unwrap();
+    running.shutdown(Duration::from_secs(10)).unwrap();
+    let attempts = assert_each_effect_once(&path, 60);
+    assert!(attempts >= 60);
+}
