@@ -179,7 +179,7 @@ struct Shared {
     clock: Clock,
     busy_timeout: Duration,
     stop: AtomicBool,
-    /// The (id, token) of every job this worker is running, for heartbeats.
+    /// The (id, token) of every job this worker has claimed and not finished, for heartbeats.
     running: Mutex<Vec<(i64, i64)>>,
 }
 
@@ -375,14 +375,17 @@ fn run_jobs(shared: &Shared) {
     }
 }
 
-/// Runs claimed jobs in order; at shutdown, gives back those not started.
+/// Runs claimed jobs in order; at shutdown, gives back those not started. Every claimed job's
+/// lease is renewed from the claim on, not only while it runs: the last of a batch may wait.
 fn run_claimed(shared: &Shared, conn: &mut Connection, claimed: Vec<Claimed>) {
+    lock(&shared.running).extend(claimed.iter().map(|job| (job.id, job.token)));
     for job in claimed {
         if shared.stopping() {
             let _ = with_retries(|| sqlite::release(conn, job.id, job.token));
-            continue;
+        } else {
+            run_one(shared, conn, &job);
         }
-        run_one(shared, conn, &job);
+        lock(&shared.running).retain(|&(id, _)| id != job.id);
     }
 }
 
@@ -391,13 +394,11 @@ fn run_one(shared: &Shared, conn: &mut Connection, job: &Claimed) {
     let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
         return; // the claim names only linked handlers
     };
-    lock(&shared.running).push((job.id, job.token));
     let span = trace::attempt(job, info);
     let outcome = {
         let _entered = span.enter();
         attempt(shared, conn, info, job)
     };
-    lock(&shared.running).retain(|&(id, _)| id != job.id);
     match outcome {
         Ok(true) => {}
         Ok(false) => trace::lease_lost(job),
