@@ -2,11 +2,12 @@
 # Runs every benchmark and regenerates bench/RESULTS.md, bench/chart.svg and the table in
 # README.md's "Performance" section.
 #
-#   scripts/bench.sh                 # about 15 minutes on 2 cores
-#   ROUNDS=1 MEASURE=1 scripts/bench.sh   # a quick look
+#   scripts/bench.sh                 # about 20 minutes on 2 cores
+#   ROUNDS=1 MEASURE=1 COMPILE_ROUNDS=1 scripts/bench.sh   # a quick look
 #
 # The dispatch benchmarks run ROUNDS times, one after another, and the report takes each
 # benchmark's median across rounds: a shared, noisy machine then disturbs all of them alike.
+# The compile-time comparison builds each of its three crates COMPILE_ROUNDS times, interleaved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +24,7 @@ for round in $(seq 1 "$rounds"); do
 done
 
 echo "--- compile time and binary size"
-python3 scripts/compile_bench.py
+python3 scripts/compile_bench.py --rounds "${COMPILE_ROUNDS:-3}"
 
 echo "--- report"
 python3 scripts/bench_report.py
