@@ -143,8 +143,10 @@ def time_passes(crate: Path, name: str, top: int = 8) -> list[dict]:
     """The slowest rustc passes of a clean build of `crate` (a nested pass also counts in its
     parent's time). Run after the sizes are recorded: this build replaces the binary."""
     cargo(crate, "clean", "--release", "-p", name)
-    done = cargo(crate, "rustc", "--release", "--", "-Z", "time-passes",
-                 env={"RUSTC_BOOTSTRAP": "1"})
+    # RUSTC_BOOTSTRAP=1 also switches rustc to nightly's default v0 symbol mangling, whose longer
+    # names make this build's code and binary differ from the stable one timed above; keep legacy.
+    done = cargo(crate, "rustc", "--release", "--", "-Z", "time-passes", "-Z", "unstable-options",
+                 "-C", "symbol-mangling-version=legacy", env={"RUSTC_BOOTSTRAP": "1"})
     passes = []
     for line in done.stderr.splitlines():
         match = re.match(r"time:\s+([\d.]+);.*?\s(\S+)$", line)
