@@ -49,7 +49,8 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)";
 
 /// pending → running, for up to `?5` jobs whose handler this worker links (`?4`, a JSON array):
 /// one statement, so two workers never claim one job. The attempt counts here, at the claim,
-/// so that a job that kills its worker every time still runs out of attempts.
+/// so that a job that kills its worker every time still runs out of attempts. (`LIMIT +?5`:
+/// with a bare parameter there, SQLite re-prepares the statement at every run.)
 const CLAIM: &str = "
 UPDATE signals_jobs
 SET state = 'running', attempt = attempt + 1, lease_until = ?1, token = ?2
@@ -58,8 +59,17 @@ WHERE id IN (
     WHERE state = 'pending' AND run_at <= ?3
       AND handler IN (SELECT value FROM json_each(?4))
     ORDER BY priority DESC, run_at, id
-    LIMIT ?5)
+    LIMIT +?5)
 RETURNING id, event_id, handler, payload, attempt";
+
+/// Whether any job of these handlers (`?2`) is runnable: a read, which in WAL mode never waits
+/// for a writer (an idle worker asks before it claims, so that it does not queue behind the
+/// commit of the job it was woken for).
+const RUNNABLE: &str = "
+SELECT EXISTS (
+    SELECT 1 FROM signals_jobs
+    WHERE state = 'pending' AND run_at <= ?1
+      AND handler IN (SELECT value FROM json_each(?2)))";
 
 /// running → done, in the job's own transaction, only while this claim holds the lease.
 const COMPLETE: &str = "
@@ -80,10 +90,10 @@ UPDATE signals_jobs
 SET state = 'pending', attempt = attempt - 1, lease_until = NULL, token = NULL
 WHERE id = ?1 AND token = ?2 AND state = 'running'";
 
-/// Extends a running job's lease, only while this claim holds it.
+/// Extends the leases of the jobs one claim (`?2`, its token) still holds.
 const HEARTBEAT: &str = "
 UPDATE signals_jobs SET lease_until = ?1
-WHERE id = ?2 AND token = ?3 AND state = 'running'";
+WHERE token = ?2 AND state = 'running'";
 
 /// running → pending (or dead, out of attempts) for every expired lease: its worker stopped.
 const RESCUE: &str = "
@@ -228,20 +238,24 @@ pub(crate) fn release(conn: &Connection, id: i64, token: i64) -> rusqlite::Resul
     Ok(conn.prepare_cached(RELEASE)?.execute(params![id, token])? == 1)
 }
 
-/// Extends the leases of `running` (id, token) jobs; returns those whose lease was lost.
+/// Extends the leases of the jobs the claims with these tokens still hold: one statement per
+/// claim, not per job.
 pub(crate) fn heartbeat(
     conn: &Connection,
-    running: &[(i64, i64)],
+    tokens: &[i64],
     lease_until: Millis,
-) -> rusqlite::Result<Vec<i64>> {
-    let mut lost = Vec::new();
+) -> rusqlite::Result<()> {
     let mut statement = conn.prepare_cached(HEARTBEAT)?;
-    for &(id, token) in running {
-        if statement.execute(params![lease_until, id, token])? == 0 {
-            lost.push(id);
-        }
+    for &token in tokens {
+        statement.execute(params![lease_until, token])?;
     }
-    Ok(lost)
+    Ok(())
+}
+
+/// Whether a job of `handlers` is runnable now; a read that never waits for a writer.
+pub(crate) fn runnable(conn: &Connection, handlers: &str, now: Millis) -> rusqlite::Result<bool> {
+    conn.prepare_cached(RUNNABLE)?
+        .query_row(params![now, handlers], |row| row.get(0))
 }
 
 /// Returns every job with an expired lease to the queue; how many.

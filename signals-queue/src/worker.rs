@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -147,6 +147,7 @@ impl WorkerBuilder {
                 busy_timeout: self.busy_timeout,
                 stop: AtomicBool::new(false),
                 running: Mutex::new(Vec::new()),
+                stopped: Condvar::new(),
             }),
         })
     }
@@ -181,6 +182,8 @@ struct Shared {
     stop: AtomicBool,
     /// The (id, token) of every job this worker has claimed and not finished, for heartbeats.
     running: Mutex<Vec<(i64, i64)>>,
+    /// Wakes the lease thread at shutdown (it does not wake for new jobs).
+    stopped: Condvar,
 }
 
 impl Worker {
@@ -297,6 +300,10 @@ impl RunningWorker {
 
     fn stop(&mut self, grace: Duration) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        {
+            let _running = lock(&self.shared.running);
+            self.shared.stopped.notify_all();
+        }
         WAKE.notify();
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline && self.threads.iter().any(|t| !t.is_finished()) {
@@ -321,6 +328,14 @@ impl Drop for RunningWorker {
 impl Shared {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `duration`, or until shutdown.
+    fn sleep(&self, duration: Duration) {
+        let running = lock(&self.running);
+        let _ = self
+            .stopped
+            .wait_timeout_while(running, duration, |_| !self.stopping());
     }
 
     /// A connection, retried with backoff while the database cannot be opened.
@@ -351,11 +366,21 @@ fn run_jobs(shared: &Shared) {
     let mut backoff = Duration::from_millis(10);
     while !shared.stopping() {
         let now = shared.clock.now();
+        // Woken for a job another connection is still committing: look (a read, which does not
+        // wait for that writer) before claiming (a write, which would queue behind it).
+        if soon.is_some() && !sqlite::runnable(&conn, &shared.handlers, now).unwrap_or(true) {
+            let generation = WAKE.wait(seen, soon.unwrap_or(shared.poll_interval));
+            soon = soon.map(|d| d * 2).filter(|d| *d < shared.poll_interval);
+            if generation != seen {
+                (seen, soon) = (generation, Some(Duration::from_micros(200)));
+            }
+            continue;
+        }
         match sqlite::claim(&conn, &shared.handlers, shared.batch, now, shared.lease) {
             Ok(claimed) if claimed.is_empty() => {
                 let generation = WAKE.wait(seen, soon.unwrap_or(shared.poll_interval));
                 soon = if generation != seen {
-                    Some(Duration::from_millis(1))
+                    Some(Duration::from_micros(200))
                 } else {
                     soon.map(|d| d * 2).filter(|d| *d < shared.poll_interval)
                 };
@@ -487,13 +512,17 @@ fn keep_leases(shared: &Shared) {
         return;
     };
     let every = (shared.lease / 3).min(shared.poll_interval.max(Duration::from_millis(10)));
-    let mut seen = WAKE.generation();
     while !shared.stopping() {
-        let running = lock(&shared.running).clone();
+        let mut tokens: Vec<i64> = lock(&shared.running)
+            .iter()
+            .map(|&(_, token)| token)
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
         let now = shared.clock.now();
-        if !running.is_empty() {
+        if !tokens.is_empty() {
             let lease_until = now + shared.lease.as_millis() as i64;
-            if let Err(error) = with_retries(|| sqlite::heartbeat(&conn, &running, lease_until)) {
+            if let Err(error) = with_retries(|| sqlite::heartbeat(&conn, &tokens, lease_until)) {
                 trace::database_error("heartbeat", &error.into());
             }
         }
@@ -505,7 +534,7 @@ fn keep_leases(shared: &Shared) {
             }
             Err(error) => trace::database_error("rescue", &error.into()),
         }
-        seen = WAKE.wait(seen, every);
+        shared.sleep(every);
     }
 }
 
