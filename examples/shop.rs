@@ -250,7 +250,9 @@ fn worker(
 
 /// `{"orders": n, "emails": n, "email_attempts": n, "jobs": {"pending": n, "running": n, "dead": n}}`
 fn stats(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
-    let conn = migrate(path)?;
+    // Reads only: in WAL mode it never waits for the workers' writes.
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let count = |table: &str| -> rusqlite::Result<i64> {
         conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
             row.get(0)

@@ -3,11 +3,12 @@
 # README.md's "Performance" section. The queue benchmark (SQLite) prints its own tables to
 # target/bench-results/queue.md; bench/QUEUE.md quotes them by hand, with the machine's load.
 #
-#   scripts/bench.sh                 # about 18 minutes on 2 cores
-#   ROUNDS=1 MEASURE=1 scripts/bench.sh   # a quick look
+#   scripts/bench.sh                 # about 23 minutes on 2 cores
+#   ROUNDS=1 MEASURE=1 COMPILE_ROUNDS=1 scripts/bench.sh   # a quick look
 #
 # The dispatch benchmarks run ROUNDS times, one after another, and the report takes each
 # benchmark's median across rounds: a shared, noisy machine then disturbs all of them alike.
+# The compile-time comparison builds each of its three crates COMPILE_ROUNDS times, interleaved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +29,7 @@ mkdir -p target/bench-results
 ROUNDS="$rounds" cargo bench -p signals-bench --bench queue | tee target/bench-results/queue.md
 
 echo "--- compile time and binary size"
-python3 scripts/compile_bench.py
+python3 scripts/compile_bench.py --rounds "${COMPILE_ROUNDS:-3}"
 
 echo "--- report"
 python3 scripts/bench_report.py

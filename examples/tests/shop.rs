@@ -152,7 +152,7 @@ fn two_worker_processes_at_once_end_the_same_way() {
 fn a_bad_database_url_is_one_line_and_a_failure() {
     for (url, expected) in [
         ("mysql://localhost/shop", "shop: `--db mysql://localhost/shop`: expected a URL such as `sqlite://shop.db` (see `shop --help`)\n"),
-        ("sqlite:///nonexistent/dir/shop.db", "shop: /nonexistent/dir/shop.db: queue database error: unable to open database file: /nonexistent/dir/shop.db\n"),
+        ("sqlite:///nonexistent/dir/shop.db", "shop: /nonexistent/dir/shop.db: unable to open database file: /nonexistent/dir/shop.db\n"),
     ] {
         let output = Command::new(shop()).args(["--db", url, "stats"]).output().unwrap();
         assert!(!output.status.success());

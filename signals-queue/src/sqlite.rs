@@ -111,7 +111,12 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn open(path: &std::path::Path, busy_timeout: Duration) -> Result<Connection, Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Switching to WAL takes a write lock; a database already in WAL (the usual case, and every
+    // time another process is using it) is left alone, so that opening never waits on writers.
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
