@@ -149,6 +149,29 @@ where
         .unwrap();
 }
 
+/// Writes a job row by hand (as another version of the program, or another service, would),
+/// then runs a worker until nothing of its own handlers is left.
+fn drain_job_written_by_hand(
+    path: &std::path::Path,
+    attempts: &Arc<Attempts>,
+    handler: &str,
+    payload: &str,
+) {
+    Connection::open(path)
+        .unwrap()
+        .execute(
+            "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+             VALUES ('00000000-0000-7000-8000-000000000000', 'x::Signal', ?1, 'default', 0, ?2, 25, 0, 0)",
+            (handler, payload),
+        )
+        .unwrap();
+    worker(path, attempts)
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+}
+
 fn worker(path: &std::path::Path, attempts: &Arc<Attempts>) -> signals_queue::WorkerBuilder {
     Worker::builder(path)
         .state(Arc::clone(attempts))
@@ -306,20 +329,13 @@ fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
 #[test]
 fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
     let (_dir, path) = database();
-    let conn = Connection::open(&path).unwrap();
-    conn.execute(
-        "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-         VALUES ('00000000-0000-7000-8000-000000000000', 'sqlite::OrderPlaced', 'sqlite::send_welcome', 'email', 0,
-                 '{\"order\":\"renamed\"}', 25, 0, 0)",
-        [],
-    )
-    .unwrap();
     let attempts = Arc::new(Attempts::default());
-    worker(&path, &attempts)
-        .build()
-        .unwrap()
-        .run_until_idle()
-        .unwrap();
+    drain_job_written_by_hand(
+        &path,
+        &attempts,
+        "sqlite::send_welcome",
+        r#"{"order":"renamed"}"#,
+    );
     let dead = Queue::open(&path).unwrap().dead_jobs().unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 1);
@@ -334,20 +350,8 @@ fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
 #[test]
 fn jobs_of_a_handler_this_binary_does_not_link_are_left_alone_and_reported() {
     let (_dir, path) = database();
-    let conn = Connection::open(&path).unwrap();
-    conn.execute(
-        "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-         VALUES ('00000000-0000-7000-8000-000000000000', 'billing::Invoiced', 'billing::send_invoice', 'default', 0,
-                 '{}', 25, 0, 0)",
-        [],
-    )
-    .unwrap();
     let attempts = Arc::new(Attempts::default());
-    worker(&path, &attempts)
-        .build()
-        .unwrap()
-        .run_until_idle()
-        .unwrap();
+    drain_job_written_by_hand(&path, &attempts, "billing::send_invoice", "{}");
     let stats = Queue::open(&path).unwrap().stats().unwrap();
     let other = &stats.handlers["billing::send_invoice"];
     assert_eq!((other.pending, other.linked), (1, false));
