@@ -121,23 +121,32 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn open(path: &std::path::Path, busy_timeout: Duration) -> Result<Connection, Error> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(busy_timeout)?;
-    // Switching to WAL takes a write lock; a database already in WAL (the usual case, and every
-    // time another process is using it) is left alone, so that opening never waits on writers.
-    let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-    }
+    wal(&conn)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
 
-/// Creates the jobs table if it does not exist, and checks its version.
+/// Puts the database in WAL mode unless it is already (the mode is stored in the file). The
+/// switch needs the database to itself: [`migrate`] does it, before other processes open it;
+/// a database already in WAL is left alone, so that opening it never waits on writers.
+fn wal(conn: &Connection) -> Result<(), Error> {
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    Ok(())
+}
+
+/// Creates the jobs table if it does not exist, and checks its version. Puts the database in WAL
+/// mode (readers never wait for the writer), which the file remembers: run it before other
+/// processes use the database, as an application runs its migrations.
 ///
 /// # Errors
 ///
 /// [`Error::SchemaTooNew`] if a newer version of this crate wrote the table; any database
 /// error.
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
+    wal(conn)?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = migrate_in_transaction(conn);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
