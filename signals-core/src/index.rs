@@ -99,7 +99,7 @@ impl Index {
     }
 
     /// The signal whose type is `type_id`, if it is linked.
-    pub(crate) fn signal(&'static self, type_id: TypeId) -> Option<&'static SignalInfo> {
+    pub(crate) fn signal(&self, type_id: TypeId) -> Option<&'static SignalInfo> {
         let found = self.by_type.binary_search_by_key(&type_id, |s| s.type_id());
         found.ok().map(|at| self.by_type[at])
     }
@@ -130,8 +130,8 @@ impl Index {
     /// The signal of a handler or constraint, for messages: every handler's signal is linked
     /// (`#[on]` requires `Signal`, which only the derive implements, and the derive registers).
     fn signal_of(&self, type_id: TypeId) -> &'static SignalInfo {
-        let found = self.by_type.binary_search_by_key(&type_id, |s| s.type_id());
-        self.by_type[found.expect("every handler's signal is registered")]
+        self.signal(type_id)
+            .expect("every handler's signal is registered")
     }
 
     /// One function registered more than once for the same signal (e.g. `#[on(E)]` and

@@ -134,17 +134,9 @@ impl WorkerBuilder {
         let handlers = serde_json::to_string(&names).expect("names serialize");
         Ok(Worker {
             shared: Arc::new(Shared {
-                path: self.path,
-                state: self.state,
+                config: self,
                 jobs: by_name,
                 handlers,
-                concurrency: self.concurrency,
-                lease: self.lease,
-                poll_interval: self.poll_interval,
-                retry: self.retry,
-                batch: self.batch,
-                clock: self.clock,
-                busy_timeout: self.busy_timeout,
                 stop: AtomicBool::new(false),
                 running: Mutex::new(Vec::new()),
                 stopped: Condvar::new(),
@@ -167,18 +159,11 @@ pub struct Worker {
 
 /// What the worker's threads share.
 struct Shared {
-    path: PathBuf,
-    state: State,
+    /// The settings the worker was built with.
+    config: WorkerBuilder,
     jobs: HashMap<&'static str, &'static JobInfo>,
     /// The linked handlers' names as a JSON array, for the claim statement.
     handlers: String,
-    concurrency: usize,
-    lease: Duration,
-    poll_interval: Duration,
-    retry: RetryPolicy,
-    batch: usize,
-    clock: Clock,
-    busy_timeout: Duration,
     stop: AtomicBool,
     /// The (id, token) of every job this worker has claimed and not finished, for heartbeats.
     running: Mutex<Vec<(i64, i64)>>,
@@ -214,8 +199,8 @@ impl Worker {
     ///
     /// [`Error::Thread`] if a thread cannot be spawned.
     pub fn start(self) -> Result<RunningWorker, Error> {
-        let mut threads = Vec::with_capacity(self.shared.concurrency + 1);
-        for i in 0..self.shared.concurrency {
+        let mut threads = Vec::with_capacity(self.shared.config.concurrency + 1);
+        for i in 0..self.shared.config.concurrency {
             let shared = Arc::clone(&self.shared);
             threads.push(spawn(format!("signals-queue-{i}"), move || {
                 run_jobs(&shared)
@@ -266,7 +251,7 @@ impl RunningWorker {
     ///
     /// A database error.
     pub fn wait_idle(&self) -> Result<(), Error> {
-        let conn = sqlite::open(&self.shared.path, self.shared.busy_timeout)?;
+        let conn = sqlite::open(&self.shared.config.path, self.shared.config.busy_timeout)?;
         loop {
             let busy: i64 = match conn.query_row(
                 "SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running')
@@ -342,7 +327,7 @@ impl Shared {
     fn connect(&self) -> Option<Connection> {
         let mut backoff = Duration::from_millis(10);
         while !self.stopping() {
-            match sqlite::open(&self.path, self.busy_timeout) {
+            match sqlite::open(&self.config.path, self.config.busy_timeout) {
                 Ok(conn) => return Some(conn),
                 Err(error) => {
                     trace::database_error("open", &error);
@@ -365,24 +350,33 @@ fn run_jobs(shared: &Shared) {
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
     while !shared.stopping() {
-        let now = shared.clock.now();
+        let now = shared.config.clock.now();
         // Woken for a job another connection is still committing: look (a read, which does not
         // wait for that writer) before claiming (a write, which would queue behind it).
         if soon.is_some() && !sqlite::runnable(&conn, &shared.handlers, now).unwrap_or(true) {
-            let generation = WAKE.wait(seen, soon.unwrap_or(shared.poll_interval));
-            soon = soon.map(|d| d * 2).filter(|d| *d < shared.poll_interval);
+            let generation = WAKE.wait(seen, soon.unwrap_or(shared.config.poll_interval));
+            soon = soon
+                .map(|d| d * 2)
+                .filter(|d| *d < shared.config.poll_interval);
             if generation != seen {
                 (seen, soon) = (generation, Some(Duration::from_micros(200)));
             }
             continue;
         }
-        match sqlite::claim(&conn, &shared.handlers, shared.batch, now, shared.lease) {
+        match sqlite::claim(
+            &conn,
+            &shared.handlers,
+            shared.config.batch,
+            now,
+            shared.config.lease,
+        ) {
             Ok(claimed) if claimed.is_empty() => {
-                let generation = WAKE.wait(seen, soon.unwrap_or(shared.poll_interval));
+                let generation = WAKE.wait(seen, soon.unwrap_or(shared.config.poll_interval));
                 soon = if generation != seen {
                     Some(Duration::from_micros(200))
                 } else {
-                    soon.map(|d| d * 2).filter(|d| *d < shared.poll_interval)
+                    soon.map(|d| d * 2)
+                        .filter(|d| *d < shared.config.poll_interval)
                 };
                 seen = generation;
             }
@@ -450,7 +444,7 @@ fn attempt(
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let scope = JobScope {
             tx: &tx,
-            state: &shared.state,
+            state: &shared.config.state,
             job_id: job.id,
             event_id,
             attempt: job.attempt,
@@ -461,7 +455,7 @@ fn attempt(
             Ok(Err(error)) => return Err(error),
             Ok(Ok(())) => {}
         }
-        match sqlite::complete(&tx, job, shared.clock.now()) {
+        match sqlite::complete(&tx, job, shared.config.clock.now()) {
             Ok(true) => {}
             Ok(false) => return Ok(false),
             Err(error) if retry && sqlite::is_busy(&error) => continue,
@@ -494,8 +488,8 @@ fn record_failure(
     job: &Claimed,
     error: &AttemptError,
 ) {
-    let now = shared.clock.now();
-    let delay = shared.retry.delay(job.attempt, fastrand::f64());
+    let now = shared.config.clock.now();
+    let delay = shared.config.retry.delay(job.attempt, fastrand::f64());
     let retry_at = now + delay.as_millis() as i64;
     let permanent = error.is_permanent();
     let message = error.to_string();
@@ -511,7 +505,8 @@ fn keep_leases(shared: &Shared) {
     let Some(conn) = shared.connect() else {
         return;
     };
-    let every = (shared.lease / 3).min(shared.poll_interval.max(Duration::from_millis(10)));
+    let every =
+        (shared.config.lease / 3).min(shared.config.poll_interval.max(Duration::from_millis(10)));
     while !shared.stopping() {
         let mut tokens: Vec<i64> = lock(&shared.running)
             .iter()
@@ -519,9 +514,9 @@ fn keep_leases(shared: &Shared) {
             .collect();
         tokens.sort_unstable();
         tokens.dedup();
-        let now = shared.clock.now();
+        let now = shared.config.clock.now();
         if !tokens.is_empty() {
-            let lease_until = now + shared.lease.as_millis() as i64;
+            let lease_until = now + shared.config.lease.as_millis() as i64;
             if let Err(error) = with_retries(|| sqlite::heartbeat(&conn, &tokens, lease_until)) {
                 trace::database_error("heartbeat", &error.into());
             }
