@@ -152,8 +152,8 @@ pub mod __private {
     };
     pub use crate::order::{function_id, handler_id, HandlerOf, OrderConstraint};
     pub use crate::signal::{
-        async_handler_info, handler_info, queued_handler_info, DebugProbe, SignalTable, ViaDebug,
-        ViaFallback,
+        async_handler_info, handler_info, queued_handler_info, AsyncKind, AsyncThunk, DebugProbe,
+        QueuedThunk, SignalTable, SyncKind, Thunk, ViaDebug, ViaFallback,
     };
     #[cfg(signals_inventory)]
     pub use crate::tables::SignalRegistration;

@@ -58,6 +58,11 @@ pub unsafe trait Signal: 'static {
     /// What handlers receive besides the signal: `&Context` or `&mut Context`.
     type Context<'c>: ?Sized;
 
+    /// Not public API. [`SyncKind`] or [`AsyncKind`]: how the queue rung writes the jobs of the
+    /// signal's queued handlers (in `notify`, or awaited in `notify_async`).
+    #[doc(hidden)]
+    type __Kind;
+
     /// Not public API. Used by generated code.
     #[doc(hidden)]
     fn __info() -> &'static SignalInfo;
@@ -241,12 +246,11 @@ impl fmt::Debug for SignalInfo {
 
 /// The typed thunk `#[on]` generates for a handler of `S`: it adapts the handler's shape
 /// (with or without context, `&` or `&mut`, `()` or `Result`) to one signature.
-pub(crate) type Thunk<S> =
-    for<'s, 'x, 'c> fn(&'s S, &'x mut <S as Signal>::Context<'c>) -> HandlerResult;
+pub type Thunk<S> = for<'s, 'x, 'c> fn(&'s S, &'x mut <S as Signal>::Context<'c>) -> HandlerResult;
 
 /// The typed thunk `#[on]` generates for an `async fn` handler of `S`: it starts the handler and
 /// returns its future, stored inline when it fits (see [`HandlerFuture`]).
-pub(crate) type AsyncThunk<S> =
+pub type AsyncThunk<S> =
     for<'s, 'c> fn(&'s S, &'s mut <S as Signal>::Context<'c>) -> HandlerFuture<'s>;
 
 // Erasing and restoring a thunk. The one safety argument: a `HandlerInfo` made by
@@ -277,13 +281,44 @@ pub const fn async_handler_info<S: AsyncSignal>(
     HandlerInfo::new(spec, TypeId::of::<S>(), thunk, true, false)
 }
 
+/// Not public API. The `Signal::__Kind` of a signal notified with `notify`.
+#[doc(hidden)]
+pub enum SyncKind {}
+
+/// Not public API. The `Signal::__Kind` of a signal declared `#[signal(asynchronous)]`.
+#[doc(hidden)]
+pub enum AsyncKind {}
+
+/// Not public API. What `notify` runs in place of a queued handler: a sync thunk for a
+/// [`SyncSignal`], an async one for an [`AsyncSignal`] (the queue rung picks by `S::__Kind`).
+#[doc(hidden)]
+pub enum QueuedThunk<S: Signal> {
+    /// Writes the job synchronously.
+    Sync(Thunk<S>),
+    /// Writes the job in a future `notify_async` awaits.
+    Async(AsyncThunk<S>),
+}
+
 /// Not public API. Used by the queue rung's generated code: the record of a handler of `S` that
 /// runs later from a queue; `thunk` is what `notify` runs in its place, which writes the job.
 #[doc(hidden)]
-pub const fn queued_handler_info<S: Signal>(spec: HandlerSpec, thunk: Thunk<S>) -> HandlerInfo {
-    // SAFETY: as in `handler_info`: a sync thunk of `S`.
-    let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
-    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, false, true)
+pub const fn queued_handler_info<S: Signal>(
+    spec: HandlerSpec,
+    thunk: QueuedThunk<S>,
+) -> HandlerInfo {
+    // SAFETY: as in `handler_info`: a sync or an async thunk of `S`, recorded as such; an async
+    // one only for an `AsyncSignal` (the queue rung implements `Async` for those alone).
+    let (thunk, asynchronous) = match thunk {
+        QueuedThunk::Sync(thunk) => (
+            unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) },
+            false,
+        ),
+        QueuedThunk::Async(thunk) => (
+            unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) },
+            true,
+        ),
+    };
+    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, asynchronous, true)
 }
 
 /// A handler as `notify` sees it: the type-erased thunk beside its `HandlerInfo`.

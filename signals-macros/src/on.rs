@@ -294,7 +294,7 @@ fn validate<'a>(item: &'a HandlerFn, args: Option<&Args>) -> syn::Result<Handler
     }
     let signal_name = args.map_or_else(|| quote!(S), |args| args.signal.to_token_stream());
     if let Some(args) = args {
-        validate_queue(args, sig, &mut errors);
+        validate_queue(args, &mut errors);
     }
     let mut params = sig.inputs.iter();
     let signal_param = errors.take(signal_param(sig, params.next(), &signal_name));
@@ -317,8 +317,8 @@ fn validate<'a>(item: &'a HandlerFn, args: Option<&Args>) -> syn::Result<Handler
     })
 }
 
-/// `max_attempts` and `name` need `queue`; a queued handler is not `async` (yet).
-fn validate_queue(args: &Args, sig: &Signature, errors: &mut Errors) {
+/// `max_attempts` and `name` need `queue`.
+fn validate_queue(args: &Args, errors: &mut Errors) {
     if args.queue.is_none() {
         if let Some(max_attempts) = &args.max_attempts {
             errors.push(Error::new_spanned(
@@ -332,11 +332,6 @@ fn validate_queue(args: &Args, sig: &Signature, errors: &mut Errors) {
                 "`name` is for queued handlers: add `queue` (`#[on(S, queue, name = \"...\")]`)",
             ));
         }
-    } else if let Some(asyncness) = &sig.asyncness {
-        errors.push(Error::new_spanned(
-            asyncness,
-            "a queued handler can't be `async fn` yet: the worker runs handlers on threads, in a rusqlite transaction",
-        ));
     }
 }
 
@@ -497,17 +492,48 @@ fn queued(
     let queue_crate = quote!(::signals_queue::__private);
     let signal = &args.signal;
     let span = queue.keyword.span();
-    let accepted = match &args.when {
-        Some(when) => accepts(signal, when, private),
-        None => quote!(true),
+    let context = quote!(<#signal as #private::Signal>::Context);
+    let param = |name: &str| Ident::new(name, Span::mixed_site());
+    let (signal_param, context_param) = (param("__signal"), param("__context"));
+    let accepts = args.when.as_ref().map(|when| {
+        let accepted = accepts(signal, when, private);
+        quote! {
+            fn accepts(#signal_param: &#signal, #context_param: &#context<'_>) -> bool {
+                #accepted
+            }
+        }
+    });
+    let call = call(handler, private);
+    let call = match handler.asyncness {
+        None => quote! {
+            fn call(
+                #signal_param: &#signal,
+                #context_param: &mut #context<'_>,
+            ) -> #private::Result<(), #private::BoxError> {
+                #call
+            }
+        },
+        Some(asyncness) => {
+            let require = respan(
+                quote!(#queue_crate::require_async::<#signal>),
+                asyncness.span,
+            );
+            quote! {
+                fn call_async<'a, 'c>(
+                    #signal_param: &'a #signal,
+                    #context_param: &'a mut #context<'c>,
+                ) -> #private::HandlerFuture<'a>
+                where
+                    #signal: Sync,
+                    #context<'c>: Send,
+                {
+                    const { #require() };
+                    #private::HandlerFuture::from_or_box(async move { #call })
+                }
+            }
+        }
     };
-    let enqueue = respan(quote!(#queue_crate::enqueue), span);
-    let (signal_arg, context_arg) = (
-        Ident::new("__signal", Span::mixed_site().located_at(span)),
-        Ident::new("__context", Span::mixed_site().located_at(span)),
-    );
-    let body = quote!(#enqueue(&__SIGNALS_JOB, #signal_arg, #context_arg, #accepted));
-    let thunk = closure(signal, body);
+    let thunk = quote!(__SIGNALS_QUEUED.0);
     let ident = handler.ident;
     let name = ident.unraw().to_string();
     let job_name = match &args.name {
@@ -519,28 +545,24 @@ fn queued(
         None => quote!(25),
     };
     let queue_name = &queue.name;
-    let new = respan(
-        quote!(#queue_crate::JobInfo::new::<#signal, __SignalsJob>),
+    let queued = respan(
+        quote!(#queue_crate::queued::<#signal, __SignalsJob>()),
         span,
     );
-    let signal_param = Ident::new("__signal", Span::mixed_site());
-    let context_param = Ident::new("__context", Span::mixed_site());
-    let call = call(handler, private);
     let job = quote! {
         struct __SignalsJob;
 
         impl #queue_crate::Handler<#signal> for __SignalsJob {
-            fn call(
-                #signal_param: &#signal,
-                #context_param: &mut <#signal as #private::Signal>::Context<'_>,
-            ) -> #private::Result<(), #private::BoxError> {
-                #call
-            }
+            const JOB: &'static #queue_crate::JobInfo = &__SIGNALS_JOB;
+            #accepts
+            #call
         }
+
+        const __SIGNALS_QUEUED: (#private::QueuedThunk<#signal>, #queue_crate::Run) = #queued;
 
         #[#queue_crate::distributed_slice(#queue_crate::JOBS)]
         #[linkme(crate = #queue_crate::linkme)]
-        static __SIGNALS_JOB: #queue_crate::JobInfo = #new(#queue_crate::JobSpec {
+        static __SIGNALS_JOB: #queue_crate::JobInfo = #queue_crate::JobInfo::new(#queue_crate::JobSpec {
             name: #job_name,
             queue: #queue_name,
             max_attempts: #max_attempts,
@@ -548,7 +570,7 @@ fn queued(
             function: #function,
             file: #private::file!(),
             line: #private::line!(),
-        });
+        }, __SIGNALS_QUEUED.1);
     };
     (thunk, job)
 }

@@ -198,9 +198,9 @@ fn expand(input: &Input) -> TokenStream {
     };
     let lifetime = Lifetime::new(CONTEXT_LIFETIME, Span::call_site());
     let asynchronous = input.attrs.asynchronous.is_some();
-    let dispatch = match asynchronous {
-        true => quote!(AsyncSignal),
-        false => quote!(SyncSignal),
+    let (dispatch, kind) = match asynchronous {
+        true => (quote!(AsyncSignal), quote!(AsyncKind)),
+        false => (quote!(SyncSignal), quote!(SyncKind)),
     };
     let name = ident.unraw().to_string();
     // `::` and the name follow the module path; the context's name follows the path.
@@ -227,6 +227,7 @@ fn expand(input: &Input) -> TokenStream {
             #[automatically_derived]
             unsafe impl #krate::Signal for #ident {
                 type Context<#lifetime> = #context;
+                type __Kind = #private::#kind;
 
                 #[inline]
                 fn __info() -> &'static #krate::SignalInfo {

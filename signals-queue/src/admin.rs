@@ -136,10 +136,7 @@ impl Queue {
     /// A database error.
     pub fn stats(&self) -> Result<Stats, Error> {
         let now = self.clock.now();
-        let mut statement = self.conn.prepare(
-            "SELECT handler, state, COUNT(*), MIN(created_at) FROM signals_jobs
-             GROUP BY handler, state",
-        )?;
+        let mut statement = self.conn.prepare(sqlite::STATS)?;
         let rows = statement.query_map([], |row| {
             Ok((
                 row.get::<_, String>(0)?,
@@ -148,10 +145,19 @@ impl Queue {
                 row.get::<_, Option<i64>>(3)?,
             ))
         })?;
+        Stats::from_rows(rows.collect::<rusqlite::Result<Vec<_>>>()?, now)
+    }
+}
+
+impl Stats {
+    /// The stats from `STATS`'s rows: (handler, state, count, oldest creation time).
+    pub(crate) fn from_rows(
+        rows: Vec<(String, String, i64, Option<i64>)>,
+        now: i64,
+    ) -> Result<Stats, Error> {
         let linked: Vec<&str> = jobs().map(|job| job.name()).collect();
         let mut stats = Stats::default();
-        for row in rows {
-            let (handler, state, count, oldest) = row?;
+        for (handler, state, count, oldest) in rows {
             let linked = linked.contains(&handler.as_str());
             let entry = stats.handlers.entry(handler).or_default();
             entry.linked = linked;
@@ -171,17 +177,16 @@ impl Queue {
         }
         Ok(stats)
     }
+}
 
+impl Queue {
     /// Every dead job, oldest first.
     ///
     /// # Errors
     ///
     /// A database error.
     pub fn dead_jobs(&self) -> Result<Vec<DeadJob>, Error> {
-        let mut statement = self.conn.prepare(
-            "SELECT id, handler, attempt, last_error, payload FROM signals_jobs
-             WHERE state = 'dead' ORDER BY id",
-        )?;
+        let mut statement = self.conn.prepare(sqlite::DEAD_JOBS)?;
         let rows = statement.query_map([], |row| {
             Ok(DeadJob {
                 id: row.get(0)?,
@@ -211,5 +216,112 @@ impl Queue {
     pub fn purge_done(&self, older_than: Duration) -> Result<usize, Error> {
         let before = self.clock.now() - older_than.as_millis() as i64;
         Ok(sqlite::purge_done(&self.conn, before)?)
+    }
+}
+
+/// The jobs table through sqlx (PostgreSQL or SQLite), for operators: the async twin of
+/// [`Queue`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn run() -> Result<(), signals_queue::Error> {
+/// use signals_queue::{AsyncQueue, JobState, Pool};
+///
+/// let queue = AsyncQueue::new(Pool::connect("postgres://127.0.0.1/shop", 2).await?);
+/// queue.migrate().await?;
+/// println!("{} dead jobs", queue.stats().await?.total(JobState::Dead));
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "async")]
+pub struct AsyncQueue {
+    pool: crate::Pool,
+    clock: Clock,
+}
+
+#[cfg(feature = "async")]
+impl AsyncQueue {
+    /// The jobs table in `pool`'s database.
+    pub fn new(pool: impl Into<crate::Pool>) -> AsyncQueue {
+        AsyncQueue {
+            pool: pool.into(),
+            clock: Clock::system(),
+        }
+    }
+
+    /// Reads the time from `clock` (for tests).
+    pub fn with_clock(mut self, clock: Clock) -> AsyncQueue {
+        self.clock = clock;
+        self
+    }
+
+    /// The pool, for the application's own statements.
+    pub fn pool(&self) -> &crate::Pool {
+        &self.pool
+    }
+
+    /// Creates the jobs table if it does not exist, and checks its version: one transaction,
+    /// under an advisory lock on PostgreSQL (two processes migrating at once take turns).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SchemaTooNew`] if a newer version of this crate wrote the table; a database
+    /// error.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        crate::store::migrate(&self.pool).await
+    }
+
+    /// Job counts per handler and state, with the oldest pending job's age.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = crate::store::stats(conn.tx()).await?;
+        Stats::from_rows(rows, self.clock.now())
+    }
+
+    /// Every dead job, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn dead_jobs(&self) -> Result<Vec<DeadJob>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = crate::store::dead_jobs(conn.tx()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, handler, attempts, last_error, payload)| DeadJob {
+                id,
+                handler,
+                attempts: attempts.max(0) as u32,
+                last_error,
+                payload,
+            })
+            .collect())
+    }
+
+    /// Makes every dead job pending again, with its attempts reset; how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn retry_dead(&self) -> Result<u64, Error> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::store::retry_dead(conn.tx(), self.clock.now()).await?)
+    }
+
+    /// Deletes done jobs that finished more than `older_than` ago; how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn purge_done(&self, older_than: Duration) -> Result<u64, Error> {
+        let before = self.clock.now() - older_than.as_millis() as i64;
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::store::purge_done(conn.tx(), before).await?)
     }
 }

@@ -3,7 +3,6 @@
 //! own writes.
 
 use std::any::TypeId;
-use std::cell::Cell;
 use std::sync::{Condvar, Mutex};
 
 use serde::de::DeserializeOwned;
@@ -12,7 +11,7 @@ use signals_core::{BoxError, HandlerInfo, Signal};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::job::JobInfo;
+use crate::job::{Handler, JobInfo};
 use crate::sqlite;
 
 /// Says where a context's transaction is, so that `notify` can write the jobs of queued
@@ -46,12 +45,6 @@ use crate::sqlite;
 pub trait Enqueue {
     /// The connection of the open transaction the signal is notified in.
     fn transaction(&self) -> &rusqlite::Connection;
-}
-
-thread_local! {
-    /// The event id of the `notify` whose queued handlers are running on this thread: the
-    /// signal's type and address, and the id its first queued handler made.
-    static EVENT: Cell<Option<(TypeId, usize, Uuid)>> = const { Cell::new(None) };
 }
 
 /// Wakes this process's workers when a job may have been written. The job is visible only
@@ -109,59 +102,99 @@ pub trait QueueSignal: Signal + Serialize + DeserializeOwned {}
 
 impl<S: Signal + Serialize + DeserializeOwned> QueueSignal for S {}
 
-/// Not public API. What `notify` runs for a queued handler: writes its job through the
-/// context's transaction if `accepted` (its `when` filter, evaluated now).
-#[doc(hidden)]
-pub fn enqueue<S, C>(
-    job: &'static JobInfo,
-    signal: &S,
-    ctx: &mut C,
-    accepted: bool,
-) -> Result<(), BoxError>
+/// One job row as `notify` writes it, through whichever driver the context's transaction uses.
+pub(crate) struct JobRow {
+    pub(crate) event_id: Uuid,
+    pub(crate) signal: &'static str,
+    pub(crate) job: &'static JobInfo,
+    pub(crate) payload: String,
+    pub(crate) now: crate::clock::Millis,
+}
+
+impl JobRow {
+    /// The row the queued handler `J` of `S` writes for `signal`; `None` if its `when`
+    /// filter declines it.
+    pub(crate) fn new<S: Signal, J: Handler<S>>(
+        signal: &S,
+        ctx: &S::Context<'_>,
+    ) -> Result<Option<JobRow>, BoxError> {
+        let event_id = event_id::<S>(J::JOB, signal, ctx);
+        if !J::accepts(signal, ctx) {
+            return Ok(None);
+        }
+        Ok(Some(JobRow {
+            event_id,
+            signal: signals_core::catalog().get::<S>().path(),
+            job: J::JOB,
+            payload: J::JOB.to_json(signal)?,
+            now: Clock::system().now(),
+        }))
+    }
+}
+
+/// What `notify` runs in place of a queued handler `J` of a signal notified with `notify`:
+/// writes its job through the context's transaction, if its filter accepts.
+pub(crate) fn enqueue<S, J>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), BoxError>
 where
     S: Signal,
-    C: Enqueue + ?Sized,
+    for<'c> S::Context<'c>: Enqueue,
+    J: Handler<S>,
 {
-    let event_id = event_id(job, signal);
-    if !accepted {
+    let Some(row) = JobRow::new::<S, J>(signal, ctx)? else {
         return Ok(());
-    }
-    let payload = job.to_json(signal)?;
-    let now = Clock::system().now();
-    let path = signals_core::catalog().get::<S>().path();
+    };
+    let job = row.job;
     ctx.transaction()
         .prepare_cached(sqlite::ENQUEUE)?
         .execute((
-            event_id.to_string(),
-            path,
+            row.event_id.to_string(),
+            row.signal,
             job.name(),
             job.queue(),
             job.priority(),
-            payload,
+            row.payload,
             job.max_attempts(),
-            now,
+            row.now,
         ))?;
     WAKE.notify();
     Ok(())
 }
 
+/// The event ids of the `notify`s now writing jobs, by signal type, signal address and context
+/// address (the context is borrowed mutably for the whole `notify`, so no two running
+/// `notify`s share one), with the id their first queued handler made.
+static EVENTS: Mutex<Vec<(TypeId, usize, usize, Uuid)>> = Mutex::new(Vec::new());
+
 /// The event id shared by the jobs one `notify` writes: its first queued handler (in run
-/// order) makes a UUIDv7, the others of the same notify reuse it.
-fn event_id<S: Signal>(job: &JobInfo, signal: &S) -> Uuid {
-    let key = (TypeId::of::<S>(), signal as *const S as usize);
-    let first = signals_core::handlers::<S>()
-        .find(|handler| handler.queue().is_some())
-        .map(HandlerInfo::__function);
-    EVENT.with(|event| match event.get() {
-        Some((signal, address, id))
-            if first != Some(job.function()) && (signal, address) == key =>
-        {
-            id
+/// order) makes a UUIDv7, the others reuse it, and the last forgets it. (A `notify` that stops
+/// early at a failing handler leaves its entry until the next `notify` of that signal at those
+/// addresses replaces it.)
+fn event_id<S: Signal>(job: &JobInfo, signal: &S, ctx: &S::Context<'_>) -> Uuid {
+    let key = (
+        TypeId::of::<S>(),
+        signal as *const S as usize,
+        ctx as *const S::Context<'_> as *const () as usize,
+    );
+    let mut queued = signals_core::handlers::<S>().filter(|handler| handler.queue().is_some());
+    let first = queued.next().map(HandlerInfo::__function);
+    let last = queued.next_back().map(HandlerInfo::__function).or(first);
+    let is_first = first == Some(job.function()) || first.is_none();
+    let is_last = last == Some(job.function()) || last.is_none();
+    let mut events = EVENTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let found = events.iter().position(|&(t, s, c, _)| (t, s, c) == key);
+    let id = match found {
+        Some(i) if !is_first => events[i].3,
+        _ => Uuid::now_v7(),
+    };
+    match (found, is_last) {
+        (Some(i), true) => {
+            events.swap_remove(i);
         }
-        _ => {
-            let id = Uuid::now_v7();
-            event.set(Some((key.0, key.1, id)));
-            id
-        }
-    })
+        (Some(i), false) => events[i].3 = id,
+        (None, false) => events.push((key.0, key.1, key.2, id)),
+        (None, true) => {}
+    }
+    id
 }

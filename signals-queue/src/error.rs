@@ -8,6 +8,13 @@ pub enum Error {
     /// The database failed (after the retries a locked database gets).
     #[error("queue database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// The database failed, through sqlx.
+    #[cfg(feature = "async")]
+    #[error("queue database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// A database URL this crate can't open.
+    #[error("unsupported database URL `{0}`: use `postgres://...` or `sqlite://...`")]
+    UnsupportedUrl(String),
     /// The jobs table was written by a newer version of this crate.
     #[error("the jobs table has schema version {found}; this version of signals-queue knows up to {known}")]
     SchemaTooNew {
@@ -49,11 +56,24 @@ pub(crate) enum AttemptError {
     /// The database failed while running or completing the job.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// The database failed while running or completing the job (sqlx).
+    #[cfg(feature = "async")]
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// The job's signal is of the other kind than this worker runs.
+    #[cfg(feature = "async")]
+    #[error("this worker can't run the job: {0}")]
+    WrongWorker(&'static str),
 }
 
 impl AttemptError {
     /// Whether retrying cannot help, so the job is dead at once.
     pub(crate) fn is_permanent(&self) -> bool {
-        matches!(self, AttemptError::Payload(_))
+        match self {
+            AttemptError::Payload(_) => true,
+            #[cfg(feature = "async")]
+            AttemptError::WrongWorker(_) => true,
+            _ => false,
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use signals_core::__private::HandlerFuture;
 use signals_core::{BoxError, Signal};
 
 use crate::enqueue::QueueSignal;
@@ -98,15 +99,74 @@ impl RetryPolicy {
     }
 }
 
-/// Not public API. A queued handler as the worker runs it: `#[on(S, queue)]` generates one.
+/// Not public API. A queued handler as `notify` and the worker see it: `#[on(S, queue)]`
+/// implements it on a struct of its own.
 #[doc(hidden)]
-pub trait Handler<S: Signal> {
-    /// Calls the handler function with its shape adapted, as `notify` would have.
-    fn call(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), BoxError>;
+pub trait Handler<S: Signal>: 'static {
+    /// The handler's registration in the program's table of jobs.
+    const JOB: &'static JobInfo;
+
+    /// Its `when` filter, asked when `notify` would write the job.
+    #[inline]
+    fn accepts(_signal: &S, _ctx: &S::Context<'_>) -> bool {
+        true
+    }
+
+    /// Calls a synchronous handler function with its shape adapted, as `notify` would have.
+    fn call(_signal: &S, _ctx: &mut S::Context<'_>) -> Result<(), BoxError> {
+        Err("an `async fn` handler runs on the async worker".into())
+    }
+
+    /// Calls the handler function, awaiting it if it is an `async fn`.
+    fn call_async<'a, 'c>(signal: &'a S, ctx: &'a mut S::Context<'c>) -> HandlerFuture<'a>
+    where
+        S: Sync,
+        S::Context<'c>: Send,
+    {
+        let result = Self::call(signal, ctx);
+        HandlerFuture::from_or_box(std::future::ready(result))
+    }
 }
 
-/// What a job row names to find the code that runs it.
-type Runner = for<'c> fn(&str, JobScope<'c>) -> Result<(), AttemptError>;
+/// What a synchronous job row's handler name leads to: deserialize, build the context, call.
+pub(crate) type Runner = for<'c> fn(&str, JobScope<'c>) -> Result<(), AttemptError>;
+
+/// What an asynchronous job row's handler name leads to.
+#[cfg(feature = "async")]
+pub(crate) type AsyncRunner =
+    for<'c> fn(
+        &'c str,
+        crate::asynchronous::AsyncJobScope<'c>,
+    ) -> crate::asynchronous::BoxFuture<'c, Result<(), AttemptError>>;
+
+/// Not public API. How the worker runs a job: on the thread-based worker over rusqlite for a
+/// signal notified with `notify`, on the async worker over sqlx for an asynchronous one.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct Run {
+    kind: RunKind,
+    /// The signal as JSON.
+    to_json: fn(&dyn Any) -> serde_json::Result<String>,
+}
+
+impl Run {
+    pub(crate) const fn new(
+        kind: RunKind,
+        to_json: fn(&dyn Any) -> serde_json::Result<String>,
+    ) -> Run {
+        Run { kind, to_json }
+    }
+}
+
+/// See [`Run`].
+#[derive(Clone, Copy)]
+pub(crate) enum RunKind {
+    /// A handler of a `SyncSignal`.
+    Sync(Runner),
+    /// A handler of an `AsyncSignal`.
+    #[cfg(feature = "async")]
+    Async(AsyncRunner),
+}
 
 /// Not public API. One queued handler, as `#[on(S, queue)]` registers it in the program's table
 /// of jobs: the worker claims only jobs whose handler is in its own table.
@@ -121,9 +181,7 @@ pub struct JobInfo {
     function: TypeId,
     file: &'static str,
     line: u32,
-    run: Runner,
-    /// The signal as JSON (`S: Serialize` is required once, by [`JobInfo::new`]).
-    to_json: fn(&dyn Any) -> serde_json::Result<String>,
+    run: Run,
 }
 
 /// Not public API. The constant parts of a [`JobInfo`], as `#[on]` writes them.
@@ -148,12 +206,7 @@ pub struct JobSpec {
 impl JobInfo {
     /// Not public API. Used by generated code.
     #[doc(hidden)]
-    pub const fn new<S, H>(spec: JobSpec) -> JobInfo
-    where
-        S: QueueSignal,
-        for<'c> S::Context<'c>: FromJob<'c>,
-        H: Handler<S>,
-    {
+    pub const fn new(spec: JobSpec, run: Run) -> JobInfo {
         JobInfo {
             name: spec.name,
             queue: spec.queue,
@@ -162,8 +215,7 @@ impl JobInfo {
             function: spec.function,
             file: spec.file,
             line: spec.line,
-            run: run::<S, H>,
-            to_json: to_json::<S>,
+            run,
         }
     }
 
@@ -198,13 +250,39 @@ impl JobInfo {
 
     /// The payload of a job for `signal`, which is of this job's signal type.
     pub(crate) fn to_json(&self, signal: &dyn Any) -> serde_json::Result<String> {
-        (self.to_json)(signal)
+        (self.run.to_json)(signal)
     }
 
     /// Deserializes the signal, builds the context and runs the handler, in `scope`'s
     /// transaction.
     pub(crate) fn run(&self, payload: &str, scope: JobScope<'_>) -> Result<(), AttemptError> {
-        (self.run)(payload, scope)
+        match self.run.kind {
+            RunKind::Sync(run) => run(payload, scope),
+            #[cfg(feature = "async")]
+            RunKind::Async(_) => Err(AttemptError::WrongWorker(
+                "its signal is asynchronous: run it with `AsyncWorker`",
+            )),
+        }
+    }
+
+    /// The async twin of [`run`](Self::run).
+    #[cfg(feature = "async")]
+    pub(crate) async fn run_async(
+        &self,
+        payload: &str,
+        scope: crate::asynchronous::AsyncJobScope<'_>,
+    ) -> Result<(), AttemptError> {
+        match self.run.kind {
+            RunKind::Async(run) => run(payload, scope).await,
+            RunKind::Sync(_) => Err(AttemptError::WrongWorker(
+                "its signal is notified with `notify`: run it with `Worker`",
+            )),
+        }
+    }
+
+    /// Whether the async worker runs this job (its signal is asynchronous).
+    pub(crate) fn is_async(&self) -> bool {
+        !matches!(self.run.kind, RunKind::Sync(_))
     }
 }
 
@@ -220,7 +298,7 @@ impl fmt::Debug for JobInfo {
 }
 
 /// `signal`, an `S`, as JSON.
-fn to_json<S: QueueSignal>(signal: &dyn Any) -> serde_json::Result<String> {
+pub(crate) fn to_json<S: QueueSignal>(signal: &dyn Any) -> serde_json::Result<String> {
     let signal = signal
         .downcast_ref::<S>()
         .expect("a job's signal is of its handler's signal type");
@@ -229,7 +307,7 @@ fn to_json<S: QueueSignal>(signal: &dyn Any) -> serde_json::Result<String> {
 
 /// Runs one job of handler `H` of `S`: the payload back into `S`, the context from the worker's
 /// transaction and state, then the handler.
-fn run<'c, S, H>(payload: &str, scope: JobScope<'c>) -> Result<(), AttemptError>
+pub(crate) fn run<'c, S, H>(payload: &str, scope: JobScope<'c>) -> Result<(), AttemptError>
 where
     S: Signal + DeserializeOwned,
     for<'x> S::Context<'x>: FromJob<'x>,

@@ -44,12 +44,21 @@
 //! `notify`. PostgreSQL, sqlx and `notify_async` are not supported yet.
 
 mod admin;
+#[cfg(feature = "async")]
+mod async_worker;
+#[cfg(feature = "async")]
+mod asynchronous;
 mod clock;
 mod enqueue;
 mod error;
 mod job;
+mod kind;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod scope;
 mod sqlite;
+#[cfg(feature = "async")]
+mod store;
 mod trace;
 mod worker;
 
@@ -61,6 +70,12 @@ pub use crate::job::{JobInfo, JobState, RetryPolicy};
 pub use crate::scope::{FromJob, JobScope, MissingState};
 pub use crate::sqlite::migrate;
 pub use crate::worker::{RunningWorker, Worker, WorkerBuilder};
+#[cfg(feature = "async")]
+pub use crate::{
+    admin::AsyncQueue,
+    async_worker::{AsyncWorker, AsyncWorkerBuilder, RunningAsyncWorker},
+    asynchronous::{AsyncJobScope, EnqueueAsync, FromJobAsync, Pool, Tx, WrongDatabase},
+};
 
 /// Every queued handler linked into this program.
 #[linkme::distributed_slice]
@@ -74,8 +89,8 @@ pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::enqueue::enqueue;
-    pub use crate::job::{Handler, JobInfo, JobSpec};
+    pub use crate::job::{Handler, JobInfo, JobSpec, Run};
+    pub use crate::kind::{queued, require_async, Queued};
     pub use crate::SIGNALS_QUEUE_0_1_JOBS as JOBS;
     pub use linkme::{self, distributed_slice};
 }

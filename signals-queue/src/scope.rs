@@ -109,7 +109,7 @@ impl State {
         self.values.insert(TypeId::of::<T>(), Arc::new(value));
     }
 
-    fn get<T: Send + Sync + 'static>(&self) -> Result<&T, MissingState> {
+    pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Result<&T, MissingState> {
         self.values
             .get(&TypeId::of::<T>())
             .and_then(|value| value.downcast_ref::<T>())

@@ -12,7 +12,7 @@ use crate::error::Error;
 /// The schema version this crate writes and reads.
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_schema (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS signals_jobs (
     id           INTEGER PRIMARY KEY,
@@ -51,7 +51,7 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)";
 /// one statement, so two workers never claim one job. The attempt counts here, at the claim,
 /// so that a job that kills its worker every time still runs out of attempts. (`LIMIT +?5`:
 /// with a bare parameter there, SQLite re-prepares the statement at every run.)
-const CLAIM: &str = "
+pub(crate) const CLAIM: &str = "
 UPDATE signals_jobs
 SET state = 'running', attempt = attempt + 1, lease_until = ?1, token = ?2
 WHERE id IN (
@@ -65,19 +65,19 @@ RETURNING id, event_id, handler, payload, attempt";
 /// Whether any job of these handlers (`?2`) is runnable: a read, which in WAL mode never waits
 /// for a writer (an idle worker asks before it claims, so that it does not queue behind the
 /// commit of the job it was woken for).
-const RUNNABLE: &str = "
+pub(crate) const RUNNABLE: &str = "
 SELECT EXISTS (
     SELECT 1 FROM signals_jobs
     WHERE state = 'pending' AND run_at <= ?1
       AND handler IN (SELECT value FROM json_each(?2)))";
 
 /// running → done, in the job's own transaction, only while this claim holds the lease.
-const COMPLETE: &str = "
+pub(crate) const COMPLETE: &str = "
 UPDATE signals_jobs SET state = 'done', finished_at = ?1, lease_until = NULL
 WHERE id = ?2 AND token = ?3 AND state = 'running'";
 
 /// running → pending (after `run_at`) or dead (no attempts left, or `?1`: cannot run).
-const FAIL: &str = "
+pub(crate) const FAIL: &str = "
 UPDATE signals_jobs
 SET state = CASE WHEN ?1 OR attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN ?1 OR attempt >= max_attempts THEN ?2 ELSE NULL END,
@@ -85,18 +85,18 @@ SET state = CASE WHEN ?1 OR attempt >= max_attempts THEN 'dead' ELSE 'pending' E
 WHERE id = ?5 AND token = ?6 AND state = 'running'";
 
 /// running → pending without counting the attempt: a job claimed but not started at shutdown.
-const RELEASE: &str = "
+pub(crate) const RELEASE: &str = "
 UPDATE signals_jobs
 SET state = 'pending', attempt = attempt - 1, lease_until = NULL, token = NULL
 WHERE id = ?1 AND token = ?2 AND state = 'running'";
 
 /// Extends the leases of the jobs one claim (`?2`, its token) still holds.
-const HEARTBEAT: &str = "
+pub(crate) const HEARTBEAT: &str = "
 UPDATE signals_jobs SET lease_until = ?1
 WHERE token = ?2 AND state = 'running'";
 
 /// running → pending (or dead, out of attempts) for every expired lease: its worker stopped.
-const RESCUE: &str = "
+pub(crate) const RESCUE: &str = "
 UPDATE signals_jobs
 SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
@@ -105,13 +105,35 @@ SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
 WHERE state = 'running' AND lease_until < ?1";
 
 /// dead → pending, with the attempts reset.
-const RETRY_DEAD: &str = "
+pub(crate) const RETRY_DEAD: &str = "
 UPDATE signals_jobs
 SET state = 'pending', attempt = 0, run_at = ?1, finished_at = NULL
 WHERE state = 'dead'";
 
 /// Deletes done jobs that finished before `?1`.
-const PURGE_DONE: &str = "DELETE FROM signals_jobs WHERE state = 'done' AND finished_at < ?1";
+pub(crate) const PURGE_DONE: &str =
+    "DELETE FROM signals_jobs WHERE state = 'done' AND finished_at < ?1";
+
+/// The version of the schema, `NULL` before the first migration.
+pub(crate) const VERSION: &str = "SELECT MAX(version) FROM signals_queue_schema";
+
+/// Records the schema version.
+pub(crate) const SET_VERSION: &str = "INSERT INTO signals_queue_schema (version) VALUES (?1)";
+
+/// Job counts by handler and state, with the oldest job's creation time of each group.
+pub(crate) const STATS: &str = "
+SELECT handler, state, COUNT(*), MIN(created_at) FROM signals_jobs
+GROUP BY handler, state";
+
+/// Every dead job, oldest first.
+pub(crate) const DEAD_JOBS: &str = "
+SELECT id, handler, attempt, last_error, payload FROM signals_jobs
+WHERE state = 'dead' ORDER BY id";
+
+/// How many jobs of these handlers (`?1`, a JSON array) are pending or running.
+pub(crate) const BUSY: &str = "
+SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running')
+  AND handler IN (SELECT value FROM json_each(?1))";
 
 /// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,17 +179,12 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
 fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
     conn.execute_batch(SCHEMA)?;
     let version: Option<i64> = conn
-        .query_row("SELECT MAX(version) FROM signals_queue_schema", [], |row| {
-            row.get(0)
-        })
+        .query_row(VERSION, [], |row| row.get(0))
         .optional()?
         .flatten();
     match version {
         None => {
-            conn.execute(
-                "INSERT INTO signals_queue_schema (version) VALUES (?1)",
-                [SCHEMA_VERSION],
-            )?;
+            conn.execute(SET_VERSION, [SCHEMA_VERSION])?;
             Ok(())
         }
         Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {

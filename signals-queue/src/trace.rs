@@ -43,6 +43,15 @@ mod imp {
         }
     }
 
+    /// `future`, run inside `span`.
+    #[cfg(feature = "async")]
+    pub(crate) async fn instrument<F: std::future::Future>(
+        future: F,
+        span: tracing::Span,
+    ) -> F::Output {
+        tracing::Instrument::instrument(future, span).await
+    }
+
     pub(crate) fn lease_lost(job: &Claimed) {
         tracing::warn!(
             id = job.id,
@@ -80,6 +89,11 @@ mod imp {
     }
 
     pub(crate) fn failed(_: &Claimed, _: &JobInfo, _: &AttemptError, _: bool, _: bool) {}
+
+    #[cfg(feature = "async")]
+    pub(crate) async fn instrument<F: std::future::Future>(future: F, _: NoSpan) -> F::Output {
+        future.await
+    }
 
     pub(crate) fn lease_lost(_: &Claimed) {}
 

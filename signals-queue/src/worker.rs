@@ -120,7 +120,7 @@ impl WorkerBuilder {
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
         sqlite::migrate(&conn)?;
         let mut by_name: HashMap<&'static str, &'static JobInfo> = HashMap::new();
-        for job in jobs() {
+        for job in jobs().filter(|job| !job.is_async()) {
             if let Some(first) = by_name.insert(job.name(), job) {
                 return Err(Error::DuplicateJobName {
                     name: job.name(),
@@ -253,16 +253,12 @@ impl RunningWorker {
     pub fn wait_idle(&self) -> Result<(), Error> {
         let conn = sqlite::open(&self.shared.config.path, self.shared.config.busy_timeout)?;
         loop {
-            let busy: i64 = match conn.query_row(
-                "SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running')
-                 AND handler IN (SELECT value FROM json_each(?1))",
-                [&self.shared.handlers],
-                |row| row.get(0),
-            ) {
-                Ok(busy) => busy,
-                Err(error) if sqlite::is_busy(&error) => 1,
-                Err(error) => return Err(error.into()),
-            };
+            let busy: i64 =
+                match conn.query_row(sqlite::BUSY, [&self.shared.handlers], |row| row.get(0)) {
+                    Ok(busy) => busy,
+                    Err(error) if sqlite::is_busy(&error) => 1,
+                    Err(error) => return Err(error.into()),
+                };
             if busy == 0 {
                 return Ok(());
             }
@@ -554,7 +550,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
         (Some(message), _) => (*message).to_owned(),
         (_, Some(message)) => message.clone(),

@@ -1,0 +1,582 @@
+//! The async worker: tokio tasks that claim jobs, run each handler in a transaction of its own
+//! that also marks the job done, retry failures, renew leases and rescue the jobs of workers
+//! that died. The same design as the thread-based [`Worker`](crate::Worker), over sqlx.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::asynchronous::{AsyncJobScope, Pool};
+use crate::clock::Clock;
+use crate::error::{AttemptError, Error};
+use crate::job::{JobInfo, RetryPolicy};
+use crate::scope::State;
+use crate::sqlite::Claimed;
+use crate::{jobs, store, trace};
+
+/// Wakes this process's async workers when a job may have been written (before its commit:
+/// a worker that finds nothing looks again shortly).
+pub(crate) static WAKE: Notify = Notify::const_new();
+
+/// Configures an [`AsyncWorker`]; every setting has a default.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn run() -> Result<(), signals_queue::Error> {
+/// use std::time::Duration;
+/// use signals_queue::{AsyncWorker, Pool};
+///
+/// pub struct Mailer;
+///
+/// let pool = Pool::connect("postgres://127.0.0.1/shop", 8).await?;
+/// let running = AsyncWorker::builder(pool)
+///     .state(Mailer)
+///     .concurrency(4)
+///     .build()
+///     .await?
+///     .start();
+/// // ... the application runs ...
+/// running.shutdown(Duration::from_secs(10)).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "call `build().await` to get the worker"]
+pub struct AsyncWorkerBuilder {
+    pool: Pool,
+    state: State,
+    concurrency: usize,
+    lease: Duration,
+    poll_interval: Duration,
+    retry: RetryPolicy,
+    batch: usize,
+    clock: Clock,
+    listen: bool,
+}
+
+impl AsyncWorkerBuilder {
+    /// Hands the worker a value that contexts reach with
+    /// [`AsyncJobScope::state`](crate::AsyncJobScope::state); one per type.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// How many jobs run at once, each in a task and transaction of its own (default 1).
+    pub fn concurrency(mut self, tasks: usize) -> Self {
+        self.concurrency = tasks.max(1);
+        self
+    }
+
+    /// How long a claim holds a job before another worker may take it back (default 30 s);
+    /// renewed every third of it while the job waits or runs.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How often an idle worker looks for jobs when nothing woke it (default 500 ms). On
+    /// PostgreSQL a committed job wakes it through LISTEN/NOTIFY; polling is the fallback
+    /// that makes a lost notification a delay, never a lost job.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The backoff between failed attempts (default: 1 s doubling, capped at 1 hour).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How many jobs one claim takes (default 8); each still runs and commits on its own.
+    pub fn batch(mut self, jobs: usize) -> Self {
+        self.batch = jobs.max(1);
+        self
+    }
+
+    /// Whether to LISTEN for the jobs table's notifications on PostgreSQL (default `true`);
+    /// without it the worker polls.
+    pub fn listen(mut self, listen: bool) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// The clock for leases, retries and heartbeats (tests use [`Clock::manual`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Creates the jobs table if needed and gathers the queued handlers of asynchronous
+    /// signals linked into this program: the worker claims only their jobs.
+    ///
+    /// # Errors
+    ///
+    /// A database error, a schema newer than this crate, or two queued handlers with one name.
+    pub async fn build(self) -> Result<AsyncWorker, Error> {
+        store::migrate(&self.pool).await?;
+        let jobs = linked_jobs(|job| job.is_async())?;
+        let mut names: Vec<&str> = jobs.keys().copied().collect();
+        names.sort_unstable();
+        let handlers = serde_json::to_string(&names).expect("names serialize");
+        Ok(AsyncWorker {
+            shared: Arc::new(Shared {
+                config: self,
+                jobs,
+                handlers,
+                stop: AtomicBool::new(false),
+                stopped: Notify::new(),
+                running: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+/// The queued handlers linked into this program that `keep` selects, by job name.
+pub(crate) fn linked_jobs(
+    keep: impl Fn(&JobInfo) -> bool,
+) -> Result<HashMap<&'static str, &'static JobInfo>, Error> {
+    let mut by_name: HashMap<&'static str, &'static JobInfo> = HashMap::new();
+    for job in jobs().filter(|job| keep(job)) {
+        if let Some(first) = by_name.insert(job.name(), job) {
+            return Err(Error::DuplicateJobName {
+                name: job.name(),
+                first: first.location(),
+                second: job.location(),
+            });
+        }
+    }
+    Ok(by_name)
+}
+
+/// Runs the jobs of the queued handlers of asynchronous signals linked into this program, on
+/// tokio, from PostgreSQL or SQLite through sqlx.
+///
+/// Each job runs in a transaction of the worker's own: the handler's context is built from it
+/// ([`FromJobAsync`](crate::FromJobAsync)), the handler runs, and the job is marked done in
+/// that same transaction. Several workers, in one process or many, share one table: a claim is
+/// `FOR UPDATE SKIP LOCKED` on PostgreSQL, one `UPDATE` statement on SQLite.
+pub struct AsyncWorker {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: AsyncWorkerBuilder,
+    jobs: HashMap<&'static str, &'static JobInfo>,
+    handlers: String,
+    stop: AtomicBool,
+    stopped: Notify,
+    /// The (id, token) of every job claimed and not finished, for heartbeats.
+    running: Mutex<Vec<(i64, i64)>>,
+}
+
+impl AsyncWorker {
+    /// A worker over `pool`; see [`AsyncWorkerBuilder`].
+    pub fn builder(pool: impl Into<Pool>) -> AsyncWorkerBuilder {
+        AsyncWorkerBuilder {
+            pool: pool.into(),
+            state: State::default(),
+            concurrency: 1,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            retry: RetryPolicy::default(),
+            batch: 8,
+            clock: Clock::system(),
+            listen: true,
+        }
+    }
+
+    /// The names of the queued handlers whose jobs this worker runs.
+    pub fn handlers(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.shared.jobs.keys().copied()
+    }
+
+    /// Spawns the worker's tasks on the current tokio runtime: `concurrency` that run jobs,
+    /// one that renews leases and rescues the jobs of workers that died, and on PostgreSQL one
+    /// that listens for new jobs.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start(self) -> RunningAsyncWorker {
+        let mut tasks = Vec::with_capacity(self.shared.config.concurrency + 2);
+        for _ in 0..self.shared.config.concurrency {
+            tasks.push(tokio::spawn(run_jobs(Arc::clone(&self.shared))));
+        }
+        tasks.push(tokio::spawn(keep_leases(Arc::clone(&self.shared))));
+        if self.shared.config.listen && self.shared.config.pool.is_postgres() {
+            tasks.push(tokio::spawn(listen(Arc::clone(&self.shared))));
+        }
+        RunningAsyncWorker {
+            shared: self.shared,
+            tasks,
+        }
+    }
+
+    /// Runs jobs until none of this worker's handlers has a job pending (waiting retries
+    /// included) or running, then stops.
+    ///
+    /// # Errors
+    ///
+    /// A database error while checking for work.
+    pub async fn run_until_idle(self) -> Result<(), Error> {
+        let running = self.start();
+        let idle = running.wait_idle().await;
+        running.shutdown(Duration::from_secs(60)).await?;
+        idle
+    }
+}
+
+/// A started [`AsyncWorker`]; [`shutdown`](Self::shutdown) stops it. Dropping it aborts its
+/// tasks (a job cut off that way rolls back, and its lease brings it back).
+pub struct RunningAsyncWorker {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningAsyncWorker {
+    /// Waits until none of this worker's handlers has a job pending (waiting retries included)
+    /// or running, in any process.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn wait_idle(&self) -> Result<(), Error> {
+        loop {
+            let busy = match self.shared.config.pool.acquire().await {
+                Ok(mut conn) => store::busy(conn.tx(), &self.shared.handlers).await,
+                Err(error) => Err(error),
+            };
+            match busy {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(error) if store::is_busy(&error) => {}
+                Err(error) => return Err(error.into()),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops claiming, lets the running handlers finish, and gives back the jobs claimed but
+    /// not started. Returns once every task has stopped, or after `grace`: tasks still running
+    /// then are aborted (their transactions roll back; their leases bring the jobs back).
+    ///
+    /// # Errors
+    ///
+    /// None today; reserved for reporting handlers that outlived `grace`.
+    pub async fn shutdown(mut self, grace: Duration) -> Result<(), Error> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.stopped.notify_waiters();
+        let tasks = std::mem::take(&mut self.tasks);
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(grace, futures_util::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            aborts.iter().for_each(|task| task.abort());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningAsyncWorker {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.stopped.notify_waiters();
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `duration`, or until shutdown.
+    async fn sleep(&self, duration: Duration) {
+        let stopped = self.stopped.notified();
+        if self.stopping() {
+            return;
+        }
+        tokio::select! {
+            () = stopped => {}
+            () = tokio::time::sleep(duration) => {}
+        }
+    }
+
+    async fn claim(&self) -> Result<Vec<Claimed>, sqlx::Error> {
+        let mut conn = self.config.pool.acquire().await?;
+        let now = self.config.clock.now();
+        store::claim(
+            conn.tx(),
+            &self.handlers,
+            self.config.batch,
+            now,
+            self.config.lease,
+        )
+        .await
+    }
+}
+
+/// A job task: claim, run, repeat; wait for a wake-up or the poll interval when idle.
+async fn run_jobs(shared: Arc<Shared>) {
+    let mut soon: Option<Duration> = None;
+    let mut backoff = Duration::from_millis(10);
+    while !shared.stopping() {
+        let woken = WAKE.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let stopped = shared.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if shared.stopping() {
+            break;
+        }
+        match shared.claim().await {
+            Ok(claimed) if claimed.is_empty() => {
+                let wait = soon.unwrap_or(shared.config.poll_interval);
+                tokio::select! {
+                    () = &mut woken => soon = Some(Duration::from_micros(200)),
+                    () = tokio::time::sleep(wait) => {
+                        soon = soon.map(|d| d * 2).filter(|d| *d < shared.config.poll_interval);
+                    }
+                    () = &mut stopped => {}
+                }
+            }
+            Ok(claimed) => {
+                soon = None;
+                backoff = Duration::from_millis(10);
+                run_claimed(&shared, claimed).await;
+            }
+            Err(error) => {
+                trace::database_error("claim", &error.into());
+                shared.sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs claimed jobs in order; at shutdown, gives back those not started.
+async fn run_claimed(shared: &Shared, claimed: Vec<Claimed>) {
+    lock(&shared.running).extend(claimed.iter().map(|job| (job.id, job.token)));
+    for job in claimed {
+        if shared.stopping() {
+            let _ = with_retries(shared, |mut conn| async move {
+                store::release(conn.tx(), job.id, job.token).await
+            })
+            .await;
+        } else {
+            run_one(shared, &job).await;
+        }
+        lock(&shared.running).retain(|&(id, _)| id != job.id);
+    }
+}
+
+async fn run_one(shared: &Shared, job: &Claimed) {
+    let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
+        return;
+    };
+    let span = trace::attempt(job, info);
+    let outcome = trace::instrument(attempt(shared, info, job), span).await;
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => trace::lease_lost(job),
+        Err(error) => record_failure(shared, info, job, &error).await,
+    }
+}
+
+/// Runs the handler and completes the job in one transaction. `Ok(false)`: the lease was lost
+/// and the transaction rolled back. A busy SQLite database rolls back and runs the attempt
+/// again: its database effects were undone.
+async fn attempt(shared: &Shared, info: &JobInfo, job: &Claimed) -> Result<bool, AttemptError> {
+    let event_id = Uuid::parse_str(&job.event_id).unwrap_or_default();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let retry = tries < 5;
+        let mut tx = shared.config.pool.begin().await?;
+        let scope = AsyncJobScope {
+            tx: tx.tx(),
+            state: &shared.config.state,
+            job_id: job.id,
+            event_id,
+            attempt: job.attempt,
+        };
+        match AssertUnwindSafe(info.run_async(&job.payload, scope))
+            .catch_unwind()
+            .await
+        {
+            Err(panic) => return Err(AttemptError::Panic(crate::worker::panic_message(&*panic))),
+            Ok(Err(error)) if retry && busy_attempt(&error) => continue,
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(())) => {}
+        }
+        match store::complete(tx.tx(), job, shared.config.clock.now()).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(error) if retry && store::is_busy(&error) => continue,
+            Err(error) => return Err(error.into()),
+        }
+        match tx.commit().await {
+            Ok(()) => return Ok(true),
+            Err(error) if retry && store::is_busy(&error) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+fn busy_attempt(error: &AttemptError) -> bool {
+    match error {
+        AttemptError::Sqlx(error) => store::is_busy(error),
+        AttemptError::Handler(error) | AttemptError::Context(error) => error
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(store::is_busy),
+        _ => false,
+    }
+}
+
+async fn record_failure(shared: &Shared, info: &JobInfo, job: &Claimed, error: &AttemptError) {
+    let now = shared.config.clock.now();
+    let delay = shared.config.retry.delay(job.attempt, fastrand::f64());
+    let retry_at = now + delay.as_millis() as i64;
+    let permanent = error.is_permanent();
+    let message = error.to_string();
+    let recorded = with_retries(shared, |mut conn| {
+        let message = &message;
+        async move { store::fail(conn.tx(), job, permanent, now, retry_at, message).await }
+    })
+    .await
+    .unwrap_or(false);
+    let dead = permanent || job.attempt >= info.max_attempts();
+    trace::failed(job, info, error, recorded, dead);
+}
+
+/// Renews the leases of this worker's jobs and returns expired leases (of any worker) to the
+/// queue, every third of a lease.
+async fn keep_leases(shared: Arc<Shared>) {
+    let every =
+        (shared.config.lease / 3).min(shared.config.poll_interval.max(Duration::from_millis(10)));
+    while !shared.stopping() {
+        let mut tokens: Vec<i64> = lock(&shared.running)
+            .iter()
+            .map(|&(_, token)| token)
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        let now = shared.config.clock.now();
+        if !tokens.is_empty() {
+            let lease_until = now + shared.config.lease.as_millis() as i64;
+            let tokens = &tokens;
+            if let Err(error) = with_retries(&shared, |mut conn| async move {
+                store::heartbeat(conn.tx(), tokens, lease_until).await
+            })
+            .await
+            {
+                trace::database_error("heartbeat", &error.into());
+            }
+        }
+        match with_retries(&shared, |mut conn| async move {
+            store::rescue(conn.tx(), now).await
+        })
+        .await
+        {
+            Ok(0) => {}
+            Ok(rescued) => {
+                trace::rescued(rescued as usize);
+                WAKE.notify_waiters();
+            }
+            Err(error) => trace::database_error("rescue", &error.into()),
+        }
+        shared.sleep(every).await;
+    }
+}
+
+/// Listens for the jobs table's notifications on PostgreSQL and wakes the job tasks;
+/// reconnects with backoff when the connection is lost.
+#[cfg(feature = "postgres")]
+async fn listen(shared: Arc<Shared>) {
+    #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
+    let Pool::Postgres(pool) = &shared.config.pool
+    else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(50);
+    while !shared.stopping() {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener.listen(crate::postgres::CHANNEL).await?;
+            // Jobs committed while no one listened: look once.
+            WAKE.notify_waiters();
+            loop {
+                listener.recv().await?;
+                WAKE.notify_waiters();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        let stopped = shared.stopped.notified();
+        tokio::select! {
+            result = listener => {
+                if let Err(error) = result {
+                    trace::database_error("listen", &error.into());
+                }
+                shared.sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            () = stopped => {}
+        }
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn listen(_shared: Arc<Shared>) {}
+
+/// Runs a statement on a pooled connection, again after a short backoff while the database is
+/// busy or the connection failed, a few times.
+async fn with_retries<T, F, Fut>(shared: &Shared, mut statement: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut(crate::asynchronous::OwnedConn) -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut backoff = Duration::from_millis(5);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let result = match shared.config.pool.acquire().await {
+            Ok(conn) => statement(conn).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Err(error) if tries < 8 && retryable(&error) => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether waiting and trying again may help: a busy SQLite database, a lost connection.
+fn retryable(error: &sqlx::Error) -> bool {
+    store::is_busy(error)
+        || matches!(
+            error,
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+        )
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,406 @@
+//! The async path: `notify_async` writes the jobs of an asynchronous signal's queued handlers
+//! through the sqlx transaction in its context, on PostgreSQL or SQLite, and
+//! [`AsyncWorker`](crate::AsyncWorker) runs them on tokio.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::de::DeserializeOwned;
+use signals_core::{BoxError, Signal};
+use uuid::Uuid;
+
+use crate::enqueue::JobRow;
+use crate::error::{AttemptError, Error};
+use crate::job::Handler;
+use crate::scope::{MissingState, State};
+use crate::store;
+
+/// A boxed, sendable future: what the async worker runs per job.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A connection inside an open sqlx transaction, on either database: where `notify_async` writes
+/// jobs and where the async worker runs a handler. Borrow it from a transaction with `.into()`:
+/// `Tx::from(&mut *tx)` for a `sqlx::Transaction`, or from the connection itself.
+#[non_exhaustive]
+pub enum Tx<'a> {
+    /// A PostgreSQL connection.
+    #[cfg(feature = "postgres")]
+    Postgres(&'a mut sqlx::PgConnection),
+    /// A SQLite connection (sqlx).
+    #[cfg(feature = "sqlx-sqlite")]
+    Sqlite(&'a mut sqlx::SqliteConnection),
+}
+
+impl<'a> Tx<'a> {
+    /// The same connection, borrowed again for a shorter time.
+    pub fn reborrow(&mut self) -> Tx<'_> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Tx::Postgres(conn) => Tx::Postgres(conn),
+            #[cfg(feature = "sqlx-sqlite")]
+            Tx::Sqlite(conn) => Tx::Sqlite(conn),
+        }
+    }
+
+    /// Whether the connection is to PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
+        if let Tx::Postgres(_) = self {
+            return true;
+        }
+        false
+    }
+
+    /// The PostgreSQL connection.
+    ///
+    /// # Errors
+    ///
+    /// [`WrongDatabase`] if it is a SQLite one.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(self) -> Result<&'a mut sqlx::PgConnection, WrongDatabase> {
+        match self {
+            Tx::Postgres(conn) => Ok(conn),
+            #[allow(unreachable_patterns)]
+            _ => Err(WrongDatabase {
+                expected: "PostgreSQL",
+            }),
+        }
+    }
+
+    /// The SQLite connection.
+    ///
+    /// # Errors
+    ///
+    /// [`WrongDatabase`] if it is a PostgreSQL one.
+    #[cfg(feature = "sqlx-sqlite")]
+    pub fn sqlite(self) -> Result<&'a mut sqlx::SqliteConnection, WrongDatabase> {
+        match self {
+            Tx::Sqlite(conn) => Ok(conn),
+            #[allow(unreachable_patterns)]
+            _ => Err(WrongDatabase { expected: "SQLite" }),
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl<'a> From<&'a mut sqlx::PgConnection> for Tx<'a> {
+    fn from(conn: &'a mut sqlx::PgConnection) -> Self {
+        Tx::Postgres(conn)
+    }
+}
+
+#[cfg(feature = "sqlx-sqlite")]
+impl<'a> From<&'a mut sqlx::SqliteConnection> for Tx<'a> {
+    fn from(conn: &'a mut sqlx::SqliteConnection) -> Self {
+        Tx::Sqlite(conn)
+    }
+}
+
+/// A context asked for a database it does not hold.
+#[derive(Debug, thiserror::Error)]
+#[error("the job's transaction is not on {expected}")]
+pub struct WrongDatabase {
+    expected: &'static str,
+}
+
+/// Says where an asynchronous signal's context keeps its transaction, so that `notify_async`
+/// writes the jobs of queued handlers in it. The async twin of [`Enqueue`](crate::Enqueue).
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "postgres")] {
+/// use signals_queue::{EnqueueAsync, Tx};
+///
+/// pub struct AppCtx<'a> {
+///     pub tx: &'a mut sqlx::PgConnection,
+/// }
+///
+/// impl EnqueueAsync for AppCtx<'_> {
+///     fn transaction(&mut self) -> Tx<'_> {
+///         Tx::from(&mut *self.tx)
+///     }
+/// }
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`notify_async` can't write the jobs of queued handlers into `{Self}`",
+    label = "the context needs `signals_queue::EnqueueAsync`",
+    note = "implement `signals_queue::EnqueueAsync` for the signal's context, returning its transaction: `fn transaction(&mut self) -> Tx<'_> {{ Tx::from(&mut *self.tx) }}`"
+)]
+pub trait EnqueueAsync {
+    /// The connection of the open transaction the signal is notified in.
+    fn transaction(&mut self) -> Tx<'_>;
+}
+
+/// Builds an asynchronous signal's context on the [`AsyncWorker`](crate::AsyncWorker), from the
+/// worker's transaction and state. The async twin of [`FromJob`](crate::FromJob).
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "postgres")] {
+/// use signals_queue::{AsyncJobScope, FromJobAsync};
+///
+/// pub struct Mailer;
+///
+/// pub struct AppCtx<'a> {
+///     pub tx: &'a mut sqlx::PgConnection,
+///     pub mailer: &'a Mailer,
+/// }
+///
+/// impl<'c> FromJobAsync<'c> for AppCtx<'c> {
+///     fn from_job(job: AsyncJobScope<'c>) -> Result<Self, signals_core::BoxError> {
+///         let mailer = job.state::<Mailer>()?;
+///         Ok(AppCtx { tx: job.transaction().postgres()?, mailer })
+///     }
+/// }
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "the async worker can't build the context `{Self}` of a signal with a queued handler",
+    label = "needs `signals_queue::FromJobAsync`",
+    note = "implement `signals_queue::FromJobAsync` for the context: `impl<'c> FromJobAsync<'c> for AppCtx<'c> {{ fn from_job(job: AsyncJobScope<'c>) -> ... }}`"
+)]
+pub trait FromJobAsync<'c>: Sized {
+    /// The context for one job, from the worker's transaction (`job.transaction()`) and state
+    /// (`job.state::<T>()`).
+    ///
+    /// # Errors
+    ///
+    /// Whatever keeps the context from being built; the attempt fails and is retried.
+    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError>;
+}
+
+/// One job attempt on the async worker, as its handler's context sees it; see
+/// [`FromJobAsync`].
+pub struct AsyncJobScope<'c> {
+    pub(crate) tx: Tx<'c>,
+    pub(crate) state: &'c State,
+    pub(crate) job_id: i64,
+    pub(crate) event_id: Uuid,
+    pub(crate) attempt: u32,
+}
+
+impl<'c> AsyncJobScope<'c> {
+    /// The worker's transaction for this attempt: the handler's writes and the job's
+    /// completion commit together, or not at all. Take it last: it consumes the scope.
+    pub fn transaction(self) -> Tx<'c> {
+        self.tx
+    }
+
+    /// The value of type `T` the application gave the worker with
+    /// [`AsyncWorkerBuilder::state`](crate::AsyncWorkerBuilder::state).
+    ///
+    /// # Errors
+    ///
+    /// [`MissingState`] if the worker was given no `T`.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&'c T, MissingState> {
+        self.state.get::<T>()
+    }
+
+    /// The job's id: with [`event_id`](Self::event_id), a key for idempotent side effects.
+    pub fn job_id(&self) -> i64 {
+        self.job_id
+    }
+
+    /// The id of the `notify_async` that wrote the job.
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+
+    /// Which attempt this is: 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// What `notify_async` awaits in place of a queued handler `J` of an asynchronous signal:
+/// writes its job through the context's transaction, if its filter accepts. The row is made
+/// before the future, which borrows only the transaction: the context's own lifetime does not
+/// enter the future's type.
+pub(crate) fn enqueue<'s, S, J>(
+    signal: &'s S,
+    ctx: &'s mut S::Context<'_>,
+) -> signals_core::__private::HandlerFuture<'s>
+where
+    S: Signal,
+    for<'x> S::Context<'x>: EnqueueAsync,
+    J: Handler<S>,
+{
+    let row = JobRow::new::<S, J>(signal, ctx);
+    let tx = ctx.transaction();
+    signals_core::__private::HandlerFuture::from_or_box(async move {
+        let Some(row) = row? else {
+            return Ok(());
+        };
+        // PostgreSQL's trigger wakes workers at commit; SQLite has no such thing.
+        let wake = !tx.is_postgres();
+        store::enqueue(tx, &row).await?;
+        if wake {
+            crate::async_worker::WAKE.notify_waiters();
+        }
+        Ok(())
+    })
+}
+
+/// Runs one job of the queued handler `J` of the asynchronous signal `S`.
+pub(crate) async fn run<'c, S, J>(
+    payload: &'c str,
+    scope: AsyncJobScope<'c>,
+) -> Result<(), AttemptError>
+where
+    S: Signal + DeserializeOwned + Send + Sync,
+    for<'x> S::Context<'x>: FromJobAsync<'x> + Send,
+    J: Handler<S>,
+{
+    let signal: S = serde_json::from_str(payload).map_err(AttemptError::Payload)?;
+    let mut ctx =
+        <S::Context<'c> as FromJobAsync<'c>>::from_job(scope).map_err(AttemptError::Context)?;
+    J::call_async(&signal, &mut ctx)
+        .await
+        .map_err(AttemptError::Handler)
+}
+
+/// A pool of connections to the jobs' database: PostgreSQL or SQLite, through sqlx.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Pool {
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    /// SQLite.
+    #[cfg(feature = "sqlx-sqlite")]
+    Sqlite(sqlx::SqlitePool),
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::PgPool> for Pool {
+    fn from(pool: sqlx::PgPool) -> Self {
+        Pool::Postgres(pool)
+    }
+}
+
+#[cfg(feature = "sqlx-sqlite")]
+impl From<sqlx::SqlitePool> for Pool {
+    fn from(pool: sqlx::SqlitePool) -> Self {
+        Pool::Sqlite(pool)
+    }
+}
+
+impl Pool {
+    /// Connects to `url`: `postgres://...` (or `postgresql://`), or `sqlite://path` (created if
+    /// missing, in WAL mode with a 10 s busy timeout), with up to `connections` connections.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedUrl`] for another scheme (or one whose feature is off); a
+    /// connection error.
+    pub async fn connect(url: &str, connections: u32) -> Result<Pool, Error> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            #[cfg(feature = "postgres")]
+            "postgres" | "postgresql" => Ok(Pool::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(connections.max(1))
+                    .connect(url)
+                    .await?,
+            )),
+            #[cfg(feature = "sqlx-sqlite")]
+            "sqlite" => {
+                use std::str::FromStr;
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(crate::sqlite::BUSY_TIMEOUT);
+                Ok(Pool::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(connections.max(1))
+                        .connect_with(options)
+                        .await?,
+                ))
+            }
+            _ => Err(Error::UnsupportedUrl(url.to_owned())),
+        }
+    }
+
+    /// A transaction on a connection of the pool (deferred on SQLite: the write lock is
+    /// taken at the first write).
+    pub(crate) async fn begin(&self) -> Result<OwnedTx, sqlx::Error> {
+        Ok(match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => OwnedTx::Postgres(pool.begin().await?),
+            #[cfg(feature = "sqlx-sqlite")]
+            Pool::Sqlite(pool) => OwnedTx::Sqlite(pool.begin().await?),
+        })
+    }
+
+    /// A connection of the pool, outside any transaction.
+    pub(crate) async fn acquire(&self) -> Result<OwnedConn, sqlx::Error> {
+        Ok(match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => OwnedConn::Postgres(pool.acquire().await?),
+            #[cfg(feature = "sqlx-sqlite")]
+            Pool::Sqlite(pool) => OwnedConn::Sqlite(pool.acquire().await?),
+        })
+    }
+
+    /// Whether this is a PostgreSQL pool (which wakes workers with LISTEN/NOTIFY).
+    pub(crate) fn is_postgres(&self) -> bool {
+        #[cfg(feature = "postgres")]
+        #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
+        if let Pool::Postgres(_) = self {
+            return true;
+        }
+        false
+    }
+}
+
+/// A transaction the worker owns.
+pub(crate) enum OwnedTx {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    #[cfg(feature = "sqlx-sqlite")]
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl OwnedTx {
+    pub(crate) fn tx(&mut self) -> Tx<'_> {
+        match self {
+            #[cfg(feature = "postgres")]
+            OwnedTx::Postgres(tx) => Tx::Postgres(tx),
+            #[cfg(feature = "sqlx-sqlite")]
+            OwnedTx::Sqlite(tx) => Tx::Sqlite(tx),
+        }
+    }
+
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            #[cfg(feature = "postgres")]
+            OwnedTx::Postgres(tx) => tx.commit().await,
+            #[cfg(feature = "sqlx-sqlite")]
+            OwnedTx::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// A pooled connection the worker holds.
+pub(crate) enum OwnedConn {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    #[cfg(feature = "sqlx-sqlite")]
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+impl OwnedConn {
+    pub(crate) fn tx(&mut self) -> Tx<'_> {
+        match self {
+            #[cfg(feature = "postgres")]
+            OwnedConn::Postgres(conn) => Tx::Postgres(conn),
+            #[cfg(feature = "sqlx-sqlite")]
+            OwnedConn::Sqlite(conn) => Tx::Sqlite(conn),
+        }
+    }
+}

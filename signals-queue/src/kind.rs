@@ -1,0 +1,74 @@
+//! How a queued handler plugs into `notify` and into a worker, chosen by its signal's kind: a
+//! signal notified with `notify` writes its jobs through rusqlite and runs them on [`Worker`]
+//! (threads); an asynchronous signal writes them through sqlx in `notify_async` and runs them
+//! on `AsyncWorker` (tokio).
+//!
+//! [`Worker`]: crate::Worker
+
+use signals_core::__private::{QueuedThunk, SyncKind};
+use signals_core::{Signal, SyncSignal};
+
+use crate::enqueue::{self, Enqueue, QueueSignal};
+use crate::job::{self, Handler, Run, RunKind};
+use crate::scope::FromJob;
+
+/// Not public API. Implemented for `signals_core`'s two signal kinds: what `notify` runs in
+/// place of the queued handler `J` of `S`, and how the worker runs its jobs.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "the queued handler's signal `{S}` can't write or run jobs",
+    note = "a signal with a queued handler is `serde::Serialize + Deserialize`, and its context implements `signals_queue::Enqueue` and `signals_queue::FromJob`; for a signal declared `#[signal(asynchronous)]`, enable the `postgres` or `sqlx-sqlite` feature of `signals-queue` and implement `EnqueueAsync` and `FromJobAsync`"
+)]
+pub trait Queued<S: Signal, J> {
+    /// What `notify` runs in place of the handler: it writes the job.
+    const THUNK: QueuedThunk<S>;
+    /// How the worker runs a job of it.
+    const RUN: Run;
+}
+
+impl<S, J> Queued<S, J> for SyncKind
+where
+    S: QueueSignal + SyncSignal,
+    for<'c> S::Context<'c>: Enqueue + FromJob<'c>,
+    J: Handler<S>,
+{
+    const THUNK: QueuedThunk<S> =
+        QueuedThunk::Sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
+    const RUN: Run = Run::new(RunKind::Sync(job::run::<S, J>), job::to_json::<S>);
+}
+
+#[cfg(feature = "async")]
+impl<S, J> Queued<S, J> for signals_core::__private::AsyncKind
+where
+    S: QueueSignal + signals_core::AsyncSignal + Send + Sync,
+    for<'c> S::Context<'c>:
+        crate::asynchronous::EnqueueAsync + crate::asynchronous::FromJobAsync<'c> + Send,
+    J: Handler<S>,
+{
+    const THUNK: QueuedThunk<S> =
+        QueuedThunk::Async(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
+    const RUN: Run = Run::new(
+        RunKind::Async(|payload, scope| Box::pin(crate::asynchronous::run::<S, J>(payload, scope))),
+        job::to_json::<S>,
+    );
+}
+
+/// Not public API. Used by generated code: what `notify` runs in place of the queued handler
+/// `J` of `S`, and how the worker runs its jobs. The one place generated code requires
+/// [`Queued`], so that a missing piece is reported once.
+#[doc(hidden)]
+pub const fn queued<S, J>() -> (QueuedThunk<S>, Run)
+where
+    S: Signal,
+    S::__Kind: Queued<S, J>,
+{
+    (
+        <S::__Kind as Queued<S, J>>::THUNK,
+        <S::__Kind as Queued<S, J>>::RUN,
+    )
+}
+
+/// Not public API. Used by generated code: an `async fn` queued handler's signal must be
+/// asynchronous.
+#[doc(hidden)]
+pub const fn require_async<S: signals_core::AsyncSignal>() {}
