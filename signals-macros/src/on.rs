@@ -519,14 +519,10 @@ fn queued(
                 asyncness.span,
             );
             quote! {
-                fn call_async<'a, 'c>(
+                fn call_async<'a, 'c: 'a>(
                     #signal_param: &'a #signal,
                     #context_param: &'a mut #context<'c>,
-                ) -> #private::HandlerFuture<'a>
-                where
-                    #signal: Sync,
-                    #context<'c>: Send,
-                {
+                ) -> #private::HandlerFuture<'a> {
                     const { #require() };
                     #private::HandlerFuture::from_or_box(async move { #call })
                 }

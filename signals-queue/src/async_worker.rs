@@ -135,6 +135,7 @@ impl AsyncWorkerBuilder {
                 handlers,
                 stop: AtomicBool::new(false),
                 stopped: Notify::new(),
+                woken: Notify::new(),
                 running: Mutex::new(Vec::new()),
             }),
         })
@@ -175,6 +176,8 @@ struct Shared {
     handlers: String,
     stop: AtomicBool,
     stopped: Notify,
+    /// Wakes the job tasks: a notification from PostgreSQL, or rescued jobs.
+    woken: Notify,
     /// The (id, token) of every job claimed and not finished, for heartbeats.
     running: Mutex<Vec<(i64, i64)>>,
 }
@@ -332,7 +335,10 @@ async fn run_jobs(shared: Arc<Shared>) {
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
     while !shared.stopping() {
-        let woken = WAKE.notified();
+        let local = WAKE.notified();
+        tokio::pin!(local);
+        local.as_mut().enable();
+        let woken = shared.woken.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let stopped = shared.stopped.notified();
@@ -345,7 +351,10 @@ async fn run_jobs(shared: Arc<Shared>) {
             Ok(claimed) if claimed.is_empty() => {
                 let wait = soon.unwrap_or(shared.config.poll_interval);
                 tokio::select! {
-                    () = &mut woken => soon = Some(Duration::from_micros(200)),
+                    // Written in this process, maybe not committed yet: look again soon.
+                    () = &mut local => soon = Some(Duration::from_micros(200)),
+                    // Committed (PostgreSQL notifies at commit), or rescued.
+                    () = &mut woken => soon = None,
                     () = tokio::time::sleep(wait) => {
                         soon = soon.map(|d| d * 2).filter(|d| *d < shared.config.poll_interval);
                     }
@@ -404,7 +413,7 @@ async fn attempt(shared: &Shared, info: &JobInfo, job: &Claimed) -> Result<bool,
     loop {
         tries += 1;
         let retry = tries < 5;
-        let mut tx = shared.config.pool.begin().await?;
+        let mut tx = shared.config.pool.begin_job().await?;
         let scope = AsyncJobScope {
             tx: tx.tx(),
             state: &shared.config.state,
@@ -493,7 +502,7 @@ async fn keep_leases(shared: Arc<Shared>) {
             Ok(0) => {}
             Ok(rescued) => {
                 trace::rescued(rescued as usize);
-                WAKE.notify_waiters();
+                shared.woken.notify_waiters();
             }
             Err(error) => trace::database_error("rescue", &error.into()),
         }
@@ -513,13 +522,16 @@ async fn listen(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(50);
     while !shared.stopping() {
         let listener = async {
+            let channel: String = sqlx::query_scalar(crate::postgres::CHANNEL)
+                .fetch_one(pool)
+                .await?;
             let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-            listener.listen(crate::postgres::CHANNEL).await?;
+            listener.listen(&channel).await?;
             // Jobs committed while no one listened: look once.
-            WAKE.notify_waiters();
+            shared.woken.notify_waiters();
             loop {
                 listener.recv().await?;
-                WAKE.notify_waiters();
+                shared.woken.notify_waiters();
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())

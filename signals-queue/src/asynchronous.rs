@@ -326,14 +326,32 @@ impl Pool {
         }
     }
 
-    /// A transaction on a connection of the pool (deferred on SQLite: the write lock is
-    /// taken at the first write).
-    pub(crate) async fn begin(&self) -> Result<OwnedTx, sqlx::Error> {
+    /// Begins a transaction for the application's own writes, on either database: hand its
+    /// [`tx()`](Transaction::tx) to a signal's context, and [`commit`](Transaction::commit).
+    /// On SQLite it begins `IMMEDIATE`, taking the write lock at once: a deferred transaction
+    /// that reads and then writes fails with `SQLITE_BUSY`, without waiting, when another
+    /// connection wrote in between.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
         Ok(match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => OwnedTx::Postgres(pool.begin().await?),
+            Pool::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
             #[cfg(feature = "sqlx-sqlite")]
-            Pool::Sqlite(pool) => OwnedTx::Sqlite(pool.begin().await?),
+            Pool::Sqlite(pool) => Transaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// A transaction for a job: deferred on SQLite, so that the write lock is taken at the
+    /// handler's first write (or the completion), not while it waits on the network.
+    pub(crate) async fn begin_job(&self) -> Result<Transaction, sqlx::Error> {
+        Ok(match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
+            #[cfg(feature = "sqlx-sqlite")]
+            Pool::Sqlite(pool) => Transaction::Sqlite(pool.begin().await?),
         })
     }
 
@@ -358,30 +376,53 @@ impl Pool {
     }
 }
 
-/// A transaction the worker owns.
-pub(crate) enum OwnedTx {
+/// An open sqlx transaction on either database, from [`Pool::begin`]. Dropping it rolls back.
+#[non_exhaustive]
+pub enum Transaction {
+    /// On PostgreSQL.
     #[cfg(feature = "postgres")]
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// On SQLite.
     #[cfg(feature = "sqlx-sqlite")]
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
 }
 
-impl OwnedTx {
-    pub(crate) fn tx(&mut self) -> Tx<'_> {
+impl Transaction {
+    /// Its connection, for a signal's context or the application's own statements.
+    pub fn tx(&mut self) -> Tx<'_> {
         match self {
             #[cfg(feature = "postgres")]
-            OwnedTx::Postgres(tx) => Tx::Postgres(tx),
+            Transaction::Postgres(tx) => Tx::Postgres(tx),
             #[cfg(feature = "sqlx-sqlite")]
-            OwnedTx::Sqlite(tx) => Tx::Sqlite(tx),
+            Transaction::Sqlite(tx) => Tx::Sqlite(tx),
         }
     }
 
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+    /// Commits: the jobs `notify_async` wrote in it become visible to workers.
+    ///
+    /// # Errors
+    ///
+    /// A database error; the transaction is then rolled back.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             #[cfg(feature = "postgres")]
-            OwnedTx::Postgres(tx) => tx.commit().await,
+            Transaction::Postgres(tx) => tx.commit().await,
             #[cfg(feature = "sqlx-sqlite")]
-            OwnedTx::Sqlite(tx) => tx.commit().await,
+            Transaction::Sqlite(tx) => tx.commit().await,
+        }
+    }
+
+    /// Rolls back: the jobs `notify_async` wrote in it are gone.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Transaction::Postgres(tx) => tx.rollback().await,
+            #[cfg(feature = "sqlx-sqlite")]
+            Transaction::Sqlite(tx) => tx.rollback().await,
         }
     }
 }

@@ -118,7 +118,7 @@ pub trait Handler<S: Signal>: 'static {
     }
 
     /// Calls the handler function, awaiting it if it is an `async fn`.
-    fn call_async<'a, 'c>(signal: &'a S, ctx: &'a mut S::Context<'c>) -> HandlerFuture<'a>
+    fn call_async<'a, 'c: 'a>(signal: &'a S, ctx: &'a mut S::Context<'c>) -> HandlerFuture<'a>
     where
         S: Sync,
         S::Context<'c>: Send,

@@ -74,7 +74,9 @@ pub use crate::worker::{RunningWorker, Worker, WorkerBuilder};
 pub use crate::{
     admin::AsyncQueue,
     async_worker::{AsyncWorker, AsyncWorkerBuilder, RunningAsyncWorker},
-    asynchronous::{AsyncJobScope, EnqueueAsync, FromJobAsync, Pool, Tx, WrongDatabase},
+    asynchronous::{
+        AsyncJobScope, EnqueueAsync, FromJobAsync, Pool, Transaction, Tx, WrongDatabase,
+    },
 };
 
 /// Every queued handler linked into this program.

@@ -5,7 +5,9 @@
 //! instead of waiting for them, and the `UPDATE` touches exactly the rows the CTE locked.
 
 /// Creates the schema; run under an advisory lock, so two processes migrating at once take
-/// turns. The statement-level trigger sends one `NOTIFY signals_jobs` per inserting statement;
+/// turns. The statement-level trigger sends one notification on the channel
+/// `signals_jobs.<schema>` per inserting statement (so applications in other schemas of the
+/// database are not woken);
 /// PostgreSQL delivers it when the transaction commits (never for one that rolls back) and
 /// folds identical notifications of one transaction into one: a hint for idle workers, never
 /// the delivery path.
@@ -38,18 +40,18 @@ CREATE INDEX IF NOT EXISTS signals_jobs_done
     ON signals_jobs (finished_at) WHERE state = 'done';
 CREATE OR REPLACE FUNCTION signals_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('signals_jobs', '');
+    PERFORM pg_notify('signals_jobs.' || TG_TABLE_SCHEMA, '');
     RETURN NULL;
 END $$;
 CREATE OR REPLACE TRIGGER signals_jobs_notify AFTER INSERT ON signals_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION signals_jobs_notify();
 ";
 
-/// The channel the schema's trigger notifies.
-pub(crate) const CHANNEL: &str = "signals_jobs";
+/// The channel the schema's trigger notifies, for the table in the current schema.
+pub(crate) const CHANNEL: &str = "SELECT 'signals_jobs.' || current_schema()";
 
 /// Serializes concurrent migrations (any constant key; this one spells "signals").
-pub(crate) const LOCK: &str = "SELECT pg_advisory_xact_lock(7_359_109_584_012_345)";
+pub(crate) const LOCK: &str = "SELECT pg_advisory_xact_lock(7359109584012345)";
 
 pub(crate) const VERSION: &str = "SELECT MAX(version)::BIGINT FROM signals_queue_schema";
 

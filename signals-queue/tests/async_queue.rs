@@ -1,0 +1,921 @@
+//! The queue rung's async path, end to end, on PostgreSQL and on SQLite through sqlx:
+//! `notify_async` writes jobs in the caller's transaction, `AsyncWorker` runs the same handlers
+//! later; retries, dead jobs, leases and fencing, shutdown, a killed worker process, lost
+//! connections, and LISTEN/NOTIFY wake-ups.
+//!
+//! PostgreSQL is at `SIGNALS_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test works in a schema of its own and drops
+//! it. Without a server the PostgreSQL half is skipped with a message, except under `CI=true`,
+//! where it fails.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use signals_core::{notify_async, on, BoxError, Signal};
+use signals_queue::{
+    AsyncJobScope, AsyncQueue, AsyncWorker, AsyncWorkerBuilder, EnqueueAsync, FromJobAsync,
+    JobState, Pool, RetryPolicy, Tx,
+};
+
+/// What handlers count outside any transaction: attempts the "outside world" saw.
+#[derive(Default)]
+struct Attempts {
+    sent: AtomicUsize,
+    audited: AtomicUsize,
+}
+
+struct AppCtx<'a> {
+    tx: Tx<'a>,
+    attempts: &'a Attempts,
+}
+
+impl EnqueueAsync for AppCtx<'_> {
+    fn transaction(&mut self) -> Tx<'_> {
+        self.tx.reborrow()
+    }
+}
+
+impl<'c> FromJobAsync<'c> for AppCtx<'c> {
+    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
+        let attempts = job.state::<Arc<Attempts>>()?;
+        Ok(AppCtx {
+            tx: job.transaction(),
+            attempts,
+        })
+    }
+}
+
+/// Runs `sql` with one `i64` parameter on whichever database `tx` is on.
+async fn exec(tx: Tx<'_>, sql: &'static str, value: i64) -> Result<u64, sqlx::Error> {
+    Ok(match tx {
+        Tx::Postgres(conn) => sqlx::query(sql)
+            .bind(value)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+        Tx::Sqlite(conn) => sqlx::query(sql)
+            .bind(value)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+        _ => unreachable!("both drivers are enabled"),
+    })
+}
+
+#[derive(Signal, Serialize, Deserialize, Debug)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+struct OrderPlaced {
+    order_id: i64,
+}
+
+/// In the caller's transaction, as always.
+#[on(OrderPlaced, priority = 10)]
+async fn record_order(sig: &OrderPlaced, ctx: &mut AppCtx<'_>) -> Result<(), sqlx::Error> {
+    exec(
+        ctx.tx.reborrow(),
+        "INSERT INTO orders (id) VALUES ($1)",
+        sig.order_id,
+    )
+    .await?;
+    Ok(())
+}
+
+/// An `async fn` handler, queued: written as a job, run by the worker.
+#[on(OrderPlaced, queue = "email")]
+async fn send_welcome(sig: &OrderPlaced, ctx: &mut AppCtx<'_>) -> Result<(), sqlx::Error> {
+    ctx.attempts.sent.fetch_add(1, Ordering::SeqCst);
+    exec(
+        ctx.tx.reborrow(),
+        "INSERT INTO emails (order_id) VALUES ($1)",
+        sig.order_id,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A plain `fn` handler of the same asynchronous signal, queued and filtered at enqueue time.
+#[on(OrderPlaced, queue, when = |o| o.order_id % 2 == 0)]
+fn audit_even(_: &OrderPlaced, ctx: &mut AppCtx<'_>) {
+    ctx.attempts.audited.fetch_add(1, Ordering::SeqCst);
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+struct Flaky {
+    fail_times: usize,
+}
+
+/// Writes, then fails its first `fail_times` attempts: the failed attempts' writes roll back.
+#[on(Flaky, queue, max_attempts = 3)]
+async fn flaky(sig: &Flaky, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    let attempt = ctx.attempts.sent.fetch_add(1, Ordering::SeqCst) + 1;
+    exec(
+        ctx.tx.reborrow(),
+        "INSERT INTO emails (order_id) VALUES ($1)",
+        attempt as i64,
+    )
+    .await?;
+    if attempt <= sig.fail_times {
+        return Err(format!("the mail provider is down (attempt {attempt})").into());
+    }
+    Ok(())
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+struct Explodes;
+
+#[on(Explodes, queue, max_attempts = 2)]
+async fn explodes(_: &Explodes, ctx: &mut AppCtx<'_>) {
+    ctx.attempts.sent.fetch_add(1, Ordering::SeqCst);
+    panic!("boom");
+}
+
+/// The jobs of the load tests: each writes one effect row, after a pause.
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+struct Work {
+    n: i64,
+}
+
+#[on(Work, queue = "work")]
+async fn do_work(sig: &Work, ctx: &mut AppCtx<'_>) -> Result<(), sqlx::Error> {
+    ctx.attempts.sent.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    exec(
+        ctx.tx.reborrow(),
+        "INSERT INTO effects (n) VALUES ($1)",
+        sig.n,
+    )
+    .await?;
+    Ok(())
+}
+
+const APP_SCHEMA: [&str; 3] = [
+    "CREATE TABLE orders (id BIGINT PRIMARY KEY)",
+    "CREATE TABLE emails (order_id BIGINT NOT NULL)",
+    "CREATE TABLE effects (n BIGINT NOT NULL)",
+];
+
+/// One test's database: a schema of its own on PostgreSQL, or a SQLite file.
+struct Db {
+    /// The URL a child process connects with.
+    url: String,
+    /// `Some(schema)` on PostgreSQL.
+    schema: Option<String>,
+    pool: Pool,
+    _dir: Option<tempfile::TempDir>,
+}
+
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn postgres_url() -> String {
+    std::env::var("SIGNALS_TEST_POSTGRES_URL").unwrap_or_else(|_| POSTGRES_URL.to_owned())
+}
+
+impl Db {
+    /// Both databases, or SQLite alone (with a message) when PostgreSQL is unreachable
+    /// outside CI.
+    async fn all() -> Vec<Db> {
+        let mut dbs = vec![Db::sqlite().await];
+        match Db::postgres().await {
+            Ok(db) => dbs.insert(0, db),
+            Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("PostgreSQL at {} is required under CI: {error}", postgres_url())
+            }
+            Err(error) => eprintln!(
+                "skipping the PostgreSQL half: {} is unreachable ({error}); set SIGNALS_TEST_POSTGRES_URL",
+                postgres_url()
+            ),
+        }
+        dbs
+    }
+
+    async fn postgres() -> Result<Db, sqlx::Error> {
+        let url = postgres_url();
+        let schema = format!("signals_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let url = format!("{url}?options=-c%20search_path%3D{schema}&application_name={schema}");
+        let db = Db {
+            pool: Db::connect(&url).await,
+            url,
+            schema: Some(schema),
+            _dir: None,
+        };
+        db.create_app_tables().await;
+        Ok(db)
+    }
+
+    async fn sqlite() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("app.db").display());
+        let db = Db {
+            pool: Db::connect(&url).await,
+            url,
+            schema: None,
+            _dir: Some(dir),
+        };
+        db.create_app_tables().await;
+        db
+    }
+
+    async fn connect(url: &str) -> Pool {
+        Pool::connect(url, 8).await.unwrap()
+    }
+
+    fn name(&self) -> &'static str {
+        if self.schema.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    }
+
+    async fn create_app_tables(&self) {
+        AsyncQueue::new(self.pool.clone()).migrate().await.unwrap();
+        for sql in APP_SCHEMA {
+            self.execute(sql).await;
+        }
+    }
+
+    async fn execute(&self, sql: &'static str) -> u64 {
+        let mut conn = self.pool.begin().await.unwrap();
+        let changed = match conn.tx() {
+            Tx::Postgres(c) => sqlx::query(sql).execute(c).await.unwrap().rows_affected(),
+            Tx::Sqlite(c) => sqlx::query(sql).execute(c).await.unwrap().rows_affected(),
+            _ => unreachable!(),
+        };
+        conn.commit().await.unwrap();
+        changed
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        match &self.pool {
+            Pool::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+            Pool::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn worker(&self, attempts: &Arc<Attempts>) -> AsyncWorkerBuilder {
+        AsyncWorker::builder(self.pool.clone())
+            .state(Arc::clone(attempts))
+            .poll_interval(Duration::from_millis(20))
+            .retry(RetryPolicy {
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(5),
+            })
+    }
+
+    /// Notifies `signal` in a transaction of its own, then commits or rolls back.
+    async fn notify<S>(&self, attempts: &Attempts, signal: &S, commit: bool)
+    where
+        S: for<'c> Signal<Context<'c> = AppCtx<'c>>,
+    {
+        let mut tx = self.pool.begin().await.unwrap();
+        notify_async(
+            signal,
+            &mut AppCtx {
+                tx: tx.tx(),
+                attempts,
+            },
+        )
+        .await
+        .unwrap();
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+    }
+
+    /// Queues `n` `Work` jobs, in one transaction.
+    async fn queue_work(&self, n: i64) {
+        let attempts = Attempts::default();
+        let mut tx = self.pool.begin().await.unwrap();
+        for n in 0..n {
+            notify_async(
+                &Work { n },
+                &mut AppCtx {
+                    tx: tx.tx(),
+                    attempts: &attempts,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    /// Every `Work` job ran its effect exactly once; the attempts the jobs recorded.
+    async fn assert_each_effect_once(&self, n: i64) -> i64 {
+        let name = self.name();
+        assert_eq!(
+            self.count("SELECT COUNT(*) FROM effects").await,
+            n,
+            "{name}"
+        );
+        assert_eq!(
+            self.count("SELECT COUNT(DISTINCT n) FROM effects").await,
+            n,
+            "{name}: an effect ran twice"
+        );
+        assert_eq!(
+            self.count("SELECT COUNT(*) FROM signals_jobs WHERE state <> 'done'")
+                .await,
+            0,
+            "{name}"
+        );
+        self.count("SELECT CAST(SUM(attempt) AS BIGINT) FROM signals_jobs")
+            .await
+    }
+
+    async fn drop_schema(self) {
+        if let Some(schema) = &self.schema {
+            self.execute_owned(format!("DROP SCHEMA {schema} CASCADE"))
+                .await;
+        }
+    }
+
+    async fn execute_owned(&self, sql: String) {
+        if let Pool::Postgres(pool) = &self.pool {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_writes_one_job_per_queued_handler_and_rollback_erases_them() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Attempts::default();
+        db.notify(&attempts, &OrderPlaced { order_id: 1 }, false)
+            .await;
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs").await,
+            0,
+            "{name}"
+        );
+        assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 0, "{name}");
+
+        db.notify(&attempts, &OrderPlaced { order_id: 2 }, true)
+            .await;
+        db.notify(&attempts, &OrderPlaced { order_id: 3 }, true)
+            .await;
+        // Order 2: the email and the (even) audit; order 3: the email only.
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs").await,
+            3,
+            "{name}"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(DISTINCT event_id) FROM signals_jobs")
+                .await,
+            2,
+            "{name}: one event id per notify"
+        );
+        assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, 2, "{name}");
+        // Nothing ran yet: the queued handlers are jobs.
+        assert_eq!(attempts.sent.load(Ordering::SeqCst), 0);
+        let stats = AsyncQueue::new(db.pool.clone()).stats().await.unwrap();
+        assert_eq!(stats.total(JobState::Pending), 3, "{name}");
+        assert!(stats.handlers["async_queue::send_welcome"].linked);
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_runs_each_job_once_and_commits_its_writes_with_the_completion() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Arc::new(Attempts::default());
+        for order_id in 1..=10 {
+            db.notify(&attempts, &OrderPlaced { order_id }, true).await;
+        }
+        db.worker(&attempts)
+            .concurrency(3)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 10, "{name}");
+        assert_eq!(attempts.sent.load(Ordering::SeqCst), 10, "{name}");
+        assert_eq!(attempts.audited.load(Ordering::SeqCst), 5, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+                .await,
+            15,
+            "{name}"
+        );
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_is_retried_its_failed_writes_roll_back_and_a_poison_job_dies() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Arc::new(Attempts::default());
+        db.notify(&attempts, &Flaky { fail_times: 2 }, true).await;
+        db.worker(&attempts)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(attempts.sent.load(Ordering::SeqCst), 3, "{name}");
+        // Only the third attempt's write committed.
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
+        assert_eq!(
+            db.count("SELECT MAX(order_id) FROM emails").await,
+            3,
+            "{name}"
+        );
+
+        // A job that always fails is dead after max_attempts (3), with its error, and can be
+        // retried.
+        let attempts = Arc::new(Attempts::default());
+        db.notify(&attempts, &Flaky { fail_times: 100 }, true).await;
+        db.worker(&attempts)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(attempts.sent.load(Ordering::SeqCst), 3, "{name}");
+        let queue = AsyncQueue::new(db.pool.clone());
+        let dead = queue.dead_jobs().await.unwrap();
+        assert_eq!(dead.len(), 1, "{name}");
+        assert_eq!(dead[0].attempts, 3);
+        assert_eq!(
+            dead[0].last_error.as_deref(),
+            Some("the mail provider is down (attempt 3)"),
+            "{name}"
+        );
+        assert_eq!(queue.retry_dead().await.unwrap(), 1);
+        assert_eq!(queue.stats().await.unwrap().total(JobState::Pending), 1);
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Arc::new(Attempts::default());
+        db.notify(&attempts, &Explodes, true).await;
+        db.notify(&attempts, &OrderPlaced { order_id: 7 }, true)
+            .await;
+        db.worker(&attempts)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        // Two attempts of the panicking job, then the worker went on with the email.
+        assert_eq!(attempts.sent.load(Ordering::SeqCst), 3, "{name}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
+        let dead = AsyncQueue::new(db.pool.clone()).dead_jobs().await.unwrap();
+        assert_eq!(dead.len(), 1, "{name}");
+        assert_eq!(
+            dead[0].last_error.as_deref(),
+            Some("the handler panicked: boom")
+        );
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Arc::new(Attempts::default());
+        db.notify(&attempts, &OrderPlaced { order_id: 5 }, true)
+            .await;
+        // The signal type changed since the job was written: its field is gone.
+        let payload_cast = if db.schema.is_some() { "::jsonb" } else { "" };
+        let sql = format!(
+            "UPDATE signals_jobs SET payload = '{{\"renamed\": 5}}'{payload_cast} WHERE handler = 'async_queue::send_welcome'"
+        );
+        match &db.pool {
+            Pool::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await
+                .map(drop),
+            Pool::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await
+                .map(drop),
+            _ => unreachable!(),
+        }
+        .unwrap();
+        db.worker(&attempts)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(attempts.sent.load(Ordering::SeqCst), 0, "{name}");
+        let dead = AsyncQueue::new(db.pool.clone()).dead_jobs().await.unwrap();
+        assert_eq!(dead.len(), 1, "{name}");
+        assert_eq!(dead[0].attempts, 1, "{name}: dead at once");
+        assert!(
+            dead[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .starts_with("the payload does not deserialize into the signal"),
+            "{name}: {:?}",
+            dead[0].last_error
+        );
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_complete() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Arc::new(Attempts::default());
+        db.notify(&attempts, &OrderPlaced { order_id: 9 }, true)
+            .await;
+        // Worker A claimed the email and stalled (paused, partitioned); its lease expired.
+        db.execute(
+            "UPDATE signals_jobs SET state = 'running', attempt = 1, token = 42, lease_until = 0
+             WHERE handler = 'async_queue::send_welcome'",
+        )
+        .await;
+        // Worker B rescues it and runs it.
+        db.worker(&attempts)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
+        assert_eq!(
+            db.count(
+                "SELECT CAST(attempt AS BIGINT) FROM signals_jobs
+                 WHERE handler = 'async_queue::send_welcome' AND state = 'done'"
+            )
+            .await,
+            2,
+            "{name}: the stalled claim's attempt counted"
+        );
+        // Worker A wakes up: its completion (token 42) changes nothing.
+        let stale = db
+            .execute(
+                "UPDATE signals_jobs SET state = 'done', finished_at = 0
+                 WHERE handler = 'async_queue::send_welcome' AND token = 42 AND state = 'running'",
+            )
+            .await;
+        assert_eq!(stale, 0, "{name}");
+        db.drop_schema().await;
+    }
+}
+
+/// Holds `Gated` handlers until the test opens it.
+static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+struct Gated {
+    fail: bool,
+}
+
+/// Waits at the gate, then writes (and fails if asked).
+#[on(Gated, queue)]
+async fn gated(sig: &Gated, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    STARTED.fetch_add(1, Ordering::SeqCst);
+    GATE.acquire().await?.forget();
+    exec(ctx.tx.reborrow(), "INSERT INTO effects (n) VALUES ($1)", 1).await?;
+    if sig.fail {
+        return Err("failed after losing the lease".into());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_its_lease_can_neither_complete_nor_fail_the_job() {
+    for db in Db::all().await {
+        for fail in [false, true] {
+            let name = db.name();
+            db.execute("DELETE FROM signals_jobs").await;
+            let attempts = Arc::new(Attempts::default());
+            db.notify(&attempts, &Gated { fail }, true).await;
+            let started = STARTED.load(Ordering::SeqCst);
+            let running = db.worker(&attempts).build().await.unwrap().start();
+            wait_for("the handler to start", || async {
+                STARTED.load(Ordering::SeqCst) > started
+            })
+            .await;
+            // While the handler runs, its lease passes to another claim (token 7): what a rescue
+            // and a second worker's claim do to a worker that was paused or partitioned.
+            db.execute("UPDATE signals_jobs SET token = 7 WHERE state = 'running'")
+                .await;
+            GATE.add_permits(1);
+            // Shutdown lets the running handler finish.
+            running.shutdown(Duration::from_secs(10)).await.unwrap();
+            // Its completion (or failure) was refused, and its writes rolled back with it.
+            assert_eq!(db.count("SELECT COUNT(*) FROM effects").await, 0, "{name}");
+            assert_eq!(
+                db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'running' AND token = 7")
+                    .await,
+                1,
+                "{name} (fail: {fail}): the new claim still holds the job"
+            );
+        }
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_on_one_table_run_every_job_exactly_once() {
+    for db in Db::all().await {
+        db.queue_work(300).await;
+        let attempts = Arc::new(Attempts::default());
+        let a = db
+            .worker(&attempts)
+            .concurrency(2)
+            .batch(4)
+            .build()
+            .await
+            .unwrap();
+        let b = db
+            .worker(&attempts)
+            .concurrency(2)
+            .batch(4)
+            .build()
+            .await
+            .unwrap();
+        let (a, b) = tokio::join!(a.run_until_idle(), b.run_until_idle());
+        a.unwrap();
+        b.unwrap();
+        let total = db.assert_each_effect_once(300).await;
+        assert_eq!(total, 300, "{}: no job ran twice", db.name());
+        assert_eq!(attempts.sent.load(Ordering::SeqCst), 300);
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_jobs_finish_and_gives_back_the_claimed_ones() {
+    for db in Db::all().await {
+        let name = db.name();
+        db.queue_work(60).await;
+        let attempts = Arc::new(Attempts::default());
+        let running = db
+            .worker(&attempts)
+            .batch(16)
+            .build()
+            .await
+            .unwrap()
+            .start();
+        wait_for("some effects", || async {
+            db.count("SELECT COUNT(*) FROM effects").await >= 3
+        })
+        .await;
+        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'running'")
+                .await,
+            0,
+            "{name}"
+        );
+        let done = db
+            .count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+            .await;
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM effects").await,
+            done,
+            "{name}"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'pending' AND attempt = 0")
+                .await,
+            60 - done,
+            "{name}: unstarted jobs given back, their attempt not counted"
+        );
+        db.worker(&attempts)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        db.assert_each_effect_once(60).await;
+        db.drop_schema().await;
+    }
+}
+
+/// The environment variable that turns this test binary into a worker process for the crash
+/// test: its value is the database URL.
+const CHILD_WORKER: &str = "SIGNALS_QUEUE_TEST_CHILD_ASYNC_WORKER";
+
+/// Runs as the child process of the crash test (and does nothing otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_worker_process() {
+    let Ok(url) = std::env::var(CHILD_WORKER) else {
+        return;
+    };
+    let pool = Pool::connect(&url, 4).await.unwrap();
+    let _running = AsyncWorker::builder(pool)
+        .state(Arc::new(Attempts::default()))
+        .concurrency(2)
+        .lease(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_sigkill_loses_no_job_and_doubles_no_effect() {
+    for db in Db::all().await {
+        let name = db.name();
+        db.queue_work(200).await;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["child_worker_process", "--exact", "--nocapture"])
+            .env(CHILD_WORKER, &db.url)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the child to run jobs", || async {
+            db.count("SELECT COUNT(*) FROM effects").await >= 20
+        })
+        .await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let running_at_kill = db
+            .count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'running'")
+            .await;
+        assert!(
+            running_at_kill <= 2 * 8,
+            "{name}: at most two claimed batches"
+        );
+        let attempts = Arc::new(Attempts::default());
+        db.worker(&attempts)
+            .concurrency(2)
+            .lease(Duration::from_secs(1))
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        let total = db.assert_each_effect_once(200).await;
+        assert!(
+            total - 200 <= running_at_kill,
+            "{name}: {total} attempts for 200 jobs, {running_at_kill} running at the kill"
+        );
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_retried_and_no_job_is_lost_or_doubled() {
+    let Some(db) = Db::all().await.into_iter().find(|db| db.schema.is_some()) else {
+        return;
+    };
+    db.queue_work(300).await;
+    let attempts = Arc::new(Attempts::default());
+    let running = db
+        .worker(&attempts)
+        .concurrency(2)
+        .lease(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    // Kill every connection of this test's schema but the killer's own, three times over, while
+    // the worker runs: its pool reconnects, failed attempts roll back and are retried.
+    let schema = db.schema.clone().unwrap();
+    let kill = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{schema}'"
+    );
+    let admin = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
+    let mut killed = 0;
+    for _ in 0..3 {
+        wait_for("progress", || async {
+            db.count("SELECT COUNT(*) FROM effects").await >= 40 * (killed + 1)
+        })
+        .await;
+        let terminated: Vec<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(kill.clone()))
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+        killed += 1;
+        eprintln!("terminated {} connections", terminated.len());
+    }
+    running.wait_idle().await.unwrap();
+    running.shutdown(Duration::from_secs(10)).await.unwrap();
+    db.assert_each_effect_once(300).await;
+    admin.close().await;
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_committed_job_wakes_an_idle_worker_through_listen_notify() {
+    let Some(db) = Db::all().await.into_iter().find(|db| db.schema.is_some()) else {
+        return;
+    };
+    let attempts = Arc::new(Attempts::default());
+    // Polling every minute: only the notification can start the job quickly.
+    let running = db
+        .worker(&attempts)
+        .poll_interval(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    tokio::time::sleep(Duration::from_millis(300)).await; // the worker idles, listening
+    let mut latencies = Vec::new();
+    for order_id in 1..=5 {
+        let committed = Instant::now();
+        db.notify(&attempts, &OrderPlaced { order_id }, true).await;
+        wait_for("the email", || async {
+            attempts.sent.load(Ordering::SeqCst) == order_id as usize
+        })
+        .await;
+        latencies.push(committed.elapsed());
+    }
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+    eprintln!("notify → handler start: {latencies:?}");
+    assert!(
+        latencies.iter().all(|l| *l < Duration::from_secs(10)),
+        "{latencies:?}: the worker waited for its poll"
+    );
+    db.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_idempotent_and_concurrent_migrations_take_turns() {
+    for db in Db::all().await {
+        let a = AsyncQueue::new(db.pool.clone());
+        let b = AsyncQueue::new(db.pool.clone());
+        let (a, b) = tokio::join!(a.migrate(), b.migrate());
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(
+            db.count("SELECT CAST(COUNT(*) AS BIGINT) FROM signals_queue_schema")
+                .await,
+            1
+        );
+        db.drop_schema().await;
+    }
+}
+
+#[test]
+fn the_url_of_an_unknown_database_is_a_clear_error() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let error = runtime
+        .block_on(Pool::connect("mysql://localhost/shop", 1))
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unsupported database URL `mysql://localhost/shop`: use `postgres://...` or `sqlite://...`"
+    );
+}
