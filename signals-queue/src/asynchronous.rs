@@ -301,12 +301,19 @@ impl Pool {
         let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         match scheme {
             #[cfg(feature = "postgres")]
-            "postgres" | "postgresql" => Ok(Pool::Postgres(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(connections.max(1))
-                    .connect(url)
-                    .await?,
-            )),
+            "postgres" | "postgresql" => {
+                use sqlx::{ConnectOptions as _, Connection as _};
+                let options = url.parse::<sqlx::postgres::PgConnectOptions>()?;
+                // One connection first: an unreachable server is its own error at once, not a
+                // pool that times out after retrying for half a minute.
+                options.connect().await?.close().await?;
+                Ok(Pool::Postgres(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(connections.max(1))
+                        .connect_with(options)
+                        .await?,
+                ))
+            }
             #[cfg(feature = "sqlx-sqlite")]
             "sqlite" => {
                 use std::str::FromStr;

@@ -834,17 +834,15 @@ async fn a_lost_connection_is_retried_and_no_job_is_lost_or_doubled() {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{schema}'"
     );
     let admin = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
-    let mut killed = 0;
-    for _ in 0..3 {
+    for round in 1..=3 {
         wait_for("progress", || async {
-            db.count("SELECT COUNT(*) FROM effects").await >= 40 * (killed + 1)
+            db.count("SELECT COUNT(*) FROM effects").await >= 40 * round
         })
         .await;
         let terminated: Vec<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(kill.clone()))
             .fetch_all(&admin)
             .await
             .unwrap();
-        killed += 1;
         eprintln!("terminated {} connections", terminated.len());
     }
     running.wait_idle().await.unwrap();

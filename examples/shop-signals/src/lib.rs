@@ -2,9 +2,9 @@
 //! shop's own code: its tables and how it places an order.
 //!
 //! This crate knows nothing about billing, audit logs or email: handlers live in
-//! `shop-handlers`, and the binaries that place orders are `order_flow.rs` and `shop.rs`.
+//! `shop-handlers`, and the binary that places orders is `order_flow.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,25 +45,13 @@ impl<'c> FromJob<'c> for AppCtx<'c> {
     }
 }
 
-/// A simulated mail provider: it fails some calls (every other one, or at random after a
-/// delay), may count every call in a table outside any transaction (what the provider saw), and
-/// remembers what it delivered.
+/// A simulated mail provider whose odd-numbered calls time out (a first attempt fails, its retry
+/// succeeds), and that remembers what it delivered.
 pub struct Mailer {
     /// The sender address.
     pub from: &'static str,
-    failures: Failures,
-    /// Where each call is counted, on a connection of its own, if anywhere.
-    attempts_log: Option<PathBuf>,
     attempts: AtomicUsize,
     delivered: Mutex<Vec<String>>,
-}
-
-/// Which calls of a [`Mailer`] fail.
-enum Failures {
-    /// Odd-numbered calls time out: a first attempt fails, its retry succeeds.
-    EveryOther,
-    /// Each call waits `delay`, then fails with probability `rate`.
-    Random { rate: f64, delay: Duration },
 }
 
 /// The mail provider did not take the email.
@@ -81,25 +69,8 @@ impl std::error::Error for MailError {}
 impl Mailer {
     /// A provider whose odd-numbered calls time out, and that prints what it does.
     pub fn flaky(from: &'static str) -> Mailer {
-        Mailer::new(from, Failures::EveryOther, None)
-    }
-
-    /// A provider that waits `delay` per call and fails with probability `rate`, counting each
-    /// call in the `email_attempts` table of the database at `attempts_log`.
-    pub fn simulated(
-        from: &'static str,
-        rate: f64,
-        delay: Duration,
-        attempts_log: PathBuf,
-    ) -> Mailer {
-        Mailer::new(from, Failures::Random { rate, delay }, Some(attempts_log))
-    }
-
-    fn new(from: &'static str, failures: Failures, attempts_log: Option<PathBuf>) -> Mailer {
         Mailer {
             from,
-            failures,
-            attempts_log,
             attempts: AtomicUsize::new(0),
             delivered: Mutex::new(Vec::new()),
         }
@@ -109,32 +80,17 @@ impl Mailer {
     ///
     /// # Errors
     ///
-    /// [`MailError`] when the provider fails the call (or the attempt could not be counted).
+    /// [`MailError`] when the provider times out.
     pub fn send(&self, to: &str, subject: &str) -> Result<(), MailError> {
         let call = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(path) = &self.attempts_log {
-            count_attempt(path, to).map_err(|error| MailError(error.to_string()))?;
-        }
-        let failed = match self.failures {
-            Failures::EveryOther => {
-                let failed = call % 2 == 1;
-                match failed {
-                    true => println!("  mail provider: timed out sending to {to} (call {call})"),
-                    false => println!(
-                        "  mail provider: sent \"{subject}\" from {} to {to}",
-                        self.from
-                    ),
-                }
-                failed
-            }
-            Failures::Random { rate, delay } => {
-                std::thread::sleep(delay);
-                fastrand::f64() < rate
-            }
-        };
-        if failed {
+        if call % 2 == 1 {
+            println!("  mail provider: timed out sending to {to} (call {call})");
             return Err(MailError(format!("timed out sending to {to}")));
         }
+        println!(
+            "  mail provider: sent \"{subject}\" from {} to {to}",
+            self.from
+        );
         let mut delivered = self.delivered.lock().unwrap_or_else(|e| e.into_inner());
         delivered.push(format!("{to}: {subject}"));
         Ok(())
@@ -152,14 +108,6 @@ impl Mailer {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-}
-
-/// Counts one call to the provider, committed at once on a connection of its own.
-fn count_attempt(path: &Path, to: &str) -> rusqlite::Result<()> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(30))?;
-    conn.execute("INSERT INTO email_attempts (recipient) VALUES (?1)", [to])?;
-    Ok(())
 }
 
 /// An order was inserted; its handlers run inside the same transaction, or are queued in it.
@@ -195,7 +143,6 @@ pub const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS billing (order_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL);
     CREATE TABLE IF NOT EXISTS audit_log (order_id INTEGER NOT NULL, entry TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS emails (order_id INTEGER NOT NULL UNIQUE, recipient TEXT NOT NULL, subject TEXT NOT NULL);
-    CREATE TABLE IF NOT EXISTS email_attempts (recipient TEXT NOT NULL);
 ";
 
 /// Creates the shop's tables and the queue's in the database at `path`.

@@ -1,31 +1,32 @@
-//! The shop as a command-line program over a database file, so that crash and scale behaviour
-//! can be checked from outside: place orders, run workers (and kill them), read the counts.
+//! The shop as a command-line program over SQLite or PostgreSQL, so that crash and scale
+//! behaviour can be checked from outside: place orders, run workers (and kill them), read the
+//! counts.
 //!
 //! ```text
 //! cargo run --example shop -- migrate
+//! cargo run --example shop -- --db postgres://postgres@127.0.0.1/test migrate
 //! cargo run --example shop -- place --orders 1000 --decline-every 7
 //! cargo run --example shop -- worker --concurrency 2 --until-idle --email-fail-rate 0.2
 //! cargo run --example shop -- stats
 //! cargo run --example shop -- retry-dead
 //! ```
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_signals::{migrate, place_order, Mailer, PlaceOrderError, DECLINED_CARD, GOOD_CARD};
-use signals_queue::{JobState, Queue, RetryPolicy, Worker};
-
-// Links the handlers: billing, the audit log, and the queued welcome email.
-use shop_handlers as _;
+use signals_examples_shop::{
+    migrate, place_order, stats, Mailer, PlaceOrderError, DECLINED_CARD, GOOD_CARD,
+};
+use signals_queue::{AsyncQueue, AsyncWorker, Pool, RetryPolicy};
 
 /// What `--help` prints.
 pub const USAGE: &str = "\
 usage: shop [--db URL] <command> [options]
        (from the workspace: cargo run --example shop -- [--db URL] <command> [options])
 
-  --db URL   the database, default sqlite://shop.db (a file; created if missing)
+  --db URL   the database: sqlite://PATH (a file; created if missing; the default is
+             sqlite://shop.db) or postgres://USER@HOST[:PORT]/DATABASE
 
 commands:
   migrate                      create the shop's tables and the jobs table
@@ -33,7 +34,8 @@ commands:
         [--decline-every K]    every K-th order's card is declined: it rolls back
   worker                       run the worker for the queued welcome email
         [--concurrency C]      jobs at once (default 1)
-        [--until-idle]         exit once no email job is pending or running
+        [--until-idle]         exit once no email job is pending or running (otherwise
+                               run until Ctrl-C or SIGTERM, then shut down gracefully)
         [--email-fail-rate P]  the mail provider fails a call with probability P (default 0)
         [--email-delay-ms D]   each call to the provider takes D ms (default 0)
         [--retry-base-ms B]    the first retry's delay ceiling (default 100)
@@ -81,19 +83,19 @@ pub struct WorkerOptions {
     pub lease: Duration,
 }
 
-/// Reads the arguments after the program name: the database path and the command.
-pub fn parse_args(args: &[String]) -> Result<(PathBuf, Command), String> {
+/// Reads the arguments after the program name: the database URL and the command.
+pub fn parse_args(args: &[String]) -> Result<(String, Command), String> {
     let mut db = "sqlite://shop.db".to_owned();
     let mut rest = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "-h" | "--help" => return Ok((PathBuf::new(), Command::Help)),
+            "-h" | "--help" => return Ok((String::new(), Command::Help)),
             "--db" => db = args.next().ok_or("`--db` needs a URL")?.clone(),
             _ => rest.push(arg.as_str()),
         }
     }
-    let path = database_path(&db)?;
+    check_url(&db)?;
     let Some((&command, options)) = rest.split_first() else {
         return Err("missing command".to_owned());
     };
@@ -119,23 +121,23 @@ pub fn parse_args(args: &[String]) -> Result<(PathBuf, Command), String> {
         other => return Err(format!("unknown command `{other}`")),
     };
     options.finish()?;
-    Ok((path, command))
+    Ok((db, command))
 }
 
-/// The file of a `sqlite://` URL; any other scheme is an error saying what works.
-fn database_path(url: &str) -> Result<PathBuf, String> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return match path.is_empty() {
-            true => Err("`--db sqlite://` needs a path: `--db sqlite://shop.db`".to_owned()),
-            false => Ok(PathBuf::from(path)),
-        };
+/// A `sqlite://PATH` or `postgres://...` URL; any other scheme is an error saying what works.
+fn check_url(url: &str) -> Result<(), String> {
+    if url == "sqlite://" {
+        return Err("`--db sqlite://` needs a path: `--db sqlite://shop.db`".to_owned());
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err("PostgreSQL is not supported yet: signals-queue runs on SQLite in this version (`--db sqlite://PATH`)".to_owned());
+    match ["sqlite://", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        true => Ok(()),
+        false => Err(format!(
+            "`--db {url}`: expected a URL such as `sqlite://shop.db` or `postgres://postgres@127.0.0.1/shop`"
+        )),
     }
-    Err(format!(
-        "`--db {url}`: expected a URL such as `sqlite://shop.db`"
-    ))
 }
 
 /// A command's options: `--name value` pairs and flags, each read once.
@@ -176,39 +178,43 @@ impl<'a> Options<'a> {
     }
 }
 
-fn run(path: &std::path::Path, command: Command) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(url: &str, command: Command) -> Result<(), signals_core::BoxError> {
+    if command == Command::Help {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let connections = match &command {
+        Command::Worker(options) => options.concurrency as u32 + 3,
+        _ => 2,
+    };
+    let pool = Pool::connect(url, connections).await?;
     match command {
-        Command::Help => print!("{USAGE}"),
-        Command::Migrate => {
-            migrate(path)?;
-        }
+        Command::Help => {}
+        Command::Migrate => migrate(&pool).await?,
         Command::Place {
             orders,
             decline_every,
-        } => place(path, orders, decline_every)?,
-        Command::Worker(options) => worker(path, options)?,
-        Command::Stats => println!("{}", stats(path)?),
+        } => place(&pool, orders, decline_every).await?,
+        Command::Worker(options) => worker(pool, options).await?,
+        Command::Stats => println!("{}", stats(&pool).await?),
         Command::RetryDead => {
-            let retried = Queue::open(path)?.retry_dead()?;
+            let retried = AsyncQueue::new(pool).retry_dead().await?;
             println!("{retried} dead job(s) pending again");
         }
     }
     Ok(())
 }
 
-fn place(
-    path: &std::path::Path,
-    orders: u64,
-    decline_every: u64,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let mut conn = migrate(path)?;
-    let mailer = Mailer::flaky("shop@example.com");
+async fn place(pool: &Pool, orders: u64, decline_every: u64) -> Result<(), signals_core::BoxError> {
+    migrate(pool).await?;
+    // `place` never sends email: the queued handler runs on the worker.
+    let mailer = Mailer::simulated(0.0, Duration::ZERO, None);
     let (mut committed, mut declined) = (0, 0);
     for i in 1..=orders {
         let declines = decline_every > 0 && i % decline_every == 0;
         let card = if declines { DECLINED_CARD } else { GOOD_CARD };
         let email = format!("customer{i}@example.com");
-        match place_order(&mut conn, &mailer, &email, 1000 + i as i64, card) {
+        match place_order(pool, &mailer, &email, 1000 + i as i64, card).await {
             Ok(_) => committed += 1,
             Err(PlaceOrderError::Handler(_)) if declines => declined += 1,
             Err(error) => return Err(error.into()),
@@ -218,18 +224,14 @@ fn place(
     Ok(())
 }
 
-fn worker(
-    path: &std::path::Path,
-    options: WorkerOptions,
-) -> Result<(), Box<dyn std::error::Error>> {
-    migrate(path)?;
+async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::BoxError> {
+    migrate(&pool).await?;
     let mailer = Mailer::simulated(
-        "shop@example.com",
         options.email_fail_rate,
         options.email_delay,
-        path.to_owned(),
+        Some(pool.clone()),
     );
-    let worker = Worker::builder(path)
+    let worker = AsyncWorker::builder(pool)
         .state(Arc::new(mailer))
         .concurrency(options.concurrency)
         .lease(options.lease)
@@ -237,52 +239,49 @@ fn worker(
             base: options.retry_base,
             cap: options.retry_base * 32,
         })
-        .build()?;
+        .build()
+        .await?;
     if options.until_idle {
-        worker.run_until_idle()?;
+        worker.run_until_idle().await?;
         return Ok(());
     }
-    let _running = worker.start()?;
-    loop {
-        std::thread::park();
-    }
+    let running = worker.start();
+    shutdown_signal().await;
+    running.shutdown(Duration::from_secs(30)).await?;
+    Ok(())
 }
 
-/// `{"orders": n, "emails": n, "email_attempts": n, "jobs": {"pending": n, "running": n, "dead": n}}`
-fn stats(path: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
-    // Reads only: in WAL mode it never waits for the workers' writes.
-    let conn =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let count = |table: &str| -> rusqlite::Result<i64> {
-        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
-            row.get(0)
-        })
-    };
-    let jobs = Queue::open(path)?.stats()?;
-    Ok(format!(
-        r#"{{"orders": {}, "emails": {}, "email_attempts": {}, "jobs": {{"pending": {}, "running": {}, "dead": {}}}}}"#,
-        count("orders")?,
-        count("emails")?,
-        count("email_attempts")?,
-        jobs.total(JobState::Pending),
-        jobs.total(JobState::Running),
-        jobs.total(JobState::Dead),
-    ))
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, command) = match parse_args(&args) {
+    let (url, command) = match parse_args(&args) {
         Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("shop: {message} (see `shop --help`)");
             return ExitCode::from(2);
         }
     };
-    match run(&path, command) {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(&url, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("shop: {}: {error}", path.display());
+            let error = error.to_string().replace('\n', " ");
+            eprintln!("shop: {url}: {error}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,354 @@
+//! The shop of `order_flow`, on the queue rung's async path: the same signal, the same three
+//! handlers (billing and the audit log in the order's transaction, the welcome email queued),
+//! written as `async fn`s over sqlx so that one program runs on SQLite or PostgreSQL.
+//!
+//! `shop.rs` is the command line over it; `tests/shop.rs` kills and races its workers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use signals_core::{notify_async, on, BoxError, Signal};
+use signals_queue::{AsyncJobScope, AsyncQueue, EnqueueAsync, FromJobAsync, JobState, Pool, Tx};
+
+/// Runs `$body` with `$conn` the connection `$tx` holds, on either database: the shop's SQL is
+/// written once, with `$1` parameters, which both accept.
+macro_rules! on_conn {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            Tx::Postgres($conn) => $body,
+            Tx::Sqlite($conn) => $body,
+            _ => unreachable!("the shop enables both drivers"),
+        }
+    };
+}
+
+/// What every handler of a shop signal receives: a transaction and the mail provider.
+///
+/// In `notify_async`, `tx` is the caller's transaction: handlers' rows commit or roll back with
+/// the order, and so do the jobs of queued handlers. On the worker, `tx` is the worker's
+/// transaction for one job.
+pub struct AppCtx<'a> {
+    /// The transaction the handler writes in.
+    pub tx: Tx<'a>,
+    /// Sends email; a queued handler calls it after the order committed.
+    pub mailer: &'a Mailer,
+}
+
+impl EnqueueAsync for AppCtx<'_> {
+    fn transaction(&mut self) -> Tx<'_> {
+        self.tx.reborrow()
+    }
+}
+
+impl<'c> FromJobAsync<'c> for AppCtx<'c> {
+    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
+        let mailer: &'c Arc<Mailer> = job.state()?;
+        Ok(AppCtx {
+            tx: job.transaction(),
+            mailer,
+        })
+    }
+}
+
+/// An order was inserted; its handlers run inside the same transaction, or are queued in it.
+#[derive(Signal, Debug, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+pub struct OrderCreated {
+    /// The new order's id.
+    pub order_id: i64,
+    /// Who placed it.
+    pub customer_email: String,
+    /// What the card is charged, in cents.
+    pub total_cents: i64,
+    /// The card to charge.
+    pub card_number: String,
+}
+
+/// A card that billing accepts.
+pub const GOOD_CARD: &str = "4242 4242 4242 4242";
+/// The test card that every issuer declines.
+pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
+
+/// Runs first, so that a later failure visibly rolls this row back too.
+#[on(OrderCreated, priority = 10)]
+async fn write_audit_log(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<(), sqlx::Error> {
+    let entry = format!("order created by {}", sig.customer_email);
+    let sql = "INSERT INTO audit_log (order_id, entry) VALUES ($1, $2)";
+    on_conn!(ctx.tx.reborrow(), |conn| sqlx::query(sql)
+        .bind(sig.order_id)
+        .bind(&entry)
+        .execute(conn)
+        .await
+        .map(drop))
+}
+
+/// Billing declined the order: the whole transaction rolls back.
+#[derive(Debug)]
+pub struct CardDeclined {
+    /// The card's last four digits.
+    pub last4: String,
+}
+
+impl std::fmt::Display for CardDeclined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "card ending in {} was declined", self.last4)
+    }
+}
+
+impl std::error::Error for CardDeclined {}
+
+#[on(OrderCreated)]
+async fn create_billing_record(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    if sig.card_number == DECLINED_CARD {
+        let last4 = sig.card_number[sig.card_number.len() - 4..].to_owned();
+        return Err(CardDeclined { last4 }.into());
+    }
+    let sql = "INSERT INTO billing (order_id, amount_cents) VALUES ($1, $2)";
+    on_conn!(ctx.tx.reborrow(), |conn| sqlx::query(sql)
+        .bind(sig.order_id)
+        .bind(sig.total_cents)
+        .execute(conn)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
+/// Queued: inside `notify_async` this writes a job in the order's transaction; the worker calls
+/// it after commit, and again after a backoff when the provider fails, up to 5 times. The
+/// `emails` row commits with the job's completion: one per order, however many attempts.
+#[on(OrderCreated, priority = -10, queue = "email", max_attempts = 5)]
+async fn send_welcome_email(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    let subject = format!("Thanks for your order #{}", sig.order_id);
+    ctx.mailer.send(&sig.customer_email, &subject).await?;
+    let sql = "INSERT INTO emails (order_id, recipient, subject) VALUES ($1, $2, $3)";
+    on_conn!(ctx.tx.reborrow(), |conn| sqlx::query(sql)
+        .bind(sig.order_id)
+        .bind(&sig.customer_email)
+        .bind(&subject)
+        .execute(conn)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
+/// A simulated mail provider: each call waits, fails with some probability, and is counted in
+/// the `email_attempts` table outside any transaction (what the provider saw).
+pub struct Mailer {
+    fail_rate: f64,
+    delay: Duration,
+    /// Where each call is counted, if anywhere.
+    attempts_log: Option<Pool>,
+    attempts: AtomicUsize,
+}
+
+/// The mail provider did not take the email.
+#[derive(Debug)]
+pub struct MailError(String);
+
+impl std::fmt::Display for MailError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MailError {}
+
+impl Mailer {
+    /// A provider that waits `delay` per call, fails with probability `fail_rate`, and counts
+    /// each call in `attempts_log`'s `email_attempts` table.
+    pub fn simulated(fail_rate: f64, delay: Duration, attempts_log: Option<Pool>) -> Mailer {
+        Mailer {
+            fail_rate,
+            delay,
+            attempts_log,
+            attempts: AtomicUsize::new(0),
+        }
+    }
+
+    /// Sends one email.
+    ///
+    /// # Errors
+    ///
+    /// [`MailError`] when the provider fails the call (or it could not be counted).
+    pub async fn send(&self, to: &str, _subject: &str) -> Result<(), MailError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        if let Some(pool) = &self.attempts_log {
+            let sql = "INSERT INTO email_attempts (recipient) VALUES ($1)";
+            let counted = match pool {
+                Pool::Postgres(pool) => sqlx::query(sql).bind(to).execute(pool).await.map(drop),
+                Pool::Sqlite(pool) => sqlx::query(sql).bind(to).execute(pool).await.map(drop),
+                _ => unreachable!("the shop enables both drivers"),
+            };
+            counted.map_err(|error| MailError(error.to_string()))?;
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if fastrand::f64() < self.fail_rate {
+            return Err(MailError(format!("timed out sending to {to}")));
+        }
+        Ok(())
+    }
+
+    /// How many times `send` was called in this process.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+}
+
+/// The shop's tables on PostgreSQL. The jobs table is the queue's (`AsyncQueue::migrate`).
+const POSTGRES_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS orders (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, customer_email TEXT NOT NULL, total_cents BIGINT NOT NULL);
+    CREATE TABLE IF NOT EXISTS billing (order_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL);
+    CREATE TABLE IF NOT EXISTS audit_log (order_id BIGINT NOT NULL, entry TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS emails (order_id BIGINT NOT NULL UNIQUE, recipient TEXT NOT NULL, subject TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS email_attempts (recipient TEXT NOT NULL);
+";
+
+/// The same tables on SQLite.
+const SQLITE_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, customer_email TEXT NOT NULL, total_cents INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS billing (order_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS audit_log (order_id INTEGER NOT NULL, entry TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS emails (order_id INTEGER NOT NULL UNIQUE, recipient TEXT NOT NULL, subject TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS email_attempts (recipient TEXT NOT NULL);
+";
+
+/// Creates the queue's table and the shop's.
+///
+/// # Errors
+///
+/// A database error.
+pub async fn migrate(pool: &Pool) -> Result<(), BoxError> {
+    AsyncQueue::new(pool.clone()).migrate().await?;
+    match pool {
+        Pool::Postgres(pool) => sqlx::raw_sql(POSTGRES_SCHEMA).execute(pool).await.map(drop),
+        Pool::Sqlite(pool) => sqlx::raw_sql(SQLITE_SCHEMA).execute(pool).await.map(drop),
+        _ => unreachable!("the shop enables both drivers"),
+    }?;
+    Ok(())
+}
+
+/// Why an order could not be placed.
+#[derive(Debug)]
+pub enum PlaceOrderError {
+    /// The order itself could not be written or committed.
+    Database(sqlx::Error),
+    /// A handler of `OrderCreated` failed; nothing was committed.
+    Handler(signals_core::Error),
+}
+
+impl std::fmt::Display for PlaceOrderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaceOrderError::Database(error) => write!(f, "database error: {error}"),
+            PlaceOrderError::Handler(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for PlaceOrderError {}
+
+impl From<sqlx::Error> for PlaceOrderError {
+    fn from(error: sqlx::Error) -> Self {
+        PlaceOrderError::Database(error)
+    }
+}
+
+/// Inserts the order and notifies `OrderCreated`, all in one transaction (`IMMEDIATE` on
+/// SQLite). If a handler fails, dropping the transaction rolls back the order, every row the
+/// handlers wrote, and the queued email's job.
+///
+/// # Errors
+///
+/// [`PlaceOrderError`]: a handler's failure (nothing committed) or a database error.
+pub async fn place_order(
+    pool: &Pool,
+    mailer: &Mailer,
+    customer_email: &str,
+    total_cents: i64,
+    card_number: &str,
+) -> Result<i64, PlaceOrderError> {
+    let mut tx = pool.begin().await?;
+    let sql = "INSERT INTO orders (customer_email, total_cents) VALUES ($1, $2) RETURNING id";
+    let order_id: i64 = on_conn!(tx.tx(), |conn| sqlx::query_scalar(sql)
+        .bind(customer_email)
+        .bind(total_cents)
+        .fetch_one(conn)
+        .await)?;
+    let signal = OrderCreated {
+        order_id,
+        customer_email: customer_email.to_owned(),
+        total_cents,
+        card_number: card_number.to_owned(),
+    };
+    notify_async(
+        &signal,
+        &mut AppCtx {
+            tx: tx.tx(),
+            mailer,
+        },
+    )
+    .await
+    .map_err(PlaceOrderError::Handler)?;
+    tx.commit().await?;
+    Ok(order_id)
+}
+
+/// The counts `shop stats` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShopStats {
+    /// Committed orders.
+    pub orders: i64,
+    /// Emails recorded by the queued handler (one per order once the queue drains).
+    pub emails: i64,
+    /// Calls the mail provider saw, successful or not.
+    pub email_attempts: i64,
+    /// Jobs waiting, now or after a retry's backoff.
+    pub pending: u64,
+    /// Jobs claimed by a worker.
+    pub running: u64,
+    /// Jobs out of attempts.
+    pub dead: u64,
+}
+
+impl std::fmt::Display for ShopStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            r#"{{"orders": {}, "emails": {}, "email_attempts": {}, "jobs": {{"pending": {}, "running": {}, "dead": {}}}}}"#,
+            self.orders, self.emails, self.email_attempts, self.pending, self.running, self.dead
+        )
+    }
+}
+
+/// Reads the shop's counts and the queue's.
+///
+/// # Errors
+///
+/// A database error.
+pub async fn stats(pool: &Pool) -> Result<ShopStats, BoxError> {
+    let mut counts = [0i64; 3];
+    for (count, sql) in counts.iter_mut().zip([
+        "SELECT COUNT(*) FROM orders",
+        "SELECT COUNT(*) FROM emails",
+        "SELECT COUNT(*) FROM email_attempts",
+    ]) {
+        *count = match pool {
+            Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
+            _ => unreachable!("the shop enables both drivers"),
+        };
+    }
+    let jobs = AsyncQueue::new(pool.clone()).stats().await?;
+    Ok(ShopStats {
+        orders: counts[0],
+        emails: counts[1],
+        email_attempts: counts[2],
+        pending: jobs.total(JobState::Pending),
+        running: jobs.total(JobState::Running),
+        dead: jobs.total(JobState::Dead),
+    })
+}
