@@ -91,17 +91,23 @@ UPDATE signals_jobs
 SET state = 'pending', attempt = attempt - 1, lease_until = NULL, token = NULL
 WHERE id = $1 AND token = $2 AND state = 'running'";
 
+/// Skips rows locked by a group's open transaction: those jobs are being completed.
 pub(crate) const HEARTBEAT: &str = "
 UPDATE signals_jobs SET lease_until = $1
-WHERE token = $2 AND state = 'running'";
+WHERE id IN (
+    SELECT id FROM signals_jobs WHERE token = $2 AND state = 'running'
+    FOR UPDATE SKIP LOCKED)";
 
+/// Skips locked rows: a row some open transaction is completing is not abandoned.
 pub(crate) const RESCUE: &str = "
 UPDATE signals_jobs
 SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN $1::BIGINT ELSE NULL END,
     lease_until = NULL, token = NULL,
     last_error = 'the lease expired: the worker running the job stopped or lost the database'
-WHERE state = 'running' AND lease_until < $1";
+WHERE id IN (
+    SELECT id FROM signals_jobs WHERE state = 'running' AND lease_until < $1
+    FOR UPDATE SKIP LOCKED)";
 
 pub(crate) const RETRY_DEAD: &str = "
 UPDATE signals_jobs

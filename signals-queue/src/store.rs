@@ -17,11 +17,13 @@ macro_rules! on {
         match $tx {
             #[cfg(feature = "postgres")]
             Tx::Postgres($conn) => {
+                #[allow(unused_imports)]
                 use crate::postgres as $sql;
                 $body
             }
             #[cfg(feature = "sqlx-sqlite")]
             Tx::Sqlite($conn) => {
+                #[allow(unused_imports)]
                 use crate::sqlite as $sql;
                 $body
             }
@@ -149,6 +151,14 @@ pub(crate) async fn heartbeat(
                 .await?;
         });
     }
+    Ok(())
+}
+
+/// Runs a savepoint statement (`SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO SAVEPOINT`).
+pub(crate) async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(), sqlx::Error> {
+    on!(tx, |conn, _sql| {
+        sqlx::raw_sql(statement).execute(&mut *conn).await?;
+    });
     Ok(())
 }
 

@@ -917,3 +917,50 @@ fn the_url_of_an_unknown_database_is_a_clear_error() {
         "unsupported database URL `mysql://localhost/shop`: use `postgres://...` or `sqlite://...`"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_group_of_jobs_sharing_a_commit_a_failing_job_rolls_back_alone() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Arc::new(Attempts::default());
+        // One transaction: five jobs, a job that fails once after writing, five more; one
+        // claim takes them all and (on PostgreSQL) runs them in one group.
+        let mut tx = db.pool.begin().await.unwrap();
+        for n in 0..11 {
+            let mut ctx = AppCtx {
+                tx: tx.tx(),
+                attempts: &attempts,
+            };
+            match n {
+                5 => notify_async(&Flaky { fail_times: 1 }, &mut ctx).await,
+                n => notify_async(&Work { n }, &mut ctx).await,
+            }
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        db.worker(&attempts)
+            .batch(16)
+            .jobs_per_commit(16)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(db.count("SELECT COUNT(*) FROM effects").await, 10, "{name}");
+        // The failed first attempt's write rolled back to its savepoint; the retry's stayed.
+        assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
+        assert_eq!(
+            db.count("SELECT MAX(order_id) FROM emails").await,
+            2,
+            "{name}"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+                .await,
+            11,
+            "{name}"
+        );
+        db.drop_schema().await;
+    }
+}
