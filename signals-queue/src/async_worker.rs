@@ -393,7 +393,9 @@ async fn run_jobs(shared: Arc<Shared>) {
 /// Runs claimed jobs in order; at shutdown, gives back those not started.
 async fn run_claimed(shared: &Shared, claimed: Vec<Claimed>) {
     lock(&shared.running).extend(claimed.iter().map(|job| (job.id, job.token)));
-    if shared.config.jobs_per_commit > 1 && shared.config.pool.is_postgres() {
+    // A single job gains nothing from a group, and would wait for two more round trips.
+    #[cfg(feature = "postgres")]
+    if claimed.len() > 1 && shared.config.jobs_per_commit > 1 && shared.config.pool.is_postgres() {
         run_grouped(shared, claimed).await;
         return;
     }
@@ -416,91 +418,136 @@ async fn release(shared: &Shared, job: &Claimed) {
     lock(&shared.running).retain(|&(id, _)| id != job.id);
 }
 
-/// How long a group's transaction stays open before it commits, however many of its claimed
-/// jobs are still to run: bounds how long a finished job's effects wait for their commit.
+/// How long a group's transaction stays open before it commits, however many of its jobs are
+/// still to run: bounds how long a finished job's effects wait for their commit.
+#[cfg(feature = "postgres")]
 const GROUP_WINDOW: Duration = Duration::from_millis(100);
 
-/// What one job of a group left in the group's transaction.
-enum Settled {
-    /// Its effects and its completion, after a released savepoint.
-    Done,
-    /// Its failure (its effects rolled back to its savepoint).
-    Failed,
-    /// Nothing: its lease was lost, its effects rolled back.
-    LeaseLost,
-}
-
-/// Runs claimed jobs several to a transaction, each inside a savepoint (PostgreSQL): a job's
-/// effects and its completion still commit together or not at all, and a failed job rolls back
-/// to its savepoint alone, but the group pays one commit. A group commits after its last job,
-/// or once it has been open [`GROUP_WINDOW`], or after `jobs_per_commit` jobs.
+/// Runs one claim's jobs several to a transaction (PostgreSQL). The group's transaction first
+/// locks the job rows its claim still holds (a job whose lease was lost is skipped: that lock is
+/// the fence, and no other worker can take a locked row back). Each job then runs after a
+/// `SAVEPOINT`: a failing job rolls back to it alone, and its failure is recorded in the
+/// group's transaction. One statement completes every job that succeeded, and one commit makes
+/// each job's effects and completion durable together. A group ends after `jobs_per_commit`
+/// jobs, or once it has been open [`GROUP_WINDOW`]; if its transaction fails, every job it ran
+/// counts a failed attempt.
+#[cfg(feature = "postgres")]
 async fn run_grouped(shared: &Shared, claimed: Vec<Claimed>) {
-    let mut jobs = claimed.into_iter().peekable();
-    while jobs.peek().is_some() {
-        if shared.stopping() {
-            for job in jobs.by_ref() {
-                release(shared, &job).await;
+    let mut jobs = claimed;
+    jobs.reverse(); // popped from the end, in claim order
+    while !jobs.is_empty() {
+        let size = shared.config.jobs_per_commit.min(jobs.len());
+        let group: Vec<Claimed> = jobs
+            .split_off(jobs.len() - size)
+            .into_iter()
+            .rev()
+            .collect();
+        let leftover = match run_group(shared, group).await {
+            Ok(leftover) => leftover,
+            Err(leftover) if shared.stopping() => {
+                // Still claimed: their leases bring them back to the queue.
+                let ids: Vec<i64> = leftover.iter().map(|job| job.id).collect();
+                lock(&shared.running).retain(|(id, _)| !ids.contains(id));
+                return;
             }
-            return;
-        }
-        let mut tx = match shared.config.pool.begin_job().await {
-            Ok(tx) => tx,
-            Err(error) => {
-                // The jobs stay claimed; their lease brings them back if this persists.
-                trace::database_error("begin", &error.into());
+            Err(leftover) => {
                 shared.sleep(Duration::from_millis(50)).await;
-                continue;
+                leftover
             }
         };
-        let opened = std::time::Instant::now();
-        let mut settled: Vec<(Claimed, &'static JobInfo)> = Vec::new();
-        let mut broken: Option<sqlx::Error> = None;
-        while settled.len() < shared.config.jobs_per_commit
-            && opened.elapsed() < GROUP_WINDOW
-            && !shared.stopping()
-        {
-            let Some(job) = jobs.next() else { break };
-            let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
-                continue;
-            };
-            let span = trace::attempt(&job, info);
-            match trace::instrument(attempt_in_group(shared, &mut tx, info, &job), span).await {
-                Ok(Settled::Done | Settled::Failed) => settled.push((job, info)),
-                Ok(Settled::LeaseLost) => {
-                    trace::lease_lost(&job);
-                    lock(&shared.running).retain(|&(id, _)| id != job.id);
-                }
-                Err(error) => {
-                    settled.push((job, info));
-                    broken = Some(error);
-                    break;
-                }
-            }
-        }
-        let result = match broken {
-            Some(error) => Err(error),
-            None => tx.commit().await,
-        };
-        if let Err(error) = result {
-            // Nothing of the group committed: each job's attempt failed on the database.
-            let error = AttemptError::Sqlx(error);
-            for (job, info) in &settled {
-                record_failure(shared, info, job, &error).await;
-            }
-        }
-        let mut running = lock(&shared.running);
-        running.retain(|&(id, _)| !settled.iter().any(|(job, _)| job.id == id));
+        jobs.extend(leftover.into_iter().rev());
     }
 }
 
-/// One job of a group, inside a savepoint of the group's transaction. `Err`: the transaction
-/// itself failed (the group is lost).
+/// One group: see [`run_grouped`]. Returns the jobs it did not reach (still claimed), in `Err`
+/// if the database failed.
+#[cfg(feature = "postgres")]
+async fn run_group(shared: &Shared, group: Vec<Claimed>) -> Result<Vec<Claimed>, Vec<Claimed>> {
+    let forget = |ids: &[i64]| lock(&shared.running).retain(|(id, _)| !ids.contains(id));
+    let token = group[0].token;
+    let ids: Vec<i64> = group.iter().map(|job| job.id).collect();
+    let begun = async {
+        let mut tx = shared.config.pool.begin_job().await?;
+        let held = store::lock_claimed(tx.tx(), &ids, token).await?;
+        Ok::<_, sqlx::Error>((tx, held))
+    };
+    let (mut tx, held) = match begun.await {
+        Ok(begun) => begun,
+        Err(error) => {
+            trace::database_error("begin", &error.into());
+            return Err(group);
+        }
+    };
+    let opened = std::time::Instant::now();
+    let mut ran: Vec<(&Claimed, &'static JobInfo)> = Vec::new();
+    let mut done: Vec<i64> = Vec::new();
+    let mut leftover: Vec<Claimed> = Vec::new();
+    let mut broken: Option<sqlx::Error> = None;
+    for job in &group {
+        if !held.contains(&job.id) {
+            trace::lease_lost(job);
+            forget(&[job.id]);
+            continue;
+        }
+        let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
+            continue;
+        };
+        if broken.is_some() || opened.elapsed() >= GROUP_WINDOW || shared.stopping() {
+            leftover.push(job.clone());
+            continue;
+        }
+        ran.push((job, info));
+        let span = trace::attempt(job, info);
+        match trace::instrument(attempt_in_group(shared, &mut tx, info, job), span).await {
+            Ok(true) => done.push(job.id),
+            Ok(false) => {}
+            Err(error) => broken = Some(error),
+        }
+    }
+    let finish = async {
+        if let Some(error) = broken {
+            return Err(error);
+        }
+        if shared.stopping() {
+            // Locked by this transaction: given back in it.
+            for job in leftover.drain(..) {
+                store::release(tx.tx(), job.id, job.token).await?;
+            }
+        }
+        store::complete_many(tx.tx(), &done, token, shared.config.clock.now()).await?;
+        tx.commit().await
+    };
+    let ran_ids: Vec<i64> = ran.iter().map(|(job, _)| job.id).collect();
+    match finish.await {
+        Ok(()) => {
+            forget(&ran_ids);
+            if shared.stopping() {
+                forget(&ids);
+            }
+            Ok(leftover)
+        }
+        Err(error) => {
+            // Nothing of the group committed: each job it ran failed an attempt on the database.
+            let error = AttemptError::Sqlx(error);
+            for (job, info) in ran {
+                record_failure(shared, info, job, &error).await;
+            }
+            forget(&ran_ids);
+            Err(leftover)
+        }
+    }
+}
+
+/// One job of a group, after a savepoint of the group's transaction: `Ok(true)` if it
+/// succeeded (its completion comes with the group's), `Ok(false)` if it failed (rolled back to
+/// its savepoint, its failure recorded). `Err`: the transaction itself failed.
+#[cfg(feature = "postgres")]
 async fn attempt_in_group(
     shared: &Shared,
     tx: &mut crate::asynchronous::Transaction,
     info: &JobInfo,
     job: &Claimed,
-) -> Result<Settled, sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     store::savepoint(tx.tx(), "SAVEPOINT signals_job").await?;
     let scope = AsyncJobScope {
         tx: tx.tx(),
@@ -509,23 +556,13 @@ async fn attempt_in_group(
         event_id: Uuid::parse_str(&job.event_id).unwrap_or_default(),
         attempt: job.attempt,
     };
-    let outcome = AssertUnwindSafe(info.run_async(&job.payload, scope))
+    let error = match AssertUnwindSafe(info.run_async(&job.payload, scope))
         .catch_unwind()
-        .await;
-    let error = match outcome {
-        Err(panic) => AttemptError::Panic(crate::worker::panic_message(&*panic)),
+        .await
+    {
+        Ok(Ok(())) => return Ok(true),
         Ok(Err(error)) => error,
-        Ok(Ok(())) => match store::complete(tx.tx(), job, shared.config.clock.now()).await {
-            Ok(true) => {
-                store::savepoint(tx.tx(), "RELEASE SAVEPOINT signals_job").await?;
-                return Ok(Settled::Done);
-            }
-            Ok(false) => {
-                store::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_job").await?;
-                return Ok(Settled::LeaseLost);
-            }
-            Err(error) => AttemptError::Sqlx(error),
-        },
+        Err(panic) => AttemptError::Panic(crate::worker::panic_message(&*panic)),
     };
     store::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_job").await?;
     let now = shared.config.clock.now();
@@ -539,11 +576,7 @@ async fn attempt_in_group(
     let recorded = store::fail(tx.tx(), job, error.is_permanent(), now, retry_at, &message).await?;
     let dead = error.is_permanent() || job.attempt >= info.max_attempts();
     trace::failed(job, info, &error, recorded, dead);
-    Ok(if recorded {
-        Settled::Failed
-    } else {
-        Settled::LeaseLost
-    })
+    Ok(false)
 }
 
 async fn run_one(shared: &Shared, job: &Claimed) {

@@ -79,6 +79,16 @@ pub(crate) const COMPLETE: &str = "
 UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL
 WHERE id = $2 AND token = $3 AND state = 'running'";
 
+/// A group's fence: locks the jobs of the group its claim still holds.
+pub(crate) const LOCK_CLAIMED: &str = "
+SELECT id FROM signals_jobs WHERE id = ANY($1) AND token = $2 AND state = 'running'
+FOR UPDATE";
+
+/// A group's completion: every job of it that succeeded, in its transaction.
+pub(crate) const COMPLETE_MANY: &str = "
+UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL
+WHERE id = ANY($2) AND token = $3 AND state = 'running'";
+
 pub(crate) const FAIL: &str = "
 UPDATE signals_jobs
 SET state = CASE WHEN $1 OR attempt >= max_attempts THEN 'dead' ELSE 'pending' END,

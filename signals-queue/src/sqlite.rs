@@ -196,7 +196,7 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
 }
 
 /// A job as a claim returns it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Claimed {
     pub(crate) id: i64,
     pub(crate) event_id: String,

@@ -1,0 +1,882 @@
+//! The queue rung's async path (sqlx): PostgreSQL, and SQLite through sqlx, each figure next to
+//! a plain-SQL floor measured in the same run. Rounds interleave every variant (in alternating
+//! order); each variant gets a fresh schema (PostgreSQL) or file (SQLite); tables give the
+//! median over rounds.
+//!
+//! 1. enqueue: a transaction that inserts a domain row and a job row, by hand or with
+//!    `notify_async`;
+//! 2. drain: noop jobs, by hand-written claim loops and by `signals_queue::AsyncWorker`;
+//! 3. latency: commit returned → handler started at ~500 commits/s, with LISTEN/NOTIFY and with
+//!    polling alone (PostgreSQL);
+//! 4. a long read transaction: the drain again while another connection holds a snapshot open
+//!    (it pins the xmin horizon, so dead job rows cannot be cleaned up) (PostgreSQL).
+//!
+//! ```text
+//! cargo bench -p signals-bench --bench queue_async                 # every section, 3 rounds
+//! cargo bench -p signals-bench --bench queue_async -- drain        # one section
+//! ROUNDS=1 JOBS=5000 cargo bench -p signals-bench --bench queue_async
+//! ```
+//!
+//! PostgreSQL is at `SIGNALS_BENCH_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). The program runs only under `cargo bench`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use signals_core::{notify_async, on, BoxError, Signal};
+use signals_queue::{
+    AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Transaction, Tx,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The application: a context, two signals, one queued handler each.
+
+struct Ctx<'a> {
+    tx: Tx<'a>,
+}
+
+impl EnqueueAsync for Ctx<'_> {
+    fn transaction(&mut self) -> Tx<'_> {
+        self.tx.reborrow()
+    }
+}
+
+impl<'c> FromJobAsync<'c> for Ctx<'c> {
+    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
+        Ok(Ctx {
+            tx: job.transaction(),
+        })
+    }
+}
+
+/// The domain row, and the payload of every job here (about 100 bytes of JSON).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct Order {
+    order_id: i64,
+    customer: String,
+    amount_cents: i64,
+    currency: String,
+}
+
+impl Order {
+    fn new(order_id: i64) -> Order {
+        Order {
+            order_id,
+            customer: format!("customer-{order_id:08}@example.com"),
+            amount_cents: 4_999,
+            currency: "EUR".to_owned(),
+        }
+    }
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct OrderPlaced(Order);
+
+static NOOPS: AtomicUsize = AtomicUsize::new(0);
+
+#[on(OrderPlaced, queue, name = "bench.noop")]
+fn noop(sig: &OrderPlaced, _: &mut Ctx<'_>) {
+    black_box(sig);
+    NOOPS.fetch_add(1, Ordering::Relaxed);
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Ping {
+    seq: usize,
+}
+
+/// `seq` → handler start, in ns since [`origin`].
+static STARTS: Mutex<Vec<(usize, i64)>> = Mutex::new(Vec::new());
+
+#[on(Ping, queue, name = "bench.latency")]
+fn record_start(sig: &Ping, _: &mut Ctx<'_>) {
+    let started = since_origin(Instant::now());
+    lock(&STARTS).push((sig.seq, started));
+}
+
+const HANDLERS: &str = r#"["bench.latency","bench.noop"]"#;
+
+// ---------------------------------------------------------------------------------------------
+// The databases.
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Store {
+    Postgres,
+    Sqlite,
+}
+
+/// A fresh schema (PostgreSQL) or file (SQLite) with the jobs table and the orders table,
+/// dropped with it.
+struct Db {
+    pool: Pool,
+    schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn postgres_url() -> String {
+    std::env::var("SIGNALS_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+impl Db {
+    async fn fresh(store: Store, connections: u32) -> Db {
+        let db = match store {
+            Store::Postgres => {
+                let schema = format!("signals_bench_{}", uuid::Uuid::now_v7().simple());
+                let admin = sqlx::PgPool::connect(&postgres_url())
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&admin)
+                    .await
+                    .expect("schema");
+                admin.close().await;
+                let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
+                Db {
+                    pool: Pool::connect(&url, connections).await.expect("pool"),
+                    schema: Some(schema),
+                    _dir: None,
+                }
+            }
+            Store::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+                Db {
+                    pool: Pool::connect(&url, connections).await.expect("pool"),
+                    schema: None,
+                    _dir: Some(dir),
+                }
+            }
+        };
+        AsyncQueue::new(db.pool.clone())
+            .migrate()
+            .await
+            .expect("migrate");
+        let orders = match store {
+            Store::Postgres => "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, amount_cents BIGINT NOT NULL, currency TEXT NOT NULL)",
+            Store::Sqlite => "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, amount_cents INTEGER NOT NULL, currency TEXT NOT NULL)",
+        };
+        db.raw(orders).await;
+        db
+    }
+
+    async fn raw(&self, sql: &'static str) {
+        match &self.pool {
+            Pool::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Pool::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            _ => unreachable!(),
+        }
+        .expect("statement");
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        match &self.pool {
+            Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            _ => unreachable!(),
+        }
+        .expect("count")
+    }
+
+    async fn drop(self) {
+        if let Some(schema) = &self.schema {
+            let Pool::Postgres(pool) = &self.pool else {
+                unreachable!()
+            };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(pool)
+                .await
+                .expect("drop schema");
+        }
+        match self.pool {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite(pool) => pool.close().await,
+            _ => unreachable!(),
+        }
+    }
+
+    /// `jobs` pending noop jobs, written with `notify_async` in one transaction.
+    async fn backlog(&self, jobs: usize) {
+        let mut tx = self.pool.begin().await.expect("begin");
+        for id in 1..=jobs as i64 {
+            notify_async(&OrderPlaced(Order::new(id)), &mut Ctx { tx: tx.tx() })
+                .await
+                .expect("notify");
+        }
+        tx.commit().await.expect("commit");
+    }
+}
+
+/// Runs `$body` with `$conn` the connection `$tx` holds, and `$sql` the SQL of its store.
+macro_rules! on_conn {
+    ($tx:expr, |$conn:ident, $sql:ident| $body:expr) => {
+        match $tx {
+            Tx::Postgres($conn) => {
+                #[allow(unused_imports)]
+                use pg as $sql;
+                $body
+            }
+            Tx::Sqlite($conn) => {
+                #[allow(unused_imports)]
+                use lite as $sql;
+                $body
+            }
+            _ => unreachable!(),
+        }
+    };
+}
+
+/// The statements of the hand-written floors, copied from `signals_queue` (PostgreSQL).
+mod pg {
+    pub const INSERT_ORDER: &str =
+        "INSERT INTO orders (id, customer, amount_cents, currency) VALUES ($1, $2, $3, $4)";
+    pub const ENQUEUE: &str = "
+INSERT INTO signals_jobs
+    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+VALUES ($1::uuid, $2, $3, $4, $5, $6::jsonb, $7, $8, $8)";
+    pub const CLAIM: &str = "
+WITH next AS MATERIALIZED (
+    SELECT id FROM signals_jobs
+    WHERE state = 'pending' AND run_at <= $3
+      AND handler IN (SELECT jsonb_array_elements_text($4::jsonb))
+    ORDER BY priority DESC, run_at, id
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED)
+UPDATE signals_jobs AS job
+SET state = 'running', attempt = job.attempt + 1, lease_until = $1, token = $2
+FROM next WHERE job.id = next.id
+RETURNING job.id, job.payload::text";
+    pub const COMPLETE: &str = "
+UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL
+WHERE id = $2 AND token = $3 AND state = 'running'";
+    pub const COMPLETE_MANY: &str = "
+UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL
+WHERE id = ANY($2) AND token = $3 AND state = 'running'";
+}
+
+/// The same on SQLite.
+mod lite {
+    pub const INSERT_ORDER: &str =
+        "INSERT INTO orders (id, customer, amount_cents, currency) VALUES (?1, ?2, ?3, ?4)";
+    pub const ENQUEUE: &str = "
+INSERT INTO signals_jobs
+    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)";
+    pub const CLAIM: &str = "
+UPDATE signals_jobs
+SET state = 'running', attempt = attempt + 1, lease_until = ?1, token = ?2
+WHERE id IN (
+    SELECT id FROM signals_jobs
+    WHERE state = 'pending' AND run_at <= ?3
+      AND handler IN (SELECT value FROM json_each(?4))
+    ORDER BY priority DESC, run_at, id
+    LIMIT +?5)
+RETURNING id, payload";
+    pub const COMPLETE: &str = "
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, lease_until = NULL
+WHERE id = ?2 AND token = ?3 AND state = 'running'";
+}
+
+async fn insert_order(tx: Tx<'_>, order: &Order) {
+    on_conn!(tx, |conn, sql| sqlx::query(sql::INSERT_ORDER)
+        .bind(order.order_id)
+        .bind(&order.customer)
+        .bind(order.amount_cents)
+        .bind(&order.currency)
+        .execute(conn)
+        .await
+        .map(drop))
+    .expect("insert order");
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn since_origin(at: Instant) -> i64 {
+    at.saturating_duration_since(origin()).as_nanos() as i64
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Enqueue.
+
+#[derive(Clone, Copy)]
+enum Place {
+    /// The domain row and the job row by hand (a UUIDv7 and the JSON payload too).
+    ByHand,
+    /// The domain row, then `notify_async` writes the job row.
+    Notify,
+    /// The domain row alone.
+    DomainOnly,
+}
+
+async fn place(tx: &mut Transaction, order: Order, how: Place) {
+    insert_order(tx.tx(), &order).await;
+    match how {
+        Place::ByHand => {
+            let payload = serde_json::to_string(&OrderPlaced(order)).expect("json");
+            on_conn!(tx.tx(), |conn, sql| sqlx::query(sql::ENQUEUE)
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind("queue_async::OrderPlaced")
+                .bind("bench.noop")
+                .bind("default")
+                .bind(0)
+                .bind(&payload)
+                .bind(25)
+                .bind(now_ms())
+                .execute(conn)
+                .await
+                .map(drop))
+            .expect("insert job");
+        }
+        Place::Notify => notify_async(&OrderPlaced(order), &mut Ctx { tx: tx.tx() })
+            .await
+            .expect("notify"),
+        Place::DomainOnly => {}
+    }
+}
+
+async fn enqueue_rate(store: Store, jobs: usize, how: Place) -> f64 {
+    let db = Db::fresh(store, 2).await;
+    let start = Instant::now();
+    for id in 1..=jobs as i64 {
+        let mut tx = db.pool.begin().await.expect("begin");
+        place(&mut tx, Order::new(id), how).await;
+        tx.commit().await.expect("commit");
+    }
+    let rate = jobs as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(db.count("SELECT COUNT(*) FROM orders").await, jobs as i64);
+    db.drop().await;
+    rate
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Drain.
+
+#[derive(Clone, Copy)]
+enum Completion {
+    /// One transaction per job.
+    EachJob,
+    /// One transaction per claimed batch, one completion statement for it (PostgreSQL).
+    OneStatement,
+    /// One transaction per batch, each job in a savepoint.
+    SavepointPerJob,
+}
+
+#[derive(Clone, Copy)]
+enum Drainer {
+    /// `tasks` hand-written loops claiming `limit` at a time.
+    ByHand {
+        tasks: usize,
+        limit: usize,
+        completion: Completion,
+    },
+    /// `AsyncWorker` with `concurrency`, `batch` and `jobs_per_commit`.
+    Worker {
+        concurrency: usize,
+        batch: usize,
+        per_commit: usize,
+    },
+}
+
+async fn drain_by_hand(pool: Pool, limit: usize, completion: Completion) {
+    loop {
+        let token = fastrand::i64(1..i64::MAX);
+        let now = now_ms();
+        let mut conn = pool.begin().await.expect("begin");
+        let jobs: Vec<(i64, String)> = on_conn!(conn.tx(), |c, sql| sqlx::query_as(sql::CLAIM)
+            .bind(now + 30_000)
+            .bind(token)
+            .bind(now)
+            .bind(HANDLERS)
+            .bind(limit as i64)
+            .fetch_all(c)
+            .await)
+        .expect("claim");
+        conn.commit().await.expect("commit claim");
+        if jobs.is_empty() {
+            return;
+        }
+        match completion {
+            Completion::EachJob => {
+                for job in &jobs {
+                    let mut tx = pool.begin().await.expect("begin");
+                    complete(&mut tx, job, token).await;
+                    tx.commit().await.expect("commit");
+                }
+            }
+            Completion::OneStatement => {
+                let ids: Vec<i64> = jobs.iter().map(|job| black_box(job).0).collect();
+                let mut tx = pool.begin().await.expect("begin");
+                let Tx::Postgres(c) = tx.tx() else {
+                    unreachable!()
+                };
+                sqlx::query(pg::COMPLETE_MANY)
+                    .bind(now_ms())
+                    .bind(&ids)
+                    .bind(token)
+                    .execute(c)
+                    .await
+                    .expect("complete");
+                tx.commit().await.expect("commit");
+            }
+            Completion::SavepointPerJob => {
+                let mut tx = pool.begin().await.expect("begin");
+                for job in &jobs {
+                    savepoint(&mut tx, "SAVEPOINT job").await;
+                    complete(&mut tx, job, token).await;
+                    savepoint(&mut tx, "RELEASE SAVEPOINT job").await;
+                }
+                tx.commit().await.expect("commit");
+            }
+        }
+    }
+}
+
+async fn savepoint(tx: &mut Transaction, statement: &'static str) {
+    on_conn!(tx.tx(), |c, _sql| sqlx::raw_sql(statement)
+        .execute(c)
+        .await
+        .map(drop))
+    .expect("savepoint");
+}
+
+async fn complete(tx: &mut Transaction, job: &(i64, String), token: i64) {
+    black_box(&job.1); // the noop handler
+    let changed = on_conn!(tx.tx(), |c, sql| sqlx::query(sql::COMPLETE)
+        .bind(now_ms())
+        .bind(job.0)
+        .bind(token)
+        .execute(c)
+        .await
+        .map(|done| done.rows_affected()))
+    .expect("complete");
+    assert_eq!(changed, 1);
+}
+
+/// Jobs per second of one drain over a fresh backlog of `jobs`.
+async fn drain_rate(store: Store, drainer: Drainer, jobs: usize, hold_snapshot: bool) -> f64 {
+    let db = Db::fresh(store, 8).await;
+    db.backlog(jobs).await;
+    // A long read transaction elsewhere: a snapshot taken now, held through the drain.
+    let snapshot = match (&db.pool, hold_snapshot) {
+        (Pool::Postgres(pool), true) => {
+            let mut tx = pool.begin().await.expect("begin");
+            sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await
+                .expect("isolation");
+            let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signals_jobs")
+                .fetch_one(&mut *tx)
+                .await
+                .expect("read");
+            Some(tx)
+        }
+        _ => None,
+    };
+    NOOPS.store(0, Ordering::SeqCst);
+    let start = Instant::now();
+    match drainer {
+        Drainer::ByHand {
+            tasks,
+            limit,
+            completion,
+        } => {
+            let loops: Vec<_> = (0..tasks)
+                .map(|_| tokio::spawn(drain_by_hand(db.pool.clone(), limit, completion)))
+                .collect();
+            for task in loops {
+                task.await.expect("drain");
+            }
+        }
+        Drainer::Worker {
+            concurrency,
+            batch,
+            per_commit,
+        } => {
+            let running = AsyncWorker::builder(db.pool.clone())
+                .concurrency(concurrency)
+                .batch(batch)
+                .jobs_per_commit(per_commit)
+                .build()
+                .await
+                .expect("worker")
+                .start();
+            while NOOPS.load(Ordering::Relaxed) < jobs
+                || db
+                    .count("SELECT COUNT(*) FROM signals_jobs WHERE state <> 'done'")
+                    .await
+                    > 0
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            running
+                .shutdown(Duration::from_secs(10))
+                .await
+                .expect("shutdown");
+        }
+    }
+    let elapsed = start.elapsed();
+    drop(snapshot);
+    let done = db
+        .count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+        .await;
+    assert_eq!(done, jobs as i64, "every job done");
+    db.drop().await;
+    jobs as f64 / elapsed.as_secs_f64()
+}
+
+fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
+    let by_hand = |tasks, limit, completion| Drainer::ByHand {
+        tasks,
+        limit,
+        completion,
+    };
+    let worker = |concurrency, batch, per_commit| Drainer::Worker {
+        concurrency,
+        batch,
+        per_commit,
+    };
+    match store {
+        Store::Postgres => vec![
+            (
+                "floor: 4 tasks, claim 1, complete each",
+                by_hand(4, 1, Completion::EachJob),
+            ),
+            (
+                "floor: 4 tasks, claim 16, complete each",
+                by_hand(4, 16, Completion::EachJob),
+            ),
+            (
+                "floor: 4 tasks, claim 16, one completion statement per batch",
+                by_hand(4, 16, Completion::OneStatement),
+            ),
+            (
+                "floor: 4 tasks, claim 16, savepoint per job, commit per batch",
+                by_hand(4, 16, Completion::SavepointPerJob),
+            ),
+            (
+                "AsyncWorker, concurrency 4, batch 16, a commit per job",
+                worker(4, 16, 1),
+            ),
+            (
+                "AsyncWorker, concurrency 4, batch 16, 16 jobs per commit (default)",
+                worker(4, 16, 16),
+            ),
+        ],
+        Store::Sqlite => vec![
+            (
+                "floor: claim 16, complete each",
+                by_hand(1, 16, Completion::EachJob),
+            ),
+            (
+                "floor: claim 16, savepoint per job, commit per batch",
+                by_hand(1, 16, Completion::SavepointPerJob),
+            ),
+            ("AsyncWorker, concurrency 1, batch 16", worker(1, 16, 1)),
+            ("AsyncWorker, concurrency 2, batch 16", worker(2, 16, 1)),
+        ],
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Latency (PostgreSQL).
+
+/// Latencies in ms, commit returned → handler started, at `rate` commits/s for `seconds`.
+async fn latency_round(seconds: f64, rate: f64, listen: bool) -> Vec<f64> {
+    let db = Db::fresh(Store::Postgres, 4).await;
+    lock(&STARTS).clear();
+    let poll = if listen { 500 } else { 100 };
+    let running = AsyncWorker::builder(db.pool.clone())
+        .listen(listen)
+        .poll_interval(Duration::from_millis(poll))
+        .build()
+        .await
+        .expect("worker")
+        .start();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let count = (seconds * rate) as usize;
+    let every = Duration::from_secs_f64(1.0 / rate);
+    let mut committed = Vec::with_capacity(count);
+    let mut next = Instant::now();
+    for seq in 0..count {
+        let now = Instant::now();
+        if next > now {
+            tokio::time::sleep(next - now).await;
+        }
+        next += every;
+        let mut tx = db.pool.begin().await.expect("begin");
+        insert_order(tx.tx(), &Order::new(seq as i64 + 1)).await;
+        notify_async(&Ping { seq }, &mut Ctx { tx: tx.tx() })
+            .await
+            .expect("notify");
+        tx.commit().await.expect("commit");
+        committed.push(since_origin(Instant::now()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lock(&STARTS).len() < count {
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    running
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("shutdown");
+    db.drop().await;
+    let starts: HashMap<usize, i64> = lock(&STARTS).iter().copied().collect();
+    (0..count)
+        .map(|seq| (starts[&seq] - committed[seq]) as f64 / 1e6)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics, tables, sections.
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Runs each of `variants` once per round, in alternating order; results per variant.
+async fn interleaved<T, F, Fut>(rounds: usize, variants: usize, mut run: F) -> Vec<Vec<T>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut results: Vec<Vec<T>> = (0..variants).map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        let order: Vec<usize> = match round % 2 {
+            0 => (0..variants).collect(),
+            _ => (0..variants).rev().collect(),
+        };
+        for variant in order {
+            results[variant].push(run(variant).await);
+        }
+        eprintln!("  round {} of {rounds} done (load {})", round + 1, load());
+    }
+    results
+}
+
+/// Prints one rate table: `names` with their rates in k/s, and each one's ratio to row `base`.
+fn rate_table(names: &[&str], rates: &[Vec<f64>], unit: &str, base: usize, versus: &str) {
+    let floor = median(&rates[base]);
+    println!("| variant | k {unit}/s (median) | rounds min–max | {versus} |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (name, rates) in names.iter().zip(rates) {
+        let (min, max) = range(rates);
+        let rate = median(rates);
+        println!(
+            "| {name} | {:.2} | {:.2}–{:.2} | {:.2}× |",
+            rate / 1e3,
+            min / 1e3,
+            max / 1e3,
+            rate / floor
+        );
+    }
+}
+
+struct Settings {
+    rounds: usize,
+    jobs: usize,
+    enqueue_jobs: usize,
+    seconds: f64,
+    sections: Vec<String>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let var = |name: &str, default: f64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(default)
+        };
+        Settings {
+            rounds: var("ROUNDS", 3.0) as usize,
+            jobs: var("JOBS", 20_000.0) as usize,
+            enqueue_jobs: var("ENQUEUE_JOBS", 3_000.0) as usize,
+            seconds: var("SECONDS", 5.0),
+            sections: std::env::args()
+                .skip(1)
+                .filter(|arg| !arg.starts_with("--"))
+                .collect(),
+        }
+    }
+
+    fn runs(&self, section: &str) -> bool {
+        self.sections.is_empty() || self.sections.iter().any(|s| s == section)
+    }
+}
+
+async fn enqueue_section(settings: &Settings) {
+    for store in [Store::Postgres, Store::Sqlite] {
+        println!(
+            "\n## 1. Enqueue on {store:?} (sqlx): one transaction per order ({} orders)\n",
+            settings.enqueue_jobs
+        );
+        let variants = [
+            ("floor: domain row + job row by hand", Place::ByHand),
+            (
+                "ours: domain row + `notify_async` (one queued handler)",
+                Place::Notify,
+            ),
+            ("reference: domain row alone", Place::DomainOnly),
+        ];
+        let rates = interleaved(settings.rounds, variants.len(), |v| {
+            enqueue_rate(store, settings.enqueue_jobs, variants[v].1)
+        })
+        .await;
+        let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
+        rate_table(&names, &rates, "tx", 0, "vs floor");
+    }
+}
+
+async fn drain_section(settings: &Settings, hold_snapshot: bool) {
+    let stores: &[Store] = match hold_snapshot {
+        true => &[Store::Postgres],
+        false => &[Store::Postgres, Store::Sqlite],
+    };
+    for &store in stores {
+        let title = match hold_snapshot {
+            true => "while another connection holds a REPEATABLE READ snapshot open",
+            false => "",
+        };
+        println!(
+            "\n## {}. Drain on {store:?} (sqlx): {} noop jobs {title}\n",
+            if hold_snapshot { 4 } else { 2 },
+            settings.jobs
+        );
+        let variants = drains(store);
+        let rates = interleaved(settings.rounds, variants.len(), |v| {
+            drain_rate(store, variants[v].1, settings.jobs, hold_snapshot)
+        })
+        .await;
+        let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
+        let base = match store {
+            Store::Postgres => 2,
+            Store::Sqlite => 0,
+        };
+        rate_table(
+            &names,
+            &rates,
+            "jobs",
+            base,
+            "vs third row (PG) / first (SQLite)",
+        );
+    }
+}
+
+async fn latency_section(settings: &Settings) {
+    let rate = 500.0;
+    println!(
+        "\n## 3. Latency on PostgreSQL: commit → handler start at {rate} commits/s for {} s\n",
+        settings.seconds
+    );
+    let variants = [
+        ("LISTEN/NOTIFY (default), 500 ms polling behind it", true),
+        ("polling every 100 ms, no LISTEN", false),
+    ];
+    let rounds = interleaved(settings.rounds, variants.len(), |v| {
+        latency_round(settings.seconds, rate, variants[v].1)
+    })
+    .await;
+    println!("| variant | p50 ms | p99 ms | max ms | p50 per round | p99 per round |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for ((name, _), rounds) in variants.iter().zip(&rounds) {
+        let p50s: Vec<f64> = rounds.iter().map(|r| percentile(r, 0.5)).collect();
+        let p99s: Vec<f64> = rounds.iter().map(|r| percentile(r, 0.99)).collect();
+        let max = rounds
+            .iter()
+            .map(|r| range(r).1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "| {name} | {:.2} | {:.2} | {max:.2} | {} | {} |",
+            median(&p50s),
+            median(&p99s),
+            list(&p50s),
+            list(&p99s)
+        );
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!(
+            "queue_async benchmark: run it with `cargo bench -p signals-bench --bench queue_async`"
+        );
+        return;
+    }
+    origin();
+    let settings = Settings::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!("# Queue benchmark, async path (PostgreSQL and SQLite through sqlx)\n");
+        println!(
+            "{cores} cores; {} rounds, interleaved; load average at start: {}",
+            settings.rounds,
+            load()
+        );
+        if settings.runs("enqueue") {
+            eprintln!("--- enqueue (load {})", load());
+            enqueue_section(&settings).await;
+        }
+        if settings.runs("drain") {
+            eprintln!("--- drain (load {})", load());
+            drain_section(&settings, false).await;
+        }
+        if settings.runs("latency") {
+            eprintln!("--- latency (load {})", load());
+            latency_section(&settings).await;
+        }
+        if settings.runs("long-read") {
+            eprintln!("--- long-read (load {})", load());
+            drain_section(&settings, true).await;
+        }
+        println!("\nload average at end: {}", load());
+    });
+}
