@@ -590,8 +590,18 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
                 "floor: claim 16, savepoint per job, commit per batch",
                 by_hand(1, 16, Completion::SavepointPerJob),
             ),
-            ("AsyncWorker, concurrency 1, batch 16", worker(1, 16, 1)),
-            ("AsyncWorker, concurrency 2, batch 16", worker(2, 16, 1)),
+            (
+                "AsyncWorker, concurrency 1, batch 16 (default: a commit per job)",
+                worker(1, 16, 1),
+            ),
+            (
+                "AsyncWorker, concurrency 2, batch 16 (default: a commit per job)",
+                worker(2, 16, 1),
+            ),
+            (
+                "AsyncWorker, concurrency 1, batch 16, 16 jobs per commit",
+                worker(1, 16, 16),
+            ),
         ],
     }
 }

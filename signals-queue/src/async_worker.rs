@@ -60,7 +60,8 @@ pub struct AsyncWorkerBuilder {
     batch: usize,
     clock: Clock,
     listen: bool,
-    jobs_per_commit: usize,
+    /// `None`: 16 on PostgreSQL, 1 on SQLite.
+    jobs_per_commit: Option<usize>,
 }
 
 impl AsyncWorkerBuilder {
@@ -104,16 +105,18 @@ impl AsyncWorkerBuilder {
         self
     }
 
-    /// On PostgreSQL, how many jobs may share one commit (default 16; 1 commits each job on its
-    /// own). Each job of a group runs inside a savepoint: its effects and its completion still
-    /// commit together or not at all, and a failing job rolls back alone; the group saves a
-    /// commit (a disk flush) per job. A group commits after its last claimed job or once it has
-    /// been open 100 ms, so a slow job delays the commit of the group's earlier jobs by at most
-    /// that much plus its own run. If the commit fails, every job of the group counts a failed
-    /// attempt. On SQLite every job commits on its own: a group would hold the database's one
-    /// write lock across several handlers.
+    /// How many jobs may share one commit (default: 16 on PostgreSQL, 1 on SQLite). Each job
+    /// of a group runs after a savepoint: its effects and its completion still commit together
+    /// or not at all, and a failing job rolls back alone; the group saves a commit (a disk
+    /// flush) per job. A group commits after its last claimed job or once it has been open
+    /// 100 ms, so a slow job delays the commit of the group's earlier jobs by at most that much
+    /// plus its own run. If the commit fails, every job of the group counts a failed attempt.
+    ///
+    /// On SQLite a group holds the database's one write lock from its start to its commit
+    /// (`BEGIN IMMEDIATE`): the application's writers wait for the whole group. Set it there
+    /// only for handlers that do not wait on the network.
     pub fn jobs_per_commit(mut self, jobs: usize) -> Self {
-        self.jobs_per_commit = jobs.max(1);
+        self.jobs_per_commit = Some(jobs.max(1));
         self
     }
 
@@ -209,7 +212,7 @@ impl AsyncWorker {
             batch: 8,
             clock: Clock::system(),
             listen: true,
-            jobs_per_commit: 16,
+            jobs_per_commit: None,
         }
     }
 
@@ -315,6 +318,15 @@ impl Drop for RunningAsyncWorker {
 }
 
 impl Shared {
+    fn jobs_per_commit(&self) -> usize {
+        let default = if self.config.pool.is_postgres() {
+            16
+        } else {
+            1
+        };
+        self.config.jobs_per_commit.unwrap_or(default)
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -394,8 +406,7 @@ async fn run_jobs(shared: Arc<Shared>) {
 async fn run_claimed(shared: &Shared, claimed: Vec<Claimed>) {
     lock(&shared.running).extend(claimed.iter().map(|job| (job.id, job.token)));
     // A single job gains nothing from a group, and would wait for two more round trips.
-    #[cfg(feature = "postgres")]
-    if claimed.len() > 1 && shared.config.jobs_per_commit > 1 && shared.config.pool.is_postgres() {
+    if claimed.len() > 1 && shared.jobs_per_commit() > 1 {
         run_grouped(shared, claimed).await;
         return;
     }
@@ -420,23 +431,22 @@ async fn release(shared: &Shared, job: &Claimed) {
 
 /// How long a group's transaction stays open before it commits, however many of its jobs are
 /// still to run: bounds how long a finished job's effects wait for their commit.
-#[cfg(feature = "postgres")]
 const GROUP_WINDOW: Duration = Duration::from_millis(100);
 
-/// Runs one claim's jobs several to a transaction (PostgreSQL). The group's transaction first
-/// locks the job rows its claim still holds (a job whose lease was lost is skipped: that lock is
-/// the fence, and no other worker can take a locked row back). Each job then runs after a
+/// Runs one claim's jobs several to a transaction. The group's transaction first locks the job
+/// rows its claim still holds (a job whose lease was lost is skipped: that lock is the fence,
+/// and no other worker can take a locked row back; on SQLite the transaction holds the write
+/// lock from its start). Each job then runs after a
 /// `SAVEPOINT`: a failing job rolls back to it alone, and its failure is recorded in the
 /// group's transaction. One statement completes every job that succeeded, and one commit makes
 /// each job's effects and completion durable together. A group ends after `jobs_per_commit`
 /// jobs, or once it has been open [`GROUP_WINDOW`]; if its transaction fails, every job it ran
 /// counts a failed attempt.
-#[cfg(feature = "postgres")]
 async fn run_grouped(shared: &Shared, claimed: Vec<Claimed>) {
     let mut jobs = claimed;
     jobs.reverse(); // popped from the end, in claim order
     while !jobs.is_empty() {
-        let size = shared.config.jobs_per_commit.min(jobs.len());
+        let size = shared.jobs_per_commit().min(jobs.len());
         let group: Vec<Claimed> = jobs
             .split_off(jobs.len() - size)
             .into_iter()
@@ -461,13 +471,13 @@ async fn run_grouped(shared: &Shared, claimed: Vec<Claimed>) {
 
 /// One group: see [`run_grouped`]. Returns the jobs it did not reach (still claimed), in `Err`
 /// if the database failed.
-#[cfg(feature = "postgres")]
 async fn run_group(shared: &Shared, group: Vec<Claimed>) -> Result<Vec<Claimed>, Vec<Claimed>> {
     let forget = |ids: &[i64]| lock(&shared.running).retain(|(id, _)| !ids.contains(id));
     let token = group[0].token;
     let ids: Vec<i64> = group.iter().map(|job| job.id).collect();
     let begun = async {
-        let mut tx = shared.config.pool.begin_job().await?;
+        // IMMEDIATE on SQLite: the write lock from the start, so the check below is a fence.
+        let mut tx = shared.config.pool.begin().await?;
         let held = store::lock_claimed(tx.tx(), &ids, token).await?;
         Ok::<_, sqlx::Error>((tx, held))
     };
@@ -541,7 +551,6 @@ async fn run_group(shared: &Shared, group: Vec<Claimed>) -> Result<Vec<Claimed>,
 /// One job of a group, after a savepoint of the group's transaction: `Ok(true)` if it
 /// succeeded (its completion comes with the group's), `Ok(false)` if it failed (rolled back to
 /// its savepoint, its failure recorded). `Err`: the transaction itself failed.
-#[cfg(feature = "postgres")]
 async fn attempt_in_group(
     shared: &Shared,
     tx: &mut crate::asynchronous::Transaction,

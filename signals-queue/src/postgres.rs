@@ -81,13 +81,16 @@ WHERE id = $2 AND token = $3 AND state = 'running'";
 
 /// A group's fence: locks the jobs of the group its claim still holds.
 pub(crate) const LOCK_CLAIMED: &str = "
-SELECT id FROM signals_jobs WHERE id = ANY($1) AND token = $2 AND state = 'running'
+SELECT id FROM signals_jobs
+WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::bigint)
+  AND token = $2 AND state = 'running'
 FOR UPDATE";
 
 /// A group's completion: every job of it that succeeded, in its transaction.
 pub(crate) const COMPLETE_MANY: &str = "
 UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL
-WHERE id = ANY($2) AND token = $3 AND state = 'running'";
+WHERE id IN (SELECT jsonb_array_elements_text($2::jsonb)::bigint)
+  AND token = $3 AND state = 'running'";
 
 pub(crate) const FAIL: &str = "
 UPDATE signals_jobs

@@ -76,6 +76,19 @@ pub(crate) const COMPLETE: &str = "
 UPDATE signals_jobs SET state = 'done', finished_at = ?1, lease_until = NULL
 WHERE id = ?2 AND token = ?3 AND state = 'running'";
 
+/// A group's fence (sqlx): the jobs of `?1` (a JSON array of ids) the claim `?2` still holds.
+/// The group's transaction began `IMMEDIATE`, so no other connection writes until it ends.
+#[cfg_attr(not(feature = "sqlx-sqlite"), allow(dead_code))]
+pub(crate) const LOCK_CLAIMED: &str = "
+SELECT id FROM signals_jobs
+WHERE id IN (SELECT value FROM json_each(?1)) AND token = ?2 AND state = 'running'";
+
+/// A group's completion (sqlx): every job of it that succeeded, in its transaction.
+#[cfg_attr(not(feature = "sqlx-sqlite"), allow(dead_code))]
+pub(crate) const COMPLETE_MANY: &str = "
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, lease_until = NULL
+WHERE id IN (SELECT value FROM json_each(?2)) AND token = ?3 AND state = 'running'";
+
 /// running → pending (after `run_at`) or dead (no attempts left, or `?1`: cannot run).
 pub(crate) const FAIL: &str = "
 UPDATE signals_jobs

@@ -155,25 +155,23 @@ pub(crate) async fn heartbeat(
 }
 
 /// Locks the rows of the jobs `ids` that the claim `token` still holds, for the rest of the
-/// transaction; their ids (PostgreSQL: a group's fence).
-#[cfg(feature = "postgres")]
+/// transaction; their ids (a group's fence).
 pub(crate) async fn lock_claimed(
     tx: Tx<'_>,
     ids: &[i64],
     token: i64,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    let conn = tx
-        .postgres()
-        .map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
-    sqlx::query_scalar(crate::postgres::LOCK_CLAIMED)
-        .bind(ids)
-        .bind(token)
-        .fetch_all(conn)
-        .await
+    let ids = serde_json::to_string(ids).expect("ids serialize");
+    Ok(on!(tx, |conn, sql| {
+        sqlx::query_scalar(sql::LOCK_CLAIMED)
+            .bind(ids)
+            .bind(token)
+            .fetch_all(&mut *conn)
+            .await?
+    }))
 }
 
-/// Marks the jobs `ids` of the claim `token` done (PostgreSQL: a group's completion).
-#[cfg(feature = "postgres")]
+/// Marks the jobs `ids` of the claim `token` done (a group's completion).
 pub(crate) async fn complete_many(
     tx: Tx<'_>,
     ids: &[i64],
@@ -183,16 +181,16 @@ pub(crate) async fn complete_many(
     if ids.is_empty() {
         return Ok(());
     }
-    let conn = tx
-        .postgres()
-        .map_err(|error| sqlx::Error::Protocol(error.to_string()))?;
-    let done = sqlx::query(crate::postgres::COMPLETE_MANY)
-        .bind(now)
-        .bind(ids)
-        .bind(token)
-        .execute(conn)
-        .await?
-        .rows_affected();
+    let json = serde_json::to_string(ids).expect("ids serialize");
+    let done = on!(tx, |conn, sql| {
+        sqlx::query(sql::COMPLETE_MANY)
+            .bind(now)
+            .bind(json)
+            .bind(token)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+    });
     match done == ids.len() as u64 {
         true => Ok(()),
         // Impossible while the rows are locked; fail the group rather than half-complete it.
@@ -204,7 +202,6 @@ pub(crate) async fn complete_many(
 }
 
 /// Runs a savepoint statement (`SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO SAVEPOINT`).
-#[cfg(feature = "postgres")]
 pub(crate) async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(), sqlx::Error> {
     on!(tx, |conn, _sql| {
         sqlx::raw_sql(statement).execute(&mut *conn).await?;
