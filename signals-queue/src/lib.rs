@@ -38,10 +38,17 @@
 //!   jitter; after `max_attempts` (default 25) the job is `dead`, kept with its error, until
 //!   [`Queue::retry_dead`]. A payload that no longer deserializes is dead at once.
 //!
-//! # This version
+//! # Two paths, one table
 //!
-//! SQLite through rusqlite, with a thread-based worker; handlers notified with the sync
-//! `notify`. PostgreSQL, sqlx and `notify_async` are not supported yet.
+//! - **Sync**: a signal notified with `notify` writes its jobs through rusqlite ([`Enqueue`]);
+//!   [`Worker`] (threads) runs them ([`FromJob`]). SQLite only; always available.
+//! - **Async**: a signal declared `#[signal(asynchronous)]` writes its jobs in `notify_async`
+//!   through an sqlx transaction on PostgreSQL or SQLite (`EnqueueAsync`, features `postgres`
+//!   and `sqlx-sqlite`); `AsyncWorker` (tokio) runs them (`FromJobAsync`), waking on
+//!   PostgreSQL's LISTEN/NOTIFY, and on PostgreSQL commits several jobs at once, each in a
+//!   savepoint. Queued handlers of asynchronous signals may be `async fn`s.
+//!
+//! Both use the same logical table, claim, lease, fencing and retry design.
 
 mod admin;
 #[cfg(feature = "async")]
