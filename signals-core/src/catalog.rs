@@ -207,6 +207,9 @@ fn label(handler: &HandlerInfo) -> String {
     if let Some(queue) = handler.queue() {
         label.push_str(&format!(" [queue {queue}]"));
     }
+    if let Some(subject) = handler.publish() {
+        label.push_str(&format!(" [publish {subject}]"));
+    }
     label
 }
 

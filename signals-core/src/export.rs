@@ -73,6 +73,9 @@ fn edge_label(position: usize, handler: &HandlerInfo) -> String {
     if let Some(queue) = handler.queue() {
         let _ = write!(label, ", queue {queue}");
     }
+    if let Some(subject) = handler.publish() {
+        let _ = write!(label, ", publish {subject}");
+    }
     label
 }
 
@@ -138,17 +141,18 @@ mod serde_impls {
         }
     }
 
-    /// The handler's name, priority, filter, the handlers it runs after, location and whether
-    /// it is async.
+    /// The handler's name, priority, filter, the handlers it runs after, its queue or subject,
+    /// location and whether it is async.
     impl Serialize for HandlerInfo {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut handler = serializer.serialize_struct("HandlerInfo", 8)?;
+            let mut handler = serializer.serialize_struct("HandlerInfo", 9)?;
             handler.serialize_field("name", self.name())?;
             handler.serialize_field("priority", &self.priority())?;
             handler.serialize_field("filter", &self.filter())?;
             let after: Vec<&str> = self.after().map(HandlerInfo::name).collect();
             handler.serialize_field("after", &after)?;
             handler.serialize_field("queue", &self.queue())?;
+            handler.serialize_field("publish", &self.publish())?;
             handler.serialize_field("file", self.file())?;
             handler.serialize_field("line", &self.line())?;
             handler.serialize_field("asynchronous", &self.is_async())?;

@@ -73,8 +73,11 @@ const ASYNC: u32 = 1 << 31;
 const QUEUED: u32 = 1 << 30;
 /// Where the queue name's length starts in `HandlerInfo::packed`: 8 bits, below [`QUEUED`].
 const QUEUE_LEN_SHIFT: u32 = 22;
+/// The bit of `HandlerInfo::packed` that marks a queued handler that publishes its return
+/// value to a broker: its "queue" is the subject.
+const PUBLISH: u32 = 1 << 21;
 /// The mask of the text's length in `HandlerInfo::packed`.
-const TEXT_LEN: u32 = (1 << QUEUE_LEN_SHIFT) - 1;
+const TEXT_LEN: u32 = PUBLISH - 1;
 
 // SAFETY: `text` points into a `&'static str`, which is immutable and lives forever; every
 // other field is `Send + Sync`.
@@ -119,6 +122,7 @@ impl HandlerInfo {
         thunk: ErasedThunk,
         is_async: bool,
         queued: bool,
+        publish: bool,
     ) -> Self {
         let HandlerSpec {
             text,
@@ -148,6 +152,9 @@ impl HandlerInfo {
         if queued {
             kind |= QUEUED;
         }
+        if publish {
+            kind |= PUBLISH;
+        }
         HandlerInfo {
             signal,
             function,
@@ -170,11 +177,32 @@ impl HandlerInfo {
     /// `notify` writes a job for it in the caller's transaction, and a worker runs it later.
     /// `None` for a handler that `notify` runs itself.
     pub fn queue(&self) -> Option<&'static str> {
-        if self.packed & QUEUED == 0 {
-            return None;
+        match self.packed & (QUEUED | PUBLISH) == QUEUED {
+            true => Some(self.queue_text()),
+            false => None,
         }
+    }
+
+    /// The subject of a handler declared `#[on(S, publish = "subject")]`: `notify` runs it and
+    /// writes its return value as a job in the caller's transaction, and a relay publishes it to
+    /// the broker after commit. `None` for other handlers.
+    pub fn publish(&self) -> Option<&'static str> {
+        match self.packed & PUBLISH != 0 {
+            true => Some(self.queue_text()),
+            false => None,
+        }
+    }
+
+    /// Not public API. Whether `notify` writes a job for this handler (queued or publishing).
+    #[doc(hidden)]
+    pub fn __writes_job(&self) -> bool {
+        self.packed & QUEUED != 0
+    }
+
+    /// The queue's name or the subject.
+    fn queue_text(&self) -> &'static str {
         let start = (self.name_len + self.filter_len) as usize;
-        Some(&self.text()[start..start + self.queue_len()])
+        &self.text()[start..start + self.queue_len()]
     }
 
     fn queue_len(&self) -> usize {

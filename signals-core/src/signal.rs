@@ -267,7 +267,7 @@ pub const fn handler_info<S: Signal>(spec: HandlerSpec, thunk: Thunk<S>) -> Hand
     // SAFETY: both are plain function pointers of the same size; see "Erasing and restoring a
     // thunk" above for when it is turned back.
     let thunk = unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) };
-    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, false, false)
+    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, false, false, false)
 }
 
 /// Not public API. Used by generated code: the record of an `async fn` handler of `S`.
@@ -278,7 +278,7 @@ pub const fn async_handler_info<S: AsyncSignal>(
 ) -> HandlerInfo {
     // SAFETY: as in `handler_info`.
     let thunk = unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) };
-    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, true, false)
+    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, true, false, false)
 }
 
 /// Not public API. The `Signal::__Kind` of a signal notified with `notify`.
@@ -300,11 +300,13 @@ pub enum QueuedThunk<S: Signal> {
 }
 
 /// Not public API. Used by the queue rung's generated code: the record of a handler of `S` that
-/// runs later from a queue; `thunk` is what `notify` runs in its place, which writes the job.
+/// runs later from a queue (or, if `publish`, whose message a relay publishes later); `thunk` is
+/// what `notify` runs in its place, which writes the job.
 #[doc(hidden)]
 pub const fn queued_handler_info<S: Signal>(
     spec: HandlerSpec,
     thunk: QueuedThunk<S>,
+    publish: bool,
 ) -> HandlerInfo {
     // SAFETY: as in `handler_info`: a sync or an async thunk of `S`, recorded as such; an async
     // one only for an `AsyncSignal` (the queue rung implements `Async` for those alone).
@@ -318,7 +320,7 @@ pub const fn queued_handler_info<S: Signal>(
             true,
         ),
     };
-    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, asynchronous, true)
+    HandlerInfo::new(spec, TypeId::of::<S>(), thunk, asynchronous, true, publish)
 }
 
 /// A handler as `notify` sees it: the type-erased thunk beside its `HandlerInfo`.

@@ -32,17 +32,19 @@ struct Args {
     name: Option<syn::LitStr>,
 }
 
-/// `queue` or `queue = "name"`.
+/// `queue`, `queue = "name"` or `publish = "subject"`.
 struct Queue {
-    /// The `queue` keyword: errors about what queuing requires point here.
+    /// The `queue` (or `publish`) keyword: errors about what queuing requires point here.
     keyword: Ident,
-    /// The queue's name; `"default"` when bare.
+    /// The queue's name (`"default"` when bare), or the subject.
     name: String,
+    /// `publish = "subject"`: the function returns a message, which a relay publishes.
+    publish: bool,
 }
 
 /// The arguments `on` accepts after the signal, for messages.
 const ARGUMENTS: &str =
-    "`priority`, `when`, `after`, `before`, `queue`, `max_attempts`, `name` or `crate`";
+    "`priority`, `when`, `after`, `before`, `queue`, `publish`, `max_attempts`, `name` or `crate`";
 
 /// The function `#[on]` is on: its attributes and signature, parsed; its body kept as tokens,
 /// never parsed (it is the user's, re-emitted untouched, and parsing it costs compile time).
@@ -188,8 +190,9 @@ impl Args {
             let queue = Queue {
                 keyword: key.clone(),
                 name: "default".to_owned(),
+                publish: false,
             };
-            return set_once(&mut self.queue, queue, &key);
+            return self.set_queue(queue);
         }
         if !input.peek(Token![=]) {
             skip_value(input)?;
@@ -228,8 +231,27 @@ impl Args {
                 let queue = Queue {
                     keyword: key.clone(),
                     name: name.value(),
+                    publish: false,
                 };
-                set_once(&mut self.queue, queue, &key)
+                self.set_queue(queue)
+            }
+            "publish" => {
+                let subject: syn::LitStr = input.parse()?;
+                let value = subject.value();
+                if value.is_empty()
+                    || value.len() > 255
+                    || value.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+                {
+                    return Err(Error::new_spanned(
+                        &subject,
+                        "a subject is 1 to 255 bytes of dot-separated tokens, without spaces or wildcards: `publish = \"shop.orders.created\"`",
+                    ));
+                }
+                self.set_queue(Queue {
+                    keyword: key.clone(),
+                    name: value,
+                    publish: true,
+                })
             }
             "max_attempts" => {
                 let max_attempts = input.parse()?;
@@ -245,6 +267,22 @@ impl Args {
                     &key,
                     format_args!("unknown `on` argument `{key}`; expected {ARGUMENTS}"),
                 ))
+            }
+        }
+    }
+}
+
+impl Args {
+    /// `queue` and `publish` exclude each other, and each is given once.
+    fn set_queue(&mut self, queue: Queue) -> syn::Result<()> {
+        match &self.queue {
+            Some(first) if first.publish != queue.publish => Err(Error::new_spanned(
+                &queue.keyword,
+                "`queue` and `publish` can't be combined: `publish` already writes a job that a relay publishes after commit",
+            )),
+            _ => {
+                let key = queue.keyword.clone();
+                set_once(&mut self.queue, queue, &key)
             }
         }
     }
@@ -294,7 +332,7 @@ fn validate<'a>(item: &'a HandlerFn, args: Option<&Args>) -> syn::Result<Handler
     }
     let signal_name = args.map_or_else(|| quote!(S), |args| args.signal.to_token_stream());
     if let Some(args) = args {
-        validate_queue(args, &mut errors);
+        validate_queue(args, sig, &mut errors);
     }
     let mut params = sig.inputs.iter();
     let signal_param = errors.take(signal_param(sig, params.next(), &signal_name));
@@ -317,13 +355,31 @@ fn validate<'a>(item: &'a HandlerFn, args: Option<&Args>) -> syn::Result<Handler
     })
 }
 
-/// `max_attempts` and `name` need `queue`.
-fn validate_queue(args: &Args, errors: &mut Errors) {
+/// `max_attempts` and `name` need `queue` (or `publish`); a publishing function returns its
+/// message and is not `async`.
+fn validate_queue(args: &Args, sig: &Signature, errors: &mut Errors) {
+    if let Some(queue) = args.queue.as_ref().filter(|queue| queue.publish) {
+        if let Some(asyncness) = &sig.asyncness {
+            errors.push(Error::new_spanned(
+                asyncness,
+                "a publishing function can't be `async fn`: `notify` calls it and writes the message it returns",
+            ));
+        }
+        if let ReturnType::Default = sig.output {
+            errors.push(Error::new_spanned(
+                &queue.keyword,
+                format_args!(
+                    "a publishing function returns the message: `fn {}(sig: &Signal) -> Message`",
+                    sig.ident
+                ),
+            ));
+        }
+    }
     if args.queue.is_none() {
         if let Some(max_attempts) = &args.max_attempts {
             errors.push(Error::new_spanned(
                 max_attempts,
-                "`max_attempts` is for queued handlers: add `queue` (`#[on(S, queue, max_attempts = 5)]`)",
+                "`max_attempts` is for queued and publishing handlers: add `queue` (`#[on(S, queue, max_attempts = 5)]`)",
             ));
         }
         if let Some(name) = &args.name {
@@ -503,9 +559,20 @@ fn queued(
             }
         }
     });
-    let call = call(handler, private);
-    let call = match handler.asyncness {
-        None => quote! {
+    let call = match queue.publish {
+        true => message(handler, &queue_crate),
+        false => call(handler, private),
+    };
+    let call = match (queue.publish, handler.asyncness) {
+        (true, _) => quote! {
+            fn message(
+                #signal_param: &#signal,
+                #context_param: &#context<'_>,
+            ) -> #private::Option<#private::Result<#private::String, #private::BoxError>> {
+                #private::Option::Some(#call)
+            }
+        },
+        (false, None) => quote! {
             fn call(
                 #signal_param: &#signal,
                 #context_param: &mut #context<'_>,
@@ -513,7 +580,7 @@ fn queued(
                 #call
             }
         },
-        Some(asyncness) => {
+        (false, Some(asyncness)) => {
             let require = respan(
                 quote!(#queue_crate::require_async::<#signal>),
                 asyncness.span,
@@ -529,7 +596,8 @@ fn queued(
             }
         }
     };
-    let thunk = quote!(__SIGNALS_QUEUED.0);
+    let publish = queue.publish;
+    let thunk = quote!(__SIGNALS_QUEUED.0, #publish);
     let ident = handler.ident;
     let name = ident.unraw().to_string();
     let job_name = match &args.name {
@@ -541,8 +609,12 @@ fn queued(
         None => quote!(25),
     };
     let queue_name = &queue.name;
+    let parts = match queue.publish {
+        true => quote!(published),
+        false => quote!(queued),
+    };
     let queued = respan(
-        quote!(#queue_crate::queued::<#signal, __SignalsJob>()),
+        quote!(#queue_crate::#parts::<#signal, __SignalsJob>()),
         span,
     );
     let job = quote! {
@@ -569,6 +641,28 @@ fn queued(
         }, __SIGNALS_QUEUED.1);
     };
     (thunk, job)
+}
+
+/// A publishing function called with `__signal` (and `__context`), its message as JSON:
+/// `to_message(&(handler)(__signal, __context))`, spanned at the return type, so that a message
+/// that is not `Serialize` is reported there.
+fn message(handler: &Handler, queue_crate: &TokenStream) -> TokenStream {
+    let arg =
+        |name: &str, ty: &Type| Ident::new(name, Span::mixed_site().located_at(referent_span(ty)));
+    let mut args = arg("__signal", handler.signal_param).into_token_stream();
+    if let Some(ty) = handler.context_param {
+        let context_arg = arg("__context", ty);
+        args.extend(quote!(, #context_arg));
+    }
+    let ident = handler.ident;
+    let end = match handler.output {
+        ReturnType::Default => ident.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let to_message = respan(quote!(#queue_crate::to_message), end);
+    let mut callee = Group::new(Delimiter::Parenthesis, ident.to_token_stream());
+    callee.set_span(ident.span());
+    quote!(#to_message(&#callee(#args)))
 }
 
 /// `__signals_on_charge_card__OrderCreated`: the name of the `const` that holds a handler's

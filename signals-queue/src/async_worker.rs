@@ -141,7 +141,7 @@ impl AsyncWorkerBuilder {
     /// A database error, a schema newer than this crate, or two queued handlers with one name.
     pub async fn build(self) -> Result<AsyncWorker, Error> {
         store::migrate(&self.pool).await?;
-        let jobs = linked_jobs(|job| job.is_async())?;
+        let jobs = linked_jobs(JobInfo::runs_on_async_worker)?;
         let mut names: Vec<&str> = jobs.keys().copied().collect();
         names.sort_unstable();
         let handlers = serde_json::to_string(&names).expect("names serialize");

@@ -122,11 +122,15 @@ impl JobRow {
         if !J::accepts(signal, ctx) {
             return Ok(None);
         }
+        let payload = match J::message(signal, ctx) {
+            Some(message) => message?,
+            None => J::JOB.to_json(signal)?,
+        };
         Ok(Some(JobRow {
             event_id,
             signal: signals_core::catalog().get::<S>().path(),
             job: J::JOB,
-            payload: J::JOB.to_json(signal)?,
+            payload,
             now: Clock::system().now(),
         }))
     }
@@ -175,7 +179,7 @@ fn event_id<S: Signal>(job: &JobInfo, signal: &S, ctx: &S::Context<'_>) -> Uuid 
         signal as *const S as usize,
         ctx as *const S::Context<'_> as *const () as usize,
     );
-    let mut queued = signals_core::handlers::<S>().filter(|handler| handler.queue().is_some());
+    let mut queued = signals_core::handlers::<S>().filter(|handler| handler.__writes_job());
     let first = queued.next().map(HandlerInfo::__function);
     let last = queued.next_back().map(HandlerInfo::__function).or(first);
     let is_first = first == Some(job.function()) || first.is_none();
@@ -197,4 +201,10 @@ fn event_id<S: Signal>(job: &JobInfo, signal: &S, ctx: &S::Context<'_>) -> Uuid 
         (None, true) => {}
     }
     id
+}
+
+/// Not public API. Used by generated code: a publishing function's message as JSON.
+#[doc(hidden)]
+pub fn to_message<M: Serialize>(message: &M) -> Result<String, BoxError> {
+    Ok(serde_json::to_string(message)?)
 }

@@ -12,6 +12,10 @@ pub enum Error {
     #[cfg(feature = "async")]
     #[error("queue database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// NATS or JetStream failed (feature `nats`).
+    #[cfg(feature = "nats")]
+    #[error("NATS error: {0}")]
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A database URL this crate can't open.
     #[error("unsupported database URL `{0}`: use `postgres://...` or `sqlite://...`")]
     UnsupportedUrl(String),
@@ -36,6 +40,14 @@ pub enum Error {
     /// A worker thread could not be started.
     #[error("could not start a worker thread: {0}")]
     Thread(#[source] std::io::Error),
+}
+
+#[cfg(feature = "nats")]
+impl Error {
+    /// A NATS or JetStream error.
+    pub fn nats(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Nats(Box::new(error))
+    }
 }
 
 /// A job attempt that did not complete: why, for the job's `last_error` and the retry decision.

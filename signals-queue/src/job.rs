@@ -112,6 +112,13 @@ pub trait Handler<S: Signal>: 'static {
         true
     }
 
+    /// A publishing function's message as JSON (`#[on(S, publish = "subject")]`): the job's
+    /// payload. `None` for a queued handler, whose payload is the signal.
+    #[inline]
+    fn message(_signal: &S, _ctx: &S::Context<'_>) -> Option<Result<String, BoxError>> {
+        None
+    }
+
     /// Calls a synchronous handler function with its shape adapted, as `notify` would have.
     fn call(_signal: &S, _ctx: &mut S::Context<'_>) -> Result<(), BoxError> {
         Err("an `async fn` handler runs on the async worker".into())
@@ -145,7 +152,7 @@ pub(crate) type AsyncRunner =
 #[derive(Clone, Copy)]
 pub struct Run {
     kind: RunKind,
-    /// The signal as JSON.
+    /// The signal as JSON (a publishing function's jobs carry its message instead).
     to_json: fn(&dyn Any) -> serde_json::Result<String>,
 }
 
@@ -155,6 +162,14 @@ impl Run {
         to_json: fn(&dyn Any) -> serde_json::Result<String>,
     ) -> Run {
         Run { kind, to_json }
+    }
+
+    /// A publishing function's jobs: a relay publishes their payload; no worker runs them.
+    pub(crate) const fn publish() -> Run {
+        Run {
+            kind: RunKind::Publish,
+            to_json: |_| Ok(String::new()),
+        }
     }
 }
 
@@ -166,6 +181,8 @@ pub(crate) enum RunKind {
     /// A handler of an `AsyncSignal`.
     #[cfg(feature = "async")]
     Async(AsyncRunner),
+    /// A publishing function: its message goes to the broker.
+    Publish,
 }
 
 /// Not public API. One queued handler, as `#[on(S, queue)]` registers it in the program's table
@@ -262,6 +279,12 @@ impl JobInfo {
             RunKind::Async(_) => Err(AttemptError::WrongWorker(
                 "its signal is asynchronous: run it with `AsyncWorker`",
             )),
+            #[cfg(feature = "async")]
+            RunKind::Publish => Err(AttemptError::WrongWorker(
+                "it publishes a message: a relay sends it",
+            )),
+            #[cfg(not(feature = "async"))]
+            RunKind::Publish => Ok(()),
         }
     }
 
@@ -277,12 +300,27 @@ impl JobInfo {
             RunKind::Sync(_) => Err(AttemptError::WrongWorker(
                 "its signal is notified with `notify`: run it with `Worker`",
             )),
+            RunKind::Publish => Err(AttemptError::WrongWorker(
+                "it publishes a message: a relay sends it",
+            )),
         }
     }
 
-    /// Whether the async worker runs this job (its signal is asynchronous).
-    pub(crate) fn is_async(&self) -> bool {
-        !matches!(self.run.kind, RunKind::Sync(_))
+    /// Whether the thread-based worker runs this job (a queued handler of a sync signal).
+    pub(crate) fn runs_on_worker(&self) -> bool {
+        matches!(self.run.kind, RunKind::Sync(_))
+    }
+
+    /// Whether the async worker runs this job (a queued handler of an asynchronous signal).
+    #[cfg(feature = "async")]
+    pub(crate) fn runs_on_async_worker(&self) -> bool {
+        matches!(self.run.kind, RunKind::Async(_))
+    }
+
+    /// Whether this is a publishing function's job: a relay publishes it to
+    /// [`queue`](Self::queue), the subject.
+    pub fn is_publish(&self) -> bool {
+        matches!(self.run.kind, RunKind::Publish)
     }
 }
 

@@ -68,6 +68,50 @@ where
     )
 }
 
+/// Not public API. Implemented for `signals_core`'s two signal kinds: what `notify` runs in
+/// place of the publishing function `J` of `S` (it writes the message as a job).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "the publishing function's signal `{S}` can't write jobs",
+    note = "the signal's context implements `signals_queue::Enqueue` (for a signal notified with `notify`) or `signals_queue::EnqueueAsync` (for an asynchronous signal, with the `postgres` or `sqlx-sqlite` feature)"
+)]
+pub trait Publishes<S: Signal, J> {
+    /// What `notify` runs in place of the function: it writes the message's job.
+    const THUNK: QueuedThunk<S>;
+}
+
+impl<S, J> Publishes<S, J> for SyncKind
+where
+    S: SyncSignal,
+    for<'c> S::Context<'c>: Enqueue,
+    J: Handler<S>,
+{
+    const THUNK: QueuedThunk<S> =
+        QueuedThunk::Sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
+}
+
+#[cfg(feature = "async")]
+impl<S, J> Publishes<S, J> for signals_core::__private::AsyncKind
+where
+    S: signals_core::AsyncSignal,
+    for<'c> S::Context<'c>: crate::asynchronous::EnqueueAsync,
+    J: Handler<S>,
+{
+    const THUNK: QueuedThunk<S> =
+        QueuedThunk::Async(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
+}
+
+/// Not public API. Used by generated code: the publishing function `J` of `S`, as [`queued`]
+/// for a queued handler.
+#[doc(hidden)]
+pub const fn published<S, J>() -> (QueuedThunk<S>, Run)
+where
+    S: Signal,
+    S::__Kind: Publishes<S, J>,
+{
+    (<S::__Kind as Publishes<S, J>>::THUNK, Run::publish())
+}
+
 /// Not public API. Used by generated code: an `async fn` queued handler's signal must be
 /// asynchronous.
 #[doc(hidden)]

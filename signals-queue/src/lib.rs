@@ -53,6 +53,8 @@
 mod admin;
 #[cfg(feature = "async")]
 mod async_worker;
+#[cfg(feature = "nats")]
+pub mod broker;
 #[cfg(feature = "async")]
 mod asynchronous;
 mod clock;
@@ -99,7 +101,8 @@ pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::job::{Handler, JobInfo, JobSpec, Run};
-    pub use crate::kind::{queued, require_async, Queued};
+    pub use crate::enqueue::to_message;
+    pub use crate::kind::{published, queued, require_async, Publishes, Queued};
     pub use crate::SIGNALS_QUEUE_0_1_JOBS as JOBS;
     pub use linkme::{self, distributed_slice};
 }

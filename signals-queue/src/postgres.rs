@@ -38,6 +38,15 @@ CREATE INDEX IF NOT EXISTS signals_jobs_running
     ON signals_jobs (lease_until) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS signals_jobs_done
     ON signals_jobs (finished_at) WHERE state = 'done';
+CREATE TABLE IF NOT EXISTS signals_inbox (
+    consumer     TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    subject      TEXT    NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('done', 'dead')),
+    error        TEXT,
+    received_at  BIGINT  NOT NULL,
+    PRIMARY KEY (consumer, message_id)
+);
 CREATE OR REPLACE FUNCTION signals_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('signals_jobs.' || TG_TABLE_SCHEMA, '');

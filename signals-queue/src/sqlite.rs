@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::clock::Millis;
 use crate::error::Error;
 
-/// The schema version this crate writes and reads.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The schema version this crate writes and reads: 1 the jobs table, 2 the broker's inbox.
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_schema (version INTEGER NOT NULL);
@@ -39,6 +39,15 @@ CREATE INDEX IF NOT EXISTS signals_jobs_running
     ON signals_jobs (lease_until) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS signals_jobs_done
     ON signals_jobs (finished_at) WHERE state = 'done';
+CREATE TABLE IF NOT EXISTS signals_inbox (
+    consumer     TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    subject      TEXT    NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('done', 'dead')),
+    error        TEXT,
+    received_at  INTEGER  NOT NULL,
+    PRIMARY KEY (consumer, message_id)
+);
 ";
 
 /// `notify` writes one row per queued handler, in the caller's transaction.
@@ -196,15 +205,16 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
         .optional()?
         .flatten();
     match version {
-        None => {
-            conn.execute(SET_VERSION, [SCHEMA_VERSION])?;
-            Ok(())
-        }
         Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
             found,
             known: SCHEMA_VERSION,
         }),
-        Some(_) => Ok(()),
+        Some(found) if found == SCHEMA_VERSION => Ok(()),
+        // `SCHEMA` brought an older table up to date (each statement is `IF NOT EXISTS`).
+        _ => {
+            conn.execute(SET_VERSION, [SCHEMA_VERSION])?;
+            Ok(())
+        }
     }
 }
 

@@ -283,7 +283,7 @@ pub(crate) async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
             sqlx::query(sql::LOCK).execute(&mut *tx).await?;
             sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
             let found: Option<i64> = sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?;
-            if found.is_none() {
+            if found.is_none_or(|found| found < SCHEMA_VERSION) {
                 sqlx::query(sql::SET_VERSION)
                     .bind(SCHEMA_VERSION as i32)
                     .execute(&mut *tx)
@@ -298,7 +298,7 @@ pub(crate) async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
             let found: Option<i64> = sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?;
-            if found.is_none() {
+            if found.is_none_or(|found| found < SCHEMA_VERSION) {
                 sqlx::query(sql::SET_VERSION)
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)

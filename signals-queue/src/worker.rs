@@ -120,7 +120,7 @@ impl WorkerBuilder {
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
         sqlite::migrate(&conn)?;
         let mut by_name: HashMap<&'static str, &'static JobInfo> = HashMap::new();
-        for job in jobs().filter(|job| !job.is_async()) {
+        for job in jobs().filter(|job| job.runs_on_worker()) {
             if let Some(first) = by_name.insert(job.name(), job) {
                 return Err(Error::DuplicateJobName {
                     name: job.name(),

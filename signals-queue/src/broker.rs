@@ -1,0 +1,770 @@
+//! The broker rung (feature `nats`): a publishing function's messages relayed from the jobs
+//! table to NATS JetStream, and JetStream messages consumed as signals in another service.
+//!
+//! - [`Relay`] claims the jobs `#[on(S, publish = "subject")]` wrote, publishes each message with
+//!   a `Nats-Msg-Id` fixed per event and publishing function (the same on every retry, so the
+//!   stream's duplicate window drops a republished message), many acks in flight, and marks a job
+//!   done only after JetStream's PubAck.
+//! - [`Subscriber`] binds a durable pull consumer on a subject to a signal type: for each message
+//!   it records the message id in an inbox table, notifies the signal in that transaction with a
+//!   context built by [`FromJobAsync`](crate::FromJobAsync), commits, then acks. A message seen
+//!   before is acked and skipped, so handlers' database effects happen once per message although
+//!   JetStream delivers at least once.
+//! - [`ensure_stream`] creates or updates a stream with the defaults this needs.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use futures_util::{FutureExt as _, StreamExt as _};
+use serde::de::DeserializeOwned;
+use signals_core::AsyncSignal;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::asynchronous::{AsyncJobScope, FromJobAsync, Pool, Tx};
+use crate::async_worker::linked_jobs;
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::job::{JobInfo, RetryPolicy};
+use crate::scope::State;
+use crate::sqlite::Claimed;
+use crate::{store, trace};
+
+/// How long a stream remembers message ids to drop duplicates (JetStream's default).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Creates the stream `name` over `subjects`, or updates it to them: file storage, a
+/// [`DUPLICATE_WINDOW`] for the relay's message ids, everything else JetStream's defaults.
+///
+/// # Errors
+///
+/// [`Error::Nats`] if JetStream refuses (e.g. another stream already takes a subject).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), signals_queue::Error> {
+/// let client = async_nats::connect("nats://127.0.0.1:4222").await.map_err(signals_queue::Error::nats)?;
+/// let js = async_nats::jetstream::new(client);
+/// signals_queue::broker::ensure_stream(&js, "SHOP", &["shop.>"]).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &[&str],
+) -> Result<(), Error> {
+    js.create_or_update_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(Error::nats)?;
+    Ok(())
+}
+
+/// The `Nats-Msg-Id` of a publishing function's message: its event and the function, the same
+/// on every attempt.
+fn message_id(job: &Claimed) -> String {
+    format!("{}:{}", job.event_id, job.handler)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay.
+
+/// Configures a [`Relay`]; every setting has a default.
+#[must_use = "call `build().await` to get the relay"]
+pub struct RelayBuilder {
+    pool: Pool,
+    js: jetstream::Context,
+    in_flight: usize,
+    lease: Duration,
+    poll_interval: Duration,
+    retry: RetryPolicy,
+    prefix: String,
+    clock: Clock,
+}
+
+impl RelayBuilder {
+    /// How many messages are published before their acks are awaited (default 256): one claim
+    /// takes that many jobs.
+    pub fn in_flight(mut self, messages: usize) -> Self {
+        self.in_flight = messages.max(1);
+        self
+    }
+
+    /// How long a claim holds its jobs (default 30 s): a relay that dies leaves them to another
+    /// after this; the stream drops the messages it published twice.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How often an idle relay looks for jobs (default 100 ms); jobs written through sqlx in
+    /// this process wake it at once.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The backoff after a failed publish (default: 1 s doubling, capped at 1 hour).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Put before every subject (default none): `"staging."` publishes `shop.orders.created`
+    /// as `staging.shop.orders.created`.
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The clock for leases and retries.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Creates the jobs table if needed and gathers the publishing functions linked into this
+    /// program: the relay claims only their jobs.
+    ///
+    /// # Errors
+    ///
+    /// A database error, or two publishing functions with one job name.
+    pub async fn build(self) -> Result<Relay, Error> {
+        store::migrate(&self.pool).await?;
+        let jobs = linked_jobs(JobInfo::is_publish)?;
+        let mut names: Vec<&str> = jobs.keys().copied().collect();
+        names.sort_unstable();
+        let handlers = serde_json::to_string(&names).expect("names serialize");
+        Ok(Relay {
+            shared: Arc::new(RelayShared {
+                config: self,
+                jobs,
+                handlers,
+                stop: AtomicBool::new(false),
+                stopped: Notify::new(),
+            }),
+        })
+    }
+}
+
+/// Publishes the messages of the publishing functions linked into this program from the jobs
+/// table to JetStream; see the [module](self) documentation.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run(pool: signals_queue::Pool) -> Result<(), signals_queue::Error> {
+/// use signals_queue::broker::{ensure_stream, Relay};
+///
+/// let client = async_nats::connect("nats://127.0.0.1:4222").await.map_err(signals_queue::Error::nats)?;
+/// ensure_stream(&async_nats::jetstream::new(client.clone()), "SHOP", &["shop.>"]).await?;
+/// let relay = Relay::builder(pool, client).build().await?.start();
+/// // ... the application runs ...
+/// relay.shutdown(std::time::Duration::from_secs(10)).await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Relay {
+    shared: Arc<RelayShared>,
+}
+
+struct RelayShared {
+    config: RelayBuilder,
+    jobs: HashMap<&'static str, &'static JobInfo>,
+    handlers: String,
+    stop: AtomicBool,
+    stopped: Notify,
+}
+
+impl Relay {
+    /// A relay from the jobs table in `pool` to JetStream through `client`.
+    pub fn builder(pool: impl Into<Pool>, client: async_nats::Client) -> RelayBuilder {
+        RelayBuilder {
+            pool: pool.into(),
+            js: jetstream::new(client),
+            in_flight: 256,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(100),
+            retry: RetryPolicy::default(),
+            prefix: String::new(),
+            clock: Clock::system(),
+        }
+    }
+
+    /// The names of the publishing functions whose messages this relay publishes.
+    pub fn handlers(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.shared.jobs.keys().copied()
+    }
+
+    /// Spawns the relay's task on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn start(self) -> RunningRelay {
+        let task = tokio::spawn(relay(Arc::clone(&self.shared)));
+        RunningRelay {
+            shared: self.shared,
+            task: Some(task),
+        }
+    }
+
+    /// Publishes until no message is waiting (retries included) or being published, then stops.
+    ///
+    /// # Errors
+    ///
+    /// A database error while checking for work.
+    pub async fn run_until_idle(self) -> Result<(), Error> {
+        let running = self.start();
+        let idle = running.wait_idle().await;
+        running.shutdown(Duration::from_secs(60)).await;
+        idle
+    }
+}
+
+/// A started [`Relay`]; dropping it aborts its task.
+pub struct RunningRelay {
+    shared: Arc<RelayShared>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningRelay {
+    /// Waits until no message of this relay's functions is waiting or being published.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn wait_idle(&self) -> Result<(), Error> {
+        loop {
+            let mut conn = self.shared.config.pool.acquire().await?;
+            if store::busy(conn.tx(), &self.shared.handlers).await? == 0 {
+                return Ok(());
+            }
+            drop(conn);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops claiming, lets the messages in flight be acked and recorded, within `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.stopped.notify_waiters();
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(grace, task).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for RunningRelay {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The relay's loop: claim, publish with acks in flight, record; rescue expired leases.
+async fn relay(shared: Arc<RelayShared>) {
+    let mut backoff = Duration::from_millis(10);
+    let mut last_rescue = std::time::Instant::now();
+    while !shared.stop.load(Ordering::SeqCst) {
+        let local = crate::async_worker::WAKE.notified();
+        tokio::pin!(local);
+        local.as_mut().enable();
+        let stopped = shared.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if last_rescue.elapsed() >= shared.config.lease / 3 {
+            last_rescue = std::time::Instant::now();
+            if let Ok(mut conn) = shared.config.pool.acquire().await {
+                let _ = store::rescue(conn.tx(), shared.config.clock.now()).await;
+            }
+        }
+        let claimed = async {
+            let mut conn = shared.config.pool.acquire().await?;
+            let now = shared.config.clock.now();
+            let lease = shared.config.lease;
+            store::claim(conn.tx(), &shared.handlers, shared.config.in_flight, now, lease).await
+        };
+        match claimed.await {
+            Ok(jobs) if jobs.is_empty() => {
+                tokio::select! {
+                    () = &mut local => tokio::time::sleep(Duration::from_micros(500)).await,
+                    () = tokio::time::sleep(shared.config.poll_interval) => {}
+                    () = &mut stopped => {}
+                }
+            }
+            Ok(jobs) => {
+                backoff = Duration::from_millis(10);
+                publish(&shared, jobs).await;
+            }
+            Err(error) => {
+                trace::database_error("claim", &error.into());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes claimed jobs' messages, all before awaiting the first ack; completes the acked
+/// jobs in one transaction and records a failed attempt for the others.
+async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
+    let js = &shared.config.js;
+    let mut acks = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let Some(info) = shared.jobs.get(job.handler.as_str()) else {
+            continue;
+        };
+        let subject = format!("{}{}", shared.config.prefix, info.queue());
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id(job).as_str());
+        let sent = js
+            .publish_with_headers(subject, headers, job.payload.clone().into())
+            .await;
+        acks.push((job, sent));
+    }
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut failed = Vec::new();
+    for (job, sent) in acks {
+        let acked = match sent {
+            Ok(ack) => ack.await.map(drop).map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match acked {
+            Ok(()) => done.push(job.id),
+            Err(error) => failed.push((job, error)),
+        }
+    }
+    let token = jobs.first().map_or(0, |job| job.token);
+    let completed = async {
+        let mut tx = shared.config.pool.begin().await?;
+        store::complete_many(tx.tx(), &done, token, shared.config.clock.now()).await?;
+        tx.commit().await
+    };
+    if let Err(error) = completed.await {
+        // Published but not recorded: the lease brings them back, and the stream drops the
+        // republished messages by their id.
+        trace::database_error("complete", &error.into());
+    }
+    for (job, error) in failed {
+        let now = shared.config.clock.now();
+        let retry_at = now + shared.config.retry.delay(job.attempt, fastrand::f64()).as_millis() as i64;
+        let message = format!("publishing failed: {error}");
+        if let Ok(mut conn) = shared.config.pool.acquire().await {
+            let _ = store::fail(conn.tx(), job, false, now, retry_at, &message).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The subscriber.
+
+/// Configures a [`Subscriber`]; every setting but the binding has a default.
+#[must_use = "call `build().await` to get the subscriber"]
+pub struct SubscriberBuilder<S> {
+    pool: Pool,
+    js: jetstream::Context,
+    stream: String,
+    consumer: String,
+    subject: String,
+    state: State,
+    max_deliver: i64,
+    ack_wait: Duration,
+    retry: RetryPolicy,
+    batch: usize,
+    clock: Clock,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<S> SubscriberBuilder<S> {
+    /// Hands the subscriber a value that contexts reach with
+    /// [`AsyncJobScope::state`](crate::AsyncJobScope::state); one per type.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// How many deliveries a message gets before it is terminated and recorded dead (default 5).
+    pub fn max_deliver(mut self, deliveries: i64) -> Self {
+        self.max_deliver = deliveries.max(1);
+        self
+    }
+
+    /// How long JetStream waits for an ack before it delivers again (default 30 s).
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// The delay before a failed message is delivered again (default: 1 s doubling, capped at
+    /// 1 minute).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How many messages one pull asks for (default 64); they are handled one after another,
+    /// in stream order.
+    pub fn batch(mut self, messages: usize) -> Self {
+        self.batch = messages.max(1);
+        self
+    }
+
+    /// The clock for the inbox's times.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+impl<S> SubscriberBuilder<S>
+where
+    S: AsyncSignal + DeserializeOwned + Send + Sync,
+    for<'c> S::Context<'c>: FromJobAsync<'c> + Send,
+{
+    /// Creates the inbox table if needed, and the durable consumer (or updates it).
+    ///
+    /// # Errors
+    ///
+    /// A database error, or [`Error::Nats`] if the stream does not exist or JetStream refuses
+    /// the consumer.
+    pub async fn build(self) -> Result<Subscriber<S>, Error> {
+        store::migrate(&self.pool).await?;
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(Error::nats)?;
+        let consumer: consumer::PullConsumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(self.consumer.clone()),
+                filter_subject: self.subject.clone(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                max_deliver: self.max_deliver,
+                ..Default::default()
+            })
+            .await
+            .map_err(Error::nats)?;
+        Ok(Subscriber {
+            config: self,
+            consumer,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+/// Consumes a JetStream subject as the signal `S`: see the [module](self) documentation.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use signals_core::Signal;
+/// # #[derive(Signal, serde::Deserialize)]
+/// # #[signal(asynchronous)]
+/// # struct OrderCreatedMessage { order_id: i64 }
+/// # impl<'c> signals_queue::FromJobAsync<'c> for () {
+/// #     fn from_job(_: signals_queue::AsyncJobScope<'c>) -> Result<(), signals_core::BoxError> { Ok(()) }
+/// # }
+/// # async fn run(pool: signals_queue::Pool, client: async_nats::Client) -> Result<(), signals_queue::Error> {
+/// use signals_queue::broker::Subscriber;
+///
+/// let subscriber = Subscriber::<OrderCreatedMessage>::builder(
+///     pool, client, "SHOP", "shipping", "shop.orders.created",
+/// )
+/// .build()
+/// .await?;
+/// subscriber.run_until_idle().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Subscriber<S> {
+    config: SubscriberBuilder<S>,
+    consumer: consumer::PullConsumer,
+    stop: Arc<AtomicBool>,
+}
+
+impl<S> Subscriber<S>
+where
+    S: AsyncSignal + DeserializeOwned + Send + Sync,
+    for<'c> S::Context<'c>: FromJobAsync<'c> + Send,
+{
+    /// A subscriber of the durable consumer `consumer` of `stream`, on `subject`, into
+    /// `pool`'s database.
+    pub fn builder(
+        pool: impl Into<Pool>,
+        client: async_nats::Client,
+        stream: impl Into<String>,
+        consumer: impl Into<String>,
+        subject: impl Into<String>,
+    ) -> SubscriberBuilder<S> {
+        SubscriberBuilder {
+            pool: pool.into(),
+            js: jetstream::new(client),
+            stream: stream.into(),
+            consumer: consumer.into(),
+            subject: subject.into(),
+            state: State::default(),
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            retry: RetryPolicy {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(60),
+            },
+            batch: 64,
+            clock: Clock::system(),
+            signal: PhantomData,
+        }
+    }
+
+    /// A flag that stops [`run`](Self::run) after the message in hand when set.
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
+    /// Handles messages until the stopper is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] if the consumer cannot be read.
+    pub async fn run(mut self) -> Result<(), Error> {
+        while !self.stop.load(Ordering::SeqCst) {
+            self.pull(Duration::from_millis(500)).await?;
+        }
+        Ok(())
+    }
+
+    /// Handles messages until the consumer has none pending or unacknowledged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Nats`] if the consumer cannot be read.
+    pub async fn run_until_idle(mut self) -> Result<(), Error> {
+        loop {
+            let handled = self.pull(Duration::from_millis(100)).await?;
+            if handled == 0 {
+                let info = self.consumer.info().await.map_err(Error::nats)?;
+                if info.num_pending == 0 && info.num_ack_pending == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// One pull: up to `batch` messages, each handled in order; how many.
+    async fn pull(&mut self, wait: Duration) -> Result<usize, Error> {
+        let mut messages = self
+            .consumer
+            .fetch()
+            .max_messages(self.config.batch)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(Error::nats)?;
+        let mut handled = 0;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(Error::Nats)?;
+            self.handle(message).await;
+            handled += 1;
+        }
+        Ok(handled)
+    }
+
+    /// One message: inbox, notify, commit, ack; or nak with backoff; or dead.
+    async fn handle(&self, message: jetstream::Message) {
+        let (delivered, sequence) = match message.info() {
+            Ok(info) => (info.delivered, info.stream_sequence),
+            Err(_) => (1, 0),
+        };
+        let message_id = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+            .map_or_else(|| format!("{}:{sequence}", self.config.stream), |id| id.to_string());
+        let outcome = self.apply(&message, &message_id, delivered, sequence).await;
+        let ack = match outcome {
+            Ok(()) => AckKind::Ack,
+            Err(Failure::Permanent(error)) => {
+                self.record_dead(&message, &message_id, &error).await;
+                AckKind::Term
+            }
+            Err(Failure::Retry(error)) if delivered >= self.config.max_deliver => {
+                self.record_dead(&message, &message_id, &error).await;
+                AckKind::Term
+            }
+            Err(Failure::Retry(_)) => {
+                let delay = self.config.retry.delay(delivered.max(1) as u32, fastrand::f64());
+                AckKind::Nak(Some(delay))
+            }
+        };
+        // A lost ack means one more delivery, which the inbox skips.
+        let _ = message.ack_with(ack).await;
+    }
+
+    /// The message's effects in one transaction, with its inbox row.
+    async fn apply(
+        &self,
+        message: &jetstream::Message,
+        message_id: &str,
+        delivered: i64,
+        sequence: u64,
+    ) -> Result<(), Failure> {
+        let retry = |error: &dyn std::fmt::Display| Failure::Retry(error.to_string());
+        let mut tx = self.config.pool.begin().await.map_err(|e| retry(&e))?;
+        let now = self.config.clock.now();
+        let subject = message.subject.as_str();
+        let first =
+            inbox(tx.tx(), &self.config.consumer, message_id, subject, None, now).await.map_err(|e| retry(&e))?;
+        if !first {
+            return Ok(()); // seen before: its effects committed then
+        }
+        let signal: S = serde_json::from_slice(&message.payload).map_err(|error| {
+            Failure::Permanent(format!("the message does not deserialize into the signal: {error}"))
+        })?;
+        let event_id = message_id
+            .split(':')
+            .next()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .unwrap_or_default();
+        let scope = AsyncJobScope {
+            tx: tx.tx(),
+            state: &self.config.state,
+            job_id: sequence as i64,
+            event_id,
+            attempt: delivered.max(0) as u32,
+        };
+        let notified = AssertUnwindSafe(async {
+            let mut ctx = <S::Context<'_> as FromJobAsync<'_>>::from_job(scope)
+                .map_err(|error| error.to_string())?;
+            signals_core::notify_async(&signal, &mut ctx)
+                .await
+                .map_err(|error| error.to_string())
+        })
+        .catch_unwind()
+        .await;
+        match notified {
+            Ok(Ok(())) => tx.commit().await.map_err(|e| retry(&e)),
+            Ok(Err(error)) => Err(Failure::Retry(error)),
+            Err(panic) => Err(Failure::Retry(format!(
+                "a handler panicked: {}",
+                crate::worker::panic_message(&*panic)
+            ))),
+        }
+    }
+
+    /// Records a message that will not be delivered again, with its error.
+    async fn record_dead(&self, message: &jetstream::Message, message_id: &str, error: &str) {
+        let now = self.config.clock.now();
+        let subject = message.subject.as_str();
+        let recorded = async {
+            let mut tx = self.config.pool.begin().await?;
+            inbox(tx.tx(), &self.config.consumer, message_id, subject, Some(error), now).await?;
+            tx.commit().await
+        };
+        if let Err(error) = recorded.await {
+            trace::database_error("inbox", &error.into());
+        }
+    }
+}
+
+/// Why a message's transaction did not commit.
+enum Failure {
+    /// Delivering it again cannot help (it does not deserialize).
+    Permanent(String),
+    /// A handler or the database failed: deliver it again after a backoff.
+    Retry(String),
+}
+
+/// Records a message in the inbox (`dead` with its error if `error` is given); whether it was
+/// new.
+async fn inbox(
+    tx: Tx<'_>,
+    consumer: &str,
+    message_id: &str,
+    subject: &str,
+    error: Option<&str>,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let state = if error.is_some() { "dead" } else { "done" };
+    let inserted = match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => sqlx::query(INBOX_INSERT)
+            .bind(consumer)
+            .bind(message_id)
+            .bind(subject)
+            .bind(state)
+            .bind(error)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => sqlx::query(INBOX_INSERT)
+            .bind(consumer)
+            .bind(message_id)
+            .bind(subject)
+            .bind(state)
+            .bind(error)
+            .bind(now)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    };
+    Ok(inserted == 1)
+}
+
+/// One inbox row per consumer and message id; a second delivery inserts nothing.
+const INBOX_INSERT: &str = "
+INSERT INTO signals_inbox (consumer, message_id, subject, state, error, received_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING";
+
+/// Counts of one consumer's inbox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InboxStats {
+    /// Messages whose effects committed (each once).
+    pub done: u64,
+    /// Messages terminated after their last delivery, or that could not be read.
+    pub dead: u64,
+}
+
+/// The inbox counts of `consumer` in `pool`'s database.
+///
+/// # Errors
+///
+/// A database error.
+pub async fn inbox_stats(pool: &Pool, consumer: &str) -> Result<InboxStats, Error> {
+    const SQL: &str = "SELECT state, CAST(COUNT(*) AS BIGINT) FROM signals_inbox WHERE consumer = $1 GROUP BY state";
+    let rows: Vec<(String, i64)> = match pool {
+        #[cfg(feature = "postgres")]
+        Pool::Postgres(pool) => sqlx::query_as(SQL).bind(consumer).fetch_all(pool).await?,
+        #[cfg(feature = "sqlx-sqlite")]
+        Pool::Sqlite(pool) => sqlx::query_as(SQL).bind(consumer).fetch_all(pool).await?,
+    };
+    let mut stats = InboxStats::default();
+    for (state, count) in rows {
+        match state.as_str() {
+            "done" => stats.done = count as u64,
+            "dead" => stats.dead = count as u64,
+            _ => {}
+        }
+    }
+    Ok(stats)
+}
