@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::asynchronous::{AsyncJobScope, FromJobAsync, Pool, Tx};
 use crate::async_worker::linked_jobs;
+use crate::asynchronous::{AsyncJobScope, FromJobAsync, Pool, Tx};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::{JobInfo, RetryPolicy};
@@ -300,7 +300,14 @@ async fn relay(shared: Arc<RelayShared>) {
             let mut conn = shared.config.pool.acquire().await?;
             let now = shared.config.clock.now();
             let lease = shared.config.lease;
-            store::claim(conn.tx(), &shared.handlers, shared.config.in_flight, now, lease).await
+            store::claim(
+                conn.tx(),
+                &shared.handlers,
+                shared.config.in_flight,
+                now,
+                lease,
+            )
+            .await
         };
         match claimed.await {
             Ok(jobs) if jobs.is_empty() => {
@@ -334,7 +341,10 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
         };
         let subject = format!("{}{}", shared.config.prefix, info.queue());
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id(job).as_str());
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id(job).as_str(),
+        );
         let sent = js
             .publish_with_headers(subject, headers, job.payload.clone().into())
             .await;
@@ -365,7 +375,12 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
     }
     for (job, error) in failed {
         let now = shared.config.clock.now();
-        let retry_at = now + shared.config.retry.delay(job.attempt, fastrand::f64()).as_millis() as i64;
+        let retry_at = now
+            + shared
+                .config
+                .retry
+                .delay(job.attempt, fastrand::f64())
+                .as_millis() as i64;
         let message = format!("publishing failed: {error}");
         if let Ok(mut conn) = shared.config.pool.acquire().await {
             let _ = store::fail(conn.tx(), job, false, now, retry_at, &message).await;
@@ -597,7 +612,10 @@ where
             .headers
             .as_ref()
             .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-            .map_or_else(|| format!("{}:{sequence}", self.config.stream), |id| id.to_string());
+            .map_or_else(
+                || format!("{}:{sequence}", self.config.stream),
+                |id| id.to_string(),
+            );
         let outcome = self.apply(&message, &message_id, delivered, sequence).await;
         let ack = match outcome {
             Ok(()) => AckKind::Ack,
@@ -610,7 +628,10 @@ where
                 AckKind::Term
             }
             Err(Failure::Retry(_)) => {
-                let delay = self.config.retry.delay(delivered.max(1) as u32, fastrand::f64());
+                let delay = self
+                    .config
+                    .retry
+                    .delay(delivered.max(1) as u32, fastrand::f64());
                 AckKind::Nak(Some(delay))
             }
         };
@@ -630,13 +651,23 @@ where
         let mut tx = self.config.pool.begin().await.map_err(|e| retry(&e))?;
         let now = self.config.clock.now();
         let subject = message.subject.as_str();
-        let first =
-            inbox(tx.tx(), &self.config.consumer, message_id, subject, None, now).await.map_err(|e| retry(&e))?;
+        let first = inbox(
+            tx.tx(),
+            &self.config.consumer,
+            message_id,
+            subject,
+            None,
+            now,
+        )
+        .await
+        .map_err(|e| retry(&e))?;
         if !first {
             return Ok(()); // seen before: its effects committed then
         }
         let signal: S = serde_json::from_slice(&message.payload).map_err(|error| {
-            Failure::Permanent(format!("the message does not deserialize into the signal: {error}"))
+            Failure::Permanent(format!(
+                "the message does not deserialize into the signal: {error}"
+            ))
         })?;
         let event_id = message_id
             .split(':')
@@ -655,7 +686,7 @@ where
                 .map_err(|error| error.to_string())?;
             signals_core::notify_async(&signal, &mut ctx)
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| error_chain(&error))
         })
         .catch_unwind()
         .await;
@@ -675,13 +706,33 @@ where
         let subject = message.subject.as_str();
         let recorded = async {
             let mut tx = self.config.pool.begin().await?;
-            inbox(tx.tx(), &self.config.consumer, message_id, subject, Some(error), now).await?;
+            inbox(
+                tx.tx(),
+                &self.config.consumer,
+                message_id,
+                subject,
+                Some(error),
+                now,
+            )
+            .await?;
             tx.commit().await
         };
         if let Err(error) = recorded.await {
             trace::database_error("inbox", &error.into());
         }
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Why a message's transaction did not commit.

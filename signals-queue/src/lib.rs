@@ -53,10 +53,10 @@
 mod admin;
 #[cfg(feature = "async")]
 mod async_worker;
-#[cfg(feature = "nats")]
-pub mod broker;
 #[cfg(feature = "async")]
 mod asynchronous;
+#[cfg(feature = "nats")]
+pub mod broker;
 mod clock;
 mod enqueue;
 mod error;
@@ -100,8 +100,8 @@ pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::job::{Handler, JobInfo, JobSpec, Run};
     pub use crate::enqueue::to_message;
+    pub use crate::job::{Handler, JobInfo, JobSpec, Run};
     pub use crate::kind::{published, queued, require_async, Publishes, Queued};
     pub use crate::SIGNALS_QUEUE_0_1_JOBS as JOBS;
     pub use linkme::{self, distributed_slice};

@@ -159,7 +159,6 @@ async fn do_work(sig: &Work, ctx: &mut AppCtx<'_>) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-
 impl Db {
     fn worker(&self, attempts: &Arc<Attempts>) -> AsyncWorkerBuilder {
         AsyncWorker::builder(self.pool.clone())
@@ -234,7 +233,6 @@ impl Db {
             .await
     }
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_writes_one_job_per_queued_handler_and_rollback_erases_them() {

@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
-    ConnectOptions, Connection, Executor, PgConnection, PgPool,
+    AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection, PgPool,
 };
 use tokio::sync::Notify;
 
@@ -138,7 +138,10 @@ impl FreshDb {
             label
         );
         let mut conn = admin.connect().await?;
-        conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await?;
+        // The name is made here from a fixed prefix, the pid, a counter and a fixed label.
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
         conn.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
@@ -151,7 +154,8 @@ impl FreshDb {
     pub async fn drop_db(self) -> BenchResult<()> {
         self.pool.close().await;
         let mut conn = self.admin.connect().await?;
-        conn.execute(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name).as_str())
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)))
+            .execute(&mut conn)
             .await?;
         conn.close().await?;
         Ok(())

@@ -20,7 +20,8 @@ use crate::common::{
 /// Exact version of the crate, from Cargo.lock.
 pub const VERSION: &str = env!("PEER_VERSION_GRAPHILE_WORKER");
 
-/// The library's default schema; every run has a database of its own, so it is free.
+/// The library's default schema (every run has a database of its own, so it is
+/// free); the sanity checks count its `_private_jobs` table.
 const SCHEMA: &str = "graphile_worker";
 
 /// Jobs per `add_jobs` call when writing the backlog.
@@ -54,7 +55,7 @@ pub async fn enqueue(settings: &Settings) -> BenchResult<Sample> {
         }
         let sample = Sample::new(n, started.elapsed(), false);
 
-        let (jobs,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {SCHEMA}._private_jobs"))
+        let (jobs,): (i64,) = sqlx::query_as("SELECT count(*) FROM graphile_worker._private_jobs")
             .fetch_one(&db.pool)
             .await?;
         check(jobs as usize == n, || format!("graphile_worker enqueue: {jobs} jobs in the table, expected {n}"))?;
@@ -105,7 +106,7 @@ pub async fn drain(settings: &Settings, concurrency: usize) -> BenchResult<Sampl
             }
         }
         if !sample.timed_out {
-            let (left,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {SCHEMA}._private_jobs"))
+            let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM graphile_worker._private_jobs")
                 .fetch_one(&db.pool)
                 .await?;
             check(left == 0, || format!("graphile_worker drain: {left} jobs left in the table"))?;

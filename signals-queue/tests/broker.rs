@@ -1,0 +1,400 @@
+//! The broker rung against a real NATS JetStream server, with PostgreSQL and SQLite producers:
+//! a publishing function's message leaves only when its transaction commits, the relay's retries
+//! are deduplicated by the stream, and a subscriber applies each message once.
+//!
+//! NATS is at `SIGNALS_TEST_NATS_URL` (default `nats://127.0.0.1:4222`); each test uses a stream
+//! and a subject prefix of its own and deletes the stream. Without a server the tests print why
+//! and pass, except under `CI=true`, where they fail.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use serde::{Deserialize, Serialize};
+use signals_core::{notify_async, on, BoxError, Signal};
+use signals_queue::broker::{ensure_stream, inbox_stats, Relay, Subscriber};
+use signals_queue::{AsyncJobScope, EnqueueAsync, FromJobAsync, RetryPolicy, Tx};
+use support::Db;
+
+struct AppCtx<'a> {
+    tx: Tx<'a>,
+}
+
+impl EnqueueAsync for AppCtx<'_> {
+    fn transaction(&mut self) -> Tx<'_> {
+        self.tx.reborrow()
+    }
+}
+
+impl<'c> FromJobAsync<'c> for AppCtx<'c> {
+    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
+        Ok(AppCtx {
+            tx: job.transaction(),
+        })
+    }
+}
+
+/// The producer's domain event: rich, and never on the wire.
+#[derive(Signal)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+struct OrderPlaced {
+    order_id: i64,
+    #[allow(dead_code)]
+    card_number: String,
+}
+
+/// The thin message: what consumers need, nothing more.
+#[derive(Serialize)]
+struct OrderPlacedMessage {
+    order_id: i64,
+}
+
+#[on(OrderPlaced, publish = "test.orders.placed")]
+fn order_placed_message(sig: &OrderPlaced) -> OrderPlacedMessage {
+    OrderPlacedMessage {
+        order_id: sig.order_id,
+    }
+}
+
+/// The consumer's signal: the message, as it arrives.
+#[derive(Signal, Deserialize, Debug)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+struct OrderPlacedReceived {
+    order_id: i64,
+}
+
+/// Every delivery the handler saw, in order (the tests run at once: each looks at its own ids).
+static SEEN: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+/// Deliveries of poison messages.
+static POISON_DELIVERIES: AtomicUsize = AtomicUsize::new(0);
+
+/// A negative order id is poison: the handler always fails on it.
+#[on(OrderPlacedReceived)]
+async fn record_shipment(sig: &OrderPlacedReceived, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    SEEN.lock().unwrap().push(sig.order_id);
+    if sig.order_id < 0 {
+        POISON_DELIVERIES.fetch_add(1, Ordering::SeqCst);
+        return Err(format!("order {} does not exist", sig.order_id).into());
+    }
+    let sql = "INSERT INTO shipments (order_id) VALUES ($1)";
+    match ctx.tx.reborrow() {
+        Tx::Postgres(conn) => sqlx::query(sql)
+            .bind(sig.order_id)
+            .execute(conn)
+            .await
+            .map(drop),
+        Tx::Sqlite(conn) => sqlx::query(sql)
+            .bind(sig.order_id)
+            .execute(conn)
+            .await
+            .map(drop),
+        _ => unreachable!(),
+    }?;
+    Ok(())
+}
+
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// A stream and a subject prefix of the test's own, deleted at the end.
+struct Broker {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: String,
+    prefix: String,
+}
+
+impl Broker {
+    async fn connect() -> Option<Broker> {
+        let url = std::env::var("SIGNALS_TEST_NATS_URL").unwrap_or_else(|_| NATS_URL.to_owned());
+        let client = match async_nats::connect(&url).await {
+            Ok(client) => client,
+            Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("NATS at {url} is required under CI: {error}")
+            }
+            Err(error) => {
+                eprintln!(
+                    "skipping: NATS at {url} is unreachable ({error}); set SIGNALS_TEST_NATS_URL"
+                );
+                return None;
+            }
+        };
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let broker = Broker {
+            js: jetstream::new(client.clone()),
+            client,
+            stream: format!("TEST_{id}"),
+            prefix: format!("t{id}."),
+        };
+        let subjects = format!("{}>", broker.prefix);
+        ensure_stream(&broker.js, &broker.stream, &[&subjects])
+            .await
+            .unwrap();
+        Some(broker)
+    }
+
+    fn subject(&self) -> String {
+        format!("{}test.orders.placed", self.prefix)
+    }
+
+    fn relay(&self, db: &Db) -> signals_queue::broker::RelayBuilder {
+        Relay::builder(db.pool.clone(), self.client.clone())
+            .subject_prefix(&self.prefix)
+            .poll_interval(Duration::from_millis(10))
+    }
+
+    fn subscriber(
+        &self,
+        db: &Db,
+        consumer: &str,
+    ) -> signals_queue::broker::SubscriberBuilder<OrderPlacedReceived> {
+        Subscriber::<OrderPlacedReceived>::builder(
+            db.pool.clone(),
+            self.client.clone(),
+            &self.stream,
+            consumer,
+            self.subject(),
+        )
+        .retry(RetryPolicy {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(20),
+        })
+    }
+
+    /// The stream's messages.
+    async fn messages(&self) -> u64 {
+        let mut stream = self.js.get_stream(&self.stream).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+
+    async fn delete(self) {
+        self.js.delete_stream(&self.stream).await.unwrap();
+    }
+}
+
+/// Places orders `ids`, each in a transaction of its own that commits (or rolls back).
+async fn place(db: &Db, ids: impl IntoIterator<Item = i64>, commit: bool) {
+    for order_id in ids {
+        let mut tx = db.pool.begin().await.unwrap();
+        let signal = OrderPlaced {
+            order_id,
+            card_number: "4242 4242 4242 4242".into(),
+        };
+        notify_async(&signal, &mut AppCtx { tx: tx.tx() })
+            .await
+            .unwrap();
+        match commit {
+            true => tx.commit().await.unwrap(),
+            false => tx.rollback().await.unwrap(),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_leaves_only_if_its_transaction_commits_and_a_retry_is_deduplicated() {
+    for db in Db::all().await {
+        let Some(broker) = Broker::connect().await else {
+            return;
+        };
+        let name = db.name();
+        let before = broker.messages().await;
+        place(&db, [1, 2, 3], true).await;
+        place(&db, [4], false).await;
+        let payload = db.count("SELECT COUNT(*) FROM signals_jobs").await;
+        assert_eq!(payload, 3, "{name}: the rolled-back order wrote no job");
+        broker
+            .relay(&db)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(broker.messages().await - before, 3, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+                .await,
+            3,
+            "{name}: done after the PubAck"
+        );
+        // The relay died after JetStream stored the messages and before it recorded them:
+        // the jobs run again, with the same message ids, and the stream drops the duplicates.
+        db.execute("UPDATE signals_jobs SET state = 'pending', finished_at = NULL")
+            .await;
+        broker
+            .relay(&db)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(
+            broker.messages().await - before,
+            3,
+            "{name}: no duplicate stored"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+                .await,
+            3,
+            "{name}"
+        );
+        db.drop_schema().await;
+        broker.delete().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_applies_each_message_once_in_order_and_skips_a_redelivery() {
+    for db in Db::all().await {
+        let Some(broker) = Broker::connect().await else {
+            return;
+        };
+        let name = db.name();
+        let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+        // A message whose effects committed but whose ack was lost (the consumer died in
+        // between) is in the inbox already: its redelivery is acked and skipped.
+        let first = if db.schema.is_some() { 100 } else { 200 };
+        place(&db, first..first + 20, true).await;
+        let redelivered: String = match &db.pool {
+            signals_queue::Pool::Postgres(pool) => sqlx::query_scalar(
+                "SELECT event_id::text || ':' || handler FROM signals_jobs ORDER BY id LIMIT 1",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+            signals_queue::Pool::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT event_id || ':' || handler FROM signals_jobs ORDER BY id LIMIT 1",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+            _ => unreachable!(),
+        };
+        let subscriber = broker.subscriber(&db, &consumer).build().await.unwrap();
+        let sql = format!(
+            "INSERT INTO signals_inbox (consumer, message_id, subject, state, received_at) VALUES ('{consumer}', '{redelivered}', 's', 'done', 0)"
+        );
+        match &db.pool {
+            signals_queue::Pool::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await
+                .map(drop),
+            signals_queue::Pool::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await
+                .map(drop),
+            _ => unreachable!(),
+        }
+        .unwrap();
+        broker
+            .relay(&db)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        subscriber.run_until_idle().await.unwrap();
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM shipments").await,
+            19,
+            "{name}"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(DISTINCT order_id) FROM shipments")
+                .await,
+            19,
+            "{name}: each once"
+        );
+        let seen: Vec<i64> = SEEN
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|id| (first..first + 20).contains(id))
+            .collect();
+        let expected: Vec<i64> = (first + 1..first + 20).collect();
+        assert_eq!(
+            seen, expected,
+            "{name}: one consumer keeps the subject's order"
+        );
+        let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
+        assert_eq!((inbox.done, inbox.dead), (20, 0), "{name}");
+        db.drop_schema().await;
+        broker.delete().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_after_max_deliveries_and_the_others_go_on() {
+    for db in Db::all().await {
+        let Some(broker) = Broker::connect().await else {
+            return;
+        };
+        let name = db.name();
+        let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+        place(&db, [-1, 7], true).await;
+        broker
+            .relay(&db)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        let deliveries = POISON_DELIVERIES.load(Ordering::SeqCst);
+        broker
+            .subscriber(&db, &consumer)
+            .max_deliver(3)
+            .ack_wait(Duration::from_secs(2))
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(
+            POISON_DELIVERIES.load(Ordering::SeqCst) - deliveries,
+            3,
+            "{name}: the poison message was delivered max_deliver times"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM shipments").await,
+            1,
+            "{name}"
+        );
+        let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
+        assert_eq!((inbox.done, inbox.dead), (1, 1), "{name}");
+        let error: String = match &db.pool {
+            signals_queue::Pool::Postgres(pool) => {
+                sqlx::query_scalar("SELECT error FROM signals_inbox WHERE state = 'dead'")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            }
+            signals_queue::Pool::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT error FROM signals_inbox WHERE state = 'dead'")
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            }
+            _ => unreachable!(),
+        };
+        assert!(error.contains("order -1 does not exist"), "{name}: {error}");
+        db.drop_schema().await;
+        broker.delete().await;
+    }
+}
+
+#[test]
+fn the_catalog_shows_published_subjects() {
+    let table = signals_core::catalog().to_string();
+    assert!(
+        table.contains("broker::order_placed_message [publish test.orders.placed]"),
+        "{table}"
+    );
+}
