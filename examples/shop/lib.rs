@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
-use signals_queue::{AsyncJobScope, AsyncQueue, EnqueueAsync, FromJobAsync, JobState, Pool, Tx};
+use signals_queue::{AsyncJobScope, AsyncQueue, EnqueueAsync, FromJobAsync, Pool, Tx};
 
 /// Runs `$body` with `$conn` the connection `$tx` holds, on either database: the shop's SQL is
 /// written once, with `$1` parameters, which both accept.
@@ -131,6 +131,24 @@ async fn send_welcome_email(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<
         .await
         .map(drop))?;
     Ok(())
+}
+
+/// The thin message other services get for a committed order: what they need to find it, not
+/// the order itself (they read the rest from the source of truth). The subject is a delivery
+/// concern: it is here, on the projection, and never on the domain event.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OrderCreatedMessage {
+    /// The new order's id.
+    pub order_id: i64,
+}
+
+/// Inside `notify_async` this runs and its message is written as a job in the order's
+/// transaction; a relay publishes it to JetStream after commit (`shop worker --nats URL`).
+#[on(OrderCreated, publish = "shop.orders.created")]
+fn order_created_message(sig: &OrderCreated) -> OrderCreatedMessage {
+    OrderCreatedMessage {
+        order_id: sig.order_id,
+    }
 }
 
 /// A simulated mail provider: each call waits, fails with some probability, and is counted in
@@ -312,14 +330,25 @@ pub struct ShopStats {
     pub running: u64,
     /// Jobs out of attempts.
     pub dead: u64,
+    /// Messages waiting in the outbox for a relay (not counted in `pending`).
+    pub publish_pending: u64,
+    /// Messages the relay published (JetStream acknowledged them).
+    pub published: u64,
 }
 
 impl std::fmt::Display for ShopStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            r#"{{"orders": {}, "emails": {}, "email_attempts": {}, "jobs": {{"pending": {}, "running": {}, "dead": {}}}}}"#,
-            self.orders, self.emails, self.email_attempts, self.pending, self.running, self.dead
+            r#"{{"orders": {}, "emails": {}, "email_attempts": {}, "jobs": {{"pending": {}, "running": {}, "dead": {}}}, "publish_pending": {}, "published": {}}}"#,
+            self.orders,
+            self.emails,
+            self.email_attempts,
+            self.pending,
+            self.running,
+            self.dead,
+            self.publish_pending,
+            self.published
         )
     }
 }
@@ -343,12 +372,29 @@ pub async fn stats(pool: &Pool) -> Result<ShopStats, BoxError> {
         };
     }
     let jobs = AsyncQueue::new(pool.clone()).stats().await?;
-    Ok(ShopStats {
+    let publishing: Vec<&str> = signals_queue::jobs()
+        .filter(|job| job.is_publish())
+        .map(|job| job.name())
+        .collect();
+    let mut stats = ShopStats {
         orders: counts[0],
         emails: counts[1],
         email_attempts: counts[2],
-        pending: jobs.total(JobState::Pending),
-        running: jobs.total(JobState::Running),
-        dead: jobs.total(JobState::Dead),
-    })
+        pending: 0,
+        running: 0,
+        dead: 0,
+        publish_pending: 0,
+        published: 0,
+    };
+    for (handler, counts) in &jobs.handlers {
+        if publishing.contains(&handler.as_str()) {
+            stats.publish_pending += counts.pending + counts.running;
+            stats.published += counts.done;
+        } else {
+            stats.pending += counts.pending;
+            stats.running += counts.running;
+            stats.dead += counts.dead;
+        }
+    }
+    Ok(stats)
 }

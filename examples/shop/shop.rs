@@ -18,6 +18,7 @@ use std::time::Duration;
 use signals_examples_shop::{
     migrate, place_order, stats, Mailer, PlaceOrderError, DECLINED_CARD, GOOD_CARD,
 };
+use signals_queue::broker::{ensure_stream, Relay};
 use signals_queue::{AsyncQueue, AsyncWorker, Pool, RetryPolicy};
 
 /// What `--help` prints.
@@ -40,6 +41,10 @@ commands:
         [--email-delay-ms D]   each call to the provider takes D ms (default 0)
         [--retry-base-ms B]    the first retry's delay ceiling (default 100)
         [--lease-ms L]         the lease a claim takes; heartbeats renew it (default 5000)
+        [--nats URL]           also publish `OrderCreatedMessage`s from the outbox to NATS
+                               JetStream (e.g. nats://127.0.0.1:4222); without it they wait
+        [--stream NAME]        the JetStream stream (default SHOP), created if missing
+        [--subject-prefix P]   put P before every subject (default none)
   stats                        print counts as one JSON object
   retry-dead                   make dead jobs pending again, attempts reset
 ";
@@ -81,6 +86,12 @@ pub struct WorkerOptions {
     pub retry_base: Duration,
     /// The claim's lease.
     pub lease: Duration,
+    /// Where to publish the outbox's messages, if anywhere.
+    pub nats: Option<String>,
+    /// The stream.
+    pub stream: String,
+    /// Put before every subject.
+    pub subject_prefix: String,
 }
 
 /// Reads the arguments after the program name: the database URL and the command.
@@ -115,6 +126,11 @@ pub fn parse_args(args: &[String]) -> Result<(String, Command), String> {
             email_delay: Duration::from_millis(options.value("--email-delay-ms")?.unwrap_or(0)),
             retry_base: Duration::from_millis(options.value("--retry-base-ms")?.unwrap_or(100)),
             lease: Duration::from_millis(options.value("--lease-ms")?.unwrap_or(5000)),
+            nats: options.value("--nats")?,
+            stream: options
+                .value("--stream")?
+                .unwrap_or_else(|| "SHOP".to_owned()),
+            subject_prefix: options.value("--subject-prefix")?.unwrap_or_default(),
         }),
         "stats" => Command::Stats,
         "retry-dead" => Command::RetryDead,
@@ -231,6 +247,10 @@ async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::
         options.email_delay,
         Some(pool.clone()),
     );
+    let relay = match &options.nats {
+        Some(url) => Some(relay(&pool, url, &options).await?),
+        None => None,
+    };
     let worker = AsyncWorker::builder(pool)
         .state(Arc::new(mailer))
         .concurrency(options.concurrency)
@@ -241,14 +261,51 @@ async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::
         })
         .build()
         .await?;
+    let relay = relay.map(Relay::start);
     if options.until_idle {
+        // Emails first, then the messages still waiting in the outbox (without `--nats` they
+        // wait for a worker that publishes).
         worker.run_until_idle().await?;
+        if let Some(relay) = relay {
+            relay.wait_idle().await?;
+            relay.shutdown(Duration::from_secs(30)).await;
+        }
         return Ok(());
     }
     let running = worker.start();
     shutdown_signal().await;
     running.shutdown(Duration::from_secs(30)).await?;
+    if let Some(relay) = relay {
+        relay.shutdown(Duration::from_secs(30)).await;
+    }
     Ok(())
+}
+
+/// The relay from the outbox to JetStream, with the stream created if missing.
+async fn relay(
+    pool: &Pool,
+    url: &str,
+    options: &WorkerOptions,
+) -> Result<Relay, signals_core::BoxError> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|error| format!("NATS at {url}: {error}"))?;
+    let subjects = format!("{}shop.>", options.subject_prefix);
+    ensure_stream(
+        &async_nats::jetstream::new(client.clone()),
+        &options.stream,
+        &[&subjects],
+    )
+    .await?;
+    Ok(Relay::builder(pool.clone(), client)
+        .subject_prefix(&options.subject_prefix)
+        .lease(options.lease)
+        .retry(RetryPolicy {
+            base: options.retry_base,
+            cap: options.retry_base * 32,
+        })
+        .build()
+        .await?)
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

@@ -46,15 +46,25 @@ fn spawn_worker(db: &str, args: &[&str]) -> Child {
 
 /// `shop stats` as (orders, emails, email_attempts, pending, running, dead).
 fn stats(db: &str) -> [i64; 6] {
+    let numbers = all_stats(db);
+    numbers[..6].try_into().unwrap()
+}
+
+/// Every number of `shop stats`, in order: (orders, emails, email_attempts, pending, running,
+/// dead, publish_pending, published).
+fn all_stats(db: &str) -> [i64; 8] {
     let json = run(db, &["stats"]);
-    let numbers: Vec<i64> = json
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    numbers
+    numbers(&json)
         .try_into()
         .unwrap_or_else(|_| panic!("unexpected stats: {json}"))
+}
+
+/// The numbers in a line of JSON, in order.
+fn numbers(json: &str) -> Vec<i64> {
+    json.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect()
 }
 
 fn wait_for(mut condition: impl FnMut() -> bool) {
@@ -254,5 +264,164 @@ fn a_bad_database_url_is_one_line_and_a_failure() {
         let output = Command::new(shop()).args(["--db", url, "stats"]).output().unwrap();
         assert!(!output.status.success());
         assert_eq!(String::from_utf8_lossy(&output.stderr), format!("{expected}\n"));
+    }
+}
+
+/// The `shipping` example binary, built beside `shop`.
+fn shipping() -> PathBuf {
+    shop().with_file_name(format!("shipping{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// A stream and a subject prefix of one test's own on the NATS server; the stream is deleted
+/// on drop. `None` (with a message) when the server is unreachable outside CI.
+struct Nats {
+    url: String,
+    stream: String,
+    prefix: String,
+}
+
+impl Nats {
+    fn connect() -> Option<Nats> {
+        let url = std::env::var("SIGNALS_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let nats = Nats {
+            url,
+            stream: format!("SHOP_TEST_{id}"),
+            prefix: format!("t{id}."),
+        };
+        match nats.block_on(async_nats::connect(nats.url.clone())) {
+            Ok(_) => Some(nats),
+            Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("NATS at {} is required under CI: {error}", nats.url)
+            }
+            Err(error) => {
+                eprintln!("skipping: NATS at {} is unreachable ({error})", nats.url);
+                None
+            }
+        }
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    /// The options that point `shop worker` and `shipping` at this stream and prefix.
+    fn args(&self) -> [&str; 6] {
+        [
+            "--nats",
+            &self.url,
+            "--stream",
+            &self.stream,
+            "--subject-prefix",
+            &self.prefix,
+        ]
+    }
+
+    /// The messages the stream holds.
+    fn messages(&self) -> u64 {
+        self.block_on(async {
+            let client = async_nats::connect(self.url.clone()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js.get_stream(&self.stream).await.unwrap();
+            stream.info().await.unwrap().state.messages
+        })
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.block_on(async {
+            let client = async_nats::connect(self.url.clone()).await?;
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(&self.stream)
+                .await;
+            Ok::<_, async_nats::ConnectError>(())
+        });
+    }
+}
+
+/// `shipping` with `args` on the database at `db`; its stdout.
+fn ship(db: &str, nats: &Nats, args: &[&str]) -> String {
+    let output = Command::new(shipping())
+        .args(["--db", db])
+        .args(nats.args())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "shipping {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn shop_and_shipping_killed_with_sigkill_ship_each_committed_order_exactly_once() {
+    for shop_db in Db::all() {
+        let Some(nats) = Nats::connect() else {
+            return;
+        };
+        let shop_db = shop_db.placed("150");
+        let committed = 150 - 150 / 7;
+        let dir = tempfile::tempdir().unwrap();
+        let ship_db = format!("sqlite://{}", dir.path().join("shipping.db").display());
+        ship(&ship_db, &nats, &["migrate"]);
+        // Without `--nats` the messages wait in the outbox, and `--until-idle` does not wait
+        // for them.
+        assert!(spawn_worker(&shop_db.url, &["--until-idle"])
+            .wait()
+            .unwrap()
+            .success());
+        let [.., publish_pending, published] = all_stats(&shop_db.url);
+        assert_eq!((publish_pending, published), (committed, 0));
+        // Publisher and consumer, killed twice at arbitrary moments, then run to the end.
+        let worker_args = [
+            &nats.args()[..],
+            &["--lease-ms", "500", "--retry-base-ms", "5"],
+        ]
+        .concat();
+        for shipped_before_kill in [20, 60] {
+            let mut worker = spawn_worker(&shop_db.url, &worker_args);
+            let mut consumer = Command::new(shipping())
+                .args(["--db", &ship_db])
+                .args(nats.args())
+                .arg("run")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            wait_for(|| numbers(&ship(&ship_db, &nats, &["stats"]))[0] >= shipped_before_kill);
+            worker.kill().unwrap();
+            consumer.kill().unwrap();
+            worker.wait().unwrap();
+            consumer.wait().unwrap();
+        }
+        let until_idle = [&worker_args[..], &["--until-idle"]].concat();
+        assert!(spawn_worker(&shop_db.url, &until_idle)
+            .wait()
+            .unwrap()
+            .success());
+        ship(&ship_db, &nats, &["run", "--until-idle"]);
+        let [orders, .., publish_pending, published] = all_stats(&shop_db.url);
+        assert_eq!(
+            (orders, publish_pending, published),
+            (committed, 0, committed)
+        );
+        let shipping_stats = numbers(&ship(&ship_db, &nats, &["stats"]));
+        assert_eq!(
+            shipping_stats,
+            [committed, committed, 0],
+            "one shipment per committed order, each message seen once"
+        );
+        assert_eq!(
+            nats.messages(),
+            committed as u64,
+            "one message per committed order"
+        );
     }
 }
