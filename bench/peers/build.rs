@@ -26,7 +26,10 @@ fn locked_version(lock: &str, name: &str) -> String {
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == wanted {
-            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = ")) {
+            if let Some(v) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = "))
+            {
                 return v.trim_matches('"').to_string();
             }
         }

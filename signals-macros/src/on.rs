@@ -660,9 +660,10 @@ fn message(handler: &Handler, queue_crate: &TokenStream) -> TokenStream {
         ReturnType::Type(_, ty) => ty.span(),
     };
     let to_message = respan(quote!(#queue_crate::to_message), end);
-    let mut callee = Group::new(Delimiter::Parenthesis, ident.to_token_stream());
-    callee.set_span(ident.span());
-    quote!(#to_message(&#callee(#args)))
+    let mut args = Group::new(Delimiter::Parenthesis, args);
+    args.set_span(end);
+    let message = respan(quote!(&(#ident) #args), end);
+    quote!(#to_message(#message))
 }
 
 /// `__signals_on_charge_card__OrderCreated`: the name of the `const` that holds a handler's

@@ -16,12 +16,16 @@
 
 use std::{sync::Arc, time::Instant};
 
-use apalis::prelude::{BoxDynError, Data, TaskBuilder, TaskSink, WorkerBuilder, WorkerBuilderExt, WorkerError, ParallelizeExt};
+use apalis::prelude::{
+    BoxDynError, Data, ParallelizeExt, TaskBuilder, TaskSink, WorkerBuilder, WorkerBuilderExt,
+    WorkerError,
+};
 use apalis_postgres::{Config, PostgresStorage};
 use tokio::sync::Notify;
 
 use crate::common::{
-    check, create_orders_table, insert_order, BenchResult, FreshDb, OrderPlaced, Progress, Sample, Settings, STOP_TIMEOUT,
+    check, create_orders_table, insert_order, BenchResult, FreshDb, OrderPlaced, Progress, Sample,
+    Settings, STOP_TIMEOUT,
 };
 
 /// Exact versions of `apalis-postgres` and `apalis`, from Cargo.lock.
@@ -85,14 +89,19 @@ pub async fn enqueue(settings: &Settings, mode: EnqueueMode) -> BenchResult<Samp
                 }
                 EnqueueMode::PushAfterCommit => {
                     tx.commit().await?;
-                    storage.push(order).await.map_err(|e| format!("apalis push: {e:?}"))?;
+                    storage
+                        .push(order)
+                        .await
+                        .map_err(|e| format!("apalis push: {e:?}"))?;
                 }
             }
         }
         let sample = Sample::new(n, started.elapsed(), false);
 
         let jobs = count_jobs(&db.pool, false).await?;
-        check(jobs == n, || format!("apalis enqueue: {jobs} jobs in the table, expected {n}"))?;
+        check(jobs == n, || {
+            format!("apalis enqueue: {jobs} jobs in the table, expected {n}")
+        })?;
         Ok(sample)
     }
     .await;
@@ -114,10 +123,15 @@ pub async fn drain(settings: &Settings, concurrency: usize) -> BenchResult<Sampl
         let mut storage = storage(&db.pool);
         let orders: Vec<_> = (1..=settings.jobs as u64).map(OrderPlaced::new).collect();
         for chunk in orders.chunks(BACKLOG_CHUNK) {
-            storage.push_bulk(chunk.to_vec()).await.map_err(|e| format!("apalis push_bulk: {e:?}"))?;
+            storage
+                .push_bulk(chunk.to_vec())
+                .await
+                .map_err(|e| format!("apalis push_bulk: {e:?}"))?;
         }
         let jobs = count_jobs(&db.pool, false).await?;
-        check(jobs == settings.jobs, || format!("apalis backlog: {jobs} jobs, expected {}", settings.jobs))?;
+        check(jobs == settings.jobs, || {
+            format!("apalis backlog: {jobs} jobs, expected {}", settings.jobs)
+        })?;
 
         let progress = Progress::new(settings.jobs);
         let worker = WorkerBuilder::new(format!("bench-c{concurrency}"))
@@ -148,7 +162,12 @@ pub async fn drain(settings: &Settings, concurrency: usize) -> BenchResult<Sampl
         }
         if !sample.timed_out {
             let runs = progress.done();
-            check(runs == settings.jobs, || format!("apalis drain: {runs} handler runs for {} jobs", settings.jobs))?;
+            check(runs == settings.jobs, || {
+                format!(
+                    "apalis drain: {runs} handler runs for {} jobs",
+                    settings.jobs
+                )
+            })?;
             let left = count_jobs(&db.pool, true).await?;
             if left != 0 {
                 // Completions are written back in batches; after a graceful stop all should be 'Done'.

@@ -41,6 +41,8 @@ pub struct Settings {
     pub concurrencies: Vec<usize>,
     /// Longest a drain may take before it is reported as timed out (`DRAIN_TIMEOUT_SECS`).
     pub drain_timeout: Duration,
+    /// Cut-off of the drain paced by graphile_worker's default poll interval (`PACED_TIMEOUT_SECS`).
+    pub paced_timeout: Duration,
 }
 
 impl Settings {
@@ -48,14 +50,22 @@ impl Settings {
     pub fn from_env() -> Self {
         fn num(name: &str, default: usize) -> usize {
             match std::env::var(name) {
-                Ok(v) => v.trim().replace('_', "").parse().unwrap_or_else(|_| panic!("{name}={v}: not a number")),
+                Ok(v) => v
+                    .trim()
+                    .replace('_', "")
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v}: not a number")),
                 Err(_) => default,
             }
         }
         let concurrencies = std::env::var("CONCURRENCIES")
             .unwrap_or_else(|_| "1,4,16".into())
             .split(',')
-            .map(|s| s.trim().parse().expect("CONCURRENCIES: comma-separated numbers"))
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("CONCURRENCIES: comma-separated numbers")
+            })
             .collect();
         Self {
             url: std::env::var("SIGNALS_BENCH_POSTGRES_URL")
@@ -65,6 +75,7 @@ impl Settings {
             rounds: num("ROUNDS", 3).max(1),
             concurrencies,
             drain_timeout: Duration::from_secs(num("DRAIN_TIMEOUT_SECS", 180) as u64),
+            paced_timeout: Duration::from_secs(num("PACED_TIMEOUT_SECS", 30) as u64),
         }
     }
 }
@@ -108,13 +119,15 @@ pub async fn create_orders_table(pool: &PgPool) -> BenchResult<()> {
 
 /// Writes the domain row of `order` inside the caller's transaction.
 pub async fn insert_order(conn: &mut PgConnection, order: &OrderPlaced) -> BenchResult<()> {
-    sqlx::query("INSERT INTO orders (id, customer, amount_cents, currency) VALUES ($1, $2, $3, $4)")
-        .bind(order.order_id as i64)
-        .bind(&order.customer)
-        .bind(order.amount_cents as i32)
-        .bind(&order.currency)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO orders (id, customer, amount_cents, currency) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(order.order_id as i64)
+    .bind(&order.customer)
+    .bind(order.amount_cents as i32)
+    .bind(&order.currency)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -154,9 +167,12 @@ impl FreshDb {
     pub async fn drop_db(self) -> BenchResult<()> {
         self.pool.close().await;
         let mut conn = self.admin.connect().await?;
-        sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)))
-            .execute(&mut conn)
-            .await?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
         conn.close().await?;
         Ok(())
     }
@@ -173,7 +189,11 @@ pub struct Progress {
 impl Progress {
     /// A counter that fires after `target` handler runs.
     pub fn new(target: usize) -> Arc<Self> {
-        Arc::new(Self { done: AtomicUsize::new(0), target, all_done: Notify::new() })
+        Arc::new(Self {
+            done: AtomicUsize::new(0),
+            target,
+            all_done: Notify::new(),
+        })
     }
 
     /// Called by the noop handlers: one more job ran.
@@ -191,7 +211,9 @@ impl Progress {
     /// Waits until every job has run or `timeout` passed since `started`; the
     /// sample is taken at that moment (the worker's shutdown is not timed).
     pub async fn wait(&self, started: Instant, timeout: Duration) -> Sample {
-        let finished = tokio::time::timeout(timeout, self.all_done.notified()).await.is_ok();
+        let finished = tokio::time::timeout(timeout, self.all_done.notified())
+            .await
+            .is_ok();
         Sample::new(self.done(), started.elapsed(), !finished)
     }
 }
@@ -210,7 +232,11 @@ pub struct Sample {
 impl Sample {
     /// `done` operations in `elapsed`.
     pub fn new(done: usize, elapsed: Duration, timed_out: bool) -> Self {
-        Self { rate: done as f64 / elapsed.as_secs_f64(), done, timed_out }
+        Self {
+            rate: done as f64 / elapsed.as_secs_f64(),
+            done,
+            timed_out,
+        }
     }
 }
 

@@ -25,6 +25,13 @@
 //!   drain still unfinished after `DRAIN_TIMEOUT_SECS` (180) is cut off and
 //!   reported with its partial rate, marked as timed out.
 //!
+//!   graphile_worker is shown twice. With its defaults a backlog drains at
+//!   about one job per slot per poll interval (1 s), so that row is run at
+//!   concurrency 4 only and cut off after `PACED_TIMEOUT_SECS` (30); the other
+//!   rows use the "Throughput-oriented worker" settings of the crate's own
+//!   guide (local queue, completion batching). apalis runs with its defaults
+//!   (fetches of 10, tasks locked, results persisted).
+//!
 //! Every run of every variant gets a fresh database of its own on the server
 //! (`CREATE DATABASE`, the library's migrations, and `DROP DATABASE .. WITH
 //! (FORCE)` afterwards), with a pool of 20 connections. Variants run once per
@@ -45,10 +52,11 @@
 //!
 //! Arguments, if any, keep only the variants whose key contains one of them
 //! (keys: `enqueue/reference`, `enqueue/graphile`, `enqueue/apalis-tx`,
-//! `enqueue/apalis-push`, `drain/graphile/c4`, `drain/apalis/c16`, ..).
+//! `enqueue/apalis-push`, `drain/graphile-defaults/c4`, `drain/graphile/c4`,
+//! `drain/apalis/c16`, ..).
 //! Environment: `SIGNALS_BENCH_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), `ENQUEUE_JOBS`, `JOBS`,
-//! `ROUNDS`, `CONCURRENCIES`, `DRAIN_TIMEOUT_SECS`.
+//! `ROUNDS`, `CONCURRENCIES`, `DRAIN_TIMEOUT_SECS`, `PACED_TIMEOUT_SECS`.
 
 mod apalis_pg;
 mod common;
@@ -57,7 +65,10 @@ mod graphile;
 use std::time::Instant;
 
 use apalis_pg::EnqueueMode;
-use common::{create_orders_table, insert_order, loadavg, BenchResult, FreshDb, OrderPlaced, Sample, Settings};
+use common::{
+    create_orders_table, insert_order, loadavg, BenchResult, FreshDb, OrderPlaced, Sample, Settings,
+};
+use graphile::Tuning;
 
 /// One thing measured once per round.
 #[derive(Debug, Clone, Copy)]
@@ -68,8 +79,8 @@ enum Variant {
     EnqueueGraphile,
     /// apalis-postgres, in the order's transaction or after it.
     EnqueueApalis(EnqueueMode),
-    /// graphile_worker worker draining the backlog with this concurrency.
-    DrainGraphile(usize),
+    /// graphile_worker worker draining the backlog with this concurrency and tuning.
+    DrainGraphile(usize, Tuning),
     /// apalis worker draining the backlog with this concurrency.
     DrainApalis(usize),
 }
@@ -82,21 +93,26 @@ impl Variant {
             Self::EnqueueGraphile => "enqueue/graphile".into(),
             Self::EnqueueApalis(EnqueueMode::InTransaction) => "enqueue/apalis-tx".into(),
             Self::EnqueueApalis(EnqueueMode::PushAfterCommit) => "enqueue/apalis-push".into(),
-            Self::DrainGraphile(c) => format!("drain/graphile/c{c}"),
+            Self::DrainGraphile(c, Tuning::Defaults) => format!("drain/graphile-defaults/c{c}"),
+            Self::DrainGraphile(c, Tuning::Throughput) => format!("drain/graphile/c{c}"),
             Self::DrainApalis(c) => format!("drain/apalis/c{c}"),
         }
     }
 
     fn is_drain(self) -> bool {
-        matches!(self, Self::DrainGraphile(_) | Self::DrainApalis(_))
+        matches!(self, Self::DrainGraphile(..) | Self::DrainApalis(_))
     }
 
     /// Library name and exact version for the table.
     fn library(self) -> (&'static str, String) {
         match self {
             Self::EnqueueReference => ("(none)", format!("sqlx {}", env!("PEER_VERSION_SQLX"))),
-            Self::EnqueueGraphile | Self::DrainGraphile(_) => ("graphile_worker", graphile::VERSION.into()),
-            Self::EnqueueApalis(_) | Self::DrainApalis(_) => ("apalis-postgres", apalis_pg::VERSION.into()),
+            Self::EnqueueGraphile | Self::DrainGraphile(..) => {
+                ("graphile_worker", graphile::VERSION.into())
+            }
+            Self::EnqueueApalis(_) | Self::DrainApalis(_) => {
+                ("apalis-postgres", apalis_pg::VERSION.into())
+            }
         }
     }
 
@@ -111,7 +127,10 @@ impl Variant {
             Self::EnqueueApalis(EnqueueMode::PushAfterCommit) => {
                 "domain row commit, then `storage.push(job)` (own tx, not atomic)".into()
             }
-            Self::DrainGraphile(c) => format!("`Worker`, `concurrency({c})`"),
+            Self::DrainGraphile(c, Tuning::Defaults) => format!("`Worker`, `concurrency({c})`, defaults otherwise"),
+            Self::DrainGraphile(c, Tuning::Throughput) => format!(
+                "`Worker`, `concurrency({c})`, guide's throughput settings (local queue 100, poll 500 ms, batch completions 5 ms)"
+            ),
             Self::DrainApalis(c) => format!("`WorkerBuilder`, `.concurrency({c}).parallelize(tokio::spawn)`"),
         }
     }
@@ -121,7 +140,13 @@ impl Variant {
             Self::EnqueueReference => enqueue_reference(settings).await,
             Self::EnqueueGraphile => graphile::enqueue(settings).await,
             Self::EnqueueApalis(mode) => apalis_pg::enqueue(settings, mode).await,
-            Self::DrainGraphile(c) => graphile::drain(settings, c).await,
+            Self::DrainGraphile(c, tuning) => {
+                let timeout = match tuning {
+                    Tuning::Defaults => settings.paced_timeout.min(settings.drain_timeout),
+                    Tuning::Throughput => settings.drain_timeout,
+                };
+                graphile::drain(settings, c, tuning, timeout).await
+            }
             Self::DrainApalis(c) => apalis_pg::drain(settings, c).await,
         }
     }
@@ -162,8 +187,15 @@ impl Outcome {
         let (median, range) = match rates.len() {
             0 => ("–".to_string(), "–".to_string()),
             n => {
-                let median = if n % 2 == 1 { rates[n / 2] } else { (rates[n / 2 - 1] + rates[n / 2]) / 2.0 };
-                (fmt_rate(median), format!("{}–{}", fmt_rate(rates[0]), fmt_rate(rates[n - 1])))
+                let median = if n % 2 == 1 {
+                    rates[n / 2]
+                } else {
+                    (rates[n / 2 - 1] + rates[n / 2]) / 2.0
+                };
+                (
+                    fmt_rate(median),
+                    format!("{}–{}", fmt_rate(rates[0]), fmt_rate(rates[n - 1])),
+                )
             }
         };
         let mut notes = Vec::new();
@@ -178,7 +210,11 @@ impl Outcome {
             ));
         }
         if let Some(first) = self.errors.first() {
-            notes.push(format!("failed in {} rounds: {}", self.errors.len(), first.replace('|', "\\|").replace('\n', " ")));
+            notes.push(format!(
+                "failed in {} rounds: {}",
+                self.errors.len(),
+                first.replace('|', "\\|").replace('\n', " ")
+            ));
         }
         format!(
             "| {library} | {version} | {} | {median} | {range} | {} |",
@@ -205,7 +241,9 @@ fn fmt_rate(rate: f64) -> String {
 async fn server_version(url: &str) -> BenchResult<String> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
-    let (version,): (String,) = sqlx::query_as("SELECT version()").fetch_one(&mut conn).await?;
+    let (version,): (String,) = sqlx::query_as("SELECT version()")
+        .fetch_one(&mut conn)
+        .await?;
     conn.close().await?;
     Ok(version)
 }
@@ -221,16 +259,25 @@ async fn main() -> BenchResult<()> {
         Variant::EnqueueApalis(EnqueueMode::InTransaction),
         Variant::EnqueueApalis(EnqueueMode::PushAfterCommit),
     ];
+    // graphile_worker's defaults drain a backlog at about `c` jobs per second
+    // (see graphile.rs): shown once, at concurrency 4, with an early cut-off.
+    variants.push(Variant::DrainGraphile(4, Tuning::Defaults));
     for &c in &settings.concurrencies {
-        variants.push(Variant::DrainGraphile(c));
+        variants.push(Variant::DrainGraphile(c, Tuning::Throughput));
         variants.push(Variant::DrainApalis(c));
     }
     variants.retain(|v| filters.is_empty() || filters.iter().any(|f| v.key().contains(f.as_str())));
 
     let load_start = loadavg();
     let version = server_version(&settings.url).await?;
-    let mut outcomes: Vec<Outcome> =
-        variants.iter().map(|&variant| Outcome { variant, samples: Vec::new(), errors: Vec::new() }).collect();
+    let mut outcomes: Vec<Outcome> = variants
+        .iter()
+        .map(|&variant| Outcome {
+            variant,
+            samples: Vec::new(),
+            errors: Vec::new(),
+        })
+        .collect();
 
     for round in 0..settings.rounds {
         let mut order: Vec<usize> = (0..outcomes.len()).collect();
@@ -239,12 +286,25 @@ async fn main() -> BenchResult<()> {
         }
         for i in order {
             let variant = outcomes[i].variant;
-            eprint!("round {}/{} {:<22} ", round + 1, settings.rounds, variant.key());
+            eprint!(
+                "round {}/{} {:<22} ",
+                round + 1,
+                settings.rounds,
+                variant.key()
+            );
             match variant.run(&settings).await {
                 Ok(sample) => {
                     let unit = if variant.is_drain() { "jobs/s" } else { "tx/s" };
-                    let cut = if sample.timed_out { " (TIMED OUT, partial)" } else { "" };
-                    eprintln!("{} {unit} ({} done){cut}", fmt_rate(sample.rate), sample.done);
+                    let cut = if sample.timed_out {
+                        " (TIMED OUT, partial)"
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "{} {unit} ({} done){cut}",
+                        fmt_rate(sample.rate),
+                        sample.done
+                    );
                     outcomes[i].samples.push(sample);
                 }
                 Err(e) => {
@@ -258,12 +318,13 @@ async fn main() -> BenchResult<()> {
     println!("# Peers on PostgreSQL: graphile_worker and apalis-postgres\n");
     println!("- Server: {version}");
     println!(
-        "- Settings: {} enqueue transactions, {} drain jobs, {} rounds, concurrencies {:?}, drain timeout {} s, pool {} connections",
+        "- Settings: {} enqueue transactions, {} drain jobs, {} rounds, concurrencies {:?}, drain timeout {} s (graphile_worker defaults: {} s), pool {} connections",
         settings.enqueue_jobs,
         settings.jobs,
         settings.rounds,
         settings.concurrencies,
         settings.drain_timeout.as_secs(),
+        settings.paced_timeout.min(settings.drain_timeout).as_secs(),
         common::POOL_SIZE
     );
     println!("- Load average at start: {load_start}");
@@ -271,7 +332,10 @@ async fn main() -> BenchResult<()> {
 
     let enqueue: Vec<_> = outcomes.iter().filter(|o| !o.variant.is_drain()).collect();
     if !enqueue.is_empty() {
-        println!("## Enqueue: one transaction per order ({} orders)\n", settings.enqueue_jobs);
+        println!(
+            "## Enqueue: one transaction per order ({} orders)\n",
+            settings.enqueue_jobs
+        );
         println!("| library | version | variant | tx/s (median) | rounds min–max | notes |");
         println!("| --- | --- | --- | ---: | ---: | --- |");
         for outcome in enqueue {

@@ -1,0 +1,28 @@
+use signals_core::{on, Signal};
+
+pub struct AppCtx<'a> {
+    pub tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl signals_queue::Enqueue for AppCtx<'_> {
+    fn transaction(&self) -> &rusqlite::Connection {
+        self.tx
+    }
+}
+
+#[derive(Signal)]
+#[signal(context = AppCtx<'_>)]
+pub struct OrderCreated {
+    pub order_id: i64,
+}
+
+pub struct OrderCreatedMessage {
+    pub order_id: i64,
+}
+
+#[on(OrderCreated, publish = "shop.orders.created")]
+fn order_created_message(sig: &OrderCreated) -> OrderCreatedMessage {
+    OrderCreatedMessage { order_id: sig.order_id }
+}
+
+fn main() {}
