@@ -235,7 +235,17 @@ impl AsyncWorker {
         }
         tasks.push(tokio::spawn(keep_leases(Arc::clone(&self.shared))));
         if self.shared.config.listen && self.shared.config.pool.is_postgres() {
-            tasks.push(tokio::spawn(listen(Arc::clone(&self.shared))));
+            let shared = Arc::clone(&self.shared);
+            tasks.push(tokio::spawn(async move {
+                let Shared {
+                    config,
+                    woken,
+                    stop,
+                    stopped,
+                    ..
+                } = &*shared;
+                listen(&config.pool, woken, stop, stopped).await;
+            }));
         }
         RunningAsyncWorker {
             shared: self.shared,
@@ -707,17 +717,18 @@ async fn keep_leases(shared: Arc<Shared>) {
     }
 }
 
-/// Listens for the jobs table's notifications on PostgreSQL and wakes the job tasks;
-/// reconnects with backoff when the connection is lost.
+/// Listens for the jobs table's notifications on PostgreSQL and wakes `woken`'s waiters;
+/// reconnects with backoff when the connection is lost, until `stop` is set (and `stopped`
+/// notified). Returns at once on SQLite.
 #[cfg(feature = "postgres")]
-async fn listen(shared: Arc<Shared>) {
+pub(crate) async fn listen(pool: &Pool, woken: &Notify, stop: &AtomicBool, stopped: &Notify) {
     #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
-    let Pool::Postgres(pool) = &shared.config.pool
+    let Pool::Postgres(pool) = pool
     else {
         return;
     };
     let mut backoff = Duration::from_millis(50);
-    while !shared.stopping() {
+    while !stop.load(Ordering::SeqCst) {
         let listener = async {
             let channel: String = sqlx::query_scalar(crate::postgres::CHANNEL)
                 .fetch_one(pool)
@@ -725,30 +736,38 @@ async fn listen(shared: Arc<Shared>) {
             let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
             listener.listen(&channel).await?;
             // Jobs committed while no one listened: look once.
-            shared.woken.notify_waiters();
+            woken.notify_waiters();
             loop {
                 listener.recv().await?;
-                shared.woken.notify_waiters();
+                woken.notify_waiters();
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
         };
-        let stopped = shared.stopped.notified();
+        let stopped = stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         tokio::select! {
             result = listener => {
                 if let Err(error) = result {
                     trace::database_error("listen", &error.into());
                 }
-                shared.sleep(backoff).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut stopped => return,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            () = stopped => {}
+            () = &mut stopped => return,
         }
     }
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn listen(_shared: Arc<Shared>) {}
+pub(crate) async fn listen(_: &Pool, _: &Notify, _: &AtomicBool, _: &Notify) {}
 
 /// Runs a statement on a pooled connection, again after a short backoff while the database is
 /// busy or the connection failed, a few times.

@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::async_worker::linked_jobs;
+use crate::async_worker::{linked_jobs, listen};
 use crate::asynchronous::{AsyncJobScope, FromJobAsync, Pool, Tx};
 use crate::clock::Clock;
 use crate::error::Error;
@@ -110,8 +110,9 @@ impl RelayBuilder {
         self
     }
 
-    /// How often an idle relay looks for jobs (default 100 ms); jobs written through sqlx in
-    /// this process wake it at once.
+    /// How often an idle relay looks for jobs when nothing woke it (default 100 ms). On
+    /// PostgreSQL a committed job wakes it through LISTEN/NOTIFY; on SQLite a job written
+    /// through sqlx in this process does.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
         self
@@ -155,6 +156,7 @@ impl RelayBuilder {
                 handlers,
                 stop: AtomicBool::new(false),
                 stopped: Notify::new(),
+                woken: Notify::new(),
             }),
         })
     }
@@ -187,6 +189,8 @@ struct RelayShared {
     handlers: String,
     stop: AtomicBool,
     stopped: Notify,
+    /// Woken by PostgreSQL's notifications of new jobs.
+    woken: Notify,
 }
 
 impl Relay {
@@ -215,7 +219,22 @@ impl Relay {
     ///
     /// Outside a tokio runtime.
     pub fn start(self) -> RunningRelay {
-        let task = tokio::spawn(relay(Arc::clone(&self.shared)));
+        let shared = Arc::clone(&self.shared);
+        let listener = tokio::spawn(async move {
+            let RelayShared {
+                config,
+                woken,
+                stop,
+                stopped,
+                ..
+            } = &*shared;
+            listen(&config.pool, woken, stop, stopped).await;
+        });
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(async move {
+            relay(Arc::clone(&shared)).await;
+            listener.abort();
+        });
         RunningRelay {
             shared: self.shared,
             task: Some(task),
@@ -287,6 +306,9 @@ async fn relay(shared: Arc<RelayShared>) {
         let local = crate::async_worker::WAKE.notified();
         tokio::pin!(local);
         local.as_mut().enable();
+        let woken = shared.woken.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
         let stopped = shared.stopped.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
@@ -312,7 +334,10 @@ async fn relay(shared: Arc<RelayShared>) {
         match claimed.await {
             Ok(jobs) if jobs.is_empty() => {
                 tokio::select! {
+                    // Written in this process, maybe not committed yet: look again shortly.
                     () = &mut local => tokio::time::sleep(Duration::from_micros(500)).await,
+                    // Committed (PostgreSQL notifies at commit).
+                    () = &mut woken => {}
                     () = tokio::time::sleep(shared.config.poll_interval) => {}
                     () = &mut stopped => {}
                 }
