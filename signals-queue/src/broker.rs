@@ -7,7 +7,7 @@
 //!   done only after JetStream's PubAck.
 //! - [`Subscriber`] binds a durable pull consumer on a subject to a signal type: for each message
 //!   it records the message id in an inbox table, notifies the signal in that transaction with a
-//!   context built by [`FromJobAsync`](crate::FromJobAsync), commits, then acks. A message seen
+//!   context built by [`FromJobAsync`], commits, then acks. A message seen
 //!   before is acked and skipped, so handlers' database effects happen once per message although
 //!   JetStream delivers at least once.
 //! - [`ensure_stream`] creates or updates a stream with the defaults this needs.

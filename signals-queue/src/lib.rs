@@ -49,6 +49,14 @@
 //!   savepoint. Queued handlers of asynchronous signals may be `async fn`s.
 //!
 //! Both use the same logical table, claim, lease, fencing and retry design.
+//!
+//! # The broker rung
+//!
+//! `#[on(S, publish = "subject")]` marks a function that projects the signal into a thin message
+//! (`fn(&S) -> M`, `M: Serialize`): `notify` runs it and writes the message as a job, the
+//! outbox; `broker::Relay` publishes it to NATS JetStream after commit, and
+//! `broker::Subscriber` consumes a subject as a signal in another service, once per message
+//! (feature `nats`).
 
 mod admin;
 #[cfg(feature = "async")]
