@@ -170,6 +170,17 @@ impl Db {
             })
     }
 
+    /// Runs a worker with the default settings until no job is left.
+    async fn drain(&self, attempts: &Arc<Attempts>) {
+        self.worker(attempts)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+    }
+
     /// Notifies `signal` in a transaction of its own, then commits or rolls back.
     async fn notify<S>(&self, attempts: &Attempts, signal: &S, commit: bool)
     where
@@ -309,13 +320,7 @@ async fn a_failing_job_is_retried_its_failed_writes_roll_back_and_a_poison_job_d
         let name = db.name();
         let attempts = Arc::new(Attempts::default());
         db.notify(&attempts, &Flaky { fail_times: 2 }, true).await;
-        db.worker(&attempts)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        db.drain(&attempts).await;
         assert_eq!(attempts.flaky.load(Ordering::SeqCst), 3, "{name}");
         // Only the third attempt's write committed.
         assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
@@ -329,13 +334,7 @@ async fn a_failing_job_is_retried_its_failed_writes_roll_back_and_a_poison_job_d
         // retried.
         let attempts = Arc::new(Attempts::default());
         db.notify(&attempts, &Flaky { fail_times: 100 }, true).await;
-        db.worker(&attempts)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        db.drain(&attempts).await;
         assert_eq!(attempts.flaky.load(Ordering::SeqCst), 3, "{name}");
         let queue = AsyncQueue::new(db.pool.clone());
         let dead = queue.dead_jobs().await.unwrap();
@@ -360,13 +359,7 @@ async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
         db.notify(&attempts, &Explodes, true).await;
         db.notify(&attempts, &OrderPlaced { order_id: 7 }, true)
             .await;
-        db.worker(&attempts)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        db.drain(&attempts).await;
         // Two attempts of the panicking job, then the worker went on with the email.
         assert_eq!(attempts.sent.load(Ordering::SeqCst), 3, "{name}");
         assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
@@ -404,13 +397,7 @@ async fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
             _ => unreachable!(),
         }
         .unwrap();
-        db.worker(&attempts)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        db.drain(&attempts).await;
         assert_eq!(attempts.sent.load(Ordering::SeqCst), 0, "{name}");
         let dead = AsyncQueue::new(db.pool.clone()).dead_jobs().await.unwrap();
         assert_eq!(dead.len(), 1, "{name}");
@@ -442,13 +429,7 @@ async fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_complete() 
         )
         .await;
         // Worker B rescues it and runs it.
-        db.worker(&attempts)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        db.drain(&attempts).await;
         assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
         assert_eq!(
             db.count(
@@ -594,13 +575,7 @@ async fn shutdown_lets_running_jobs_finish_and_gives_back_the_claimed_ones() {
             60 - done,
             "{name}: unstarted jobs given back, their attempt not counted"
         );
-        db.worker(&attempts)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        db.drain(&attempts).await;
         db.assert_each_effect_once(60).await;
         db.drop_schema().await;
     }
