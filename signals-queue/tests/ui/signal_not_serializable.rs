@@ -17,7 +17,8 @@ impl<'c> FromJob<'c> for AppCtx<'c> {
     }
 }
 
-#[derive(Signal)]
+// Deserialize but not Serialize: the jobs could not be written.
+#[derive(Signal, serde::Deserialize)]
 #[signal(context = AppCtx<'_>)]
 pub struct OrderCreated {
     pub order_id: i64,
