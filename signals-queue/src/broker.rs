@@ -503,6 +503,17 @@ where
             })
             .await
             .map_err(Error::nats)?;
+        let subscription = Subscription {
+            signal: signals_core::catalog().get::<S>().path(),
+            stream: self.stream.clone(),
+            consumer: self.consumer.clone(),
+            subject: self.subject.clone(),
+        };
+        let mut subscriptions = SUBSCRIPTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        if !subscriptions.contains(&subscription) {
+            subscriptions.push(subscription);
+        }
+        drop(subscriptions);
         Ok(Subscriber {
             config: self,
             consumer,
@@ -758,6 +769,41 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A subject bound to a signal by a [`Subscriber`] built in this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The signal's full path.
+    pub signal: &'static str,
+    /// The stream.
+    pub stream: String,
+    /// The durable consumer's name.
+    pub consumer: String,
+    /// The subject.
+    pub subject: String,
+}
+
+impl std::fmt::Display for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} <- {} (stream {}, consumer {})",
+            self.signal, self.subject, self.stream, self.consumer
+        )
+    }
+}
+
+static SUBSCRIPTIONS: std::sync::Mutex<Vec<Subscription>> = std::sync::Mutex::new(Vec::new());
+
+/// The subscriptions this process has made, in the order they were built: the consuming half of
+/// the catalog (publishing functions are in [`signals_core::catalog`], with their subject).
+/// Subscriptions are made at run time, so they are known only once built.
+pub fn subscriptions() -> Vec<Subscription> {
+    SUBSCRIPTIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
 }
 
 /// Why a message's transaction did not commit.

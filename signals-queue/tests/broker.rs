@@ -324,6 +324,18 @@ async fn a_subscriber_applies_each_message_once_in_order_and_skips_a_redelivery(
         );
         let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
         assert_eq!((inbox.done, inbox.dead), (20, 0), "{name}");
+        let listed = signals_queue::broker::subscriptions()
+            .into_iter()
+            .find(|s| s.consumer == consumer)
+            .unwrap();
+        assert_eq!(
+            listed.to_string(),
+            format!(
+                "broker::OrderPlacedReceived <- {} (stream {}, consumer {consumer})",
+                broker.subject(),
+                broker.stream
+            )
+        );
         db.drop_schema().await;
         broker.delete().await;
     }
