@@ -102,16 +102,12 @@ impl OrderPlaced {
     }
 }
 
-/// Creates the domain table of the enqueue section.
+/// Creates the domain table of the enqueue section (the same table as
+/// `bench/benches/queue_async.rs` creates on PostgreSQL).
 pub async fn create_orders_table(pool: &PgPool) -> BenchResult<()> {
     pool.execute(
-        "CREATE TABLE orders (
-            id bigint PRIMARY KEY,
-            customer text NOT NULL,
-            amount_cents integer NOT NULL,
-            currency text NOT NULL,
-            placed_at timestamptz NOT NULL DEFAULT now()
-        )",
+        "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, \
+         amount_cents BIGINT NOT NULL, currency TEXT NOT NULL)",
     )
     .await?;
     Ok(())
@@ -124,7 +120,7 @@ pub async fn insert_order(conn: &mut PgConnection, order: &OrderPlaced) -> Bench
     )
     .bind(order.order_id as i64)
     .bind(&order.customer)
-    .bind(order.amount_cents as i32)
+    .bind(order.amount_cents as i64)
     .bind(&order.currency)
     .execute(conn)
     .await?;

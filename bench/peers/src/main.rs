@@ -30,7 +30,8 @@
 //!   concurrency 4 only and cut off after `PACED_TIMEOUT_SECS` (30); the other
 //!   rows use the "Throughput-oriented worker" settings of the crate's own
 //!   guide (local queue, completion batching). apalis runs with its defaults
-//!   (fetches of 10, tasks locked, results persisted).
+//!   (fetches of 10, tasks locked, results persisted), plus one row at
+//!   concurrency 4 with fetches of 100 (`Config::batch_size(100)`).
 //!
 //! Every run of every variant gets a fresh database of its own on the server
 //! (`CREATE DATABASE`, the library's migrations, and `DROP DATABASE .. WITH
@@ -39,10 +40,13 @@
 //! the tables give the median and min–max over the rounds. The load average
 //! is printed at the start and at the end.
 //!
-//! Compared with ours: the same payload, the same 20,000-job noop backlog and
-//! 4 workers (concurrency 4) as the point to compare, the same
-//! one-transaction-per-order enqueue with a domain row; but here the store is
-//! PostgreSQL 15 on localhost over TCP, not SQLite in process.
+//! Compared with ours (`bench/benches/queue_async.rs`, its PostgreSQL rows):
+//! the same server and URL, the same payload and `orders` table, the same
+//! 3,000 one-transaction orders with a domain row, the same 20,000-job noop
+//! backlog, and concurrency 4 as the point to compare. Ours gets a fresh
+//! schema per run, the peers a fresh database (apalis's migrations use the
+//! fixed schema `apalis` and record themselves in `public._sqlx_migrations`,
+//! so a new database is the clean start; graphile_worker is treated the same).
 //!
 //! ```text
 //! cargo build --release --manifest-path bench/peers/Cargo.toml
@@ -53,7 +57,7 @@
 //! Arguments, if any, keep only the variants whose key contains one of them
 //! (keys: `enqueue/reference`, `enqueue/graphile`, `enqueue/apalis-tx`,
 //! `enqueue/apalis-push`, `drain/graphile-defaults/c4`, `drain/graphile/c4`,
-//! `drain/apalis/c16`, ..).
+//! `drain/apalis/c16`, `drain/apalis-batch100/c4`, ..).
 //! Environment: `SIGNALS_BENCH_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), `ENQUEUE_JOBS`, `JOBS`,
 //! `ROUNDS`, `CONCURRENCIES`, `DRAIN_TIMEOUT_SECS`, `PACED_TIMEOUT_SECS`.
@@ -81,8 +85,8 @@ enum Variant {
     EnqueueApalis(EnqueueMode),
     /// graphile_worker worker draining the backlog with this concurrency and tuning.
     DrainGraphile(usize, Tuning),
-    /// apalis worker draining the backlog with this concurrency.
-    DrainApalis(usize),
+    /// apalis worker draining the backlog with this concurrency (and fetch batch, if not the default).
+    DrainApalis(usize, Option<usize>),
 }
 
 impl Variant {
@@ -95,12 +99,13 @@ impl Variant {
             Self::EnqueueApalis(EnqueueMode::PushAfterCommit) => "enqueue/apalis-push".into(),
             Self::DrainGraphile(c, Tuning::Defaults) => format!("drain/graphile-defaults/c{c}"),
             Self::DrainGraphile(c, Tuning::Throughput) => format!("drain/graphile/c{c}"),
-            Self::DrainApalis(c) => format!("drain/apalis/c{c}"),
+            Self::DrainApalis(c, None) => format!("drain/apalis/c{c}"),
+            Self::DrainApalis(c, Some(b)) => format!("drain/apalis-batch{b}/c{c}"),
         }
     }
 
     fn is_drain(self) -> bool {
-        matches!(self, Self::DrainGraphile(..) | Self::DrainApalis(_))
+        matches!(self, Self::DrainGraphile(..) | Self::DrainApalis(..))
     }
 
     /// Library name and exact version for the table.
@@ -110,7 +115,7 @@ impl Variant {
             Self::EnqueueGraphile | Self::DrainGraphile(..) => {
                 ("graphile_worker", graphile::VERSION.into())
             }
-            Self::EnqueueApalis(_) | Self::DrainApalis(_) => {
+            Self::EnqueueApalis(_) | Self::DrainApalis(..) => {
                 ("apalis-postgres", apalis_pg::VERSION.into())
             }
         }
@@ -131,7 +136,12 @@ impl Variant {
             Self::DrainGraphile(c, Tuning::Throughput) => format!(
                 "`Worker`, `concurrency({c})`, guide's throughput settings (local queue 100, poll 500 ms, batch completions 5 ms)"
             ),
-            Self::DrainApalis(c) => format!("`WorkerBuilder`, `.concurrency({c}).parallelize(tokio::spawn)`"),
+            Self::DrainApalis(c, None) => {
+                format!("`WorkerBuilder`, `.concurrency({c}).parallelize(tokio::spawn)`, default `Config`")
+            }
+            Self::DrainApalis(c, Some(b)) => format!(
+                "`WorkerBuilder`, `.concurrency({c}).parallelize(tokio::spawn)`, `Config::batch_size({b})`"
+            ),
         }
     }
 
@@ -147,7 +157,7 @@ impl Variant {
                 };
                 graphile::drain(settings, c, tuning, timeout).await
             }
-            Self::DrainApalis(c) => apalis_pg::drain(settings, c).await,
+            Self::DrainApalis(c, batch) => apalis_pg::drain(settings, c, batch).await,
         }
     }
 }
@@ -264,8 +274,10 @@ async fn main() -> BenchResult<()> {
     variants.push(Variant::DrainGraphile(4, Tuning::Defaults));
     for &c in &settings.concurrencies {
         variants.push(Variant::DrainGraphile(c, Tuning::Throughput));
-        variants.push(Variant::DrainApalis(c));
+        variants.push(Variant::DrainApalis(c, None));
     }
+    // apalis with a larger fetch batch than its default 10, at concurrency 4.
+    variants.push(Variant::DrainApalis(4, Some(100)));
     variants.retain(|v| filters.is_empty() || filters.iter().any(|f| v.key().contains(f.as_str())));
 
     let load_start = loadavg();
