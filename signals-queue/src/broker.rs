@@ -460,8 +460,9 @@ impl<S> SubscriberBuilder<S> {
         self
     }
 
-    /// How many messages one pull asks for (default 64); they are handled one after another,
-    /// in stream order.
+    /// How many messages one pull asks for (default 64). They are handled one after another,
+    /// in stream order; those that have arrived together share a transaction (each after a
+    /// savepoint, so a failing one rolls back alone) and one commit, and are acked after it.
     pub fn batch(mut self, messages: usize) -> Self {
         self.batch = messages.max(1);
         self
@@ -619,7 +620,8 @@ where
         }
     }
 
-    /// One pull: up to `batch` messages, each handled in order; how many.
+    /// One pull: up to `batch` messages, handled in order, in groups of those that have
+    /// arrived together; how many.
     async fn pull(&mut self, wait: Duration) -> Result<usize, Error> {
         let mut messages = self
             .consumer
@@ -630,16 +632,66 @@ where
             .await
             .map_err(Error::nats)?;
         let mut handled = 0;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(Error::Nats)?;
-            self.handle(message).await;
-            handled += 1;
+        while let Some(first) = messages.next().await {
+            let mut group = vec![first.map_err(Error::Nats)?];
+            // The messages already here join the group; none is waited for.
+            while let Some(Some(next)) = messages.next().now_or_never() {
+                group.push(next.map_err(Error::Nats)?);
+            }
+            handled += group.len();
+            self.handle(group).await;
         }
         Ok(handled)
     }
 
-    /// One message: inbox, notify, commit, ack; or nak with backoff; or dead.
-    async fn handle(&self, message: jetstream::Message) {
+    /// A group of messages in one transaction, each after a savepoint: its inbox row and its
+    /// handlers' effects, or (rolled back to its savepoint) a dead row or nothing; one commit;
+    /// then each is acked, naked with backoff, or terminated. If the commit fails, each is naked
+    /// and delivered again.
+    async fn handle(&self, group: Vec<jetstream::Message>) {
+        let acks = match self.config.pool.begin().await {
+            Ok(mut tx) => {
+                let mut acks = Vec::with_capacity(group.len());
+                let mut failed = None;
+                for message in &group {
+                    match self.apply(&mut tx, message).await {
+                        Ok(ack) => acks.push(ack),
+                        Err(error) => {
+                            failed = Some(error);
+                            break;
+                        }
+                    }
+                }
+                let committed = match failed {
+                    Some(error) => Err(error),
+                    None => tx.commit().await,
+                };
+                match committed {
+                    Ok(()) => acks,
+                    Err(error) => {
+                        trace::database_error("inbox", &error.into());
+                        vec![AckKind::Nak(None); group.len()]
+                    }
+                }
+            }
+            Err(error) => {
+                trace::database_error("begin", &error.into());
+                vec![AckKind::Nak(None); group.len()]
+            }
+        };
+        // A lost ack means one more delivery, which the inbox skips.
+        for (message, ack) in group.iter().zip(acks) {
+            let _ = message.ack_with(ack).await;
+        }
+    }
+
+    /// One message of a group, after a savepoint: how to acknowledge it once the group commits.
+    /// `Err`: the transaction itself failed.
+    async fn apply(
+        &self,
+        tx: &mut crate::asynchronous::Transaction,
+        message: &jetstream::Message,
+    ) -> Result<AckKind, sqlx::Error> {
         let (delivered, sequence) = match message.info() {
             Ok(info) => (info.delivered, info.stream_sequence),
             Err(_) => (1, 0),
@@ -652,54 +704,45 @@ where
                 || format!("{}:{sequence}", self.config.stream),
                 |id| id.to_string(),
             );
-        let outcome = self.apply(&message, &message_id, delivered, sequence).await;
-        let ack = match outcome {
-            Ok(()) => AckKind::Ack,
-            Err(Failure::Permanent(error)) => {
-                self.record_dead(&message, &message_id, &error).await;
-                AckKind::Term
-            }
-            Err(Failure::Retry(error)) if delivered >= self.config.max_deliver => {
-                self.record_dead(&message, &message_id, &error).await;
-                AckKind::Term
-            }
-            Err(Failure::Retry(_)) => {
-                let delay = self
-                    .config
-                    .retry
-                    .delay(delivered.max(1) as u32, fastrand::f64());
-                AckKind::Nak(Some(delay))
-            }
+        let now = self.config.clock.now();
+        let subject = message.subject.as_str();
+        let consumer = &self.config.consumer;
+        store::savepoint(tx.tx(), "SAVEPOINT signals_message").await?;
+        if !inbox(tx.tx(), consumer, &message_id, subject, None, now).await? {
+            return Ok(AckKind::Ack); // seen before: its effects committed then
+        }
+        let failure = match self
+            .notify(tx, message, &message_id, delivered, sequence)
+            .await
+        {
+            Ok(()) => return Ok(AckKind::Ack),
+            Err(failure) => failure,
         };
-        // A lost ack means one more delivery, which the inbox skips.
-        let _ = message.ack_with(ack).await;
+        store::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_message").await?;
+        let (error, dead) = match failure {
+            Failure::Permanent(error) => (error, true),
+            Failure::Retry(error) => (error, delivered >= self.config.max_deliver),
+        };
+        if !dead {
+            let delay = self
+                .config
+                .retry
+                .delay(delivered.max(1) as u32, fastrand::f64());
+            return Ok(AckKind::Nak(Some(delay)));
+        }
+        inbox(tx.tx(), consumer, &message_id, subject, Some(&error), now).await?;
+        Ok(AckKind::Term)
     }
 
-    /// The message's effects in one transaction, with its inbox row.
-    async fn apply(
+    /// The message as the signal, notified in `tx`.
+    async fn notify(
         &self,
+        tx: &mut crate::asynchronous::Transaction,
         message: &jetstream::Message,
         message_id: &str,
         delivered: i64,
         sequence: u64,
     ) -> Result<(), Failure> {
-        let retry = |error: &dyn std::fmt::Display| Failure::Retry(error.to_string());
-        let mut tx = self.config.pool.begin().await.map_err(|e| retry(&e))?;
-        let now = self.config.clock.now();
-        let subject = message.subject.as_str();
-        let first = inbox(
-            tx.tx(),
-            &self.config.consumer,
-            message_id,
-            subject,
-            None,
-            now,
-        )
-        .await
-        .map_err(|e| retry(&e))?;
-        if !first {
-            return Ok(()); // seen before: its effects committed then
-        }
         let signal: S = serde_json::from_slice(&message.payload).map_err(|error| {
             Failure::Permanent(format!(
                 "the message does not deserialize into the signal: {error}"
@@ -727,34 +770,12 @@ where
         .catch_unwind()
         .await;
         match notified {
-            Ok(Ok(())) => tx.commit().await.map_err(|e| retry(&e)),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(Failure::Retry(error)),
             Err(panic) => Err(Failure::Retry(format!(
                 "a handler panicked: {}",
                 crate::worker::panic_message(&*panic)
             ))),
-        }
-    }
-
-    /// Records a message that will not be delivered again, with its error.
-    async fn record_dead(&self, message: &jetstream::Message, message_id: &str, error: &str) {
-        let now = self.config.clock.now();
-        let subject = message.subject.as_str();
-        let recorded = async {
-            let mut tx = self.config.pool.begin().await?;
-            inbox(
-                tx.tx(),
-                &self.config.consumer,
-                message_id,
-                subject,
-                Some(error),
-                now,
-            )
-            .await?;
-            tx.commit().await
-        };
-        if let Err(error) = recorded.await {
-            trace::database_error("inbox", &error.into());
         }
     }
 }
@@ -806,7 +827,7 @@ pub fn subscriptions() -> Vec<Subscription> {
         .clone()
 }
 
-/// Why a message's transaction did not commit.
+/// Why a message's effects rolled back.
 enum Failure {
     /// Delivering it again cannot help (it does not deserialize).
     Permanent(String),
