@@ -141,10 +141,7 @@ impl AsyncWorkerBuilder {
     /// A database error, a schema newer than this crate, or two queued handlers with one name.
     pub async fn build(self) -> Result<AsyncWorker, Error> {
         store::migrate(&self.pool).await?;
-        let jobs = linked_jobs(JobInfo::runs_on_async_worker)?;
-        let mut names: Vec<&str> = jobs.keys().copied().collect();
-        names.sort_unstable();
-        let handlers = serde_json::to_string(&names).expect("names serialize");
+        let (jobs, handlers) = linked_jobs(JobInfo::runs_on_async_worker)?;
         Ok(AsyncWorker {
             shared: Arc::new(Shared {
                 config: self,
@@ -159,10 +156,12 @@ impl AsyncWorkerBuilder {
     }
 }
 
-/// The queued handlers linked into this program that `keep` selects, by job name.
-pub(crate) fn linked_jobs(
-    keep: impl Fn(&JobInfo) -> bool,
-) -> Result<HashMap<&'static str, &'static JobInfo>, Error> {
+/// The queued handlers linked into this program that `keep` selects, by job name, and their
+/// names as the JSON array the claim statements take.
+pub(crate) type LinkedJobs = (HashMap<&'static str, &'static JobInfo>, String);
+
+/// See [`LinkedJobs`].
+pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs, Error> {
     let mut by_name: HashMap<&'static str, &'static JobInfo> = HashMap::new();
     for job in jobs().filter(|job| keep(job)) {
         if let Some(first) = by_name.insert(job.name(), job) {
@@ -173,7 +172,10 @@ pub(crate) fn linked_jobs(
             });
         }
     }
-    Ok(by_name)
+    let mut names: Vec<&str> = by_name.keys().copied().collect();
+    names.sort_unstable();
+    let names = serde_json::to_string(&names).expect("names serialize");
+    Ok((by_name, names))
 }
 
 /// Runs the jobs of the queued handlers of asynchronous signals linked into this program, on

@@ -145,10 +145,7 @@ impl RelayBuilder {
     /// A database error, or two publishing functions with one job name.
     pub async fn build(self) -> Result<Relay, Error> {
         store::migrate(&self.pool).await?;
-        let jobs = linked_jobs(JobInfo::is_publish)?;
-        let mut names: Vec<&str> = jobs.keys().copied().collect();
-        names.sort_unstable();
-        let handlers = serde_json::to_string(&names).expect("names serialize");
+        let (jobs, handlers) = linked_jobs(JobInfo::is_publish)?;
         Ok(Relay {
             shared: Arc::new(RelayShared {
                 config: self,
@@ -846,38 +843,16 @@ async fn inbox(
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     let state = if error.is_some() { "dead" } else { "done" };
-    let inserted = match tx {
-        #[cfg(feature = "postgres")]
-        Tx::Postgres(conn) => sqlx::query(INBOX_INSERT)
-            .bind(consumer)
-            .bind(message_id)
-            .bind(subject)
-            .bind(state)
-            .bind(error)
-            .bind(now)
-            .execute(conn)
-            .await?
-            .rows_affected(),
-        #[cfg(feature = "sqlx-sqlite")]
-        Tx::Sqlite(conn) => sqlx::query(INBOX_INSERT)
-            .bind(consumer)
-            .bind(message_id)
-            .bind(subject)
-            .bind(state)
-            .bind(error)
-            .bind(now)
-            .execute(conn)
-            .await?
-            .rows_affected(),
+    let row = store::InboxRow {
+        consumer,
+        message_id,
+        subject,
+        state,
+        error,
+        now,
     };
-    Ok(inserted == 1)
+    store::inbox_insert(tx, &row).await
 }
-
-/// One inbox row per consumer and message id; a second delivery inserts nothing.
-const INBOX_INSERT: &str = "
-INSERT INTO signals_inbox (consumer, message_id, subject, state, error, received_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT DO NOTHING";
 
 /// Counts of one consumer's inbox.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -894,15 +869,9 @@ pub struct InboxStats {
 ///
 /// A database error.
 pub async fn inbox_stats(pool: &Pool, consumer: &str) -> Result<InboxStats, Error> {
-    const SQL: &str = "SELECT state, CAST(COUNT(*) AS BIGINT) FROM signals_inbox WHERE consumer = $1 GROUP BY state";
-    let rows: Vec<(String, i64)> = match pool {
-        #[cfg(feature = "postgres")]
-        Pool::Postgres(pool) => sqlx::query_as(SQL).bind(consumer).fetch_all(pool).await?,
-        #[cfg(feature = "sqlx-sqlite")]
-        Pool::Sqlite(pool) => sqlx::query_as(SQL).bind(consumer).fetch_all(pool).await?,
-    };
+    let mut conn = pool.acquire().await?;
     let mut stats = InboxStats::default();
-    for (state, count) in rows {
+    for (state, count) in store::inbox_counts(conn.tx(), consumer).await? {
         match state.as_str() {
             "done" => stats.done = count as u64,
             "dead" => stats.dead = count as u64,

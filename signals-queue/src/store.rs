@@ -327,3 +327,60 @@ pub(crate) fn is_busy(error: &sqlx::Error) -> bool {
             matches!(code & 0xff, 5 | 6)
         })
 }
+
+/// A message's row in a subscriber's inbox (the broker rung).
+#[cfg(feature = "nats")]
+pub(crate) struct InboxRow<'a> {
+    pub(crate) consumer: &'a str,
+    pub(crate) message_id: &'a str,
+    pub(crate) subject: &'a str,
+    /// `done` or `dead`.
+    pub(crate) state: &'a str,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) now: Millis,
+}
+
+/// One inbox row per consumer and message id; a second delivery inserts nothing. (`$n`
+/// parameters: SQLite takes them too.)
+#[cfg(feature = "nats")]
+const INBOX_INSERT: &str = "
+INSERT INTO signals_inbox (consumer, message_id, subject, state, error, received_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT DO NOTHING";
+
+/// A consumer's inbox rows by state.
+#[cfg(feature = "nats")]
+const INBOX_COUNTS: &str = "
+SELECT state, CAST(COUNT(*) AS BIGINT) FROM signals_inbox WHERE consumer = $1 GROUP BY state";
+
+/// Records a message in the inbox; whether it was new.
+#[cfg(feature = "nats")]
+pub(crate) async fn inbox_insert(tx: Tx<'_>, row: &InboxRow<'_>) -> Result<bool, sqlx::Error> {
+    let inserted = on!(tx, |conn, _sql| {
+        sqlx::query(INBOX_INSERT)
+            .bind(row.consumer)
+            .bind(row.message_id)
+            .bind(row.subject)
+            .bind(row.state)
+            .bind(row.error)
+            .bind(row.now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+    });
+    Ok(inserted == 1)
+}
+
+/// A consumer's inbox counts: (state, rows).
+#[cfg(feature = "nats")]
+pub(crate) async fn inbox_counts(
+    tx: Tx<'_>,
+    consumer: &str,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    Ok(on!(tx, |conn, _sql| {
+        sqlx::query_as(INBOX_COUNTS)
+            .bind(consumer)
+            .fetch_all(&mut *conn)
+            .await?
+    }))
+}
