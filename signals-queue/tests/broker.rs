@@ -169,8 +169,32 @@ impl Broker {
         stream.info().await.unwrap().state.messages
     }
 
-    async fn delete(self) {
+    async fn delete(mut self) {
         self.js.delete_stream(&self.stream).await.unwrap();
+        self.stream.clear();
+    }
+}
+
+/// A test that failed before `delete` still deletes its stream, on a thread of its own.
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.stream.is_empty() {
+            return;
+        }
+        let (client, stream) = (self.client.clone(), std::mem::take(&mut self.stream));
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    jetstream::new(client)
+                        .delete_stream(&stream)
+                        .await
+                        .map(drop)
+                })
+        })
+        .join();
     }
 }
 

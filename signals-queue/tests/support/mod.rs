@@ -129,8 +129,8 @@ impl Db {
         }
     }
 
-    pub async fn drop_schema(self) {
-        if let Some(schema) = &self.schema {
+    pub async fn drop_schema(mut self) {
+        if let Some(schema) = self.schema.take() {
             self.execute_owned(format!("DROP SCHEMA {schema} CASCADE"))
                 .await;
         }
@@ -143,6 +143,33 @@ impl Db {
                 .await
                 .unwrap();
         }
+    }
+}
+
+/// A test that failed before `drop_schema` still drops its schema: on a thread of its own, since
+/// the test's runtime cannot block here.
+impl Drop for Db {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::PgConnection::connect(&postgres_url()).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&mut conn)
+                .await?;
+                conn.close().await
+            })
+        })
+        .join();
     }
 }
 
