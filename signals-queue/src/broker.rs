@@ -526,12 +526,18 @@ where
 ///
 /// ```no_run
 /// # use signals_core::Signal;
-/// # #[derive(Signal, serde::Deserialize)]
-/// # #[signal(asynchronous)]
-/// # struct OrderCreatedMessage { order_id: i64 }
-/// # impl<'c> signals_queue::FromJobAsync<'c> for () {
-/// #     fn from_job(_: signals_queue::AsyncJobScope<'c>) -> Result<(), signals_core::BoxError> { Ok(()) }
+/// # pub struct ShipCtx<'a> { pub tx: signals_queue::Tx<'a> }
+/// # impl<'c> signals_queue::FromJobAsync<'c> for ShipCtx<'c> {
+/// #     fn from_job(job: signals_queue::AsyncJobScope<'c>) -> Result<Self, signals_core::BoxError> {
+/// #         Ok(ShipCtx { tx: job.transaction() })
+/// #     }
 /// # }
+/// #[derive(Signal, serde::Deserialize)]
+/// #[signal(context = ShipCtx<'_>, asynchronous)]
+/// struct OrderCreatedMessage {
+///     order_id: i64,
+/// }
+///
 /// # async fn run(pool: signals_queue::Pool, client: async_nats::Client) -> Result<(), signals_queue::Error> {
 /// use signals_queue::broker::Subscriber;
 ///
