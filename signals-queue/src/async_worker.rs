@@ -19,7 +19,7 @@ use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::scope::State;
 use crate::sqlite::Claimed;
-use crate::{jobs, store, trace};
+use crate::{linked_jobs, store, trace};
 
 /// Wakes this process's async workers when a job may have been written (before its commit:
 /// a worker that finds nothing looks again shortly).
@@ -156,27 +156,6 @@ impl AsyncWorkerBuilder {
     }
 }
 
-/// The queued handlers linked into this program that `keep` selects, by job name, and their
-/// names as the JSON array the claim statements take.
-pub(crate) type LinkedJobs = (HashMap<&'static str, &'static JobInfo>, String);
-
-/// See [`LinkedJobs`].
-pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs, Error> {
-    let mut by_name: HashMap<&'static str, &'static JobInfo> = HashMap::new();
-    for job in jobs().filter(|job| keep(job)) {
-        if let Some(first) = by_name.insert(job.name(), job) {
-            return Err(Error::DuplicateJobName {
-                name: job.name(),
-                first: first.location(),
-                second: job.location(),
-            });
-        }
-    }
-    let mut names: Vec<&str> = by_name.keys().copied().collect();
-    names.sort_unstable();
-    let names = serde_json::to_string(&names).expect("names serialize");
-    Ok((by_name, names))
-}
 
 /// Runs the jobs of the queued handlers of asynchronous signals linked into this program, on
 /// tokio, from PostgreSQL or SQLite through sqlx.

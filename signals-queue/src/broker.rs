@@ -27,14 +27,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::async_worker::{linked_jobs, listen};
+use crate::async_worker::listen;
 use crate::asynchronous::{AsyncJobScope, FromJobAsync, Pool, Tx};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::{JobInfo, RetryPolicy};
 use crate::scope::State;
 use crate::sqlite::Claimed;
-use crate::{store, trace};
+use crate::{linked_jobs, store, trace};
 
 /// How long a stream remembers message ids to drop duplicates (JetStream's default).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);

@@ -105,6 +105,28 @@ pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
     SIGNALS_QUEUE_0_1_JOBS.iter()
 }
 
+/// The queued handlers linked into this program that `keep` selects, by job name, and their
+/// names as the JSON array the claim statements take.
+pub(crate) type LinkedJobs = (std::collections::HashMap<&'static str, &'static JobInfo>, String);
+
+/// See [`LinkedJobs`].
+pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs, crate::Error> {
+    let mut by_name: std::collections::HashMap<&'static str, &'static JobInfo> = std::collections::HashMap::new();
+    for job in jobs().filter(|job| keep(job)) {
+        if let Some(first) = by_name.insert(job.name(), job) {
+            return Err(crate::Error::DuplicateJobName {
+                name: job.name(),
+                first: first.location(),
+                second: job.location(),
+            });
+        }
+    }
+    let mut names: Vec<&str> = by_name.keys().copied().collect();
+    names.sort_unstable();
+    let names = serde_json::to_string(&names).expect("names serialize");
+    Ok((by_name, names))
+}
+
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {

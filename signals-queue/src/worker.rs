@@ -18,7 +18,7 @@ use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::scope::{JobScope, State};
 use crate::sqlite::{self, Claimed};
-use crate::{jobs, trace};
+use crate::{linked_jobs, trace};
 
 /// Configures a [`Worker`]: where the jobs are, what handlers' contexts need, how many jobs
 /// run at once, and the timings. Every setting has a default.
@@ -119,19 +119,7 @@ impl WorkerBuilder {
     pub fn build(self) -> Result<Worker, Error> {
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
         sqlite::migrate(&conn)?;
-        let mut by_name: HashMap<&'static str, &'static JobInfo> = HashMap::new();
-        for job in jobs().filter(|job| job.runs_on_worker()) {
-            if let Some(first) = by_name.insert(job.name(), job) {
-                return Err(Error::DuplicateJobName {
-                    name: job.name(),
-                    first: first.location(),
-                    second: job.location(),
-                });
-            }
-        }
-        let mut names: Vec<&str> = by_name.keys().copied().collect();
-        names.sort_unstable();
-        let handlers = serde_json::to_string(&names).expect("names serialize");
+        let (by_name, handlers) = linked_jobs(JobInfo::runs_on_worker)?;
         Ok(Worker {
             shared: Arc::new(Shared {
                 config: self,
