@@ -156,7 +156,6 @@ impl AsyncWorkerBuilder {
     }
 }
 
-
 /// Runs the jobs of the queued handlers of asynchronous signals linked into this program, on
 /// tokio, from PostgreSQL or SQLite through sqlx.
 ///

@@ -107,11 +107,15 @@ pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
 
 /// The queued handlers linked into this program that `keep` selects, by job name, and their
 /// names as the JSON array the claim statements take.
-pub(crate) type LinkedJobs = (std::collections::HashMap<&'static str, &'static JobInfo>, String);
+pub(crate) type LinkedJobs = (
+    std::collections::HashMap<&'static str, &'static JobInfo>,
+    String,
+);
 
 /// See [`LinkedJobs`].
 pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs, crate::Error> {
-    let mut by_name: std::collections::HashMap<&'static str, &'static JobInfo> = std::collections::HashMap::new();
+    let mut by_name: std::collections::HashMap<&'static str, &'static JobInfo> =
+        std::collections::HashMap::new();
     for job in jobs().filter(|job| keep(job)) {
         if let Some(first) = by_name.insert(job.name(), job) {
             return Err(crate::Error::DuplicateJobName {
