@@ -344,9 +344,9 @@ impl<S, C: ?Sized, F: Fn(&S, &C) -> bool> Filter<S, C, WithContext> for F {
 #[doc(hidden)]
 #[inline]
 pub fn accepts<S, C: ?Sized, Shape, F: Filter<S, C, Shape>>(
-    filter: F,
     signal: &S,
     ctx: &C,
+    filter: F,
 ) -> bool {
     filter.accepts(signal, ctx)
 }

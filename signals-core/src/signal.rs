@@ -136,7 +136,7 @@ pub unsafe trait SyncSignal: Signal {}
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an asynchronous signal",
     label = "`async fn` handlers need an asynchronous signal",
-    note = "declare it with `#[signal(asynchronous)]` and notify it with `notify_async(...).await`"
+    note = "declare it with `#[derive(Signal)]` and `#[signal(asynchronous)]`, and notify it with `notify_async(...).await`"
 )]
 pub unsafe trait AsyncSignal: Signal {}
 

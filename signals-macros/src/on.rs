@@ -475,10 +475,10 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
         }
         None => {
             let new = match handler.asyncness {
-                Some(_) => quote!(#private::async_handler_info::<#signal>),
-                None => quote!(#private::handler_info::<#signal>),
+                Some(_) => quote!(#private::async_handler_info),
+                None => quote!(#private::handler_info),
             };
-            let new = respan(new, signal.span());
+            let new = turbofish(new, signal);
             let thunk = thunk(signal, args.when.as_ref(), handler, &private);
             (new, thunk, TokenStream::new())
         }
@@ -505,6 +505,26 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
             }
         });
     let scope = scope_ident(ident, signal);
+    // The call `new(spec, thunk)` spans the signal's path, as its closure does: the signal's
+    // bound and the thunk's `Context` projection then fail at one span, reported once.
+    let mut call_args = Group::new(
+        Delimiter::Parenthesis,
+        quote! {
+            #private::HandlerSpec {
+                text: #private::concat!(#private::module_path!(), "::", #name, #filter_text, #queue_name, #private::file!()),
+                split: #private::TextSplit {
+                    name_len: #private::module_path!().len() + #name_suffix_len,
+                    filter_len: #filter_len,
+                    queue_len: #queue_len,
+                },
+                priority: #priority,
+                line: #private::line!(),
+                function: #function,
+            },
+            #thunk,
+        },
+    );
+    call_args.set_span(last_token_span(signal));
     quote! {
         #[doc(hidden)]
         #[allow(dead_code, non_upper_case_globals)]
@@ -513,21 +533,8 @@ fn register(args: &Args, handler: &Handler) -> TokenStream {
             #job
 
             #private::register! {
-            HANDLERS,
-            static __SIGNALS_HANDLER: #krate::HandlerInfo = #new(
-                #private::HandlerSpec {
-                    text: #private::concat!(#private::module_path!(), "::", #name, #filter_text, #queue_name, #private::file!()),
-                    split: #private::TextSplit {
-                        name_len: #private::module_path!().len() + #name_suffix_len,
-                        filter_len: #filter_len,
-                        queue_len: #queue_len,
-                    },
-                    priority: #priority,
-                    line: #private::line!(),
-                    function: #function,
-                },
-                #thunk,
-            );
+                HANDLERS,
+                static __SIGNALS_HANDLER: #krate::HandlerInfo = #new #call_args;
             }
         };
     }
@@ -727,9 +734,9 @@ fn closure(signal: &Type, body: TokenStream) -> TokenStream {
     // the same name (both against Rust's naming conventions) could capture them.
     let param = |name: &str| Ident::new(name, Span::mixed_site());
     let (signal_param, context_param) = (param("__signal"), param("__context"));
-    let params = respan(quote!(|#signal_param, #context_param|), signal.span());
+    let params = respan_exact(quote!(|#signal_param, #context_param|), signal.span());
     let mut block = Group::new(Delimiter::Brace, body);
-    block.set_span(Span::mixed_site().located_at(signal.span()));
+    block.set_span(last_token_span(signal));
     quote!(#params #block)
 }
 
@@ -755,7 +762,9 @@ fn call(handler: &Handler, private: &TokenStream) -> TokenStream {
     let mut args = Group::new(Delimiter::Parenthesis, args);
     args.set_span(end);
     let convert = respan(quote!(#private::into_handler_result), end);
-    let awaited = handler.asyncness.map(|_| quote!(.await));
+    let awaited = handler
+        .asyncness
+        .map(|asyncness| respan(quote!(.await), asyncness.span));
     // `(handler)`: in value position, like `function_id(&handler)`, so that a missing
     // function is one error, not "cannot find function" and "cannot find value".
     let mut callee = Group::new(Delimiter::Parenthesis, ident.to_token_stream());
@@ -766,12 +775,11 @@ fn call(handler: &Handler, private: &TokenStream) -> TokenStream {
 /// Whether the `when` filter accepts `__signal` (and `__context`).
 fn accepts(signal: &Type, when: &Expr, private: &TokenStream) -> TokenStream {
     let span = when.span();
-    let context = quote!(<#signal as #private::Signal>::Context<'_>);
-    let accepts = respan(quote!(#private::accepts::<#signal, #context, _, _>), span);
+    let accepts = respan(quote!(#private::accepts::<#signal, _, _, _>), span);
     let located = |name: &str| Ident::new(name, Span::mixed_site().located_at(span));
     let (signal_arg, context_arg) = (located("__signal"), located("__context"));
     let when = typed_closure(when, signal);
-    quote!(#accepts(#when, #signal_arg, &*#context_arg))
+    quote!(#accepts(#signal_arg, &*#context_arg, #when))
 }
 
 /// A `when = |o| ...` closure with its parameters typed: `|o: &Signal| ...`, `|o: &Signal, c:
@@ -827,6 +835,29 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
             token
         })
         .collect()
+}
+
+/// `tokens` at `span` itself, hygiene included, so that rustc sees them as the user's token;
+/// identifiers keep their own hygiene.
+fn respan_exact(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            match &token {
+                TokenTree::Ident(ident) => token.set_span(ident.span().located_at(span)),
+                _ => token.set_span(span),
+            }
+            token
+        })
+        .collect()
+}
+
+/// `function::<Signal>`, spanning exactly the signal's path as the user wrote it (see
+/// `register`).
+fn turbofish(function: TokenStream, signal: &Type) -> TokenStream {
+    let open = respan_exact(quote!(#function::<), signal.span());
+    let close = respan_exact(quote!(>), last_token_span(signal));
+    quote!(#open #signal #close)
 }
 
 /// The span of the last token of `ty`: `>` in `Result<(), Error>`.
