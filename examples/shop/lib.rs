@@ -10,19 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
-use signals_queue::{AsyncJobScope, AsyncQueue, EnqueueAsync, FromJobAsync, Pool, Tx};
-
-/// Runs `$body` with `$conn` the connection `$tx` holds, on either database: the shop's SQL is
-/// written once, with `$1` parameters, which both accept.
-macro_rules! on_conn {
-    ($tx:expr, |$conn:ident| $body:expr) => {
-        match $tx {
-            Tx::Postgres($conn) => $body,
-            Tx::Sqlite($conn) => $body,
-            _ => unreachable!("the shop enables both drivers"),
-        }
-    };
-}
+use signals_queue::{with_db, AsyncJobScope, AsyncQueue, EnqueueAsync, FromJobAsync, Pool, Tx};
 
 /// What every handler of a shop signal receives: a transaction and the mail provider.
 ///
@@ -76,7 +64,7 @@ pub const DECLINED_CARD: &str = "4000 0000 0000 0002";
 async fn write_audit_log(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<(), sqlx::Error> {
     let entry = format!("order created by {}", sig.customer_email);
     let sql = "INSERT INTO audit_log (order_id, entry) VALUES ($1, $2)";
-    on_conn!(ctx.tx.reborrow(), |conn| sqlx::query(sql)
+    with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
         .bind(sig.order_id)
         .bind(&entry)
         .execute(conn)
@@ -106,7 +94,7 @@ async fn create_billing_record(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Resu
         return Err(CardDeclined { last4 }.into());
     }
     let sql = "INSERT INTO billing (order_id, amount_cents) VALUES ($1, $2)";
-    on_conn!(ctx.tx.reborrow(), |conn| sqlx::query(sql)
+    with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
         .bind(sig.order_id)
         .bind(sig.total_cents)
         .execute(conn)
@@ -123,7 +111,7 @@ async fn send_welcome_email(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<
     let subject = format!("Thanks for your order #{}", sig.order_id);
     ctx.mailer.send(&sig.customer_email, &subject).await?;
     let sql = "INSERT INTO emails (order_id, recipient, subject) VALUES ($1, $2, $3)";
-    on_conn!(ctx.tx.reborrow(), |conn| sqlx::query(sql)
+    with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
         .bind(sig.order_id)
         .bind(&sig.customer_email)
         .bind(&subject)
@@ -194,11 +182,11 @@ impl Mailer {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(pool) = &self.attempts_log {
             let sql = "INSERT INTO email_attempts (recipient) VALUES ($1)";
-            let counted = match pool {
-                Pool::Postgres(pool) => sqlx::query(sql).bind(to).execute(pool).await.map(drop),
-                Pool::Sqlite(pool) => sqlx::query(sql).bind(to).execute(pool).await.map(drop),
-                _ => unreachable!("the shop enables both drivers"),
-            };
+            let counted = with_db!(pool, |pool| sqlx::query(sql)
+                .bind(to)
+                .execute(pool)
+                .await
+                .map(drop));
             counted.map_err(|error| MailError(error.to_string()))?;
         }
         if !self.delay.is_zero() {
@@ -241,11 +229,14 @@ const SQLITE_SCHEMA: &str = "
 /// A database error.
 pub async fn migrate(pool: &Pool) -> Result<(), BoxError> {
     AsyncQueue::new(pool.clone()).migrate().await?;
-    match pool {
-        Pool::Postgres(pool) => sqlx::raw_sql(POSTGRES_SCHEMA).execute(pool).await.map(drop),
-        Pool::Sqlite(pool) => sqlx::raw_sql(SQLITE_SCHEMA).execute(pool).await.map(drop),
-        _ => unreachable!("the shop enables both drivers"),
-    }?;
+    let schema = match pool.is_postgres() {
+        true => POSTGRES_SCHEMA,
+        false => SQLITE_SCHEMA,
+    };
+    with_db!(pool, |pool| sqlx::raw_sql(schema)
+        .execute(pool)
+        .await
+        .map(drop))?;
     Ok(())
 }
 
@@ -291,7 +282,7 @@ pub async fn place_order(
 ) -> Result<i64, PlaceOrderError> {
     let mut tx = pool.begin().await?;
     let sql = "INSERT INTO orders (customer_email, total_cents) VALUES ($1, $2) RETURNING id";
-    let order_id: i64 = on_conn!(tx.tx(), |conn| sqlx::query_scalar(sql)
+    let order_id: i64 = with_db!(&mut tx, |conn| sqlx::query_scalar(sql)
         .bind(customer_email)
         .bind(total_cents)
         .fetch_one(conn)
@@ -365,11 +356,7 @@ pub async fn stats(pool: &Pool) -> Result<ShopStats, BoxError> {
         "SELECT COUNT(*) FROM emails",
         "SELECT COUNT(*) FROM email_attempts",
     ]) {
-        *count = match pool {
-            Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
-            Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
-            _ => unreachable!("the shop enables both drivers"),
-        };
+        *count = with_db!(pool, |pool| sqlx::query_scalar(sql).fetch_one(pool).await?);
     }
     let jobs = AsyncQueue::new(pool.clone()).stats().await?;
     let publishing: Vec<&str> = signals_queue::jobs()

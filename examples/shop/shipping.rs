@@ -6,6 +6,7 @@
 //! cargo run --example shipping -- migrate
 //! cargo run --example shipping -- run --until-idle
 //! cargo run --example shipping -- stats
+//! cargo run --example shipping -- delete-stream
 //! ```
 //!
 //! Its signal is the message as it arrives, an ordinary signal with an ordinary handler; a
@@ -16,8 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use signals_core::{on, BoxError, Signal};
-use signals_queue::broker::{ensure_stream, inbox_stats, Subscriber};
-use signals_queue::{AsyncJobScope, AsyncQueue, FromJobAsync, Pool, Tx};
+use signals_queue::broker::{inbox_stats, Subscriber};
+use signals_queue::{with_db, AsyncJobScope, AsyncQueue, FromJobAsync, Pool, Tx};
 
 /// What `--help` prints.
 const USAGE: &str = "\
@@ -35,6 +36,7 @@ commands:
   run [--until-idle]  consume shop.orders.created; with --until-idle, exit once no message is
                       pending or unacknowledged (otherwise run until Ctrl-C or SIGTERM)
   stats               print {\"shipments\": n, \"messages_seen\": n, \"dead\": n}
+  delete-stream       delete the stream and every message in it (tears the demo down)
 ";
 
 /// What a shipping handler receives: the transaction its message is applied in.
@@ -65,19 +67,11 @@ async fn record_shipment(
     ctx: &mut ShipCtx<'_>,
 ) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO shipments (order_id) VALUES ($1)";
-    match ctx.tx.reborrow() {
-        Tx::Postgres(conn) => sqlx::query(sql)
-            .bind(sig.order_id)
-            .execute(conn)
-            .await
-            .map(drop),
-        Tx::Sqlite(conn) => sqlx::query(sql)
-            .bind(sig.order_id)
-            .execute(conn)
-            .await
-            .map(drop),
-        _ => unreachable!("both drivers are enabled"),
-    }
+    with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
+        .bind(sig.order_id)
+        .execute(conn)
+        .await
+        .map(drop))
 }
 
 /// The durable consumer's name, and the inbox's.
@@ -122,7 +116,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         }
     }
     match options.command.as_str() {
-        "migrate" | "run" | "stats" | "help" => Ok(options),
+        "migrate" | "run" | "stats" | "delete-stream" | "help" => Ok(options),
         "" => Err("missing command".into()),
         other => Err(format!("unknown command `{other}`")),
     }
@@ -131,11 +125,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
 async fn migrate(pool: &Pool) -> Result<(), BoxError> {
     AsyncQueue::new(pool.clone()).migrate().await?;
     let sql = "CREATE TABLE IF NOT EXISTS shipments (order_id BIGINT NOT NULL)";
-    match pool {
-        Pool::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        Pool::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        _ => unreachable!("both drivers are enabled"),
-    }?;
+    with_db!(pool, |pool| sqlx::raw_sql(sql)
+        .execute(pool)
+        .await
+        .map(drop))?;
     Ok(())
 }
 
@@ -144,17 +137,23 @@ async fn run(options: Options) -> Result<(), BoxError> {
         print!("{USAGE}");
         return Ok(());
     }
+    if options.command == "delete-stream" {
+        let client = connect(&options.nats).await?;
+        async_nats::jetstream::new(client)
+            .delete_stream(&options.stream)
+            .await
+            .map_err(|error| format!("deleting stream {}: {error}", options.stream))?;
+        return Ok(());
+    }
     let pool = Pool::connect(&options.db, 4).await?;
     migrate(&pool).await?;
     match options.command.as_str() {
         "migrate" => Ok(()),
         "stats" => {
             let sql = "SELECT COUNT(*) FROM shipments";
-            let shipments: i64 = match &pool {
-                Pool::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
-                Pool::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await?,
-                _ => unreachable!("both drivers are enabled"),
-            };
+            let shipments: i64 = with_db!(&pool, |pool| sqlx::query_scalar(sql)
+                .fetch_one(pool)
+                .await?);
             let inbox = inbox_stats(&pool, CONSUMER).await?;
             println!(
                 r#"{{"shipments": {shipments}, "messages_seen": {}, "dead": {}}}"#,
@@ -164,12 +163,8 @@ async fn run(options: Options) -> Result<(), BoxError> {
             Ok(())
         }
         _ => {
-            let client = async_nats::connect(&options.nats)
-                .await
-                .map_err(|error| format!("NATS at {}: {error}", options.nats))?;
-            let js = async_nats::jetstream::new(client.clone());
+            let client = connect(&options.nats).await?;
             let subjects = format!("{}shop.>", options.prefix);
-            ensure_stream(&js, &options.stream, &[&subjects]).await?;
             let subject = format!("{}shop.orders.created", options.prefix);
             let subscriber = Subscriber::<OrderCreatedMessage>::builder(
                 pool,
@@ -178,6 +173,7 @@ async fn run(options: Options) -> Result<(), BoxError> {
                 CONSUMER,
                 subject,
             )
+            .create_stream(&[&subjects])
             .ack_wait(Duration::from_secs(5))
             .build()
             .await?;
@@ -195,6 +191,13 @@ async fn run(options: Options) -> Result<(), BoxError> {
     }
 }
 
+async fn connect(url: &str) -> Result<async_nats::Client, BoxError> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|error| format!("NATS at {url}: {error}"))?;
+    Ok(client)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = match parse(&args) {
@@ -204,7 +207,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let db = options.db.clone();
+    // What an error is about: the database, or NATS for the command that touches only NATS.
+    let db = match options.command.as_str() {
+        "delete-stream" => options.nats.clone(),
+        _ => options.db.clone(),
+    };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     match runtime.block_on(run(options)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,7 +18,7 @@ use std::time::Duration;
 use signals_examples_shop::{
     migrate, place_order, stats, Mailer, PlaceOrderError, DECLINED_CARD, GOOD_CARD,
 };
-use signals_queue::broker::{ensure_stream, Relay};
+use signals_queue::broker::Relay;
 use signals_queue::{AsyncQueue, AsyncWorker, Pool, RetryPolicy};
 
 /// What `--help` prints.
@@ -291,13 +291,8 @@ async fn relay(
         .await
         .map_err(|error| format!("NATS at {url}: {error}"))?;
     let subjects = format!("{}shop.>", options.subject_prefix);
-    ensure_stream(
-        &async_nats::jetstream::new(client.clone()),
-        &options.stream,
-        &[&subjects],
-    )
-    .await?;
     Ok(Relay::builder(pool.clone(), client)
+        .create_stream(&options.stream, &[&subjects])
         .subject_prefix(&options.subject_prefix)
         .lease(options.lease)
         .retry(RetryPolicy {

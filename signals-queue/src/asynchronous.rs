@@ -373,7 +373,7 @@ impl Pool {
     }
 
     /// Whether this is a PostgreSQL pool (which wakes workers with LISTEN/NOTIFY).
-    pub(crate) fn is_postgres(&self) -> bool {
+    pub fn is_postgres(&self) -> bool {
         #[cfg(feature = "postgres")]
         #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
         if let Pool::Postgres(_) = self {

@@ -10,7 +10,9 @@
 //!   context built by [`FromJobAsync`], commits, then acks. A message seen
 //!   before is acked and skipped, so handlers' database effects happen once per message although
 //!   JetStream delivers at least once.
-//! - [`ensure_stream`] creates or updates a stream with the defaults this needs.
+//! - [`ensure_stream`] creates or updates a stream with the defaults this needs; the builders'
+//!   `create_stream` do it in their `build`, so that one call sets up the stream and the relay,
+//!   or the stream and the consumer.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -61,9 +63,19 @@ pub async fn ensure_stream(
     name: &str,
     subjects: &[&str],
 ) -> Result<(), Error> {
+    let subjects: Vec<String> = subjects.iter().map(|s| (*s).to_owned()).collect();
+    create_or_update_stream(js, name, &subjects).await
+}
+
+/// See [`ensure_stream`].
+async fn create_or_update_stream(
+    js: &jetstream::Context,
+    name: &str,
+    subjects: &[String],
+) -> Result<(), Error> {
     js.create_or_update_stream(stream::Config {
         name: name.to_owned(),
-        subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+        subjects: subjects.to_vec(),
         storage: stream::StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
@@ -93,9 +105,20 @@ pub struct RelayBuilder {
     retry: RetryPolicy,
     prefix: String,
     clock: Clock,
+    /// The stream `build` creates or updates, and its subjects.
+    stream: Option<(String, Vec<String>)>,
 }
 
 impl RelayBuilder {
+    /// Creates the stream `name` over `subjects` in `build`, or updates it to them, as
+    /// [`ensure_stream`] does (default: the stream is set up elsewhere). The subjects include
+    /// the [prefix](Self::subject_prefix), if any: `&["staging.shop.>"]`.
+    pub fn create_stream(mut self, name: impl Into<String>, subjects: &[&str]) -> Self {
+        let subjects = subjects.iter().map(|s| (*s).to_owned()).collect();
+        self.stream = Some((name.into(), subjects));
+        self
+    }
+
     /// How many messages are published before their acks are awaited (default 256): one claim
     /// takes that many jobs.
     pub fn in_flight(mut self, messages: usize) -> Self {
@@ -137,14 +160,19 @@ impl RelayBuilder {
         self
     }
 
-    /// Creates the jobs table if needed and gathers the publishing functions linked into this
-    /// program: the relay claims only their jobs.
+    /// Creates the jobs table if needed (and the stream, with
+    /// [`create_stream`](Self::create_stream)) and gathers the publishing functions linked into
+    /// this program: the relay claims only their jobs.
     ///
     /// # Errors
     ///
-    /// A database error, or two publishing functions with one job name.
+    /// A database error, two publishing functions with one job name, or [`Error::Nats`] if
+    /// JetStream refuses the stream.
     pub async fn build(self) -> Result<Relay, Error> {
         store::migrate(&self.pool).await?;
+        if let Some((name, subjects)) = &self.stream {
+            create_or_update_stream(&self.js, name, subjects).await?;
+        }
         let (jobs, handlers) = linked_jobs(JobInfo::is_publish)?;
         Ok(Relay {
             shared: Arc::new(RelayShared {
@@ -166,11 +194,14 @@ impl RelayBuilder {
 ///
 /// ```no_run
 /// # async fn run(pool: signals_queue::Pool) -> Result<(), signals_queue::Error> {
-/// use signals_queue::broker::{ensure_stream, Relay};
+/// use signals_queue::broker::Relay;
 ///
 /// let client = async_nats::connect("nats://127.0.0.1:4222").await.map_err(signals_queue::Error::nats)?;
-/// ensure_stream(&async_nats::jetstream::new(client.clone()), "SHOP", &["shop.>"]).await?;
-/// let relay = Relay::builder(pool, client).build().await?.start();
+/// let relay = Relay::builder(pool, client)
+///     .create_stream("SHOP", &["shop.>"])
+///     .build()
+///     .await?
+///     .start();
 /// // ... the application runs ...
 /// relay.shutdown(std::time::Duration::from_secs(10)).await;
 /// # Ok(())
@@ -202,6 +233,7 @@ impl Relay {
             retry: RetryPolicy::default(),
             prefix: String::new(),
             clock: Clock::system(),
+            stream: None,
         }
     }
 
@@ -427,10 +459,20 @@ pub struct SubscriberBuilder<S> {
     retry: RetryPolicy,
     batch: usize,
     clock: Clock,
+    /// The subjects of the stream `build` creates or updates, if it does.
+    stream_subjects: Option<Vec<String>>,
     signal: PhantomData<fn() -> S>,
 }
 
 impl<S> SubscriberBuilder<S> {
+    /// Creates the stream over `subjects` in `build`, or updates it to them, as
+    /// [`ensure_stream`] does, before the consumer (default: the stream must exist). With it,
+    /// `build` sets up both in one call.
+    pub fn create_stream(mut self, subjects: &[&str]) -> Self {
+        self.stream_subjects = Some(subjects.iter().map(|s| (*s).to_owned()).collect());
+        self
+    }
+
     /// Hands the subscriber a value that contexts reach with
     /// [`AsyncJobScope::state`](crate::AsyncJobScope::state); one per type.
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
@@ -477,14 +519,19 @@ where
     S: AsyncSignal + DeserializeOwned + Send + Sync,
     for<'c> S::Context<'c>: FromJobAsync<'c> + Send,
 {
-    /// Creates the inbox table if needed, and the durable consumer (or updates it).
+    /// Creates the inbox table if needed (and the stream, with
+    /// [`create_stream`](Self::create_stream)), and the durable consumer (or updates it):
+    /// explicit acks, [`ack_wait`](Self::ack_wait), [`max_deliver`](Self::max_deliver).
     ///
     /// # Errors
     ///
     /// A database error, or [`Error::Nats`] if the stream does not exist or JetStream refuses
-    /// the consumer.
+    /// the stream or the consumer.
     pub async fn build(self) -> Result<Subscriber<S>, Error> {
         store::migrate(&self.pool).await?;
+        if let Some(subjects) = &self.stream_subjects {
+            create_or_update_stream(&self.js, &self.stream, subjects).await?;
+        }
         let stream = self
             .js
             .get_stream(&self.stream)
@@ -544,6 +591,7 @@ where
 /// let subscriber = Subscriber::<OrderCreatedMessage>::builder(
 ///     pool, client, "SHOP", "shipping", "shop.orders.created",
 /// )
+/// .create_stream(&["shop.>"])
 /// .build()
 /// .await?;
 /// subscriber.run_until_idle().await?;
@@ -585,6 +633,7 @@ where
             },
             batch: 64,
             clock: Clock::system(),
+            stream_subjects: None,
             signal: PhantomData,
         }
     }

@@ -77,6 +77,8 @@ mod sqlite;
 #[cfg(feature = "async")]
 mod store;
 mod trace;
+#[cfg(feature = "async")]
+mod with_db;
 mod worker;
 
 pub use crate::admin::{DeadJob, HandlerStats, Queue, Stats};
@@ -137,6 +139,8 @@ pub mod __private {
     pub use crate::enqueue::to_message;
     pub use crate::job::{Handler, JobInfo, JobSpec, Run};
     pub use crate::kind::{published, queued, require_async, Publishes, Queued};
+    #[cfg(feature = "async")]
+    pub use crate::with_db::{Either, IntoEither};
     pub use crate::SIGNALS_QUEUE_0_1_JOBS as JOBS;
     pub use linkme::{self, distributed_slice};
 }

@@ -19,8 +19,8 @@ mod support;
 use support::{postgres_url, wait_for, Db};
 
 use signals_queue::{
-    AsyncJobScope, AsyncQueue, AsyncWorker, AsyncWorkerBuilder, EnqueueAsync, FromJobAsync,
-    JobState, Pool, RetryPolicy, Tx,
+    with_db, AsyncJobScope, AsyncQueue, AsyncWorker, AsyncWorkerBuilder, EnqueueAsync,
+    FromJobAsync, JobState, Pool, RetryPolicy, Tx,
 };
 
 /// What handlers count outside any transaction: attempts the "outside world" saw.
@@ -55,19 +55,11 @@ impl<'c> FromJobAsync<'c> for AppCtx<'c> {
 
 /// Runs `sql` with one `i64` parameter on whichever database `tx` is on.
 async fn exec(tx: Tx<'_>, sql: &'static str, value: i64) -> Result<u64, sqlx::Error> {
-    Ok(match tx {
-        Tx::Postgres(conn) => sqlx::query(sql)
-            .bind(value)
-            .execute(conn)
-            .await?
-            .rows_affected(),
-        Tx::Sqlite(conn) => sqlx::query(sql)
-            .bind(value)
-            .execute(conn)
-            .await?
-            .rows_affected(),
-        _ => unreachable!("both drivers are enabled"),
-    })
+    Ok(with_db!(tx, |conn| sqlx::query(sql)
+        .bind(value)
+        .execute(conn)
+        .await?
+        .rows_affected()))
 }
 
 #[derive(Signal, Serialize, Deserialize, Debug)]
@@ -385,17 +377,10 @@ async fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
         let sql = format!(
             "UPDATE signals_jobs SET payload = '{{\"renamed\": 5}}'{payload_cast} WHERE handler = 'async_queue::send_welcome'"
         );
-        match &db.pool {
-            Pool::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(pool)
-                .await
-                .map(drop),
-            Pool::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(pool)
-                .await
-                .map(drop),
-            _ => unreachable!(),
-        }
+        with_db!(&db.pool, |pool| sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .map(drop))
         .unwrap();
         db.drain(&attempts).await;
         assert_eq!(attempts.sent.load(Ordering::SeqCst), 0, "{name}");

@@ -16,7 +16,7 @@ use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
 use signals_queue::broker::{ensure_stream, inbox_stats, Relay, Subscriber};
-use signals_queue::{AsyncJobScope, EnqueueAsync, FromJobAsync, RetryPolicy, Tx};
+use signals_queue::{with_db, AsyncJobScope, EnqueueAsync, FromJobAsync, RetryPolicy, Tx};
 use support::Db;
 
 struct AppCtx<'a> {
@@ -80,19 +80,11 @@ async fn record_shipment(sig: &OrderPlacedReceived, ctx: &mut AppCtx<'_>) -> Res
         return Err(format!("order {} does not exist", sig.order_id).into());
     }
     let sql = "INSERT INTO shipments (order_id) VALUES ($1)";
-    match ctx.tx.reborrow() {
-        Tx::Postgres(conn) => sqlx::query(sql)
-            .bind(sig.order_id)
-            .execute(conn)
-            .await
-            .map(drop),
-        Tx::Sqlite(conn) => sqlx::query(sql)
-            .bind(sig.order_id)
-            .execute(conn)
-            .await
-            .map(drop),
-        _ => unreachable!(),
-    }?;
+    with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
+        .bind(sig.order_id)
+        .execute(conn)
+        .await
+        .map(drop))?;
     Ok(())
 }
 
@@ -283,36 +275,22 @@ async fn a_subscriber_applies_each_message_once_in_order_and_skips_a_redelivery(
         // between) is in the inbox already: its redelivery is acked and skipped.
         let first = if db.schema.is_some() { 100 } else { 200 };
         place(&db, first..first + 20, true).await;
-        let redelivered: String = match &db.pool {
-            signals_queue::Pool::Postgres(pool) => sqlx::query_scalar(
-                "SELECT event_id::text || ':' || handler FROM signals_jobs ORDER BY id LIMIT 1",
-            )
-            .fetch_one(pool)
-            .await
-            .unwrap(),
-            signals_queue::Pool::Sqlite(pool) => sqlx::query_scalar(
-                "SELECT event_id || ':' || handler FROM signals_jobs ORDER BY id LIMIT 1",
-            )
-            .fetch_one(pool)
-            .await
-            .unwrap(),
-            _ => unreachable!(),
+        let sql = match db.pool.is_postgres() {
+            true => "SELECT event_id::text || ':' || handler FROM signals_jobs ORDER BY id LIMIT 1",
+            false => "SELECT event_id || ':' || handler FROM signals_jobs ORDER BY id LIMIT 1",
         };
+        let redelivered: String = with_db!(&db.pool, |pool| sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await)
+        .unwrap();
         let subscriber = broker.subscriber(&db, &consumer).build().await.unwrap();
         let sql = format!(
             "INSERT INTO signals_inbox (consumer, message_id, subject, state, received_at) VALUES ('{consumer}', '{redelivered}', 's', 'done', 0)"
         );
-        match &db.pool {
-            signals_queue::Pool::Postgres(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(pool)
-                .await
-                .map(drop),
-            signals_queue::Pool::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(pool)
-                .await
-                .map(drop),
-            _ => unreachable!(),
-        }
+        with_db!(&db.pool, |pool| sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(pool)
+            .await
+            .map(drop))
         .unwrap();
         broker
             .relay(&db)
@@ -405,21 +383,11 @@ async fn a_poison_message_is_dead_after_max_deliveries_and_the_others_go_on() {
         );
         let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
         assert_eq!((inbox.done, inbox.dead), (1, 1), "{name}");
-        let error: String = match &db.pool {
-            signals_queue::Pool::Postgres(pool) => {
-                sqlx::query_scalar("SELECT error FROM signals_inbox WHERE state = 'dead'")
-                    .fetch_one(pool)
-                    .await
-                    .unwrap()
-            }
-            signals_queue::Pool::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT error FROM signals_inbox WHERE state = 'dead'")
-                    .fetch_one(pool)
-                    .await
-                    .unwrap()
-            }
-            _ => unreachable!(),
-        };
+        let sql = "SELECT error FROM signals_inbox WHERE state = 'dead'";
+        let error: String = with_db!(&db.pool, |pool| sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await)
+        .unwrap();
         assert!(error.contains("order -1 does not exist"), "{name}: {error}");
         db.drop_schema().await;
         broker.delete().await;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use signals_queue::{AsyncQueue, Pool, Tx};
+use signals_queue::{with_db, AsyncQueue, Pool};
 
 /// The tests' own tables.
 const APP_SCHEMA: [&str; 4] = [
@@ -106,27 +106,20 @@ impl Db {
 
     pub async fn execute(&self, sql: &'static str) -> u64 {
         let mut conn = self.pool.begin().await.unwrap();
-        let changed = match conn.tx() {
-            Tx::Postgres(c) => sqlx::query(sql).execute(c).await.unwrap().rows_affected(),
-            Tx::Sqlite(c) => sqlx::query(sql).execute(c).await.unwrap().rows_affected(),
-            _ => unreachable!(),
-        };
+        let changed = with_db!(&mut conn, |c| sqlx::query(sql)
+            .execute(c)
+            .await
+            .unwrap()
+            .rows_affected());
         conn.commit().await.unwrap();
         changed
     }
 
     pub async fn count(&self, sql: &'static str) -> i64 {
-        match &self.pool {
-            Pool::Postgres(pool) => sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(pool)
-                .await
-                .unwrap(),
-            Pool::Sqlite(pool) => sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(pool)
-                .await
-                .unwrap(),
-            _ => unreachable!(),
-        }
+        with_db!(&self.pool, |pool| sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap())
     }
 
     pub async fn drop_schema(mut self) {

@@ -1,0 +1,210 @@
+//! `with_db!`: one statement written once, run on whichever database a [`Tx`], a
+//! [`Transaction`] or a [`Pool`] is on.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+
+use crate::asynchronous::{Pool, Transaction, Tx};
+
+/// Runs an expression with a name bound to the database handle inside a [`Tx`], a
+/// [`Transaction`] or a [`Pool`], whichever database it is on.
+///
+/// `with_db!(handle, |conn| expression)`: the expression is written once and compiled once per
+/// enabled driver, so a `sqlx::query(...)` in it is typed for each (and each must have the same
+/// type: end with `.map(drop)` or `.rows_affected()` rather than a driver's query result);
+/// `?` and `.await` inside it belong to the enclosing function. `conn` is a
+/// `&mut PgConnection` or `&mut SqliteConnection` for a transaction, a `&PgPool` or
+/// `&SqlitePool` for a pool. The handle is one of:
+///
+/// | handle | `conn` |
+/// | --- | --- |
+/// | `Tx<'a>` (moved) or `&mut Tx` (reborrowed) | `&mut PgConnection` / `&mut SqliteConnection` |
+/// | `&mut Transaction` | `&mut PgConnection` / `&mut SqliteConnection` |
+/// | `&Pool` | `&PgPool` / `&SqlitePool` |
+///
+/// # Examples
+///
+/// A handler's statement, on the transaction in its context, whichever database it is:
+///
+/// ```
+/// # #[cfg(all(feature = "postgres", feature = "sqlx-sqlite"))] mod doc {
+/// use signals_queue::{with_db, Tx};
+///
+/// pub struct AppCtx<'a> {
+///     pub tx: Tx<'a>,
+/// }
+///
+/// pub async fn record(ctx: &mut AppCtx<'_>, order_id: i64) -> Result<u64, sqlx::Error> {
+///     let sql = "INSERT INTO audit (order_id) VALUES ($1)";
+///     let done = with_db!(&mut ctx.tx, |conn| {
+///         sqlx::query(sql).bind(order_id).execute(conn).await?.rows_affected()
+///     });
+///     Ok(done)
+/// }
+///
+/// pub async fn count(pool: &signals_queue::Pool) -> Result<i64, sqlx::Error> {
+///     with_db!(pool, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM audit")
+///         .fetch_one(pool)
+///         .await)
+/// }
+/// # }
+/// ```
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, |$conn:ident| $body:expr $(,)?) => {
+        match $crate::__private::Either::from_db($db) {
+            __signals_db => $crate::__with_postgres!(__signals_db, $conn, $body, {
+                $crate::__with_sqlite!(__signals_db, $conn, $body, {
+                    $crate::__private::Either::unreachable(__signals_db)
+                })
+            }),
+        }
+    };
+}
+
+/// Not public API. The PostgreSQL arm of [`with_db!`], present when the `postgres` feature is.
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_postgres {
+    ($db:ident, $conn:ident, $body:expr, $else:block) => {
+        match $db {
+            $crate::__private::Either::Postgres($conn) => $body,
+            $db => $else,
+        }
+    };
+}
+
+/// Not public API. See [`__with_postgres!`].
+#[cfg(not(feature = "postgres"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_postgres {
+    ($db:ident, $conn:ident, $body:expr, $else:block) => {
+        $else
+    };
+}
+
+/// Not public API. The SQLite arm of [`with_db!`], present when the `sqlx-sqlite` feature is.
+#[cfg(feature = "sqlx-sqlite")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_sqlite {
+    ($db:ident, $conn:ident, $body:expr, $else:block) => {
+        match $db {
+            $crate::__private::Either::Sqlite($conn) => $body,
+            $db => $else,
+        }
+    };
+}
+
+/// Not public API. See [`__with_sqlite!`].
+#[cfg(not(feature = "sqlx-sqlite"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_sqlite {
+    ($db:ident, $conn:ident, $body:expr, $else:block) => {
+        $else
+    };
+}
+
+/// Not public API. A database handle split by driver, for [`with_db!`]; unlike [`Tx`] and
+/// [`Pool`], it is not `#[non_exhaustive]` and takes the handle types as parameters.
+#[doc(hidden)]
+pub enum Either<P, S> {
+    #[cfg(feature = "postgres")]
+    Postgres(P),
+    #[cfg(feature = "sqlx-sqlite")]
+    Sqlite(S),
+    #[doc(hidden)]
+    __Never(Infallible, PhantomData<(P, S)>),
+}
+
+impl<P, S> Either<P, S> {
+    /// Not public API.
+    pub fn from_db(db: impl IntoEither<Pg = P, Lite = S>) -> Self {
+        db.into_either()
+    }
+
+    /// Not public API: what is left once every enabled driver's arm was tried.
+    pub fn unreachable(self) -> ! {
+        match self {
+            #[cfg(feature = "postgres")]
+            Either::Postgres(_) => unreachable!("the PostgreSQL arm took it"),
+            #[cfg(feature = "sqlx-sqlite")]
+            Either::Sqlite(_) => unreachable!("the SQLite arm took it"),
+            Either::__Never(never, _) => match never {},
+        }
+    }
+}
+
+/// Not public API. What [`with_db!`] accepts.
+#[doc(hidden)]
+pub trait IntoEither {
+    type Pg;
+    type Lite;
+    fn into_either(self) -> Either<Self::Pg, Self::Lite>;
+}
+
+#[cfg(feature = "postgres")]
+type PgConn = sqlx::PgConnection;
+#[cfg(not(feature = "postgres"))]
+type PgConn = Infallible;
+#[cfg(feature = "sqlx-sqlite")]
+type SqliteConn = sqlx::SqliteConnection;
+#[cfg(not(feature = "sqlx-sqlite"))]
+type SqliteConn = Infallible;
+#[cfg(feature = "postgres")]
+type PgPool = sqlx::PgPool;
+#[cfg(not(feature = "postgres"))]
+type PgPool = Infallible;
+#[cfg(feature = "sqlx-sqlite")]
+type SqlitePool = sqlx::SqlitePool;
+#[cfg(not(feature = "sqlx-sqlite"))]
+type SqlitePool = Infallible;
+
+impl<'a> IntoEither for Tx<'a> {
+    type Pg = &'a mut PgConn;
+    type Lite = &'a mut SqliteConn;
+
+    fn into_either(self) -> Either<Self::Pg, Self::Lite> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Tx::Postgres(conn) => Either::Postgres(conn),
+            #[cfg(feature = "sqlx-sqlite")]
+            Tx::Sqlite(conn) => Either::Sqlite(conn),
+        }
+    }
+}
+
+impl<'a> IntoEither for &'a mut Tx<'_> {
+    type Pg = &'a mut PgConn;
+    type Lite = &'a mut SqliteConn;
+
+    fn into_either(self) -> Either<Self::Pg, Self::Lite> {
+        self.reborrow().into_either()
+    }
+}
+
+impl<'a> IntoEither for &'a mut Transaction {
+    type Pg = &'a mut PgConn;
+    type Lite = &'a mut SqliteConn;
+
+    fn into_either(self) -> Either<Self::Pg, Self::Lite> {
+        self.tx().into_either()
+    }
+}
+
+impl<'a> IntoEither for &'a Pool {
+    type Pg = &'a PgPool;
+    type Lite = &'a SqlitePool;
+
+    fn into_either(self) -> Either<Self::Pg, Self::Lite> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => Either::Postgres(pool),
+            #[cfg(feature = "sqlx-sqlite")]
+            Pool::Sqlite(pool) => Either::Sqlite(pool),
+        }
+    }
+}
