@@ -4,12 +4,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+#[cfg(feature = "sqlite")]
 use rusqlite::Connection;
 
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::JobState;
-use crate::{jobs, sqlite};
+use crate::jobs;
+#[cfg(feature = "sqlite")]
+use crate::sqlite;
 
 /// The jobs table, for operators: [`stats`](Self::stats), [`dead_jobs`](Self::dead_jobs),
 /// [`retry_dead`](Self::retry_dead), [`purge_done`](Self::purge_done).
@@ -24,6 +27,7 @@ use crate::{jobs, sqlite};
 /// assert!(queue.stats()?.handlers.is_empty());
 /// # Ok::<(), signals_queue::Error>(())
 /// ```
+#[cfg(feature = "sqlite")]
 pub struct Queue {
     conn: Connection,
     clock: Clock,
@@ -84,6 +88,7 @@ pub struct DeadJob {
     pub payload: String,
 }
 
+#[cfg(feature = "sqlite")]
 impl Queue {
     /// Opens the jobs database at `path` (WAL, with a busy timeout).
     ///
@@ -179,6 +184,7 @@ impl Stats {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl Queue {
     /// Every dead job, oldest first.
     ///

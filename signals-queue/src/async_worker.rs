@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::scope::State;
-use crate::sqlite::Claimed;
+use crate::sqlite_sql::Claimed;
 use crate::{linked_jobs, store, trace};
 
 /// Wakes this process's async workers when a job may have been written (before its commit:
@@ -561,7 +561,7 @@ async fn attempt_in_group(
     {
         Ok(Ok(())) => return Ok(true),
         Ok(Err(error)) => error,
-        Err(panic) => AttemptError::Panic(crate::worker::panic_message(&*panic)),
+        Err(panic) => AttemptError::panic(&*panic),
     };
     store::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_job").await?;
     let now = shared.config.clock.now();
@@ -612,7 +612,7 @@ async fn attempt(shared: &Shared, info: &JobInfo, job: &Claimed) -> Result<bool,
             .catch_unwind()
             .await
         {
-            Err(panic) => return Err(AttemptError::Panic(crate::worker::panic_message(&*panic))),
+            Err(panic) => return Err(AttemptError::panic(&*panic)),
             Ok(Err(error)) if retry && busy_attempt(&error) => continue,
             Ok(Err(error)) => return Err(error),
             Ok(Ok(())) => {}

@@ -321,7 +321,7 @@ impl Pool {
                     .create_if_missing(true)
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(crate::sqlite::BUSY_TIMEOUT);
+                    .busy_timeout(crate::sqlite_sql::BUSY_TIMEOUT);
                 Ok(Pool::Sqlite(
                     sqlx::sqlite::SqlitePoolOptions::new()
                         .max_connections(connections.max(1))

@@ -32,10 +32,10 @@ use uuid::Uuid;
 use crate::async_worker::listen;
 use crate::asynchronous::{AsyncJobScope, FromJobAsync, Pool, Tx};
 use crate::clock::Clock;
-use crate::error::Error;
+use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::scope::State;
-use crate::sqlite::Claimed;
+use crate::sqlite_sql::Claimed;
 use crate::{linked_jobs, store, trace};
 
 /// How long a stream remembers message ids to drop duplicates (JetStream's default).
@@ -824,10 +824,7 @@ where
         match notified {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(Failure::Retry(error)),
-            Err(panic) => Err(Failure::Retry(format!(
-                "a handler panicked: {}",
-                crate::worker::panic_message(&*panic)
-            ))),
+            Err(panic) => Err(Failure::Retry(AttemptError::panic(&*panic).to_string())),
         }
     }
 }

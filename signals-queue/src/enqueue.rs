@@ -3,7 +3,9 @@
 //! own writes.
 
 use std::any::TypeId;
-use std::sync::{Condvar, Mutex};
+#[cfg(feature = "sqlite")]
+use std::sync::Condvar;
+use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -12,6 +14,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::job::{Handler, JobInfo};
+#[cfg(feature = "sqlite")]
 use crate::sqlite;
 
 /// Says where a context's transaction is, so that `notify` can write the jobs of queued
@@ -37,6 +40,7 @@ use crate::sqlite;
 ///     }
 /// }
 /// ```
+#[cfg(feature = "sqlite")]
 #[diagnostic::on_unimplemented(
     message = "`notify` can't write the jobs of queued handlers into `{Self}`",
     label = "the context needs `signals_queue::Enqueue`",
@@ -49,14 +53,17 @@ pub trait Enqueue {
 
 /// Wakes this process's workers when a job may have been written. The job is visible only
 /// once the caller commits, so a woken worker that finds nothing looks again shortly.
+#[cfg(feature = "sqlite")]
 pub(crate) static WAKE: Wake = Wake::new();
 
 /// A generation counter and a condition variable: workers wait for the counter to move.
+#[cfg(feature = "sqlite")]
 pub(crate) struct Wake {
     generation: Mutex<u64>,
     changed: Condvar,
 }
 
+#[cfg(feature = "sqlite")]
 impl Wake {
     const fn new() -> Wake {
         Wake {
@@ -138,6 +145,7 @@ impl JobRow {
 
 /// What `notify` runs in place of a queued handler `J` of a signal notified with `notify`:
 /// writes its job through the context's transaction, if its filter accepts.
+#[cfg(feature = "sqlite")]
 pub(crate) fn enqueue<S, J>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), BoxError>
 where
     S: Signal,

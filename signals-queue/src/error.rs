@@ -5,7 +5,8 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The database failed (after the retries a locked database gets).
+    /// The database failed (after the retries a locked database gets), through rusqlite.
+    #[cfg(feature = "sqlite")]
     #[error("queue database error: {0}")]
     Database(#[from] rusqlite::Error),
     /// The database failed, through sqlx.
@@ -66,6 +67,7 @@ pub(crate) enum AttemptError {
     #[error("the handler panicked: {0}")]
     Panic(String),
     /// The database failed while running or completing the job.
+    #[cfg(feature = "sqlite")]
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
     /// The database failed while running or completing the job (sqlx).
@@ -79,6 +81,16 @@ pub(crate) enum AttemptError {
 }
 
 impl AttemptError {
+    /// A caught panic, with its message.
+    pub(crate) fn panic(panic: &(dyn std::any::Any + Send)) -> AttemptError {
+        let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+            (Some(message), _) => (*message).to_owned(),
+            (_, Some(message)) => message.clone(),
+            _ => "a panic without a message".to_owned(),
+        };
+        AttemptError::Panic(message)
+    }
+
     /// Whether retrying cannot help, so the job is dead at once.
     pub(crate) fn is_permanent(&self) -> bool {
         match self {

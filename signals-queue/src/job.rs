@@ -5,12 +5,14 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "sqlite")]
 use serde::de::DeserializeOwned;
 use signals_core::__private::HandlerFuture;
 use signals_core::{BoxError, Signal};
 
 use crate::enqueue::QueueSignal;
 use crate::error::AttemptError;
+#[cfg(feature = "sqlite")]
 use crate::scope::{FromJob, JobScope};
 
 /// The states of a job row, and the one place their transitions are listed:
@@ -136,6 +138,7 @@ pub trait Handler<S: Signal>: 'static {
 }
 
 /// What a synchronous job row's handler name leads to: deserialize, build the context, call.
+#[cfg(feature = "sqlite")]
 pub(crate) type Runner = for<'c> fn(&str, JobScope<'c>) -> Result<(), AttemptError>;
 
 /// What an asynchronous job row's handler name leads to.
@@ -177,6 +180,7 @@ impl Run {
 #[derive(Clone, Copy)]
 pub(crate) enum RunKind {
     /// A handler of a `SyncSignal`.
+    #[cfg(feature = "sqlite")]
     Sync(Runner),
     /// A handler of an `AsyncSignal`.
     #[cfg(feature = "async")]
@@ -272,6 +276,7 @@ impl JobInfo {
 
     /// Deserializes the signal, builds the context and runs the handler, in `scope`'s
     /// transaction.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn run(&self, payload: &str, scope: JobScope<'_>) -> Result<(), AttemptError> {
         match self.run.kind {
             RunKind::Sync(run) => run(payload, scope),
@@ -297,6 +302,7 @@ impl JobInfo {
     ) -> Result<(), AttemptError> {
         match self.run.kind {
             RunKind::Async(run) => run(payload, scope).await,
+            #[cfg(feature = "sqlite")]
             RunKind::Sync(_) => Err(AttemptError::WrongWorker(
                 "its signal is notified with `notify`: run it with `Worker`",
             )),
@@ -307,6 +313,7 @@ impl JobInfo {
     }
 
     /// Whether the thread-based worker runs this job (a queued handler of a sync signal).
+    #[cfg(feature = "sqlite")]
     pub(crate) fn runs_on_worker(&self) -> bool {
         matches!(self.run.kind, RunKind::Sync(_))
     }
@@ -345,6 +352,7 @@ pub(crate) fn to_json<S: QueueSignal>(signal: &dyn Any) -> serde_json::Result<St
 
 /// Runs one job of handler `H` of `S`: the payload back into `S`, the context from the worker's
 /// transaction and state, then the handler.
+#[cfg(feature = "sqlite")]
 pub(crate) fn run<'c, S, H>(payload: &str, scope: JobScope<'c>) -> Result<(), AttemptError>
 where
     S: Signal + DeserializeOwned,

@@ -5,19 +5,29 @@
 //!
 //! [`Worker`]: crate::Worker
 
-use signals_core::__private::{QueuedThunk, SyncKind};
-use signals_core::{Signal, SyncSignal};
+use signals_core::__private::QueuedThunk;
+use signals_core::Signal;
 
-use crate::enqueue::{self, Enqueue, QueueSignal};
-use crate::job::{self, Handler, Run, RunKind};
-use crate::scope::FromJob;
+use crate::job::{Handler, Run};
+#[cfg(any(feature = "sqlite", feature = "async"))]
+use crate::{
+    enqueue::QueueSignal,
+    job::{self, RunKind},
+};
+#[cfg(feature = "sqlite")]
+use crate::{
+    enqueue::{self, Enqueue},
+    scope::FromJob,
+};
+#[cfg(feature = "sqlite")]
+use signals_core::{__private::SyncKind, SyncSignal};
 
 /// Not public API. Implemented for `signals_core`'s two signal kinds: what `notify` runs in
 /// place of the queued handler `J` of `S`, and how the worker runs its jobs.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "the queued handler's signal `{S}` can't write or run jobs",
-    note = "a signal with a queued handler is `serde::Serialize + Deserialize`, and its context implements `signals_queue::Enqueue` and `signals_queue::FromJob`; for a signal declared `#[signal(asynchronous)]`, enable the `postgres` or `sqlx-sqlite` feature of `signals-queue` and implement `EnqueueAsync` and `FromJobAsync`"
+    note = "a signal with a queued handler is `serde::Serialize + Deserialize`, and its context implements `signals_queue::Enqueue` and `signals_queue::FromJob` (feature `sqlite`, on by default); for a signal declared `#[signal(asynchronous)]`, enable the `postgres` or `sqlx-sqlite` feature of `signals-queue` and implement `EnqueueAsync` and `FromJobAsync`"
 )]
 pub trait Queued<S: Signal, J> {
     /// What `notify` runs in place of the handler: it writes the job.
@@ -26,6 +36,7 @@ pub trait Queued<S: Signal, J> {
     const RUN: Run;
 }
 
+#[cfg(feature = "sqlite")]
 impl<S, J> Queued<S, J> for SyncKind
 where
     S: QueueSignal + SyncSignal,
@@ -73,13 +84,14 @@ where
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "the publishing function's signal `{S}` can't write jobs",
-    note = "the signal's context implements `signals_queue::Enqueue` (for a signal notified with `notify`) or `signals_queue::EnqueueAsync` (for an asynchronous signal, with the `postgres` or `sqlx-sqlite` feature)"
+    note = "the signal's context implements `signals_queue::Enqueue` (for a signal notified with `notify`, feature `sqlite`, on by default) or `signals_queue::EnqueueAsync` (for an asynchronous signal, with the `postgres` or `sqlx-sqlite` feature)"
 )]
 pub trait Publishes<S: Signal, J> {
     /// What `notify` runs in place of the function: it writes the message's job.
     const THUNK: QueuedThunk<S>;
 }
 
+#[cfg(feature = "sqlite")]
 impl<S, J> Publishes<S, J> for SyncKind
 where
     S: SyncSignal,

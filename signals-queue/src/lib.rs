@@ -40,8 +40,9 @@
 //!
 //! # Two paths, one table
 //!
-//! - **Sync**: a signal notified with `notify` writes its jobs through rusqlite ([`Enqueue`]);
-//!   [`Worker`] (threads) runs them ([`FromJob`]). SQLite only; always available.
+//! - **Sync**: a signal notified with `notify` writes its jobs through rusqlite (`Enqueue`);
+//!   `Worker` (threads) runs them (`FromJob`). SQLite only; the default feature `sqlite`
+//!   (without it, nothing of rusqlite or SQLite's C code is compiled).
 //! - **Async**: a signal declared `#[signal(asynchronous)]` writes its jobs in `notify_async`
 //!   through an sqlx transaction on PostgreSQL or SQLite (`EnqueueAsync`, features `postgres`
 //!   and `sqlx-sqlite`); `AsyncWorker` (tokio) runs them (`FromJobAsync`), waking on
@@ -58,6 +59,13 @@
 //! `broker::Subscriber` consumes a subject as a signal in another service, once per message
 //! (feature `nats`).
 
+// Without a driver feature (`sqlite`, `postgres`, `sqlx-sqlite`) the crate compiles, and
+// nothing can use what the drivers share.
+#![cfg_attr(
+    not(any(feature = "sqlite", feature = "async")),
+    allow(dead_code, unused_imports)
+)]
+
 mod admin;
 #[cfg(feature = "async")]
 mod async_worker;
@@ -73,22 +81,23 @@ mod kind;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod scope;
+#[cfg(feature = "sqlite")]
 mod sqlite;
+mod sqlite_sql;
 #[cfg(feature = "async")]
 mod store;
 mod trace;
 #[cfg(feature = "async")]
 mod with_db;
+#[cfg(feature = "sqlite")]
 mod worker;
 
-pub use crate::admin::{DeadJob, HandlerStats, Queue, Stats};
+pub use crate::admin::{DeadJob, HandlerStats, Stats};
 pub use crate::clock::Clock;
-pub use crate::enqueue::{Enqueue, QueueSignal};
+pub use crate::enqueue::QueueSignal;
 pub use crate::error::Error;
 pub use crate::job::{JobInfo, JobState, RetryPolicy};
-pub use crate::scope::{FromJob, JobScope, MissingState};
-pub use crate::sqlite::migrate;
-pub use crate::worker::{RunningWorker, Worker, WorkerBuilder};
+pub use crate::scope::MissingState;
 #[cfg(feature = "async")]
 pub use crate::{
     admin::AsyncQueue,
@@ -96,6 +105,14 @@ pub use crate::{
     asynchronous::{
         AsyncJobScope, EnqueueAsync, FromJobAsync, Pool, Transaction, Tx, WrongDatabase,
     },
+};
+#[cfg(feature = "sqlite")]
+pub use crate::{
+    admin::Queue,
+    enqueue::Enqueue,
+    scope::{FromJob, JobScope},
+    sqlite::migrate,
+    worker::{RunningWorker, Worker, WorkerBuilder},
 };
 
 /// Every queued handler linked into this program.

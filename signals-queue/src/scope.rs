@@ -5,8 +5,11 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+#[cfg(feature = "sqlite")]
 use rusqlite::Transaction;
+#[cfg(feature = "sqlite")]
 use signals_core::BoxError;
+#[cfg(feature = "sqlite")]
 use uuid::Uuid;
 
 /// Builds a signal's context on the worker, from the worker's transaction and the state the
@@ -31,6 +34,7 @@ use uuid::Uuid;
 ///     }
 /// }
 /// ```
+#[cfg(feature = "sqlite")]
 #[diagnostic::on_unimplemented(
     message = "the worker can't build the context `{Self}` of a signal with a queued handler",
     label = "needs `signals_queue::FromJob`",
@@ -48,6 +52,7 @@ pub trait FromJob<'c>: Sized {
 }
 
 /// One job attempt as its handler's context sees it; see [`FromJob`].
+#[cfg(feature = "sqlite")]
 #[derive(Clone, Copy)]
 pub struct JobScope<'c> {
     pub(crate) tx: &'c Transaction<'c>,
@@ -57,6 +62,7 @@ pub struct JobScope<'c> {
     pub(crate) attempt: u32,
 }
 
+#[cfg(feature = "sqlite")]
 impl<'c> JobScope<'c> {
     /// The worker's transaction for this attempt: the handler's writes and the job's
     /// completion commit together, or not at all.

@@ -8,7 +8,7 @@ use crate::asynchronous::Tx;
 use crate::clock::Millis;
 use crate::enqueue::JobRow;
 use crate::error::Error;
-use crate::sqlite::{Claimed, SCHEMA_VERSION};
+use crate::sqlite_sql::{Claimed, SCHEMA_VERSION};
 
 /// Runs `$body` with `$conn` the connection and `$sql` the module of SQL text for its
 /// database.
@@ -24,7 +24,7 @@ macro_rules! on {
             #[cfg(feature = "sqlx-sqlite")]
             Tx::Sqlite($conn) => {
                 #[allow(unused_imports)]
-                use crate::sqlite as $sql;
+                use crate::sqlite_sql as $sql;
                 $body
             }
         }
@@ -294,7 +294,7 @@ pub(crate) async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
         }
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
-            use crate::sqlite as sql;
+            use crate::sqlite_sql as sql;
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
             let found: Option<i64> = sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?;

@@ -3,7 +3,7 @@
 
 use crate::error::{AttemptError, Error};
 use crate::job::JobInfo;
-use crate::sqlite::Claimed;
+use crate::sqlite_sql::Claimed;
 
 pub(crate) use imp::*;
 
@@ -76,8 +76,10 @@ mod imp {
     pub(crate) struct NoSpan;
 
     /// Stands in for an entered span.
+    #[cfg(feature = "sqlite")]
     pub(crate) struct NoGuard;
 
+    #[cfg(feature = "sqlite")]
     impl NoSpan {
         pub(crate) fn enter(&self) -> NoGuard {
             NoGuard

@@ -434,7 +434,7 @@ fn attempt(
             attempt: job.attempt,
         };
         match catch_unwind(AssertUnwindSafe(|| info.run(&job.payload, scope))) {
-            Err(panic) => return Err(AttemptError::Panic(panic_message(&*panic))),
+            Err(panic) => return Err(AttemptError::panic(&*panic)),
             Ok(Err(error)) if retry && busy_attempt(&error) => continue,
             Ok(Err(error)) => return Err(error),
             Ok(Ok(())) => {}
@@ -536,12 +536,4 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(message), _) => (*message).to_owned(),
-        (_, Some(message)) => message.clone(),
-        _ => "a panic without a message".to_owned(),
-    }
 }
