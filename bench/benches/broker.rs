@@ -28,6 +28,9 @@ use signals_core::{notify_async, on, BoxError, Signal};
 use signals_queue::broker::{ensure_stream, Relay, Subscriber};
 use signals_queue::{AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Tx};
 
+mod common;
+use common::{load, percentile};
+
 struct Ctx<'a> {
     tx: Tx<'a>,
 }
@@ -374,18 +377,6 @@ async fn end_to_end(seconds: f64, rate: f64) -> Vec<f64> {
     (0..count)
         .map(|id| (starts[&(id as i64)] - committed[id]) as f64 / 1e6)
         .collect()
-}
-
-fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 fn main() {

@@ -23,11 +23,14 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
+
+mod common;
+use common::{load, lock, median, now_ms, origin, percentile, range, since_origin, Order};
 use signals_queue::{
     AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Transaction, Tx,
 };
@@ -50,26 +53,6 @@ impl<'c> FromJobAsync<'c> for Ctx<'c> {
         Ok(Ctx {
             tx: job.transaction(),
         })
-    }
-}
-
-/// The domain row, and the payload of every job here (about 100 bytes of JSON).
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct Order {
-    order_id: i64,
-    customer: String,
-    amount_cents: i64,
-    currency: String,
-}
-
-impl Order {
-    fn new(order_id: i64) -> Order {
-        Order {
-            order_id,
-            customer: format!("customer-{order_id:08}@example.com"),
-            amount_cents: 4_999,
-            currency: "EUR".to_owned(),
-        }
     }
 }
 
@@ -293,25 +276,6 @@ async fn insert_order(tx: Tx<'_>, order: &Order) {
         .await
         .map(drop))
     .expect("insert order");
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
-fn since_origin(at: Instant) -> i64 {
-    at.saturating_duration_since(origin()).as_nanos() as i64
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -656,28 +620,6 @@ async fn latency_round(seconds: f64, rate: f64, listen: bool) -> Vec<f64> {
 
 // ---------------------------------------------------------------------------------------------
 // Statistics, tables, sections.
-
-fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn median(values: &[f64]) -> f64 {
-    percentile(values, 0.5)
-}
-
-fn range(values: &[f64]) -> (f64, f64) {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    (min, max)
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
 
 /// Runs each of `variants` once per round, in alternating order; results per variant.
 async fn interleaved<T, F, Fut>(rounds: usize, variants: usize, mut run: F) -> Vec<Vec<T>>
