@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
+use signals_broker::{ensure_stream, Relay, Subscriber};
 use signals_core::{notify_async, on, BoxError, Signal};
-use signals_queue::broker::{ensure_stream, Relay, Subscriber};
 use signals_queue::{AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Tx};
 
 mod common;

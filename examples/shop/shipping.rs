@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Deserialize;
+use signals_broker::{inbox_stats, Subscriber};
 use signals_core::{on, BoxError, Signal};
-use signals_queue::broker::{inbox_stats, Subscriber};
 use signals_queue::{with_db, AsyncJobScope, AsyncQueue, FromJobAsync, Pool, Tx};
 
 /// What `--help` prints.

@@ -15,10 +15,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use signals_broker::Relay;
 use signals_examples_shop::{
     migrate, place_order, stats, Mailer, PlaceOrderError, DECLINED_CARD, GOOD_CARD,
 };
-use signals_queue::broker::Relay;
 use signals_queue::{AsyncQueue, AsyncWorker, Pool, RetryPolicy};
 
 /// What `--help` prints.

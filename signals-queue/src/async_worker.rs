@@ -23,7 +23,7 @@ use crate::{linked_jobs, store, trace};
 
 /// Wakes this process's async workers when a job may have been written (before its commit:
 /// a worker that finds nothing looks again shortly).
-pub(crate) static WAKE: Notify = Notify::const_new();
+pub static WAKE: Notify = Notify::const_new();
 
 /// Configures an [`AsyncWorker`]; every setting has a default.
 ///
@@ -701,7 +701,7 @@ async fn keep_leases(shared: Arc<Shared>) {
 /// reconnects with backoff when the connection is lost, until `stop` is set (and `stopped`
 /// notified). Returns at once on SQLite.
 #[cfg(feature = "postgres")]
-pub(crate) async fn listen(pool: &Pool, woken: &Notify, stop: &AtomicBool, stopped: &Notify) {
+pub async fn listen(pool: &Pool, woken: &Notify, stop: &AtomicBool, stopped: &Notify) {
     #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
     let Pool::Postgres(pool) = pool
     else {
@@ -746,8 +746,9 @@ pub(crate) async fn listen(pool: &Pool, woken: &Notify, stop: &AtomicBool, stopp
     }
 }
 
+/// Without PostgreSQL there is nothing to listen to: workers poll.
 #[cfg(not(feature = "postgres"))]
-pub(crate) async fn listen(_: &Pool, _: &Notify, _: &AtomicBool, _: &Notify) {}
+pub async fn listen(_: &Pool, _: &Notify, _: &AtomicBool, _: &Notify) {}
 
 /// Runs a statement on a pooled connection, again after a short backoff while the database is
 /// busy or the connection failed, a few times.

@@ -363,7 +363,8 @@ impl Pool {
     }
 
     /// A connection of the pool, outside any transaction.
-    pub(crate) async fn acquire(&self) -> Result<OwnedConn, sqlx::Error> {
+    #[doc(hidden)]
+    pub async fn acquire(&self) -> Result<OwnedConn, sqlx::Error> {
         Ok(match self {
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => OwnedConn::Postgres(pool.acquire().await?),
@@ -435,15 +436,18 @@ impl Transaction {
 }
 
 /// A pooled connection the worker holds.
-pub(crate) enum OwnedConn {
+pub enum OwnedConn {
+    /// On PostgreSQL.
     #[cfg(feature = "postgres")]
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    /// On SQLite.
     #[cfg(feature = "sqlx-sqlite")]
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
 }
 
 impl OwnedConn {
-    pub(crate) fn tx(&mut self) -> Tx<'_> {
+    /// The connection as a [`Tx`].
+    pub fn tx(&mut self) -> Tx<'_> {
         match self {
             #[cfg(feature = "postgres")]
             OwnedConn::Postgres(conn) => Tx::Postgres(conn),

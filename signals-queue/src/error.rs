@@ -13,8 +13,8 @@ pub enum Error {
     #[cfg(feature = "async")]
     #[error("queue database error: {0}")]
     Sqlx(#[from] sqlx::Error),
-    /// NATS or JetStream failed (feature `nats`).
-    #[cfg(feature = "nats")]
+    /// NATS or JetStream failed (the broker rung, `signals-broker`).
+    #[cfg(feature = "async")]
     #[error("NATS error: {0}")]
     Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A database URL this crate can't open.
@@ -43,7 +43,7 @@ pub enum Error {
     Thread(#[source] std::io::Error),
 }
 
-#[cfg(feature = "nats")]
+#[cfg(feature = "async")]
 impl Error {
     /// A NATS or JetStream error.
     pub fn nats(error: impl std::error::Error + Send + Sync + 'static) -> Error {

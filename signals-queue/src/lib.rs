@@ -55,9 +55,8 @@
 //!
 //! `#[on(S, publish = "subject")]` marks a function that projects the signal into a thin message
 //! (`fn(&S) -> M`, `M: Serialize`): `notify` runs it and writes the message as a job, the
-//! outbox; `broker::Relay` publishes it to NATS JetStream after commit, and
-//! `broker::Subscriber` consumes a subject as a signal in another service, once per message
-//! (feature `nats`).
+//! outbox; the `signals-broker` crate's `Relay` publishes it to NATS JetStream after commit,
+//! and its `Subscriber` consumes a subject as a signal in another service, once per message.
 
 // Without a driver feature (`sqlite`, `postgres`, `sqlx-sqlite`) the crate compiles, and
 // nothing can use what the drivers share.
@@ -66,13 +65,17 @@
     allow(dead_code, unused_imports)
 )]
 
+#[cfg(all(
+    feature = "async",
+    not(any(feature = "postgres", feature = "sqlx-sqlite"))
+))]
+compile_error!("signals-queue's async path needs a driver: enable `postgres` and/or `sqlx-sqlite`");
+
 mod admin;
 #[cfg(feature = "async")]
 mod async_worker;
 #[cfg(feature = "async")]
 mod asynchronous;
-#[cfg(feature = "nats")]
-pub mod broker;
 mod clock;
 mod enqueue;
 mod error;
@@ -126,7 +129,7 @@ pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
 
 /// The queued handlers linked into this program that `keep` selects, by job name, and their
 /// names as the JSON array the claim statements take.
-pub(crate) type LinkedJobs = (
+pub type LinkedJobs = (
     std::collections::HashMap<&'static str, &'static JobInfo>,
     String,
 );
@@ -148,6 +151,57 @@ pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs,
     names.sort_unstable();
     let names = serde_json::to_string(&names).expect("names serialize");
     Ok((by_name, names))
+}
+
+/// Not public API: the queue's internals that the broker rung (`signals-broker`) builds on. No
+/// stability promise; everything here may change in any release.
+#[cfg(feature = "async")]
+#[doc(hidden)]
+pub mod __broker {
+    pub use crate::async_worker::{listen, WAKE};
+    pub use crate::asynchronous::OwnedConn;
+    pub use crate::scope::State;
+    pub use crate::sqlite_sql::Claimed;
+    pub use crate::store::{
+        busy, claim, complete_many, fail, inbox_counts, inbox_insert, migrate, rescue, savepoint,
+        InboxRow,
+    };
+    pub use crate::LinkedJobs;
+
+    use crate::{AsyncJobScope, Error, JobInfo, Tx};
+
+    /// The publishing functions (or queued handlers) linked into this program that `keep`
+    /// selects, by job name, and their names as the claim statements' JSON array.
+    pub fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs, Error> {
+        crate::linked_jobs(keep)
+    }
+
+    /// Reports a database error that will be retried (a `tracing` event with that feature).
+    pub fn database_error(during: &str, error: &Error) {
+        crate::trace::database_error(during, error);
+    }
+
+    /// A caught panic's message.
+    pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+        crate::error::AttemptError::panic(panic).to_string()
+    }
+
+    /// The scope a handler's context is built from, for a message instead of a job.
+    pub fn scope<'c>(
+        tx: Tx<'c>,
+        state: &'c State,
+        id: i64,
+        event_id: uuid::Uuid,
+        attempt: u32,
+    ) -> AsyncJobScope<'c> {
+        AsyncJobScope {
+            tx,
+            state,
+            job_id: id,
+            event_id,
+            attempt,
+        }
+    }
 }
 
 /// Not public API. Used by generated code.

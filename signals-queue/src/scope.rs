@@ -106,12 +106,13 @@ pub struct MissingState {
 
 /// The values the application hands the worker once, one per type.
 #[derive(Clone, Default)]
-pub(crate) struct State {
+pub struct State {
     values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
 }
 
 impl State {
-    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+    /// Adds `value`, replacing a value of its type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
         self.values.insert(TypeId::of::<T>(), Arc::new(value));
     }
 

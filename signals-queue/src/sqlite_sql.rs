@@ -160,11 +160,17 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A job as a claim returns it.
 #[derive(Debug, Clone)]
-pub(crate) struct Claimed {
-    pub(crate) id: i64,
-    pub(crate) event_id: String,
-    pub(crate) handler: String,
-    pub(crate) payload: String,
-    pub(crate) attempt: u32,
-    pub(crate) token: i64,
+pub struct Claimed {
+    /// The job's row id.
+    pub id: i64,
+    /// The id of the `notify` that wrote it.
+    pub event_id: String,
+    /// The job name of its handler (or publishing function).
+    pub handler: String,
+    /// The signal (or message) as JSON.
+    pub payload: String,
+    /// This attempt, counted at the claim: 1 for the first.
+    pub attempt: u32,
+    /// The claim's lease token: completing, failing and renewing the job need it.
+    pub token: i64,
 }

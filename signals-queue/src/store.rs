@@ -51,7 +51,7 @@ pub(crate) async fn enqueue(tx: Tx<'_>, row: &JobRow) -> Result<(), sqlx::Error>
 }
 
 /// Claims up to `limit` runnable jobs of `handlers` (a JSON array of names).
-pub(crate) async fn claim(
+pub async fn claim(
     tx: Tx<'_>,
     handlers: &str,
     limit: usize,
@@ -100,7 +100,7 @@ pub(crate) async fn complete(tx: Tx<'_>, job: &Claimed, now: Millis) -> Result<b
 }
 
 /// Records a failed attempt: pending again after `retry_at`, or dead.
-pub(crate) async fn fail(
+pub async fn fail(
     tx: Tx<'_>,
     job: &Claimed,
     permanent: bool,
@@ -172,7 +172,7 @@ pub(crate) async fn lock_claimed(
 }
 
 /// Marks the jobs `ids` of the claim `token` done (a group's completion).
-pub(crate) async fn complete_many(
+pub async fn complete_many(
     tx: Tx<'_>,
     ids: &[i64],
     token: i64,
@@ -202,7 +202,7 @@ pub(crate) async fn complete_many(
 }
 
 /// Runs a savepoint statement (`SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO SAVEPOINT`).
-pub(crate) async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(), sqlx::Error> {
+pub async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(), sqlx::Error> {
     on!(tx, |conn, _sql| {
         sqlx::raw_sql(statement).execute(&mut *conn).await?;
     });
@@ -210,7 +210,7 @@ pub(crate) async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(),
 }
 
 /// Returns every job with an expired lease to the queue; how many.
-pub(crate) async fn rescue(tx: Tx<'_>, now: Millis) -> Result<u64, sqlx::Error> {
+pub async fn rescue(tx: Tx<'_>, now: Millis) -> Result<u64, sqlx::Error> {
     Ok(on!(tx, |conn, sql| {
         sqlx::query(sql::RESCUE)
             .bind(now)
@@ -243,7 +243,7 @@ pub(crate) async fn purge_done(tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::
 }
 
 /// How many jobs of `handlers` are pending or running.
-pub(crate) async fn busy(tx: Tx<'_>, handlers: &str) -> Result<i64, sqlx::Error> {
+pub async fn busy(tx: Tx<'_>, handlers: &str) -> Result<i64, sqlx::Error> {
     Ok(on!(tx, |conn, sql| {
         sqlx::query_scalar(sql::BUSY)
             .bind(handlers)
@@ -272,7 +272,7 @@ pub(crate) async fn dead_jobs(
 
 /// Creates the schema if needed and checks its version, in one transaction (`BEGIN IMMEDIATE`
 /// on SQLite; under an advisory lock on PostgreSQL).
-pub(crate) async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
+pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
     use sqlx::Connection as _;
     let mut conn = pool.acquire().await?;
     let found: Option<i64> = match conn.tx() {
@@ -329,33 +329,38 @@ pub(crate) fn is_busy(error: &sqlx::Error) -> bool {
 }
 
 /// A message's row in a subscriber's inbox (the broker rung).
-#[cfg(feature = "nats")]
-pub(crate) struct InboxRow<'a> {
-    pub(crate) consumer: &'a str,
-    pub(crate) message_id: &'a str,
-    pub(crate) subject: &'a str,
+#[cfg(feature = "async")]
+pub struct InboxRow<'a> {
+    /// The durable consumer.
+    pub consumer: &'a str,
+    /// The message's `Nats-Msg-Id`.
+    pub message_id: &'a str,
+    /// The subject it arrived on.
+    pub subject: &'a str,
     /// `done` or `dead`.
-    pub(crate) state: &'a str,
-    pub(crate) error: Option<&'a str>,
-    pub(crate) now: Millis,
+    pub state: &'a str,
+    /// Why it is dead.
+    pub error: Option<&'a str>,
+    /// When it was recorded.
+    pub now: Millis,
 }
 
 /// One inbox row per consumer and message id; a second delivery inserts nothing. (`$n`
 /// parameters: SQLite takes them too.)
-#[cfg(feature = "nats")]
+#[cfg(feature = "async")]
 const INBOX_INSERT: &str = "
 INSERT INTO signals_inbox (consumer, message_id, subject, state, error, received_at)
 VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT DO NOTHING";
 
 /// A consumer's inbox rows by state.
-#[cfg(feature = "nats")]
+#[cfg(feature = "async")]
 const INBOX_COUNTS: &str = "
 SELECT state, CAST(COUNT(*) AS BIGINT) FROM signals_inbox WHERE consumer = $1 GROUP BY state";
 
 /// Records a message in the inbox; whether it was new.
-#[cfg(feature = "nats")]
-pub(crate) async fn inbox_insert(tx: Tx<'_>, row: &InboxRow<'_>) -> Result<bool, sqlx::Error> {
+#[cfg(feature = "async")]
+pub async fn inbox_insert(tx: Tx<'_>, row: &InboxRow<'_>) -> Result<bool, sqlx::Error> {
     let inserted = on!(tx, |conn, _sql| {
         sqlx::query(INBOX_INSERT)
             .bind(row.consumer)
@@ -372,11 +377,8 @@ pub(crate) async fn inbox_insert(tx: Tx<'_>, row: &InboxRow<'_>) -> Result<bool,
 }
 
 /// A consumer's inbox counts: (state, rows).
-#[cfg(feature = "nats")]
-pub(crate) async fn inbox_counts(
-    tx: Tx<'_>,
-    consumer: &str,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
+#[cfg(feature = "async")]
+pub async fn inbox_counts(tx: Tx<'_>, consumer: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
     Ok(on!(tx, |conn, _sql| {
         sqlx::query_as(INBOX_COUNTS)
             .bind(consumer)

@@ -1,5 +1,9 @@
-//! The broker rung (feature `nats`): a publishing function's messages relayed from the jobs
-//! table to NATS JetStream, and JetStream messages consumed as signals in another service.
+//! The broker rung of `signals`: a publishing function's messages relayed from the jobs table
+//! to NATS JetStream, and JetStream messages consumed as signals in another service.
+//!
+//! `#[on(S, publish = "subject")]` (from `signals-queue`) writes the message as a job in the
+//! caller's transaction: the outbox. This crate moves it on:
+//!
 //!
 //! - [`Relay`] claims the jobs `#[on(S, publish = "subject")]` wrote, publishes each message with
 //!   a `Nats-Msg-Id` fixed per event and publishing function (the same on every retry, so the
@@ -13,6 +17,9 @@
 //! - [`ensure_stream`] creates or updates a stream with the defaults this needs; the builders'
 //!   `create_stream` do it in their `build`, so that one call sets up the stream and the relay,
 //!   or the stream and the consumer.
+//!
+//! The database is `signals-queue`'s: this crate's features `postgres` (default) and
+//! `sqlx-sqlite` enable its drivers.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -29,14 +36,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::async_worker::listen;
-use crate::asynchronous::{AsyncJobScope, FromJobAsync, Pool, Tx};
-use crate::clock::Clock;
-use crate::error::{AttemptError, Error};
-use crate::job::{JobInfo, RetryPolicy};
-use crate::scope::State;
-use crate::sqlite_sql::Claimed;
-use crate::{linked_jobs, store, trace};
+use signals_queue::__broker::{self as store, linked_jobs, listen, Claimed, State};
+use signals_queue::{Clock, FromJobAsync, JobInfo, Pool, RetryPolicy, Tx};
+
+/// The error type, `signals_queue`'s: a database error, or [`Error::Nats`].
+pub use signals_queue::Error;
 
 /// How long a stream remembers message ids to drop duplicates (JetStream's default).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -54,7 +58,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// # async fn run() -> Result<(), signals_queue::Error> {
 /// let client = async_nats::connect("nats://127.0.0.1:4222").await.map_err(signals_queue::Error::nats)?;
 /// let js = async_nats::jetstream::new(client);
-/// signals_queue::broker::ensure_stream(&js, "SHOP", &["shop.>"]).await?;
+/// signals_broker::ensure_stream(&js, "SHOP", &["shop.>"]).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -194,7 +198,7 @@ impl RelayBuilder {
 ///
 /// ```no_run
 /// # async fn run(pool: signals_queue::Pool) -> Result<(), signals_queue::Error> {
-/// use signals_queue::broker::Relay;
+/// use signals_broker::Relay;
 ///
 /// let client = async_nats::connect("nats://127.0.0.1:4222").await.map_err(signals_queue::Error::nats)?;
 /// let relay = Relay::builder(pool, client)
@@ -332,7 +336,7 @@ async fn relay(shared: Arc<RelayShared>) {
     let mut backoff = Duration::from_millis(10);
     let mut last_rescue = std::time::Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        let local = crate::async_worker::WAKE.notified();
+        let local = store::WAKE.notified();
         tokio::pin!(local);
         local.as_mut().enable();
         let woken = shared.woken.notified();
@@ -376,7 +380,7 @@ async fn relay(shared: Arc<RelayShared>) {
                 publish(&shared, jobs).await;
             }
             Err(error) => {
-                trace::database_error("claim", &error.into());
+                store::database_error("claim", &error.into());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -425,7 +429,7 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
     if let Err(error) = completed.await {
         // Published but not recorded: the lease brings them back, and the stream drops the
         // republished messages by their id.
-        trace::database_error("complete", &error.into());
+        store::database_error("complete", &error.into());
     }
     for (job, error) in failed {
         let now = shared.config.clock.now();
@@ -474,7 +478,7 @@ impl<S> SubscriberBuilder<S> {
     }
 
     /// Hands the subscriber a value that contexts reach with
-    /// [`AsyncJobScope::state`](crate::AsyncJobScope::state); one per type.
+    /// [`AsyncJobScope::state`](signals_queue::AsyncJobScope::state); one per type.
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.state.insert(value);
         self
@@ -586,7 +590,7 @@ where
 /// }
 ///
 /// # async fn run(pool: signals_queue::Pool, client: async_nats::Client) -> Result<(), signals_queue::Error> {
-/// use signals_queue::broker::Subscriber;
+/// use signals_broker::Subscriber;
 ///
 /// let subscriber = Subscriber::<OrderCreatedMessage>::builder(
 ///     pool, client, "SHOP", "shipping", "shop.orders.created",
@@ -721,13 +725,13 @@ where
                 match committed {
                     Ok(()) => acks,
                     Err(error) => {
-                        trace::database_error("inbox", &error.into());
+                        store::database_error("inbox", &error.into());
                         vec![AckKind::Nak(None); group.len()]
                     }
                 }
             }
             Err(error) => {
-                trace::database_error("begin", &error.into());
+                store::database_error("begin", &error.into());
                 vec![AckKind::Nak(None); group.len()]
             }
         };
@@ -741,7 +745,7 @@ where
     /// `Err`: the transaction itself failed.
     async fn apply(
         &self,
-        tx: &mut crate::asynchronous::Transaction,
+        tx: &mut signals_queue::Transaction,
         message: &jetstream::Message,
     ) -> Result<AckKind, sqlx::Error> {
         let (delivered, sequence) = match message.info() {
@@ -789,7 +793,7 @@ where
     /// The message as the signal, notified in `tx`.
     async fn notify(
         &self,
-        tx: &mut crate::asynchronous::Transaction,
+        tx: &mut signals_queue::Transaction,
         message: &jetstream::Message,
         message_id: &str,
         delivered: i64,
@@ -805,13 +809,13 @@ where
             .next()
             .and_then(|id| Uuid::parse_str(id).ok())
             .unwrap_or_default();
-        let scope = AsyncJobScope {
-            tx: tx.tx(),
-            state: &self.config.state,
-            job_id: sequence as i64,
+        let scope = store::scope(
+            tx.tx(),
+            &self.config.state,
+            sequence as i64,
             event_id,
-            attempt: delivered.max(0) as u32,
-        };
+            delivered.max(0) as u32,
+        );
         let notified = AssertUnwindSafe(async {
             let mut ctx = <S::Context<'_> as FromJobAsync<'_>>::from_job(scope)
                 .map_err(|error| error.to_string())?;
@@ -824,7 +828,7 @@ where
         match notified {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(Failure::Retry(error)),
-            Err(panic) => Err(Failure::Retry(AttemptError::panic(&*panic).to_string())),
+            Err(panic) => Err(Failure::Retry(store::panic_message(&*panic))),
         }
     }
 }

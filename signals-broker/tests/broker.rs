@@ -6,6 +6,7 @@
 //! and a subject prefix of its own and deletes the stream. Without a server the tests print why
 //! and pass, except under `CI=true`, where they fail.
 
+#[path = "../../signals-queue/tests/support/mod.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,8 +15,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
+use signals_broker::{ensure_stream, inbox_stats, Relay, Subscriber};
 use signals_core::{notify_async, on, BoxError, Signal};
-use signals_queue::broker::{ensure_stream, inbox_stats, Relay, Subscriber};
 use signals_queue::{with_db, AsyncJobScope, EnqueueAsync, FromJobAsync, RetryPolicy, Tx};
 use support::Db;
 
@@ -131,7 +132,7 @@ impl Broker {
         format!("{}test.orders.placed", self.prefix)
     }
 
-    fn relay(&self, db: &Db) -> signals_queue::broker::RelayBuilder {
+    fn relay(&self, db: &Db) -> signals_broker::RelayBuilder {
         Relay::builder(db.pool.clone(), self.client.clone())
             .subject_prefix(&self.prefix)
             .poll_interval(Duration::from_millis(10))
@@ -141,7 +142,7 @@ impl Broker {
         &self,
         db: &Db,
         consumer: &str,
-    ) -> signals_queue::broker::SubscriberBuilder<OrderPlacedReceived> {
+    ) -> signals_broker::SubscriberBuilder<OrderPlacedReceived> {
         Subscriber::<OrderPlacedReceived>::builder(
             db.pool.clone(),
             self.client.clone(),
@@ -326,7 +327,7 @@ async fn a_subscriber_applies_each_message_once_in_order_and_skips_a_redelivery(
         );
         let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
         assert_eq!((inbox.done, inbox.dead), (20, 0), "{name}");
-        let listed = signals_queue::broker::subscriptions()
+        let listed = signals_broker::subscriptions()
             .into_iter()
             .find(|s| s.consumer == consumer)
             .unwrap();
