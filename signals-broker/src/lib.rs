@@ -4,7 +4,6 @@
 //! `#[on(S, publish = "subject")]` (from `signals-queue`) writes the message as a job in the
 //! caller's transaction: the outbox. This crate moves it on:
 //!
-//!
 //! - [`Relay`] claims the jobs `#[on(S, publish = "subject")]` wrote, publishes each message with
 //!   a `Nats-Msg-Id` fixed per event and publishing function (the same on every retry, so the
 //!   stream's duplicate window drops a republished message), many acks in flight, and marks a job
@@ -36,7 +35,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use signals_queue::__broker::{self as store, linked_jobs, listen, Claimed, State};
+use signals_queue::__broker::{self as queue, linked_jobs, listen, Claimed, State};
 use signals_queue::{Clock, FromJobAsync, JobInfo, Pool, RetryPolicy, Tx};
 
 /// The error type, `signals_queue`'s: a database error, or [`Error::Nats`].
@@ -173,7 +172,7 @@ impl RelayBuilder {
     /// A database error, two publishing functions with one job name, or [`Error::Nats`] if
     /// JetStream refuses the stream.
     pub async fn build(self) -> Result<Relay, Error> {
-        store::migrate(&self.pool).await?;
+        queue::migrate(&self.pool).await?;
         if let Some((name, subjects)) = &self.stream {
             create_or_update_stream(&self.js, name, subjects).await?;
         }
@@ -302,7 +301,7 @@ impl RunningRelay {
     pub async fn wait_idle(&self) -> Result<(), Error> {
         loop {
             let mut conn = self.shared.config.pool.acquire().await?;
-            if store::busy(conn.tx(), &self.shared.handlers).await? == 0 {
+            if queue::busy(conn.tx(), &self.shared.handlers).await? == 0 {
                 return Ok(());
             }
             drop(conn);
@@ -336,7 +335,7 @@ async fn relay(shared: Arc<RelayShared>) {
     let mut backoff = Duration::from_millis(10);
     let mut last_rescue = std::time::Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        let local = store::WAKE.notified();
+        let local = queue::WAKE.notified();
         tokio::pin!(local);
         local.as_mut().enable();
         let woken = shared.woken.notified();
@@ -348,14 +347,14 @@ async fn relay(shared: Arc<RelayShared>) {
         if last_rescue.elapsed() >= shared.config.lease / 3 {
             last_rescue = std::time::Instant::now();
             if let Ok(mut conn) = shared.config.pool.acquire().await {
-                let _ = store::rescue(conn.tx(), shared.config.clock.now()).await;
+                let _ = queue::rescue(conn.tx(), shared.config.clock.now()).await;
             }
         }
         let claimed = async {
             let mut conn = shared.config.pool.acquire().await?;
             let now = shared.config.clock.now();
             let lease = shared.config.lease;
-            store::claim(
+            queue::claim(
                 conn.tx(),
                 &shared.handlers,
                 shared.config.in_flight,
@@ -380,7 +379,7 @@ async fn relay(shared: Arc<RelayShared>) {
                 publish(&shared, jobs).await;
             }
             Err(error) => {
-                store::database_error("claim", &error.into());
+                queue::database_error("claim", &error.into());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -423,13 +422,13 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
     let token = jobs.first().map_or(0, |job| job.token);
     let completed = async {
         let mut tx = shared.config.pool.begin().await?;
-        store::complete_many(tx.tx(), &done, token, shared.config.clock.now()).await?;
+        queue::complete_many(tx.tx(), &done, token, shared.config.clock.now()).await?;
         tx.commit().await
     };
     if let Err(error) = completed.await {
         // Published but not recorded: the lease brings them back, and the stream drops the
         // republished messages by their id.
-        store::database_error("complete", &error.into());
+        queue::database_error("complete", &error.into());
     }
     for (job, error) in failed {
         let now = shared.config.clock.now();
@@ -441,7 +440,7 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
                 .as_millis() as i64;
         let message = format!("publishing failed: {error}");
         if let Ok(mut conn) = shared.config.pool.acquire().await {
-            let _ = store::fail(conn.tx(), job, false, now, retry_at, &message).await;
+            let _ = queue::fail(conn.tx(), job, false, now, retry_at, &message).await;
         }
     }
 }
@@ -532,7 +531,7 @@ where
     /// A database error, or [`Error::Nats`] if the stream does not exist or JetStream refuses
     /// the stream or the consumer.
     pub async fn build(self) -> Result<Subscriber<S>, Error> {
-        store::migrate(&self.pool).await?;
+        queue::migrate(&self.pool).await?;
         if let Some(subjects) = &self.stream_subjects {
             create_or_update_stream(&self.js, &self.stream, subjects).await?;
         }
@@ -725,13 +724,13 @@ where
                 match committed {
                     Ok(()) => acks,
                     Err(error) => {
-                        store::database_error("inbox", &error.into());
+                        queue::database_error("inbox", &error.into());
                         vec![AckKind::Nak(None); group.len()]
                     }
                 }
             }
             Err(error) => {
-                store::database_error("begin", &error.into());
+                queue::database_error("begin", &error.into());
                 vec![AckKind::Nak(None); group.len()]
             }
         };
@@ -763,7 +762,7 @@ where
         let now = self.config.clock.now();
         let subject = message.subject.as_str();
         let consumer = &self.config.consumer;
-        store::savepoint(tx.tx(), "SAVEPOINT signals_message").await?;
+        queue::savepoint(tx.tx(), "SAVEPOINT signals_message").await?;
         if !inbox(tx.tx(), consumer, &message_id, subject, None, now).await? {
             return Ok(AckKind::Ack); // seen before: its effects committed then
         }
@@ -774,7 +773,7 @@ where
             Ok(()) => return Ok(AckKind::Ack),
             Err(failure) => failure,
         };
-        store::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_message").await?;
+        queue::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_message").await?;
         let (error, dead) = match failure {
             Failure::Permanent(error) => (error, true),
             Failure::Retry(error) => (error, delivered >= self.config.max_deliver),
@@ -809,7 +808,7 @@ where
             .next()
             .and_then(|id| Uuid::parse_str(id).ok())
             .unwrap_or_default();
-        let scope = store::scope(
+        let scope = queue::scope(
             tx.tx(),
             &self.config.state,
             sequence as i64,
@@ -828,7 +827,7 @@ where
         match notified {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(Failure::Retry(error)),
-            Err(panic) => Err(Failure::Retry(store::panic_message(&*panic))),
+            Err(panic) => Err(Failure::Retry(queue::panic_message(&*panic))),
         }
     }
 }
@@ -899,7 +898,7 @@ async fn inbox(
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     let state = if error.is_some() { "dead" } else { "done" };
-    let row = store::InboxRow {
+    let row = queue::InboxRow {
         consumer,
         message_id,
         subject,
@@ -907,7 +906,7 @@ async fn inbox(
         error,
         now,
     };
-    store::inbox_insert(tx, &row).await
+    queue::inbox_insert(tx, &row).await
 }
 
 /// Counts of one consumer's inbox.
@@ -927,7 +926,7 @@ pub struct InboxStats {
 pub async fn inbox_stats(pool: &Pool, consumer: &str) -> Result<InboxStats, Error> {
     let mut conn = pool.acquire().await?;
     let mut stats = InboxStats::default();
-    for (state, count) in store::inbox_counts(conn.tx(), consumer).await? {
+    for (state, count) in queue::inbox_counts(conn.tx(), consumer).await? {
         match state.as_str() {
             "done" => stats.done = count as u64,
             "dead" => stats.dead = count as u64,
