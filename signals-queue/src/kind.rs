@@ -27,7 +27,8 @@ use signals_core::{__private::SyncKind, SyncSignal};
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "the queued handler's signal `{S}` can't write or run jobs",
-    note = "a signal with a queued handler is `serde::Serialize + Deserialize`, and its context implements `signals_queue::Enqueue` and `signals_queue::FromJob` (feature `sqlite`, on by default); for a signal declared `#[signal(asynchronous)]`, enable the `postgres` or `sqlx-sqlite` feature of `signals-queue` and implement `EnqueueAsync` and `FromJobAsync`"
+    label = "no queue driver for `{S}` among signals-queue's enabled features",
+    note = "a signal notified with `notify` writes its jobs through rusqlite: enable the `sqlite` feature of `signals-queue` (on by default); a signal declared `#[signal(asynchronous)]` writes them through sqlx: enable `postgres` or `sqlx-sqlite`"
 )]
 pub trait Queued<S: Signal, J> {
     /// What `notify` runs in place of the handler: it writes the job.
@@ -84,7 +85,8 @@ where
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "the publishing function's signal `{S}` can't write jobs",
-    note = "the signal's context implements `signals_queue::Enqueue` (for a signal notified with `notify`, feature `sqlite`, on by default) or `signals_queue::EnqueueAsync` (for an asynchronous signal, with the `postgres` or `sqlx-sqlite` feature)"
+    label = "no queue driver for `{S}` among signals-queue's enabled features",
+    note = "a signal notified with `notify` writes its jobs through rusqlite: enable the `sqlite` feature of `signals-queue` (on by default); a signal declared `#[signal(asynchronous)]` writes them through sqlx: enable `postgres` or `sqlx-sqlite`"
 )]
 pub trait Publishes<S: Signal, J> {
     /// What `notify` runs in place of the function: it writes the message's job.
