@@ -208,3 +208,56 @@ impl<'a> IntoEither for &'a Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Pool, Tx};
+
+    // Compiled with each driver feature alone too (`.ci/run` lints every combination), so that
+    // the arms the macro leaves out are known to leave valid code.
+
+    async fn one(pool: &Pool) -> Result<i64, sqlx::Error> {
+        with_db!(pool, |pool| sqlx::query_scalar("SELECT 1")
+            .fetch_one(pool)
+            .await)
+    }
+
+    async fn rows(tx: &mut Tx<'_>, sql: &'static str) -> Result<u64, sqlx::Error> {
+        Ok(with_db!(tx, |conn| sqlx::query(sql)
+            .execute(conn)
+            .await?
+            .rows_affected()))
+    }
+
+    #[cfg(feature = "sqlx-sqlite")]
+    #[tokio::test]
+    async fn one_statement_runs_on_a_pool_a_transaction_and_a_tx() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("with_db.db").display());
+        let pool = Pool::connect(&url, 1).await.unwrap();
+        assert_eq!(one(&pool).await.unwrap(), 1);
+        let mut tx = pool.begin().await.unwrap();
+        with_db!(&mut tx, |conn| sqlx::raw_sql("CREATE TABLE t (x INTEGER)")
+            .execute(conn)
+            .await
+            .map(drop))
+        .unwrap();
+        let mut conn = tx.tx();
+        let inserted = rows(&mut conn, "INSERT INTO t (x) VALUES (1), (2)").await;
+        assert_eq!(inserted.unwrap(), 2);
+        tx.commit().await.unwrap();
+        let count = with_db!(&pool, |pool| sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM t"
+        )
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+        assert_eq!(count, 2);
+    }
+
+    #[cfg(not(feature = "sqlx-sqlite"))]
+    #[allow(dead_code)]
+    async fn compiled_only(pool: &Pool, tx: &mut Tx<'_>) {
+        let _ = (one(pool).await, rows(tx, "SELECT 1").await);
+    }
+}
