@@ -198,6 +198,15 @@ impl Env {
         .expect("drop schema");
     }
 
+    /// A relay from this outbox to this stream's subjects, with the default settings.
+    async fn relay(&self) -> Relay {
+        Relay::builder(self.pool.clone(), self.client.clone())
+            .subject_prefix(&self.prefix)
+            .build()
+            .await
+            .expect("relay")
+    }
+
     /// `n` orders, each notified, all in one transaction.
     async fn outbox(&self, n: usize) {
         let mut tx = self.pool.begin().await.expect("begin");
@@ -249,11 +258,7 @@ async fn raw_publish(n: usize) -> f64 {
 async fn relay(n: usize) -> f64 {
     let env = Env::fresh().await;
     env.outbox(n).await;
-    let relay = Relay::builder(env.pool.clone(), env.client.clone())
-        .subject_prefix(&env.prefix)
-        .build()
-        .await
-        .expect("relay");
+    let relay = env.relay().await;
     let start = Instant::now();
     relay.run_until_idle().await.expect("relay");
     let rate = n as f64 / start.elapsed().as_secs_f64();
@@ -291,14 +296,7 @@ async fn drain(n: usize) -> f64 {
 async fn consume(n: usize) -> f64 {
     let env = Env::fresh().await;
     env.outbox(n).await;
-    Relay::builder(env.pool.clone(), env.client.clone())
-        .subject_prefix(&env.prefix)
-        .build()
-        .await
-        .expect("relay")
-        .run_until_idle()
-        .await
-        .expect("relay");
+    env.relay().await.run_until_idle().await.expect("relay");
     APPLIED.store(0, Ordering::SeqCst);
     let subscriber = Subscriber::<OrderPlacedReceived>::builder(
         env.pool.clone(),
@@ -323,12 +321,7 @@ async fn consume(n: usize) -> f64 {
 async fn end_to_end(seconds: f64, rate: f64) -> Vec<f64> {
     let env = Env::fresh().await;
     STARTS.lock().unwrap().clear();
-    let relay = Relay::builder(env.pool.clone(), env.client.clone())
-        .subject_prefix(&env.prefix)
-        .build()
-        .await
-        .expect("relay")
-        .start();
+    let relay = env.relay().await.start();
     let subscriber = Subscriber::<OrderPlacedReceived>::builder(
         env.pool.clone(),
         env.client.clone(),

@@ -300,7 +300,7 @@ impl RunningRelay {
     /// A database error.
     pub async fn wait_idle(&self) -> Result<(), Error> {
         loop {
-            let mut conn = self.shared.config.pool.acquire().await?;
+            let mut conn = queue::acquire(&self.shared.config.pool).await?;
             if queue::busy(conn.tx(), &self.shared.handlers).await? == 0 {
                 return Ok(());
             }
@@ -346,12 +346,12 @@ async fn relay(shared: Arc<RelayShared>) {
         stopped.as_mut().enable();
         if last_rescue.elapsed() >= shared.config.lease / 3 {
             last_rescue = std::time::Instant::now();
-            if let Ok(mut conn) = shared.config.pool.acquire().await {
+            if let Ok(mut conn) = queue::acquire(&shared.config.pool).await {
                 let _ = queue::rescue(conn.tx(), shared.config.clock.now()).await;
             }
         }
         let claimed = async {
-            let mut conn = shared.config.pool.acquire().await?;
+            let mut conn = queue::acquire(&shared.config.pool).await?;
             let now = shared.config.clock.now();
             let lease = shared.config.lease;
             queue::claim(
@@ -439,7 +439,7 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
                 .delay(job.attempt, fastrand::f64())
                 .as_millis() as i64;
         let message = format!("publishing failed: {error}");
-        if let Ok(mut conn) = shared.config.pool.acquire().await {
+        if let Ok(mut conn) = queue::acquire(&shared.config.pool).await {
             let _ = queue::fail(conn.tx(), job, false, now, retry_at, &message).await;
         }
     }
@@ -924,7 +924,7 @@ pub struct InboxStats {
 ///
 /// A database error.
 pub async fn inbox_stats(pool: &Pool, consumer: &str) -> Result<InboxStats, Error> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = queue::acquire(pool).await?;
     let mut stats = InboxStats::default();
     for (state, count) in queue::inbox_counts(conn.tx(), consumer).await? {
         match state.as_str() {

@@ -363,8 +363,7 @@ impl Pool {
     }
 
     /// A connection of the pool, outside any transaction.
-    #[doc(hidden)]
-    pub async fn acquire(&self) -> Result<OwnedConn, sqlx::Error> {
+    pub(crate) async fn acquire(&self) -> Result<OwnedConn, sqlx::Error> {
         Ok(match self {
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => OwnedConn::Postgres(pool.acquire().await?),

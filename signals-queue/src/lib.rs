@@ -129,7 +129,7 @@ pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
 
 /// The queued handlers linked into this program that `keep` selects, by job name, and their
 /// names as the JSON array the claim statements take.
-pub type LinkedJobs = (
+pub(crate) type LinkedJobs = (
     std::collections::HashMap<&'static str, &'static JobInfo>,
     String,
 );
@@ -160,15 +160,19 @@ pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs,
 pub mod __broker {
     pub use crate::async_worker::{listen, WAKE};
     pub use crate::asynchronous::OwnedConn;
+    use crate::asynchronous::Pool;
     pub use crate::scope::State;
     pub use crate::sqlite_sql::Claimed;
     pub use crate::store::{
         busy, claim, complete_many, fail, inbox_counts, inbox_insert, migrate, rescue, savepoint,
         InboxRow,
     };
-    pub use crate::LinkedJobs;
+    use crate::{AsyncJobScope, Error, JobInfo, LinkedJobs, Tx};
 
-    use crate::{AsyncJobScope, Error, JobInfo, Tx};
+    /// A pooled connection, outside any transaction.
+    pub async fn acquire(pool: &Pool) -> Result<OwnedConn, sqlx::Error> {
+        pool.acquire().await
+    }
 
     /// The publishing functions (or queued handlers) linked into this program that `keep`
     /// selects, by job name, and their names as the claim statements' JSON array.
