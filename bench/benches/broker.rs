@@ -280,7 +280,6 @@ async fn drain(n: usize) -> f64 {
     let start = Instant::now();
     AsyncWorker::builder(env.pool.clone())
         .concurrency(4)
-        .batch(16)
         .build()
         .await
         .expect("worker")

@@ -372,13 +372,9 @@ fn drain_with_worker(
     path: &Path,
     jobs: usize,
     concurrency: usize,
-    batch: Option<usize>,
 ) -> Duration {
     NOOPS.store(0, Ordering::SeqCst);
-    let mut builder = Worker::builder(path).concurrency(concurrency);
-    if let Some(batch) = batch {
-        builder = builder.batch(batch);
-    }
+    let builder = Worker::builder(path).concurrency(concurrency);
     let worker = builder.build().expect("worker");
     let start = Instant::now();
     let running = worker.start().expect("start");
@@ -397,8 +393,8 @@ enum Drainer {
     ByHand(usize, Completion),
     /// The same, with [`CLAIM_PREPARED_ONCE`].
     ByHandPreparedOnce(usize, Completion),
-    /// `signals_queue::Worker` with `concurrency` threads and a claim size (default if `None`).
-    Worker(usize, Option<usize>),
+    /// `signals_queue::Worker` with `concurrency` threads (its fetches claim for free slots).
+    Worker(usize),
 }
 
 /// Every drain variant, in table order; the third is the floor the others are quoted against.
@@ -427,18 +423,9 @@ const DRAINS: [(&str, Drainer); 9] = [
         "floor: claim 16, savepoint per job, commit per batch",
         Drainer::ByHand(16, Completion::SavepointPerJob),
     ),
-    (
-        "Worker, concurrency 1, batch 8 (default)",
-        Drainer::Worker(1, None),
-    ),
-    (
-        "Worker, concurrency 1, batch 16",
-        Drainer::Worker(1, Some(16)),
-    ),
-    (
-        "Worker, concurrency 2, batch 8 (default)",
-        Drainer::Worker(2, None),
-    ),
+    ("Worker, concurrency 1", Drainer::Worker(1)),
+    ("Worker, concurrency 4", Drainer::Worker(4)),
+    ("Worker, concurrency 16", Drainer::Worker(16)),
 ];
 
 /// Jobs per second of one drain over a fresh backlog of `jobs`; checks every job is done.
@@ -455,7 +442,7 @@ fn drain_rate(drainer: Drainer, jobs: usize) -> f64 {
             drain_by_hand(&db.path, CLAIM_PREPARED_ONCE, limit, completion);
             start.elapsed()
         }
-        Drainer::Worker(threads, batch) => drain_with_worker(&db.path, jobs, threads, batch),
+        Drainer::Worker(threads) => drain_with_worker(&db.path, jobs, threads),
     };
     let rate = jobs as f64 / elapsed.as_secs_f64();
     let done = db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'");

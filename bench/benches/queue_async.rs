@@ -352,12 +352,8 @@ enum Drainer {
         limit: usize,
         completion: Completion,
     },
-    /// `AsyncWorker` with `concurrency`, `batch` and `jobs_per_commit`.
-    Worker {
-        concurrency: usize,
-        batch: usize,
-        per_commit: usize,
-    },
+    /// `AsyncWorker` with `concurrency` slots (its fetches claim for free slots).
+    Worker { concurrency: usize },
 }
 
 async fn drain_by_hand(pool: Pool, limit: usize, completion: Completion) {
@@ -470,15 +466,9 @@ async fn drain_rate(store: Store, drainer: Drainer, jobs: usize, hold_snapshot: 
                 task.await.expect("drain");
             }
         }
-        Drainer::Worker {
-            concurrency,
-            batch,
-            per_commit,
-        } => {
+        Drainer::Worker { concurrency } => {
             let running = AsyncWorker::builder(db.pool.clone())
                 .concurrency(concurrency)
-                .batch(batch)
-                .jobs_per_commit(per_commit)
                 .build()
                 .await
                 .expect("worker")
@@ -511,11 +501,7 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
         limit,
         completion,
     };
-    let worker = |concurrency, batch, per_commit| Drainer::Worker {
-        concurrency,
-        batch,
-        per_commit,
-    };
+    let worker = |concurrency| Drainer::Worker { concurrency };
     match store {
         Store::Postgres => vec![
             (
@@ -534,14 +520,8 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
                 "floor: 4 tasks, claim 16, savepoint per job, commit per batch",
                 by_hand(4, 16, Completion::SavepointPerJob),
             ),
-            (
-                "AsyncWorker, concurrency 4, batch 16, a commit per job",
-                worker(4, 16, 1),
-            ),
-            (
-                "AsyncWorker, concurrency 4, batch 16, 16 jobs per commit (default)",
-                worker(4, 16, 16),
-            ),
+            ("AsyncWorker, concurrency 16", worker(16)),
+            ("AsyncWorker, concurrency 100", worker(100)),
         ],
         Store::Sqlite => vec![
             (
@@ -552,18 +532,8 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
                 "floor: claim 16, savepoint per job, commit per batch",
                 by_hand(1, 16, Completion::SavepointPerJob),
             ),
-            (
-                "AsyncWorker, concurrency 1, batch 16 (default: a commit per job)",
-                worker(1, 16, 1),
-            ),
-            (
-                "AsyncWorker, concurrency 2, batch 16 (default: a commit per job)",
-                worker(2, 16, 1),
-            ),
-            (
-                "AsyncWorker, concurrency 1, batch 16, 16 jobs per commit",
-                worker(1, 16, 16),
-            ),
+            ("AsyncWorker, concurrency 1", worker(1)),
+            ("AsyncWorker, concurrency 16", worker(16)),
         ],
     }
 }

@@ -108,6 +108,10 @@ async fn create_billing_record(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Resu
 /// `emails` row commits with the job's completion: one per order, however many attempts.
 #[on(OrderCreated, priority = -10, queue = "email", max_attempts = 5)]
 async fn send_welcome_email(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    if ctx.mailer.crash_on_order == Some(sig.order_id) {
+        // `shop worker --crash-on-order ID`: a job that takes its process down, every time.
+        std::process::abort();
+    }
     let subject = format!("Thanks for your order #{}", sig.order_id);
     ctx.mailer.send(&sig.customer_email, &subject).await?;
     let sql = "INSERT INTO emails (order_id, recipient, subject) VALUES ($1, $2, $3)";
@@ -147,6 +151,8 @@ pub struct Mailer {
     /// Where each call is counted, if anywhere.
     attempts_log: Option<Pool>,
     attempts: AtomicUsize,
+    /// The order whose welcome email aborts the process (a test hook for crash handling).
+    crash_on_order: Option<i64>,
 }
 
 /// The mail provider did not take the email.
@@ -170,7 +176,15 @@ impl Mailer {
             delay,
             attempts_log,
             attempts: AtomicUsize::new(0),
+            crash_on_order: None,
         }
+    }
+
+    /// Makes the welcome email of order `order_id` abort the process, before the provider is
+    /// called: a job that crashes its worker every time it runs.
+    pub fn crash_on_order(mut self, order_id: Option<i64>) -> Mailer {
+        self.crash_on_order = order_id;
+        self
     }
 
     /// Sends one email.

@@ -34,13 +34,21 @@ commands:
   place --orders N             place N orders, each in its own transaction
         [--decline-every K]    every K-th order's card is declined: it rolls back
   worker                       run the worker for the queued welcome email
-        [--concurrency C]      jobs at once (default 1)
+        [--concurrency C]      jobs at once (default 1; any number up to 1000: a job holds a
+                               connection only while it writes)
+        [--pool N]             database connections for the handlers (default 10); the
+                               worker opens 4 more of its own (3 on SQLite)
         [--until-idle]         exit once no email job is pending or running (otherwise
                                run until Ctrl-C or SIGTERM, then shut down gracefully)
         [--email-fail-rate P]  the mail provider fails a call with probability P (default 0)
         [--email-delay-ms D]   each call to the provider takes D ms (default 0)
         [--retry-base-ms B]    the first retry's delay ceiling (default 100)
-        [--lease-ms L]         the lease a claim takes; heartbeats renew it (default 5000)
+        [--lease-ms L]         the worker's lease; renewed every third of it (default 5000)
+        [--job-timeout-ms T]   an attempt running longer fails and is retried (default
+                               300000)
+        [--crash-on-order ID]  a test hook: the welcome email of order ID calls
+                               `std::process::abort()` before the provider is called, so the
+                               job takes its worker down every time it runs
         [--nats URL]           also publish `OrderCreatedMessage`s from the outbox to NATS
                                JetStream (e.g. nats://127.0.0.1:4222); without it they wait
         [--stream NAME]        the JetStream stream (default SHOP), created if missing
@@ -76,6 +84,12 @@ pub enum Command {
 pub struct WorkerOptions {
     /// Jobs at once.
     pub concurrency: usize,
+    /// Connections for the handlers.
+    pub pool: u32,
+    /// How long an attempt may run.
+    pub job_timeout: Duration,
+    /// The order whose email aborts the process.
+    pub crash_on_order: Option<i64>,
     /// Exit once idle.
     pub until_idle: bool,
     /// The provider's failure probability.
@@ -120,7 +134,18 @@ pub fn parse_args(args: &[String]) -> Result<(String, Command), String> {
             decline_every: options.value("--decline-every")?.unwrap_or(0),
         },
         "worker" => Command::Worker(WorkerOptions {
-            concurrency: options.value("--concurrency")?.unwrap_or(1),
+            concurrency: match options.value("--concurrency")?.unwrap_or(1) {
+                c @ 1..=1000 => c,
+                _ => return Err("`--concurrency` is 1 to 1000".to_owned()),
+            },
+            pool: match options.value("--pool")?.unwrap_or(10) {
+                0 => return Err("`--pool` needs at least 1 connection".to_owned()),
+                n => n,
+            },
+            job_timeout: Duration::from_millis(
+                options.value("--job-timeout-ms")?.unwrap_or(300_000),
+            ),
+            crash_on_order: options.value("--crash-on-order")?,
             until_idle: options.flag("--until-idle"),
             email_fail_rate: options.value("--email-fail-rate")?.unwrap_or(0.0),
             email_delay: Duration::from_millis(options.value("--email-delay-ms")?.unwrap_or(0)),
@@ -200,7 +225,7 @@ async fn run(url: &str, command: Command) -> Result<(), signals_core::BoxError> 
         return Ok(());
     }
     let connections = match &command {
-        Command::Worker(options) => options.concurrency as u32 + 3,
+        Command::Worker(options) => options.pool,
         _ => 2,
     };
     let pool = Pool::connect(url, connections).await?;
@@ -246,7 +271,8 @@ async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::
         options.email_fail_rate,
         options.email_delay,
         Some(pool.clone()),
-    );
+    )
+    .crash_on_order(options.crash_on_order);
     let relay = match &options.nats {
         Some(url) => Some(relay(&pool, url, &options).await?),
         None => None,
@@ -255,6 +281,7 @@ async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::
         .state(Arc::new(mailer))
         .concurrency(options.concurrency)
         .lease(options.lease)
+        .job_timeout(options.job_timeout)
         .retry(RetryPolicy {
             base: options.retry_base,
             cap: options.retry_base * 32,

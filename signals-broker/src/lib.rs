@@ -35,7 +35,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use signals_queue::__broker::{self as queue, linked_jobs, listen, Claimed, State};
+use signals_queue::__broker::{
+    self as queue, linked_jobs, listen, maintain, ClaimRequest, Claimed, State, Upkeep,
+};
 use signals_queue::{Clock, FromJobAsync, JobInfo, Pool, RetryPolicy, Tx};
 
 /// The error type, `signals_queue`'s: a database error, or [`Error::Nats`].
@@ -177,13 +179,22 @@ impl RelayBuilder {
             create_or_update_stream(&self.js, name, subjects).await?;
         }
         let (jobs, handlers) = linked_jobs(JobInfo::is_publish)?;
+        // The relay follows the queue's life cycle: a lease of its own, renewed by the same
+        // maintenance as a worker's, registered before its first claim.
+        let worker = queue::worker_id();
+        let mut conn = queue::acquire(&self.pool).await?;
+        queue::heartbeat(conn.tx(), worker, self.lease, queue::fixed_now(&self.clock)).await?;
+        drop(conn);
         Ok(Relay {
             shared: Arc::new(RelayShared {
                 config: self,
                 jobs,
                 handlers,
+                worker,
                 stop: AtomicBool::new(false),
                 stopped: Notify::new(),
+                retire: AtomicBool::new(false),
+                retired: Notify::new(),
                 woken: Notify::new(),
             }),
         })
@@ -218,10 +229,33 @@ struct RelayShared {
     config: RelayBuilder,
     jobs: HashMap<&'static str, &'static JobInfo>,
     handlers: String,
+    /// The relay's lease: the key of its row in `signals_workers`.
+    worker: i64,
     stop: AtomicBool,
     stopped: Notify,
-    /// Woken by PostgreSQL's notifications of new jobs.
+    /// Stop renewing the lease (the relay's loop has ended).
+    retire: AtomicBool,
+    retired: Notify,
+    /// Woken by PostgreSQL's notifications of new jobs, and by rescues.
     woken: Notify,
+}
+
+impl RelayShared {
+    fn upkeep(&self) -> Upkeep<'_> {
+        Upkeep {
+            pool: &self.config.pool,
+            worker: self.worker,
+            lease: self.config.lease,
+            tick: (self.config.lease / 3).min(self.config.poll_interval * 5),
+            retry: &self.config.retry,
+            handlers: &self.handlers,
+            clock: &self.config.clock,
+            woken: &self.woken,
+            suspects: None,
+            retire: &self.retire,
+            retired: &self.retired,
+        }
+    }
 }
 
 impl Relay {
@@ -250,6 +284,7 @@ impl Relay {
     /// # Panics
     ///
     /// Outside a tokio runtime.
+    #[must_use = "dropping the running relay aborts it at once; keep it and call `shutdown`"]
     pub fn start(self) -> RunningRelay {
         let shared = Arc::clone(&self.shared);
         let listener = tokio::spawn(async move {
@@ -263,9 +298,15 @@ impl Relay {
             listen(&config.pool, woken, stop, stopped).await;
         });
         let shared = Arc::clone(&self.shared);
+        let maintenance = tokio::spawn(async move { maintain(shared.upkeep()).await });
+        let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
             relay(Arc::clone(&shared)).await;
             listener.abort();
+            // Its messages are recorded: the lease may go.
+            shared.retire.store(true, Ordering::SeqCst);
+            shared.retired.notify_waiters();
+            let _ = maintenance.await;
         });
         RunningRelay {
             shared: self.shared,
@@ -330,10 +371,10 @@ impl Drop for RunningRelay {
     }
 }
 
-/// The relay's loop: claim, publish with acks in flight, record; rescue expired leases.
+/// The relay's loop: claim, publish with acks in flight, record. Its maintenance task renews
+/// its lease and rescues the jobs of dead workers and relays.
 async fn relay(shared: Arc<RelayShared>) {
     let mut backoff = Duration::from_millis(10);
-    let mut last_rescue = std::time::Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
         let local = queue::WAKE.notified();
         tokio::pin!(local);
@@ -344,24 +385,16 @@ async fn relay(shared: Arc<RelayShared>) {
         let stopped = shared.stopped.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
-        if last_rescue.elapsed() >= shared.config.lease / 3 {
-            last_rescue = std::time::Instant::now();
-            if let Ok(mut conn) = queue::acquire(&shared.config.pool).await {
-                let _ = queue::rescue(conn.tx(), shared.config.clock.now()).await;
-            }
-        }
         let claimed = async {
             let mut conn = queue::acquire(&shared.config.pool).await?;
-            let now = shared.config.clock.now();
-            let lease = shared.config.lease;
-            queue::claim(
-                conn.tx(),
-                &shared.handlers,
-                shared.config.in_flight,
-                now,
-                lease,
-            )
-            .await
+            let request = ClaimRequest {
+                handlers: &shared.handlers,
+                limit: shared.config.in_flight,
+                suspects: false,
+                worker: shared.worker,
+                now: queue::fixed_now(&shared.config.clock),
+            };
+            queue::claim(conn.tx(), &request).await
         };
         match claimed.await {
             Ok(jobs) if jobs.is_empty() => {
@@ -415,15 +448,14 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
             Err(error) => Err(error.to_string()),
         };
         match acked {
-            Ok(()) => done.push(job.id),
+            Ok(()) => done.push((job.id, job.token)),
             Err(error) => failed.push((job, error)),
         }
     }
-    let token = jobs.first().map_or(0, |job| job.token);
+    let now = queue::fixed_now(&shared.config.clock);
     let completed = async {
-        let mut tx = shared.config.pool.begin().await?;
-        queue::complete_many(tx.tx(), &done, token, shared.config.clock.now()).await?;
-        tx.commit().await
+        let mut conn = queue::acquire(&shared.config.pool).await?;
+        queue::complete_many(conn.tx(), &done, now).await
     };
     if let Err(error) = completed.await {
         // Published but not recorded: the lease brings them back, and the stream drops the
@@ -431,16 +463,15 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
         queue::database_error("complete", &error.into());
     }
     for (job, error) in failed {
-        let now = shared.config.clock.now();
-        let retry_at = now
-            + shared
-                .config
-                .retry
-                .delay(job.attempt, fastrand::f64())
-                .as_millis() as i64;
         let message = format!("publishing failed: {error}");
+        let failure = queue::Failure {
+            permanent: false,
+            delay_ms: queue::retry_delay(&shared.config.retry, job.attempt),
+            error: &message,
+            now,
+        };
         if let Ok(mut conn) = queue::acquire(&shared.config.pool).await {
-            let _ = queue::fail(conn.tx(), job, false, now, retry_at, &message).await;
+            let _ = queue::fail(conn.tx(), job, &failure).await;
         }
     }
 }

@@ -30,6 +30,8 @@ struct Args {
     max_attempts: Option<Expr>,
     /// `name = "stable-id"` of a queued handler: the name its jobs carry.
     name: Option<syn::LitStr>,
+    /// `timeout = "30s"` of a queued handler: how long an attempt may run, in milliseconds.
+    timeout: Option<(syn::LitStr, u64)>,
 }
 
 /// `queue`, `queue = "name"` or `publish = "subject"`.
@@ -44,7 +46,7 @@ struct Queue {
 
 /// The arguments `on` accepts after the signal, for messages.
 const ARGUMENTS: &str =
-    "`priority`, `when`, `after`, `before`, `queue`, `publish`, `max_attempts`, `name` or `crate`";
+    "`priority`, `when`, `after`, `before`, `queue`, `publish`, `max_attempts`, `timeout`, `name` or `crate`";
 
 /// The function `#[on]` is on: its attributes and signature, parsed; its body kept as tokens,
 /// never parsed (it is the user's, re-emitted untouched, and parsing it costs compile time).
@@ -165,6 +167,7 @@ impl Parse for Args {
             queue: None,
             max_attempts: None,
             name: None,
+            timeout: None,
         };
         let mut errors = Errors::default();
         while !input.is_empty() {
@@ -260,6 +263,19 @@ impl Args {
             "name" => {
                 let name = input.parse()?;
                 set_once(&mut self.name, name, &key)
+            }
+            "timeout" => {
+                let text: syn::LitStr = input.parse()?;
+                let millis = parse_duration(&text.value()).ok_or_else(|| {
+                    Error::new_spanned(
+                        &text,
+                        "expected a duration such as `\"30s\"`, `\"500ms\"`, `\"5m\"` or `\"1h 30m\"`",
+                    )
+                })?;
+                if millis == 0 {
+                    return Err(Error::new_spanned(&text, "a `timeout` must be longer than zero"));
+                }
+                set_once(&mut self.timeout, (text, millis), &key)
             }
             _ => {
                 skip_value(input)?;
@@ -389,6 +405,40 @@ fn validate_queue(args: &Args, sig: &Signature, errors: &mut Errors) {
             ));
         }
     }
+    let publishes = args.queue.as_ref().is_none_or(|queue| queue.publish);
+    if let Some((timeout, _)) = args.timeout.as_ref().filter(|_| publishes) {
+        errors.push(Error::new_spanned(
+            timeout,
+            "`timeout` is for queued handlers: add `queue` (`#[on(S, queue, timeout = \"30s\")]`)",
+        ));
+    }
+}
+
+/// A humantime-style duration, in milliseconds: numbers with units (`ms`, `s`, `m`, `h`, `d`
+/// and their long forms), optionally separated by spaces: `"30s"`, `"1h 30m"`, `"500ms"`.
+fn parse_duration(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let millis_per = match &rest[..unit_len] {
+            "ms" | "msec" | "millis" | "milliseconds" => 1,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(number.checked_mul(millis_per)?)?;
+        rest = rest[unit_len..].trim_start();
+    }
+    Some(total)
 }
 
 fn typed_param(param: &FnArg) -> syn::Result<&Type> {
@@ -615,6 +665,7 @@ fn queued(
         Some(max_attempts) => max_attempts.to_token_stream(),
         None => quote!(25),
     };
+    let timeout_ms = args.timeout.as_ref().map_or(0, |(_, millis)| *millis);
     let queue_name = &queue.name;
     let parts = match queue.publish {
         true => quote!(published),
@@ -642,6 +693,7 @@ fn queued(
             queue: #queue_name,
             max_attempts: #max_attempts,
             priority: #priority,
+            timeout_ms: #timeout_ms,
             function: #function,
             file: #private::file!(),
             line: #private::line!(),
@@ -866,4 +918,23 @@ fn last_token_span(ty: &Type) -> Span {
         .into_iter()
         .last()
         .map_or_else(|| ty.span(), |token| token.span())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_read_like_humantime() {
+        assert_eq!(parse_duration("30s"), Some(30_000));
+        assert_eq!(parse_duration("500ms"), Some(500));
+        assert_eq!(parse_duration("1h 30m"), Some(5_400_000));
+        assert_eq!(parse_duration(" 2 minutes "), Some(120_000));
+        assert_eq!(parse_duration("1d"), Some(86_400_000));
+        assert_eq!(parse_duration("30"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("5 fortnights"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("99999999999999999999s"), None);
+    }
 }

@@ -211,7 +211,7 @@ impl Queue {
     ///
     /// A database error.
     pub fn retry_dead(&self) -> Result<usize, Error> {
-        Ok(sqlite::retry_dead(&self.conn, self.clock.now())?)
+        Ok(sqlite::retry_dead(&self.conn, self.clock.fixed())?)
     }
 
     /// Deletes done jobs that finished more than `older_than` ago; how many.
@@ -317,7 +317,7 @@ impl AsyncQueue {
     /// A database error.
     pub async fn retry_dead(&self) -> Result<u64, Error> {
         let mut conn = self.pool.acquire().await?;
-        Ok(crate::store::retry_dead(conn.tx(), self.clock.now()).await?)
+        Ok(crate::store::retry_dead(conn.tx(), self.clock.fixed()).await?)
     }
 
     /// Deletes done jobs that finished more than `older_than` ago; how many.

@@ -21,6 +21,14 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A connection inside an open sqlx transaction, on either database: where `notify_async` writes
 /// jobs and where the async worker runs a handler. Borrow it from a transaction with `.into()`:
 /// `Tx::from(&mut *tx)` for a `sqlx::Transaction`, or from the connection itself.
+///
+/// On the [`AsyncWorker`](crate::AsyncWorker), the `Tx` a job's context gets is *lazy*: no
+/// connection is taken from the pool, and no transaction begun, until the handler first uses
+/// it ([`with_db!`](crate::with_db), [`postgres`](Tx::postgres), [`sqlite`](Tx::sqlite)),
+/// so a handler waiting on the network before it writes holds no connection. If that first use
+/// cannot open the transaction (the pool timed out, the database is down), the attempt fails
+/// with the database's error: the handler's future is dropped where it awaited the
+/// connection, and the job is retried after a backoff.
 #[non_exhaustive]
 pub enum Tx<'a> {
     /// A PostgreSQL connection.
@@ -29,6 +37,9 @@ pub enum Tx<'a> {
     /// A SQLite connection (sqlx).
     #[cfg(feature = "sqlx-sqlite")]
     Sqlite(&'a mut sqlx::SqliteConnection),
+    /// Not public API: a job's transaction, opened at its first use.
+    #[doc(hidden)]
+    __Job(&'a mut JobTx),
 }
 
 impl<'a> Tx<'a> {
@@ -39,27 +50,47 @@ impl<'a> Tx<'a> {
             Tx::Postgres(conn) => Tx::Postgres(conn),
             #[cfg(feature = "sqlx-sqlite")]
             Tx::Sqlite(conn) => Tx::Sqlite(conn),
+            Tx::__Job(job) => Tx::__Job(job),
         }
     }
 
     /// Whether the connection is to PostgreSQL.
     pub fn is_postgres(&self) -> bool {
-        #[cfg(feature = "postgres")]
-        #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
-        if let Tx::Postgres(_) = self {
-            return true;
+        match self {
+            #[cfg(feature = "postgres")]
+            Tx::Postgres(_) => true,
+            Tx::__Job(job) => job.pool.is_postgres(),
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
-        false
     }
 
-    /// The PostgreSQL connection.
+    /// The PostgreSQL connection, once a job's lazy transaction is open (an `.await`: since
+    /// the worker opens a job's transaction at its first use, this became `async`).
     ///
     /// # Errors
     ///
     /// [`WrongDatabase`] if it is a SQLite one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "postgres")] mod doc {
+    /// use signals_queue::Tx;
+    ///
+    /// pub async fn audit(tx: &mut Tx<'_>, order_id: i64) -> Result<(), signals_core::BoxError> {
+    ///     let conn = tx.reborrow().postgres().await?;
+    ///     sqlx::query("INSERT INTO audit (order_id) VALUES ($1)")
+    ///         .bind(order_id)
+    ///         .execute(conn)
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// # }
+    /// ```
     #[cfg(feature = "postgres")]
-    pub fn postgres(self) -> Result<&'a mut sqlx::PgConnection, WrongDatabase> {
-        match self {
+    pub async fn postgres(self) -> Result<&'a mut sqlx::PgConnection, WrongDatabase> {
+        match self.__opened().await {
             Tx::Postgres(conn) => Ok(conn),
             #[allow(unreachable_patterns)]
             _ => Err(WrongDatabase {
@@ -68,18 +99,88 @@ impl<'a> Tx<'a> {
         }
     }
 
-    /// The SQLite connection.
+    /// The SQLite connection, once a job's lazy transaction is open (see
+    /// [`postgres`](Self::postgres)).
     ///
     /// # Errors
     ///
     /// [`WrongDatabase`] if it is a PostgreSQL one.
     #[cfg(feature = "sqlx-sqlite")]
-    pub fn sqlite(self) -> Result<&'a mut sqlx::SqliteConnection, WrongDatabase> {
-        match self {
+    pub async fn sqlite(self) -> Result<&'a mut sqlx::SqliteConnection, WrongDatabase> {
+        match self.__opened().await {
             Tx::Sqlite(conn) => Ok(conn),
             #[allow(unreachable_patterns)]
             _ => Err(WrongDatabase { expected: "SQLite" }),
         }
+    }
+
+    /// Opens a job's lazy transaction, returning the error if it cannot be opened.
+    pub(crate) async fn open(self) -> Result<Tx<'a>, sqlx::Error> {
+        match self {
+            Tx::__Job(job) => job.open().await,
+            opened => Ok(opened),
+        }
+    }
+
+    /// Not public API (used by [`with_db!`](crate::with_db)): the connection, a job's lazy
+    /// transaction opened. If it cannot be opened, the error goes to the worker, which fails
+    /// the attempt and drops the handler's future: this one never resolves.
+    #[doc(hidden)]
+    pub async fn __opened(self) -> Tx<'a> {
+        match self {
+            Tx::__Job(job) => job.open_or_abandon().await,
+            opened => opened,
+        }
+    }
+}
+
+/// Not public API: a job's transaction on the [`AsyncWorker`](crate::AsyncWorker), begun at the
+/// handler's first use of it.
+#[doc(hidden)]
+pub struct JobTx {
+    pool: Pool,
+    tx: Option<Transaction>,
+    /// Where a failure to open goes: the worker fails the attempt.
+    failed: Option<tokio::sync::oneshot::Sender<sqlx::Error>>,
+}
+
+impl JobTx {
+    /// A job's transaction over `pool`, not yet begun; the receiver hears why it could not be.
+    pub(crate) fn new(pool: Pool) -> (JobTx, tokio::sync::oneshot::Receiver<sqlx::Error>) {
+        let (failed, why) = tokio::sync::oneshot::channel();
+        let job = JobTx {
+            pool,
+            tx: None,
+            failed: Some(failed),
+        };
+        (job, why)
+    }
+
+    /// The transaction, once the handler opened it.
+    pub(crate) fn take(&mut self) -> Option<Transaction> {
+        self.tx.take()
+    }
+
+    async fn open(&mut self) -> Result<Tx<'_>, sqlx::Error> {
+        if self.tx.is_none() {
+            self.tx = Some(self.pool.begin_job().await?);
+        }
+        Ok(self.tx.as_mut().expect("just opened").tx())
+    }
+
+    async fn open_or_abandon(&mut self) -> Tx<'_> {
+        if self.tx.is_none() {
+            match self.pool.begin_job().await {
+                Ok(tx) => self.tx = Some(tx),
+                Err(error) => {
+                    if let Some(failed) = self.failed.take() {
+                        let _ = failed.send(error);
+                    }
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        self.tx.as_mut().expect("just opened").tx()
     }
 }
 
@@ -351,15 +452,45 @@ impl Pool {
         })
     }
 
-    /// A transaction for a job: deferred on SQLite, so that the write lock is taken at the
-    /// handler's first write (or the completion), not while it waits on the network.
+    /// A job's transaction, begun at the handler's first use of it: `IMMEDIATE` on SQLite, so
+    /// the write lock is taken then (a deferred transaction that read first would fail with
+    /// `SQLITE_BUSY_SNAPSHOT` at its first write after another connection wrote).
     pub(crate) async fn begin_job(&self) -> Result<Transaction, sqlx::Error> {
+        self.begin().await
+    }
+
+    /// A pool of `connections` of the worker's own, to the same database with the same
+    /// options: the worker's fetches, completions, leases and rescues never wait behind the
+    /// connections handlers and the application borrow. Opened at once, so that a server that
+    /// cannot spare them is an error at `build()`.
+    pub(crate) async fn dedicated(&self, connections: u32) -> Result<Pool, sqlx::Error> {
         Ok(match self {
             #[cfg(feature = "postgres")]
-            Pool::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
+            Pool::Postgres(pool) => Pool::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(connections)
+                    .min_connections(connections)
+                    .connect_with((*pool.connect_options()).clone())
+                    .await?,
+            ),
             #[cfg(feature = "sqlx-sqlite")]
-            Pool::Sqlite(pool) => Transaction::Sqlite(pool.begin().await?),
+            Pool::Sqlite(pool) => Pool::Sqlite(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(connections)
+                    .connect_with((*pool.connect_options()).clone())
+                    .await?,
+            ),
         })
+    }
+
+    /// How many connections the pool may open.
+    pub fn max_connections(&self) -> u32 {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => pool.options().get_max_connections(),
+            #[cfg(feature = "sqlx-sqlite")]
+            Pool::Sqlite(pool) => pool.options().get_max_connections(),
+        }
     }
 
     /// A connection of the pool, outside any transaction.

@@ -1,4 +1,6 @@
-//! Time for leases, retries and heartbeats, from a clock tests can control.
+//! Time for tests that control it. In production no process's clock decides anything another
+//! process relies on: on PostgreSQL the server's clock is read in the statements, and on
+//! SQLite leases are judged by renewal counters (see [`lifecycle`](crate::lifecycle)).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -7,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Milliseconds since the Unix epoch: the unit of every time the jobs table stores.
 pub(crate) type Millis = i64;
 
-/// Where the queue reads the time: the system clock, or a manual one in tests.
+/// Where the queue reads the time: the system clock (then, on PostgreSQL, the server's clock),
+/// or a manual one in tests of backoff and retries.
 #[derive(Clone, Default)]
 pub struct Clock {
     manual: Option<Arc<AtomicI64>>,
@@ -32,6 +35,12 @@ impl Clock {
         if let Some(now) = &self.manual {
             now.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
         }
+    }
+
+    /// A manual clock's time; `None` for the system clock, so that on PostgreSQL the
+    /// database's clock decides.
+    pub(crate) fn fixed(&self) -> Option<Millis> {
+        self.manual.as_ref().map(|now| now.load(Ordering::SeqCst))
     }
 
     /// Now, in milliseconds since the Unix epoch.

@@ -38,6 +38,16 @@ pub enum Error {
         /// Where the second is declared.
         second: String,
     },
+    /// The worker could not open the connections of its own it needs beside the pool's.
+    #[cfg(feature = "async")]
+    #[error("the worker needs {needed} database connections of its own beside the pool's, and could not open them: {source}; raise the server's `max_connections` (or the role's `CONNECTION LIMIT`), or lower the pool's size")]
+    WorkerConnections {
+        /// How many it needs.
+        needed: u32,
+        /// Why the database refused.
+        #[source]
+        source: sqlx::Error,
+    },
     /// A worker thread could not be started.
     #[error("could not start a worker thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -66,6 +76,13 @@ pub(crate) enum AttemptError {
     /// The handler panicked.
     #[error("the handler panicked: {0}")]
     Panic(String),
+    /// The handler ran past its timeout: its future was dropped (async) or its late commit
+    /// will be refused (a thread).
+    #[error("the handler timed out after {0:?}")]
+    TimedOut(std::time::Duration),
+    /// The worker shut down, and its grace ran out, before the handler finished.
+    #[error("the worker shut down before the handler finished")]
+    Shutdown,
     /// The database failed while running or completing the job.
     #[cfg(feature = "sqlite")]
     #[error("database error: {0}")]

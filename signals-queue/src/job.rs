@@ -198,6 +198,8 @@ pub struct JobInfo {
     queue: &'static str,
     max_attempts: u32,
     priority: i32,
+    /// `timeout = "..."` in milliseconds; 0: the worker's default.
+    timeout_ms: u64,
     /// The handler function's identity (`signals_core::__private::function_id`).
     function: TypeId,
     file: &'static str,
@@ -216,6 +218,8 @@ pub struct JobSpec {
     pub max_attempts: u32,
     /// The handler's `priority`: claims within a queue take higher first.
     pub priority: i32,
+    /// `timeout = "30s"`, in milliseconds; 0 for the worker's default.
+    pub timeout_ms: u64,
     /// The handler function's identity.
     pub function: TypeId,
     /// Where the handler is declared.
@@ -233,6 +237,7 @@ impl JobInfo {
             queue: spec.queue,
             max_attempts: spec.max_attempts,
             priority: spec.priority,
+            timeout_ms: spec.timeout_ms,
             function: spec.function,
             file: spec.file,
             line: spec.line,
@@ -258,6 +263,12 @@ impl JobInfo {
     /// The handler's priority.
     pub fn priority(&self) -> i32 {
         self.priority
+    }
+
+    /// How long an attempt may run, if the handler sets `timeout = "..."`; otherwise the
+    /// worker's default applies.
+    pub fn timeout(&self) -> Option<Duration> {
+        (self.timeout_ms > 0).then(|| Duration::from_millis(self.timeout_ms))
     }
 
     pub(crate) fn function(&self) -> TypeId {

@@ -81,6 +81,7 @@ mod enqueue;
 mod error;
 mod job;
 mod kind;
+pub mod lifecycle;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod scope;
@@ -158,15 +159,30 @@ pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs,
 #[cfg(feature = "async")]
 #[doc(hidden)]
 pub mod __broker {
-    pub use crate::async_worker::{listen, WAKE};
+    pub use crate::async_worker::{listen, maintain, Upkeep, WAKE};
     pub use crate::asynchronous::OwnedConn;
     use crate::asynchronous::Pool;
+    pub use crate::lifecycle::{ClaimRequest, Claimed, Failure};
     pub use crate::scope::State;
-    pub use crate::sqlite_sql::Claimed;
     pub use crate::store::{
-        busy, claim, complete_many, fail, inbox_counts, inbox_insert, migrate, rescue, savepoint,
-        InboxRow,
+        busy, claim, complete_many, fail, heartbeat, inbox_counts, inbox_insert, migrate,
+        savepoint, InboxRow,
     };
+
+    /// A fresh worker id, for a relay's lease.
+    pub fn worker_id() -> i64 {
+        crate::lifecycle::worker_id()
+    }
+
+    /// The backoff after failed attempt `attempt`, in milliseconds.
+    pub fn retry_delay(policy: &crate::RetryPolicy, attempt: u32) -> i64 {
+        crate::lifecycle::retry_delay(policy, attempt)
+    }
+
+    /// A manual clock's time, or `None` (the database's clock decides).
+    pub fn fixed_now(clock: &crate::Clock) -> Option<i64> {
+        clock.fixed()
+    }
     use crate::{AsyncJobScope, Error, JobInfo, LinkedJobs, Tx};
 
     /// A pooled connection, outside any transaction.

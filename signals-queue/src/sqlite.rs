@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use crate::clock::Millis;
 use crate::error::Error;
+use crate::job::RetryPolicy;
+use crate::lifecycle::{self, ClaimRequest, Failure, StaleWatch};
 
 pub(crate) use crate::sqlite_sql::*;
 
@@ -49,111 +51,176 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
 }
 
 fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
-    conn.execute_batch(SCHEMA)?;
-    let version: Option<i64> = conn
-        .query_row(VERSION, [], |row| row.get(0))
-        .optional()?
-        .flatten();
+    let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
+    let version: Option<i64> = match exists {
+        true => conn.query_row(VERSION, [], |row| row.get(0))?,
+        false => None,
+    };
     match version {
         Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
             found,
             known: SCHEMA_VERSION,
         }),
         Some(found) if found == SCHEMA_VERSION => Ok(()),
-        // `SCHEMA` brought an older table up to date (each statement is `IF NOT EXISTS`).
+        // Create the tables, or bring older ones up to date in place.
         _ => {
+            conn.execute_batch(SCHEMA)?;
+            for (column, add) in ADDED_COLUMNS {
+                let has: i64 = conn.query_row(HAS_COLUMN, [column], |row| row.get(0))?;
+                if has == 0 {
+                    conn.execute(add, [])?;
+                }
+            }
+            conn.execute_batch(INDEXES)?;
             conn.execute(SET_VERSION, [SCHEMA_VERSION])?;
             Ok(())
         }
     }
 }
 
-/// Claims up to `limit` runnable jobs of the handlers in `handlers` (a JSON array of names).
+/// The time a statement binds: the manual clock's, or this process's.
+fn local(now: Option<Millis>) -> Millis {
+    now.unwrap_or_else(|| crate::Clock::system().now())
+}
+
+/// Claims up to `request.limit` runnable jobs, in claim order; charges their attempts.
 pub(crate) fn claim(
     conn: &Connection,
-    handlers: &str,
-    limit: usize,
-    now: Millis,
-    lease: Duration,
+    request: &ClaimRequest<'_>,
 ) -> rusqlite::Result<Vec<Claimed>> {
-    let token = fastrand::i64(1..i64::MAX);
-    let lease_until = now + lease.as_millis() as i64;
+    let token = lifecycle::token();
     let mut statement = conn.prepare_cached(CLAIM)?;
-    let rows = statement.query_map(
-        params![lease_until, token, now, handlers, limit as i64],
-        |row| {
-            Ok(Claimed {
-                id: row.get(0)?,
-                event_id: row.get(1)?,
-                handler: row.get(2)?,
-                payload: row.get(3)?,
-                attempt: row.get(4)?,
-                token,
-            })
-        },
-    )?;
+    let params = params![
+        local(request.now),
+        request.handlers,
+        request.suspects,
+        request.limit as i64,
+        token,
+        request.worker
+    ];
+    let rows = statement.query_map(params, |row| {
+        Ok(Claimed {
+            id: row.get(0)?,
+            event_id: row.get(1)?,
+            handler: row.get(2)?,
+            payload: row.get(3)?,
+            attempt: row.get(4)?,
+            token,
+            priority: row.get(5)?,
+            run_at: row.get(6)?,
+        })
+    })?;
     let mut claimed: Vec<Claimed> = rows.collect::<rusqlite::Result<_>>()?;
-    // RETURNING gives rows in no promised order: run them in claim order.
-    claimed.sort_by_key(|job| job.id);
+    lifecycle::claim_order(&mut claimed);
     Ok(claimed)
 }
 
-/// Marks the job done in `tx` (the handler's transaction); `false` if the lease was lost.
-pub(crate) fn complete(conn: &Connection, job: &Claimed, now: Millis) -> rusqlite::Result<bool> {
+/// Marks the job done in the handler's transaction; `false` if its claim no longer holds it.
+pub(crate) fn complete(
+    conn: &Connection,
+    job: &Claimed,
+    now: Option<Millis>,
+) -> rusqlite::Result<bool> {
     let changed = conn
         .prepare_cached(COMPLETE)?
-        .execute(params![now, job.id, job.token])?;
+        .execute(params![local(now), job.id, job.token])?;
     Ok(changed == 1)
 }
 
-/// Records a failed attempt: pending again after `retry_at`, or dead.
+/// Marks done the jobs of `done`'s `(id, token)` pairs their claims still hold; how many.
+pub(crate) fn complete_many(
+    conn: &Connection,
+    done: &[(i64, i64)],
+    now: Option<Millis>,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(COMPLETE_MANY)?
+        .execute(params![local(now), lifecycle::completions_json(done)])
+}
+
+/// Records a failed attempt: pending again after the backoff, or dead; `false` if the claim
+/// no longer holds the job.
 pub(crate) fn fail(
     conn: &Connection,
     job: &Claimed,
-    permanent: bool,
-    now: Millis,
-    retry_at: Millis,
-    error: &str,
+    failure: &Failure<'_>,
 ) -> rusqlite::Result<bool> {
-    let changed = conn
-        .prepare_cached(FAIL)?
-        .execute(params![permanent, now, retry_at, error, job.id, job.token])?;
+    let changed = conn.prepare_cached(FAIL)?.execute(params![
+        failure.permanent,
+        local(failure.now),
+        failure.delay_ms,
+        failure.error,
+        job.id,
+        job.token
+    ])?;
     Ok(changed == 1)
 }
 
-/// Gives a claimed job back without counting the attempt.
-pub(crate) fn release(conn: &Connection, id: i64, token: i64) -> rusqlite::Result<bool> {
-    Ok(conn.prepare_cached(RELEASE)?.execute(params![id, token])? == 1)
-}
-
-/// Extends the leases of the jobs the claims with these tokens still hold: one statement per
-/// claim, not per job.
+/// Renews worker `worker`'s lease: one row, whose counter moves.
 pub(crate) fn heartbeat(
     conn: &Connection,
-    tokens: &[i64],
-    lease_until: Millis,
+    worker: i64,
+    lease: Duration,
+    now: Option<Millis>,
 ) -> rusqlite::Result<()> {
-    let mut statement = conn.prepare_cached(HEARTBEAT)?;
-    for &token in tokens {
-        statement.execute(params![lease_until, token])?;
-    }
+    conn.prepare_cached(HEARTBEAT)?
+        .execute(params![worker, local(now), lease.as_millis() as i64])?;
     Ok(())
 }
 
-/// Whether a job of `handlers` is runnable now; a read that never waits for a writer.
-pub(crate) fn runnable(conn: &Connection, handlers: &str, now: Millis) -> rusqlite::Result<bool> {
-    conn.prepare_cached(RUNNABLE)?
-        .query_row(params![now, handlers], |row| row.get(0))
+/// Forgets a worker that stopped.
+pub(crate) fn retire(conn: &Connection, worker: i64) -> rusqlite::Result<()> {
+    conn.execute(RETIRE, [worker])?;
+    Ok(())
 }
 
-/// Returns every job with an expired lease to the queue; how many.
-pub(crate) fn rescue(conn: &Connection, now: Millis) -> rusqlite::Result<usize> {
-    conn.prepare_cached(RESCUE)?.execute([now])
+/// Returns the jobs of workers `watch` judges stale (and of workers that left no row) to the
+/// queue, suspects from now on, and forgets those workers; how many jobs.
+pub(crate) fn rescue(
+    conn: &Connection,
+    me: i64,
+    watch: &mut StaleWatch,
+    retry: &RetryPolicy,
+    now: Option<Millis>,
+) -> rusqlite::Result<usize> {
+    let rows: Vec<(i64, i64, i64)> = conn
+        .prepare_cached(WORKERS)?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let stale = serde_json::to_string(&watch.observe(me, &rows)).expect("ids serialize");
+    let rescued = conn.prepare_cached(RESCUE)?.execute(params![
+        local(now),
+        retry.base.as_millis() as i64,
+        retry.cap.as_millis() as i64,
+        lifecycle::RESCUED,
+        stale
+    ])?;
+    conn.prepare_cached(PRUNE_WORKERS)?.execute([stale])?;
+    Ok(rescued)
+}
+
+/// Whether a suspect of `handlers` is due (it runs alone).
+pub(crate) fn suspect_due(
+    conn: &Connection,
+    handlers: &str,
+    now: Option<Millis>,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(SUSPECT_DUE)?
+        .query_row(params![local(now), handlers], |row| row.get(0))
+}
+
+/// Whether a job of `handlers` is runnable now; a read that never waits for a writer.
+pub(crate) fn runnable(
+    conn: &Connection,
+    handlers: &str,
+    now: Option<Millis>,
+) -> rusqlite::Result<bool> {
+    conn.prepare_cached(RUNNABLE)?
+        .query_row(params![local(now), handlers], |row| row.get(0))
 }
 
 /// Every dead job pending again, attempts reset; how many.
-pub(crate) fn retry_dead(conn: &Connection, now: Millis) -> rusqlite::Result<usize> {
-    conn.execute(RETRY_DEAD, [now])
+pub(crate) fn retry_dead(conn: &Connection, now: Option<Millis>) -> rusqlite::Result<usize> {
+    conn.execute(RETRY_DEAD, [local(now)])
 }
 
 /// Deletes done jobs that finished before `before`; how many.

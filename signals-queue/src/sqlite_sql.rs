@@ -1,7 +1,7 @@
 //! The jobs table on SQLite: its schema and statements, shared by the sync path (rusqlite,
 //! feature `sqlite`) and the async path (sqlx, feature `sqlx-sqlite`); each is used by one of
-//! them or both. Every state transition of [`JobState`](crate::JobState) is one statement,
-//! guarded by the expected state and, from `running`, by the claim's lease token.
+//! them or both. Every transition of the [life cycle](crate::lifecycle) is one statement,
+//! guarded by the expected state and, from `running`, by the claim's token.
 #![cfg_attr(
     not(all(feature = "sqlite", feature = "sqlx-sqlite")),
     allow(dead_code)
@@ -9,9 +9,15 @@
 
 use std::time::Duration;
 
-/// The schema version this crate writes and reads: 1 the jobs table, 2 the broker's inbox.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+/// These statements are SQLite's (the store binds times by it).
+pub(crate) const IS_POSTGRES: bool = false;
 
+/// The schema version this crate writes and reads: 1 the jobs table, 2 the broker's inbox, 3
+/// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`).
+pub(crate) const SCHEMA_VERSION: i64 = 3;
+
+/// The tables, in their newest shape when created now; an older table gets the columns of
+/// [`ADDED_COLUMNS`] before [`INDEXES`] run.
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_schema (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS signals_jobs (
@@ -31,14 +37,16 @@ CREATE TABLE IF NOT EXISTS signals_jobs (
     token        INTEGER,
     last_error   TEXT,
     created_at   INTEGER NOT NULL,
-    finished_at  INTEGER
+    finished_at  INTEGER,
+    worker       INTEGER,
+    crashes      INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS signals_jobs_pending
-    ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS signals_jobs_running
-    ON signals_jobs (lease_until) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS signals_jobs_done
-    ON signals_jobs (finished_at) WHERE state = 'done';
+CREATE TABLE IF NOT EXISTS signals_workers (
+    id           INTEGER PRIMARY KEY,
+    lease_until  INTEGER NOT NULL,
+    lease_ms     INTEGER NOT NULL,
+    beats        INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS signals_inbox (
     consumer     TEXT    NOT NULL,
     message_id   TEXT    NOT NULL,
@@ -50,26 +58,56 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 );
 ";
 
-/// `notify` writes one row per queued handler, in the caller's transaction.
+/// The columns schema 3 added to `signals_jobs`: (name, `ALTER TABLE` statement), run when
+/// `pragma_table_info` lacks the name.
+pub(crate) const ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("worker", "ALTER TABLE signals_jobs ADD COLUMN worker INTEGER"),
+    (
+        "crashes",
+        "ALTER TABLE signals_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+    ),
+];
+
+/// Whether `signals_jobs` has the column `?1`.
+pub(crate) const HAS_COLUMN: &str =
+    "SELECT COUNT(*) FROM pragma_table_info('signals_jobs') WHERE name = ?1";
+
+/// The indexes, once every column exists.
+pub(crate) const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS signals_jobs_pending
+    ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS signals_jobs_suspect
+    ON signals_jobs (run_at) WHERE state = 'pending' AND crashes > 0;
+DROP INDEX IF EXISTS signals_jobs_running;
+CREATE INDEX IF NOT EXISTS signals_jobs_worker
+    ON signals_jobs (worker) WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS signals_jobs_done
+    ON signals_jobs (finished_at) WHERE state = 'done';
+";
+
+/// `notify` writes one row per queued handler, in the caller's transaction. `run_at` 0: due at
+/// once, whatever any process's clock says (processes on one SQLite file may disagree);
+/// `created_at` is the writer's clock, for `stats` only.
 pub(crate) const ENQUEUE: &str = "
 INSERT INTO signals_jobs
     (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)";
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)";
 
-/// pending → running, for up to `?5` jobs whose handler this worker links (`?4`, a JSON array):
-/// one statement, so two workers never claim one job. The attempt counts here, at the claim,
-/// so that a job that kills its worker every time still runs out of attempts. (`LIMIT +?5`:
-/// with a bare parameter there, SQLite re-prepares the statement at every run.)
+/// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array), suspects
+/// (`?3`) or not, in claim order: one statement, so two workers never claim one job. Charges
+/// the attempt: the handler starts now. (`LIMIT +?4`: with a bare parameter there, SQLite
+/// re-prepares the statement at every run.)
 pub(crate) const CLAIM: &str = "
 UPDATE signals_jobs
-SET state = 'running', attempt = attempt + 1, lease_until = ?1, token = ?2
+SET state = 'running', attempt = attempt + 1, token = ?5, worker = ?6, lease_until = NULL
 WHERE id IN (
     SELECT id FROM signals_jobs
-    WHERE state = 'pending' AND run_at <= ?3
-      AND handler IN (SELECT value FROM json_each(?4))
+    WHERE state = 'pending' AND run_at <= ?1
+      AND handler IN (SELECT value FROM json_each(?2))
+      AND (crashes > 0) = ?3
     ORDER BY priority DESC, run_at, id
-    LIMIT +?5)
-RETURNING id, event_id, handler, payload, attempt";
+    LIMIT +?4)
+RETURNING id, event_id, handler, payload, attempt, priority, run_at";
 
 /// Whether any job of these handlers (`?2`) is runnable: a read, which in WAL mode never waits
 /// for a writer (an idle worker asks before it claims, so that it does not queue behind the
@@ -80,54 +118,69 @@ SELECT EXISTS (
     WHERE state = 'pending' AND run_at <= ?1
       AND handler IN (SELECT value FROM json_each(?2)))";
 
-/// running → done, in the job's own transaction, only while this claim holds the lease.
+/// running → done, in the job's own transaction, only while its claim holds it.
 pub(crate) const COMPLETE: &str = "
-UPDATE signals_jobs SET state = 'done', finished_at = ?1, lease_until = NULL
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL
 WHERE id = ?2 AND token = ?3 AND state = 'running'";
 
-/// A group's fence (sqlx): the jobs of `?1` (a JSON array of ids) the claim `?2` still holds.
-/// The group's transaction began `IMMEDIATE`, so no other connection writes until it ends.
-pub(crate) const LOCK_CLAIMED: &str = "
-SELECT id FROM signals_jobs
-WHERE id IN (SELECT value FROM json_each(?1)) AND token = ?2 AND state = 'running'";
-
-/// A group's completion (sqlx): every job of it that succeeded, in its transaction.
+/// running → done for the `[id, token]` pairs of `?2`: the completer's flush.
 pub(crate) const COMPLETE_MANY: &str = "
-UPDATE signals_jobs SET state = 'done', finished_at = ?1, lease_until = NULL
-WHERE id IN (SELECT value FROM json_each(?2)) AND token = ?3 AND state = 'running'";
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token
+      FROM json_each(?2)) AS done
+WHERE signals_jobs.id = done.id AND signals_jobs.token = done.token
+  AND signals_jobs.state = 'running'";
 
-/// running → pending (after `run_at`) or dead (no attempts left, or `?1`: cannot run).
+/// running → pending after `?3` ms, or dead (no attempts left, or `?1`: cannot run).
 pub(crate) const FAIL: &str = "
 UPDATE signals_jobs
 SET state = CASE WHEN ?1 OR attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN ?1 OR attempt >= max_attempts THEN ?2 ELSE NULL END,
-    run_at = ?3, lease_until = NULL, token = NULL, last_error = ?4
+    run_at = ?2 + ?3, token = NULL, worker = NULL, last_error = ?4
 WHERE id = ?5 AND token = ?6 AND state = 'running'";
 
-/// running → pending without counting the attempt: a job claimed but not started at shutdown.
-pub(crate) const RELEASE: &str = "
-UPDATE signals_jobs
-SET state = 'pending', attempt = attempt - 1, lease_until = NULL, token = NULL
-WHERE id = ?1 AND token = ?2 AND state = 'running'";
-
-/// Extends the leases of the jobs one claim (`?2`, its token) still holds.
+/// Renews the lease of worker `?1` (`?3` ms): one row, and its counter moves.
 pub(crate) const HEARTBEAT: &str = "
-UPDATE signals_jobs SET lease_until = ?1
-WHERE token = ?2 AND state = 'running'";
+INSERT INTO signals_workers (id, lease_until, lease_ms, beats) VALUES (?1, ?2 + ?3, ?3, 1)
+ON CONFLICT (id) DO UPDATE
+SET lease_until = excluded.lease_until, lease_ms = excluded.lease_ms, beats = beats + 1";
 
-/// running → pending (or dead, out of attempts) for every expired lease: its worker stopped.
+/// Forgets a worker that stopped.
+pub(crate) const RETIRE: &str = "DELETE FROM signals_workers WHERE id = ?1";
+
+/// The workers' counters, for a [`StaleWatch`](crate::lifecycle::StaleWatch).
+pub(crate) const WORKERS: &str = "SELECT id, beats, lease_ms FROM signals_workers";
+
+/// running → pending after a backoff (base `?2`, cap `?3` ms), a suspect from now on, or dead
+/// when out of attempts, for the jobs of the stale workers `?5` (a JSON array), of workers that
+/// left no row, and running rows an older version left without a worker once their own lease
+/// expired.
 pub(crate) const RESCUE: &str = "
 UPDATE signals_jobs
 SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
-    lease_until = NULL, token = NULL,
-    last_error = 'the lease expired: the worker running the job stopped or lost the database'
-WHERE state = 'running' AND lease_until < ?1";
+    run_at = ?1 + CAST(MIN(?3, ?2 * (1 << MIN(MAX(attempt - 1, 0), 30)))
+                       * ((RANDOM() & 1048575) / 1048576.0) AS INTEGER),
+    token = NULL, worker = NULL, crashes = crashes + 1, last_error = ?4
+WHERE state = 'running' AND (
+    worker IN (SELECT value FROM json_each(?5))
+    OR (worker IS NULL AND lease_until < ?1)
+    OR (worker IS NOT NULL AND worker NOT IN (SELECT id FROM signals_workers)))";
 
-/// dead → pending, with the attempts reset.
+/// Forgets the stale workers `?1` (a JSON array) once their jobs were rescued.
+pub(crate) const PRUNE_WORKERS: &str =
+    "DELETE FROM signals_workers WHERE id IN (SELECT value FROM json_each(?1))";
+
+/// Whether a suspect of these handlers (`?2`) is due: it runs alone.
+pub(crate) const SUSPECT_DUE: &str = "
+SELECT EXISTS (SELECT 1 FROM signals_jobs
+    WHERE state = 'pending' AND crashes > 0 AND run_at <= ?1
+      AND handler IN (SELECT value FROM json_each(?2)))";
+
+/// dead → pending, with the attempts and crashes reset.
 pub(crate) const RETRY_DEAD: &str = "
 UPDATE signals_jobs
-SET state = 'pending', attempt = 0, run_at = ?1, finished_at = NULL
+SET state = 'pending', attempt = 0, crashes = 0, run_at = ?1, finished_at = NULL
 WHERE state = 'dead'";
 
 /// Deletes done jobs that finished before `?1`.
@@ -136,6 +189,10 @@ pub(crate) const PURGE_DONE: &str =
 
 /// The version of the schema, `NULL` before the first migration.
 pub(crate) const VERSION: &str = "SELECT MAX(version) FROM signals_queue_schema";
+
+/// Whether the schema table exists: before the first migration it does not.
+pub(crate) const HAS_SCHEMA: &str =
+    "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'signals_queue_schema'";
 
 /// Records the schema version.
 pub(crate) const SET_VERSION: &str = "INSERT INTO signals_queue_schema (version) VALUES (?1)";
@@ -158,19 +215,4 @@ SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running')
 /// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A job as a claim returns it.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    /// The job's row id.
-    pub id: i64,
-    /// The id of the `notify` that wrote it.
-    pub event_id: String,
-    /// The job name of its handler (or publishing function).
-    pub handler: String,
-    /// The signal (or message) as JSON.
-    pub payload: String,
-    /// This attempt, counted at the claim: 1 for the first.
-    pub attempt: u32,
-    /// The claim's lease token: completing, failing and renewing the job need it.
-    pub token: i64,
-}
+pub use crate::lifecycle::Claimed;

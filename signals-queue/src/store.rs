@@ -1,6 +1,6 @@
-//! The jobs table through sqlx: every statement of `postgres.rs` and `sqlite.rs`, run on
-//! whichever database a [`Tx`] holds. The claim, lease and retry logic above it (the async
-//! worker) is written once; only the SQL text differs.
+//! The jobs table through sqlx: every statement of `postgres.rs` and `sqlite_sql.rs`, run on
+//! whichever database a [`Tx`] holds. The [life cycle](crate::lifecycle) above it is written
+//! once; only the SQL text differs.
 
 use std::time::Duration;
 
@@ -8,10 +8,27 @@ use crate::asynchronous::Tx;
 use crate::clock::Millis;
 use crate::enqueue::JobRow;
 use crate::error::Error;
-use crate::sqlite_sql::{Claimed, SCHEMA_VERSION};
+use crate::job::RetryPolicy;
+use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
+use crate::sqlite_sql::SCHEMA_VERSION;
+
+/// Whether the SQL module `$sql` is PostgreSQL's.
+macro_rules! conn_is_pg {
+    ($sql:ident) => {
+        $sql::IS_POSTGRES
+    };
+}
+
+/// The time a statement binds: `None` on PostgreSQL lets the server's clock decide.
+fn now_for(postgres: bool, now: Option<Millis>) -> Option<Millis> {
+    match postgres {
+        true => now,
+        false => Some(local(now)),
+    }
+}
 
 /// Runs `$body` with `$conn` the connection and `$sql` the module of SQL text for its
-/// database.
+/// database. A job's lazy transaction is opened before it gets here ([`Tx::open`]).
 macro_rules! on {
     ($tx:expr, |$conn:ident, $sql:ident| $body:expr) => {
         match $tx {
@@ -27,69 +44,100 @@ macro_rules! on {
                 use crate::sqlite_sql as $sql;
                 $body
             }
+            Tx::__Job(_) => unreachable!("a job's transaction is opened before a statement"),
         }
     };
 }
 
-/// Writes one job row in the caller's transaction.
+/// The time a SQLite statement is given: the manual clock's, or this process's.
+fn local(now: Option<Millis>) -> Millis {
+    now.unwrap_or_else(|| crate::Clock::system().now())
+}
+
+/// Writes one job row in the caller's transaction (a job's handler may notify too: its lazy
+/// transaction opens here).
 pub(crate) async fn enqueue(tx: Tx<'_>, row: &JobRow) -> Result<(), sqlx::Error> {
     let job = row.job;
+    let tx = tx.open().await?;
+    let postgres = tx.is_postgres();
     on!(tx, |conn, sql| {
-        sqlx::query(sql::ENQUEUE)
+        let query = sqlx::query(sql::ENQUEUE)
             .bind(row.event_id.to_string())
             .bind(row.signal)
             .bind(job.name())
             .bind(job.queue())
             .bind(job.priority())
             .bind(&row.payload)
-            .bind(job.max_attempts() as i32)
-            .bind(row.now)
-            .execute(&mut *conn)
-            .await?;
+            .bind(job.max_attempts() as i32);
+        // PostgreSQL's clock writes the time there; SQLite stores the writer's, for stats.
+        match postgres {
+            true => query.bind(None::<i64>),
+            false => query.bind(row.now),
+        }
+        .execute(&mut *conn)
+        .await?;
     });
     Ok(())
 }
 
-/// Claims up to `limit` runnable jobs of `handlers` (a JSON array of names).
-pub async fn claim(
-    tx: Tx<'_>,
-    handlers: &str,
-    limit: usize,
-    now: Millis,
-    lease: Duration,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    let token = fastrand::i64(1..i64::MAX);
-    let lease_until = now + lease.as_millis() as i64;
-    let rows: Vec<(i64, String, String, String, i32)> = on!(tx, |conn, sql| {
-        sqlx::query_as(sql::CLAIM)
-            .bind(lease_until)
-            .bind(token)
-            .bind(now)
-            .bind(handlers)
-            .bind(limit as i64)
-            .fetch_all(&mut *conn)
-            .await?
-    });
+/// Claims up to `request.limit` runnable jobs, in claim order; charges their attempts.
+pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, sqlx::Error> {
+    let token = lifecycle::token();
+    let rows: Vec<(i64, String, String, String, i32, i32, i64)> = match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => {
+            sqlx::query_as(crate::postgres::CLAIM)
+                .bind(request.now)
+                .bind(request.handlers)
+                .bind(request.suspects)
+                .bind(request.limit as i64)
+                .bind(token)
+                .bind(request.worker)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => {
+            sqlx::query_as(crate::sqlite_sql::CLAIM)
+                .bind(local(request.now))
+                .bind(request.handlers)
+                .bind(request.suspects)
+                .bind(request.limit as i64)
+                .bind(token)
+                .bind(request.worker)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        Tx::__Job(_) => unreachable!("a claim runs on the worker's own connection"),
+    };
     let mut claimed: Vec<Claimed> = rows
         .into_iter()
-        .map(|(id, event_id, handler, payload, attempt)| Claimed {
-            id,
-            event_id,
-            handler,
-            payload,
-            attempt: attempt.max(0) as u32,
-            token,
-        })
+        .map(
+            |(id, event_id, handler, payload, attempt, priority, run_at)| Claimed {
+                id,
+                event_id,
+                handler,
+                payload,
+                attempt: attempt.max(0) as u32,
+                token,
+                priority,
+                run_at,
+            },
+        )
         .collect();
-    claimed.sort_by_key(|job| job.id);
+    lifecycle::claim_order(&mut claimed);
     Ok(claimed)
 }
 
-/// Marks the job done in the handler's transaction; `false` if the lease was lost.
-pub(crate) async fn complete(tx: Tx<'_>, job: &Claimed, now: Millis) -> Result<bool, sqlx::Error> {
+/// Marks the job done in the handler's transaction; `false` if its claim no longer holds it.
+pub(crate) async fn complete(
+    tx: Tx<'_>,
+    job: &Claimed,
+    now: Option<Millis>,
+) -> Result<bool, sqlx::Error> {
     let done = on!(tx, |conn, sql| {
         sqlx::query(sql::COMPLETE)
-            .bind(now)
+            .bind(now_for(conn_is_pg!(sql), now))
             .bind(job.id)
             .bind(job.token)
             .execute(&mut *conn)
@@ -99,21 +147,36 @@ pub(crate) async fn complete(tx: Tx<'_>, job: &Claimed, now: Millis) -> Result<b
     Ok(done == 1)
 }
 
-/// Records a failed attempt: pending again after `retry_at`, or dead.
-pub async fn fail(
+/// Marks done the jobs of `done`'s `(id, token)` pairs still held by those claims: the
+/// completer's flush, or a relay's acked messages. How many.
+pub async fn complete_many(
     tx: Tx<'_>,
-    job: &Claimed,
-    permanent: bool,
-    now: Millis,
-    retry_at: Millis,
-    error: &str,
-) -> Result<bool, sqlx::Error> {
+    done: &[(i64, i64)],
+    now: Option<Millis>,
+) -> Result<u64, sqlx::Error> {
+    if done.is_empty() {
+        return Ok(0);
+    }
+    let pairs = lifecycle::completions_json(done);
+    Ok(on!(tx, |conn, sql| {
+        sqlx::query(sql::COMPLETE_MANY)
+            .bind(now_for(conn_is_pg!(sql), now))
+            .bind(pairs)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+    }))
+}
+
+/// Records a failed attempt: pending again after the backoff, or dead; `false` if the claim no
+/// longer holds the job.
+pub async fn fail(tx: Tx<'_>, job: &Claimed, failure: &Failure<'_>) -> Result<bool, sqlx::Error> {
     let changed = on!(tx, |conn, sql| {
         sqlx::query(sql::FAIL)
-            .bind(permanent)
-            .bind(now)
-            .bind(retry_at)
-            .bind(error)
+            .bind(failure.permanent)
+            .bind(now_for(conn_is_pg!(sql), failure.now))
+            .bind(failure.delay_ms)
+            .bind(failure.error)
             .bind(job.id)
             .bind(job.token)
             .execute(&mut *conn)
@@ -123,82 +186,106 @@ pub async fn fail(
     Ok(changed == 1)
 }
 
-/// Gives a claimed job back without counting the attempt.
-pub(crate) async fn release(tx: Tx<'_>, id: i64, token: i64) -> Result<bool, sqlx::Error> {
-    let changed = on!(tx, |conn, sql| {
-        sqlx::query(sql::RELEASE)
-            .bind(id)
-            .bind(token)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    });
-    Ok(changed == 1)
-}
-
-/// Extends the leases the claims with these tokens still hold: one statement per claim.
-pub(crate) async fn heartbeat(
-    mut tx: Tx<'_>,
-    tokens: &[i64],
-    lease_until: Millis,
+/// Renews worker `worker`'s lease: one row.
+pub async fn heartbeat(
+    tx: Tx<'_>,
+    worker: i64,
+    lease: Duration,
+    now: Option<Millis>,
 ) -> Result<(), sqlx::Error> {
-    for &token in tokens {
-        on!(tx.reborrow(), |conn, sql| {
-            sqlx::query(sql::HEARTBEAT)
-                .bind(lease_until)
-                .bind(token)
-                .execute(&mut *conn)
-                .await?;
-        });
-    }
+    on!(tx, |conn, sql| {
+        sqlx::query(sql::HEARTBEAT)
+            .bind(worker)
+            .bind(now_for(conn_is_pg!(sql), now))
+            .bind(lease.as_millis() as i64)
+            .execute(&mut *conn)
+            .await?;
+    });
     Ok(())
 }
 
-/// Locks the rows of the jobs `ids` that the claim `token` still holds, for the rest of the
-/// transaction; their ids (a group's fence).
-pub(crate) async fn lock_claimed(
-    tx: Tx<'_>,
-    ids: &[i64],
-    token: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
-    let ids = serde_json::to_string(ids).expect("ids serialize");
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query_scalar(sql::LOCK_CLAIMED)
-            .bind(ids)
-            .bind(token)
-            .fetch_all(&mut *conn)
-            .await?
-    }))
+/// Forgets a worker that stopped (its jobs finished or were failed).
+pub async fn retire(tx: Tx<'_>, worker: i64) -> Result<(), sqlx::Error> {
+    on!(tx, |conn, sql| {
+        sqlx::query(sql::RETIRE)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
+    });
+    Ok(())
 }
 
-/// Marks the jobs `ids` of the claim `token` done (a group's completion).
-pub async fn complete_many(
+/// Returns the jobs of workers whose lease expired to the queue (suspects from now on), and
+/// forgets those workers; how many jobs. On SQLite `watch` judges the leases (see
+/// [`StaleWatch`]); PostgreSQL's clock does on PostgreSQL.
+#[cfg_attr(not(feature = "sqlx-sqlite"), allow(unused_variables))]
+pub async fn rescue(
+    mut tx: Tx<'_>,
+    me: i64,
+    watch: &mut StaleWatch,
+    retry: &RetryPolicy,
+    now: Option<Millis>,
+) -> Result<u64, sqlx::Error> {
+    let (base, cap) = (
+        retry.base.as_millis() as i64,
+        retry.cap.as_millis() as i64,
+    );
+    match tx.reborrow() {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => {
+            use crate::postgres as sql;
+            let rescued = sqlx::query(sql::RESCUE)
+                .bind(now)
+                .bind(base)
+                .bind(cap)
+                .bind(lifecycle::RESCUED)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            sqlx::query(sql::PRUNE_WORKERS)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            Ok(rescued)
+        }
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => {
+            use crate::sqlite_sql as sql;
+            let rows: Vec<(i64, i64, i64)> =
+                sqlx::query_as(sql::WORKERS).fetch_all(&mut *conn).await?;
+            let stale = serde_json::to_string(&watch.observe(me, &rows)).expect("ids serialize");
+            let rescued = sqlx::query(sql::RESCUE)
+                .bind(local(now))
+                .bind(base)
+                .bind(cap)
+                .bind(lifecycle::RESCUED)
+                .bind(&stale)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            sqlx::query(sql::PRUNE_WORKERS)
+                .bind(&stale)
+                .execute(&mut *conn)
+                .await?;
+            Ok(rescued)
+        }
+        Tx::__Job(_) => unreachable!("a rescue runs on the worker's own connection"),
+    }
+}
+
+/// Whether a suspect of `handlers` is due (it runs alone).
+pub async fn suspect_due(
     tx: Tx<'_>,
-    ids: &[i64],
-    token: i64,
-    now: Millis,
-) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let json = serde_json::to_string(ids).expect("ids serialize");
-    let done = on!(tx, |conn, sql| {
-        sqlx::query(sql::COMPLETE_MANY)
-            .bind(now)
-            .bind(json)
-            .bind(token)
-            .execute(&mut *conn)
+    handlers: &str,
+    now: Option<Millis>,
+) -> Result<bool, sqlx::Error> {
+    Ok(on!(tx, |conn, sql| {
+        sqlx::query_scalar(sql::SUSPECT_DUE)
+            .bind(now_for(conn_is_pg!(sql), now))
+            .bind(handlers)
+            .fetch_one(&mut *conn)
             .await?
-            .rows_affected()
-    });
-    match done == ids.len() as u64 {
-        true => Ok(()),
-        // Impossible while the rows are locked; fail the group rather than half-complete it.
-        false => Err(sqlx::Error::Protocol(format!(
-            "completed {done} of {} locked jobs",
-            ids.len()
-        ))),
-    }
+    }))
 }
 
 /// Runs a savepoint statement (`SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO SAVEPOINT`).
@@ -209,22 +296,11 @@ pub async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Returns every job with an expired lease to the queue; how many.
-pub async fn rescue(tx: Tx<'_>, now: Millis) -> Result<u64, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query(sql::RESCUE)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    }))
-}
-
 /// Every dead job pending again, attempts reset; how many.
-pub(crate) async fn retry_dead(tx: Tx<'_>, now: Millis) -> Result<u64, sqlx::Error> {
+pub(crate) async fn retry_dead(tx: Tx<'_>, now: Option<Millis>) -> Result<u64, sqlx::Error> {
     Ok(on!(tx, |conn, sql| {
         sqlx::query(sql::RETRY_DEAD)
-            .bind(now)
+            .bind(now_for(conn_is_pg!(sql), now))
             .execute(&mut *conn)
             .await?
             .rows_affected()
@@ -270,51 +346,91 @@ pub(crate) async fn dead_jobs(
     }))
 }
 
-/// Creates the schema if needed and checks its version, in one transaction (`BEGIN IMMEDIATE`
-/// on SQLite; under an advisory lock on PostgreSQL).
+/// Creates the schema, or brings it up to date, and checks its version. A schema already
+/// current is only read: no lock is taken on the jobs table. A schema newer than this crate
+/// is refused before anything changes. Otherwise one transaction (`BEGIN IMMEDIATE` on SQLite;
+/// under an advisory lock on PostgreSQL).
 pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
     use sqlx::Connection as _;
     let mut conn = pool.acquire().await?;
-    let found: Option<i64> = match conn.tx() {
+    let check = |found: Option<i64>| match found {
+        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        }),
+        found => Ok(found == Some(SCHEMA_VERSION)),
+    };
+    match conn.tx() {
         #[cfg(feature = "postgres")]
         Tx::Postgres(conn) => {
             use crate::postgres as sql;
+            let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
+                .fetch_one(&mut *conn)
+                .await?;
+            if exists {
+                let found: Option<i64> =
+                    sqlx::query_scalar(sql::VERSION).fetch_one(&mut *conn).await?;
+                if check(found)? {
+                    return Ok(());
+                }
+            }
             let mut tx = conn.begin().await?;
             sqlx::query(sql::LOCK).execute(&mut *tx).await?;
-            sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
-            let found: Option<i64> = sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?;
-            if found.is_none_or(|found| found < SCHEMA_VERSION) {
+            let found: Option<i64> = match exists {
+                true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
+                false => None,
+            };
+            if !check(found)? {
+                sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
                 sqlx::query(sql::SET_VERSION)
                     .bind(SCHEMA_VERSION as i32)
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
-            found
         }
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
             use crate::sqlite_sql as sql;
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
-            let found: Option<i64> = sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?;
-            if found.is_none_or(|found| found < SCHEMA_VERSION) {
+            let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
+                .fetch_one(&mut *tx)
+                .await?;
+            let found: Option<i64> = match exists {
+                true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
+                false => None,
+            };
+            if !check(found)? {
+                sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
+                for (column, add) in sql::ADDED_COLUMNS {
+                    let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)
+                        .bind(column)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if has == 0 {
+                        sqlx::query(add).execute(&mut *tx).await?;
+                    }
+                }
+                sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
                 sqlx::query(sql::SET_VERSION)
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
-            found
         }
-    };
-    match found {
-        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
-            found,
-            known: SCHEMA_VERSION,
-        }),
-        _ => Ok(()),
+        Tx::__Job(_) => unreachable!("a pooled connection is never a job's transaction"),
     }
+    Ok(())
+}
+
+/// Whether waiting and trying again may help: a busy SQLite database, a lost connection.
+pub(crate) fn retryable(error: &sqlx::Error) -> bool {
+    is_busy(error)
+        || matches!(
+            error,
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+        )
 }
 
 /// Whether `error` is SQLite saying the database is locked or busy: a wait and a retry help.

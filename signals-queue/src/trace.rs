@@ -60,7 +60,20 @@ mod imp {
     }
 
     pub(crate) fn rescued(count: usize) {
-        tracing::warn!(count, "returned jobs with expired leases to the queue");
+        tracing::warn!(count, "returned the jobs of workers whose lease lapsed to the queue");
+    }
+
+    pub(crate) fn leases_lost(count: usize) {
+        tracing::warn!(count, "completed jobs had been rescued meanwhile; they run again");
+    }
+
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn hung(job: &Claimed, timeout: std::time::Duration) {
+        tracing::error!(
+            id = job.id,
+            ?timeout,
+            "a handler thread is past its timeout and cannot be stopped; its job was failed and its late commit will be refused"
+        );
     }
 
     pub(crate) fn database_error(during: &str, error: &Error) {
@@ -100,6 +113,11 @@ mod imp {
     pub(crate) fn lease_lost(_: &Claimed) {}
 
     pub(crate) fn rescued(_: usize) {}
+
+    pub(crate) fn leases_lost(_: usize) {}
+
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn hung(_: &Claimed, _: std::time::Duration) {}
 
     pub(crate) fn database_error(_: &str, _: &Error) {}
 }

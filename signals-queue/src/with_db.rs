@@ -2,15 +2,17 @@
 //! [`Transaction`] or a [`Pool`] is on.
 
 use std::convert::Infallible;
+use std::future::{Future, Ready};
 use std::marker::PhantomData;
+use std::pin::Pin;
 
 use crate::asynchronous::{Pool, Transaction, Tx};
 
 /// Runs an expression with a name bound to the database handle inside a [`Tx`], a
 /// [`Transaction`] or a [`Pool`], whichever database it is on.
 ///
-/// `with_db!(handle, |conn| expression)`: the expression is written once and compiled once per
-/// enabled driver, so a `sqlx::query(...)` in it is typed for each (and each must have the same
+/// `with_db!(handle, |conn| expression)`, in an `async` block or function: the expression is
+/// written once and compiled once per enabled driver, so a `sqlx::query(...)` in it is typed for each (and each must have the same
 /// type: end with `.map(drop)` or `.rows_affected()` rather than a driver's query result);
 /// `?` and `.await` inside it belong to the enclosing function. `conn` is a
 /// `&mut PgConnection` or `&mut SqliteConnection` for a transaction, a `&PgPool` or
@@ -21,6 +23,9 @@ use crate::asynchronous::{Pool, Transaction, Tx};
 /// | `Tx<'a>` (moved) or `&mut Tx` (reborrowed) | `&mut PgConnection` / `&mut SqliteConnection` |
 /// | `&mut Transaction` | `&mut PgConnection` / `&mut SqliteConnection` |
 /// | `&Pool` | `&PgPool` / `&SqlitePool` |
+///
+/// On the worker, a job's `Tx` is lazy: its transaction begins at the first `with_db!` (see
+/// [`Tx`]), which is why the macro awaits.
 ///
 /// # Examples
 ///
@@ -52,7 +57,7 @@ use crate::asynchronous::{Pool, Transaction, Tx};
 #[macro_export]
 macro_rules! with_db {
     ($db:expr, |$conn:ident| $body:expr $(,)?) => {
-        match $crate::__private::Either::from_db($db) {
+        match $crate::__private::Either::from_db($db).await {
             __signals_db => $crate::__with_postgres!(__signals_db, $conn, $body, {
                 $crate::__with_sqlite!(__signals_db, $conn, $body, {
                     $crate::__private::Either::unreachable(__signals_db)
@@ -121,8 +126,8 @@ pub enum Either<P, S> {
 }
 
 impl<P, S> Either<P, S> {
-    /// Not public API.
-    pub fn from_db(db: impl IntoEither<Pg = P, Lite = S>) -> Self {
+    /// Not public API: the handle split by driver, once a job's lazy transaction is open.
+    pub fn from_db<D: IntoEither<Pg = P, Lite = S>>(db: D) -> D::Future {
         db.into_either()
     }
 
@@ -143,7 +148,8 @@ impl<P, S> Either<P, S> {
 pub trait IntoEither {
     type Pg;
     type Lite;
-    fn into_either(self) -> Either<Self::Pg, Self::Lite>;
+    type Future: Future<Output = Either<Self::Pg, Self::Lite>>;
+    fn into_either(self) -> Self::Future;
 }
 
 #[cfg(feature = "postgres")]
@@ -163,25 +169,35 @@ type SqlitePool = sqlx::SqlitePool;
 #[cfg(not(feature = "sqlx-sqlite"))]
 type SqlitePool = Infallible;
 
+type Conns<'a> = Either<&'a mut PgConn, &'a mut SqliteConn>;
+
+/// An open connection, split by driver.
+fn split(tx: Tx<'_>) -> Conns<'_> {
+    match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => Either::Postgres(conn),
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => Either::Sqlite(conn),
+        Tx::__Job(_) => unreachable!("a job's transaction is opened before it is split"),
+    }
+}
+
 impl<'a> IntoEither for Tx<'a> {
     type Pg = &'a mut PgConn;
     type Lite = &'a mut SqliteConn;
+    type Future = Pin<Box<dyn Future<Output = Conns<'a>> + Send + 'a>>;
 
-    fn into_either(self) -> Either<Self::Pg, Self::Lite> {
-        match self {
-            #[cfg(feature = "postgres")]
-            Tx::Postgres(conn) => Either::Postgres(conn),
-            #[cfg(feature = "sqlx-sqlite")]
-            Tx::Sqlite(conn) => Either::Sqlite(conn),
-        }
+    fn into_either(self) -> Self::Future {
+        Box::pin(async move { split(self.__opened().await) })
     }
 }
 
 impl<'a> IntoEither for &'a mut Tx<'_> {
     type Pg = &'a mut PgConn;
     type Lite = &'a mut SqliteConn;
+    type Future = Pin<Box<dyn Future<Output = Conns<'a>> + Send + 'a>>;
 
-    fn into_either(self) -> Either<Self::Pg, Self::Lite> {
+    fn into_either(self) -> Self::Future {
         self.reborrow().into_either()
     }
 }
@@ -189,23 +205,25 @@ impl<'a> IntoEither for &'a mut Tx<'_> {
 impl<'a> IntoEither for &'a mut Transaction {
     type Pg = &'a mut PgConn;
     type Lite = &'a mut SqliteConn;
+    type Future = Ready<Conns<'a>>;
 
-    fn into_either(self) -> Either<Self::Pg, Self::Lite> {
-        self.tx().into_either()
+    fn into_either(self) -> Self::Future {
+        std::future::ready(split(self.tx()))
     }
 }
 
 impl<'a> IntoEither for &'a Pool {
     type Pg = &'a PgPool;
     type Lite = &'a SqlitePool;
+    type Future = Ready<Either<Self::Pg, Self::Lite>>;
 
-    fn into_either(self) -> Either<Self::Pg, Self::Lite> {
-        match self {
+    fn into_either(self) -> Self::Future {
+        std::future::ready(match self {
             #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => Either::Postgres(pool),
             #[cfg(feature = "sqlx-sqlite")]
             Pool::Sqlite(pool) => Either::Sqlite(pool),
-        }
+        })
     }
 }
 

@@ -1,24 +1,33 @@
-//! The worker: threads that claim jobs, run each handler in a transaction of its own that also
-//! marks the job done, retry failures, renew leases and rescue the jobs of workers that died.
+//! The thread worker: the [life cycle](crate::lifecycle) on threads, over rusqlite. The same
+//! parts as the async worker, a thread each: a producer that fetches for free slots only,
+//! `concurrency` executors (a thread and connection each), a completer, and maintenance
+//! (leases, rescues, suspects, timeouts).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior, TransactionState};
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::enqueue::WAKE;
 use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
+use crate::lifecycle::{
+    self, ClaimRequest, Failure, StaleWatch, DEFAULT_JOB_TIMEOUT, FLUSH_AFTER, FLUSH_JOBS,
+};
 use crate::scope::{JobScope, State};
 use crate::sqlite::{self, Claimed};
 use crate::{linked_jobs, trace};
+
+/// The most jobs one fetch claims, however many slots are free.
+const FETCH_LIMIT: usize = 256;
 
 /// Configures a [`Worker`]: where the jobs are, what handlers' contexts need, how many jobs
 /// run at once, and the timings. Every setting has a default.
@@ -49,7 +58,7 @@ pub struct WorkerBuilder {
     lease: Duration,
     poll_interval: Duration,
     retry: RetryPolicy,
-    batch: usize,
+    job_timeout: Duration,
     clock: Clock,
     busy_timeout: Duration,
 }
@@ -70,9 +79,10 @@ impl WorkerBuilder {
         self
     }
 
-    /// How long a claim holds a job before another worker may take it back (default 30 s).
-    /// Heartbeats renew it every third of it while the handler runs, so it bounds how long a
-    /// dead worker's jobs wait, not how long a handler may run.
+    /// How long the worker's lease lasts without a renewal (default 30 s): renewed every
+    /// third of it, shutdown included; once another worker has seen it stand still that long
+    /// (on its own monotonic clock), it rescues this worker's running jobs. It bounds how
+    /// long a dead worker's jobs wait, not how long a handler may run.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(30));
         self
@@ -91,9 +101,12 @@ impl WorkerBuilder {
         self
     }
 
-    /// How many jobs one claim takes (default 8); each still runs and commits on its own.
-    pub fn batch(mut self, jobs: usize) -> Self {
-        self.batch = jobs.max(1);
+    /// How long an attempt of a handler without its own `timeout = "..."` may run (default 5
+    /// minutes). A thread cannot be stopped: past it, the job is failed (and retried after a
+    /// backoff) and fenced off, so the handler's late completion is refused and its writes
+    /// roll back; the thread stays busy until the handler returns.
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.job_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -104,14 +117,14 @@ impl WorkerBuilder {
         self
     }
 
-    /// The clock for leases, retries and heartbeats (tests use [`Clock::manual`]).
+    /// A manual clock, for tests of backoff and retries.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
     }
 
-    /// Creates the jobs table if needed and gathers the queued handlers linked into this
-    /// program: the worker claims only their jobs.
+    /// Creates the jobs table if needed, registers the worker's lease, and gathers the queued
+    /// handlers linked into this program: the worker claims only their jobs.
     ///
     /// # Errors
     ///
@@ -120,14 +133,20 @@ impl WorkerBuilder {
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
         sqlite::migrate(&conn)?;
         let (by_name, handlers) = linked_jobs(JobInfo::runs_on_worker)?;
+        let worker = lifecycle::worker_id();
+        with_retries(|| sqlite::heartbeat(&conn, worker, self.lease, self.clock.fixed()))?;
         Ok(Worker {
             shared: Arc::new(Shared {
                 config: self,
                 jobs: by_name,
                 handlers,
+                worker,
                 stop: AtomicBool::new(false),
-                running: Mutex::new(Vec::new()),
-                stopped: Condvar::new(),
+                closing: AtomicBool::new(false),
+                retire: AtomicBool::new(false),
+                suspects: AtomicBool::new(false),
+                slots: Mutex::new(Slots::default()),
+                changed: Condvar::new(),
             }),
         })
     }
@@ -136,27 +155,51 @@ impl WorkerBuilder {
 /// Runs the jobs of the queued handlers linked into this program, from a SQLite database file.
 ///
 /// Each job runs in a transaction of the worker's own: the handler's context is built from it
-/// ([`FromJob`](crate::FromJob)), the handler runs, and the job is marked done in that same
-/// transaction, so a handler whose effects are database writes takes effect exactly once.
-/// Effects outside the database (an email) happen at least once: a worker that dies after
-/// sending and before committing sends again on the retry; use
-/// [`JobScope::job_id`](crate::JobScope::job_id) or `event_id` as an idempotency key.
+/// ([`FromJob`](crate::FromJob)), the handler runs, and if it wrote, the job is marked done in
+/// that same transaction, so a handler whose effects are database writes takes effect exactly
+/// once. A handler that wrote nothing is completed with others, in one statement. Effects
+/// outside the database (an email) happen at least once: a worker that dies after sending and
+/// before committing sends again on the retry; use [`JobScope::job_id`](crate::JobScope::job_id)
+/// or `event_id` as an idempotency key.
 pub struct Worker {
     shared: Arc<Shared>,
 }
 
+/// The jobs the executors run, for slot counting, heartbeats and timeouts.
+#[derive(Default)]
+struct Slots {
+    /// By job id: the job, when it started, its timeout, and whether it was fenced off.
+    running: HashMap<i64, Running>,
+    /// A suspect runs: nothing else may.
+    solo: bool,
+}
+
+struct Running {
+    job: Claimed,
+    info: &'static JobInfo,
+    started: Instant,
+    timeout: Duration,
+    fenced: bool,
+}
+
 /// What the worker's threads share.
 struct Shared {
-    /// The settings the worker was built with.
     config: WorkerBuilder,
     jobs: HashMap<&'static str, &'static JobInfo>,
     /// The linked handlers' names as a JSON array, for the claim statement.
     handlers: String,
+    worker: i64,
+    /// Stop fetching (shutdown began).
     stop: AtomicBool,
-    /// The (id, token) of every job this worker has claimed and not finished, for heartbeats.
-    running: Mutex<Vec<(i64, i64)>>,
-    /// Wakes the lease thread at shutdown (it does not wake for new jobs).
-    stopped: Condvar,
+    /// The completer flushes what it has and stops (the executors stopped, or hung).
+    closing: AtomicBool,
+    /// Stop renewing the lease (everything else stopped).
+    retire: AtomicBool,
+    /// A suspect is due: the producer runs it alone.
+    suspects: AtomicBool,
+    slots: Mutex<Slots>,
+    /// Signalled when a slot frees, and at shutdown.
+    changed: Condvar,
 }
 
 impl Worker {
@@ -169,7 +212,7 @@ impl Worker {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             retry: RetryPolicy::default(),
-            batch: 8,
+            job_timeout: DEFAULT_JOB_TIMEOUT,
             clock: Clock::system(),
             busy_timeout: sqlite::BUSY_TIMEOUT,
         }
@@ -180,27 +223,47 @@ impl Worker {
         self.shared.jobs.keys().copied()
     }
 
-    /// Starts the worker's threads: `concurrency` that run jobs, and one that renews leases
-    /// and rescues the jobs of workers that died.
+    /// Starts the worker's threads: the producer, `concurrency` executors, the completer and
+    /// maintenance.
     ///
     /// # Errors
     ///
     /// [`Error::Thread`] if a thread cannot be spawned.
     pub fn start(self) -> Result<RunningWorker, Error> {
-        let mut threads = Vec::with_capacity(self.shared.config.concurrency + 1);
-        for i in 0..self.shared.config.concurrency {
-            let shared = Arc::clone(&self.shared);
-            threads.push(spawn(format!("signals-queue-{i}"), move || {
-                run_jobs(&shared)
+        let shared = self.shared;
+        let (jobs, queue) = mpsc::channel::<Claimed>();
+        let (done, completions) = mpsc::channel::<(i64, i64)>();
+        let queue = Arc::new(Mutex::new(queue));
+        let mut executors = Vec::with_capacity(shared.config.concurrency);
+        for i in 0..shared.config.concurrency {
+            let (shared, queue, done) = (Arc::clone(&shared), Arc::clone(&queue), done.clone());
+            executors.push(spawn(format!("signals-queue-{i}"), move || {
+                execute(&shared, &queue, &done)
             })?);
         }
-        let shared = Arc::clone(&self.shared);
-        threads.push(spawn("signals-queue-leases".into(), move || {
-            keep_leases(&shared);
-        })?);
+        drop(done);
+        let producer = {
+            let shared = Arc::clone(&shared);
+            spawn("signals-queue-producer".into(), move || produce(&shared, jobs))?
+        };
+        let completer = {
+            let shared = Arc::clone(&shared);
+            spawn("signals-queue-completer".into(), move || {
+                complete(&shared, &completions)
+            })?
+        };
+        let maintenance = {
+            let shared = Arc::clone(&shared);
+            spawn("signals-queue-maintenance".into(), move || maintain(&shared))?
+        };
         Ok(RunningWorker {
-            shared: self.shared,
-            threads,
+            shared,
+            threads: Some(Threads {
+                producer,
+                executors,
+                completer,
+                maintenance,
+            }),
         })
     }
 
@@ -224,11 +287,19 @@ fn spawn(name: String, run: impl FnOnce() + Send + 'static) -> Result<JoinHandle
         .map_err(Error::Thread)
 }
 
+struct Threads {
+    producer: JoinHandle<()>,
+    executors: Vec<JoinHandle<()>>,
+    completer: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+}
+
 /// A started [`Worker`]; [`shutdown`](Self::shutdown) stops it. Dropping it stops it too,
 /// letting running handlers finish.
+#[must_use = "dropping the running worker stops it; keep it and call `shutdown`"]
 pub struct RunningWorker {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Option<Threads>,
 }
 
 impl RunningWorker {
@@ -254,44 +325,66 @@ impl RunningWorker {
         }
     }
 
-    /// Stops claiming, lets the running handlers finish, and gives back the jobs claimed but
-    /// not started. Returns once every thread has stopped, or after `grace`: a handler still
-    /// running then is left to finish on its own (its lease lapses if it never does, and
-    /// another worker takes the job back).
+    /// Stops fetching and waits up to `grace` for the running handlers, renewing the lease
+    /// meanwhile (no other worker takes their jobs). Then flushes the completions and retires
+    /// the lease. A handler still running after `grace` is left to finish on its own thread;
+    /// its job is failed (retried after a backoff) and fenced off, so its late completion is
+    /// refused.
     ///
     /// # Errors
     ///
-    /// None today; reserved for reporting handlers that outlived `grace`.
+    /// None today; reserved.
     pub fn shutdown(mut self, grace: Duration) -> Result<(), Error> {
         self.stop(grace);
         Ok(())
     }
 
     fn stop(&mut self, grace: Duration) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        {
-            let _running = lock(&self.shared.running);
-            self.shared.stopped.notify_all();
-        }
+        let Some(threads) = self.threads.take() else {
+            return;
+        };
+        let shared = &self.shared;
+        shared.stop.store(true, Ordering::SeqCst);
+        notify(shared);
         WAKE.notify();
+        let _ = threads.producer.join(); // closes the executors' channel
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && self.threads.iter().any(|t| !t.is_finished()) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for thread in self.threads.drain(..) {
-            if thread.is_finished() {
-                let _ = thread.join();
+        {
+            let mut slots = lock(&shared.slots);
+            while !slots.running.is_empty() && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                slots = shared
+                    .changed
+                    .wait_timeout(slots, left.min(Duration::from_millis(50)))
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
             }
         }
+        fail_overdue(shared, |_| true, &AttemptError::Shutdown);
+        for executor in threads.executors {
+            if executor.is_finished() {
+                let _ = executor.join();
+            }
+        }
+        // Flush what the finished handlers left before the lease goes (a hung handler's job was
+        // failed above: its completion, if it ever comes, would be refused).
+        shared.closing.store(true, Ordering::SeqCst);
+        let _ = threads.completer.join();
+        shared.retire.store(true, Ordering::SeqCst);
+        notify(shared);
+        let _ = threads.maintenance.join();
     }
 }
 
 impl Drop for RunningWorker {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.stop(Duration::from_secs(60));
-        }
+        self.stop(Duration::from_secs(60));
     }
+}
+
+fn notify(shared: &Shared) {
+    let _slots = lock(&shared.slots);
+    shared.changed.notify_all();
 }
 
 impl Shared {
@@ -299,20 +392,16 @@ impl Shared {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Sleeps `duration`, or until shutdown.
-    fn sleep(&self, duration: Duration) {
-        let running = lock(&self.running);
-        let _ = self
-            .stopped
-            .wait_timeout_while(running, duration, |_| !self.stopping());
-    }
-
     /// A connection, retried with backoff while the database cannot be opened.
     fn connect(&self) -> Option<Connection> {
         let mut backoff = Duration::from_millis(10);
-        while !self.stopping() {
+        loop {
             match sqlite::open(&self.config.path, self.config.busy_timeout) {
                 Ok(conn) => return Some(conn),
+                Err(error) if self.stopping() => {
+                    trace::database_error("open", &error);
+                    return None;
+                }
                 Err(error) => {
                     trace::database_error("open", &error);
                     std::thread::sleep(backoff);
@@ -320,13 +409,22 @@ impl Shared {
                 }
             }
         }
-        None
+    }
+
+    fn failure<'e>(&self, job: &Claimed, error: &AttemptError, message: &'e str) -> Failure<'e> {
+        Failure {
+            permanent: error.is_permanent(),
+            delay_ms: lifecycle::retry_delay(&self.config.retry, job.attempt),
+            error: message,
+            now: self.config.clock.fixed(),
+        }
     }
 }
 
-/// A job thread: claim, run, repeat; wait for a wake-up or the poll interval when idle.
-fn run_jobs(shared: &Shared) {
-    let Some(mut conn) = shared.connect() else {
+/// The producer: claims jobs for free slots only and hands each to an executor at once; runs
+/// a suspect alone.
+fn produce(shared: &Shared, jobs: Sender<Claimed>) {
+    let Some(conn) = shared.connect() else {
         return;
     };
     let mut seen = WAKE.generation();
@@ -334,42 +432,78 @@ fn run_jobs(shared: &Shared) {
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
     while !shared.stopping() {
-        let now = shared.config.clock.now();
+        let suspects = shared.suspects.load(Ordering::SeqCst);
+        let want = {
+            let mut slots = lock(&shared.slots);
+            let busy = |slots: &Slots| {
+                let running = slots.running.len();
+                running >= shared.config.concurrency || slots.solo || (suspects && running > 0)
+            };
+            if busy(&slots) {
+                let _ = shared
+                    .changed
+                    .wait_timeout(slots, shared.config.poll_interval);
+                continue;
+            }
+            let free = shared.config.concurrency - slots.running.len();
+            if suspects {
+                slots.solo = true; // claimed below, or given up
+                1
+            } else {
+                free.min(FETCH_LIMIT)
+            }
+        };
+        let now = shared.config.clock.fixed();
         // Woken for a job another connection is still committing: look (a read, which does not
         // wait for that writer) before claiming (a write, which would queue behind it).
-        if soon.is_some() && !sqlite::runnable(&conn, &shared.handlers, now).unwrap_or(true) {
-            let generation = WAKE.wait(seen, soon.unwrap_or(shared.config.poll_interval));
-            soon = soon
-                .map(|d| d * 2)
-                .filter(|d| *d < shared.config.poll_interval);
-            if generation != seen {
-                (seen, soon) = (generation, Some(Duration::from_micros(200)));
-            }
+        if soon.is_some() && !suspects && !sqlite::runnable(&conn, &shared.handlers, now).unwrap_or(true) {
+            (seen, soon) = wait_for_jobs(shared, seen, soon);
             continue;
         }
-        match sqlite::claim(
-            &conn,
-            &shared.handlers,
-            shared.config.batch,
+        let request = ClaimRequest {
+            handlers: &shared.handlers,
+            limit: want,
+            suspects,
+            worker: shared.worker,
             now,
-            shared.config.lease,
-        ) {
-            Ok(claimed) if claimed.is_empty() => {
-                let generation = WAKE.wait(seen, soon.unwrap_or(shared.config.poll_interval));
-                soon = if generation != seen {
-                    Some(Duration::from_micros(200))
-                } else {
-                    soon.map(|d| d * 2)
-                        .filter(|d| *d < shared.config.poll_interval)
-                };
-                seen = generation;
-            }
+        };
+        match sqlite::claim(&conn, &request) {
             Ok(claimed) => {
-                soon = None;
                 backoff = Duration::from_millis(10);
-                run_claimed(shared, &mut conn, claimed);
+                let full = claimed.len() == want;
+                if suspects && claimed.is_empty() {
+                    shared.suspects.store(false, Ordering::SeqCst);
+                    lock(&shared.slots).solo = false;
+                }
+                let mut slots = lock(&shared.slots);
+                for job in claimed {
+                    let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
+                        continue;
+                    };
+                    let timeout = info.timeout().unwrap_or(shared.config.job_timeout);
+                    slots.running.insert(
+                        job.id,
+                        Running {
+                            job: job.clone(),
+                            info,
+                            started: Instant::now(),
+                            timeout,
+                            fenced: false,
+                        },
+                    );
+                    let _ = jobs.send(job);
+                }
+                drop(slots);
+                if full || suspects {
+                    soon = None;
+                    continue;
+                }
+                (seen, soon) = wait_for_jobs(shared, seen, soon);
             }
             Err(error) => {
+                if suspects {
+                    lock(&shared.slots).solo = false;
+                }
                 trace::database_error("claim", &error.into());
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -378,90 +512,102 @@ fn run_jobs(shared: &Shared) {
     }
 }
 
-/// Runs claimed jobs in order; at shutdown, gives back those not started. Every claimed job's
-/// lease is renewed from the claim on, not only while it runs: the last of a batch may wait.
-fn run_claimed(shared: &Shared, conn: &mut Connection, claimed: Vec<Claimed>) {
-    lock(&shared.running).extend(claimed.iter().map(|job| (job.id, job.token)));
-    for job in claimed {
-        if shared.stopping() {
-            let _ = with_retries(|| sqlite::release(conn, job.id, job.token));
-        } else {
-            run_one(shared, conn, &job);
+/// Waits for a wake-up from this process, or the poll interval; the generation seen and when
+/// to look again.
+fn wait_for_jobs(shared: &Shared, seen: u64, soon: Option<Duration>) -> (u64, Option<Duration>) {
+    let generation = WAKE.wait(seen, soon.unwrap_or(shared.config.poll_interval));
+    if generation != seen {
+        return (generation, Some(Duration::from_micros(200)));
+    }
+    let soon = soon
+        .map(|d| d * 2)
+        .filter(|d| *d < shared.config.poll_interval);
+    (generation, soon)
+}
+
+/// An executor thread: runs the jobs the producer hands it, one at a time.
+fn execute(shared: &Shared, queue: &Mutex<Receiver<Claimed>>, done: &Sender<(i64, i64)>) {
+    let Some(mut conn) = shared.connect() else {
+        return;
+    };
+    loop {
+        let next = lock(queue).recv();
+        let Ok(job) = next else {
+            return; // the producer stopped
+        };
+        if let Some(&info) = shared.jobs.get(job.handler.as_str()) {
+            run_one(shared, &mut conn, info, &job, done);
         }
-        lock(&shared.running).retain(|&(id, _)| id != job.id);
+        let mut slots = lock(&shared.slots);
+        slots.running.remove(&job.id);
+        if slots.running.is_empty() {
+            slots.solo = false;
+        }
+        shared.changed.notify_all();
     }
 }
 
 /// Runs one job and records its outcome.
-fn run_one(shared: &Shared, conn: &mut Connection, job: &Claimed) {
-    let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
-        return; // the claim names only linked handlers
-    };
+fn run_one(
+    shared: &Shared,
+    conn: &mut Connection,
+    info: &JobInfo,
+    job: &Claimed,
+    done: &Sender<(i64, i64)>,
+) {
     let span = trace::attempt(job, info);
-    let outcome = {
-        let _entered = span.enter();
-        attempt(shared, conn, info, job)
-    };
-    match outcome {
-        Ok(true) => {}
-        Ok(false) => trace::lease_lost(job),
+    let _entered = span.enter();
+    match attempt(shared, conn, info, job) {
+        Ok(Completion::Committed) => {}
+        Ok(Completion::Deferred) => {
+            let _ = done.send((job.id, job.token));
+        }
+        Ok(Completion::LeaseLost) => trace::lease_lost(job),
         Err(error) => record_failure(shared, conn, info, job, &error),
     }
 }
 
-/// Runs the handler and completes the job in one transaction. `Ok(false)`: the lease was lost,
-/// and the transaction rolled back. A busy database (another writer's snapshot) rolls back and
-/// runs the attempt again: its database effects were undone.
+/// How a successful attempt was completed.
+enum Completion {
+    /// In the handler's transaction, with its writes.
+    Committed,
+    /// The handler wrote nothing: the completer completes it.
+    Deferred,
+    /// The claim no longer held the job (a timeout fenced it off, or it was rescued).
+    LeaseLost,
+}
+
+/// Runs the handler in a deferred transaction (no lock until its first statement); if it wrote,
+/// completes the job in that transaction. A busy database is a failed attempt, never a silent
+/// re-run of the handler.
 fn attempt(
     shared: &Shared,
     conn: &mut Connection,
     info: &JobInfo,
     job: &Claimed,
-) -> Result<bool, AttemptError> {
-    let event_id = Uuid::parse_str(&job.event_id).unwrap_or_default();
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let retry = tries < 5;
-        // Deferred: the write lock is taken at the handler's first write (or the completion),
-        // not while it waits on the network before writing.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let scope = JobScope {
-            tx: &tx,
-            state: &shared.config.state,
-            job_id: job.id,
-            event_id,
-            attempt: job.attempt,
-        };
-        match catch_unwind(AssertUnwindSafe(|| info.run(&job.payload, scope))) {
-            Err(panic) => return Err(AttemptError::panic(&*panic)),
-            Ok(Err(error)) if retry && busy_attempt(&error) => continue,
-            Ok(Err(error)) => return Err(error),
-            Ok(Ok(())) => {}
-        }
-        match sqlite::complete(&tx, job, shared.config.clock.now()) {
-            Ok(true) => {}
-            Ok(false) => return Ok(false),
-            Err(error) if retry && sqlite::is_busy(&error) => continue,
-            Err(error) => return Err(error.into()),
-        }
-        match tx.commit() {
-            Ok(()) => return Ok(true),
-            Err(error) if retry && sqlite::is_busy(&error) => continue,
-            Err(error) => return Err(error.into()),
-        }
+) -> Result<Completion, AttemptError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let scope = JobScope {
+        tx: &tx,
+        state: &shared.config.state,
+        job_id: job.id,
+        event_id: Uuid::parse_str(&job.event_id).unwrap_or_default(),
+        attempt: job.attempt,
+    };
+    match catch_unwind(AssertUnwindSafe(|| info.run(&job.payload, scope))) {
+        Err(panic) => return Err(AttemptError::panic(&*panic)),
+        Ok(Err(error)) => return Err(error),
+        Ok(Ok(())) => {}
     }
-}
-
-/// Whether a failed attempt failed only because the database was busy.
-fn busy_attempt(error: &AttemptError) -> bool {
-    match error {
-        AttemptError::Database(error) => sqlite::is_busy(error),
-        AttemptError::Handler(error) | AttemptError::Context(error) => error
-            .downcast_ref::<rusqlite::Error>()
-            .is_some_and(sqlite::is_busy),
-        _ => false,
+    if tx.transaction_state(None::<&str>)? != TransactionState::Write {
+        tx.commit()?;
+        return Ok(Completion::Deferred);
     }
+    if !sqlite::complete(&tx, job, shared.config.clock.fixed())? {
+        return Ok(Completion::LeaseLost);
+    }
+    tx.commit()?;
+    Ok(Completion::Committed)
 }
 
 /// Records a failed attempt: pending again after a backoff, or dead.
@@ -472,40 +618,76 @@ fn record_failure(
     job: &Claimed,
     error: &AttemptError,
 ) {
-    let now = shared.config.clock.now();
-    let delay = shared.config.retry.delay(job.attempt, fastrand::f64());
-    let retry_at = now + delay.as_millis() as i64;
-    let permanent = error.is_permanent();
     let message = error.to_string();
-    let recorded = with_retries(|| sqlite::fail(conn, job, permanent, now, retry_at, &message))
-        .unwrap_or(false);
-    let dead = permanent || job.attempt >= info.max_attempts();
+    let failure = shared.failure(job, error, &message);
+    let recorded = with_retries(|| sqlite::fail(conn, job, &failure)).unwrap_or(false);
+    let dead = failure.permanent || job.attempt >= info.max_attempts();
     trace::failed(job, info, error, recorded, dead);
 }
 
-/// The lease thread: renews the leases of this worker's running jobs and returns expired
-/// leases (of any worker) to the queue, every third of a lease.
-fn keep_leases(shared: &Shared) {
+/// The completer: completes the jobs whose handlers wrote nothing, many to one statement.
+fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
     let Some(conn) = shared.connect() else {
         return;
     };
-    let every =
-        (shared.config.lease / 3).min(shared.config.poll_interval.max(Duration::from_millis(10)));
-    while !shared.stopping() {
-        let mut tokens: Vec<i64> = lock(&shared.running)
-            .iter()
-            .map(|&(_, token)| token)
-            .collect();
-        tokens.sort_unstable();
-        tokens.dedup();
-        let now = shared.config.clock.now();
-        if !tokens.is_empty() {
-            let lease_until = now + shared.config.lease.as_millis() as i64;
-            if let Err(error) = with_retries(|| sqlite::heartbeat(&conn, &tokens, lease_until)) {
-                trace::database_error("heartbeat", &error.into());
+    let mut batch = Vec::with_capacity(FLUSH_JOBS);
+    loop {
+        match completions.recv_timeout(FLUSH_AFTER) {
+            Ok(first) => batch.push(first),
+            Err(RecvTimeoutError::Timeout) if !shared.closing.load(Ordering::SeqCst) => continue,
+            Err(_) => return,
+        }
+        let deadline = Instant::now() + FLUSH_AFTER;
+        while batch.len() < FLUSH_JOBS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match completions.recv_timeout(left) {
+                Ok(next) => batch.push(next),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        match with_retries(|| sqlite::rescue(&conn, now)) {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            match sqlite::complete_many(&conn, &batch, shared.config.clock.fixed()) {
+                Ok(completed) => {
+                    if completed < batch.len() {
+                        trace::leases_lost(batch.len() - completed);
+                    }
+                    break;
+                }
+                Err(error) => {
+                    trace::database_error("complete", &error.into());
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Maintenance: renews the lease every third of it, rescues dead workers' jobs, spots due
+/// suspects, and fails (and fences off) handlers past their timeout; until retired.
+fn maintain(shared: &Shared) {
+    let Some(conn) = shared.connect() else {
+        return;
+    };
+    let renew_every = shared.config.lease / 3;
+    let tick = renew_every
+        .min(shared.config.poll_interval)
+        .max(Duration::from_millis(5));
+    let mut watch = StaleWatch::default();
+    let mut renewed: Option<Instant> = None;
+    let now = || shared.config.clock.fixed();
+    while !shared.retire.load(Ordering::SeqCst) {
+        if renewed.is_none_or(|at| at.elapsed() >= renew_every) {
+            let lease = shared.config.lease;
+            match with_retries(|| sqlite::heartbeat(&conn, shared.worker, lease, now())) {
+                Ok(()) => renewed = Some(Instant::now()),
+                Err(error) => trace::database_error("heartbeat", &error.into()),
+            }
+        }
+        let retry = &shared.config.retry;
+        match with_retries(|| sqlite::rescue(&conn, shared.worker, &mut watch, retry, now())) {
             Ok(0) => {}
             Ok(rescued) => {
                 trace::rescued(rescued);
@@ -513,7 +695,54 @@ fn keep_leases(shared: &Shared) {
             }
             Err(error) => trace::database_error("rescue", &error.into()),
         }
-        shared.sleep(every);
+        if let Ok(true) = sqlite::suspect_due(&conn, &shared.handlers, now()) {
+            if !shared.suspects.swap(true, Ordering::SeqCst) {
+                notify(shared);
+            }
+        }
+        fail_overdue(
+            shared,
+            |running| running.started.elapsed() > running.timeout,
+            &AttemptError::TimedOut(Duration::ZERO),
+        );
+        let slots = lock(&shared.slots);
+        if !shared.retire.load(Ordering::SeqCst) {
+            let _ = shared.changed.wait_timeout(slots, tick);
+        }
+    }
+    let _ = sqlite::retire(&conn, shared.worker);
+}
+
+/// Fails the running jobs `overdue` selects (once each) with `error` and fences them off: the
+/// handler's late completion is refused, its writes roll back.
+fn fail_overdue(shared: &Shared, overdue: impl Fn(&Running) -> bool, error: &AttemptError) {
+    let fenced: Vec<(Claimed, &'static JobInfo, Duration)> = {
+        let mut slots = lock(&shared.slots);
+        slots
+            .running
+            .values_mut()
+            .filter(|running| !running.fenced && overdue(running))
+            .map(|running| {
+                running.fenced = true;
+                (running.job.clone(), running.info, running.timeout)
+            })
+            .collect()
+    };
+    if fenced.is_empty() {
+        return;
+    }
+    let Some(conn) = shared.connect() else {
+        return;
+    };
+    for (job, info, timeout) in fenced {
+        let error = match error {
+            AttemptError::TimedOut(_) => {
+                trace::hung(&job, timeout);
+                AttemptError::TimedOut(timeout)
+            }
+            _ => AttemptError::Shutdown,
+        };
+        record_failure(shared, &conn, info, &job, &error);
     }
 }
 

@@ -501,14 +501,12 @@ async fn two_workers_racing_on_one_table_run_every_job_exactly_once() {
         let a = db
             .worker(&attempts)
             .concurrency(2)
-            .batch(4)
             .build()
             .await
             .unwrap();
         let b = db
             .worker(&attempts)
             .concurrency(2)
-            .batch(4)
             .build()
             .await
             .unwrap();
@@ -523,14 +521,14 @@ async fn two_workers_racing_on_one_table_run_every_job_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_lets_running_jobs_finish_and_gives_back_the_claimed_ones() {
+async fn shutdown_lets_running_jobs_finish_and_claims_nothing_it_does_not_start() {
     for db in Db::all().await {
         let name = db.name();
         db.queue_work(60).await;
         let attempts = Arc::new(Attempts::default());
         let running = db
             .worker(&attempts)
-            .batch(16)
+            .concurrency(2)
             .build()
             .await
             .unwrap()
@@ -558,7 +556,7 @@ async fn shutdown_lets_running_jobs_finish_and_gives_back_the_claimed_ones() {
             db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'pending' AND attempt = 0")
                 .await,
             60 - done,
-            "{name}: unstarted jobs given back, their attempt not counted"
+            "{name}: a fetch claims only for free slots: the rest were never claimed"
         );
         db.drain(&attempts).await;
         db.assert_each_effect_once(60).await;
@@ -741,12 +739,12 @@ fn the_url_of_an_unknown_database_is_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_group_of_jobs_sharing_a_commit_a_failing_job_rolls_back_alone() {
+async fn among_jobs_claimed_together_a_failing_job_rolls_back_alone() {
     for db in Db::all().await {
         let name = db.name();
         let attempts = Arc::new(Attempts::default());
         // One transaction: five jobs, a job that fails once after writing, five more; one
-        // claim takes them all and (on PostgreSQL) runs them in one group.
+        // fetch takes them all, each in a slot and transaction of its own.
         let mut tx = db.pool.begin().await.unwrap();
         for n in 0..11 {
             let mut ctx = AppCtx {
@@ -761,8 +759,7 @@ async fn in_a_group_of_jobs_sharing_a_commit_a_failing_job_rolls_back_alone() {
         }
         tx.commit().await.unwrap();
         db.worker(&attempts)
-            .batch(16)
-            .jobs_per_commit(16)
+            .concurrency(16)
             .build()
             .await
             .unwrap()
@@ -770,7 +767,7 @@ async fn in_a_group_of_jobs_sharing_a_commit_a_failing_job_rolls_back_alone() {
             .await
             .unwrap();
         assert_eq!(db.count("SELECT COUNT(*) FROM effects").await, 10, "{name}");
-        // The failed first attempt's write rolled back to its savepoint; the retry's stayed.
+        // The failed first attempt's write rolled back; the retry's stayed.
         assert_eq!(attempts.flaky.load(Ordering::SeqCst), 2, "{name}");
         assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
         assert_eq!(

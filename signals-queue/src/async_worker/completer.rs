@@ -1,0 +1,62 @@
+//! The completer: completes the jobs whose handlers never opened their transaction, many to
+//! one statement, flushed by count ([`FLUSH_JOBS`]) and by a short deadline ([`FLUSH_AFTER`]).
+//! Until the flush commits the jobs stay `running` under the worker's lease; a crash before it
+//! runs them again (at least once, as for any effect outside the database).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::Shared;
+use crate::lifecycle::{FLUSH_AFTER, FLUSH_JOBS};
+use crate::store;
+use crate::trace;
+
+/// The completer's loop, until every executor has gone (the channel closes); then flushes what
+/// is left.
+pub(super) async fn complete(shared: Arc<Shared>, mut completions: UnboundedReceiver<(i64, i64)>) {
+    let mut batch: Vec<(i64, i64)> = Vec::with_capacity(FLUSH_JOBS);
+    while let Some(first) = completions.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::sleep(FLUSH_AFTER);
+        tokio::pin!(deadline);
+        while batch.len() < FLUSH_JOBS {
+            tokio::select! {
+                next = completions.recv() => match next {
+                    Some(next) => batch.push(next),
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        flush(&shared, &mut batch).await;
+    }
+}
+
+/// Completes `batch` in one statement, retrying while the database is unreachable.
+async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let result = match shared.own.acquire().await {
+            Ok(mut conn) => store::complete_many(conn.tx(), batch, shared.now()).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(completed) => {
+                if completed < batch.len() as u64 {
+                    trace::leases_lost(batch.len() - completed as usize);
+                }
+                batch.clear();
+                return;
+            }
+            Err(error) => {
+                // The jobs stay running under this worker's lease; a rescue takes them back if
+                // the worker dies meanwhile, and the claim's token refuses a late flush then.
+                trace::database_error("complete", &error.into());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

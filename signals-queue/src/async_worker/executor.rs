@@ -1,0 +1,134 @@
+//! The executor: one job, in a task of its own. The handler gets a lazy transaction and a
+//! timeout; a handler that opened its transaction completes the job in it, one that did not
+//! hands the job to the completer.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::mpsc::UnboundedSender;
+use uuid::Uuid;
+
+use super::Shared;
+use crate::asynchronous::{AsyncJobScope, JobTx, Transaction, Tx};
+use crate::error::AttemptError;
+use crate::job::JobInfo;
+use crate::lifecycle::{self, Claimed};
+use crate::lifecycle::Failure;
+use crate::store;
+use crate::trace;
+
+/// Runs `job` and records its outcome.
+pub(super) async fn execute(
+    shared: Arc<Shared>,
+    job: Claimed,
+    info: &'static JobInfo,
+    done: UnboundedSender<(i64, i64)>,
+) {
+    let span = trace::attempt(&job, info);
+    trace::instrument(run(&shared, &job, info, &done), span).await;
+}
+
+async fn run(shared: &Shared, job: &Claimed, info: &JobInfo, done: &UnboundedSender<(i64, i64)>) {
+    let (mut job_tx, open_failed) = JobTx::new(shared.config.pool.clone());
+    let timeout = info.timeout().unwrap_or(shared.config.job_timeout);
+    let outcome = attempt(shared, job, info, &mut job_tx, open_failed, timeout).await;
+    match (outcome, job_tx.take()) {
+        (Ok(()), None) => {
+            // Nothing to commit with it: the completer completes it with others.
+            if done.send((job.id, job.token)).is_err() {
+                trace::lease_lost(job);
+            }
+        }
+        (Ok(()), Some(tx)) => match complete_in(shared, job, tx).await {
+            Ok(true) => {}
+            Ok(false) => trace::lease_lost(job),
+            Err(error) => record_failure(shared, info, job, &error.into()).await,
+        },
+        (Err(error), tx) => {
+            drop(tx); // rolls back the handler's writes
+            record_failure(shared, info, job, &error).await;
+        }
+    }
+}
+
+/// The handler, under its timeout; a transaction that could not be opened fails it too (its
+/// future is dropped where it waited for the connection).
+async fn attempt(
+    shared: &Shared,
+    job: &Claimed,
+    info: &JobInfo,
+    job_tx: &mut JobTx,
+    open_failed: tokio::sync::oneshot::Receiver<sqlx::Error>,
+    timeout: Duration,
+) -> Result<(), AttemptError> {
+    let scope = AsyncJobScope {
+        tx: Tx::__Job(job_tx),
+        state: &shared.config.state,
+        job_id: job.id,
+        event_id: Uuid::parse_str(&job.event_id).unwrap_or_default(),
+        attempt: job.attempt,
+    };
+    let handler = AssertUnwindSafe(info.run_async(&job.payload, scope)).catch_unwind();
+    tokio::select! {
+        result = tokio::time::timeout(timeout, handler) => match result {
+            Err(_) => Err(AttemptError::TimedOut(timeout)),
+            Ok(Err(panic)) => Err(AttemptError::panic(&*panic)),
+            Ok(Ok(result)) => result,
+        },
+        Ok(error) = open_failed => Err(AttemptError::Sqlx(error)),
+    }
+}
+
+/// Completes the job in the transaction its handler wrote in, and commits both: `false` if the
+/// claim no longer held the job (then nothing commits).
+async fn complete_in(
+    shared: &Shared,
+    job: &Claimed,
+    mut tx: Transaction,
+) -> Result<bool, sqlx::Error> {
+    if !store::complete(tx.tx(), job, shared.now()).await? {
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Records a failed attempt on the worker's own connections (retried while the database is
+/// unreachable): pending again after a backoff, or dead.
+pub(super) async fn record_failure(
+    shared: &Shared,
+    info: &JobInfo,
+    job: &Claimed,
+    error: &AttemptError,
+) {
+    let message = error.to_string();
+    let failure = Failure {
+        permanent: error.is_permanent(),
+        delay_ms: lifecycle::retry_delay(&shared.config.retry, job.attempt),
+        error: &message,
+        now: shared.now(),
+    };
+    let mut backoff = Duration::from_millis(5);
+    let recorded = loop {
+        let result = match shared.own.acquire().await {
+            Ok(mut conn) => store::fail(conn.tx(), job, &failure).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(recorded) => break recorded,
+            // The lease is ours while we retry; once it lapses a rescue takes the job back.
+            Err(error) if backoff < Duration::from_secs(5) && store::retryable(&error) => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(error) => {
+                trace::database_error("fail", &error.into());
+                break false;
+            }
+        }
+    };
+    let dead = failure.permanent || job.attempt >= info.max_attempts();
+    trace::failed(job, info, error, recorded, dead);
+}

@@ -1,0 +1,424 @@
+//! The async worker: the [life cycle](crate::lifecycle) on tokio, over sqlx. Its parts, one
+//! task each, named as River names them:
+//!
+//! - `producer`: fetches jobs for its free slots only and starts an executor per job;
+//! - `executor`: runs one job, with its lazy transaction and its timeout, and completes it;
+//! - `completer`: completes the jobs that never opened their transaction, many per statement;
+//! - `maintenance`: renews the worker's lease, rescues the jobs of dead workers, spots
+//!   suspects;
+//! - `notifier`: LISTENs on PostgreSQL and wakes the producer (a hint, never the delivery path).
+//!
+//! They share nothing but [`Shared`]; imports go one way: `mod` → `producer` → `executor`, and
+//! each of them → `store`.
+
+mod completer;
+mod executor;
+mod maintenance;
+mod notifier;
+mod producer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::asynchronous::Pool;
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::job::{JobInfo, RetryPolicy};
+use crate::lifecycle::{self, DEFAULT_JOB_TIMEOUT};
+use crate::scope::State;
+use crate::{linked_jobs, store};
+
+pub use maintenance::{maintain, Upkeep};
+pub use notifier::listen;
+
+/// Wakes this process's async workers when a job may have been written (before its commit:
+/// a worker that finds nothing looks again shortly).
+pub static WAKE: Notify = Notify::const_new();
+
+/// How many connections of its own a worker opens: the fetches, completions and leases share
+/// them (a statement at a time each), and on PostgreSQL one more LISTENs.
+fn own_connections(listens: bool) -> u32 {
+    3 + u32::from(listens)
+}
+
+/// Configures an [`AsyncWorker`]; every setting has a default.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn run() -> Result<(), signals_queue::Error> {
+/// use std::time::Duration;
+/// use signals_queue::{AsyncWorker, Pool};
+///
+/// pub struct Mailer;
+///
+/// // Handlers borrow from this pool only while they use their transaction; the worker opens
+/// // 4 connections of its own beside it.
+/// let pool = Pool::connect("postgres://127.0.0.1/shop", 10).await?;
+/// let running = AsyncWorker::builder(pool)
+///     .state(Mailer)
+///     .concurrency(200)
+///     .build()
+///     .await?
+///     .start();
+/// // ... the application runs ...
+/// running.shutdown(Duration::from_secs(10)).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "call `build().await` to get the worker"]
+pub struct AsyncWorkerBuilder {
+    pool: Pool,
+    state: State,
+    concurrency: usize,
+    lease: Duration,
+    poll_interval: Duration,
+    retry: RetryPolicy,
+    job_timeout: Duration,
+    clock: Clock,
+    listen: bool,
+}
+
+impl AsyncWorkerBuilder {
+    /// Hands the worker a value that contexts reach with
+    /// [`AsyncJobScope::state`](crate::AsyncJobScope::state); one per type.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// How many jobs run at once, each in a task of its own (default 1; any number: a job
+    /// holds a connection of the pool only while it uses its transaction).
+    pub fn concurrency(mut self, slots: usize) -> Self {
+        self.concurrency = slots.max(1);
+        self
+    }
+
+    /// How long the worker's lease lasts without a renewal (default 30 s): the worker renews
+    /// it every third of it, shutdown included, and another worker rescues its running jobs
+    /// once it lapses (a crash, a kill, a lost database). It bounds how long a dead worker's
+    /// jobs wait, not how long a handler may run (see [`job_timeout`](Self::job_timeout)).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How often an idle worker looks for jobs when nothing woke it (default 500 ms). On
+    /// PostgreSQL a committed job wakes it through LISTEN/NOTIFY; polling is the fallback
+    /// that makes a lost notification a delay, never a lost job.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The backoff between failed attempts (default: 1 s doubling, capped at 1 hour).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How long an attempt of a handler without its own `timeout = "..."` may run (default 5
+    /// minutes). Past it the handler's future is dropped, its transaction rolled back, and the
+    /// attempt counts as failed ("the handler timed out after ...") and is retried.
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.job_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether to LISTEN for the jobs table's notifications on PostgreSQL (default `true`);
+    /// without it the worker polls.
+    pub fn listen(mut self, listen: bool) -> Self {
+        self.listen = listen;
+        self
+    }
+
+    /// A manual clock for tests ([`Clock::manual`]). With the system clock (the default) the
+    /// database's clock decides every time on PostgreSQL.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the jobs table's schema (see [`AsyncQueue::migrate`](crate::AsyncQueue::migrate):
+    /// a current schema is only read), opens the worker's own connections, registers its
+    /// lease, and gathers the queued handlers of asynchronous signals linked into this
+    /// program: the worker claims only their jobs.
+    ///
+    /// # Errors
+    ///
+    /// A database error, a schema newer than this crate, [`Error::WorkerConnections`] when the
+    /// database cannot spare the worker's own connections, or two queued handlers with one
+    /// name.
+    pub async fn build(self) -> Result<AsyncWorker, Error> {
+        store::migrate(&self.pool).await?;
+        let (jobs, handlers) = linked_jobs(JobInfo::runs_on_async_worker)?;
+        let listens = self.listen && self.pool.is_postgres();
+        let own = open_own(&self.pool, own_connections(listens)).await?;
+        let worker = lifecycle::worker_id();
+        let mut conn = own.acquire().await?;
+        store::heartbeat(conn.tx(), worker, self.lease, self.clock.fixed()).await?;
+        drop(conn);
+        Ok(AsyncWorker {
+            shared: Arc::new(Shared {
+                listens,
+                config: self,
+                own,
+                jobs,
+                handlers,
+                worker,
+                stop: AtomicBool::new(false),
+                stopped: Notify::new(),
+                retire: AtomicBool::new(false),
+                retired: Notify::new(),
+                woken: Notify::new(),
+                suspects: AtomicBool::new(false),
+                grace_ms: AtomicU64::new(60_000),
+            }),
+        })
+    }
+}
+
+/// Opens the worker's own pool, every connection of it at once.
+async fn open_own(pool: &Pool, connections: u32) -> Result<Pool, Error> {
+    let refused = |source| Error::WorkerConnections {
+        needed: connections,
+        source,
+    };
+    let own = pool.dedicated(connections).await.map_err(refused)?;
+    let opened =
+        futures_util::future::join_all((0..connections).map(|_| own.acquire())).await;
+    for conn in opened {
+        conn.map_err(refused)?;
+    }
+    Ok(own)
+}
+
+/// Runs the jobs of the queued handlers of asynchronous signals linked into this program, on
+/// tokio, from PostgreSQL or SQLite through sqlx; see the [life cycle](crate::lifecycle).
+///
+/// A job's handler gets a lazy transaction: it is begun on the pool at the handler's first use
+/// and the job is completed in it, so its database effects happen exactly once. A job that
+/// never used it holds no connection at all and is completed with others in one statement.
+/// Several workers, in one process or many, share one table: a claim is
+/// `FOR UPDATE SKIP LOCKED` on PostgreSQL, one `UPDATE` statement on SQLite.
+pub struct AsyncWorker {
+    shared: Arc<Shared>,
+}
+
+/// What the worker's tasks share.
+struct Shared {
+    config: AsyncWorkerBuilder,
+    /// LISTEN on PostgreSQL.
+    listens: bool,
+    /// The worker's own connections (fetches, completions, leases, LISTEN).
+    own: Pool,
+    jobs: HashMap<&'static str, &'static JobInfo>,
+    /// The linked handlers' names as a JSON array, for the claim.
+    handlers: String,
+    /// This worker's id: its lease row's key.
+    worker: i64,
+    /// Stop fetching (shutdown began).
+    stop: AtomicBool,
+    stopped: Notify,
+    /// Stop renewing the lease (everything else has stopped).
+    retire: AtomicBool,
+    retired: Notify,
+    /// Wakes the producer: a notification from PostgreSQL, rescued jobs, a due suspect.
+    woken: Notify,
+    /// A suspect is due: the producer runs it alone.
+    suspects: AtomicBool,
+    /// How long shutdown waits for running handlers.
+    grace_ms: AtomicU64,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The time statements bind: `None` unless a test gave a manual clock.
+    fn now(&self) -> Option<crate::clock::Millis> {
+        self.config.clock.fixed()
+    }
+
+    fn upkeep(&self) -> Upkeep<'_> {
+        Upkeep {
+            pool: &self.own,
+            worker: self.worker,
+            lease: self.config.lease,
+            tick: (self.config.lease / 3).min(self.config.poll_interval),
+            retry: &self.config.retry,
+            handlers: &self.handlers,
+            clock: &self.config.clock,
+            woken: &self.woken,
+            suspects: Some(&self.suspects),
+            retire: &self.retire,
+            retired: &self.retired,
+        }
+    }
+}
+
+impl AsyncWorker {
+    /// A worker over `pool`; see [`AsyncWorkerBuilder`].
+    pub fn builder(pool: impl Into<Pool>) -> AsyncWorkerBuilder {
+        AsyncWorkerBuilder {
+            pool: pool.into(),
+            state: State::default(),
+            concurrency: 1,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            retry: RetryPolicy::default(),
+            job_timeout: DEFAULT_JOB_TIMEOUT,
+            clock: Clock::system(),
+            listen: true,
+        }
+    }
+
+    /// The names of the queued handlers whose jobs this worker runs.
+    pub fn handlers(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.shared.jobs.keys().copied()
+    }
+
+    /// Spawns the worker's tasks on the current tokio runtime: the producer (which spawns an
+    /// executor per job), the completer, the maintenance task, and on PostgreSQL the notifier.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    #[must_use = "dropping the running worker aborts it at once; keep it and call `shutdown`"]
+    pub fn start(self) -> RunningAsyncWorker {
+        let shared = self.shared;
+        let (done, completions) = tokio::sync::mpsc::unbounded_channel();
+        let producer = tokio::spawn(producer::produce(Arc::clone(&shared), done));
+        let completer = tokio::spawn(completer::complete(Arc::clone(&shared), completions));
+        let upkeep = Arc::clone(&shared);
+        let maintenance = tokio::spawn(async move { maintain(upkeep.upkeep()).await });
+        let notifier = shared.listens.then(|| {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                let Shared {
+                    own,
+                    woken,
+                    retire,
+                    retired,
+                    ..
+                } = &*shared;
+                listen(own, woken, retire, retired).await;
+            })
+        });
+        RunningAsyncWorker {
+            shared,
+            tasks: Some(Tasks {
+                producer,
+                completer,
+                maintenance,
+                notifier,
+            }),
+        }
+    }
+
+    /// Runs jobs until none of this worker's handlers has a job pending (waiting retries
+    /// included) or running, then stops.
+    ///
+    /// # Errors
+    ///
+    /// A database error while checking for work.
+    pub async fn run_until_idle(self) -> Result<(), Error> {
+        let running = self.start();
+        let idle = running.wait_idle().await;
+        running.shutdown(Duration::from_secs(60)).await?;
+        idle
+    }
+}
+
+/// The tasks of a started worker, each owned here: shutdown joins them, drop aborts them.
+struct Tasks {
+    producer: JoinHandle<()>,
+    completer: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+    notifier: Option<JoinHandle<()>>,
+}
+
+/// A started [`AsyncWorker`]; [`shutdown`](Self::shutdown) stops it. Dropping it aborts its
+/// tasks at once (a job cut off that way rolls back, and once the worker's lease lapses
+/// another worker rescues it).
+#[must_use = "dropping the running worker aborts it at once; keep it and call `shutdown`"]
+pub struct RunningAsyncWorker {
+    shared: Arc<Shared>,
+    tasks: Option<Tasks>,
+}
+
+impl RunningAsyncWorker {
+    /// Waits until none of this worker's handlers has a job pending (waiting retries included)
+    /// or running, in any process.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn wait_idle(&self) -> Result<(), Error> {
+        loop {
+            let busy = match self.shared.own.acquire().await {
+                Ok(mut conn) => store::busy(conn.tx(), &self.shared.handlers).await,
+                Err(error) => Err(error),
+            };
+            match busy {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(error) if store::is_busy(&error) => {}
+                Err(error) => return Err(error.into()),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops fetching and waits up to `grace` for the running handlers; meanwhile the lease
+    /// is renewed, so no other worker takes their jobs. Handlers still running after `grace`
+    /// are cancelled (their transactions roll back) and their attempts recorded as failed,
+    /// to be retried after a backoff. Then flushes the completions and retires the lease.
+    ///
+    /// # Errors
+    ///
+    /// None today; reserved.
+    pub async fn shutdown(mut self, grace: Duration) -> Result<(), Error> {
+        let Some(tasks) = self.tasks.take() else {
+            return Ok(());
+        };
+        let shared = &self.shared;
+        shared
+            .grace_ms
+            .store(grace.as_millis() as u64, Ordering::SeqCst);
+        shared.stop.store(true, Ordering::SeqCst);
+        shared.stopped.notify_waiters();
+        shared.woken.notify_one();
+        let _ = tasks.producer.await;
+        let _ = tasks.completer.await;
+        shared.retire.store(true, Ordering::SeqCst);
+        shared.retired.notify_waiters();
+        let _ = tasks.maintenance.await;
+        if let Some(notifier) = tasks.notifier {
+            let _ = notifier.await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunningAsyncWorker {
+    fn drop(&mut self) {
+        if let Some(tasks) = self.tasks.take() {
+            self.shared.stop.store(true, Ordering::SeqCst);
+            self.shared.retire.store(true, Ordering::SeqCst);
+            tasks.producer.abort();
+            tasks.completer.abort();
+            tasks.maintenance.abort();
+            if let Some(notifier) = tasks.notifier {
+                notifier.abort();
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The producer: fetches jobs for the worker's free slots only, starts an executor per job at
+//! once, runs a suspect alone, and at shutdown waits for its executors (then cancels them).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::{Id, JoinSet};
+
+use super::{executor, Shared, WAKE};
+use crate::error::AttemptError;
+use crate::lifecycle::Claimed;
+use crate::lifecycle::ClaimRequest;
+use crate::store;
+use crate::trace;
+
+/// The most jobs one fetch claims, however many slots are free.
+const FETCH_LIMIT: usize = 256;
+
+/// The running executors, and the job each runs.
+struct Slots {
+    tasks: JoinSet<()>,
+    jobs: HashMap<Id, Claimed>,
+    /// A suspect is running: nothing else may.
+    solo: bool,
+}
+
+impl Slots {
+    fn reap(&mut self, id: Id) {
+        self.jobs.remove(&id);
+        if self.jobs.is_empty() {
+            self.solo = false;
+        }
+    }
+
+    /// Waits for the next executor to finish (forever when none runs).
+    async fn next_done(&mut self) {
+        match self.tasks.join_next_with_id().await {
+            Some(Ok((id, ()))) => self.reap(id),
+            Some(Err(error)) => self.reap(error.id()),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The producer's loop, until shutdown; then waits for (or cancels) its executors.
+pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64)>) {
+    let mut slots = Slots {
+        tasks: JoinSet::new(),
+        jobs: HashMap::new(),
+        solo: false,
+    };
+    // After a wake-up from this process the new job may not be committed yet: look again soon.
+    let mut soon: Option<Duration> = None;
+    let mut backoff = Duration::from_millis(10);
+    while !shared.stopping() {
+        let woken = shared.woken.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let local = WAKE.notified();
+        tokio::pin!(local);
+        local.as_mut().enable();
+        let stopped = shared.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        let free = shared.config.concurrency - slots.jobs.len();
+        let suspects = shared.suspects.load(Ordering::SeqCst);
+        if free == 0 || slots.solo || (suspects && !slots.jobs.is_empty()) {
+            // No slot, or a suspect waits for (or holds) the worker to itself.
+            tokio::select! {
+                () = slots.next_done() => {}
+                () = &mut stopped => {}
+            }
+            continue;
+        }
+        let want = if suspects { 1 } else { free.min(FETCH_LIMIT) };
+        match fetch(&shared, want, suspects).await {
+            Ok(claimed) => {
+                backoff = Duration::from_millis(10);
+                let full = claimed.len() == want;
+                if suspects && claimed.is_empty() {
+                    shared.suspects.store(false, Ordering::SeqCst);
+                }
+                slots.solo = suspects && !claimed.is_empty();
+                for job in claimed {
+                    start(&shared, &mut slots, job, &done);
+                }
+                if full || suspects {
+                    soon = None;
+                    continue;
+                }
+            }
+            Err(error) => {
+                trace::database_error("claim", &error.into());
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                soon = Some(backoff);
+            }
+        }
+        // Nothing (more) to fetch: wait for a wake-up, reaping executors meanwhile.
+        let wait = soon.unwrap_or(shared.config.poll_interval);
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                // Committed (PostgreSQL notifies at commit), rescued, or a suspect is due.
+                () = &mut woken => {
+                    soon = None;
+                    break;
+                }
+                // Written in this process, maybe not committed yet (LISTEN tells of commits).
+                () = &mut local, if !shared.listens => {
+                    soon = Some(Duration::from_micros(200));
+                    break;
+                }
+                () = &mut deadline => {
+                    soon = soon
+                        .map(|d| d * 2)
+                        .filter(|d| *d < shared.config.poll_interval);
+                    break;
+                }
+                () = &mut stopped => break,
+                () = slots.next_done() => {}
+            }
+        }
+    }
+    drain(&shared, slots).await;
+}
+
+async fn fetch(
+    shared: &Shared,
+    want: usize,
+    suspects: bool,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let mut conn = shared.own.acquire().await?;
+    let request = ClaimRequest {
+        handlers: &shared.handlers,
+        limit: want,
+        suspects,
+        worker: shared.worker,
+        now: shared.now(),
+    };
+    store::claim(conn.tx(), &request).await
+}
+
+/// Starts an executor for `job`, in a slot of its own.
+fn start(shared: &Arc<Shared>, slots: &mut Slots, job: Claimed, done: &UnboundedSender<(i64, i64)>) {
+    let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
+        return; // the claim names only linked handlers
+    };
+    let task = executor::execute(Arc::clone(shared), job.clone(), info, done.clone());
+    let handle = slots.tasks.spawn(task);
+    slots.jobs.insert(handle.id(), job);
+}
+
+/// Shutdown: waits `grace` for the running executors (the lease is still renewed), then
+/// cancels the rest and records their attempts as failed.
+async fn drain(shared: &Shared, mut slots: Slots) {
+    let grace = Duration::from_millis(shared.grace_ms.load(Ordering::SeqCst));
+    let finished = tokio::time::timeout(grace, async {
+        while !slots.jobs.is_empty() {
+            slots.next_done().await;
+        }
+    })
+    .await;
+    if finished.is_ok() {
+        return;
+    }
+    slots.tasks.abort_all();
+    while let Some(result) = slots.tasks.join_next_with_id().await {
+        if let Ok((id, ())) = result {
+            slots.reap(id); // it finished before the abort reached it
+        }
+    }
+    for (_, job) in slots.jobs.drain() {
+        if let Some(&info) = shared.jobs.get(job.handler.as_str()) {
+            executor::record_failure(shared, info, &job, &AttemptError::Shutdown).await;
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The job life cycle, written once for both workers (the thread [`Worker`](crate::Worker) over
+//! rusqlite and the tokio [`AsyncWorker`](crate::AsyncWorker) over sqlx) and the broker's relay.
+//!
+//! ```text
+//!            fetch (for a free slot; the attempt is charged: the handler starts now)
+//! pending ─────────────────────────────────────────────▶ running ──complete──▶ done
+//!    ▲                                                     │  │
+//!    ├──────────── fail (attempts left; after a backoff) ──┘  └──fail──▶ dead
+//!    │                                                          (no attempts left, or
+//!    ├──── rescue (its worker stopped renewing its lease:        a payload that cannot run)
+//!    │      a crash; after a backoff, and from then on the
+//!    │      job runs alone in its worker: a suspect)
+//! dead ──retry_dead──▶ pending
+//! ```
+//!
+//! Every transition is one SQL statement guarded by the state it expects and, from `running`,
+//! by the claim's token; the statements are the constants of `postgres.rs` and `sqlite_sql.rs`
+//! named after them (`CLAIM`, `COMPLETE`, `COMPLETE_MANY`, `FAIL`, `RESCUE`, `RETRY_DEAD`).
+//!
+//! - **Fetch for free slots.** A worker claims at most as many jobs as it has idle slots, in
+//!   claim order (priority, then `run_at`, then id), and starts each at once: no job waits,
+//!   claimed, behind another. The claim charges the attempt, which is when the handler starts.
+//! - **Leases belong to workers, not jobs.** A worker renews one row of `signals_workers` every
+//!   third of its lease; a running job is live while its worker's row is. On PostgreSQL the
+//!   database's clock judges the lease (`now()`), so no two machines' clocks are compared; on
+//!   SQLite a rescuer judges another worker stale when its renewal counter has not moved for a
+//!   lease, as measured on the rescuer's own monotonic clock ([`StaleWatch`]).
+//! - **Crashes are not failures of the neighbours.** A rescued job is charged the attempt it
+//!   crashed in, waits out a backoff, and is a *suspect* from then on (`crashes > 0`): a worker
+//!   runs a suspect alone, with no other job in its process, until it is done or dead. A job
+//!   that aborts its process therefore condemns only itself; the jobs that were running beside
+//!   it are charged once and then run alone, where they succeed.
+//! - **Completion.** A handler that opened the job's transaction completes the job in it, so
+//!   its database effects and the completion commit together (exactly once). A handler that
+//!   never touched the database is completed by the completer, many jobs to one statement; a
+//!   crash before that flush runs it again (at least once, like any effect outside the
+//!   database).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::clock::Millis;
+use crate::job::RetryPolicy;
+
+/// How long an attempt may run when its handler sets no `timeout` (a worker's default).
+pub(crate) const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The completer flushes once it holds this many completions...
+pub(crate) const FLUSH_JOBS: usize = 512;
+
+/// ... or once its oldest completion has waited this long.
+pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(5);
+
+/// The message a rescued job's `last_error` carries.
+pub(crate) const RESCUED: &str =
+    "the worker running the job stopped renewing its lease: it crashed, was killed or lost the database";
+
+/// A job as a claim returns it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The job's row id.
+    pub id: i64,
+    /// The id of the `notify` that wrote it.
+    pub event_id: String,
+    /// The job name of its handler (or publishing function).
+    pub handler: String,
+    /// The signal (or message) as JSON.
+    pub payload: String,
+    /// This attempt, charged at the claim (the handler starts at once): 1 for the first.
+    pub attempt: u32,
+    /// The claim's token: completing and failing the job need it.
+    pub token: i64,
+    /// The job's priority (claim order: higher first).
+    pub priority: i32,
+    /// When it became runnable (claim order: earlier first).
+    pub run_at: i64,
+}
+
+/// What a claim asks for.
+pub struct ClaimRequest<'a> {
+    /// The job names the claimer can run, as a JSON array.
+    pub handlers: &'a str,
+    /// At most this many jobs.
+    pub limit: usize,
+    /// Suspects (jobs rescued after a crash, which run alone) rather than other jobs.
+    pub suspects: bool,
+    /// The claimer's worker id: its lease row keeps the jobs.
+    pub worker: i64,
+    /// A manual clock's time; `None`: the database's clock (PostgreSQL) or this process's.
+    pub now: Option<Millis>,
+}
+
+/// A failed attempt, as the `FAIL` transition records it.
+pub struct Failure<'a> {
+    /// Retrying cannot help: dead at once.
+    pub permanent: bool,
+    /// The backoff before the next attempt.
+    pub delay_ms: i64,
+    /// The error, for `last_error`.
+    pub error: &'a str,
+    /// A manual clock's time; `None`: the database's (or this process's) clock.
+    pub now: Option<Millis>,
+}
+
+/// Puts claimed jobs in claim order (priority, then `run_at`, then id): a statement's
+/// `RETURNING` promises no order.
+pub(crate) fn claim_order(jobs: &mut [Claimed]) {
+    jobs.sort_by_key(|job| (std::cmp::Reverse(job.priority), job.run_at, job.id));
+}
+
+/// A fresh id for a worker (or relay): the key of its lease row and of the jobs it runs.
+pub(crate) fn worker_id() -> i64 {
+    fastrand::i64(1..i64::MAX)
+}
+
+/// A claim's token.
+pub(crate) fn token() -> i64 {
+    fastrand::i64(1..i64::MAX)
+}
+
+/// The backoff after failed attempt `attempt`, in milliseconds.
+pub(crate) fn retry_delay(policy: &RetryPolicy, attempt: u32) -> i64 {
+    policy.delay(attempt, fastrand::f64()).as_millis() as i64
+}
+
+/// The completions the completer flushes in one statement, as the JSON array of `[id, token]`
+/// pairs its statement reads.
+pub(crate) fn completions_json(done: &[(i64, i64)]) -> String {
+    let mut json = String::with_capacity(done.len() * 44 + 2);
+    json.push('[');
+    for (i, (id, token)) in done.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&format!("[{id},{token}]"));
+    }
+    json.push(']');
+    json
+}
+
+/// Judges other workers' leases on SQLite without reading their clocks: a worker is stale
+/// when its renewal counter (`beats`) has not moved for its lease, measured on this process's
+/// monotonic clock from when this watch saw it move (or first saw it).
+#[derive(Default)]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "sqlx-sqlite")),
+    allow(dead_code)
+)]
+pub(crate) struct StaleWatch {
+    seen: HashMap<i64, (i64, Instant)>,
+}
+
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "sqlx-sqlite")),
+    allow(dead_code)
+)]
+impl StaleWatch {
+    /// Takes in the rows of `signals_workers` (id, beats, lease in ms) read now; returns the ids
+    /// of the stale workers other than `me`.
+    pub(crate) fn observe(&mut self, me: i64, rows: &[(i64, i64, i64)]) -> Vec<i64> {
+        let now = Instant::now();
+        self.seen.retain(|id, _| rows.iter().any(|row| row.0 == *id));
+        let mut stale = Vec::new();
+        for &(id, beats, lease_ms) in rows.iter().filter(|row| row.0 != me) {
+            let entry = self.seen.entry(id).or_insert((beats, now));
+            if entry.0 != beats {
+                *entry = (beats, now);
+            } else if now.duration_since(entry.1) > Duration::from_millis(lease_ms.max(0) as u64)
+            {
+                stale.push(id);
+            }
+        }
+        stale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claimed_jobs_run_by_priority_then_time_then_id() {
+        let job = |id, priority, run_at| Claimed {
+            id,
+            event_id: String::new(),
+            handler: String::new(),
+            payload: String::new(),
+            attempt: 1,
+            token: 1,
+            priority,
+            run_at,
+        };
+        let mut jobs = vec![job(1, 0, 5), job(2, 10, 9), job(3, 0, 1), job(4, 0, 1)];
+        claim_order(&mut jobs);
+        let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+        assert_eq!(ids, [2, 3, 4, 1]);
+    }
+
+    #[test]
+    fn completions_are_id_token_pairs() {
+        assert_eq!(completions_json(&[]), "[]");
+        assert_eq!(completions_json(&[(1, 2), (3, -4)]), "[[1,2],[3,-4]]");
+    }
+
+    #[test]
+    fn a_worker_is_stale_only_after_its_counter_stood_still_for_its_lease() {
+        let mut watch = StaleWatch::default();
+        assert!(watch.observe(1, &[(1, 5, 0), (2, 7, 20)]).is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        // Worker 2 renewed: not stale, whatever its clock says.
+        assert!(watch.observe(1, &[(1, 5, 0), (2, 8, 20)]).is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        // It stood still for longer than its lease; this process (1) is never stale to itself.
+        assert_eq!(watch.observe(1, &[(1, 5, 0), (2, 8, 20)]), [2]);
+    }
+}
