@@ -101,6 +101,7 @@ pub use crate::clock::Clock;
 pub use crate::enqueue::QueueSignal;
 pub use crate::error::Error;
 pub use crate::job::{JobInfo, JobState, RetryPolicy};
+pub use crate::lifecycle::WorkerStats;
 pub use crate::scope::MissingState;
 #[cfg(feature = "async")]
 pub use crate::{

@@ -37,6 +37,7 @@
 //!   database).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::clock::Millis;
@@ -100,6 +101,54 @@ pub struct Failure<'a> {
     pub error: &'a str,
     /// A manual clock's time; `None`: the database's (or this process's) clock.
     pub now: Option<Millis>,
+}
+
+/// What a running worker has done since it started: for dashboards, and for tests that check
+/// how much work the worker asks of the database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Claim statements run (each for the free slots of that moment).
+    pub fetches: u64,
+    /// Jobs those claims took (each started at once).
+    pub claimed: u64,
+    /// Jobs completed in the transaction their handler wrote in.
+    pub completed_with_writes: u64,
+    /// Jobs completed by the completer (their handlers never opened the transaction).
+    pub completed_in_batches: u64,
+    /// The completer's statements.
+    pub flushes: u64,
+    /// Failed attempts recorded (errors, panics, timeouts, cancellations).
+    pub failed: u64,
+}
+
+/// The counters behind [`WorkerStats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) fetches: AtomicU64,
+    pub(crate) claimed: AtomicU64,
+    pub(crate) completed_with_writes: AtomicU64,
+    pub(crate) completed_in_batches: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> WorkerStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        WorkerStats {
+            fetches: read(&self.fetches),
+            claimed: read(&self.claimed),
+            completed_with_writes: read(&self.completed_with_writes),
+            completed_in_batches: read(&self.completed_in_batches),
+            flushes: read(&self.flushes),
+            failed: read(&self.failed),
+        }
+    }
 }
 
 /// Puts claimed jobs in claim order (priority, then `run_at`, then id): a statement's

@@ -19,7 +19,7 @@ macro_rules! now {
         concat!(
             "COALESCE(",
             $param,
-            "::BIGINT, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)"
+            "::BIGINT, (EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT)"
         )
     };
 }

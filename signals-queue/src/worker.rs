@@ -20,7 +20,8 @@ use crate::enqueue::WAKE;
 use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::lifecycle::{
-    self, ClaimRequest, Failure, StaleWatch, DEFAULT_JOB_TIMEOUT, FLUSH_AFTER, FLUSH_JOBS,
+    self, ClaimRequest, Counters, Failure, StaleWatch, WorkerStats, DEFAULT_JOB_TIMEOUT,
+    FLUSH_AFTER, FLUSH_JOBS,
 };
 use crate::scope::{JobScope, State};
 use crate::sqlite::{self, Claimed};
@@ -147,6 +148,7 @@ impl WorkerBuilder {
                 suspects: AtomicBool::new(false),
                 slots: Mutex::new(Slots::default()),
                 changed: Condvar::new(),
+                counters: Counters::default(),
             }),
         })
     }
@@ -200,6 +202,7 @@ struct Shared {
     slots: Mutex<Slots>,
     /// Signalled when a slot frees, and at shutdown.
     changed: Condvar,
+    counters: Counters,
 }
 
 impl Worker {
@@ -303,6 +306,11 @@ pub struct RunningWorker {
 }
 
 impl RunningWorker {
+    /// What the worker has done since it started.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.counters.snapshot()
+    }
+
     /// Waits until none of this worker's handlers has a job pending (waiting retries included)
     /// or running, in any process.
     ///
@@ -467,8 +475,10 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
             worker: shared.worker,
             now,
         };
+        Counters::add(&shared.counters.fetches, 1);
         match sqlite::claim(&conn, &request) {
             Ok(claimed) => {
+                Counters::add(&shared.counters.claimed, claimed.len() as u64);
                 backoff = Duration::from_millis(10);
                 let full = claimed.len() == want;
                 if suspects && claimed.is_empty() {
@@ -558,7 +568,9 @@ fn run_one(
     let span = trace::attempt(job, info);
     let _entered = span.enter();
     match attempt(shared, conn, info, job) {
-        Ok(Completion::Committed) => {}
+        Ok(Completion::Committed) => {
+            Counters::add(&shared.counters.completed_with_writes, 1);
+        }
         Ok(Completion::Deferred) => {
             let _ = done.send((job.id, job.token));
         }
@@ -621,6 +633,7 @@ fn record_failure(
     let message = error.to_string();
     let failure = shared.failure(job, error, &message);
     let recorded = with_retries(|| sqlite::fail(conn, job, &failure)).unwrap_or(false);
+    Counters::add(&shared.counters.failed, 1);
     let dead = failure.permanent || job.attempt >= info.max_attempts();
     trace::failed(job, info, error, recorded, dead);
 }
@@ -649,6 +662,8 @@ fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
         loop {
             match sqlite::complete_many(&conn, &batch, shared.config.clock.fixed()) {
                 Ok(completed) => {
+                    Counters::add(&shared.counters.flushes, 1);
+                    Counters::add(&shared.counters.completed_in_batches, completed as u64);
                     if completed < batch.len() {
                         trace::leases_lost(batch.len() - completed);
                     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::Shared;
-use crate::lifecycle::{FLUSH_AFTER, FLUSH_JOBS};
+use crate::lifecycle::{Counters, FLUSH_AFTER, FLUSH_JOBS};
 use crate::store;
 use crate::trace;
 
@@ -44,6 +44,8 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
         };
         match result {
             Ok(completed) => {
+                Counters::add(&shared.counters.flushes, 1);
+                Counters::add(&shared.counters.completed_in_batches, completed);
                 if completed < batch.len() as u64 {
                     trace::leases_lost(batch.len() - completed as usize);
                 }

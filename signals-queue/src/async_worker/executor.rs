@@ -14,7 +14,7 @@ use super::Shared;
 use crate::asynchronous::{AsyncJobScope, JobTx, Transaction, Tx};
 use crate::error::AttemptError;
 use crate::job::JobInfo;
-use crate::lifecycle::{self, Claimed};
+use crate::lifecycle::{self, Claimed, Counters};
 use crate::lifecycle::Failure;
 use crate::store;
 use crate::trace;
@@ -42,7 +42,7 @@ async fn run(shared: &Shared, job: &Claimed, info: &JobInfo, done: &UnboundedSen
             }
         }
         (Ok(()), Some(tx)) => match complete_in(shared, job, tx).await {
-            Ok(true) => {}
+            Ok(true) => Counters::add(&shared.counters.completed_with_writes, 1),
             Ok(false) => trace::lease_lost(job),
             Err(error) => record_failure(shared, info, job, &error.into()).await,
         },
@@ -129,6 +129,7 @@ pub(super) async fn record_failure(
             }
         }
     };
+    Counters::add(&shared.counters.failed, 1);
     let dead = failure.permanent || job.attempt >= info.max_attempts();
     trace::failed(job, info, error, recorded, dead);
 }

@@ -29,7 +29,7 @@ use crate::asynchronous::Pool;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::{JobInfo, RetryPolicy};
-use crate::lifecycle::{self, DEFAULT_JOB_TIMEOUT};
+use crate::lifecycle::{self, Counters, WorkerStats, DEFAULT_JOB_TIMEOUT};
 use crate::scope::State;
 use crate::{linked_jobs, store};
 
@@ -179,6 +179,7 @@ impl AsyncWorkerBuilder {
                 woken: Notify::new(),
                 suspects: AtomicBool::new(false),
                 grace_ms: AtomicU64::new(60_000),
+                counters: Counters::default(),
             }),
         })
     }
@@ -235,6 +236,7 @@ struct Shared {
     suspects: AtomicBool,
     /// How long shutdown waits for running handlers.
     grace_ms: AtomicU64,
+    counters: Counters,
 }
 
 impl Shared {
@@ -355,6 +357,11 @@ pub struct RunningAsyncWorker {
 }
 
 impl RunningAsyncWorker {
+    /// What the worker has done since it started.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.counters.snapshot()
+    }
+
     /// Waits until none of this worker's handlers has a job pending (waiting retries included)
     /// or running, in any process.
     ///

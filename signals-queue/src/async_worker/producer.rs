@@ -12,7 +12,7 @@ use tokio::task::{Id, JoinSet};
 use super::{executor, Shared, WAKE};
 use crate::error::AttemptError;
 use crate::lifecycle::Claimed;
-use crate::lifecycle::ClaimRequest;
+use crate::lifecycle::{ClaimRequest, Counters};
 use crate::store;
 use crate::trace;
 
@@ -134,6 +134,7 @@ async fn fetch(
     suspects: bool,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut conn = shared.own.acquire().await?;
+    Counters::add(&shared.counters.fetches, 1);
     let request = ClaimRequest {
         handlers: &shared.handlers,
         limit: want,
@@ -141,7 +142,9 @@ async fn fetch(
         worker: shared.worker,
         now: shared.now(),
     };
-    store::claim(conn.tx(), &request).await
+    let claimed = store::claim(conn.tx(), &request).await?;
+    Counters::add(&shared.counters.claimed, claimed.len() as u64);
+    Ok(claimed)
 }
 
 /// Starts an executor for `job`, in a slot of its own.
