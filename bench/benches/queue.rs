@@ -368,11 +368,7 @@ fn drain_by_hand(path: &Path, claim_sql: &str, limit: usize, completion: Complet
 
 /// Ours: a `Worker`, timed from `start` until every job's handler ran (checked every
 /// millisecond); its shutdown is not timed.
-fn drain_with_worker(
-    path: &Path,
-    jobs: usize,
-    concurrency: usize,
-) -> Duration {
+fn drain_with_worker(path: &Path, jobs: usize, concurrency: usize) -> Duration {
     NOOPS.store(0, Ordering::SeqCst);
     let builder = Worker::builder(path).concurrency(concurrency);
     let worker = builder.build().expect("worker");

@@ -33,7 +33,8 @@ commands:
   migrate                      create the shop's tables and the jobs table
   place --orders N             place N orders, each in its own transaction
         [--decline-every K]    every K-th order's card is declined: it rolls back
-  worker                       run the worker for the queued welcome email
+  worker                       run the worker for the queued welcome email (after
+                               `migrate`: it creates no table)
         [--concurrency C]      jobs at once (default 1; any number up to 1000: a job holds a
                                connection only while it writes)
         [--pool N]             database connections for the handlers (default 10); the
@@ -265,8 +266,8 @@ async fn place(pool: &Pool, orders: u64, decline_every: u64) -> Result<(), signa
     Ok(())
 }
 
+/// Runs the worker. It creates nothing (`shop migrate` does): a role without DDL rights runs it.
 async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::BoxError> {
-    migrate(&pool).await?;
     let mailer = Mailer::simulated(
         options.email_fail_rate,
         options.email_delay,

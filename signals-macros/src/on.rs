@@ -273,7 +273,10 @@ impl Args {
                     )
                 })?;
                 if millis == 0 {
-                    return Err(Error::new_spanned(&text, "a `timeout` must be longer than zero"));
+                    return Err(Error::new_spanned(
+                        &text,
+                        "a `timeout` must be longer than zero",
+                    ));
                 }
                 set_once(&mut self.timeout, (text, millis), &key)
             }
@@ -423,10 +426,14 @@ fn parse_duration(text: &str) -> Option<u64> {
         return None;
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let number: u64 = rest[..digits].parse().ok()?;
         rest = rest[digits..].trim_start();
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
         let millis_per = match &rest[..unit_len] {
             "ms" | "msec" | "millis" | "milliseconds" => 1,
             "s" | "sec" | "secs" | "second" | "seconds" => 1_000,

@@ -470,6 +470,7 @@ impl Pool {
                 sqlx::postgres::PgPoolOptions::new()
                     .max_connections(connections)
                     .min_connections(connections)
+                    .acquire_timeout(OWN_ACQUIRE_TIMEOUT)
                     .connect_with((*pool.connect_options()).clone())
                     .await?,
             ),
@@ -477,6 +478,7 @@ impl Pool {
             Pool::Sqlite(pool) => Pool::Sqlite(
                 sqlx::sqlite::SqlitePoolOptions::new()
                     .max_connections(connections)
+                    .acquire_timeout(OWN_ACQUIRE_TIMEOUT)
                     .connect_with((*pool.connect_options()).clone())
                     .await?,
             ),
@@ -513,6 +515,10 @@ impl Pool {
         false
     }
 }
+
+/// How long the worker waits for one of its own connections: a server that refuses them is
+/// reported at `build()` within this, and a lost database is retried at this pace.
+const OWN_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An open sqlx transaction on either database, from [`Pool::begin`]. Dropping it rolls back.
 #[non_exhaustive]

@@ -208,14 +208,14 @@ impl StaleWatch {
     /// of the stale workers other than `me`.
     pub(crate) fn observe(&mut self, me: i64, rows: &[(i64, i64, i64)]) -> Vec<i64> {
         let now = Instant::now();
-        self.seen.retain(|id, _| rows.iter().any(|row| row.0 == *id));
+        self.seen
+            .retain(|id, _| rows.iter().any(|row| row.0 == *id));
         let mut stale = Vec::new();
         for &(id, beats, lease_ms) in rows.iter().filter(|row| row.0 != me) {
             let entry = self.seen.entry(id).or_insert((beats, now));
             if entry.0 != beats {
                 *entry = (beats, now);
-            } else if now.duration_since(entry.1) > Duration::from_millis(lease_ms.max(0) as u64)
-            {
+            } else if now.duration_since(entry.1) > Duration::from_millis(lease_ms.max(0) as u64) {
                 stale.push(id);
             }
         }

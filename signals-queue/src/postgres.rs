@@ -88,8 +88,7 @@ CREATE OR REPLACE TRIGGER signals_jobs_notify AFTER INSERT ON signals_jobs
 ";
 
 /// Whether the schema table exists: before the first migration it does not.
-pub(crate) const HAS_SCHEMA: &str =
-    "SELECT to_regclass('signals_queue_schema') IS NOT NULL";
+pub(crate) const HAS_SCHEMA: &str = "SELECT to_regclass('signals_queue_schema') IS NOT NULL";
 
 /// The channel the schema's trigger notifies, for the table in the current schema.
 pub(crate) const CHANNEL: &str = "SELECT 'signals_jobs.' || current_schema()";

@@ -162,8 +162,11 @@ pub(crate) fn heartbeat(
     lease: Duration,
     now: Option<Millis>,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(HEARTBEAT)?
-        .execute(params![worker, local(now), lease.as_millis() as i64])?;
+    conn.prepare_cached(HEARTBEAT)?.execute(params![
+        worker,
+        local(now),
+        lease.as_millis() as i64
+    ])?;
     Ok(())
 }
 

@@ -61,7 +61,10 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 /// The columns schema 3 added to `signals_jobs`: (name, `ALTER TABLE` statement), run when
 /// `pragma_table_info` lacks the name.
 pub(crate) const ADDED_COLUMNS: [(&str, &str); 2] = [
-    ("worker", "ALTER TABLE signals_jobs ADD COLUMN worker INTEGER"),
+    (
+        "worker",
+        "ALTER TABLE signals_jobs ADD COLUMN worker INTEGER",
+    ),
     (
         "crashes",
         "ALTER TABLE signals_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",

@@ -226,10 +226,7 @@ pub async fn rescue(
     retry: &RetryPolicy,
     now: Option<Millis>,
 ) -> Result<u64, sqlx::Error> {
-    let (base, cap) = (
-        retry.base.as_millis() as i64,
-        retry.cap.as_millis() as i64,
-    );
+    let (base, cap) = (retry.base.as_millis() as i64, retry.cap.as_millis() as i64);
     match tx.reborrow() {
         #[cfg(feature = "postgres")]
         Tx::Postgres(conn) => {
@@ -368,8 +365,9 @@ pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
                 .fetch_one(&mut *conn)
                 .await?;
             if exists {
-                let found: Option<i64> =
-                    sqlx::query_scalar(sql::VERSION).fetch_one(&mut *conn).await?;
+                let found: Option<i64> = sqlx::query_scalar(sql::VERSION)
+                    .fetch_one(&mut *conn)
+                    .await?;
                 if check(found)? {
                     return Ok(());
                 }

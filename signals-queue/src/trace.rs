@@ -60,11 +60,17 @@ mod imp {
     }
 
     pub(crate) fn rescued(count: usize) {
-        tracing::warn!(count, "returned the jobs of workers whose lease lapsed to the queue");
+        tracing::warn!(
+            count,
+            "returned the jobs of workers whose lease lapsed to the queue"
+        );
     }
 
     pub(crate) fn leases_lost(count: usize) {
-        tracing::warn!(count, "completed jobs had been rescued meanwhile; they run again");
+        tracing::warn!(
+            count,
+            "completed jobs had been rescued meanwhile; they run again"
+        );
     }
 
     #[cfg(feature = "sqlite")]

@@ -247,7 +247,9 @@ impl Worker {
         drop(done);
         let producer = {
             let shared = Arc::clone(&shared);
-            spawn("signals-queue-producer".into(), move || produce(&shared, jobs))?
+            spawn("signals-queue-producer".into(), move || {
+                produce(&shared, jobs)
+            })?
         };
         let completer = {
             let shared = Arc::clone(&shared);
@@ -257,7 +259,9 @@ impl Worker {
         };
         let maintenance = {
             let shared = Arc::clone(&shared);
-            spawn("signals-queue-maintenance".into(), move || maintain(&shared))?
+            spawn("signals-queue-maintenance".into(), move || {
+                maintain(&shared)
+            })?
         };
         Ok(RunningWorker {
             shared,
@@ -464,7 +468,10 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
         let now = shared.config.clock.fixed();
         // Woken for a job another connection is still committing: look (a read, which does not
         // wait for that writer) before claiming (a write, which would queue behind it).
-        if soon.is_some() && !suspects && !sqlite::runnable(&conn, &shared.handlers, now).unwrap_or(true) {
+        if soon.is_some()
+            && !suspects
+            && !sqlite::runnable(&conn, &shared.handlers, now).unwrap_or(true)
+        {
             (seen, soon) = wait_for_jobs(shared, seen, soon);
             continue;
         }

@@ -498,18 +498,8 @@ async fn two_workers_racing_on_one_table_run_every_job_exactly_once() {
     for db in Db::all().await {
         db.queue_work(300).await;
         let attempts = Arc::new(Attempts::default());
-        let a = db
-            .worker(&attempts)
-            .concurrency(2)
-            .build()
-            .await
-            .unwrap();
-        let b = db
-            .worker(&attempts)
-            .concurrency(2)
-            .build()
-            .await
-            .unwrap();
+        let a = db.worker(&attempts).concurrency(2).build().await.unwrap();
+        let b = db.worker(&attempts).concurrency(2).build().await.unwrap();
         let (a, b) = tokio::join!(a.run_until_idle(), b.run_until_idle());
         a.unwrap();
         b.unwrap();

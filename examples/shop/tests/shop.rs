@@ -425,3 +425,282 @@ fn shop_and_shipping_killed_with_sigkill_ship_each_committed_order_exactly_once(
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The job life cycle under crashes, deploys, clock skew and a small connection budget.
+
+/// Migrates and places `orders` orders, none declined: order `n` has id `n`.
+fn placed_all(db: &str, orders: u32) {
+    run(db, &["migrate"]);
+    let out = run(db, &["place", "--orders", &orders.to_string()]);
+    assert!(
+        out.starts_with(&format!("placed {orders} order(s)")),
+        "{out}"
+    );
+}
+
+/// Runs `shop worker --until-idle` with `args` again and again while it dies (here: aborts),
+/// at most `runs` times; how many runs died.
+fn until_it_survives(db: &str, args: &[&str], runs: usize) -> usize {
+    let until_idle = [args, &["--until-idle"]].concat();
+    for died in 0..runs {
+        if spawn_worker(db, &until_idle).wait().unwrap().success() {
+            return died;
+        }
+    }
+    panic!("the worker died {runs} times in a row");
+}
+
+/// `--crash-on-order` makes one job abort its worker every time it runs (before the provider
+/// is called). The jobs running beside it are charged once, then run alone and succeed; the
+/// poison job alone ends dead after its 5 attempts.
+#[test]
+fn a_job_that_aborts_its_worker_dies_alone_and_every_other_email_is_sent() {
+    for db in Db::all() {
+        placed_all(&db.url, 40);
+        let args = [
+            "--concurrency",
+            "8",
+            "--email-delay-ms",
+            "30",
+            "--lease-ms",
+            "600",
+            "--retry-base-ms",
+            "5",
+            "--crash-on-order",
+            "3",
+        ];
+        let died = until_it_survives(&db.url, &args, 12);
+        assert_eq!(
+            died, 5,
+            "{}: one abort per attempt of the poison job",
+            db.url
+        );
+        let [orders, emails, _attempts, pending, running, dead] = stats(&db.url);
+        assert_eq!((orders, emails), (40, 39), "{}", db.url);
+        assert_eq!((pending, running, dead), (0, 0, 1), "{}", db.url);
+    }
+}
+
+/// Sends SIGTERM to `child`.
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A deploy: worker A gets SIGTERM while its handlers (4 s each) outlive its lease (1.5 s),
+/// and worker B starts at once. A keeps renewing its lease until its handlers finish, so B
+/// takes none of their jobs: one provider call per email.
+#[test]
+fn a_worker_stopped_with_sigterm_keeps_its_lease_until_its_handlers_finish() {
+    for db in Db::all() {
+        placed_all(&db.url, 24);
+        let args = [
+            "--concurrency",
+            "24",
+            "--email-delay-ms",
+            "4000",
+            "--lease-ms",
+            "1500",
+        ];
+        let a = spawn_worker(&db.url, &args);
+        wait_for(|| stats(&db.url)[2] >= 24); // every handler has called the provider
+        terminate(&a);
+        let b = spawn_worker(&db.url, &[&args[..], &["--until-idle"]].concat());
+        let [a, b] = [a, b].map(|mut worker| worker.wait().unwrap());
+        assert!(a.success() && b.success(), "{}: {a}, {b}", db.url);
+        let [_, emails, attempts, pending, running, dead] = stats(&db.url);
+        assert_eq!((emails, attempts), (24, 24), "{}", db.url);
+        assert_eq!((pending, running, dead), (0, 0, 0), "{}", db.url);
+    }
+}
+
+/// `faketime`, or `None` (with a message) when it is not installed outside CI.
+fn faketime() -> Option<PathBuf> {
+    let found = Command::new("faketime")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    match found {
+        true => Some(PathBuf::from("faketime")),
+        false if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("faketime is required under CI (`apt-get install faketime`)")
+        }
+        false => {
+            eprintln!("skipping: faketime is not installed");
+            None
+        }
+    }
+}
+
+/// `shop worker` with `args`, its clock shifted by `offset` (`"+120s"`).
+fn spawn_skewed_worker(faketime: &PathBuf, offset: &str, db: &str, args: &[&str]) -> Child {
+    Command::new(faketime)
+        .args(["-f", offset])
+        .arg(shop())
+        .args(["--db", db, "worker"])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Two workers on one database, one of them 120 s ahead (then behind): neither takes the other's
+/// live jobs (one provider call per email), and a worker that was killed has its jobs rescued
+/// by the skewed one within about a lease, not 120 s late or early.
+#[test]
+fn a_worker_whose_clock_is_two_minutes_off_takes_no_live_job_and_rescues_in_time() {
+    let Some(faketime) = faketime() else {
+        return;
+    };
+    for offset in ["+120s", "-120s"] {
+        for db in Db::all() {
+            placed_all(&db.url, 300);
+            let args = [
+                "--concurrency",
+                "4",
+                "--email-delay-ms",
+                "20",
+                "--lease-ms",
+                "1500",
+                "--until-idle",
+            ];
+            let mut honest = spawn_worker(&db.url, &args);
+            let mut skewed = spawn_skewed_worker(&faketime, offset, &db.url, &args);
+            assert!(honest.wait().unwrap().success());
+            assert!(skewed.wait().unwrap().success());
+            let [_, emails, attempts, ..] = stats(&db.url);
+            assert_eq!((emails, attempts), (300, 300), "{offset} {}", db.url);
+
+            // A worker killed mid-run: the skewed one rescues its jobs after about a lease.
+            placed_all(&db.url, 60);
+            let slow = [
+                "--concurrency",
+                "8",
+                "--email-delay-ms",
+                "400",
+                "--lease-ms",
+                "1500",
+            ];
+            let mut doomed = spawn_worker(&db.url, &slow);
+            wait_for(|| stats(&db.url)[4] >= 8); // 8 running
+            doomed.kill().unwrap();
+            doomed.wait().unwrap();
+            let start = Instant::now();
+            let until_idle = [&slow[..], &["--until-idle"]].concat();
+            let mut rescuer = spawn_skewed_worker(&faketime, offset, &db.url, &until_idle);
+            assert!(rescuer.wait().unwrap().success());
+            let took = start.elapsed();
+            // 60 jobs at 8 at a time, 400 ms each: 3.2 s of work, plus a lease of waiting.
+            assert!(
+                took < Duration::from_secs(12),
+                "{offset} {}: {took:?}",
+                db.url
+            );
+            let [orders, emails, .., pending, running, dead] = stats(&db.url);
+            assert_eq!(
+                (emails, pending, running, dead),
+                (orders, 0, 0, 0),
+                "{offset}"
+            );
+        }
+    }
+}
+
+/// A login role of the test's own with `CONNECTION LIMIT limit` and every right on `schema`'s
+/// tables, and no right to create anything; dropped on drop.
+struct LimitedRole {
+    name: String,
+}
+
+impl LimitedRole {
+    fn new(schema: &str, limit: u32) -> LimitedRole {
+        let name = format!("shop_role_{}", uuid::Uuid::now_v7().simple());
+        postgres(format!(
+            "CREATE ROLE {name} LOGIN CONNECTION LIMIT {limit};
+             GRANT USAGE ON SCHEMA {schema} TO {name};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {name};
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {name};"
+        ))
+        .unwrap();
+        LimitedRole { name }
+    }
+
+    /// `url` (the superuser's, with a search path) as this role.
+    fn url(&self, url: &str) -> String {
+        url.replacen(
+            "postgres://postgres@",
+            &format!("postgres://{}@", self.name),
+            1,
+        )
+    }
+}
+
+impl Drop for LimitedRole {
+    fn drop(&mut self) {
+        let name = &self.name;
+        let _ = postgres(format!("DROP OWNED BY {name}; DROP ROLE {name}"));
+    }
+}
+
+/// 200 jobs at once, each waiting 50 ms on the provider before it writes, under a role that
+/// may open 25 connections: handlers hold a connection only while they write, and the worker's
+/// own 4 stay apart, so nothing waits for a connection it cannot get. The role has no DDL
+/// rights: with the schema current, starting the worker changes nothing.
+#[test]
+fn concurrency_200_runs_on_a_role_limited_to_25_connections() {
+    for db in Db::all() {
+        let Some(schema) = db.schema.clone() else {
+            continue; // PostgreSQL's connection limit
+        };
+        placed_all(&db.url, 800);
+        let role = LimitedRole::new(&schema, 25);
+        let start = Instant::now();
+        let output = Command::new(shop())
+            .args(["--db", &role.url(&db.url), "worker", "--until-idle"])
+            .args([
+                "--concurrency",
+                "200",
+                "--pool",
+                "10",
+                "--email-delay-ms",
+                "50",
+            ])
+            .output()
+            .unwrap();
+        let took = start.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.is_empty(), "no connection error: {stderr}");
+        let [_, emails, attempts, pending, running, dead] = stats(&db.url);
+        assert_eq!((emails, attempts), (800, 800));
+        assert_eq!((pending, running, dead), (0, 0, 0));
+        // 800 × 50 ms / 200 = 0.2 s of waiting; generous for a loaded machine.
+        assert!(took < Duration::from_secs(20), "{took:?}");
+
+        // A budget that cannot fit the worker's own connections beside the pool's is refused
+        // at start, saying what to change.
+        let tight = LimitedRole::new(&schema, 3);
+        let output = Command::new(shop())
+            .args([
+                "--db",
+                &tight.url(&db.url),
+                "worker",
+                "--until-idle",
+                "--pool",
+                "1",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains("the worker needs 4 database connections of its own")
+                && stderr.contains("CONNECTION LIMIT"),
+            "{stderr}"
+        );
+    }
+}

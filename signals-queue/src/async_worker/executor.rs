@@ -14,8 +14,8 @@ use super::Shared;
 use crate::asynchronous::{AsyncJobScope, JobTx, Transaction, Tx};
 use crate::error::AttemptError;
 use crate::job::JobInfo;
-use crate::lifecycle::{self, Claimed, Counters};
 use crate::lifecycle::Failure;
+use crate::lifecycle::{self, Claimed, Counters};
 use crate::store;
 use crate::trace;
 

@@ -192,8 +192,7 @@ async fn open_own(pool: &Pool, connections: u32) -> Result<Pool, Error> {
         source,
     };
     let own = pool.dedicated(connections).await.map_err(refused)?;
-    let opened =
-        futures_util::future::join_all((0..connections).map(|_| own.acquire())).await;
+    let opened = futures_util::future::join_all((0..connections).map(|_| own.acquire())).await;
     for conn in opened {
         conn.map_err(refused)?;
     }

@@ -128,11 +128,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
     drain(&shared, slots).await;
 }
 
-async fn fetch(
-    shared: &Shared,
-    want: usize,
-    suspects: bool,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut conn = shared.own.acquire().await?;
     Counters::add(&shared.counters.fetches, 1);
     let request = ClaimRequest {
@@ -148,7 +144,12 @@ async fn fetch(
 }
 
 /// Starts an executor for `job`, in a slot of its own.
-fn start(shared: &Arc<Shared>, slots: &mut Slots, job: Claimed, done: &UnboundedSender<(i64, i64)>) {
+fn start(
+    shared: &Arc<Shared>,
+    slots: &mut Slots,
+    job: Claimed,
+    done: &UnboundedSender<(i64, i64)>,
+) {
     let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
         return; // the claim names only linked handlers
     };
