@@ -43,6 +43,14 @@ fn wal(conn: &Connection) -> Result<(), Error> {
 /// error.
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
     wal(conn)?;
+    // A read first: in WAL it never waits for a writer, so a current schema takes no lock.
+    let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
+    if exists {
+        let version: Option<i64> = conn.query_row(VERSION, [], |row| row.get(0))?;
+        if version == Some(SCHEMA_VERSION) {
+            return Ok(());
+        }
+    }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = migrate_in_transaction(conn);
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };

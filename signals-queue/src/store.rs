@@ -390,10 +390,19 @@ pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
             use crate::sqlite_sql as sql;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            // A read first: in WAL it never waits for a writer.
             let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await?;
+            if exists {
+                let found: Option<i64> = sqlx::query_scalar(sql::VERSION)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if check(found)? {
+                    return Ok(());
+                }
+            }
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             let found: Option<i64> = match exists {
                 true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
                 false => None,

@@ -1,0 +1,482 @@
+//! The async worker's job life cycle, on PostgreSQL and on SQLite through sqlx: claim order,
+//! lazy transactions, batched completions, timeouts, a pool smaller than the concurrency, a
+//! lease taken away from a running job, wake-ups, and a start that takes no lock.
+//!
+//! PostgreSQL is at `SIGNALS_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test works in a schema of its own and drops
+//! it. Without a server the PostgreSQL half is skipped with a message, except under `CI=true`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use signals_core::{notify_async, on, BoxError, Signal};
+use tokio::sync::Semaphore;
+
+mod support;
+
+use support::{wait_for, Db};
+
+use signals_queue::{
+    with_db, AsyncJobScope, AsyncWorker, AsyncWorkerBuilder, EnqueueAsync, FromJobAsync, Pool,
+    RetryPolicy, Tx,
+};
+
+/// What every handler here gets: the job's (lazy) transaction.
+struct Ctx<'a> {
+    tx: Tx<'a>,
+}
+
+impl EnqueueAsync for Ctx<'_> {
+    fn transaction(&mut self) -> Tx<'_> {
+        self.tx.reborrow()
+    }
+}
+
+impl<'c> FromJobAsync<'c> for Ctx<'c> {
+    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
+        Ok(Ctx {
+            tx: job.transaction(),
+        })
+    }
+}
+
+/// Writes one effect row through the job's transaction (opening it).
+async fn effect(ctx: &mut Ctx<'_>, n: i64) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO effects (n) VALUES ($1)";
+    with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
+        .bind(n)
+        .execute(conn)
+        .await
+        .map(drop))
+}
+
+fn worker(pool: &Pool) -> AsyncWorkerBuilder {
+    AsyncWorker::builder(pool.clone())
+        .poll_interval(Duration::from_millis(20))
+        .retry(RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+        })
+}
+
+/// Notifies every signal of `signals` in one transaction, and commits.
+async fn commit<S>(db: &Db, signals: &[S])
+where
+    S: for<'c> Signal<Context<'c> = Ctx<'c>>,
+{
+    let mut tx = db.pool.begin().await.unwrap();
+    for signal in signals {
+        notify_async(signal, &mut Ctx { tx: tx.tx() })
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claim order is run order.
+
+static RAN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Routine;
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Urgent;
+
+#[on(Routine, queue)]
+async fn routine(_: &Routine, _: &mut Ctx<'_>) {
+    RAN.lock().unwrap().push("routine");
+}
+
+#[on(Urgent, queue, priority = 10)]
+async fn urgent(_: &Urgent, _: &mut Ctx<'_>) {
+    RAN.lock().unwrap().push("urgent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_job_written_last_runs_first() {
+    for db in Db::all().await {
+        RAN.lock().unwrap().clear();
+        let mut tx = db.pool.begin().await.unwrap();
+        for _ in 0..7 {
+            notify_async(&Routine, &mut Ctx { tx: tx.tx() })
+                .await
+                .unwrap();
+        }
+        notify_async(&Urgent, &mut Ctx { tx: tx.tx() })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        worker(&db.pool)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        let ran = RAN.lock().unwrap().clone();
+        assert_eq!(ran.len(), 8, "{}", db.name());
+        assert_eq!(ran[0], "urgent", "{}: {ran:?}", db.name());
+        db.drop_schema().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// No connection while a job waits.
+
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+static NETWORK: Semaphore = Semaphore::const_new(0);
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct CallsOut {
+    n: i64,
+}
+
+/// A provider call (the semaphore), then a write.
+#[on(CallsOut, queue)]
+async fn calls_out(sig: &CallsOut, ctx: &mut Ctx<'_>) -> Result<(), BoxError> {
+    WAITING.fetch_add(1, Ordering::SeqCst);
+    NETWORK.acquire().await?.forget();
+    effect(ctx, sig.n).await?;
+    Ok(())
+}
+
+/// Connections of `pool` in use now.
+fn in_use(pool: &Pool) -> u32 {
+    match pool {
+        Pool::Postgres(pool) => pool.size() - pool.num_idle() as u32,
+        Pool::Sqlite(pool) => pool.size() - pool.num_idle() as u32,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_waiting_on_the_network_hold_no_connection_so_16_run_on_a_pool_of_2() {
+    for db in Db::all().await {
+        let name = db.name();
+        let signals: Vec<CallsOut> = (0..16).map(|n| CallsOut { n }).collect();
+        commit(&db, &signals).await;
+        WAITING.store(0, Ordering::SeqCst);
+        let pool = Pool::connect(&db.url, 2).await.unwrap();
+        let running = worker(&pool).concurrency(16).build().await.unwrap().start();
+        wait_for("16 handlers waiting at once", || async {
+            WAITING.load(Ordering::SeqCst) == 16
+        })
+        .await;
+        assert_eq!(
+            in_use(&pool),
+            0,
+            "{name}: a waiting handler holds no connection"
+        );
+        NETWORK.add_permits(16);
+        running.wait_idle().await.unwrap();
+        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(db.count("SELECT COUNT(DISTINCT n) FROM effects").await, 16);
+        db.drop_schema().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batched completions.
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Ping;
+
+#[on(Ping, queue)]
+async fn pong(_: &Ping, _: &mut Ctx<'_>) {}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Record {
+    n: i64,
+}
+
+#[on(Record, queue)]
+async fn record(sig: &Record, ctx: &mut Ctx<'_>) -> Result<(), sqlx::Error> {
+    effect(ctx, sig.n).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_never_open_their_transaction_complete_many_to_a_statement() {
+    for db in Db::all().await {
+        let name = db.name();
+        commit(&db, &vec![Ping; 300]).await;
+        let records: Vec<Record> = (0..40).map(|n| Record { n }).collect();
+        commit(&db, &records).await;
+        let running = worker(&db.pool)
+            .concurrency(50)
+            .build()
+            .await
+            .unwrap()
+            .start();
+        running.wait_idle().await.unwrap();
+        let stats = running.stats();
+        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(stats.completed_in_batches, 300, "{name}: {stats:?}");
+        assert_eq!(stats.completed_with_writes, 40, "{name}: {stats:?}");
+        assert!(stats.flushes <= 300 / 5, "{name}: {stats:?}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM effects").await, 40, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+                .await,
+            340,
+            "{name}"
+        );
+        db.drop_schema().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Hangs;
+
+static HANG_ATTEMPTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The first attempt writes, then hangs; the second writes and returns.
+#[on(Hangs, queue, timeout = "300ms")]
+async fn hangs(_: &Hangs, ctx: &mut Ctx<'_>) -> Result<(), sqlx::Error> {
+    let attempt = HANG_ATTEMPTS.fetch_add(1, Ordering::SeqCst) + 1;
+    effect(ctx, attempt as i64).await?;
+    if attempt == 1 {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_past_its_timeout_is_cancelled_rolled_back_and_retried() {
+    for db in Db::all().await {
+        let name = db.name();
+        HANG_ATTEMPTS.store(0, Ordering::SeqCst);
+        commit(&db, &[Hangs]).await;
+        let start = Instant::now();
+        worker(&db.pool)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(20), "{name}");
+        assert_eq!(HANG_ATTEMPTS.load(Ordering::SeqCst), 2, "{name}");
+        // The hung attempt's write rolled back with its transaction.
+        assert_eq!(db.count("SELECT MIN(n) FROM effects").await, 2, "{name}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM effects").await, 1, "{name}");
+        let error: String = with_db!(&db.pool, |pool| sqlx::query_scalar(
+            "SELECT last_error FROM signals_jobs WHERE state = 'done'"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        assert_eq!(error, "the handler timed out after 300ms", "{name}");
+        db.drop_schema().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A pool smaller than the concurrency: the worker's own connections keep the lease.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Holds {
+    n: i64,
+}
+
+/// Writes, then keeps its transaction (and connection) open for a second.
+#[on(Holds, queue)]
+async fn holds(sig: &Holds, ctx: &mut Ctx<'_>) -> Result<(), sqlx::Error> {
+    effect(ctx, sig.n).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_holding_the_whole_pool_do_not_starve_the_lease() {
+    for db in Db::all().await {
+        let name = db.name();
+        let signals: Vec<Holds> = (0..4).map(|n| Holds { n }).collect();
+        commit(&db, &signals).await;
+        // One connection for four handlers that each hold it a second; a lease of 300 ms.
+        let pool = Pool::connect(&db.url, 1).await.unwrap();
+        worker(&pool)
+            .concurrency(4)
+            .lease(Duration::from_millis(300))
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(db.count("SELECT COUNT(*) FROM effects").await, 4, "{name}");
+        assert_eq!(
+            db.count("SELECT CAST(SUM(attempt) AS BIGINT) FROM signals_jobs")
+                .await,
+            4,
+            "{name}: no job ran twice"
+        );
+        db.drop_schema().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A lease taken away: the old worker's completion and failure are refused.
+
+static FENCE: Semaphore = Semaphore::const_new(0);
+static FENCED_STARTS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Fenced {
+    /// Whether the attempt writes (completion in its transaction) or not (the completer).
+    writes: bool,
+    /// Whether the first attempt fails after the gate.
+    fail: bool,
+}
+
+/// The first attempt waits at the gate, then writes (or not) and succeeds (or fails); later
+/// attempts write and succeed at once.
+#[on(Fenced, queue)]
+async fn fenced(sig: &Fenced, ctx: &mut Ctx<'_>) -> Result<(), BoxError> {
+    let attempt = FENCED_STARTS.fetch_add(1, Ordering::SeqCst) + 1;
+    if attempt == 1 {
+        FENCE.acquire().await?.forget();
+        if sig.writes {
+            effect(ctx, 1).await?;
+        }
+        if sig.fail {
+            return Err("the first attempt failed, after its lease was taken away".into());
+        }
+        return Ok(());
+    }
+    effect(ctx, attempt as i64).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_lease_was_taken_away_can_neither_complete_nor_fail_the_job() {
+    for db in Db::all().await {
+        for (writes, fail) in [(true, false), (false, false), (true, true)] {
+            let name = format!("{} (writes: {writes}, fails: {fail})", db.name());
+            db.execute("DELETE FROM signals_jobs").await;
+            db.execute("DELETE FROM effects").await;
+            FENCED_STARTS.store(0, Ordering::SeqCst);
+            commit(&db, &[Fenced { writes, fail }]).await;
+            // Worker A: a long lease, so it does not renew during the test.
+            let a = worker(&db.pool)
+                .lease(Duration::from_secs(60))
+                .build()
+                .await
+                .unwrap()
+                .start();
+            wait_for("A's attempt to start", || async {
+                FENCED_STARTS.load(Ordering::SeqCst) == 1
+            })
+            .await;
+            // A's lease is gone (as if it lapsed while A was paused or partitioned): a rescue
+            // takes the job back, and worker B runs it.
+            db.execute("DELETE FROM signals_workers").await;
+            let b = worker(&db.pool).build().await.unwrap().start();
+            wait_for("B to complete the job", || async {
+                db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+                    .await
+                    == 1
+            })
+            .await;
+            b.shutdown(Duration::from_secs(10)).await.unwrap();
+            // A's handler finishes now: its completion (or failure) is refused.
+            FENCE.add_permits(1);
+            a.shutdown(Duration::from_secs(10)).await.unwrap();
+            assert_eq!(
+                db.count("SELECT COUNT(*) FROM effects").await,
+                1,
+                "{name}: A's writes rolled back"
+            );
+            assert_eq!(db.count("SELECT MIN(n) FROM effects").await, 2, "{name}");
+            assert_eq!(
+                db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done' AND attempt = 2")
+                    .await,
+                1,
+                "{name}: B's completion stands"
+            );
+        }
+        db.drop_schema().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wake-ups: one fetch per committed job, not one per idle slot.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_one_fetch_not_every_idle_slot() {
+    for db in Db::all().await {
+        if !db.pool.is_postgres() {
+            db.drop_schema().await;
+            continue; // LISTEN/NOTIFY
+        }
+        let running = worker(&db.pool)
+            .concurrency(64)
+            .poll_interval(Duration::from_secs(30))
+            .build()
+            .await
+            .unwrap()
+            .start();
+        wait_for("the first fetch", || async { running.stats().fetches >= 1 }).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = running.stats().fetches;
+        for n in 0..20 {
+            commit(&db, &[Record { n }]).await;
+            wait_for("the job to be done", || async {
+                db.count("SELECT COUNT(*) FROM effects").await == n + 1
+            })
+            .await;
+        }
+        let fetches = running.stats().fetches - before;
+        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert!(
+            (20..=30).contains(&fetches),
+            "{fetches} fetches for 20 commits into 64 idle slots"
+        );
+        db.drop_schema().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting a worker while an application transaction is open.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_starts_while_an_application_transaction_that_enqueued_is_open() {
+    for db in Db::all().await {
+        let name = db.name();
+        if !db.pool.is_postgres() {
+            // SQLite has one writer: an open write transaction holds every writer, and a
+            // worker's start writes its lease. Nothing to check there.
+            db.drop_schema().await;
+            continue;
+        }
+        let mut open = db.pool.begin().await.unwrap();
+        notify_async(&Record { n: 1 }, &mut Ctx { tx: open.tx() })
+            .await
+            .unwrap();
+        // The transaction stays open (waiting on a payment API, say) while a worker starts.
+        let built = tokio::time::timeout(Duration::from_secs(5), worker(&db.pool).build()).await;
+        let running = built
+            .expect("the start waited for the open transaction")
+            .unwrap();
+        let running = running.start();
+        open.commit().await.unwrap();
+        running.wait_idle().await.unwrap();
+        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(db.count("SELECT COUNT(*) FROM effects").await, 1, "{name}");
+        db.drop_schema().await;
+    }
+}
