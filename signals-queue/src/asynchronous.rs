@@ -238,26 +238,52 @@ pub trait EnqueueAsync {
 /// Builds an asynchronous signal's context on the [`AsyncWorker`](crate::AsyncWorker), from the
 /// worker's transaction and state. The async twin of [`FromJob`](crate::FromJob).
 ///
+/// The context keeps the job's [`Tx`] as it is: on the worker it is lazy, and the transaction
+/// begins at the handler's first use of it ([`with_db!`](crate::with_db), or
+/// `ctx.tx.reborrow().postgres().await`), so a handler that calls the network first holds no
+/// connection meanwhile.
+///
 /// # Examples
 ///
 /// ```
 /// # #[cfg(feature = "postgres")] {
-/// use signals_queue::{AsyncJobScope, FromJobAsync};
+/// use signals_queue::{AsyncJobScope, FromJobAsync, Tx};
 ///
 /// pub struct Mailer;
 ///
 /// pub struct AppCtx<'a> {
-///     pub tx: &'a mut sqlx::PgConnection,
+///     pub tx: Tx<'a>,
 ///     pub mailer: &'a Mailer,
 /// }
 ///
 /// impl<'c> FromJobAsync<'c> for AppCtx<'c> {
 ///     fn from_job(job: AsyncJobScope<'c>) -> Result<Self, signals_core::BoxError> {
 ///         let mailer = job.state::<Mailer>()?;
-///         Ok(AppCtx { tx: job.transaction().postgres()?, mailer })
+///         Ok(AppCtx { tx: job.transaction(), mailer })
 ///     }
 /// }
 /// # }
+/// ```
+///
+/// A context that holds a bare connection cannot be built on the worker: the connection exists
+/// only once the handler uses the transaction, and `postgres()` is `async` (it opens it). This is a
+/// compile error (`?` cannot be applied to a future):
+///
+/// ```compile_fail
+/// # #[cfg(feature = "postgres")] mod doc {
+/// use signals_queue::{AsyncJobScope, FromJobAsync};
+///
+/// pub struct AppCtx<'a> {
+///     pub tx: &'a mut sqlx::PgConnection,
+/// }
+///
+/// impl<'c> FromJobAsync<'c> for AppCtx<'c> {
+///     fn from_job(job: AsyncJobScope<'c>) -> Result<Self, signals_core::BoxError> {
+///         Ok(AppCtx { tx: job.transaction().postgres()? })
+///     }
+/// }
+/// # }
+/// # #[cfg(not(feature = "postgres"))] compile_error!("needs the postgres feature");
 /// ```
 #[diagnostic::on_unimplemented(
     message = "the async worker can't build the context `{Self}` of a signal with a queued handler",

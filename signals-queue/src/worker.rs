@@ -170,8 +170,9 @@ pub struct Worker {
 /// The jobs the executors run, for slot counting, heartbeats and timeouts.
 #[derive(Default)]
 struct Slots {
-    /// By job id: the job, when it started, its timeout, and whether it was fenced off.
-    running: HashMap<i64, Running>,
+    /// By job id and claim token (a fenced-off attempt may still run beside its retry): the
+    /// job, when it started, its timeout, and whether it was fenced off.
+    running: HashMap<(i64, i64), Running>,
     /// A suspect runs: nothing else may.
     solo: bool,
 }
@@ -499,7 +500,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
                     };
                     let timeout = info.timeout().unwrap_or(shared.config.job_timeout);
                     slots.running.insert(
-                        job.id,
+                        (job.id, job.token),
                         Running {
                             job: job.clone(),
                             info,
@@ -556,7 +557,7 @@ fn execute(shared: &Shared, queue: &Mutex<Receiver<Claimed>>, done: &Sender<(i64
             run_one(shared, &mut conn, info, &job, done);
         }
         let mut slots = lock(&shared.slots);
-        slots.running.remove(&job.id);
+        slots.running.remove(&(job.id, job.token));
         if slots.running.is_empty() {
             slots.solo = false;
         }

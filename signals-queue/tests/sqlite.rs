@@ -357,20 +357,21 @@ fn jobs_of_a_handler_this_binary_does_not_link_are_left_alone_and_reported() {
     assert_eq!((other.pending, other.linked), (1, false));
 }
 
+/// A job an older version left `running` with a lease of its own (no worker row) is rescued
+/// once that lease expired, and run again. (The fence against a worker whose lease was taken
+/// away is `sqlite_lifecycle.rs`'s, driven through the worker's own completion and failure.)
 #[test]
-fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_complete() {
+fn a_running_job_an_older_version_left_is_rescued_once_its_lease_expired() {
     let (_dir, path) = database();
     let mut conn = Connection::open(&path).unwrap();
     let attempts = Arc::new(Attempts::default());
     place(&mut conn, &attempts, 8, true);
-    // Worker A claims the email job and stalls (paused, partitioned): simulate its claim.
     conn.execute(
         "UPDATE signals_jobs SET state = 'running', attempt = 1, token = 42, lease_until = 0
          WHERE handler = 'sqlite::send_welcome'",
         [],
     )
     .unwrap();
-    // Worker B rescues the expired lease and runs the job (and the audit job).
     worker(&path, &attempts)
         .build()
         .unwrap()
@@ -389,15 +390,6 @@ fn an_expired_lease_is_rescued_and_the_old_claim_can_no_longer_complete() {
         ("done", 2),
         "the stalled claim's attempt counted"
     );
-    // Worker A wakes up: its completion and its failure are both refused (token 42 is stale).
-    let stale = conn
-        .execute(
-            "UPDATE signals_jobs SET state = 'done' WHERE handler = 'sqlite::send_welcome'
-             AND token = 42 AND state = 'running'",
-            [],
-        )
-        .unwrap();
-    assert_eq!(stale, 0);
 }
 
 #[test]
