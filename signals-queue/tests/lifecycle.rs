@@ -7,7 +7,7 @@
 //! it. Without a server the PostgreSQL half is skipped with a message, except under `CI=true`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};

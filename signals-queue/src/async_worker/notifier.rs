@@ -2,12 +2,14 @@
 //! producer; a hint, never the delivery path (polling finds what a lost notification would
 //! have announced).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
+#[cfg(feature = "postgres")]
+use std::{sync::atomic::Ordering, time::Duration};
 
 use tokio::sync::Notify;
 
 use crate::asynchronous::Pool;
+#[cfg(feature = "postgres")]
 use crate::trace;
 
 /// Listens for the jobs table's notifications on PostgreSQL and wakes `woken` (one waiter:
