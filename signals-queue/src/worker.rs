@@ -30,6 +30,10 @@ use crate::{linked_jobs, trace};
 /// The most jobs one fetch claims, however many slots are free.
 const FETCH_LIMIT: usize = 256;
 
+/// While more jobs wait, a fetch waits this long for a quarter of the slots to be free (see the
+/// async worker's producer).
+const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
+
 /// Configures a [`Worker`]: where the jobs are, what handlers' contexts need, how many jobs
 /// run at once, and the timings. Every setting has a default.
 ///
@@ -444,6 +448,11 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
     // After a wake-up the new job is not visible until its writer commits: look again soon.
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
+    // The last fetch was full: more jobs are likely due.
+    let mut more = false;
+    // Since when slots have been free while fewer than `gather` were.
+    let mut free_since: Option<Instant> = None;
+    let gather = (shared.config.concurrency / 4).max(1);
     while !shared.stopping() {
         let suspects = shared.suspects.load(Ordering::SeqCst);
         let want = {
@@ -459,6 +468,16 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
                 continue;
             }
             let free = shared.config.concurrency - slots.running.len();
+            if more && !suspects && free < gather {
+                // Jobs are waiting and few slots are free: gather a few more before fetching.
+                let since = *free_since.get_or_insert_with(Instant::now);
+                let left = FETCH_COOLDOWN.saturating_sub(since.elapsed());
+                if !left.is_zero() {
+                    let _ = shared.changed.wait_timeout(slots, left);
+                    continue;
+                }
+            }
+            free_since = None;
             if suspects {
                 slots.solo = true; // claimed below, or given up
                 1
@@ -489,6 +508,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
                 Counters::add(&shared.counters.claimed, claimed.len() as u64);
                 backoff = Duration::from_millis(10);
                 let full = claimed.len() == want;
+                more = full;
                 if suspects && claimed.is_empty() {
                     shared.suspects.store(false, Ordering::SeqCst);
                     lock(&shared.slots).solo = false;

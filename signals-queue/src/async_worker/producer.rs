@@ -19,6 +19,10 @@ use crate::trace;
 /// The most jobs one fetch claims, however many slots are free.
 const FETCH_LIMIT: usize = 256;
 
+/// While more jobs wait, a fetch waits this long for a quarter of the slots to be free, so that
+/// a busy worker fetches many jobs per statement rather than one per finished job.
+const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
+
 /// The running executors, and the job each runs.
 struct Slots {
     tasks: JoinSet<()>,
@@ -55,6 +59,11 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
     // After a wake-up from this process the new job may not be committed yet: look again soon.
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
+    // The last fetch was full: more jobs are likely due.
+    let mut more = false;
+    // Since when slots have been free while fewer than `gather` were.
+    let mut free_since: Option<tokio::time::Instant> = None;
+    let gather = (shared.config.concurrency / 4).max(1);
     while !shared.stopping() {
         let woken = shared.woken.notified();
         tokio::pin!(woken);
@@ -75,11 +84,25 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
             }
             continue;
         }
+        if more && !suspects && free < gather {
+            // Jobs are waiting and few slots are free: gather a few more before fetching.
+            let since = *free_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() < FETCH_COOLDOWN {
+                tokio::select! {
+                    () = slots.next_done() => {}
+                    () = tokio::time::sleep_until(since + FETCH_COOLDOWN) => {}
+                    () = &mut stopped => {}
+                }
+                continue;
+            }
+        }
+        free_since = None;
         let want = if suspects { 1 } else { free.min(FETCH_LIMIT) };
         match fetch(&shared, want, suspects).await {
             Ok(claimed) => {
                 backoff = Duration::from_millis(10);
                 let full = claimed.len() == want;
+                more = full;
                 if suspects && claimed.is_empty() {
                     shared.suspects.store(false, Ordering::SeqCst);
                 }
@@ -107,6 +130,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
                 // Committed (PostgreSQL notifies at commit), rescued, or a suspect is due.
                 () = &mut woken => {
                     soon = None;
+                    more = true;
                     break;
                 }
                 // Written in this process, maybe not committed yet (LISTEN tells of commits).
