@@ -547,6 +547,7 @@ async fn latency_round(seconds: f64, rate: f64, listen: bool) -> Vec<f64> {
     lock(&STARTS).clear();
     let poll = if listen { 500 } else { 100 };
     let running = AsyncWorker::builder(db.pool.clone())
+        .concurrency(16)
         .listen(listen)
         .poll_interval(Duration::from_millis(poll))
         .build()
@@ -721,9 +722,9 @@ async fn drain_section(settings: &Settings, hold_snapshot: bool) {
 }
 
 async fn latency_section(settings: &Settings) {
-    let rate = 500.0;
+    let rate = 200.0;
     println!(
-        "\n## 3. Latency on PostgreSQL: commit → handler start at {rate} commits/s for {} s\n",
+        "\n## 3. Latency on PostgreSQL: commit → handler start at {rate} commits/s for {} s, one worker at concurrency 16\n",
         settings.seconds
     );
     let variants = [
