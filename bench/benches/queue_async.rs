@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,8 @@ use signals_core::{notify_async, on, BoxError, Signal};
 mod common;
 use common::{load, lock, median, now_ms, origin, percentile, range, since_origin, Order};
 use signals_queue::{
-    AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Transaction, Tx,
+    with_db, AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Transaction,
+    Tx,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -62,10 +63,23 @@ struct OrderPlaced(Order);
 
 static NOOPS: AtomicUsize = AtomicUsize::new(0);
 
+/// Whether the drain's handler (and the floors) write one row per job through the job's
+/// transaction ("writing" drains); otherwise the handler is a noop.
+static WRITES: AtomicBool = AtomicBool::new(false);
+
 #[on(OrderPlaced, queue, name = "bench.noop")]
-fn noop(sig: &OrderPlaced, _: &mut Ctx<'_>) {
+async fn noop(sig: &OrderPlaced, ctx: &mut Ctx<'_>) -> Result<(), sqlx::Error> {
     black_box(sig);
+    if WRITES.load(Ordering::Relaxed) {
+        let sql = "INSERT INTO written (order_id) VALUES ($1)";
+        with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
+            .bind(sig.0.order_id)
+            .execute(conn)
+            .await
+            .map(drop))?;
+    }
     NOOPS.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 #[derive(Signal, Serialize, Deserialize)]
@@ -146,6 +160,8 @@ impl Db {
             Store::Sqlite => "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, amount_cents INTEGER NOT NULL, currency TEXT NOT NULL)",
         };
         db.raw(orders).await;
+        db.raw("CREATE TABLE written (order_id BIGINT NOT NULL)")
+            .await;
         db
     }
 
@@ -420,6 +436,17 @@ async fn savepoint(tx: &mut Transaction, statement: &'static str) {
 
 async fn complete(tx: &mut Transaction, job: &(i64, String), token: i64) {
     black_box(&job.1); // the noop handler
+    if WRITES.load(Ordering::Relaxed) {
+        let order: OrderPlaced = serde_json::from_str(&job.1).expect("payload");
+        on_conn!(tx.tx(), |c, _sql| sqlx::query(
+            "INSERT INTO written (order_id) VALUES ($1)"
+        )
+        .bind(order.0.order_id)
+        .execute(c)
+        .await
+        .map(drop))
+        .expect("write");
+    }
     let changed = on_conn!(tx.tx(), |c, sql| sqlx::query(sql::COMPLETE)
         .bind(now_ms())
         .bind(job.0)
@@ -686,6 +713,49 @@ async fn enqueue_section(settings: &Settings) {
     }
 }
 
+/// The PostgreSQL drain with a handler that writes one row through the job's transaction,
+/// beside floors that commit each job with its completion, or a group of 16 in savepoints.
+async fn writing_drain_section(settings: &Settings) {
+    WRITES.store(true, Ordering::SeqCst);
+    println!(
+        "\n## 5. Drain on Postgres (sqlx): {} jobs whose handler writes one row\n",
+        settings.jobs
+    );
+    let variants = [
+        (
+            "floor: 4 tasks, claim 16, each job's row + completion committed alone",
+            Drainer::ByHand {
+                tasks: 4,
+                limit: 16,
+                completion: Completion::EachJob,
+            },
+        ),
+        (
+            "floor: 4 tasks, claim 16, savepoint per job, one commit per 16",
+            Drainer::ByHand {
+                tasks: 4,
+                limit: 16,
+                completion: Completion::SavepointPerJob,
+            },
+        ),
+        (
+            "AsyncWorker, concurrency 16",
+            Drainer::Worker { concurrency: 16 },
+        ),
+        (
+            "AsyncWorker, concurrency 100",
+            Drainer::Worker { concurrency: 100 },
+        ),
+    ];
+    let rates = interleaved(settings.rounds, variants.len(), |v| {
+        drain_rate(Store::Postgres, variants[v].1, settings.jobs, false)
+    })
+    .await;
+    let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
+    rate_table(&names, &rates, "jobs", 0, "vs first row");
+    WRITES.store(false, Ordering::SeqCst);
+}
+
 async fn drain_section(settings: &Settings, hold_snapshot: bool) {
     let stores: &[Store] = match hold_snapshot {
         true => &[Store::Postgres],
@@ -793,6 +863,10 @@ fn main() {
         if settings.runs("latency") {
             eprintln!("--- latency (load {})", load());
             latency_section(&settings).await;
+        }
+        if settings.runs("writing-drain") {
+            eprintln!("--- writing-drain (load {})", load());
+            writing_drain_section(&settings).await;
         }
         if settings.runs("long-read") {
             eprintln!("--- long-read (load {})", load());

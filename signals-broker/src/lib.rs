@@ -299,18 +299,14 @@ impl Relay {
         });
         let shared = Arc::clone(&self.shared);
         let maintenance = tokio::spawn(async move { maintain(shared.upkeep()).await });
-        let shared = Arc::clone(&self.shared);
-        let task = tokio::spawn(async move {
-            relay(Arc::clone(&shared)).await;
-            listener.abort();
-            // Its messages are recorded: the lease may go.
-            shared.retire.store(true, Ordering::SeqCst);
-            shared.retired.notify_waiters();
-            let _ = maintenance.await;
-        });
+        let task = tokio::spawn(relay(Arc::clone(&self.shared)));
         RunningRelay {
             shared: self.shared,
-            task: Some(task),
+            tasks: Some(RelayTasks {
+                relay: task,
+                listener,
+                maintenance,
+            }),
         }
     }
 
@@ -328,9 +324,17 @@ impl Relay {
 }
 
 /// A started [`Relay`]; dropping it aborts its task.
+#[must_use = "dropping the running relay aborts it at once; keep it and call `shutdown`"]
 pub struct RunningRelay {
     shared: Arc<RelayShared>,
-    task: Option<JoinHandle<()>>,
+    tasks: Option<RelayTasks>,
+}
+
+/// A started relay's tasks, each owned here: shutdown joins them, drop aborts them.
+struct RelayTasks {
+    relay: JoinHandle<()>,
+    listener: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
 }
 
 impl RunningRelay {
@@ -350,23 +354,34 @@ impl RunningRelay {
         }
     }
 
-    /// Stops claiming, lets the messages in flight be acked and recorded, within `grace`.
+    /// Stops claiming, lets the messages in flight be acked and recorded, within `grace`, then
+    /// retires the relay's lease (its lease is renewed until then).
     pub async fn shutdown(mut self, grace: Duration) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.stopped.notify_waiters();
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(grace, task).await.is_err() {
-                abort.abort();
-            }
+        let Some(tasks) = self.tasks.take() else {
+            return;
+        };
+        let shared = &self.shared;
+        shared.stop.store(true, Ordering::SeqCst);
+        shared.stopped.notify_waiters();
+        let abort = tasks.relay.abort_handle();
+        if tokio::time::timeout(grace, tasks.relay).await.is_err() {
+            abort.abort();
         }
+        let _ = tasks.listener.await;
+        shared.retire.store(true, Ordering::SeqCst);
+        shared.retired.notify_waiters();
+        let _ = tasks.maintenance.await;
     }
 }
 
 impl Drop for RunningRelay {
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
+        if let Some(tasks) = self.tasks.take() {
+            self.shared.stop.store(true, Ordering::SeqCst);
+            self.shared.retire.store(true, Ordering::SeqCst);
+            tasks.relay.abort();
+            tasks.listener.abort();
+            tasks.maintenance.abort();
         }
     }
 }

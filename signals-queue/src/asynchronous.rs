@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use signals_core::{BoxError, Signal};
 use uuid::Uuid;
 
-use crate::enqueue::JobRow;
+use crate::enqueue::JobRows;
 use crate::error::{AttemptError, Error};
 use crate::job::Handler;
 use crate::scope::{MissingState, State};
@@ -343,10 +343,10 @@ impl<'c> AsyncJobScope<'c> {
     }
 }
 
-/// What `notify_async` awaits in place of a queued handler `J` of an asynchronous signal:
-/// writes its job through the context's transaction, if its filter accepts. The row is made
-/// before the future, which borrows only the transaction: the context's own lifetime does not
-/// enter the future's type.
+/// What `notify_async` awaits in place of a queued handler `J` of an asynchronous signal: the
+/// first queued handler writes every queued handler's job through the context's transaction,
+/// in one statement ([`JobRows::of`]). The rows are made before the future, which borrows only
+/// the transaction: the context's own lifetime does not enter the future's type.
 pub(crate) fn enqueue<'s, S, J>(
     signal: &'s S,
     ctx: &'s mut S::Context<'_>,
@@ -356,15 +356,16 @@ where
     for<'x> S::Context<'x>: EnqueueAsync,
     J: Handler<S>,
 {
-    let row = JobRow::new::<S, J>(signal, ctx);
+    let rows = JobRows::of::<S, J>(signal, ctx);
     let tx = ctx.transaction();
     signals_core::__private::HandlerFuture::from_or_box(async move {
-        let Some(row) = row? else {
+        let rows = rows?;
+        if rows.rows.is_empty() {
             return Ok(());
-        };
+        }
         // PostgreSQL's trigger wakes workers at commit; SQLite has no such thing.
         let wake = !tx.is_postgres();
-        store::enqueue(tx, &row).await?;
+        store::enqueue(tx, &rows).await?;
         if wake {
             crate::async_worker::WAKE.notify_waiters();
         }

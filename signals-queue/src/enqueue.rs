@@ -3,13 +3,14 @@
 //! own writes.
 
 use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 #[cfg(feature = "sqlite")]
-use std::sync::Condvar;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use signals_core::{BoxError, HandlerInfo, Signal};
+use signals_core::{BoxError, Signal};
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -109,42 +110,92 @@ pub trait QueueSignal: Signal + Serialize + DeserializeOwned {}
 
 impl<S: Signal + Serialize + DeserializeOwned> QueueSignal for S {}
 
-/// One job row as `notify` writes it, through whichever driver the context's transaction uses.
-pub(crate) struct JobRow {
+/// The job rows one `notify` writes, through whichever driver the context's transaction uses:
+/// one per queued (or publishing) handler whose `when` filter accepts, all with one event id.
+pub(crate) struct JobRows {
     pub(crate) event_id: Uuid,
+    /// The signal's path, for the `signal` column.
     pub(crate) signal: &'static str,
-    pub(crate) job: &'static JobInfo,
-    pub(crate) payload: String,
+    /// The writer's clock (`created_at` on SQLite; PostgreSQL's own clock writes it there).
     pub(crate) now: crate::clock::Millis,
+    pub(crate) rows: Vec<(&'static JobInfo, String)>,
 }
 
-impl JobRow {
-    /// The row the queued handler `J` of `S` writes for `signal`; `None` if its `when`
-    /// filter declines it.
-    pub(crate) fn new<S: Signal, J: Handler<S>>(
+impl JobRows {
+    /// The rows of a `notify` of `signal`, made at its first queued handler `J` (in run order)
+    /// for every queued handler of `S`, so that one statement writes them all: the later ones'
+    /// filters are asked then, and their own turn writes nothing. Empty for those.
+    pub(crate) fn of<S: Signal, J: Handler<S>>(
         signal: &S,
         ctx: &S::Context<'_>,
-    ) -> Result<Option<JobRow>, BoxError> {
-        let event_id = event_id::<S>(J::JOB, signal, ctx);
-        if !J::accepts(signal, ctx) {
-            return Ok(None);
-        }
-        let payload = match J::message(signal, ctx) {
-            Some(message) => message?,
-            None => J::JOB.to_json(signal)?,
-        };
-        Ok(Some(JobRow {
-            event_id,
+    ) -> Result<JobRows, BoxError> {
+        let mut rows = JobRows {
+            event_id: Uuid::now_v7(),
             signal: signals_core::catalog().get::<S>().path(),
-            job: J::JOB,
-            payload,
             now: Clock::system().now(),
-        }))
+            rows: Vec::new(),
+        };
+        let mut queued = signals_core::handlers::<S>().filter(|handler| handler.__writes_job());
+        match queued.next() {
+            Some(first) if first.__function() != J::JOB.function() => return Ok(rows),
+            Some(first) => {
+                for handler in std::iter::once(first).chain(queued) {
+                    let job = job_of(TypeId::of::<S>(), handler.__function())
+                        .ok_or("a queued handler is missing from the table of jobs")?;
+                    if let Some(payload) = job.row(signal, ctx)? {
+                        rows.rows.push((job, payload));
+                    }
+                }
+            }
+            // Not in the signal's table (it cannot happen): write this handler's own row.
+            None => {
+                if let Some(payload) = J::JOB.row(signal, ctx)? {
+                    rows.rows.push((J::JOB, payload));
+                }
+            }
+        }
+        Ok(rows)
     }
 }
 
-/// What `notify` runs in place of a queued handler `J` of a signal notified with `notify`:
-/// writes its job through the context's transaction, if its filter accepts.
+/// Several rows as the SQLite `ENQUEUE_MANY` reads them: a JSON array of
+/// `[handler, queue, priority, payload, max_attempts]`.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "sqlx-sqlite")),
+    allow(dead_code)
+)]
+pub(crate) fn rows_json(rows: &[(&'static JobInfo, String)]) -> String {
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|(job, payload)| {
+            (
+                job.name(),
+                job.queue(),
+                job.priority(),
+                payload,
+                job.max_attempts(),
+            )
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("rows serialize")
+}
+
+/// The job of the queued handler `function` of the signal `signal`: a map built once.
+fn job_of(signal: TypeId, function: TypeId) -> Option<&'static JobInfo> {
+    static BY_HANDLER: OnceLock<HashMap<(TypeId, TypeId), &'static JobInfo>> = OnceLock::new();
+    BY_HANDLER
+        .get_or_init(|| {
+            crate::jobs()
+                .map(|job| ((job.signal_type(), job.function()), job))
+                .collect()
+        })
+        .get(&(signal, function))
+        .copied()
+}
+
+/// What `notify` runs in place of a queued handler `J` of a signal notified with `notify`: the
+/// first queued handler writes every queued handler's job through the context's transaction,
+/// in one statement ([`JobRows::of`]).
 #[cfg(feature = "sqlite")]
 pub(crate) fn enqueue<S, J>(signal: &S, ctx: &mut S::Context<'_>) -> Result<(), BoxError>
 where
@@ -152,63 +203,12 @@ where
     for<'c> S::Context<'c>: Enqueue,
     J: Handler<S>,
 {
-    let Some(row) = JobRow::new::<S, J>(signal, ctx)? else {
-        return Ok(());
-    };
-    let job = row.job;
-    ctx.transaction()
-        .prepare_cached(sqlite::ENQUEUE)?
-        .execute((
-            row.event_id.to_string(),
-            row.signal,
-            job.name(),
-            job.queue(),
-            job.priority(),
-            row.payload,
-            job.max_attempts(),
-            row.now,
-        ))?;
-    WAKE.notify();
-    Ok(())
-}
-
-/// The event ids of the `notify`s now writing jobs, by signal type, signal address and context
-/// address (the context is borrowed mutably for the whole `notify`, so no two running
-/// `notify`s share one), with the id their first queued handler made.
-static EVENTS: Mutex<Vec<(TypeId, usize, usize, Uuid)>> = Mutex::new(Vec::new());
-
-/// The event id shared by the jobs one `notify` writes: its first queued handler (in run
-/// order) makes a UUIDv7, the others reuse it, and the last forgets it. (A `notify` that stops
-/// early at a failing handler leaves its entry until the next `notify` of that signal at those
-/// addresses replaces it.)
-fn event_id<S: Signal>(job: &JobInfo, signal: &S, ctx: &S::Context<'_>) -> Uuid {
-    let key = (
-        TypeId::of::<S>(),
-        signal as *const S as usize,
-        ctx as *const S::Context<'_> as *const () as usize,
-    );
-    let mut queued = signals_core::handlers::<S>().filter(|handler| handler.__writes_job());
-    let first = queued.next().map(HandlerInfo::__function);
-    let last = queued.next_back().map(HandlerInfo::__function).or(first);
-    let is_first = first == Some(job.function()) || first.is_none();
-    let is_last = last == Some(job.function()) || last.is_none();
-    let mut events = EVENTS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let found = events.iter().position(|&(t, s, c, _)| (t, s, c) == key);
-    let id = match found {
-        Some(i) if !is_first => events[i].3,
-        _ => Uuid::now_v7(),
-    };
-    match (found, is_last) {
-        (Some(i), true) => {
-            events.swap_remove(i);
-        }
-        (Some(i), false) => events[i].3 = id,
-        (None, false) => events.push((key.0, key.1, key.2, id)),
-        (None, true) => {}
+    let rows = JobRows::of::<S, J>(signal, ctx)?;
+    if !rows.rows.is_empty() {
+        sqlite::enqueue(ctx.transaction(), &rows)?;
+        WAKE.notify();
     }
-    id
+    Ok(())
 }
 
 /// Not public API. Used by generated code: a publishing function's message as JSON.

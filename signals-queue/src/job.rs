@@ -149,30 +149,69 @@ pub(crate) type AsyncRunner =
         crate::asynchronous::AsyncJobScope<'c>,
     ) -> crate::asynchronous::BoxFuture<'c, Result<(), AttemptError>>;
 
+/// A queued handler's job payload for a signal in its context, type-erased so that the first
+/// queued handler of a `notify` writes every queued handler's row: `None` if its filter
+/// declines.
+///
+/// # Safety
+///
+/// The pointers are a `&S` and a `&&S::Context<'_>` (a context may be unsized: the reference
+/// to it is passed by address) of the `S` that [`Run::signal`] names, valid for the call.
+pub(crate) type RowFn = unsafe fn(*const (), *const ()) -> Result<Option<String>, BoxError>;
+
 /// Not public API. How the worker runs a job: on the thread-based worker over rusqlite for a
-/// signal notified with `notify`, on the async worker over sqlx for an asynchronous one.
+/// signal notified with `notify`, on the async worker over sqlx for an asynchronous one; and how
+/// `notify` makes its row.
 #[doc(hidden)]
 #[derive(Clone, Copy)]
 pub struct Run {
     kind: RunKind,
     /// The signal as JSON (a publishing function's jobs carry its message instead).
     to_json: fn(&dyn Any) -> serde_json::Result<String>,
+    /// The job's payload (see [`RowFn`]).
+    row: RowFn,
+    /// The handler's signal type.
+    signal: fn() -> TypeId,
 }
 
 impl Run {
-    pub(crate) const fn new(
+    pub(crate) const fn new<S: Signal, J: Handler<S>>(
         kind: RunKind,
         to_json: fn(&dyn Any) -> serde_json::Result<String>,
     ) -> Run {
-        Run { kind, to_json }
+        Run {
+            kind,
+            to_json,
+            row: row::<S, J>,
+            signal: TypeId::of::<S>,
+        }
     }
 
     /// A publishing function's jobs: a relay publishes their payload; no worker runs them.
-    pub(crate) const fn publish() -> Run {
-        Run {
-            kind: RunKind::Publish,
-            to_json: |_| Ok(String::new()),
-        }
+    pub(crate) const fn publish<S: Signal, J: Handler<S>>() -> Run {
+        Run::new::<S, J>(RunKind::Publish, |_| Ok(String::new()))
+    }
+}
+
+/// The [`RowFn`] of the queued handler `J` of `S`.
+///
+/// # Safety
+///
+/// As for [`RowFn`]: `signal` is a `&S`, `ctx` a `&&S::Context<'_>`, valid for the call.
+unsafe fn row<S: Signal, J: Handler<S>>(
+    signal: *const (),
+    ctx: *const (),
+) -> Result<Option<String>, BoxError> {
+    // SAFETY: the caller passes a `&S` and a `&&S::Context<'_>` (checked against
+    // `Run::signal`), borrowed for the duration of this call, which is all these references
+    // live.
+    let (signal, ctx) = unsafe { (&*signal.cast::<S>(), *ctx.cast::<&S::Context<'_>>()) };
+    if !J::accepts(signal, ctx) {
+        return Ok(None);
+    }
+    match J::message(signal, ctx) {
+        Some(message) => message.map(Some),
+        None => Ok(Some(J::JOB.to_json(signal)?)),
     }
 }
 
@@ -275,9 +314,36 @@ impl JobInfo {
         self.function
     }
 
+    /// The type of the handler's signal.
+    pub(crate) fn signal_type(&self) -> TypeId {
+        (self.run.signal)()
+    }
+
     /// `file:line` of the handler's `#[on]`.
     pub fn location(&self) -> String {
         format!("{}:{}", self.file, self.line)
+    }
+
+    /// This job's row for `signal` in `ctx`: its payload, or `None` if its filter declines.
+    ///
+    /// # Panics
+    ///
+    /// If `S` is not this job's signal type (a bug: `notify` found the job by its handler).
+    pub(crate) fn row<S: Signal>(
+        &self,
+        signal: &S,
+        ctx: &S::Context<'_>,
+    ) -> Result<Option<String>, BoxError> {
+        assert!(
+            (self.run.signal)() == TypeId::of::<S>(),
+            "job `{}` is not a handler of this signal",
+            self.name
+        );
+        let signal: *const S = signal;
+        let ctx: *const &S::Context<'_> = &ctx;
+        // SAFETY: checked just above that this job's `RowFn` takes an `S`; the references
+        // outlive the call.
+        unsafe { (self.run.row)(signal.cast(), ctx.cast()) }
     }
 
     /// The payload of a job for `signal`, which is of this job's signal type.

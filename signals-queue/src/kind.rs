@@ -46,7 +46,7 @@ where
 {
     const THUNK: QueuedThunk<S> =
         QueuedThunk::Sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
-    const RUN: Run = Run::new(RunKind::Sync(job::run::<S, J>), job::to_json::<S>);
+    const RUN: Run = Run::new::<S, J>(RunKind::Sync(job::run::<S, J>), job::to_json::<S>);
 }
 
 #[cfg(feature = "async")]
@@ -59,7 +59,7 @@ where
 {
     const THUNK: QueuedThunk<S> =
         QueuedThunk::Async(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
-    const RUN: Run = Run::new(
+    const RUN: Run = Run::new::<S, J>(
         RunKind::Async(|payload, scope| Box::pin(crate::asynchronous::run::<S, J>(payload, scope))),
         job::to_json::<S>,
     );
@@ -91,6 +91,8 @@ where
 pub trait Publishes<S: Signal, J> {
     /// What `notify` runs in place of the function: it writes the message's job.
     const THUNK: QueuedThunk<S>;
+    /// How `notify` makes its row (a relay, not a worker, sends it).
+    const RUN: Run;
 }
 
 #[cfg(feature = "sqlite")]
@@ -102,6 +104,7 @@ where
 {
     const THUNK: QueuedThunk<S> =
         QueuedThunk::Sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
+    const RUN: Run = Run::publish::<S, J>();
 }
 
 #[cfg(feature = "async")]
@@ -113,6 +116,7 @@ where
 {
     const THUNK: QueuedThunk<S> =
         QueuedThunk::Async(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
+    const RUN: Run = Run::publish::<S, J>();
 }
 
 /// Not public API. Used by generated code: the publishing function `J` of `S`, as [`queued`]
@@ -123,7 +127,10 @@ where
     S: Signal,
     S::__Kind: Publishes<S, J>,
 {
-    (<S::__Kind as Publishes<S, J>>::THUNK, Run::publish())
+    (
+        <S::__Kind as Publishes<S, J>>::THUNK,
+        <S::__Kind as Publishes<S, J>>::RUN,
+    )
 }
 
 /// Not public API. Used by generated code: an `async fn` queued handler's signal must be

@@ -110,6 +110,22 @@ FROM (SELECT ",
     " AS now) AS t"
 );
 
+/// The jobs of one `notify` (several queued handlers) in one statement: arrays of handler,
+/// queue, priority, payload and max attempts, in run order.
+pub(crate) const ENQUEUE_MANY: &str = concat!(
+    "
+INSERT INTO signals_jobs
+    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+SELECT $1::uuid, $2, job.handler, job.queue, job.priority, job.payload::jsonb, job.max_attempts,
+       t.now, t.now
+FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[], $7::int4[])
+         WITH ORDINALITY AS job (handler, queue, priority, payload, max_attempts, n),
+     (SELECT ",
+    now!("$8"),
+    " AS now) AS t
+ORDER BY job.n"
+);
+
 /// pending → running for up to `$4` due jobs of the handlers `$2` (a JSON array), suspects
 /// (`$3`) or not, in claim order; charges the attempt (the handler starts now).
 pub(crate) const CLAIM: &str = concat!(

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 
 use crate::clock::Millis;
+use crate::enqueue::{rows_json, JobRows};
 use crate::error::Error;
 use crate::job::RetryPolicy;
 use crate::lifecycle::{self, ClaimRequest, Failure, StaleWatch};
@@ -84,6 +85,30 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Writes the jobs of one `notify` in the caller's transaction: one statement.
+pub(crate) fn enqueue(conn: &Connection, rows: &JobRows) -> rusqlite::Result<()> {
+    let event_id = rows.event_id.to_string();
+    match rows.rows.as_slice() {
+        [(job, payload)] => conn.prepare_cached(ENQUEUE)?.execute(params![
+            event_id,
+            rows.signal,
+            job.name(),
+            job.queue(),
+            job.priority(),
+            payload,
+            job.max_attempts(),
+            rows.now
+        ])?,
+        many => conn.prepare_cached(ENQUEUE_MANY)?.execute(params![
+            event_id,
+            rows.signal,
+            rows_json(many),
+            rows.now
+        ])?,
+    };
+    Ok(())
 }
 
 /// The time a statement binds: the manual clock's, or this process's.

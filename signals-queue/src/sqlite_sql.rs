@@ -96,6 +96,16 @@ INSERT INTO signals_jobs
     (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)";
 
+/// The jobs of one `notify` (several queued handlers) in one statement: `?3` is a JSON array
+/// of `[handler, queue, priority, payload, max_attempts]`, in run order.
+pub(crate) const ENQUEUE_MANY: &str = "
+INSERT INTO signals_jobs
+    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+       json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),
+       0, ?4
+FROM json_each(?3) ORDER BY key";
+
 /// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array), suspects
 /// (`?3`) or not, in claim order: one statement, so two workers never claim one job. Charges
 /// the attempt: the handler starts now. (`LIMIT +?4`: with a bare parameter there, SQLite

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::asynchronous::Tx;
 use crate::clock::Millis;
-use crate::enqueue::JobRow;
+use crate::enqueue::JobRows;
 use crate::error::Error;
+use crate::job::JobInfo;
 use crate::job::RetryPolicy;
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
 use crate::sqlite_sql::SCHEMA_VERSION;
@@ -54,29 +55,68 @@ fn local(now: Option<Millis>) -> Millis {
     now.unwrap_or_else(|| crate::Clock::system().now())
 }
 
-/// Writes one job row in the caller's transaction (a job's handler may notify too: its lazy
-/// transaction opens here).
-pub(crate) async fn enqueue(tx: Tx<'_>, row: &JobRow) -> Result<(), sqlx::Error> {
-    let job = row.job;
+/// Writes the jobs of one `notify` in the caller's transaction, in one statement (a job's
+/// handler may notify too: its lazy transaction opens here).
+pub(crate) async fn enqueue(tx: Tx<'_>, rows: &JobRows) -> Result<(), sqlx::Error> {
+    let event_id = rows.event_id.to_string();
     let tx = tx.open().await?;
-    let postgres = tx.is_postgres();
-    on!(tx, |conn, sql| {
-        let query = sqlx::query(sql::ENQUEUE)
-            .bind(row.event_id.to_string())
-            .bind(row.signal)
-            .bind(job.name())
-            .bind(job.queue())
-            .bind(job.priority())
-            .bind(&row.payload)
-            .bind(job.max_attempts() as i32);
-        // PostgreSQL's clock writes the time there; SQLite stores the writer's, for stats.
-        match postgres {
-            true => query.bind(None::<i64>),
-            false => query.bind(row.now),
+    if let [(job, payload)] = rows.rows.as_slice() {
+        let postgres = tx.is_postgres();
+        on!(tx, |conn, sql| {
+            let query = sqlx::query(sql::ENQUEUE)
+                .bind(&event_id)
+                .bind(rows.signal)
+                .bind(job.name())
+                .bind(job.queue())
+                .bind(job.priority())
+                .bind(payload)
+                .bind(job.max_attempts() as i32);
+            // PostgreSQL's clock writes the time there; SQLite stores the writer's, for stats.
+            match postgres {
+                true => query.bind(None::<i64>),
+                false => query.bind(rows.now),
+            }
+            .execute(&mut *conn)
+            .await?;
+        });
+        return Ok(());
+    }
+    match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => {
+            let column = |f: fn(&JobInfo, &String) -> String| -> Vec<String> {
+                rows.rows
+                    .iter()
+                    .map(|(job, payload)| f(job, payload))
+                    .collect()
+            };
+            let number = |f: fn(&JobInfo) -> i32| -> Vec<i32> {
+                rows.rows.iter().map(|(job, _)| f(job)).collect()
+            };
+            sqlx::query(crate::postgres::ENQUEUE_MANY)
+                .bind(&event_id)
+                .bind(rows.signal)
+                .bind(column(|job, _| job.name().to_owned()))
+                .bind(column(|job, _| job.queue().to_owned()))
+                .bind(number(JobInfo::priority))
+                .bind(column(|_, payload| payload.clone()))
+                .bind(number(|job| job.max_attempts() as i32))
+                .bind(None::<i64>)
+                .execute(&mut *conn)
+                .await?;
         }
-        .execute(&mut *conn)
-        .await?;
-    });
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => {
+            sqlx::query(crate::sqlite_sql::ENQUEUE_MANY)
+                .bind(&event_id)
+                .bind(rows.signal)
+                .bind(crate::enqueue::rows_json(&rows.rows))
+                .bind(rows.now)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Tx::__Job(_) => unreachable!("opened above"),
+    }
     Ok(())
 }
 

@@ -480,3 +480,96 @@ async fn a_worker_starts_while_an_application_transaction_that_enqueued_is_open(
         db.drop_schema().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// One `notify_async`, one statement for all of its queued handlers' rows.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Fanned {
+    n: i64,
+}
+
+#[on(Fanned, queue = "one")]
+async fn fan_one(_: &Fanned, _: &mut Ctx<'_>) {}
+
+#[on(Fanned, queue = "two", priority = 5)]
+async fn fan_two(_: &Fanned, _: &mut Ctx<'_>) {}
+
+/// Filtered when the rows are written: only even orders.
+#[on(Fanned, queue = "three", when = |f| f.n % 2 == 0)]
+async fn fan_three(_: &Fanned, _: &mut Ctx<'_>) {}
+
+#[derive(Serialize)]
+struct FannedMessage {
+    n: i64,
+}
+
+#[on(Fanned, publish = "fanned.out")]
+fn fan_message(sig: &Fanned) -> FannedMessage {
+    FannedMessage { n: sig.n }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_notify_writes_all_of_its_jobs_in_one_statement() {
+    for db in Db::all().await {
+        let name = db.name();
+        if db.pool.is_postgres() {
+            // Counts the inserting statements on the jobs table.
+            db.execute_owned(
+                "CREATE TABLE statements (n INTEGER NOT NULL);
+                 CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN INSERT INTO statements VALUES (1); RETURN NULL; END $$;
+                 CREATE TRIGGER count_statement AFTER INSERT ON signals_jobs
+                     FOR EACH STATEMENT EXECUTE FUNCTION count_statement();"
+                    .to_owned(),
+            )
+            .await;
+        }
+        commit(&db, &[Fanned { n: 2 }]).await;
+        commit(&db, &[Fanned { n: 3 }]).await;
+        // Order 2: four rows (the filter accepts); order 3: three.
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs").await,
+            7,
+            "{name}"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(DISTINCT event_id) FROM signals_jobs")
+                .await,
+            2,
+            "{name}: one event id per notify"
+        );
+        let queues: Vec<String> = with_db!(&db.pool, |pool| sqlx::query_scalar(
+            "SELECT queue FROM signals_jobs ORDER BY id"
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap());
+        // In run order (the handlers' order in the signal's table), for each notify.
+        let run_order: Vec<&str> = signals_core::handlers::<Fanned>()
+            .filter_map(|handler| handler.queue().or(handler.publish()))
+            .collect();
+        assert_eq!(run_order[0], "two", "priority 5 runs first");
+        let odd = run_order.iter().copied().filter(|queue| *queue != "three");
+        let expected: Vec<&str> = run_order.iter().copied().chain(odd).collect();
+        assert_eq!(queues, expected, "{name}: in run order");
+        let message: String = with_db!(&db.pool, |pool| {
+            sqlx::query_scalar(
+            "SELECT CAST(payload AS TEXT) FROM signals_jobs WHERE queue = 'fanned.out' ORDER BY id LIMIT 1"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        });
+        assert_eq!(message.replace(' ', ""), r#"{"n":2}"#, "{name}");
+        if db.pool.is_postgres() {
+            assert_eq!(
+                db.count("SELECT COUNT(*) FROM statements").await,
+                2,
+                "{name}: one INSERT per notify"
+            );
+        }
+        db.drop_schema().await;
+    }
+}
