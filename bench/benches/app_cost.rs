@@ -206,7 +206,8 @@ async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
          CREATE TABLE hand_jobs (LIKE signals_jobs INCLUDING ALL);"
     )
     .execute(pool)
-    .await)
+    .await
+    .map(drop))
     .expect("tables");
     let worker = match variant {
         Variant::OursWithWorker => Some(
