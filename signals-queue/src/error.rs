@@ -28,8 +28,8 @@ pub enum Error {
         /// The newest version this crate knows.
         known: i64,
     },
-    /// Two queued handlers linked into this program share a job name.
-    #[error("two queued handlers are both named `{name}` ({first} and {second}): give one a `name = \"...\"` of its own")]
+    /// Two queued handlers (or publishing functions) linked into this program share a job name.
+    #[error("two queued handlers or publishing functions are both named `{name}` ({first} and {second}): give one a `name = \"...\"` of its own")]
     DuplicateJobName {
         /// The shared name.
         name: &'static str,

@@ -136,12 +136,14 @@ pub(crate) type LinkedJobs = (
     String,
 );
 
-/// See [`LinkedJobs`].
+/// See [`LinkedJobs`]. Job names are unique across every kind (queued handlers of either
+/// kind of signal, publishing functions): a worker claims by name, so two kinds sharing one
+/// would take each other's jobs.
 pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs, crate::Error> {
-    let mut by_name: std::collections::HashMap<&'static str, &'static JobInfo> =
+    let mut every: std::collections::HashMap<&'static str, &'static JobInfo> =
         std::collections::HashMap::new();
-    for job in jobs().filter(|job| keep(job)) {
-        if let Some(first) = by_name.insert(job.name(), job) {
+    for job in jobs() {
+        if let Some(first) = every.insert(job.name(), job) {
             return Err(crate::Error::DuplicateJobName {
                 name: job.name(),
                 first: first.location(),
@@ -149,10 +151,11 @@ pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs,
             });
         }
     }
-    let mut names: Vec<&str> = by_name.keys().copied().collect();
+    every.retain(|_, job| keep(job));
+    let mut names: Vec<&str> = every.keys().copied().collect();
     names.sort_unstable();
     let names = serde_json::to_string(&names).expect("names serialize");
-    Ok((by_name, names))
+    Ok((every, names))
 }
 
 /// Not public API: the queue's internals that the broker rung (`signals-broker`) builds on. No

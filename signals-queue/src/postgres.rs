@@ -27,10 +27,11 @@ macro_rules! now {
 /// Creates the schema, or brings an older one up to date in place (`ADD COLUMN` of a nullable
 /// column or one with a constant default rewrites no row); run under an advisory lock, so two
 /// processes migrating at once take turns. The statement-level trigger sends one notification
-/// on the channel `signals_jobs.<schema>` per inserting statement (so applications in other
-/// schemas of the database are not woken); PostgreSQL delivers it when the transaction commits
-/// (never for one that rolls back) and folds identical notifications of one transaction into
-/// one: a hint for idle workers, never the delivery path.
+/// on the channel `signals_jobs_<md5 of the schema's name>` per inserting statement (so
+/// applications in other schemas of the database are not woken; the hash keeps the channel
+/// under PostgreSQL's 63 bytes whatever the schema's name); PostgreSQL delivers it when the
+/// transaction commits (never for one that rolls back) and folds identical notifications of one
+/// transaction into one: a hint for idle workers, never the delivery path.
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_schema (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS signals_jobs (
@@ -80,7 +81,7 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 );
 CREATE OR REPLACE FUNCTION signals_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('signals_jobs.' || TG_TABLE_SCHEMA, '');
+    PERFORM pg_notify('signals_jobs_' || md5(TG_TABLE_SCHEMA), '');
     RETURN NULL;
 END $$;
 CREATE OR REPLACE TRIGGER signals_jobs_notify AFTER INSERT ON signals_jobs
@@ -91,7 +92,7 @@ CREATE OR REPLACE TRIGGER signals_jobs_notify AFTER INSERT ON signals_jobs
 pub(crate) const HAS_SCHEMA: &str = "SELECT to_regclass('signals_queue_schema') IS NOT NULL";
 
 /// The channel the schema's trigger notifies, for the table in the current schema.
-pub(crate) const CHANNEL: &str = "SELECT 'signals_jobs.' || current_schema()";
+pub(crate) const CHANNEL: &str = "SELECT 'signals_jobs_' || md5(current_schema())";
 
 /// Serializes concurrent migrations (any constant key; this one spells "signals").
 pub(crate) const LOCK: &str = "SELECT pg_advisory_xact_lock(7359109584012345)";

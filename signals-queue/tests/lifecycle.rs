@@ -573,3 +573,60 @@ async fn one_notify_writes_all_of_its_jobs_in_one_statement() {
         db.drop_schema().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A schema name of 60 bytes: the NOTIFY channel stays under PostgreSQL's 63.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_schema_name_neither_breaks_enqueue_nor_wake_ups() {
+    for db in Db::all().await {
+        let Some(schema) = db.schema.clone() else {
+            db.drop_schema().await;
+            continue;
+        };
+        let long = format!("{schema}_{}", "x".repeat(60 - schema.len() - 1));
+        assert_eq!(long.len(), 60);
+        db.execute_owned(format!("CREATE SCHEMA {long}")).await;
+        let url = db.url.replace(&schema, &long);
+        let pool = Pool::connect(&url, 2).await.unwrap();
+        signals_queue::AsyncQueue::new(pool.clone())
+            .migrate()
+            .await
+            .unwrap();
+        with_db!(&pool, |pool| sqlx::raw_sql(
+            "CREATE TABLE effects (n BIGINT NOT NULL)"
+        )
+        .execute(pool)
+        .await
+        .map(drop))
+        .unwrap();
+        // Woken by NOTIFY only: the poll is far away.
+        let running = worker(&pool)
+            .poll_interval(Duration::from_secs(60))
+            .build()
+            .await
+            .unwrap()
+            .start();
+        wait_for("the first fetch", || async { running.stats().fetches >= 2 }).await;
+        let mut tx = pool.begin().await.unwrap();
+        notify_async(&Record { n: 7 }, &mut Ctx { tx: tx.tx() })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let count = || async {
+            with_db!(&pool, |pool| sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM effects"
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap())
+        };
+        let start = Instant::now();
+        wait_for("the job, woken by NOTIFY", || async { count().await == 1 }).await;
+        assert!(start.elapsed() < Duration::from_secs(10));
+        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        db.execute_owned(format!("DROP SCHEMA {long} CASCADE"))
+            .await;
+        db.drop_schema().await;
+    }
+}
