@@ -12,7 +12,10 @@
 //! - ours: `notify_async`, no worker running;
 //! - ours with the worker in the same process at concurrency 64 (the email and webhook
 //!   handlers each wait 5 ms, the email then writes a row; messages wait for a relay), and the
-//!   time the worker then needs to drain the backlog once the clients stop.
+//!   time the worker then needs to drain the backlog once the clients stop;
+//! - the last two again with the trigger's NOTIFY turned off for the application's connections
+//!   (`-c signals.notify=off`); the worker then finds jobs by this process's own wake-ups
+//!   (`listen(false)`) and polling.
 //!
 //! `cargo bench -p signals-bench --bench app_cost`
 
@@ -105,9 +108,28 @@ enum Variant {
     FloorNotify,
     Ours,
     OursWithWorker,
+    Quiet,
+    QuietWithWorker,
 }
 
-const VARIANTS: [(&str, Variant); 5] = [
+impl Variant {
+    fn ours(self) -> bool {
+        matches!(
+            self,
+            Variant::Ours | Variant::OursWithWorker | Variant::Quiet | Variant::QuietWithWorker
+        )
+    }
+
+    fn worker(self) -> bool {
+        matches!(self, Variant::OursWithWorker | Variant::QuietWithWorker)
+    }
+
+    fn quiet(self) -> bool {
+        matches!(self, Variant::Quiet | Variant::QuietWithWorker)
+    }
+}
+
+const VARIANTS: [(&str, Variant); 7] = [
     ("reference: order + audit rows, no job", Variant::Reference),
     (
         "floor: + 3 job rows by hand, one INSERT, no NOTIFY",
@@ -121,6 +143,14 @@ const VARIANTS: [(&str, Variant); 5] = [
     (
         "ours: `notify_async`, worker in process at concurrency 64",
         Variant::OursWithWorker,
+    ),
+    (
+        "ours, NOTIFY off: `notify_async`, no worker",
+        Variant::Quiet,
+    ),
+    (
+        "ours, NOTIFY off: worker in process at concurrency 64, no LISTEN",
+        Variant::QuietWithWorker,
     ),
 ];
 
@@ -149,12 +179,12 @@ async fn request(pool: &Pool, variant: Variant, id: i64) {
     .await
     .expect("order");
     match variant {
-        Variant::Ours | Variant::OursWithWorker => {
+        ours if ours.ours() => {
             notify_async(&OrderPlaced(order), &mut Ctx { tx: tx.tx() })
                 .await
                 .expect("notify");
         }
-        Variant::Reference | Variant::Floor | Variant::FloorNotify => {
+        _ => {
             sqlx::query("INSERT INTO audit (order_id, entry) VALUES ($1, 'placed')")
                 .bind(id)
                 .execute(&mut *conn)
@@ -193,7 +223,14 @@ async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
         .execute(&admin)
         .await
         .expect("schema");
-    let url = format!("{}?options=-c%20search_path%3D{schema}", postgres_url());
+    let quiet = match variant.quiet() {
+        true => "%20-c%20signals.notify%3Doff",
+        false => "",
+    };
+    let url = format!(
+        "{}?options=-c%20search_path%3D{schema}{quiet}",
+        postgres_url()
+    );
     let pool = Pool::connect(&url, CLIENTS as u32 + 2).await.expect("pool");
     AsyncQueue::new(pool.clone())
         .migrate()
@@ -209,16 +246,18 @@ async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
     .await
     .map(drop))
     .expect("tables");
-    let worker = match variant {
-        Variant::OursWithWorker => Some(
+    let worker = match variant.worker() {
+        true => Some(
             AsyncWorker::builder(pool.clone())
                 .concurrency(64)
+                .listen(!variant.quiet())
+                .poll_interval(Duration::from_millis(100))
                 .build()
                 .await
                 .expect("worker")
                 .start(),
         ),
-        _ => None,
+        false => None,
     };
     let next = Arc::new(AtomicUsize::new(1));
     let start = Instant::now();
@@ -257,7 +296,7 @@ async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
         }
         None => 0.0,
     };
-    if variant == Variant::OursWithWorker {
+    if variant.worker() {
         let emails: i64 = with_db!(&pool, |pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM emails"
         )
@@ -325,13 +364,16 @@ fn main() {
                 rate(v) / rate(3),
             );
         }
-        let drains: Vec<f64> = results[4].iter().map(|r| r.2).collect();
-        println!(
-            "\nThe worker drained the backlog left when the clients stopped in {:.2} s (median; {:.2}–{:.2}).",
-            median(&drains),
-            range(&drains).0,
-            range(&drains).1
-        );
+        for v in [4, 6] {
+            let drains: Vec<f64> = results[v].iter().map(|r| r.2).collect();
+            println!(
+                "\n{}: the worker drained the backlog left when the clients stopped in {:.2} s (median; {:.2}–{:.2}).",
+                VARIANTS[v].0,
+                median(&drains),
+                range(&drains).0,
+                range(&drains).1
+            );
+        }
         println!("\n`vs floor`: the floor's throughput over this one's (cost, > 1 is slower).");
         println!("load at end: {}", load());
     });

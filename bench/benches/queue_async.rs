@@ -549,6 +549,7 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
             ),
             ("AsyncWorker, concurrency 16", worker(16)),
             ("AsyncWorker, concurrency 100", worker(100)),
+            ("AsyncWorker, concurrency 256", worker(256)),
         ],
         Store::Sqlite => vec![
             (
@@ -799,7 +800,10 @@ async fn latency_section(settings: &Settings) {
     );
     let variants = [
         ("LISTEN/NOTIFY (default), 500 ms polling behind it", true),
-        ("polling every 100 ms, no LISTEN", false),
+        (
+            "no LISTEN: this process's own wake-ups, polling every 100 ms behind them",
+            false,
+        ),
     ];
     let rounds = interleaved(settings.rounds, variants.len(), |v| {
         latency_round(settings.seconds, rate, variants[v].1)

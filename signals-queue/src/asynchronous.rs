@@ -363,12 +363,9 @@ where
         if rows.rows.is_empty() {
             return Ok(());
         }
-        // PostgreSQL's trigger wakes workers at commit; SQLite has no such thing.
-        let wake = !tx.is_postgres();
         store::enqueue(tx, &rows).await?;
-        if wake {
-            crate::async_worker::WAKE.notify_waiters();
-        }
+        // This process's workers that do not LISTEN (SQLite, or NOTIFY turned off) look soon.
+        crate::async_worker::WAKE.notify_waiters();
         Ok(())
     })
 }

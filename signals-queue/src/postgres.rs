@@ -31,7 +31,9 @@ macro_rules! now {
 /// applications in other schemas of the database are not woken; the hash keeps the channel
 /// under PostgreSQL's 63 bytes whatever the schema's name); PostgreSQL delivers it when the
 /// transaction commits (never for one that rolls back) and folds identical notifications of one
-/// transaction into one: a hint for idle workers, never the delivery path.
+/// transaction into one: a hint for idle workers, never the delivery path. A notification takes
+/// a lock every committing notifier shares: a write-heavy application may turn it off for its
+/// role or database (`ALTER ROLE app SET signals.notify = 'off'`) and let workers poll.
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_schema (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS signals_jobs (
@@ -81,7 +83,9 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 );
 CREATE OR REPLACE FUNCTION signals_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('signals_jobs_' || md5(TG_TABLE_SCHEMA), '');
+    IF coalesce(current_setting('signals.notify', true), '') <> 'off' THEN
+        PERFORM pg_notify('signals_jobs_' || md5(TG_TABLE_SCHEMA), '');
+    END IF;
     RETURN NULL;
 END $$;
 CREATE OR REPLACE TRIGGER signals_jobs_notify AFTER INSERT ON signals_jobs

@@ -20,7 +20,8 @@ use crate::trace;
 const FETCH_LIMIT: usize = 256;
 
 /// While more jobs wait, a fetch waits this long for a quarter of the slots to be free, so that
-/// a busy worker fetches many jobs per statement rather than one per finished job.
+/// a busy worker fetches many jobs per statement rather than one per finished job; and a stream
+/// of notifications wakes at most one fetch this often.
 const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
 
 /// The running executors, and the job each runs.
@@ -64,6 +65,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
     // Since when slots have been free while fewer than `gather` were.
     let mut free_since: Option<tokio::time::Instant> = None;
     let gather = (shared.config.concurrency / 4).max(1);
+    let mut last_fetch;
     while !shared.stopping() {
         let woken = shared.woken.notified();
         tokio::pin!(woken);
@@ -98,6 +100,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         }
         free_since = None;
         let want = if suspects { 1 } else { free.min(FETCH_LIMIT) };
+        last_fetch = tokio::time::Instant::now();
         match fetch(&shared, want, suspects).await {
             Ok(claimed) => {
                 backoff = Duration::from_millis(10);
@@ -127,15 +130,20 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                // Committed (PostgreSQL notifies at commit), rescued, or a suspect is due.
+                // Committed (PostgreSQL notifies at commit), rescued, or a suspect is due. While
+                // jobs run, a stream of commits wakes at most one fetch per cooldown: the
+                // notifications that come meanwhile are answered by that fetch. An idle worker
+                // fetches at once.
                 () = &mut woken => {
                     soon = None;
                     more = true;
+                    cool_down(&mut slots, last_fetch, &mut stopped).await;
                     break;
                 }
                 // Written in this process, maybe not committed yet (LISTEN tells of commits).
                 () = &mut local, if !shared.listens => {
                     soon = Some(Duration::from_micros(200));
+                    cool_down(&mut slots, last_fetch, &mut stopped).await;
                     break;
                 }
                 () = &mut deadline => {
@@ -150,6 +158,27 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         }
     }
     drain(&shared, slots).await;
+}
+
+/// While jobs run, waits until [`FETCH_COOLDOWN`] has passed since the last fetch (or
+/// shutdown), reaping executors meanwhile; an idle worker does not wait.
+async fn cool_down(
+    slots: &mut Slots,
+    last_fetch: tokio::time::Instant,
+    stopped: &mut std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+) {
+    if slots.jobs.is_empty() {
+        return;
+    }
+    let ready = tokio::time::sleep_until(last_fetch + FETCH_COOLDOWN);
+    tokio::pin!(ready);
+    loop {
+        tokio::select! {
+            () = &mut ready => return,
+            () = stopped.as_mut() => return,
+            () = slots.next_done() => {}
+        }
+    }
 }
 
 async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claimed>, sqlx::Error> {
