@@ -29,7 +29,6 @@ use signals_queue::{
     with_db, AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Tx,
 };
 
-#[allow(dead_code)]
 mod common;
 
 use common::{load, median, percentile, range, Order};
