@@ -484,6 +484,7 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
             delay_ms: queue::retry_delay(&shared.config.retry, job.attempt),
             error: &message,
             now,
+            dead_after_ms: None,
         };
         if let Ok(mut conn) = queue::acquire(&shared.config.pool).await {
             let _ = queue::fail(conn.tx(), job, &failure).await;

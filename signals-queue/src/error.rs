@@ -98,6 +98,11 @@ pub(crate) enum AttemptError {
 }
 
 impl AttemptError {
+    /// Whether the payload did not deserialize (retried for a grace period, then dead).
+    pub(crate) fn is_payload(&self) -> bool {
+        matches!(self, AttemptError::Payload(_))
+    }
+
     /// A caught panic, with its message.
     pub(crate) fn panic(panic: &(dyn std::any::Any + Send)) -> AttemptError {
         let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
@@ -108,10 +113,10 @@ impl AttemptError {
         AttemptError::Panic(message)
     }
 
-    /// Whether retrying cannot help, so the job is dead at once.
+    /// Whether retrying cannot help, so the job is dead at once. (A payload that does not
+    /// deserialize is retried for the worker's `payload_grace`: the next deploy may read it.)
     pub(crate) fn is_permanent(&self) -> bool {
         match self {
-            AttemptError::Payload(_) => true,
             #[cfg(feature = "async")]
             AttemptError::WrongWorker(_) => true,
             _ => false,

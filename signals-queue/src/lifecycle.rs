@@ -43,6 +43,10 @@ use std::time::{Duration, Instant};
 use crate::clock::Millis;
 use crate::job::RetryPolicy;
 
+/// How long a payload that does not deserialize is retried (a rolling deploy whose other
+/// version writes a field this one does not know yet) before the job is dead.
+pub(crate) const DEFAULT_PAYLOAD_GRACE: Duration = Duration::from_secs(30 * 60);
+
 /// How long an attempt may run when its handler sets no `timeout` (a worker's default).
 pub(crate) const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -99,6 +103,9 @@ pub struct Failure<'a> {
     pub delay_ms: i64,
     /// The error, for `last_error`.
     pub error: &'a str,
+    /// Dead (rather than retried) if the job was written longer ago than this many ms: a
+    /// payload that does not deserialize is retried through a deploy, then dead.
+    pub dead_after_ms: Option<i64>,
     /// A manual clock's time; `None`: the database's (or this process's) clock.
     pub now: Option<Millis>,
 }

@@ -173,12 +173,15 @@ FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
 WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'"
 );
 
-/// running → pending after `$3` ms, or dead (no attempts left, or `$1`: cannot run).
+/// running → pending after `$3` ms, or dead (no attempts left, `$1`: cannot run, or written
+/// more than `$7` ms ago).
 pub(crate) const FAIL: &str = concat!(
     "
 UPDATE signals_jobs
-SET state = CASE WHEN $1 OR attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
-    finished_at = CASE WHEN $1 OR attempt >= max_attempts THEN t.now ELSE NULL END,
+SET state = CASE WHEN $1 OR attempt >= max_attempts OR created_at < t.now - $7::BIGINT
+                 THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN $1 OR attempt >= max_attempts OR created_at < t.now - $7::BIGINT
+                       THEN t.now ELSE NULL END,
     run_at = t.now + $3::BIGINT, token = NULL, worker = NULL, last_error = $4
 FROM (SELECT ",
     now!("$2"),

@@ -183,7 +183,8 @@ pub(crate) fn fail(
         failure.delay_ms,
         failure.error,
         job.id,
-        job.token
+        job.token,
+        failure.dead_after_ms
     ])?;
     Ok(changed == 1)
 }

@@ -144,11 +144,14 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS t
 WHERE signals_jobs.id = done.id AND signals_jobs.token = done.token
   AND signals_jobs.state = 'running'";
 
-/// running → pending after `?3` ms, or dead (no attempts left, or `?1`: cannot run).
+/// running → pending after `?3` ms, or dead (no attempts left, `?1`: cannot run, or written
+/// more than `?7` ms ago by the writer's clock).
 pub(crate) const FAIL: &str = "
 UPDATE signals_jobs
-SET state = CASE WHEN ?1 OR attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
-    finished_at = CASE WHEN ?1 OR attempt >= max_attempts THEN ?2 ELSE NULL END,
+SET state = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
+                 THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
+                       THEN ?2 ELSE NULL END,
     run_at = ?2 + ?3, token = NULL, worker = NULL, last_error = ?4
 WHERE id = ?5 AND token = ?6 AND state = 'running'";
 

@@ -8,6 +8,7 @@ use crate::asynchronous::Tx;
 use crate::clock::Millis;
 use crate::enqueue::JobRows;
 use crate::error::Error;
+#[cfg(feature = "postgres")]
 use crate::job::JobInfo;
 use crate::job::RetryPolicy;
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
@@ -219,6 +220,7 @@ pub async fn fail(tx: Tx<'_>, job: &Claimed, failure: &Failure<'_>) -> Result<bo
             .bind(failure.error)
             .bind(job.id)
             .bind(job.token)
+            .bind(failure.dead_after_ms)
             .execute(&mut *conn)
             .await?
             .rows_affected()

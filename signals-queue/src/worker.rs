@@ -21,7 +21,7 @@ use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::lifecycle::{
     self, ClaimRequest, Counters, Failure, StaleWatch, WorkerStats, DEFAULT_JOB_TIMEOUT,
-    FLUSH_AFTER, FLUSH_JOBS,
+    DEFAULT_PAYLOAD_GRACE, FLUSH_AFTER, FLUSH_JOBS,
 };
 use crate::scope::{JobScope, State};
 use crate::sqlite::{self, Claimed};
@@ -64,6 +64,7 @@ pub struct WorkerBuilder {
     poll_interval: Duration,
     retry: RetryPolicy,
     job_timeout: Duration,
+    payload_grace: Duration,
     clock: Clock,
     busy_timeout: Duration,
 }
@@ -112,6 +113,15 @@ impl WorkerBuilder {
     /// roll back; the thread stays busy until the handler returns.
     pub fn job_timeout(mut self, timeout: Duration) -> Self {
         self.job_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a job whose payload no longer deserializes into its signal keeps being retried
+    /// (default 30 minutes, from when it was written by the writer's clock): a rolling deploy's
+    /// other version may write a field this one does not know yet. After it the job is dead.
+    /// `Duration::ZERO`: dead at its first attempt.
+    pub fn payload_grace(mut self, grace: Duration) -> Self {
+        self.payload_grace = grace;
         self
     }
 
@@ -221,6 +231,7 @@ impl Worker {
             poll_interval: Duration::from_millis(500),
             retry: RetryPolicy::default(),
             job_timeout: DEFAULT_JOB_TIMEOUT,
+            payload_grace: DEFAULT_PAYLOAD_GRACE,
             clock: Clock::system(),
             busy_timeout: sqlite::BUSY_TIMEOUT,
         }
@@ -434,6 +445,9 @@ impl Shared {
             delay_ms: lifecycle::retry_delay(&self.config.retry, job.attempt),
             error: message,
             now: self.config.clock.fixed(),
+            dead_after_ms: error
+                .is_payload()
+                .then_some(self.config.payload_grace.as_millis() as i64),
         }
     }
 }

@@ -366,7 +366,7 @@ async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
+async fn a_payload_that_no_longer_deserializes_is_retried_through_a_deploy_then_dead() {
     for db in Db::all().await {
         let name = db.name();
         let attempts = Arc::new(Attempts::default());
@@ -382,11 +382,39 @@ async fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
             .await
             .map(drop))
         .unwrap();
-        db.drain(&attempts).await;
+        // Within the payload grace (default 30 minutes), it is retried: the other version of a
+        // rolling deploy may read it.
+        let running = db
+            .worker(&attempts)
+            .retry(RetryPolicy {
+                base: Duration::from_secs(3600),
+                cap: Duration::from_secs(3600),
+            })
+            .build()
+            .await
+            .unwrap()
+            .start();
+        wait_for("the failed attempt", || async {
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE attempt = 1 AND state = 'pending' AND last_error IS NOT NULL")
+                .await
+                == 1
+        })
+        .await;
+        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        db.execute("UPDATE signals_jobs SET run_at = 0").await;
+        // Past the grace it is dead.
+        db.worker(&attempts)
+            .payload_grace(Duration::ZERO)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
         assert_eq!(attempts.sent.load(Ordering::SeqCst), 0, "{name}");
         let dead = AsyncQueue::new(db.pool.clone()).dead_jobs().await.unwrap();
         assert_eq!(dead.len(), 1, "{name}");
-        assert_eq!(dead[0].attempts, 1, "{name}: dead at once");
+        assert_eq!(dead[0].attempts, 2, "{name}: dead once past the grace");
         assert!(
             dead[0]
                 .last_error

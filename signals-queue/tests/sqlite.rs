@@ -326,8 +326,9 @@ fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
     );
 }
 
+/// Written in 1970 (`created_at` 0): far past the payload grace, so dead at its first attempt.
 #[test]
-fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
+fn a_payload_that_no_longer_deserializes_is_dead_once_past_the_grace() {
     let (_dir, path) = database();
     let attempts = Arc::new(Attempts::default());
     drain_job_written_by_hand(
@@ -345,6 +346,43 @@ fn a_payload_that_no_longer_deserializes_is_dead_at_once() {
         .unwrap()
         .starts_with("the payload does not deserialize into the signal: missing field `order_id`"));
     assert_eq!(attempts.sent.load(Ordering::SeqCst), 0);
+}
+
+/// Written just now: within the payload grace (a rolling deploy), the job is retried.
+#[test]
+fn a_payload_that_no_longer_deserializes_is_retried_within_the_grace() {
+    let (_dir, path) = database();
+    let attempts = Arc::new(Attempts::default());
+    let conn = Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+         VALUES ('00000000-0000-7000-8000-000000000000', 'x::Signal', 'sqlite::send_welcome', 'default', 0, '{\"renamed\": 1}', 25, 0, ?1)",
+        [signals_queue::Clock::system().now()],
+    )
+    .unwrap();
+    let running = worker(&path, &attempts)
+        .retry(RetryPolicy {
+            base: Duration::from_secs(3600),
+            cap: Duration::from_secs(3600),
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    wait_for(|| {
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM signals_jobs WHERE state = 'pending' AND attempt = 1",
+        ) == 1
+    });
+    running.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM signals_jobs WHERE state = 'dead'"
+        ),
+        0
+    );
 }
 
 #[test]

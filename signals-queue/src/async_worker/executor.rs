@@ -109,6 +109,9 @@ pub(super) async fn record_failure(
         delay_ms: lifecycle::retry_delay(&shared.config.retry, job.attempt),
         error: &message,
         now: shared.now(),
+        dead_after_ms: error
+            .is_payload()
+            .then_some(shared.config.payload_grace.as_millis() as i64),
     };
     let mut backoff = Duration::from_millis(5);
     let recorded = loop {

@@ -29,7 +29,7 @@ use crate::asynchronous::Pool;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::{JobInfo, RetryPolicy};
-use crate::lifecycle::{self, Counters, WorkerStats, DEFAULT_JOB_TIMEOUT};
+use crate::lifecycle::{self, Counters, WorkerStats, DEFAULT_JOB_TIMEOUT, DEFAULT_PAYLOAD_GRACE};
 use crate::scope::State;
 use crate::{linked_jobs, store};
 
@@ -81,6 +81,7 @@ pub struct AsyncWorkerBuilder {
     poll_interval: Duration,
     retry: RetryPolicy,
     job_timeout: Duration,
+    payload_grace: Duration,
     clock: Clock,
     listen: bool,
 }
@@ -128,6 +129,15 @@ impl AsyncWorkerBuilder {
     /// attempt counts as failed ("the handler timed out after ...") and is retried.
     pub fn job_timeout(mut self, timeout: Duration) -> Self {
         self.job_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a job whose payload no longer deserializes into its signal keeps being retried
+    /// (default 30 minutes, from when it was written): during a rolling deploy the other
+    /// version may write a field this one does not know yet, and the next deploy reads it.
+    /// After it the job is dead. `Duration::ZERO`: dead at its first attempt.
+    pub fn payload_grace(mut self, grace: Duration) -> Self {
+        self.payload_grace = grace;
         self
     }
 
@@ -276,6 +286,7 @@ impl AsyncWorker {
             poll_interval: Duration::from_millis(500),
             retry: RetryPolicy::default(),
             job_timeout: DEFAULT_JOB_TIMEOUT,
+            payload_grace: DEFAULT_PAYLOAD_GRACE,
             clock: Clock::system(),
             listen: true,
         }
