@@ -4,7 +4,7 @@
 //! Add `queue` to a handler's `#[on]` and its code stays as it is; `notify` then writes a job
 //! row for it through the transaction in the signal's context instead of calling it, so the job
 //! commits or rolls back with the caller's own writes. A [`Worker`] runs it after commit, in a
-//! transaction of the worker's own that also marks the job done, and retries it with backoff
+//! transaction of the job's own that also marks the job done, and retries it with backoff
 //! when it fails.
 //!
 //! ```ignore
@@ -25,18 +25,23 @@
 //!
 //! # Guarantees
 //!
-//! - A rolled-back `notify` leaves no job; a committed one leaves one job per queued handler
-//!   (filters are evaluated when it is written), sharing one event id (a UUIDv7).
-//! - A handler's database writes through the worker's transaction happen exactly once: they
+//! The [life cycle](lifecycle) in short (the long form is `docs/queue.md` in the repository):
+//!
+//! - A rolled-back `notify` leaves no job; a committed one leaves one job per queued handler,
+//!   written in one statement (filters are evaluated when it is written), sharing one event id
+//!   (a UUIDv7).
+//! - A handler's database writes through the job's transaction happen exactly once: they
 //!   commit together with the job's completion. Everything else it does happens at least once.
-//! - A claim is one statement and carries a token; completing, failing and renewing a job are
-//!   conditional on it, so a worker that lost its lease can neither complete nor fail the job.
-//! - A worker that dies leaves its jobs `running` until their lease expires; any worker's lease
-//!   thread then returns them to the queue. Attempts count at the claim, so a job that kills its
-//!   worker every time still runs out of attempts.
-//! - A failed attempt (an error, a panic) is retried after an exponential backoff with full
-//!   jitter; after `max_attempts` (default 25) the job is `dead`, kept with its error, until
-//!   [`Queue::retry_dead`]. A payload that no longer deserializes is dead at once.
+//! - A worker claims only for its free slots and starts each job at once; every transition is
+//!   one statement conditional on the claim's token, so a worker that lost its lease can neither
+//!   complete nor fail the job.
+//! - Leases belong to workers, renewed every third of the lease until the worker has finished;
+//!   a dead worker's jobs are rescued, charged the attempt they crashed in, and then run alone,
+//!   so a job that kills its worker every time condemns only itself.
+//! - A failed attempt (an error, a panic, a timeout) is retried after an exponential backoff
+//!   with full jitter; after `max_attempts` (default 25) the job is `dead`, kept with its error,
+//!   until [`Queue::retry_dead`]. A payload that no longer deserializes is retried for the
+//!   worker's `payload_grace`, then dead.
 //!
 //! # Two paths, one table
 //!
@@ -46,10 +51,10 @@
 //! - **Async**: a signal declared `#[signal(asynchronous)]` writes its jobs in `notify_async`
 //!   through an sqlx transaction on PostgreSQL or SQLite (`EnqueueAsync`, features `postgres`
 //!   and `sqlx-sqlite`); `AsyncWorker` (tokio) runs them (`FromJobAsync`), waking on
-//!   PostgreSQL's LISTEN/NOTIFY, and on PostgreSQL commits several jobs at once, each in a
-//!   savepoint. Queued handlers of asynchronous signals may be `async fn`s.
+//!   PostgreSQL's LISTEN/NOTIFY; a job's transaction is begun at the handler's first use of it.
+//!   Queued handlers of asynchronous signals may be `async fn`s.
 //!
-//! Both use the same logical table, claim, lease, fencing and retry design.
+//! Both follow the same life cycle on the same table.
 //!
 //! # The broker rung
 //!
