@@ -370,6 +370,15 @@ where
     })
 }
 
+/// Builds the context of a job of the asynchronous signal `S` from `scope`, and drops it.
+pub(crate) fn check_context<'c, S>(scope: AsyncJobScope<'c>) -> Result<(), BoxError>
+where
+    S: Signal,
+    for<'x> S::Context<'x>: FromJobAsync<'x>,
+{
+    <S::Context<'c> as FromJobAsync<'c>>::from_job(scope).map(drop)
+}
+
 /// Runs one job of the queued handler `J` of the asynchronous signal `S`.
 pub(crate) async fn run<'c, S, J>(
     payload: &'c str,

@@ -48,6 +48,22 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// No queued handler that this worker runs is linked into the program: it would idle.
+    #[error("no queued handler {kind} is linked into this program, so the worker would never run a job: reference the crate that declares the handlers from this binary (a crate nothing references is not linked)")]
+    NoHandlers {
+        /// Which kind of handler the worker runs.
+        kind: &'static str,
+    },
+    /// The worker cannot build a queued handler's context (a missing `.state(...)`, say): found
+    /// at `build()`, before the first job.
+    #[error("the worker can't build the context of the queued handler `{job}`: {source}")]
+    Context {
+        /// The handler's job name.
+        job: &'static str,
+        /// What `from_job` returned.
+        #[source]
+        source: signals_core::BoxError,
+    },
     /// A worker thread could not be started.
     #[error("could not start a worker thread: {0}")]
     Thread(#[source] std::io::Error),

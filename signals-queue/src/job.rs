@@ -141,6 +141,15 @@ pub trait Handler<S: Signal>: 'static {
 #[cfg(feature = "sqlite")]
 pub(crate) type Runner = for<'c> fn(&str, JobScope<'c>) -> Result<(), AttemptError>;
 
+/// Builds a synchronous handler's context from a scope and drops it: what `build()` checks.
+#[cfg(feature = "sqlite")]
+pub(crate) type ContextCheck = for<'c> fn(JobScope<'c>) -> Result<(), BoxError>;
+
+/// Builds an asynchronous handler's context from a scope and drops it.
+#[cfg(feature = "async")]
+pub(crate) type AsyncContextCheck =
+    for<'c> fn(crate::asynchronous::AsyncJobScope<'c>) -> Result<(), BoxError>;
+
 /// What an asynchronous job row's handler name leads to.
 #[cfg(feature = "async")]
 pub(crate) type AsyncRunner =
@@ -220,10 +229,10 @@ unsafe fn row<S: Signal, J: Handler<S>>(
 pub(crate) enum RunKind {
     /// A handler of a `SyncSignal`.
     #[cfg(feature = "sqlite")]
-    Sync(Runner),
+    Sync(Runner, ContextCheck),
     /// A handler of an `AsyncSignal`.
     #[cfg(feature = "async")]
-    Async(AsyncRunner),
+    Async(AsyncRunner, AsyncContextCheck),
     /// A publishing function: its message goes to the broker.
     Publish,
 }
@@ -356,9 +365,9 @@ impl JobInfo {
     #[cfg(feature = "sqlite")]
     pub(crate) fn run(&self, payload: &str, scope: JobScope<'_>) -> Result<(), AttemptError> {
         match self.run.kind {
-            RunKind::Sync(run) => run(payload, scope),
+            RunKind::Sync(run, _) => run(payload, scope),
             #[cfg(feature = "async")]
-            RunKind::Async(_) => Err(AttemptError::WrongWorker(
+            RunKind::Async(..) => Err(AttemptError::WrongWorker(
                 "its signal is asynchronous: run it with `AsyncWorker`",
             )),
             #[cfg(feature = "async")]
@@ -378,9 +387,9 @@ impl JobInfo {
         scope: crate::asynchronous::AsyncJobScope<'_>,
     ) -> Result<(), AttemptError> {
         match self.run.kind {
-            RunKind::Async(run) => run(payload, scope).await,
+            RunKind::Async(run, _) => run(payload, scope).await,
             #[cfg(feature = "sqlite")]
-            RunKind::Sync(_) => Err(AttemptError::WrongWorker(
+            RunKind::Sync(..) => Err(AttemptError::WrongWorker(
                 "its signal is notified with `notify`: run it with `Worker`",
             )),
             RunKind::Publish => Err(AttemptError::WrongWorker(
@@ -389,16 +398,40 @@ impl JobInfo {
         }
     }
 
+    /// Builds the handler's context from `scope` and drops it: a worker's `build()` finds a
+    /// missing piece of state before the first job does.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn check_context(&self, scope: JobScope<'_>) -> Result<(), BoxError> {
+        match self.run.kind {
+            RunKind::Sync(_, check) => check(scope),
+            #[allow(unreachable_patterns)]
+            _ => Ok(()),
+        }
+    }
+
+    /// The async twin of [`check_context`](Self::check_context).
+    #[cfg(feature = "async")]
+    pub(crate) fn check_context_async(
+        &self,
+        scope: crate::asynchronous::AsyncJobScope<'_>,
+    ) -> Result<(), BoxError> {
+        match self.run.kind {
+            RunKind::Async(_, check) => check(scope),
+            #[allow(unreachable_patterns)]
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the thread-based worker runs this job (a queued handler of a sync signal).
     #[cfg(feature = "sqlite")]
     pub(crate) fn runs_on_worker(&self) -> bool {
-        matches!(self.run.kind, RunKind::Sync(_))
+        matches!(self.run.kind, RunKind::Sync(..))
     }
 
     /// Whether the async worker runs this job (a queued handler of an asynchronous signal).
     #[cfg(feature = "async")]
     pub(crate) fn runs_on_async_worker(&self) -> bool {
-        matches!(self.run.kind, RunKind::Async(_))
+        matches!(self.run.kind, RunKind::Async(..))
     }
 
     /// Whether this is a publishing function's job: a relay publishes it to
@@ -425,6 +458,16 @@ pub(crate) fn to_json<S: QueueSignal>(signal: &dyn Any) -> serde_json::Result<St
         .downcast_ref::<S>()
         .expect("a job's signal is of its handler's signal type");
     serde_json::to_string(signal)
+}
+
+/// Builds the context of a job of `S` from `scope`, and drops it.
+#[cfg(feature = "sqlite")]
+pub(crate) fn check_context<'c, S>(scope: JobScope<'c>) -> Result<(), BoxError>
+where
+    S: Signal,
+    for<'x> S::Context<'x>: FromJob<'x>,
+{
+    <S::Context<'c> as FromJob<'c>>::from_job(scope).map(drop)
 }
 
 /// Runs one job of handler `H` of `S`: the payload back into `S`, the context from the worker's

@@ -46,7 +46,10 @@ where
 {
     const THUNK: QueuedThunk<S> =
         QueuedThunk::Sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
-    const RUN: Run = Run::new::<S, J>(RunKind::Sync(job::run::<S, J>), job::to_json::<S>);
+    const RUN: Run = Run::new::<S, J>(
+        RunKind::Sync(job::run::<S, J>, job::check_context::<S>),
+        job::to_json::<S>,
+    );
 }
 
 #[cfg(feature = "async")]
@@ -60,7 +63,10 @@ where
     const THUNK: QueuedThunk<S> =
         QueuedThunk::Async(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
     const RUN: Run = Run::new::<S, J>(
-        RunKind::Async(|payload, scope| Box::pin(crate::asynchronous::run::<S, J>(payload, scope))),
+        RunKind::Async(
+            |payload, scope| Box::pin(crate::asynchronous::run::<S, J>(payload, scope)),
+            crate::asynchronous::check_context::<S>,
+        ),
         job::to_json::<S>,
     );
 }

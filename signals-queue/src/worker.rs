@@ -148,6 +148,28 @@ impl WorkerBuilder {
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
         sqlite::migrate(&conn)?;
         let (by_name, handlers) = linked_jobs(JobInfo::runs_on_worker)?;
+        if by_name.is_empty() {
+            return Err(Error::NoHandlers {
+                kind: "of a signal notified with `notify`",
+            });
+        }
+        // Each handler's context, built once from a transaction that runs no statement: a missing
+        // piece of state is an error now, not at the first job.
+        let tx = conn.unchecked_transaction()?;
+        for job in by_name.values() {
+            let scope = JobScope {
+                tx: &tx,
+                state: &self.state,
+                job_id: 0,
+                event_id: Uuid::nil(),
+                attempt: 0,
+            };
+            job.check_context(scope).map_err(|source| Error::Context {
+                job: job.name(),
+                source,
+            })?;
+        }
+        drop(tx);
         let worker = lifecycle::worker_id();
         with_retries(|| sqlite::heartbeat(&conn, worker, self.lease, self.clock.fixed()))?;
         Ok(Worker {

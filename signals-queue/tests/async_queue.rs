@@ -795,3 +795,32 @@ async fn among_jobs_claimed_together_a_failing_job_rolls_back_alone() {
         db.drop_schema().await;
     }
 }
+
+/// A worker whose handlers' context needs state it was not given is an error at `build()`,
+/// naming the handler and the type; a worker of a kind this binary links no handler of (here,
+/// the thread `Worker`: every handler here is of an asynchronous signal) is one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfiguration_is_an_error_at_build_not_at_the_first_job() {
+    let db = Db::sqlite().await;
+    let Err(error) = AsyncWorker::builder(db.pool.clone()).build().await else {
+        panic!("built a worker without the state its contexts need");
+    };
+    let message = error.to_string();
+    assert!(
+        message
+            .starts_with("the worker can't build the context of the queued handler `async_queue::")
+            && message.contains("Arc<async_queue::Attempts>"),
+        "{message}"
+    );
+    #[cfg(feature = "sqlite")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let Err(error) = signals_queue::Worker::builder(dir.path().join("jobs.db")).build() else {
+            panic!("built a thread worker that would never run a job");
+        };
+        assert!(
+            matches!(error, signals_queue::Error::NoHandlers { .. }),
+            "{error}"
+        );
+    }
+}

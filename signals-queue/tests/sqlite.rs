@@ -173,8 +173,10 @@ fn drain_job_written_by_hand(
 }
 
 fn worker(path: &std::path::Path, attempts: &Arc<Attempts>) -> signals_queue::WorkerBuilder {
+    // Every linked handler's context is built once at `build()`: the `Work` jobs' state too.
     Worker::builder(path)
         .state(Arc::clone(attempts))
+        .state(AttemptsDb(path.to_owned()))
         .poll_interval(Duration::from_millis(10))
         .retry(RetryPolicy {
             base: Duration::from_millis(1),
@@ -576,6 +578,7 @@ fn work_database(n: i64) -> (tempfile::TempDir, std::path::PathBuf) {
 fn work_worker(path: &std::path::Path) -> signals_queue::WorkerBuilder {
     Worker::builder(path)
         .state(AttemptsDb(path.to_owned()))
+        .state(Arc::new(Attempts::default()))
         .lease(Duration::from_millis(300))
         .poll_interval(Duration::from_millis(20))
 }

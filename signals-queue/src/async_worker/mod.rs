@@ -168,6 +168,12 @@ impl AsyncWorkerBuilder {
     pub async fn build(self) -> Result<AsyncWorker, Error> {
         store::migrate(&self.pool).await?;
         let (jobs, handlers) = linked_jobs(JobInfo::runs_on_async_worker)?;
+        if jobs.is_empty() {
+            return Err(Error::NoHandlers {
+                kind: "of an asynchronous signal",
+            });
+        }
+        self.check_contexts(jobs.values().copied())?;
         let listens = self.listen && self.pool.is_postgres();
         let own = open_own(&self.pool, own_connections(listens)).await?;
         let worker = lifecycle::worker_id();
@@ -192,6 +198,29 @@ impl AsyncWorkerBuilder {
                 counters: Counters::default(),
             }),
         })
+    }
+}
+
+impl AsyncWorkerBuilder {
+    /// Builds each handler's context once from a scope whose transaction is never opened: a
+    /// missing piece of state is an error now, not at the first job.
+    fn check_contexts(&self, jobs: impl Iterator<Item = &'static JobInfo>) -> Result<(), Error> {
+        for job in jobs {
+            let (mut job_tx, _) = crate::asynchronous::JobTx::new(self.pool.clone());
+            let scope = crate::AsyncJobScope {
+                tx: crate::Tx::__Job(&mut job_tx),
+                state: &self.state,
+                job_id: 0,
+                event_id: uuid::Uuid::nil(),
+                attempt: 0,
+            };
+            job.check_context_async(scope)
+                .map_err(|source| Error::Context {
+                    job: job.name(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 }
 
