@@ -13,7 +13,8 @@
 //!   context built by [`FromJobAsync`], commits, then acks. A message seen
 //!   before is acked and skipped, so handlers' database effects happen once per message although
 //!   JetStream delivers at least once.
-//! - [`ensure_stream`] creates or updates a stream with the defaults this needs; the builders'
+//! - [`ensure_stream`] creates a stream with the defaults this needs when it is missing, and only
+//!   adds missing subjects to one that exists; the builders'
 //!   `create_stream` do it in their `build`, so that one call sets up the stream and the relay,
 //!   or the stream and the consumer.
 //!
@@ -46,8 +47,11 @@ pub use signals_queue::Error;
 /// How long a stream remembers message ids to drop duplicates (JetStream's default).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Creates the stream `name` over `subjects`, or updates it to them: file storage, a
-/// [`DUPLICATE_WINDOW`] for the relay's message ids, everything else JetStream's defaults.
+/// Creates the stream `name` over `subjects` when it is missing (file storage, a
+/// [`DUPLICATE_WINDOW`] for the relay's message ids, everything else JetStream's defaults).
+/// When it exists, changes nothing an operator may have set (replicas, `max_age`, limits, its
+/// other subjects): it only adds the subjects of `subjects` it lacks, and says in the returned
+/// [`StreamSetup`] what differs from what this crate would have created.
 ///
 /// # Errors
 ///
@@ -67,9 +71,22 @@ pub async fn ensure_stream(
     js: &jetstream::Context,
     name: &str,
     subjects: &[&str],
-) -> Result<(), Error> {
+) -> Result<StreamSetup, Error> {
     let subjects: Vec<String> = subjects.iter().map(|s| (*s).to_owned()).collect();
     create_or_update_stream(js, name, &subjects).await
+}
+
+/// What [`ensure_stream`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamSetup {
+    /// The stream did not exist and was created.
+    pub created: bool,
+    /// Subjects the existing stream lacked, added to it.
+    pub added_subjects: Vec<String>,
+    /// How the existing stream differs from what this crate creates, left as it is (e.g. a
+    /// shorter duplicate window, which lets a republished message through twice).
+    pub differences: Vec<String>,
 }
 
 /// See [`ensure_stream`].
@@ -77,17 +94,60 @@ async fn create_or_update_stream(
     js: &jetstream::Context,
     name: &str,
     subjects: &[String],
-) -> Result<(), Error> {
-    js.create_or_update_stream(stream::Config {
-        name: name.to_owned(),
-        subjects: subjects.to_vec(),
-        storage: stream::StorageType::File,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    })
-    .await
-    .map_err(Error::nats)?;
-    Ok(())
+) -> Result<StreamSetup, Error> {
+    let mut stream = match js.get_stream(name).await {
+        Ok(stream) => stream,
+        Err(error) if is_not_found(&error) => {
+            js.create_stream(stream::Config {
+                name: name.to_owned(),
+                subjects: subjects.to_vec(),
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await
+            .map_err(Error::nats)?;
+            return Ok(StreamSetup {
+                created: true,
+                ..StreamSetup::default()
+            });
+        }
+        Err(error) => return Err(Error::nats(error)),
+    };
+    let mut config = stream.info().await.map_err(Error::nats)?.config.clone();
+    let mut setup = StreamSetup::default();
+    if config.duplicate_window < DUPLICATE_WINDOW {
+        setup.differences.push(format!(
+            "its duplicate window is {:?}, shorter than the relay's {DUPLICATE_WINDOW:?}",
+            config.duplicate_window
+        ));
+    }
+    if config.storage != stream::StorageType::File {
+        setup
+            .differences
+            .push("it keeps messages in memory, not in files".to_owned());
+    }
+    let missing: Vec<String> = subjects
+        .iter()
+        .filter(|subject| !config.subjects.contains(subject))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        config.subjects.extend(missing.iter().cloned());
+        js.update_stream(config).await.map_err(Error::nats)?;
+        setup.added_subjects = missing;
+    }
+    Ok(setup)
+}
+
+/// Whether JetStream said the stream does not exist.
+fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    match error.kind() {
+        jetstream::context::GetStreamErrorKind::JetStream(error) => {
+            error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+        }
+        _ => false,
+    }
 }
 
 /// The `Nats-Msg-Id` of a publishing function's message: its event and the function, the same
@@ -115,8 +175,8 @@ pub struct RelayBuilder {
 }
 
 impl RelayBuilder {
-    /// Creates the stream `name` over `subjects` in `build`, or updates it to them, as
-    /// [`ensure_stream`] does (default: the stream is set up elsewhere). The subjects include
+    /// Creates the stream `name` over `subjects` in `build` if it is missing, or adds the
+    /// subjects it lacks, as [`ensure_stream`] does (default: the stream is set up elsewhere). The subjects include
     /// the [prefix](Self::subject_prefix), if any: `&["staging.shop.>"]`.
     pub fn create_stream(mut self, name: impl Into<String>, subjects: &[&str]) -> Self {
         let subjects = subjects.iter().map(|s| (*s).to_owned()).collect();
@@ -515,8 +575,8 @@ pub struct SubscriberBuilder<S> {
 }
 
 impl<S> SubscriberBuilder<S> {
-    /// Creates the stream over `subjects` in `build`, or updates it to them, as
-    /// [`ensure_stream`] does, before the consumer (default: the stream must exist). With it,
+    /// Creates the stream over `subjects` in `build` if it is missing, or adds the subjects it
+    /// lacks, as [`ensure_stream`] does, before the consumer (default: the stream must exist). With it,
     /// `build` sets up both in one call.
     pub fn create_stream(mut self, subjects: &[&str]) -> Self {
         self.stream_subjects = Some(subjects.iter().map(|s| (*s).to_owned()).collect());

@@ -403,3 +403,59 @@ fn the_catalog_shows_published_subjects() {
         "{table}"
     );
 }
+
+/// A stream an operator tuned (a one-hour `max_age`, a subject of its own) keeps its settings
+/// when a relay or subscriber sets it up again: only the subjects it lacks are added, and what
+/// differs is said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_up_an_existing_stream_keeps_what_operators_set() {
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let (own, more) = (
+        format!("{}>", broker.prefix),
+        format!("x{}>", broker.prefix),
+    );
+    let mut config = broker
+        .js
+        .get_stream(&broker.stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    config.max_age = Duration::from_secs(3600);
+    config.duplicate_window = Duration::from_secs(30);
+    broker.js.update_stream(config).await.unwrap();
+
+    let setup = ensure_stream(&broker.js, &broker.stream, &[&own, &more])
+        .await
+        .unwrap();
+    assert!(!setup.created);
+    assert_eq!(setup.added_subjects, std::slice::from_ref(&more));
+    assert_eq!(setup.differences.len(), 1, "{:?}", setup.differences);
+    assert!(setup.differences[0].contains("duplicate window"));
+    let config = broker
+        .js
+        .get_stream(&broker.stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    assert_eq!(
+        config.max_age,
+        Duration::from_secs(3600),
+        "the operator's max_age stays"
+    );
+    assert_eq!(config.subjects, [own.clone(), more]);
+    // Again: nothing to add.
+    let again = ensure_stream(&broker.js, &broker.stream, &[&own])
+        .await
+        .unwrap();
+    assert!(again.added_subjects.is_empty() && !again.created);
+}
