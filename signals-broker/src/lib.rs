@@ -168,6 +168,8 @@ pub struct RelayBuilder {
     lease: Duration,
     poll_interval: Duration,
     retry: RetryPolicy,
+    /// Dead once a failing message is older than this; `None`: never.
+    max_age: Option<Duration>,
     prefix: String,
     clock: Clock,
     /// The stream `build` creates or updates, and its subjects.
@@ -206,9 +208,19 @@ impl RelayBuilder {
         self
     }
 
-    /// The backoff after a failed publish (default: 1 s doubling, capped at 1 hour).
+    /// The backoff after a failed publish (default: 1 s doubling, capped at 30 s, so that
+    /// messages go out within 30 s of the broker's return after an outage of any length).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// How old a message may grow while publishing fails before it is dead (default: no limit:
+    /// the outbox waits for the broker as long as it takes; a publishing function's messages
+    /// have no attempt limit unless it sets `max_attempts`). A dead message is kept, and
+    /// `AsyncQueue::retry_dead_of` brings it back.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
         self
     }
 
@@ -327,7 +339,11 @@ impl Relay {
             in_flight: 256,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(30),
+            },
+            max_age: None,
             prefix: String::new(),
             clock: Clock::system(),
             stream: None,
@@ -544,7 +560,7 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
             delay_ms: queue::retry_delay(&shared.config.retry, job.attempt),
             error: &message,
             now,
-            dead_after_ms: None,
+            dead_after_ms: shared.config.max_age.map(|age| age.as_millis() as i64),
         };
         if let Ok(mut conn) = queue::acquire(&shared.config.pool).await {
             let _ = queue::fail(conn.tx(), job, &failure).await;

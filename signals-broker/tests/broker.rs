@@ -459,3 +459,87 @@ async fn setting_up_an_existing_stream_keeps_what_operators_set() {
         .unwrap();
     assert!(again.added_subjects.is_empty() && !again.created);
 }
+
+/// During a broker outage (here: a subject no stream takes, so every publish fails), a message
+/// waits as long as it takes: past the 25 attempts a queued handler gets, it is still pending.
+/// With a relay's `max_age` it is dead once older, and `retry_dead_of` brings that one
+/// function's messages back; they go out when the broker takes them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_outlives_a_broker_outage_and_dead_messages_come_back_by_function() {
+    for db in Db::all().await {
+        let Some(broker) = Broker::connect().await else {
+            return;
+        };
+        let name = db.name();
+        place(&db, [1], true).await;
+        let fast = RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        };
+        let outage = broker
+            .relay(&db)
+            .subject_prefix(format!("nowhere.{}", broker.prefix))
+            .retry(fast)
+            .build()
+            .await
+            .unwrap()
+            .start();
+        support::wait_for("30 failed publishes", || async {
+            db.count("SELECT CAST(MAX(attempt) AS BIGINT) FROM signals_jobs")
+                .await
+                >= 30
+        })
+        .await;
+        outage.shutdown(Duration::from_secs(10)).await;
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'pending'")
+                .await,
+            1,
+            "{name}: still waiting for the broker"
+        );
+
+        // With a maximum age, a failing message older than it is dead.
+        db.execute("UPDATE signals_jobs SET run_at = 0").await;
+        let bounded = broker
+            .relay(&db)
+            .subject_prefix(format!("nowhere.{}", broker.prefix))
+            .retry(fast)
+            .max_age(Duration::ZERO)
+            .build()
+            .await
+            .unwrap()
+            .start();
+        support::wait_for("the message to be dead", || async {
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'dead'")
+                .await
+                == 1
+        })
+        .await;
+        bounded.shutdown(Duration::from_secs(10)).await;
+        let handler: String = with_db!(&db.pool, |pool| sqlx::query_scalar(
+            "SELECT handler FROM signals_jobs"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        let queue = signals_queue::AsyncQueue::new(db.pool.clone());
+        assert_eq!(queue.retry_dead_of("no::such::function").await.unwrap(), 0);
+        assert_eq!(queue.retry_dead_of(&handler).await.unwrap(), 1, "{name}");
+        let before = broker.messages().await;
+        broker
+            .relay(&db)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(
+            broker.messages().await - before,
+            1,
+            "{name}: published after the outage"
+        );
+        db.drop_schema().await;
+        broker.delete().await;
+    }
+}

@@ -668,9 +668,12 @@ fn queued(
         Some(name) => name.to_token_stream(),
         None => quote!(#private::concat!(#private::module_path!(), "::", #name)),
     };
-    let max_attempts = match &args.max_attempts {
-        Some(max_attempts) => max_attempts.to_token_stream(),
-        None => quote!(25),
+    // A publishing function's message waits for the broker as long as it takes (a relay's
+    // `max_age` bounds it); a queued handler gets 25 attempts.
+    let max_attempts = match (&args.max_attempts, queue.publish) {
+        (Some(max_attempts), _) => max_attempts.to_token_stream(),
+        (None, true) => quote!(2147483647),
+        (None, false) => quote!(25),
     };
     let timeout_ms = args.timeout.as_ref().map_or(0, |(_, millis)| *millis);
     let queue_name = &queue.name;

@@ -211,7 +211,20 @@ impl Queue {
     ///
     /// A database error.
     pub fn retry_dead(&self) -> Result<usize, Error> {
-        Ok(sqlite::retry_dead(&self.conn, self.clock.fixed())?)
+        Ok(sqlite::retry_dead(&self.conn, None, self.clock.fixed())?)
+    }
+
+    /// Makes the dead jobs of one handler (by job name) pending again; how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn retry_dead_of(&self, handler: &str) -> Result<usize, Error> {
+        Ok(sqlite::retry_dead(
+            &self.conn,
+            Some(handler),
+            self.clock.fixed(),
+        )?)
     }
 
     /// Deletes done jobs that finished more than `older_than` ago; how many.
@@ -317,7 +330,18 @@ impl AsyncQueue {
     /// A database error.
     pub async fn retry_dead(&self) -> Result<u64, Error> {
         let mut conn = self.pool.acquire().await?;
-        Ok(crate::store::retry_dead(conn.tx(), self.clock.fixed()).await?)
+        Ok(crate::store::retry_dead(conn.tx(), None, self.clock.fixed()).await?)
+    }
+
+    /// Makes the dead jobs of one handler (by job name, e.g. a publishing function's after a
+    /// broker outage) pending again, with their attempts reset; how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn retry_dead_of(&self, handler: &str) -> Result<u64, Error> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::store::retry_dead(conn.tx(), Some(handler), self.clock.fixed()).await?)
     }
 
     /// Deletes done jobs that finished more than `older_than` ago; how many.

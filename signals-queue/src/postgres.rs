@@ -255,7 +255,7 @@ UPDATE signals_jobs
 SET state = 'pending', attempt = 0, crashes = 0, finished_at = NULL, run_at = ",
     now!("$1"),
     "
-WHERE state = 'dead'"
+WHERE state = 'dead' AND ($2::TEXT IS NULL OR handler = $2)"
 );
 
 pub(crate) const PURGE_DONE: &str =

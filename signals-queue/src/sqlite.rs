@@ -255,9 +255,13 @@ pub(crate) fn runnable(
         .query_row(params![local(now), handlers], |row| row.get(0))
 }
 
-/// Every dead job pending again, attempts reset; how many.
-pub(crate) fn retry_dead(conn: &Connection, now: Option<Millis>) -> rusqlite::Result<usize> {
-    conn.execute(RETRY_DEAD, [local(now)])
+/// Every dead job (of `handler`, if given) pending again, attempts reset; how many.
+pub(crate) fn retry_dead(
+    conn: &Connection,
+    handler: Option<&str>,
+    now: Option<Millis>,
+) -> rusqlite::Result<usize> {
+    conn.execute(RETRY_DEAD, params![local(now), handler])
 }
 
 /// Deletes done jobs that finished before `before`; how many.

@@ -193,11 +193,11 @@ SELECT EXISTS (SELECT 1 FROM signals_jobs
     WHERE state = 'pending' AND crashes > 0 AND run_at <= ?1
       AND handler IN (SELECT value FROM json_each(?2)))";
 
-/// dead → pending, with the attempts and crashes reset.
+/// dead → pending, with the attempts and crashes reset; of the handler `?2` only, unless NULL.
 pub(crate) const RETRY_DEAD: &str = "
 UPDATE signals_jobs
 SET state = 'pending', attempt = 0, crashes = 0, run_at = ?1, finished_at = NULL
-WHERE state = 'dead'";
+WHERE state = 'dead' AND (?2 IS NULL OR handler = ?2)";
 
 /// Deletes done jobs that finished before `?1`.
 pub(crate) const PURGE_DONE: &str =

@@ -335,11 +335,16 @@ pub async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(), sqlx::
     Ok(())
 }
 
-/// Every dead job pending again, attempts reset; how many.
-pub(crate) async fn retry_dead(tx: Tx<'_>, now: Option<Millis>) -> Result<u64, sqlx::Error> {
+/// Every dead job (of `handler`, if given) pending again, attempts reset; how many.
+pub(crate) async fn retry_dead(
+    tx: Tx<'_>,
+    handler: Option<&str>,
+    now: Option<Millis>,
+) -> Result<u64, sqlx::Error> {
     Ok(on!(tx, |conn, sql| {
         sqlx::query(sql::RETRY_DEAD)
             .bind(now_for(conn_is_pg!(sql), now))
+            .bind(handler)
             .execute(&mut *conn)
             .await?
             .rows_affected()
