@@ -404,21 +404,25 @@ pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
         }),
         found => Ok(found == Some(SCHEMA_VERSION)),
     };
+    // Reads first, outside any transaction (on SQLite in WAL a read never waits for a writer):
+    // a current schema takes no lock.
+    let exists: bool = on!(conn.tx(), |c, sql| {
+        sqlx::query_scalar(sql::HAS_SCHEMA)
+            .fetch_one(&mut *c)
+            .await?
+    });
+    if exists {
+        let found: Option<i64> = on!(conn.tx(), |c, sql| {
+            sqlx::query_scalar(sql::VERSION).fetch_one(&mut *c).await?
+        });
+        if check(found)? {
+            return Ok(());
+        }
+    }
     match conn.tx() {
         #[cfg(feature = "postgres")]
         Tx::Postgres(conn) => {
             use crate::postgres as sql;
-            let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
-                .fetch_one(&mut *conn)
-                .await?;
-            if exists {
-                let found: Option<i64> = sqlx::query_scalar(sql::VERSION)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                if check(found)? {
-                    return Ok(());
-                }
-            }
             let mut tx = conn.begin().await?;
             sqlx::query(sql::LOCK).execute(&mut *tx).await?;
             let found: Option<i64> = match exists {
@@ -437,18 +441,6 @@ pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
             use crate::sqlite_sql as sql;
-            // A read first: in WAL it never waits for a writer.
-            let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
-                .fetch_one(&mut *conn)
-                .await?;
-            if exists {
-                let found: Option<i64> = sqlx::query_scalar(sql::VERSION)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                if check(found)? {
-                    return Ok(());
-                }
-            }
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             let found: Option<i64> = match exists {
                 true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
