@@ -4,6 +4,7 @@
 
 use std::any::TypeId;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use crate::handler::{ErasedThunk, HandlerFuture, HandlerInfo, HandlerResult, HandlerSpec};
@@ -291,12 +292,38 @@ pub enum AsyncKind {}
 
 /// Not public API. What `notify` runs in place of a queued handler: a sync thunk for a
 /// [`SyncSignal`], an async one for an [`AsyncSignal`] (the queue rung picks by `S::__Kind`).
+///
+/// Its fields are private and each constructor requires its signal kind, so an async thunk for
+/// a signal `notify` calls synchronously cannot be expressed, not even through this hidden API.
 #[doc(hidden)]
-pub enum QueuedThunk<S: Signal> {
-    /// Writes the job synchronously.
-    Sync(Thunk<S>),
-    /// Writes the job in a future `notify_async` awaits.
-    Async(AsyncThunk<S>),
+pub struct QueuedThunk<S: Signal> {
+    thunk: ErasedThunk,
+    asynchronous: bool,
+    signal: PhantomData<fn(&S)>,
+}
+
+impl<S: SyncSignal> QueuedThunk<S> {
+    /// Not public API. Writes the job synchronously, in `notify`.
+    pub const fn sync(thunk: Thunk<S>) -> Self {
+        QueuedThunk {
+            // SAFETY: as in `handler_info`.
+            thunk: unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) },
+            asynchronous: false,
+            signal: PhantomData,
+        }
+    }
+}
+
+impl<S: AsyncSignal> QueuedThunk<S> {
+    /// Not public API. Writes the job in a future `notify_async` awaits.
+    pub const fn asynchronous(thunk: AsyncThunk<S>) -> Self {
+        QueuedThunk {
+            // SAFETY: as in `async_handler_info`.
+            thunk: unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) },
+            asynchronous: true,
+            signal: PhantomData,
+        }
+    }
 }
 
 /// Not public API. Used by the queue rung's generated code: the record of a handler of `S` that
@@ -308,18 +335,13 @@ pub const fn queued_handler_info<S: Signal>(
     thunk: QueuedThunk<S>,
     publish: bool,
 ) -> HandlerInfo {
-    // SAFETY: as in `handler_info`: a sync or an async thunk of `S`, recorded as such; an async
-    // one only for an `AsyncSignal` (the queue rung implements `Async` for those alone).
-    let (thunk, asynchronous) = match thunk {
-        QueuedThunk::Sync(thunk) => (
-            unsafe { std::mem::transmute::<Thunk<S>, ErasedThunk>(thunk) },
-            false,
-        ),
-        QueuedThunk::Async(thunk) => (
-            unsafe { std::mem::transmute::<AsyncThunk<S>, ErasedThunk>(thunk) },
-            true,
-        ),
-    };
+    // A sync thunk was made for a `SyncSignal`, an async one for an `AsyncSignal` (the only
+    // constructors of `QueuedThunk` say so), and the record says which.
+    let QueuedThunk {
+        thunk,
+        asynchronous,
+        ..
+    } = thunk;
     HandlerInfo::new(spec, TypeId::of::<S>(), thunk, asynchronous, true, publish)
 }
 

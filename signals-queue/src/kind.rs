@@ -45,7 +45,7 @@ where
     J: Handler<S>,
 {
     const THUNK: QueuedThunk<S> =
-        QueuedThunk::Sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
+        QueuedThunk::sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
     const RUN: Run = Run::new::<S, J>(
         RunKind::Sync(job::run::<S, J>, job::check_context::<S>),
         job::to_json::<S>,
@@ -61,7 +61,7 @@ where
     J: Handler<S>,
 {
     const THUNK: QueuedThunk<S> =
-        QueuedThunk::Async(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
+        QueuedThunk::asynchronous(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
     const RUN: Run = Run::new::<S, J>(
         RunKind::Async(
             |payload, scope| Box::pin(crate::asynchronous::run::<S, J>(payload, scope)),
@@ -109,7 +109,7 @@ where
     J: Handler<S>,
 {
     const THUNK: QueuedThunk<S> =
-        QueuedThunk::Sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
+        QueuedThunk::sync(|signal, ctx| enqueue::enqueue::<S, J>(signal, ctx));
     const RUN: Run = Run::publish::<S, J>();
 }
 
@@ -121,7 +121,7 @@ where
     J: Handler<S>,
 {
     const THUNK: QueuedThunk<S> =
-        QueuedThunk::Async(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
+        QueuedThunk::asynchronous(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
     const RUN: Run = Run::publish::<S, J>();
 }
 
