@@ -246,7 +246,7 @@ impl RelayBuilder {
     /// A database error, two publishing functions with one job name, or [`Error::Nats`] if
     /// JetStream refuses the stream.
     pub async fn build(self) -> Result<Relay, Error> {
-        queue::migrate(&self.pool).await?;
+        queue::check_schema(&self.pool).await?;
         if let Some((name, subjects)) = &self.stream {
             create_or_update_stream(&self.js, name, subjects).await?;
         }
@@ -654,7 +654,7 @@ where
     /// A database error, or [`Error::Nats`] if the stream does not exist or JetStream refuses
     /// the stream or the consumer.
     pub async fn build(self) -> Result<Subscriber<S>, Error> {
-        queue::migrate(&self.pool).await?;
+        queue::check_schema(&self.pool).await?;
         if let Some(subjects) = &self.stream_subjects {
             create_or_update_stream(&self.js, &self.stream, subjects).await?;
         }

@@ -169,14 +169,15 @@ impl Stats {
             let count = count as u64;
             match JobState::parse(&state) {
                 Some(JobState::Pending) => {
-                    entry.pending = count;
-                    entry.oldest_pending = oldest.map(|created| {
+                    entry.pending += count;
+                    let age = oldest.map(|created| {
                         Duration::from_millis(now.saturating_sub(created).max(0) as u64)
                     });
+                    entry.oldest_pending = entry.oldest_pending.max(age);
                 }
-                Some(JobState::Running) => entry.running = count,
-                Some(JobState::Done) => entry.done = count,
-                Some(JobState::Dead) => entry.dead = count,
+                Some(JobState::Running) => entry.running += count,
+                Some(JobState::Done) => entry.done += count,
+                Some(JobState::Dead) => entry.dead += count,
                 None => {}
             }
         }
@@ -186,14 +187,15 @@ impl Stats {
 
 #[cfg(feature = "sqlite")]
 impl Queue {
-    /// Every dead job, oldest first.
+    /// Up to `limit` dead jobs with an id above `after`, oldest first: `0` for the first
+    /// page, then the last id of a page for the next. Each page is one index range read.
     ///
     /// # Errors
     ///
     /// A database error.
-    pub fn dead_jobs(&self) -> Result<Vec<DeadJob>, Error> {
-        let mut statement = self.conn.prepare(sqlite::DEAD_JOBS)?;
-        let rows = statement.query_map([], |row| {
+    pub fn dead_jobs(&self, after: i64, limit: u32) -> Result<Vec<DeadJob>, Error> {
+        let mut statement = self.conn.prepare_cached(sqlite::DEAD_JOBS)?;
+        let rows = statement.query_map([after, i64::from(limit)], |row| {
             Ok(DeadJob {
                 id: row.get(0)?,
                 handler: row.get(1)?,
@@ -281,13 +283,22 @@ impl AsyncQueue {
         &self.pool
     }
 
-    /// Creates the jobs table if it does not exist, and checks its version: one transaction,
-    /// under an advisory lock on PostgreSQL (two processes migrating at once take turns).
+    /// The migration step: creates the tables, or brings them up to this release's schema in
+    /// place. Run it from a deploy step (or a command line) as a role allowed to change the
+    /// schema, before starting workers: their `build()` only checks the schema
+    /// ([`Error::SchemaOutdated`] until this ran) and needs no DDL rights.
+    ///
+    /// A schema already current is only read: no lock is taken. On PostgreSQL, two processes
+    /// migrating at once take turns (an advisory lock); each step that locks the jobs table
+    /// waits at most a second for that lock (while it waits every writer queues behind it),
+    /// then gives way and tries again, for up to a minute; indexes are built `CONCURRENTLY`,
+    /// while the application writes. No step rewrites the table. The migrated schema works
+    /// with the release before this one during a rolling deploy (see `docs/production.md`).
     ///
     /// # Errors
     ///
-    /// [`Error::SchemaTooNew`] if a newer version of this crate wrote the table; a database
-    /// error.
+    /// [`Error::SchemaTooNew`] if a newer version of this crate wrote the table (nothing is
+    /// changed then); a database error, including a lock the jobs table never gave up.
     pub async fn migrate(&self) -> Result<(), Error> {
         crate::store::migrate(&self.pool).await
     }
@@ -303,14 +314,15 @@ impl AsyncQueue {
         Stats::from_rows(rows, self.clock.now())
     }
 
-    /// Every dead job, oldest first.
+    /// Up to `limit` dead jobs with an id above `after`, oldest first: `0` for the first
+    /// page, then the last id of a page for the next. Each page is one index range read.
     ///
     /// # Errors
     ///
     /// A database error.
-    pub async fn dead_jobs(&self) -> Result<Vec<DeadJob>, Error> {
+    pub async fn dead_jobs(&self, after: i64, limit: u32) -> Result<Vec<DeadJob>, Error> {
         let mut conn = self.pool.acquire().await?;
-        let rows = crate::store::dead_jobs(conn.tx()).await?;
+        let rows = crate::store::dead_jobs(conn.tx(), after, limit).await?;
         Ok(rows
             .into_iter()
             .map(|(id, handler, attempts, last_error, payload)| DeadJob {

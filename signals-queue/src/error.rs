@@ -28,6 +28,15 @@ pub enum Error {
         /// The newest version this crate knows.
         known: i64,
     },
+    /// The jobs table is missing or older than this release needs. Workers, relays and
+    /// subscribers never change the schema: a migration step does, before they start.
+    #[error("the jobs table {}, and this release of signals-queue needs schema {needed}: run the migration first (`AsyncQueue::migrate`, `signals_queue::migrate`, or your program's migrate command), as a role allowed to change the schema", describe_schema(*.found))]
+    SchemaOutdated {
+        /// The newest migration the table has had, `None` if there is no table.
+        found: Option<i64>,
+        /// The migration this release needs.
+        needed: i64,
+    },
     /// Two queued handlers (or publishing functions) linked into this program share a job name.
     #[error("two queued handlers or publishing functions are both named `{name}` ({first} and {second}): give one a `name = \"...\"` of its own")]
     DuplicateJobName {
@@ -67,6 +76,13 @@ pub enum Error {
     /// A worker thread could not be started.
     #[error("could not start a worker thread: {0}")]
     Thread(#[source] std::io::Error),
+}
+
+fn describe_schema(found: Option<i64>) -> String {
+    match found {
+        Some(found) => format!("has schema {found}"),
+        None => "does not exist".to_owned(),
+    }
 }
 
 #[cfg(feature = "async")]

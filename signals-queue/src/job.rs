@@ -54,7 +54,8 @@ impl JobState {
     /// The state a `state` column holds.
     pub fn parse(text: &str) -> Option<JobState> {
         match text {
-            "pending" => Some(JobState::Pending),
+            // PostgreSQL splits pending in two: due (`available`) and not yet (`scheduled`).
+            "pending" | "available" | "scheduled" => Some(JobState::Pending),
             "running" => Some(JobState::Running),
             "done" => Some(JobState::Done),
             "dead" => Some(JobState::Dead),

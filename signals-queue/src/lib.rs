@@ -174,7 +174,7 @@ pub mod __broker {
     pub use crate::lifecycle::{ClaimRequest, Claimed, Failure};
     pub use crate::scope::State;
     pub use crate::store::{
-        busy, claim, complete_many, fail, heartbeat, inbox_counts, inbox_insert, migrate,
+        busy, check_schema, claim, complete_many, fail, heartbeat, inbox_counts, inbox_insert,
         savepoint, InboxRow,
     };
 

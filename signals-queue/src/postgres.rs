@@ -24,18 +24,64 @@ macro_rules! now {
     };
 }
 
-/// Creates the schema, or brings an older one up to date in place (`ADD COLUMN` of a nullable
-/// column or one with a constant default rewrites no row); run under an advisory lock, so two
-/// processes migrating at once take turns. The statement-level trigger sends one notification
-/// on the channel `signals_jobs_<md5 of the schema's name>` per inserting statement (so
-/// applications in other schemas of the database are not woken; the hash keeps the channel
-/// under PostgreSQL's 63 bytes whatever the schema's name); PostgreSQL delivers it when the
-/// transaction commits (never for one that rolls back) and folds identical notifications of one
-/// transaction into one: a hint for idle workers, never the delivery path. A notification takes
-/// a lock every committing notifier shares: a write-heavy application may turn it off for its
-/// role or database (`ALTER ROLE app SET signals.notify = 'off'`) and let workers poll.
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS signals_queue_schema (version INTEGER NOT NULL);
+/// The newest migration this crate knows, and the oldest it can run against: 4 splits
+/// `pending` into `available` (due) and `scheduled` (waiting out a `run_at`), keeps the
+/// producer's JSON text (`body`) and claims through an index that starts at the handler.
+pub(crate) const SCHEMA_VERSION: i64 = 4;
+
+/// The compatibility level a migrated table records in `signals_queue_schema` (which releases
+/// before migration 4 read, refusing a higher one): the oldest schema whose code still works
+/// against this table. Migration 4 is an expansion, so the release before it keeps working:
+/// it claims only `pending` rows (which it writes itself; this release never claims them
+/// until they are due) and writes `payload`; rows this release writes are `available` or
+/// `scheduled`, with the JSON in `body` and `null` in `payload`.
+pub(crate) const COMPATIBLE_FROM: i64 = 3;
+
+/// One step of a migration: a statement run in a transaction of its own under `lock_timeout`,
+/// or (`concurrent`) outside any transaction: `CREATE INDEX CONCURRENTLY` builds while
+/// writers write.
+pub(crate) struct Step {
+    pub(crate) sql: &'static str,
+    pub(crate) concurrent: bool,
+}
+
+const fn tx(sql: &'static str) -> Step {
+    Step {
+        sql,
+        concurrent: false,
+    }
+}
+
+const fn concurrently(sql: &'static str) -> Step {
+    Step {
+        sql,
+        concurrent: true,
+    }
+}
+
+/// The migrations, in order: `(version, steps)`. Each step is idempotent (`IF NOT EXISTS`), so
+/// a migration cut off half way (a `lock_timeout`, a lost connection, an invalid index left by
+/// a failed `CONCURRENTLY`, which the step drops first) is run again whole by the next
+/// [`migrate`](crate::AsyncQueue::migrate). No step rewrites the table: columns are added
+/// nullable or with a constant default, a new check is added `NOT VALID` and validated apart
+/// (which reads the table without blocking writers), and storage settings apply to new rows.
+///
+/// Migrations 1 to 3 (the jobs table, the broker's inbox, workers' leases) are one step list
+/// here: tables of those versions took them in one transaction.
+///
+/// The statement-level trigger sends one notification on the channel `signals_jobs_<md5 of the
+/// schema's name>` per inserting statement (so applications in other schemas of the database
+/// are not woken; the hash keeps the channel under PostgreSQL's 63 bytes whatever the schema's
+/// name); PostgreSQL delivers it when the transaction commits (never for one that rolls back)
+/// and folds identical notifications of one transaction into one: a hint for idle workers,
+/// never the delivery path. A notification takes a lock every committing notifier shares: a
+/// write-heavy application may turn it off for its role or database
+/// (`ALTER ROLE app SET signals.notify = 'off'`) and let workers poll.
+pub(crate) const MIGRATIONS: &[(i64, &[Step])] = &[
+    (
+        3,
+        &[
+            tx("
 CREATE TABLE IF NOT EXISTS signals_jobs (
     id           BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id     UUID    NOT NULL,
@@ -63,15 +109,6 @@ CREATE TABLE IF NOT EXISTS signals_workers (
     lease_ms     BIGINT  NOT NULL,
     beats        BIGINT  NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS signals_jobs_pending
-    ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS signals_jobs_suspect
-    ON signals_jobs (run_at) WHERE state = 'pending' AND crashes > 0;
-DROP INDEX IF EXISTS signals_jobs_running;
-CREATE INDEX IF NOT EXISTS signals_jobs_worker
-    ON signals_jobs (worker) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS signals_jobs_done
-    ON signals_jobs (finished_at) WHERE state = 'done';
 CREATE TABLE IF NOT EXISTS signals_inbox (
     consumer     TEXT    NOT NULL,
     message_id   TEXT    NOT NULL,
@@ -88,28 +125,126 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER signals_jobs_notify AFTER INSERT ON signals_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION signals_jobs_notify();
-";
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'signals_jobs_notify'
+                   AND tgrelid = 'signals_jobs'::regclass) THEN
+        CREATE TRIGGER signals_jobs_notify AFTER INSERT ON signals_jobs
+            FOR EACH STATEMENT EXECUTE FUNCTION signals_jobs_notify();
+    END IF;
+END $$;"),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_pending
+    ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending'",
+            ),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_suspect
+    ON signals_jobs (run_at) WHERE state = 'pending' AND crashes > 0",
+            ),
+            concurrently("DROP INDEX CONCURRENTLY IF EXISTS signals_jobs_running"),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_worker
+    ON signals_jobs (worker) WHERE state = 'running'",
+            ),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_done
+    ON signals_jobs (finished_at) WHERE state = 'done'",
+            ),
+        ],
+    ),
+    (
+        4,
+        &[
+            // Metadata only: a nullable column, a new default.
+            tx("
+ALTER TABLE signals_jobs ADD COLUMN IF NOT EXISTS body TEXT,
+    ALTER COLUMN payload SET DEFAULT 'null'"),
+            tx("
+ALTER TABLE signals_jobs DROP CONSTRAINT IF EXISTS signals_jobs_state_check,
+    ADD CONSTRAINT signals_jobs_state_check CHECK (state IN
+        ('available', 'scheduled', 'pending', 'running', 'done', 'dead')) NOT VALID"),
+            tx("ALTER TABLE signals_jobs VALIDATE CONSTRAINT signals_jobs_state_check"),
+            // The jobs table is the hottest of the database: room on each page for a row's
+            // next version, and vacuum after 1 % of it changed rather than 20 %.
+            tx("
+ALTER TABLE signals_jobs SET (fillfactor = 80,
+    autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01,
+    autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 1)"),
+            tx("ALTER TABLE signals_workers SET (fillfactor = 50)"),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_claim
+    ON signals_jobs (handler, priority DESC, run_at, id) WHERE state = 'available'",
+            ),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_scheduled
+    ON signals_jobs (handler, run_at) WHERE state IN ('scheduled', 'pending')",
+            ),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_suspects
+    ON signals_jobs (handler, run_at) WHERE state = 'available' AND crashes > 0",
+            ),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_dead
+    ON signals_jobs (id) WHERE state = 'dead'",
+            ),
+            concurrently(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_inbox_received
+    ON signals_inbox (received_at)",
+            ),
+        ],
+    ),
+];
+
+/// The tables that record migrations: `signals_queue_schema` holds the compatibility level
+/// (releases before migration 4 read it), `signals_queue_migrations` what ran.
+pub(crate) const MIGRATION_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS signals_queue_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS signals_queue_migrations (
+    version     INTEGER PRIMARY KEY,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+)";
 
 /// Whether the schema table exists: before the first migration it does not.
 pub(crate) const HAS_SCHEMA: &str = "SELECT to_regclass('signals_queue_schema') IS NOT NULL";
 
+/// The schema as this release reads it: the compatibility level, and the newest migration
+/// that ran (3 for a table of a release before migration 4 that has no migrations table).
+pub(crate) const SCHEMA_STATE: &str = "
+SELECT (SELECT MAX(version)::BIGINT FROM signals_queue_schema),
+       CASE WHEN to_regclass('signals_queue_migrations') IS NULL
+            THEN (SELECT MAX(version)::BIGINT FROM signals_queue_schema)
+            ELSE (SELECT MAX(version)::BIGINT FROM signals_queue_migrations) END";
+
+/// An index a failed `CREATE INDEX CONCURRENTLY` left invalid, by name (`$1`): dropped, then
+/// built again.
+pub(crate) const INVALID_INDEX: &str = "
+SELECT c.relname::TEXT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT i.indisvalid AND n.nspname = current_schema() AND c.relname LIKE 'signals\\_%'";
+
+/// Records that a migration ran.
+pub(crate) const MIGRATED: &str = "
+INSERT INTO signals_queue_migrations (version) VALUES ($1) ON CONFLICT (version) DO NOTHING";
+
 /// The channel the schema's trigger notifies, for the table in the current schema.
 pub(crate) const CHANNEL: &str = "SELECT 'signals_jobs_' || md5(current_schema())";
 
-/// Serializes concurrent migrations (any constant key; this one spells "signals").
-pub(crate) const LOCK: &str = "SELECT pg_advisory_xact_lock(7359109584012345)";
+/// Serializes concurrent migrations of one schema (a constant spelling "signals", and the
+/// schema): a session lock, since `CREATE INDEX CONCURRENTLY` runs outside any transaction.
+pub(crate) const LOCK: &str = "SELECT pg_advisory_lock(7359109, hashtext(current_schema()))";
 
-pub(crate) const VERSION: &str = "SELECT MAX(version)::BIGINT FROM signals_queue_schema";
+/// Releases [`LOCK`].
+pub(crate) const UNLOCK: &str = "SELECT pg_advisory_unlock(7359109, hashtext(current_schema()))";
 
-pub(crate) const SET_VERSION: &str = "INSERT INTO signals_queue_schema (version) VALUES ($1)";
+/// Records the compatibility level.
+pub(crate) const SET_VERSION: &str = "
+INSERT INTO signals_queue_schema (version)
+SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM signals_queue_schema WHERE version >= $1)";
 
 pub(crate) const ENQUEUE: &str = concat!(
     "
 INSERT INTO signals_jobs
-    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-SELECT $1::uuid, $2, $3, $4, $5, $6::jsonb, $7, t.now, t.now
+    (event_id, signal, handler, queue, priority, body, state, max_attempts, run_at, created_at)
+SELECT $1::uuid, $2, $3, $4, $5, $6, 'available', $7, t.now, t.now
 FROM (SELECT ",
     now!("$8"),
     " AS now) AS t"
@@ -120,37 +255,56 @@ FROM (SELECT ",
 pub(crate) const ENQUEUE_MANY: &str = concat!(
     "
 INSERT INTO signals_jobs
-    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-SELECT $1::uuid, $2, job.handler, job.queue, job.priority, job.payload::jsonb, job.max_attempts,
-       t.now, t.now
+    (event_id, signal, handler, queue, priority, body, state, max_attempts, run_at, created_at)
+SELECT $1::uuid, $2, job.handler, job.queue, job.priority, job.body, 'available',
+       job.max_attempts, t.now, t.now
 FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[], $7::int4[])
-         WITH ORDINALITY AS job (handler, queue, priority, payload, max_attempts, n),
+         WITH ORDINALITY AS job (handler, queue, priority, body, max_attempts, n),
      (SELECT ",
     now!("$8"),
     " AS now) AS t
 ORDER BY job.n"
 );
 
-/// pending → running for up to `$4` due jobs of the handlers `$2` (a JSON array), suspects
-/// (`$3`) or not, in claim order; charges the attempt (the handler starts now).
-pub(crate) const CLAIM: &str = concat!(
-    "
+/// The claim of [`CLAIM`] and [`CLAIM_SUSPECT`]: `$filter` picks suspects or not.
+macro_rules! claim {
+    ($filter:literal, $order:literal) => {
+        concat!(
+            "
 WITH next AS MATERIALIZED (
-    SELECT id FROM signals_jobs
-    WHERE state = 'pending' AND run_at <= ",
-    now!("$1"),
-    "
-      AND handler IN (SELECT jsonb_array_elements_text($2::jsonb))
-      AND (crashes > 0) = $3
-    ORDER BY priority DESC, run_at, id
-    LIMIT $4
-    FOR UPDATE SKIP LOCKED)
+    SELECT job.id FROM jsonb_array_elements_text($2::jsonb) AS h (name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM signals_jobs
+        WHERE state = 'available' AND handler = h.name AND ",
+            $filter,
+            " AND run_at <= ",
+            now!("$1"),
+            "
+        ORDER BY ",
+            $order,
+            "
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED) AS job
+    ORDER BY job.priority DESC, job.run_at, job.id
+    LIMIT $3)
 UPDATE signals_jobs AS job
-SET state = 'running', attempt = job.attempt + 1, token = $5, worker = $6, lease_until = NULL
+SET state = 'running', attempt = job.attempt + 1, token = $4, worker = $5, lease_until = NULL
 FROM next WHERE job.id = next.id
-RETURNING job.id, job.event_id::text, job.handler, job.payload::text, job.attempt,
-          job.priority, job.run_at"
-);
+RETURNING job.id, job.event_id::text, job.handler, COALESCE(job.body, job.payload::text),
+          job.attempt, job.priority, job.run_at"
+        )
+    };
+}
+
+/// available → running for up to `$3` due jobs of the handlers `$2` (a JSON array), in claim
+/// order; charges the attempt (the handler starts now). Each handler's candidates come from
+/// the claim index starting at that handler, so jobs of handlers this worker does not run
+/// (another service's backlog, an outbox during a broker outage) and jobs waiting out a
+/// `run_at` (`scheduled`, outside the index) are never read. Suspects are skipped.
+pub(crate) const CLAIM: &str = claim!("crashes = 0", "priority DESC, run_at, id");
+
+/// [`CLAIM`] for suspects, through their own small index.
+pub(crate) const CLAIM_SUSPECT: &str = claim!("crashes > 0", "run_at");
 
 /// running → done in the job's own transaction, only while its claim holds it. The row lock
 /// it takes is the fence: a rescue skips a locked row.
@@ -173,13 +327,13 @@ FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
 WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'"
 );
 
-/// running → pending after `$3` ms, or dead (no attempts left, `$1`: cannot run, or written
-/// more than `$7` ms ago).
+/// running → scheduled after `$3` ms (available at once for none), or dead (no attempts
+/// left, `$1`: cannot run, or written more than `$7` ms ago).
 pub(crate) const FAIL: &str = concat!(
     "
 UPDATE signals_jobs
 SET state = CASE WHEN $1 OR attempt >= max_attempts OR created_at < t.now - $7::BIGINT
-                 THEN 'dead' ELSE 'pending' END,
+                 THEN 'dead' WHEN $3::BIGINT > 0 THEN 'scheduled' ELSE 'available' END,
     finished_at = CASE WHEN $1 OR attempt >= max_attempts OR created_at < t.now - $7::BIGINT
                        THEN t.now ELSE NULL END,
     run_at = t.now + $3::BIGINT, token = NULL, worker = NULL, last_error = $4
@@ -204,14 +358,14 @@ SET lease_until = EXCLUDED.lease_until, lease_ms = EXCLUDED.lease_ms,
 /// Forgets a worker that stopped.
 pub(crate) const RETIRE: &str = "DELETE FROM signals_workers WHERE id = $1";
 
-/// running → pending after a backoff (base `$2`, cap `$3` ms), a suspect from now on, or dead
-/// when out of attempts, for every job whose worker's lease expired (by the server's clock),
-/// and for running rows an older version left without a worker once their own lease expired.
-/// Skips locked rows: a row some open transaction is completing is not abandoned.
+/// running → scheduled after a backoff (base `$2`, cap `$3` ms), a suspect from now on, or
+/// dead when out of attempts, for every job whose worker's lease expired (by the server's
+/// clock), and for running rows an older version left without a worker once their own lease
+/// expired. Skips locked rows: a row some open transaction is completing is not abandoned.
 pub(crate) const RESCUE: &str = concat!(
     "
 UPDATE signals_jobs AS job
-SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
+SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'scheduled' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN t.now ELSE NULL END,
     run_at = t.now + (LEAST($3::FLOAT8,
         $2::FLOAT8 * (1::BIGINT << LEAST(GREATEST(attempt - 1, 0), 30))) * random())::BIGINT,
@@ -239,36 +393,79 @@ pub(crate) const PRUNE_WORKERS: &str = concat!(
     now!("$1")
 );
 
+/// scheduled → available for up to 1,000 due jobs of the handlers `$2` (and `pending` rows a
+/// release before migration 4 wrote, once due); how many. Each worker promotes the jobs it can
+/// run, through an index that starts at the handler.
+pub(crate) const PROMOTE: &str = concat!(
+    "
+UPDATE signals_jobs SET state = 'available'
+WHERE id IN (
+    SELECT job.id FROM jsonb_array_elements_text($2::jsonb) AS h (name)
+    CROSS JOIN LATERAL (
+        SELECT id FROM signals_jobs
+        WHERE state IN ('scheduled', 'pending') AND handler = h.name AND run_at <= ",
+    now!("$1"),
+    "
+        ORDER BY run_at LIMIT 1000
+        FOR UPDATE SKIP LOCKED) AS job)"
+);
+
+/// Wakes the workers listening on this schema's channel (after a promotion).
+pub(crate) const WAKE: &str = "SELECT pg_notify('signals_jobs_' || md5(current_schema()), '')";
+
 /// Whether a suspect of these handlers (`$2`) is due: it runs alone.
 pub(crate) const SUSPECT_DUE: &str = concat!(
     "
 SELECT EXISTS (SELECT 1 FROM signals_jobs
-    WHERE state = 'pending' AND crashes > 0 AND run_at <= ",
+    WHERE state = 'available' AND crashes > 0 AND run_at <= ",
     now!("$1"),
     "
       AND handler IN (SELECT jsonb_array_elements_text($2::jsonb)))"
 );
 
+/// dead → available, attempts and crashes reset; of the handler `$2` only, unless NULL.
 pub(crate) const RETRY_DEAD: &str = concat!(
     "
 UPDATE signals_jobs
-SET state = 'pending', attempt = 0, crashes = 0, finished_at = NULL, run_at = ",
+SET state = 'available', attempt = 0, crashes = 0, finished_at = NULL, run_at = ",
     now!("$1"),
     "
 WHERE state = 'dead' AND ($2::TEXT IS NULL OR handler = $2)"
 );
 
-pub(crate) const PURGE_DONE: &str =
-    "DELETE FROM signals_jobs WHERE state = 'done' AND finished_at < $1";
+/// Deletes up to 10,000 done jobs that finished before `$1` (the caller repeats while a
+/// statement deletes that many): no statement holds locks on millions of rows.
+pub(crate) const PURGE_DONE: &str = "
+DELETE FROM signals_jobs WHERE id IN (
+    SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < $1 LIMIT 10000)";
 
+/// How many rows one [`PURGE_DONE`] deletes at most.
+pub(crate) const PURGE_BATCH: u64 = 10_000;
+
+/// Job counts by handler and state (the three waiting states as `pending`), each read through
+/// its state's partial index: done rows are counted from their own index alone.
 pub(crate) const STATS: &str = "
-SELECT handler, state, COUNT(*)::BIGINT, MIN(created_at)::BIGINT FROM signals_jobs
-GROUP BY handler, state";
+SELECT handler, 'pending', COUNT(*)::BIGINT, MIN(created_at)::BIGINT FROM signals_jobs
+WHERE state IN ('available', 'scheduled', 'pending') GROUP BY handler
+UNION ALL
+SELECT handler, state, COUNT(*)::BIGINT, NULL FROM signals_jobs
+WHERE state IN ('running', 'dead') GROUP BY handler, state
+UNION ALL
+SELECT handler, 'done', COUNT(*)::BIGINT, NULL FROM signals_jobs
+WHERE state = 'done' GROUP BY handler";
 
+/// Up to `$2` dead jobs after the id `$1`, oldest first.
 pub(crate) const DEAD_JOBS: &str = "
-SELECT id, handler, attempt, last_error, payload::text FROM signals_jobs
-WHERE state = 'dead' ORDER BY id";
+SELECT id, handler, attempt, last_error, COALESCE(body, payload::text) FROM signals_jobs
+WHERE state = 'dead' AND id > $1 ORDER BY id LIMIT $2";
 
+/// 1 while a job of these handlers (`$1`) waits or runs, else 0: an index probe per state
+/// (running rows are few: at most every worker's concurrency).
 pub(crate) const BUSY: &str = "
-SELECT COUNT(*)::BIGINT FROM signals_jobs WHERE state IN ('pending', 'running')
-  AND handler IN (SELECT jsonb_array_elements_text($1::jsonb))";
+WITH mine AS (SELECT jsonb_array_elements_text($1::jsonb) AS name)
+SELECT (EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'available'
+                AND handler IN (SELECT name FROM mine))
+     OR EXISTS (SELECT 1 FROM signals_jobs WHERE state IN ('scheduled', 'pending')
+                AND handler IN (SELECT name FROM mine))
+     OR EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'running'
+                AND handler IN (SELECT name FROM mine)))::INT4::INT8";

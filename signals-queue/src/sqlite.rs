@@ -59,6 +59,27 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
     result
 }
 
+/// Checks, reading only, that the schema is one this release works with: what a worker does at
+/// `build()` in place of migrating.
+pub(crate) fn check_schema(conn: &Connection) -> Result<(), Error> {
+    let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
+    let found: Option<i64> = match exists {
+        true => conn.query_row(VERSION, [], |row| row.get(0))?,
+        false => None,
+    };
+    match found {
+        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        }),
+        Some(found) if found == SCHEMA_VERSION => Ok(()),
+        found => Err(Error::SchemaOutdated {
+            found,
+            needed: SCHEMA_VERSION,
+        }),
+    }
+}
+
 fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
     let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
     let version: Option<i64> = match exists {
@@ -264,9 +285,16 @@ pub(crate) fn retry_dead(
     conn.execute(RETRY_DEAD, params![local(now), handler])
 }
 
-/// Deletes done jobs that finished before `before`; how many.
+/// Deletes done jobs that finished before `before`, a batch per transaction; how many.
 pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<usize> {
-    conn.execute(PURGE_DONE, [before])
+    let mut purged = 0;
+    loop {
+        let deleted = conn.prepare_cached(PURGE_DONE)?.execute([before])?;
+        purged += deleted;
+        if (deleted as u64) < PURGE_BATCH {
+            return Ok(purged);
+        }
+    }
 }
 
 /// Whether `error` is SQLite saying the database is locked or busy: a wait and a retry help.

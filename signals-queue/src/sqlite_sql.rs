@@ -199,9 +199,14 @@ UPDATE signals_jobs
 SET state = 'pending', attempt = 0, crashes = 0, run_at = ?1, finished_at = NULL
 WHERE state = 'dead' AND (?2 IS NULL OR handler = ?2)";
 
-/// Deletes done jobs that finished before `?1`.
-pub(crate) const PURGE_DONE: &str =
-    "DELETE FROM signals_jobs WHERE state = 'done' AND finished_at < ?1";
+/// Deletes up to [`PURGE_BATCH`] done jobs that finished before `?1` (the caller repeats while
+/// a statement deletes that many): no write transaction holds every writer for long.
+pub(crate) const PURGE_DONE: &str = "
+DELETE FROM signals_jobs WHERE id IN (
+    SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < ?1 LIMIT 10000)";
+
+/// How many rows one [`PURGE_DONE`] deletes at most.
+pub(crate) const PURGE_BATCH: u64 = 10_000;
 
 /// The version of the schema, `NULL` before the first migration.
 pub(crate) const VERSION: &str = "SELECT MAX(version) FROM signals_queue_schema";
@@ -218,10 +223,10 @@ pub(crate) const STATS: &str = "
 SELECT handler, state, COUNT(*), MIN(created_at) FROM signals_jobs
 GROUP BY handler, state";
 
-/// Every dead job, oldest first.
+/// Up to `?2` dead jobs after the id `?1`, oldest first.
 pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, payload FROM signals_jobs
-WHERE state = 'dead' ORDER BY id";
+WHERE state = 'dead' AND id > ?1 ORDER BY id LIMIT ?2";
 
 /// How many jobs of these handlers (`?1`, a JSON array) are pending or running.
 pub(crate) const BUSY: &str = "

@@ -127,10 +127,14 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
     let rows: Vec<(i64, String, String, String, i32, i32, i64)> = match tx {
         #[cfg(feature = "postgres")]
         Tx::Postgres(conn) => {
-            sqlx::query_as(crate::postgres::CLAIM)
+            use crate::postgres as sql;
+            let claim = match request.suspects {
+                true => sql::CLAIM_SUSPECT,
+                false => sql::CLAIM,
+            };
+            sqlx::query_as(claim)
                 .bind(request.now)
                 .bind(request.handlers)
-                .bind(request.suspects)
                 .bind(request.limit as i64)
                 .bind(token)
                 .bind(request.worker)
@@ -351,15 +355,56 @@ pub(crate) async fn retry_dead(
     }))
 }
 
-/// Deletes done jobs that finished before `before`; how many.
-pub(crate) async fn purge_done(tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query(sql::PURGE_DONE)
-            .bind(before)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    }))
+/// Deletes done jobs that finished before `before`; how many. On PostgreSQL in statements of
+/// at most [`PURGE_BATCH`](crate::postgres::PURGE_BATCH) rows each.
+pub(crate) async fn purge_done(mut tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
+    let mut purged = 0;
+    loop {
+        let (deleted, batch) = on!(tx.reborrow(), |conn, sql| {
+            let deleted = sqlx::query(sql::PURGE_DONE)
+                .bind(before)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            (deleted, sql::PURGE_BATCH)
+        });
+        purged += deleted;
+        if deleted < batch {
+            return Ok(purged);
+        }
+    }
+}
+
+/// Makes the due `scheduled` jobs of `handlers` available, waking the schema's listeners when
+/// some were; how many. Only PostgreSQL has the state: SQLite's claim reads `run_at`.
+pub async fn promote(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<u64, sqlx::Error> {
+    match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => {
+            use crate::postgres as sql;
+            let mut promoted = 0;
+            loop {
+                let rows = sqlx::query(sql::PROMOTE)
+                    .bind(now)
+                    .bind(handlers)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                promoted += rows;
+                if rows < 1000 {
+                    break;
+                }
+            }
+            if promoted > 0 {
+                sqlx::query(sql::WAKE).execute(&mut *conn).await?;
+            }
+            Ok(promoted)
+        }
+        _ => {
+            let _ = (handlers, now);
+            Ok(0)
+        }
+    }
 }
 
 /// How many jobs of `handlers` are pending or running.
@@ -381,22 +426,236 @@ pub(crate) async fn stats(
     }))
 }
 
-/// The dead jobs: (id, handler, attempt, last error, payload).
+/// Up to `limit` dead jobs with an id above `after`: (id, handler, attempt, last error,
+/// payload).
 pub(crate) async fn dead_jobs(
     tx: Tx<'_>,
+    after: i64,
+    limit: u32,
 ) -> Result<Vec<(i64, String, i32, Option<String>, String)>, sqlx::Error> {
     Ok(on!(tx, |conn, sql| {
-        sqlx::query_as(sql::DEAD_JOBS).fetch_all(&mut *conn).await?
+        sqlx::query_as(sql::DEAD_JOBS)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?
     }))
 }
 
-/// Creates the schema, or brings it up to date, and checks its version. A schema already
-/// current is only read: no lock is taken on the jobs table. A schema newer than this crate
-/// is refused before anything changes. Otherwise one transaction (`BEGIN IMMEDIATE` on SQLite;
-/// under an advisory lock on PostgreSQL).
+/// Creates the schema, or brings it up to date; see [`AsyncQueue::migrate`]. A schema already
+/// current is only read: no lock is taken on the jobs table. A schema newer than this crate is
+/// refused before anything changes.
+///
+/// [`AsyncQueue::migrate`]: crate::AsyncQueue::migrate
 pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
-    use sqlx::Connection as _;
+    match pool {
+        #[cfg(feature = "postgres")]
+        crate::Pool::Postgres(pool) => {
+            use sqlx::Connection as _;
+            // The migration holds a session lock and runs `CONCURRENTLY` outside transactions:
+            // on a connection taken out of the pool and closed at the end, so that an error
+            // half way cannot leave the lock held on a pooled connection.
+            let mut conn = pool.acquire().await?.detach();
+            let result = migrate_postgres(&mut conn).await;
+            let _ = conn.close().await;
+            result
+        }
+        #[cfg(feature = "sqlx-sqlite")]
+        crate::Pool::Sqlite(pool) => migrate_sqlite(&mut *pool.acquire().await?).await,
+    }
+}
+
+/// Checks, reading only, that the schema is one this release works with: what a worker,
+/// relay or subscriber does at `build()` in place of migrating.
+pub async fn check_schema(pool: &crate::Pool) -> Result<(), Error> {
     let mut conn = pool.acquire().await?;
+    let (found, needed) = match conn.tx() {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => {
+            use crate::postgres as sql;
+            let state = postgres_schema(conn).await?;
+            (state.map(|(_, applied)| applied), sql::SCHEMA_VERSION)
+        }
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => {
+            use crate::sqlite_sql as sql;
+            let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
+                .fetch_one(&mut *conn)
+                .await?;
+            let found: Option<i64> = match exists {
+                true => {
+                    sqlx::query_scalar(sql::VERSION)
+                        .fetch_one(&mut *conn)
+                        .await?
+                }
+                false => None,
+            };
+            if let Some(found) = found.filter(|found| *found > SCHEMA_VERSION) {
+                return Err(Error::SchemaTooNew {
+                    found,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            (found, SCHEMA_VERSION)
+        }
+        Tx::__Job(_) => unreachable!("a pooled connection is never a job's transaction"),
+    };
+    match found {
+        Some(found) if found >= needed => Ok(()),
+        found => Err(Error::SchemaOutdated { found, needed }),
+    }
+}
+
+/// The compatibility level and the newest migration, `None` before the first migration;
+/// refuses a level newer than this release.
+#[cfg(feature = "postgres")]
+async fn postgres_schema(conn: &mut sqlx::PgConnection) -> Result<Option<(i64, i64)>, Error> {
+    use crate::postgres as sql;
+    let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok(None);
+    }
+    let (level, applied): (Option<i64>, Option<i64>) = sqlx::query_as(sql::SCHEMA_STATE)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (Some(level), Some(applied)) = (level, applied) else {
+        return Ok(None);
+    };
+    if level > sql::SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            found: level,
+            known: sql::SCHEMA_VERSION,
+        });
+    }
+    Ok(Some((level, applied)))
+}
+
+/// How long a migration step that locks the jobs table waits for the lock before it gives way
+/// (every writer queues behind a waiting `ALTER TABLE`), and how often it tries.
+#[cfg(feature = "postgres")]
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
+#[cfg(feature = "postgres")]
+const LOCK_TRIES: u32 = 60;
+
+#[cfg(feature = "postgres")]
+async fn migrate_postgres(conn: &mut sqlx::PgConnection) -> Result<(), Error> {
+    use crate::postgres as sql;
+    // Reads first: a current schema takes no lock.
+    if let Some((_, applied)) = postgres_schema(conn).await? {
+        if applied >= sql::SCHEMA_VERSION {
+            return Ok(());
+        }
+    }
+    // Another process migrating holds this until it is done: wait for it, then look again.
+    sqlx::query(sql::LOCK).execute(&mut *conn).await?;
+    let result = migrate_postgres_locked(conn).await;
+    let unlocked = sqlx::query(sql::UNLOCK).execute(&mut *conn).await;
+    result?;
+    unlocked?;
+    Ok(())
+}
+
+#[cfg(feature = "postgres")]
+async fn migrate_postgres_locked(conn: &mut sqlx::PgConnection) -> Result<(), Error> {
+    use crate::postgres as sql;
+    use sqlx::Connection as _;
+    let applied = postgres_schema(conn).await?.map(|(_, applied)| applied);
+    if applied.is_some_and(|applied| applied >= sql::SCHEMA_VERSION) {
+        return Ok(());
+    }
+    sqlx::raw_sql(sql::MIGRATION_TABLES)
+        .execute(&mut *conn)
+        .await?;
+    // A `CREATE INDEX CONCURRENTLY` that failed left an invalid index its `IF NOT EXISTS`
+    // would keep: drop it to build it again.
+    let invalid: Vec<String> = sqlx::query_scalar(sql::INVALID_INDEX)
+        .fetch_all(&mut *conn)
+        .await?;
+    for index in invalid {
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS \"{index}\"");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if applied.is_none() {
+        // New tables: every step in one transaction, indexes built on empty tables.
+        let mut tx = conn.begin().await?;
+        for (version, steps) in sql::MIGRATIONS {
+            for step in *steps {
+                let plain = step.sql.replace(" CONCURRENTLY", "");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(plain))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(sql::MIGRATED)
+                .bind(*version as i32)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(sql::SET_VERSION)
+            .bind(sql::COMPATIBLE_FROM as i32)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    for (version, steps) in sql::MIGRATIONS {
+        if applied.is_some_and(|applied| applied >= *version) {
+            continue;
+        }
+        for step in *steps {
+            if step.concurrent {
+                sqlx::raw_sql(step.sql).execute(&mut *conn).await?;
+                continue;
+            }
+            let mut tries = 0;
+            loop {
+                let mut tx = conn.begin().await?;
+                sqlx::raw_sql(LOCK_TIMEOUT).execute(&mut *tx).await?;
+                match sqlx::raw_sql(step.sql).execute(&mut *tx).await {
+                    Ok(_) => {
+                        tx.commit().await?;
+                        break;
+                    }
+                    Err(error) if is_lock_timeout(&error) && tries + 1 < LOCK_TRIES => {
+                        drop(tx);
+                        tries += 1;
+                        tracing::warn!(
+                            target: "signals_queue",
+                            version,
+                            tries,
+                            "a migration step gave way to a transaction holding the jobs table; trying again"
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        sqlx::query(sql::MIGRATED)
+            .bind(*version as i32)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(sql::SET_VERSION)
+        .bind(sql::COMPATIBLE_FROM as i32)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// PostgreSQL's `lock_not_available`: a `lock_timeout` ran out.
+#[cfg(feature = "postgres")]
+fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03"))
+}
+
+#[cfg(feature = "sqlx-sqlite")]
+async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> {
+    use crate::sqlite_sql as sql;
+    use sqlx::Connection as _;
     let check = |found: Option<i64>| match found {
         Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
             found,
@@ -404,69 +663,41 @@ pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
         }),
         found => Ok(found == Some(SCHEMA_VERSION)),
     };
-    // Reads first, outside any transaction (on SQLite in WAL a read never waits for a writer):
-    // a current schema takes no lock.
-    let exists: bool = on!(conn.tx(), |c, sql| {
-        sqlx::query_scalar(sql::HAS_SCHEMA)
-            .fetch_one(&mut *c)
-            .await?
-    });
+    // Reads first (in WAL a read never waits for a writer): a current schema takes no lock.
+    let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
+        .fetch_one(&mut *conn)
+        .await?;
     if exists {
-        let found: Option<i64> = on!(conn.tx(), |c, sql| {
-            sqlx::query_scalar(sql::VERSION).fetch_one(&mut *c).await?
-        });
+        let found = sqlx::query_scalar(sql::VERSION)
+            .fetch_one(&mut *conn)
+            .await?;
         if check(found)? {
             return Ok(());
         }
     }
-    match conn.tx() {
-        #[cfg(feature = "postgres")]
-        Tx::Postgres(conn) => {
-            use crate::postgres as sql;
-            let mut tx = conn.begin().await?;
-            sqlx::query(sql::LOCK).execute(&mut *tx).await?;
-            let found: Option<i64> = match exists {
-                true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
-                false => None,
-            };
-            if !check(found)? {
-                sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
-                sqlx::query(sql::SET_VERSION)
-                    .bind(SCHEMA_VERSION as i32)
-                    .execute(&mut *tx)
-                    .await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let found: Option<i64> = match exists {
+        true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
+        false => None,
+    };
+    if !check(found)? {
+        sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
+        for (column, add) in sql::ADDED_COLUMNS {
+            let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)
+                .bind(column)
+                .fetch_one(&mut *tx)
+                .await?;
+            if has == 0 {
+                sqlx::query(add).execute(&mut *tx).await?;
             }
-            tx.commit().await?;
         }
-        #[cfg(feature = "sqlx-sqlite")]
-        Tx::Sqlite(conn) => {
-            use crate::sqlite_sql as sql;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let found: Option<i64> = match exists {
-                true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
-                false => None,
-            };
-            if !check(found)? {
-                sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
-                for (column, add) in sql::ADDED_COLUMNS {
-                    let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)
-                        .bind(column)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if has == 0 {
-                        sqlx::query(add).execute(&mut *tx).await?;
-                    }
-                }
-                sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
-                sqlx::query(sql::SET_VERSION)
-                    .bind(SCHEMA_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        }
-        Tx::__Job(_) => unreachable!("a pooled connection is never a job's transaction"),
+        sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
+        sqlx::query(sql::SET_VERSION)
+            .bind(SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -138,21 +138,23 @@ impl WorkerBuilder {
         self
     }
 
-    /// Creates the jobs table if needed, registers the worker's lease, and gathers the queued
-    /// handlers linked into this program: the worker claims only their jobs.
+    /// Checks the jobs table's schema (reading only: [`migrate`](crate::migrate) creates it),
+    /// registers the worker's lease, and gathers the queued handlers linked into this program:
+    /// the worker claims only their jobs.
     ///
     /// # Errors
     ///
-    /// A database error, a schema newer than this crate, or two queued handlers with one name.
+    /// A database error, [`Error::SchemaOutdated`] before the migration, a schema newer than
+    /// this crate, or two queued handlers with one name.
     pub fn build(self) -> Result<Worker, Error> {
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
-        sqlite::migrate(&conn)?;
         let (by_name, handlers) = linked_jobs(JobInfo::runs_on_worker)?;
         if by_name.is_empty() {
             return Err(Error::NoHandlers {
                 kind: "of a signal notified with `notify`",
             });
         }
+        sqlite::check_schema(&conn)?;
         // Each handler's context, built once from a transaction that runs no statement: a missing
         // piece of state is an error now, not at the first job.
         let tx = conn.unchecked_transaction()?;

@@ -329,7 +329,7 @@ async fn a_failing_job_is_retried_its_failed_writes_roll_back_and_a_poison_job_d
         db.drain(&attempts).await;
         assert_eq!(attempts.flaky.load(Ordering::SeqCst), 3, "{name}");
         let queue = AsyncQueue::new(db.pool.clone());
-        let dead = queue.dead_jobs().await.unwrap();
+        let dead = queue.dead_jobs(0, 100).await.unwrap();
         assert_eq!(dead.len(), 1, "{name}");
         assert_eq!(dead[0].attempts, 3);
         assert_eq!(
@@ -355,7 +355,10 @@ async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
         // Two attempts of the panicking job, then the worker went on with the email.
         assert_eq!(attempts.sent.load(Ordering::SeqCst), 3, "{name}");
         assert_eq!(db.count("SELECT COUNT(*) FROM emails").await, 1, "{name}");
-        let dead = AsyncQueue::new(db.pool.clone()).dead_jobs().await.unwrap();
+        let dead = AsyncQueue::new(db.pool.clone())
+            .dead_jobs(0, 100)
+            .await
+            .unwrap();
         assert_eq!(dead.len(), 1, "{name}");
         assert_eq!(
             dead[0].last_error.as_deref(),
@@ -373,9 +376,14 @@ async fn a_payload_that_no_longer_deserializes_is_retried_through_a_deploy_then_
         db.notify(&attempts, &OrderPlaced { order_id: 5 }, true)
             .await;
         // The signal type changed since the job was written: its field is gone.
-        let payload_cast = if db.schema.is_some() { "::jsonb" } else { "" };
+        // (PostgreSQL keeps the producer's text in `body`, SQLite in `payload`.)
+        let column = if db.schema.is_some() {
+            "body"
+        } else {
+            "payload"
+        };
         let sql = format!(
-            "UPDATE signals_jobs SET payload = '{{\"renamed\": 5}}'{payload_cast} WHERE handler = 'async_queue::send_welcome'"
+            "UPDATE signals_jobs SET {column} = '{{\"renamed\": 5}}' WHERE handler = 'async_queue::send_welcome'"
         );
         with_db!(&db.pool, |pool| sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(pool)
@@ -395,7 +403,7 @@ async fn a_payload_that_no_longer_deserializes_is_retried_through_a_deploy_then_
             .unwrap()
             .start();
         wait_for("the failed attempt", || async {
-            db.count("SELECT COUNT(*) FROM signals_jobs WHERE attempt = 1 AND state = 'pending' AND last_error IS NOT NULL")
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE attempt = 1 AND state IN ('pending', 'scheduled') AND last_error IS NOT NULL")
                 .await
                 == 1
         })
@@ -412,7 +420,10 @@ async fn a_payload_that_no_longer_deserializes_is_retried_through_a_deploy_then_
             .await
             .unwrap();
         assert_eq!(attempts.sent.load(Ordering::SeqCst), 0, "{name}");
-        let dead = AsyncQueue::new(db.pool.clone()).dead_jobs().await.unwrap();
+        let dead = AsyncQueue::new(db.pool.clone())
+            .dead_jobs(0, 100)
+            .await
+            .unwrap();
         assert_eq!(dead.len(), 1, "{name}");
         assert_eq!(dead[0].attempts, 2, "{name}: dead once past the grace");
         assert!(
@@ -564,7 +575,7 @@ async fn shutdown_lets_running_jobs_finish_and_claims_nothing_it_does_not_start(
             "{name}"
         );
         assert_eq!(
-            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'pending' AND attempt = 0")
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'available') AND attempt = 0")
                 .await,
             60 - done,
             "{name}: a fetch claims only for free slots: the rest were never claimed"
@@ -801,6 +812,26 @@ async fn among_jobs_claimed_together_a_failing_job_rolls_back_alone() {
 /// the thread `Worker`: every handler here is of an asynchronous signal) is one too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misconfiguration_is_an_error_at_build_not_at_the_first_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    let fresh = signals_queue::Pool::connect(&fresh, 1).await.unwrap();
+    let Err(error) = AsyncWorker::builder(fresh)
+        .state(Arc::new(Attempts::default()))
+        .build()
+        .await
+    else {
+        panic!("built a worker on a database nobody migrated");
+    };
+    assert!(
+        matches!(
+            error,
+            signals_queue::Error::SchemaOutdated {
+                found: None,
+                needed: _
+            }
+        ),
+        "{error}"
+    );
     let db = Db::sqlite().await;
     let Err(error) = AsyncWorker::builder(db.pool.clone()).build().await else {
         panic!("built a worker without the state its contexts need");
@@ -815,6 +846,10 @@ async fn misconfiguration_is_an_error_at_build_not_at_the_first_job() {
     #[cfg(feature = "sqlite")]
     {
         let dir = tempfile::tempdir().unwrap();
+        signals_queue::Queue::open(dir.path().join("jobs.db"))
+            .unwrap()
+            .migrate()
+            .unwrap();
         let Err(error) = signals_queue::Worker::builder(dir.path().join("jobs.db")).build() else {
             panic!("built a thread worker that would never run a job");
         };

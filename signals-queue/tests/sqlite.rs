@@ -293,7 +293,7 @@ fn a_poison_job_is_dead_after_max_attempts_with_its_error_and_can_be_retried() {
     commit_and_drain(&path, &attempts, &Flaky { fail_times: 100 });
     assert_eq!(attempts.sent.load(Ordering::SeqCst), 3);
     let queue = Queue::open(&path).unwrap();
-    let dead = queue.dead_jobs().unwrap();
+    let dead = queue.dead_jobs(0, 100).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(
@@ -317,7 +317,7 @@ fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker() {
     let attempts = Arc::new(Attempts::default());
     commit_and_drain(&path, &attempts, &Explodes);
     assert_eq!(attempts.sent.load(Ordering::SeqCst), 2);
-    let dead = Queue::open(&path).unwrap().dead_jobs().unwrap();
+    let dead = Queue::open(&path).unwrap().dead_jobs(0, 100).unwrap();
     assert_eq!(
         dead[0].handler, "explodes-v1",
         "`name = ...` is the job's name"
@@ -339,7 +339,7 @@ fn a_payload_that_no_longer_deserializes_is_dead_once_past_the_grace() {
         "sqlite::send_welcome",
         r#"{"order":"renamed"}"#,
     );
-    let dead = Queue::open(&path).unwrap().dead_jobs().unwrap();
+    let dead = Queue::open(&path).unwrap().dead_jobs(0, 100).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 1);
     assert!(dead[0]

@@ -1,5 +1,6 @@
 //! Maintenance: renews a worker's lease (one row), rescues the jobs of workers whose lease
-//! lapsed, and spots due suspects; until the worker retires. The relay of `signals-broker` runs
+//! lapsed, makes its handlers' scheduled jobs available once due (PostgreSQL), and spots due
+//! suspects; until the worker retires. The relay of `signals-broker` runs
 //! it too: it follows the same life cycle.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,11 +23,12 @@ pub struct Upkeep<'a> {
     pub worker: i64,
     /// Its lease: renewed every third of it.
     pub lease: Duration,
-    /// How often to look for dead workers and due suspects (at most a third of the lease).
+    /// How often to look for dead workers, due scheduled jobs and due suspects (at most a
+    /// third of the lease): a retry's backoff may run over by up to this.
     pub tick: Duration,
     /// The backoff a rescued job waits out.
     pub retry: &'a RetryPolicy,
-    /// The worker's handlers as a JSON array (for due suspects).
+    /// The worker's handlers as a JSON array (for due scheduled jobs and suspects).
     pub handlers: &'a str,
     /// A manual clock, in tests.
     pub clock: &'a Clock,
@@ -76,13 +78,16 @@ async fn renew(upkeep: &Upkeep<'_>) -> Result<(), sqlx::Error> {
     store::heartbeat(conn.tx(), upkeep.worker, upkeep.lease, upkeep.clock.fixed()).await
 }
 
-/// Rescues the jobs of dead workers and checks for due suspects.
+/// Rescues the jobs of dead workers, promotes due scheduled jobs and checks for due suspects.
 async fn look_after(upkeep: &Upkeep<'_>, watch: &mut StaleWatch) -> Result<(), sqlx::Error> {
     let mut conn = upkeep.pool.acquire().await?;
     let now = upkeep.clock.fixed();
     let rescued = store::rescue(conn.tx(), upkeep.worker, watch, upkeep.retry, now).await?;
     if rescued > 0 {
         trace::rescued(rescued as usize);
+        upkeep.woken.notify_one();
+    }
+    if store::promote(conn.tx(), upkeep.handlers, now).await? > 0 {
         upkeep.woken.notify_one();
     }
     if let Some(suspects) = upkeep.suspects {

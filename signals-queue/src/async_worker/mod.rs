@@ -162,11 +162,12 @@ impl AsyncWorkerBuilder {
     ///
     /// # Errors
     ///
-    /// A database error, a schema newer than this crate, [`Error::WorkerConnections`] when the
+    /// A database error, [`Error::SchemaOutdated`] before the migration (`build` changes no
+    /// schema: [`AsyncQueue::migrate`](crate::AsyncQueue::migrate) does), a schema newer than
+    /// this crate, [`Error::WorkerConnections`] when the
     /// database cannot spare the worker's own connections, or two queued handlers with one
     /// name.
     pub async fn build(self) -> Result<AsyncWorker, Error> {
-        store::migrate(&self.pool).await?;
         let (jobs, handlers) = linked_jobs(JobInfo::runs_on_async_worker)?;
         if jobs.is_empty() {
             return Err(Error::NoHandlers {
@@ -174,6 +175,7 @@ impl AsyncWorkerBuilder {
             });
         }
         self.check_contexts(jobs.values().copied())?;
+        store::check_schema(&self.pool).await?;
         let listens = self.listen && self.pool.is_postgres();
         let own = open_own(&self.pool, own_connections(listens)).await?;
         let worker = lifecycle::worker_id();
