@@ -538,6 +538,16 @@ impl Pool {
         })
     }
 
+    /// Closes the pool's connections, waiting for those in use to come back.
+    pub async fn close(&self) {
+        match self {
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(pool) => pool.close().await,
+            #[cfg(feature = "sqlx-sqlite")]
+            Pool::Sqlite(pool) => pool.close().await,
+        }
+    }
+
     /// Whether this is a PostgreSQL pool (which wakes workers with LISTEN/NOTIFY).
     pub fn is_postgres(&self) -> bool {
         #[cfg(feature = "postgres")]

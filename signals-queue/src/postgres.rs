@@ -206,13 +206,16 @@ CREATE TABLE IF NOT EXISTS signals_queue_migrations (
 /// Whether the schema table exists: before the first migration it does not.
 pub(crate) const HAS_SCHEMA: &str = "SELECT to_regclass('signals_queue_schema') IS NOT NULL";
 
-/// The schema as this release reads it: the compatibility level, and the newest migration
-/// that ran (3 for a table of a release before migration 4 that has no migrations table).
-pub(crate) const SCHEMA_STATE: &str = "
-SELECT (SELECT MAX(version)::BIGINT FROM signals_queue_schema),
-       CASE WHEN to_regclass('signals_queue_migrations') IS NULL
-            THEN (SELECT MAX(version)::BIGINT FROM signals_queue_schema)
-            ELSE (SELECT MAX(version)::BIGINT FROM signals_queue_migrations) END";
+/// The compatibility level (releases before migration 4 read it), `NULL` if none is recorded.
+pub(crate) const LEVEL: &str = "SELECT MAX(version)::BIGINT FROM signals_queue_schema";
+
+/// Whether the migrations table exists: releases before migration 4 did not make it (their
+/// newest migration is then the level they recorded).
+pub(crate) const HAS_MIGRATIONS: &str =
+    "SELECT to_regclass('signals_queue_migrations') IS NOT NULL";
+
+/// The newest migration that ran.
+pub(crate) const APPLIED: &str = "SELECT MAX(version)::BIGINT FROM signals_queue_migrations";
 
 /// An index a failed `CREATE INDEX CONCURRENTLY` left invalid, by name (`$1`): dropped, then
 /// built again.
@@ -459,13 +462,133 @@ pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, COALESCE(body, payload::text) FROM signals_jobs
 WHERE state = 'dead' AND id > $1 ORDER BY id LIMIT $2";
 
-/// 1 while a job of these handlers (`$1`) waits or runs, else 0: an index probe per state
-/// (running rows are few: at most every worker's concurrency).
+/// 1 while a job of these handlers (`$1`) waits or runs, else 0: an index probe per handler
+/// and state (each in its index's order, so that the planner never prefers a scan that
+/// expects to meet one early; running rows are few: at most every worker's concurrency).
 pub(crate) const BUSY: &str = "
-WITH mine AS (SELECT jsonb_array_elements_text($1::jsonb) AS name)
-SELECT (EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'available'
-                AND handler IN (SELECT name FROM mine))
-     OR EXISTS (SELECT 1 FROM signals_jobs WHERE state IN ('scheduled', 'pending')
-                AND handler IN (SELECT name FROM mine))
-     OR EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'running'
-                AND handler IN (SELECT name FROM mine)))::INT4::INT8";
+SELECT EXISTS (
+    SELECT 1 FROM jsonb_array_elements_text($1::jsonb) AS h (name)
+    CROSS JOIN LATERAL (
+        (SELECT 1 FROM signals_jobs WHERE state = 'available' AND handler = h.name
+         ORDER BY priority DESC, run_at, id LIMIT 1)
+        UNION ALL
+        (SELECT 1 FROM signals_jobs WHERE state IN ('scheduled', 'pending') AND handler = h.name
+         ORDER BY run_at LIMIT 1)
+        UNION ALL
+        (SELECT 1 FROM signals_jobs WHERE state = 'running' AND handler = h.name LIMIT 1)
+    ) AS any_job
+)::INT4::INT8";
+
+/// How much of the table a claim reads, from PostgreSQL's own accounting: not a timing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn postgres_url() -> String {
+        std::env::var("SIGNALS_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// The blocks a statement touched (`EXPLAIN (ANALYZE, BUFFERS)`, in a transaction rolled
+    /// back), with `$n` replaced by `params[n - 1]`.
+    async fn blocks(conn: &mut sqlx::PgConnection, sql: &str, params: &[&str]) -> (i64, i64) {
+        use sqlx::Connection as _;
+        let mut sql = sql.to_owned();
+        for (n, value) in params.iter().enumerate().rev() {
+            sql = sql.replace(&format!("${}", n + 1), value);
+        }
+        let mut tx = conn.begin().await.unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) {sql}"
+        )))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        tx.rollback().await.unwrap();
+        // The top node's line says its rows; the first `Buffers:` line is the top node's.
+        let number_after = |line: &str, key: &str| -> i64 {
+            line.split(key).nth(1).map_or(0, |rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().unwrap()
+            })
+        };
+        let rows = number_after(&plan[0], "rows=");
+        let buffers = plan
+            .iter()
+            .find(|line| line.trim_start().starts_with("Buffers:"))
+            .map(|line| number_after(line, "hit=") + number_after(line, "read="))
+            .unwrap_or(0);
+        (buffers, rows)
+    }
+
+    /// 300,000 due jobs of a handler this worker does not run (an outbox during a broker
+    /// outage) and 300,000 higher-priority jobs of its own waiting out a backoff: a claim of
+    /// its 10 due jobs, a promotion, a suspect check and the idle check each read a handful of
+    /// index and heap pages, not the backlog.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_that_is_not_due_or_not_ours_costs_a_claim_nothing() {
+        use sqlx::Connection as _;
+        let mut conn = match sqlx::PgConnection::connect(&postgres_url()).await {
+            Ok(conn) => conn,
+            Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("PostgreSQL is required under CI: {error}")
+            }
+            Err(error) => return eprintln!("skipping: PostgreSQL is unreachable ({error})"),
+        };
+        let schema = format!("signals_claim_{}", uuid::Uuid::now_v7().simple());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        for (_, steps) in MIGRATIONS {
+            for step in *steps {
+                let sql = step.sql.replace(" CONCURRENTLY", "");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+        sqlx::raw_sql(
+            "
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                          max_attempts, run_at, created_at)
+SELECT gen_random_uuid(), 's', 'outbox.publish', 'default', 0, '{}', 'available', 25, 0, 0
+FROM generate_series(1, 300000);
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                          max_attempts, run_at, created_at)
+SELECT gen_random_uuid(), 's', 'emails.send', 'default', 10, '{}', 'scheduled', 25,
+       9000000000000, 0
+FROM generate_series(1, 300000);
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                          max_attempts, run_at, created_at)
+SELECT gen_random_uuid(), 's', 'emails.send', 'default', 0, '{}', 'available', 25, 0, 0
+FROM generate_series(1, 10);
+ANALYZE signals_jobs;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let mine = "'[\"emails.send\"]'";
+        let claim = ["NULL", mine, "10", "1", "1"];
+        let (touched, claimed) = blocks(&mut conn, CLAIM, &claim).await;
+        assert_eq!(claimed, 10, "the claim takes the 10 due jobs");
+        assert!(touched < 200, "a claim touched {touched} blocks");
+        let (touched, _) = blocks(&mut conn, CLAIM_SUSPECT, &claim).await;
+        assert!(touched < 50, "a suspect claim touched {touched} blocks");
+        let (touched, _) = blocks(&mut conn, PROMOTE, &["NULL", mine]).await;
+        assert!(touched < 50, "a promotion touched {touched} blocks");
+        let (touched, _) = blocks(&mut conn, SUSPECT_DUE, &["NULL", mine]).await;
+        assert!(touched < 50, "a suspect check touched {touched} blocks");
+        let (touched, _) = blocks(&mut conn, BUSY, &[mine]).await;
+        assert!(touched < 50, "the idle check touched {touched} blocks");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}

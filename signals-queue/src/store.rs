@@ -517,9 +517,18 @@ async fn postgres_schema(conn: &mut sqlx::PgConnection) -> Result<Option<(i64, i
     if !exists {
         return Ok(None);
     }
-    let (level, applied): (Option<i64>, Option<i64>) = sqlx::query_as(sql::SCHEMA_STATE)
+    let level: Option<i64> = sqlx::query_scalar(sql::LEVEL).fetch_one(&mut *conn).await?;
+    let has_migrations: bool = sqlx::query_scalar(sql::HAS_MIGRATIONS)
         .fetch_one(&mut *conn)
         .await?;
+    let applied: Option<i64> = match has_migrations {
+        true => {
+            sqlx::query_scalar(sql::APPLIED)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        false => level,
+    };
     let (Some(level), Some(applied)) = (level, applied) else {
         return Ok(None);
     };
