@@ -581,6 +581,8 @@ pub struct SubscriberBuilder<S> {
     subject: String,
     state: State,
     max_deliver: i64,
+    max_age: Duration,
+    inbox_retention: Duration,
     ack_wait: Duration,
     retry: RetryPolicy,
     batch: usize,
@@ -606,9 +608,30 @@ impl<S> SubscriberBuilder<S> {
         self
     }
 
-    /// How many deliveries a message gets before it is terminated and recorded dead (default 5).
+    /// How many deliveries a message whose handlers fail gets before it is terminated and
+    /// recorded dead (default: no limit; [`max_age`](Self::max_age) decides). Deliveries that
+    /// a database outage or a crashed subscriber cost count too, so prefer the age.
     pub fn max_deliver(mut self, deliveries: i64) -> Self {
         self.max_deliver = deliveries.max(1);
+        self
+    }
+
+    /// How long after it was published a message whose handlers keep failing is retried before
+    /// it is terminated and recorded dead (default 1 hour). Only handler failures lead there:
+    /// while the database itself fails (it cannot begin, record or commit), the subscriber
+    /// holds the messages in hand, tells JetStream it is still working on them, and tries
+    /// again; no delivery is used up.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = age;
+        self
+    }
+
+    /// How long the inbox remembers a message (default 7 days): rows older than this are
+    /// pruned. Keep it longer than any redelivery can come late: longer than the stream's
+    /// `duplicate_window` and than the publishing side's longest outage (a relay republishing
+    /// after a database outage, a revived publish job); see `docs/production.md`.
+    pub fn inbox_retention(mut self, retention: Duration) -> Self {
+        self.inbox_retention = retention;
         self
     }
 
@@ -626,8 +649,10 @@ impl<S> SubscriberBuilder<S> {
     }
 
     /// How many messages one pull asks for (default 64). They are handled one after another,
-    /// in stream order; those that have arrived together share a transaction (each after a
-    /// savepoint, so a failing one rolls back alone) and one commit, and are acked after it.
+    /// in stream order; up to 16 of those that have arrived together share a transaction (each
+    /// after a savepoint, so a failing one rolls back alone; 16 keeps a transaction's
+    /// subtransactions, handlers' own savepoints included, under PostgreSQL's 64 cached per
+    /// backend) and one commit, and are acked after it.
     pub fn batch(mut self, messages: usize) -> Self {
         self.batch = messages.max(1);
         self
@@ -669,11 +694,16 @@ where
                 filter_subject: self.subject.clone(),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.ack_wait,
-                max_deliver: self.max_deliver,
+                // Unlimited: a redelivery JetStream counts may be the database's fault, so
+                // the subscriber decides when a message is dead.
+                max_deliver: -1,
                 ..Default::default()
             })
             .await
             .map_err(Error::nats)?;
+        // Messages without a `Nats-Msg-Id` are keyed by stream sequence and the stream's
+        // creation time: a re-created stream restarts its sequence, not its keys.
+        let created = stream.cached_info().created.unix_timestamp_nanos();
         let subscription = Subscription {
             signal: signals_core::catalog().get::<S>().path(),
             stream: self.stream.clone(),
@@ -685,10 +715,13 @@ where
             subscriptions.push(subscription);
         }
         drop(subscriptions);
+        let stream_key = format!("{}@{created}", self.stream);
         Ok(Subscriber {
             config: self,
             consumer,
+            stream_key,
             stop: Arc::new(AtomicBool::new(false)),
+            pruned: None,
         })
     }
 }
@@ -727,8 +760,19 @@ where
 pub struct Subscriber<S> {
     config: SubscriberBuilder<S>,
     consumer: consumer::PullConsumer,
+    /// The stream's name and creation time, for keys of messages without a `Nats-Msg-Id`.
+    stream_key: String,
     stop: Arc<AtomicBool>,
+    /// When the inbox was last pruned.
+    pruned: Option<std::time::Instant>,
 }
+
+/// How many messages share a transaction at most: one savepoint each, and room for handlers'
+/// own, under PostgreSQL's 64 cached subtransactions per backend.
+const GROUP: usize = 16;
+
+/// How often a subscriber prunes its inbox.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 impl<S> Subscriber<S>
 where
@@ -751,7 +795,9 @@ where
             consumer: consumer.into(),
             subject: subject.into(),
             state: State::default(),
-            max_deliver: 5,
+            max_deliver: i64::MAX,
+            max_age: Duration::from_secs(3600),
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
             ack_wait: Duration::from_secs(30),
             retry: RetryPolicy {
                 base: Duration::from_secs(1),
@@ -769,14 +815,16 @@ where
         Arc::clone(&self.stop)
     }
 
-    /// Handles messages until the stopper is set.
+    /// Handles messages until the stopper is set. A NATS error (a reconnect, a deleted
+    /// consumer) is logged and retried with a backoff: the consumer is bound again after a
+    /// few failed pulls. Prunes the inbox every 10 minutes.
     ///
     /// # Errors
     ///
-    /// [`Error::Nats`] if the consumer cannot be read.
+    /// None today: the loop ends only when the stopper is set.
     pub async fn run(mut self) -> Result<(), Error> {
         while !self.stop.load(Ordering::SeqCst) {
-            self.pull(Duration::from_millis(500)).await?;
+            self.pull_or_recover(Duration::from_millis(500)).await;
         }
         Ok(())
     }
@@ -785,10 +833,10 @@ where
     ///
     /// # Errors
     ///
-    /// [`Error::Nats`] if the consumer cannot be read.
+    /// [`Error::Nats`] if the consumer's state cannot be read.
     pub async fn run_until_idle(mut self) -> Result<(), Error> {
         loop {
-            let handled = self.pull(Duration::from_millis(100)).await?;
+            let handled = self.pull_or_recover(Duration::from_millis(100)).await;
             if handled == 0 {
                 let info = self.consumer.info().await.map_err(Error::nats)?;
                 if info.num_pending == 0 && info.num_ack_pending == 0 {
@@ -798,8 +846,70 @@ where
         }
     }
 
+    /// One pull; on an error, a pause and (after three in a row) the consumer bound again.
+    async fn pull_or_recover(&mut self, wait: Duration) -> usize {
+        self.prune().await;
+        let mut failures = 0u32;
+        loop {
+            match self.pull(wait).await {
+                Ok(handled) => return handled,
+                Err(error) => {
+                    failures += 1;
+                    queue::database_error("nats", &error);
+                    if self.stop.load(Ordering::SeqCst) {
+                        return 0;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 << failures.min(5))).await;
+                    if failures % 3 == 0 {
+                        if let Err(error) = self.bind().await {
+                            queue::database_error("nats", &error);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Binds the durable consumer again (JetStream may have lost it, or an operator deleted it).
+    async fn bind(&mut self) -> Result<(), Error> {
+        let config = &self.config;
+        let stream = config
+            .js
+            .get_stream(&config.stream)
+            .await
+            .map_err(Error::nats)?;
+        self.consumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(config.consumer.clone()),
+                filter_subject: config.subject.clone(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: -1,
+                ..Default::default()
+            })
+            .await
+            .map_err(Error::nats)?;
+        Ok(())
+    }
+
+    /// Forgets inbox rows older than the retention, every [`PRUNE_EVERY`].
+    async fn prune(&mut self) {
+        if self.pruned.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.pruned = Some(std::time::Instant::now());
+        let before = self.config.clock.now() - self.config.inbox_retention.as_millis() as i64;
+        let pruned = match queue::acquire(&self.config.pool).await {
+            Ok(mut conn) => queue::inbox_prune(conn.tx(), &self.config.consumer, before).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = pruned {
+            queue::database_error("inbox prune", &error.into());
+        }
+    }
+
     /// One pull: up to `batch` messages, handled in order, in groups of those that have
-    /// arrived together; how many.
+    /// arrived together (at most [`GROUP`]); how many.
     async fn pull(&mut self, wait: Duration) -> Result<usize, Error> {
         let mut messages = self
             .consumer
@@ -813,54 +923,69 @@ where
         while let Some(first) = messages.next().await {
             let mut group = vec![first.map_err(Error::Nats)?];
             // The messages already here join the group; none is waited for.
-            while let Some(Some(next)) = messages.next().now_or_never() {
-                group.push(next.map_err(Error::Nats)?);
+            while group.len() < GROUP {
+                match messages.next().now_or_never() {
+                    Some(Some(next)) => group.push(next.map_err(Error::Nats)?),
+                    _ => break,
+                }
             }
             handled += group.len();
-            self.handle(group).await;
+            self.handle(&group).await;
         }
         Ok(handled)
     }
 
     /// A group of messages in one transaction, each after a savepoint: its inbox row and its
     /// handlers' effects, or (rolled back to its savepoint) a dead row or nothing; one commit;
-    /// then each is acked, naked with backoff, or terminated. If the commit fails, each is naked
-    /// and delivered again.
-    async fn handle(&self, group: Vec<jetstream::Message>) {
-        let acks = match self.config.pool.begin().await {
-            Ok(mut tx) => {
-                let mut acks = Vec::with_capacity(group.len());
-                let mut failed = None;
-                for message in &group {
-                    match self.apply(&mut tx, message).await {
-                        Ok(ack) => acks.push(ack),
-                        Err(error) => {
-                            failed = Some(error);
-                            break;
-                        }
-                    }
+    /// then each is acked, naked with backoff, or terminated. While the group runs, JetStream
+    /// is told every third of `ack_wait` that it is in progress (a long handler is not
+    /// delivered to another instance). When the database fails (begin, a statement of the
+    /// subscriber's own, the commit) the group is held and tried again after a pause, with
+    /// the same in-progress acks: an outage uses up no delivery.
+    async fn handle(&self, group: &[jetstream::Message]) {
+        let mut pause = Duration::from_millis(100);
+        let keep_alive = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        loop {
+            let attempt = self.apply_group(group);
+            tokio::pin!(attempt);
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+            let result = loop {
+                tokio::select! {
+                    result = &mut attempt => break result,
+                    _ = ticker.tick() => in_progress(group).await,
                 }
-                let committed = match failed {
-                    Some(error) => Err(error),
-                    None => tx.commit().await,
-                };
-                match committed {
-                    Ok(()) => acks,
-                    Err(error) => {
-                        queue::database_error("inbox", &error.into());
-                        vec![AckKind::Nak(None); group.len()]
+            };
+            match result {
+                Ok(acks) => {
+                    // A lost ack means one more delivery, which the inbox skips.
+                    for (message, ack) in group.iter().zip(acks) {
+                        let _ = message.ack_with(ack).await;
                     }
+                    return;
+                }
+                Err(error) => {
+                    queue::database_error("inbox", &error.into());
+                    if self.stop.load(Ordering::SeqCst) {
+                        return; // delivered again after `ack_wait`
+                    }
+                    in_progress(group).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(keep_alive).min(Duration::from_secs(5));
                 }
             }
-            Err(error) => {
-                queue::database_error("begin", &error.into());
-                vec![AckKind::Nak(None); group.len()]
-            }
-        };
-        // A lost ack means one more delivery, which the inbox skips.
-        for (message, ack) in group.iter().zip(acks) {
-            let _ = message.ack_with(ack).await;
         }
+    }
+
+    /// The group in one transaction: how to acknowledge each message once it committed.
+    async fn apply_group(&self, group: &[jetstream::Message]) -> Result<Vec<AckKind>, sqlx::Error> {
+        let mut tx = self.config.pool.begin().await?;
+        let mut acks = Vec::with_capacity(group.len());
+        for message in group {
+            acks.push(self.apply(&mut tx, message).await?);
+        }
+        tx.commit().await?;
+        Ok(acks)
     }
 
     /// One message of a group, after a savepoint: how to acknowledge it once the group commits.
@@ -870,19 +995,23 @@ where
         tx: &mut signals_queue::Transaction,
         message: &jetstream::Message,
     ) -> Result<AckKind, sqlx::Error> {
-        let (delivered, sequence) = match message.info() {
-            Ok(info) => (info.delivered, info.stream_sequence),
-            Err(_) => (1, 0),
+        let now = self.config.clock.now();
+        let (delivered, sequence, published) = match message.info() {
+            Ok(info) => (
+                info.delivered,
+                info.stream_sequence,
+                (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
+            ),
+            Err(_) => (1, 0, now),
         };
         let message_id = message
             .headers
             .as_ref()
             .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
             .map_or_else(
-                || format!("{}:{sequence}", self.config.stream),
+                || format!("{}:{sequence}", self.stream_key),
                 |id| id.to_string(),
             );
-        let now = self.config.clock.now();
         let subject = message.subject.as_str();
         let consumer = &self.config.consumer;
         queue::savepoint(tx.tx(), "SAVEPOINT signals_message").await?;
@@ -893,13 +1022,17 @@ where
             .notify(tx, message, &message_id, delivered, sequence)
             .await
         {
-            Ok(()) => return Ok(AckKind::Ack),
+            Ok(()) => {
+                queue::savepoint(tx.tx(), "RELEASE SAVEPOINT signals_message").await?;
+                return Ok(AckKind::Ack);
+            }
             Err(failure) => failure,
         };
         queue::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_message").await?;
+        let too_old = now.saturating_sub(published) >= self.config.max_age.as_millis() as i64;
         let (error, dead) = match failure {
             Failure::Permanent(error) => (error, true),
-            Failure::Retry(error) => (error, delivered >= self.config.max_deliver),
+            Failure::Retry(error) => (error, delivered >= self.config.max_deliver || too_old),
         };
         if !dead {
             let delay = self
@@ -952,6 +1085,14 @@ where
             Ok(Err(error)) => Err(Failure::Retry(error)),
             Err(panic) => Err(Failure::Retry(queue::panic_message(&*panic))),
         }
+    }
+}
+
+/// Tells JetStream the subscriber is still working on the group's messages (resets their
+/// `ack_wait`; uses up no delivery).
+async fn in_progress(group: &[jetstream::Message]) {
+    for message in group {
+        let _ = message.ack_with(AckKind::Progress).await;
     }
 }
 

@@ -285,8 +285,12 @@ async fn a_subscriber_applies_each_message_once_in_order_and_skips_a_redelivery(
             .await)
         .unwrap();
         let subscriber = broker.subscriber(&db, &consumer).build().await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
         let sql = format!(
-            "INSERT INTO signals_inbox (consumer, message_id, subject, state, received_at) VALUES ('{consumer}', '{redelivered}', 's', 'done', 0)"
+            "INSERT INTO signals_inbox (consumer, message_id, subject, state, received_at) VALUES ('{consumer}', '{redelivered}', 's', 'done', {now})"
         );
         with_db!(&db.pool, |pool| sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(pool)
@@ -542,4 +546,186 @@ async fn the_outbox_outlives_a_broker_outage_and_dead_messages_come_back_by_func
         db.drop_schema().await;
         broker.delete().await;
     }
+}
+
+/// Runs `sql` on the test's PostgreSQL schema.
+async fn pg_execute(db: &Db, sql: &str) {
+    db.execute_owned(sql.to_owned()).await;
+}
+
+/// The database fails every inbox write for 4 seconds (a trigger raising, as a read-only node
+/// would) while 200 messages arrive, with `max_deliver(3)`: the subscriber holds its messages
+/// and tries again, uses up no delivery, and once the database is back every message is
+/// applied once and none is dead or lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_uses_up_no_delivery() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    place(&db, 10_000..10_200, true).await;
+    broker
+        .relay(&db)
+        .build()
+        .await
+        .unwrap()
+        .run_until_idle()
+        .await
+        .unwrap();
+    pg_execute(
+        &db,
+        "CREATE FUNCTION read_only() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'cannot execute INSERT in a read-only transaction'; END $$;
+         CREATE TRIGGER read_only BEFORE INSERT ON signals_inbox
+             FOR EACH ROW EXECUTE FUNCTION read_only();",
+    )
+    .await;
+    let subscriber = broker
+        .subscriber(&db, &consumer)
+        .max_deliver(3)
+        .ack_wait(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let stop = subscriber.stopper();
+    let running = tokio::spawn(subscriber.run());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM shipments").await,
+        0,
+        "nothing commits while the database refuses"
+    );
+    pg_execute(&db, "DROP TRIGGER read_only ON signals_inbox").await;
+    support::wait_for("every message", || async {
+        inbox_stats(&db.pool, &consumer).await.unwrap().done == 200
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT order_id) FROM shipments WHERE order_id >= 10000")
+            .await,
+        200
+    );
+    assert_eq!(inbox_stats(&db.pool, &consumer).await.unwrap().dead, 0);
+    db.drop_schema().await;
+    broker.delete().await;
+}
+
+/// 64 messages waiting when a subscriber starts share transactions 16 at most: one savepoint
+/// each, with room for handlers' own, under PostgreSQL's 64 cached subtransactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_holds_at_most_16_messages() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    place(&db, 20_000..20_064, true).await;
+    broker
+        .relay(&db)
+        .build()
+        .await
+        .unwrap()
+        .run_until_idle()
+        .await
+        .unwrap();
+    pg_execute(
+        &db,
+        "CREATE TABLE txids (order_id BIGINT, txid BIGINT);
+         CREATE FUNCTION record_txid() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO txids VALUES (NEW.order_id, txid_current()); RETURN NULL; END $$;
+         CREATE TRIGGER record_txid AFTER INSERT ON shipments
+             FOR EACH ROW EXECUTE FUNCTION record_txid();",
+    )
+    .await;
+    broker
+        .subscriber(&db, &consumer)
+        .build()
+        .await
+        .unwrap()
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(db.count("SELECT COUNT(*) FROM txids").await, 64);
+    let largest = db
+        .count("SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM txids GROUP BY txid) AS t")
+        .await;
+    assert!(largest <= 16, "{largest} messages in one transaction");
+    db.drop_schema().await;
+    broker.delete().await;
+}
+
+/// Messages published without a `Nats-Msg-Id` are keyed by stream sequence and the stream's
+/// creation: after the stream is re-created (its sequence restarts), new messages are not
+/// taken for old ones. The inbox forgets rows older than its retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_stream_is_not_a_duplicate_and_the_inbox_is_pruned() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    let publish = |ids: std::ops::Range<i64>| {
+        let (js, subject) = (broker.js.clone(), broker.subject());
+        async move {
+            for id in ids {
+                let payload = format!("{{\"order_id\": {id}}}");
+                js.publish(subject.clone(), payload.into())
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    publish(30_000..30_003).await;
+    let drain = || async {
+        broker
+            .subscriber(&db, &consumer)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+    };
+    drain().await;
+    broker.js.delete_stream(&broker.stream).await.unwrap();
+    let subjects = format!("{}>", broker.prefix);
+    ensure_stream(&broker.js, &broker.stream, &[&subjects])
+        .await
+        .unwrap();
+    publish(30_003..30_006).await;
+    drain().await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM shipments WHERE order_id >= 30000")
+            .await,
+        6,
+        "the second stream's messages 1 to 3 are new messages"
+    );
+    assert_eq!(inbox_stats(&db.pool, &consumer).await.unwrap().done, 6);
+    broker
+        .subscriber(&db, &consumer)
+        .inbox_retention(Duration::ZERO)
+        .build()
+        .await
+        .unwrap()
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(
+        inbox_stats(&db.pool, &consumer).await.unwrap().done,
+        0,
+        "pruned"
+    );
+    db.drop_schema().await;
+    broker.delete().await;
 }

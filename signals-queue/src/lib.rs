@@ -175,7 +175,7 @@ pub mod __broker {
     pub use crate::scope::State;
     pub use crate::store::{
         busy, check_schema, claim, complete_many, fail, heartbeat, inbox_counts, inbox_insert,
-        savepoint, InboxRow,
+        inbox_prune, savepoint, InboxRow,
     };
 
     /// A fresh worker id, for a relay's lease.

@@ -13,8 +13,9 @@ use std::time::Duration;
 pub(crate) const IS_POSTGRES: bool = false;
 
 /// The schema version this crate writes and reads: 1 the jobs table, 2 the broker's inbox, 3
-/// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`), 4 the inbox's
+/// time index (for pruning).
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The tables, in their newest shape when created now; an older table gets the columns of
 /// [`ADDED_COLUMNS`] before [`INDEXES`] run.
@@ -86,6 +87,7 @@ CREATE INDEX IF NOT EXISTS signals_jobs_worker
     ON signals_jobs (worker) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS signals_jobs_done
     ON signals_jobs (finished_at) WHERE state = 'done';
+CREATE INDEX IF NOT EXISTS signals_inbox_received ON signals_inbox (received_at);
 ";
 
 /// `notify` writes one row per queued handler, in the caller's transaction. `run_at` 0: due at

@@ -631,11 +631,9 @@ async fn migrate_postgres_locked(conn: &mut sqlx::PgConnection) -> Result<(), Er
                     Err(error) if is_lock_timeout(&error) && tries + 1 < LOCK_TRIES => {
                         drop(tx);
                         tries += 1;
-                        tracing::warn!(
-                            target: "signals_queue",
-                            version,
-                            tries,
-                            "a migration step gave way to a transaction holding the jobs table; trying again"
+                        crate::trace::database_error(
+                            "migration (a transaction holds the jobs table; trying again)",
+                            &error.into(),
                         );
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
@@ -759,6 +757,39 @@ ON CONFLICT DO NOTHING";
 #[cfg(feature = "async")]
 const INBOX_COUNTS: &str = "
 SELECT state, CAST(COUNT(*) AS BIGINT) FROM signals_inbox WHERE consumer = $1 GROUP BY state";
+
+/// Deletes up to 10,000 of a consumer's inbox rows received before `$2`, through the inbox's
+/// time index.
+#[cfg(feature = "async")]
+const INBOX_PRUNE: &str = "
+DELETE FROM signals_inbox WHERE (consumer, message_id) IN (
+    SELECT consumer, message_id FROM signals_inbox
+    WHERE received_at < $2 AND consumer = $1 LIMIT 10000)";
+
+/// Forgets a consumer's inbox rows received before `before`, 10,000 rows a statement; how
+/// many.
+#[cfg(feature = "async")]
+pub async fn inbox_prune(
+    mut tx: Tx<'_>,
+    consumer: &str,
+    before: Millis,
+) -> Result<u64, sqlx::Error> {
+    let mut pruned = 0;
+    loop {
+        let deleted = on!(tx.reborrow(), |conn, _sql| {
+            sqlx::query(INBOX_PRUNE)
+                .bind(consumer)
+                .bind(before)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        });
+        pruned += deleted;
+        if deleted < 10_000 {
+            return Ok(pruned);
+        }
+    }
+}
 
 /// Records a message in the inbox; whether it was new.
 #[cfg(feature = "async")]
