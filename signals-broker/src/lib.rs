@@ -860,7 +860,7 @@ where
                         return 0;
                     }
                     tokio::time::sleep(Duration::from_millis(200 << failures.min(5))).await;
-                    if failures % 3 == 0 {
+                    if failures.is_multiple_of(3) {
                         if let Err(error) = self.bind().await {
                             queue::database_error("nats", &error);
                         }
