@@ -582,6 +582,7 @@ pub struct SubscriberBuilder<S> {
     state: State,
     max_deliver: i64,
     max_age: Duration,
+    payload_grace: Duration,
     inbox_retention: Duration,
     ack_wait: Duration,
     retry: RetryPolicy,
@@ -623,6 +624,14 @@ impl<S> SubscriberBuilder<S> {
     /// again; no delivery is used up.
     pub fn max_age(mut self, age: Duration) -> Self {
         self.max_age = age;
+        self
+    }
+
+    /// How long after it was published a message that does not deserialize into the signal is
+    /// delivered again before it is dead (default 30 minutes): during a rolling deploy the
+    /// producer may send a shape only the next release of this consumer reads.
+    pub fn payload_grace(mut self, grace: Duration) -> Self {
+        self.payload_grace = grace;
         self
     }
 
@@ -797,6 +806,7 @@ where
             state: State::default(),
             max_deliver: i64::MAX,
             max_age: Duration::from_secs(3600),
+            payload_grace: lifecycle_payload_grace(),
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
             ack_wait: Duration::from_secs(30),
             retry: RetryPolicy {
@@ -1030,8 +1040,13 @@ where
         };
         queue::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_message").await?;
         let too_old = now.saturating_sub(published) >= self.config.max_age.as_millis() as i64;
+        let age = now.saturating_sub(published);
         let (error, dead) = match failure {
-            Failure::Permanent(error) => (error, true),
+            Failure::Payload(error) => (
+                error,
+                age >= self.config.payload_grace.as_millis() as i64
+                    || delivered >= self.config.max_deliver,
+            ),
             Failure::Retry(error) => (error, delivered >= self.config.max_deliver || too_old),
         };
         if !dead {
@@ -1055,7 +1070,7 @@ where
         sequence: u64,
     ) -> Result<(), Failure> {
         let signal: S = serde_json::from_slice(&message.payload).map_err(|error| {
-            Failure::Permanent(format!(
+            Failure::Payload(format!(
                 "the message does not deserialize into the signal: {error}"
             ))
         })?;
@@ -1094,6 +1109,11 @@ async fn in_progress(group: &[jetstream::Message]) {
     for message in group {
         let _ = message.ack_with(AckKind::Progress).await;
     }
+}
+
+/// The payload grace of `signals-queue`'s workers, for the subscriber's default.
+fn lifecycle_payload_grace() -> Duration {
+    signals_queue::lifecycle::DEFAULT_PAYLOAD_GRACE
 }
 
 /// An error and its sources, `: `-separated.
@@ -1145,8 +1165,9 @@ pub fn subscriptions() -> Vec<Subscription> {
 
 /// Why a message's effects rolled back.
 enum Failure {
-    /// Delivering it again cannot help (it does not deserialize).
-    Permanent(String),
+    /// It does not deserialize: only another release of this consumer can help, within
+    /// `payload_grace`.
+    Payload(String),
     /// A handler or the database failed: deliver it again after a backoff.
     Retry(String),
 }

@@ -729,3 +729,48 @@ async fn a_recreated_stream_is_not_a_duplicate_and_the_inbox_is_pruned() {
     db.drop_schema().await;
     broker.delete().await;
 }
+
+/// A message this release cannot read (a producer deployed first sends a new shape) is
+/// delivered again within the payload grace rather than dead at once; past the grace it is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_message_waits_out_the_payload_grace() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    broker
+        .js
+        .publish(broker.subject(), r#"{"order": {"id": 1}}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let within = broker.subscriber(&db, &consumer).build().await.unwrap();
+    // Within the grace it keeps coming back, and is not dead.
+    let waited = tokio::time::timeout(Duration::from_secs(2), within.run_until_idle()).await;
+    assert!(waited.is_err(), "still pending within the grace");
+    assert_eq!(inbox_stats(&db.pool, &consumer).await.unwrap().dead, 0);
+    broker
+        .subscriber(&db, &consumer)
+        .payload_grace(Duration::ZERO)
+        .build()
+        .await
+        .unwrap()
+        .run_until_idle()
+        .await
+        .unwrap();
+    let sql = "SELECT error FROM signals_inbox WHERE state = 'dead'";
+    let error: String = with_db!(&db.pool, |pool| sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await)
+    .unwrap();
+    assert!(
+        error.starts_with("the message does not deserialize into the signal"),
+        "{error}"
+    );
+    db.drop_schema().await;
+    broker.delete().await;
+}

@@ -45,7 +45,7 @@ use crate::job::RetryPolicy;
 
 /// How long a payload that does not deserialize is retried (a rolling deploy whose other
 /// version writes a field this one does not know yet) before the job is dead.
-pub(crate) const DEFAULT_PAYLOAD_GRACE: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_PAYLOAD_GRACE: Duration = Duration::from_secs(30 * 60);
 
 /// How long an attempt may run when its handler sets no `timeout` (a worker's default).
 pub(crate) const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);

@@ -12,7 +12,6 @@ use crate::error::Error;
 use crate::job::JobInfo;
 use crate::job::RetryPolicy;
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
-use crate::sqlite_sql::SCHEMA_VERSION;
 
 /// Whether the SQL module `$sql` is PostgreSQL's.
 macro_rules! conn_is_pg {
@@ -490,13 +489,13 @@ pub async fn check_schema(pool: &crate::Pool) -> Result<(), Error> {
                 }
                 false => None,
             };
-            if let Some(found) = found.filter(|found| *found > SCHEMA_VERSION) {
+            if let Some(found) = found.filter(|found| *found > sql::SCHEMA_VERSION) {
                 return Err(Error::SchemaTooNew {
                     found,
-                    known: SCHEMA_VERSION,
+                    known: sql::SCHEMA_VERSION,
                 });
             }
-            (found, SCHEMA_VERSION)
+            (found, sql::SCHEMA_VERSION)
         }
         Tx::__Job(_) => unreachable!("a pooled connection is never a job's transaction"),
     };
@@ -664,11 +663,11 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
     use crate::sqlite_sql as sql;
     use sqlx::Connection as _;
     let check = |found: Option<i64>| match found {
-        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
+        Some(found) if found > sql::SCHEMA_VERSION => Err(Error::SchemaTooNew {
             found,
-            known: SCHEMA_VERSION,
+            known: sql::SCHEMA_VERSION,
         }),
-        found => Ok(found == Some(SCHEMA_VERSION)),
+        found => Ok(found == Some(sql::SCHEMA_VERSION)),
     };
     // Reads first (in WAL a read never waits for a writer): a current schema takes no lock.
     let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
@@ -700,7 +699,7 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
         }
         sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
         sqlx::query(sql::SET_VERSION)
-            .bind(SCHEMA_VERSION)
+            .bind(sql::SCHEMA_VERSION)
             .execute(&mut *tx)
             .await?;
     }
