@@ -511,8 +511,9 @@ async fn relay(shared: Arc<RelayShared>) {
     }
 }
 
-/// Publishes claimed jobs' messages, all before awaiting the first ack; completes the acked
-/// jobs in one transaction and records a failed attempt for the others.
+/// Publishes claimed jobs' messages in claim order, all before awaiting the acks, which are
+/// awaited together; completes the acked jobs in one statement and records a failed attempt
+/// for the others (retried after a backoff, so after later messages of their subject).
 async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
     let js = &shared.config.js;
     let mut acks = Vec::with_capacity(jobs.len());
@@ -531,13 +532,18 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
             .await;
         acks.push((job, sent));
     }
-    let mut done = Vec::with_capacity(jobs.len());
-    let mut failed = Vec::new();
-    for (job, sent) in acks {
+    // Every PubAck at once: a silent server costs the batch one ack timeout, not one each.
+    let acked = futures_util::future::join_all(acks.into_iter().map(|(job, sent)| async move {
         let acked = match sent {
             Ok(ack) => ack.await.map(drop).map_err(|error| error.to_string()),
             Err(error) => Err(error.to_string()),
         };
+        (job, acked)
+    }))
+    .await;
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut failed = Vec::new();
+    for (job, acked) in acked {
         match acked {
             Ok(()) => done.push((job.id, job.token)),
             Err(error) => failed.push((job, error)),

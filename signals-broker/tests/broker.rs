@@ -774,3 +774,98 @@ async fn an_unreadable_message_waits_out_the_payload_grace() {
     db.drop_schema().await;
     broker.delete().await;
 }
+
+/// A TCP proxy in front of NATS that can go silent: it holds what it reads instead of
+/// forwarding it, both ways, as a hung server or a network dropping packets would.
+struct SilentProxy {
+    url: String,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilentProxy {
+    async fn start() -> SilentProxy {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let upstream =
+            std::env::var("SIGNALS_TEST_NATS_URL").unwrap_or_else(|_| NATS_URL.to_owned());
+        let upstream = upstream.trim_start_matches("nats://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("nats://{}", listener.local_addr().unwrap());
+        let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = silent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(server_read) as _, Box::new(client_write) as _),
+                ] {
+                    let flag = flag.clone();
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0; 64 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buffer).await {
+                            while flag.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            if to.write_all(&buffer[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        SilentProxy { url, silent }
+    }
+}
+
+/// NATS goes silent (a hung server) while the relay holds a batch of 40 messages: their
+/// PubAcks are awaited together, so the whole batch fails after one ack timeout (5 s), not
+/// one timeout per message (200 s), and is published once the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_costs_a_batch_one_ack_timeout() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let proxy = SilentProxy::start().await;
+    let client = async_nats::connect(&proxy.url).await.unwrap();
+    place(&db, 40_000..40_040, true).await;
+    proxy.silent.store(true, Ordering::SeqCst);
+    let relay = Relay::builder(db.pool.clone(), client)
+        .subject_prefix(&broker.prefix)
+        .poll_interval(Duration::from_millis(10))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    let started = std::time::Instant::now();
+    support::wait_for("every publish of the batch to fail", || async {
+        db.count("SELECT COUNT(*) FROM signals_jobs WHERE attempt = 1 AND last_error IS NOT NULL")
+            .await
+            == 40
+    })
+    .await;
+    let failed_after = started.elapsed();
+    assert!(
+        failed_after < Duration::from_secs(20),
+        "the batch failed after {failed_after:?}"
+    );
+    proxy.silent.store(false, Ordering::SeqCst);
+    support::wait_for("the batch published", || async {
+        db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+            .await
+            == 40
+    })
+    .await;
+    relay.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(broker.messages().await, 40, "each message stored once");
+    db.drop_schema().await;
+    broker.delete().await;
+}
