@@ -115,6 +115,12 @@ pub(crate) enum AttemptError {
     /// The worker shut down, and its grace ran out, before the handler finished.
     #[error("the worker shut down before the handler finished")]
     Shutdown,
+    /// The job's deferred transaction read, another connection wrote (the worker's own
+    /// heartbeat, say), then the handler tried to write: SQLite cannot upgrade that snapshot.
+    /// Never retried in place: the attempt fails and the message says what to change.
+    #[cfg(feature = "sqlite")]
+    #[error("the handler read, then another connection wrote, then the handler tried to write (SQLITE_BUSY_SNAPSHOT: SQLite has one writer, and a transaction that read cannot write past a newer commit): make the handler's slow work (the network call) come before its first statement, or its first statement a write; retried after a backoff")]
+    BusySnapshot,
     /// The database failed while running or completing the job.
     #[cfg(feature = "sqlite")]
     #[error("database error: {0}")]

@@ -297,6 +297,23 @@ pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<
     }
 }
 
+/// Whether a failed attempt is SQLite's `SQLITE_BUSY_SNAPSHOT` (extended code 517): the job's
+/// transaction read, another connection committed, and the transaction tried to write.
+pub(crate) fn is_busy_snapshot(error: &crate::error::AttemptError) -> bool {
+    use crate::error::AttemptError;
+    const SQLITE_BUSY_SNAPSHOT: std::ffi::c_int = 517;
+    let rusqlite = match error {
+        AttemptError::Database(error) => Some(error),
+        AttemptError::Handler(error) | AttemptError::Context(error) => {
+            error.downcast_ref::<rusqlite::Error>()
+        }
+        _ => None,
+    };
+    rusqlite
+        .and_then(rusqlite::Error::sqlite_error)
+        .is_some_and(|error| error.extended_code == SQLITE_BUSY_SNAPSHOT)
+}
+
 /// Whether `error` is SQLite saying the database is locked or busy: a wait and a retry help.
 pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
     matches!(

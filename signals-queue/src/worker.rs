@@ -655,9 +655,11 @@ enum Completion {
     LeaseLost,
 }
 
-/// Runs the handler in a deferred transaction (no lock until its first statement); if it wrote,
-/// completes the job in that transaction. A busy database is a failed attempt, never a silent
-/// re-run of the handler.
+/// Runs the handler in a deferred transaction (no lock until its first statement; the write lock
+/// at its first write); if it wrote, completes the job in that transaction. A busy database is
+/// a failed attempt, never a silent re-run of the handler; a handler that read, then wrote
+/// after another connection's commit, fails with [`AttemptError::BusySnapshot`], which says
+/// how to reorder it.
 fn attempt(
     shared: &Shared,
     conn: &mut Connection,
@@ -674,6 +676,9 @@ fn attempt(
     };
     match catch_unwind(AssertUnwindSafe(|| info.run(&job.payload, scope))) {
         Err(panic) => return Err(AttemptError::panic(&*panic)),
+        Ok(Err(error)) if sqlite::is_busy_snapshot(&error) => {
+            return Err(AttemptError::BusySnapshot)
+        }
         Ok(Err(error)) => return Err(error),
         Ok(Ok(())) => {}
     }

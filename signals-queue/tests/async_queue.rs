@@ -859,3 +859,64 @@ async fn misconfiguration_is_an_error_at_build_not_at_the_first_job() {
         );
     }
 }
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>, asynchronous)]
+struct Reconciled {
+    url: String,
+}
+
+/// Reads, waits on "the network" while another connection tries to write, then writes.
+#[on(Reconciled, queue, name = "async-read-wait-write")]
+async fn reconcile(sig: &Reconciled, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    ctx.attempts.sent.fetch_add(1, Ordering::SeqCst);
+    let orders: i64 = with_db!(&mut ctx.tx, |conn| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM orders"
+    )
+    .fetch_one(conn)
+    .await)?;
+    // Another writer, meanwhile: it waits for this job's transaction.
+    let other = Pool::connect(&sig.url, 1).await?;
+    let writer = tokio::spawn(async move {
+        let mut tx = other.begin().await?;
+        exec(tx.tx(), "INSERT INTO orders (id) VALUES ($1)", 77).await?;
+        tx.commit().await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !writer.is_finished(),
+        "the other writer waits for the job's write lock"
+    );
+    exec(
+        ctx.tx.reborrow(),
+        "INSERT INTO effects (n) VALUES ($1)",
+        orders,
+    )
+    .await?;
+    std::mem::forget(writer); // it commits once the job's transaction does
+    Ok(())
+}
+
+/// On SQLite (sqlx) a job's transaction begins `IMMEDIATE` at its first use, so a handler that
+/// reads, waits, then writes works at its first attempt; the price is that every other writer
+/// waits for it meanwhile (make the network call before the first statement to avoid that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_job_that_reads_waits_then_writes_holds_the_write_lock_from_its_first_read() {
+    let db = Db::sqlite().await;
+    let attempts = Arc::new(Attempts::default());
+    db.notify(
+        &attempts,
+        &Reconciled {
+            url: db.url.clone(),
+        },
+        true,
+    )
+    .await;
+    db.drain(&attempts).await;
+    assert_eq!(attempts.sent.load(Ordering::SeqCst), 1, "one attempt");
+    assert_eq!(db.count("SELECT COUNT(*) FROM effects").await, 1);
+    wait_for("the other writer's commit", || async {
+        db.count("SELECT COUNT(*) FROM orders WHERE id = 77").await == 1
+    })
+    .await;
+}

@@ -751,3 +751,65 @@ fn a_locked_database_is_waited_out_and_no_job_is_lost_or_doubled() {
     let attempts = assert_each_effect_once(&path, 60);
     assert!(attempts >= 60);
 }
+
+/// Where `read_wait_write` finds the database, to write from another connection mid-attempt.
+static DATABASE: std::sync::Mutex<Option<std::path::PathBuf>> = std::sync::Mutex::new(None);
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>)]
+struct Reconciled;
+
+/// Reads, waits on "the network" (meanwhile, on its first attempt, another connection commits,
+/// as the worker's own heartbeat does), then writes.
+#[on(Reconciled, queue, name = "read-wait-write")]
+fn read_wait_write(_: &Reconciled, ctx: &mut AppCtx<'_>) -> rusqlite::Result<()> {
+    let attempt = ctx.attempts.sent.fetch_add(1, Ordering::SeqCst) + 1;
+    let orders: i64 = ctx
+        .tx
+        .query_row("SELECT COUNT(*) FROM orders", [], |row| row.get(0))?;
+    if attempt == 1 {
+        let path = DATABASE.lock().unwrap().clone().unwrap();
+        Connection::open(path)
+            .unwrap()
+            .execute("INSERT INTO orders (id) VALUES (99)", [])
+            .unwrap();
+    }
+    ctx.tx
+        .execute("INSERT INTO audit (order_id) VALUES (?1)", [orders])?;
+    Ok(())
+}
+
+/// SQLite has one writer: a handler that reads, then writes after another connection committed
+/// (`SQLITE_BUSY_SNAPSHOT`) is never re-run in place. Its attempt fails once, with an error that
+/// says how to reorder the handler, and the retry runs it once more.
+#[test]
+fn a_handler_that_reads_then_writes_after_another_commit_fails_its_attempt_with_a_clear_error() {
+    let (_dir, path) = database();
+    *DATABASE.lock().unwrap() = Some(path.clone());
+    let attempts = Arc::new(Attempts::default());
+    commit_and_drain(&path, &attempts, &Reconciled);
+    let conn = Connection::open(&path).unwrap();
+    let (state, attempt, error): (String, i64, String) = conn
+        .query_row(
+            "SELECT state, attempt, last_error FROM signals_jobs WHERE handler = 'read-wait-write'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "done");
+    // (A later attempt may meet the worker's own heartbeat between its read and its write, and
+    // fail the same way: each attempt still runs the handler once.)
+    assert!(attempt >= 2, "the first attempt failed");
+    assert_eq!(
+        attempts.sent.load(Ordering::SeqCst) as i64,
+        attempt,
+        "one run per attempt, never a silent re-run"
+    );
+    assert!(error.contains("SQLITE_BUSY_SNAPSHOT"), "{error}");
+    assert!(error.contains("before its first statement"), "{error}");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM audit"),
+        1,
+        "the second attempt's write"
+    );
+}
