@@ -425,3 +425,72 @@ async fn a_nul_in_a_string_is_stored_and_delivered_byte_for_byte() {
     assert_eq!(drain(&db.pool).await, [text]);
     db.drop_schema().await;
 }
+
+/// The worker's LISTEN connection is lost (terminated by the server) while a job committed
+/// without a notification waits: after reconnecting the worker looks once, and runs the job at
+/// once rather than at its next poll (a minute away here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_listen_reconnects_the_worker_looks_at_once() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let schema = db.schema.clone().unwrap();
+    let pool = pg(&db).await;
+    let seen = Arc::new(Seen::default());
+    let worker = AsyncWorker::builder(db.pool.clone())
+        .state(Arc::clone(&seen))
+        .poll_interval(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    let listener_pid = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(&schema)
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+    };
+    wait_for("the worker to listen", || async {
+        listener_pid().await.is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Committed without a notification (as an application with `signals.notify = off`).
+    sqlx::raw_sql(
+        "BEGIN; SET LOCAL signals.notify = 'off';
+         INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                                   max_attempts, run_at, created_at)
+         VALUES (gen_random_uuid(), 'schema::Commented', 'schema.moderate', 'default', 0,
+                 '{\"text\": \"quiet\"}', 'available', 25, 0, 0);
+         COMMIT;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        seen.0.lock().unwrap().is_empty(),
+        "nothing woke the worker yet"
+    );
+    let pid = listener_pid().await.unwrap();
+    let cut = Instant::now();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&pool)
+        .await
+        .unwrap();
+    wait_for("the quiet job", || async {
+        seen.0.lock().unwrap().len() == 1
+    })
+    .await;
+    assert!(
+        cut.elapsed() < Duration::from_secs(10),
+        "found {:?} after the reconnect",
+        cut.elapsed()
+    );
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    db.drop_schema().await;
+}
