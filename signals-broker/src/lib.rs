@@ -247,6 +247,7 @@ impl RelayBuilder {
     /// JetStream refuses the stream.
     pub async fn build(self) -> Result<Relay, Error> {
         queue::check_schema(&self.pool).await?;
+        queue::check_session(&self.pool).await?;
         if let Some((name, subjects)) = &self.stream {
             create_or_update_stream(&self.js, name, subjects).await?;
         }
@@ -695,6 +696,7 @@ where
     /// the stream or the consumer.
     pub async fn build(self) -> Result<Subscriber<S>, Error> {
         queue::check_schema(&self.pool).await?;
+        queue::check_session(&self.pool).await?;
         if let Some(subjects) = &self.stream_subjects {
             create_or_update_stream(&self.js, &self.stream, subjects).await?;
         }

@@ -37,6 +37,11 @@ pub enum Error {
         /// The migration this release needs.
         needed: i64,
     },
+    /// The database connection goes through a pooler in transaction mode (PgBouncer, RDS
+    /// Proxy): one session's statements land on different servers, which breaks sqlx's
+    /// prepared statements, LISTEN and the migration's advisory lock.
+    #[error("the queue's connections go through a pooler in transaction mode (PgBouncer, RDS Proxy): two statements of one connection reached two servers, which breaks prepared statements, LISTEN and session locks; connect the queue's pool to PostgreSQL directly or through a session-mode pool (see docs/production.md)")]
+    TransactionPooler,
     /// Two queued handlers (or publishing functions) linked into this program share a job name.
     #[error("two queued handlers or publishing functions are both named `{name}` ({first} and {second}): give one a `name = \"...\"` of its own")]
     DuplicateJobName {

@@ -174,8 +174,8 @@ pub mod __broker {
     pub use crate::lifecycle::{ClaimRequest, Claimed, Failure};
     pub use crate::scope::State;
     pub use crate::store::{
-        busy, check_schema, claim, complete_many, fail, heartbeat, inbox_counts, inbox_insert,
-        inbox_prune, savepoint, InboxRow,
+        busy, check_schema, check_session, claim, complete_many, fail, heartbeat, inbox_counts,
+        inbox_insert, inbox_prune, savepoint, InboxRow,
     };
 
     /// A fresh worker id, for a relay's lease.

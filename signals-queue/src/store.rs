@@ -505,6 +505,48 @@ pub async fn check_schema(pool: &crate::Pool) -> Result<(), Error> {
     }
 }
 
+/// Refuses a pool behind a pooler in transaction mode, which breaks sqlx's prepared statements,
+/// LISTEN and session locks: two connections, one holding a transaction (so pinning a server)
+/// while the other runs a statement, then releasing it before the other runs a second; through
+/// a transaction-mode pooler the second statement lands on the server just released (PgBouncer
+/// reuses the most recently released server), so the two report different backends. Simple
+/// queries only: no prepared statement that could itself break. Not detected: a pooler with a
+/// single server (the second connection cannot run while the first holds it), or a pool of one
+/// connection.
+pub async fn check_session(pool: &crate::Pool) -> Result<(), Error> {
+    #[cfg(feature = "postgres")]
+    #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
+    if let crate::Pool::Postgres(pool) = pool {
+        use sqlx::{Connection as _, Row as _};
+        if pool.options().get_max_connections() < 2 {
+            return Ok(()); // cannot hold one connection and use another
+        }
+        async fn backend(conn: &mut sqlx::PgConnection) -> Result<i32, sqlx::Error> {
+            sqlx::raw_sql("SELECT pg_backend_pid()")
+                .fetch_one(conn)
+                .await?
+                .try_get(0)
+        }
+        let mut holder = pool.acquire().await?;
+        let mut other = pool.acquire().await?;
+        let mut tx = holder.begin().await?;
+        backend(&mut tx).await?;
+        let Ok(first) = tokio::time::timeout(Duration::from_secs(3), backend(&mut other)).await
+        else {
+            other.close_on_drop();
+            return Ok(());
+        };
+        let first = first?;
+        tx.commit().await?;
+        let second = backend(&mut other).await?;
+        if first != second {
+            return Err(Error::TransactionPooler);
+        }
+    }
+    let _ = pool;
+    Ok(())
+}
+
 /// The compatibility level and the newest migration, `None` before the first migration;
 /// refuses a level newer than this release.
 #[cfg(feature = "postgres")]

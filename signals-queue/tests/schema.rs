@@ -494,3 +494,159 @@ async fn after_listen_reconnects_the_worker_looks_at_once() {
     worker.shutdown(Duration::from_secs(5)).await.unwrap();
     db.drop_schema().await;
 }
+
+/// Debian's PgBouncer, started for one test with its own port and files, as a role whose
+/// `search_path` is the test's schema (PgBouncer does not pass `options` through).
+struct Bouncer {
+    url: String,
+    process: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Bouncer {
+    const BINARY: &str = "/usr/sbin/pgbouncer";
+
+    /// `None` (with a message) when PgBouncer is not installed, outside CI.
+    fn start(mode: &str, role: &str) -> Option<Bouncer> {
+        if !std::path::Path::new(Bouncer::BINARY).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "PgBouncer ({}) is required under CI: .ci/run installs it",
+                Bouncer::BINARY
+            );
+            eprintln!("skipping: {} is not installed", Bouncer::BINARY);
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(path("users.txt"), format!("\"{role}\" \"\"\n")).unwrap();
+        std::fs::write(
+            path("pgbouncer.ini"),
+            format!(
+                "[databases]\ntest = host=127.0.0.1 port=5432 dbname=test\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {users}\n\
+                 pool_mode = {mode}\ndefault_pool_size = 20\nmax_client_conn = 100\n\
+                 ignore_startup_parameters = extra_float_digits\n\
+                 logfile = {log}\npidfile = {pid}\n",
+                users = path("users.txt"),
+                log = path("pgbouncer.log"),
+                pid = path("pgbouncer.pid"),
+            ),
+        )
+        .unwrap();
+        // PgBouncer refuses to run as root: it drops to `nobody`, who must reach its files.
+        std::process::Command::new("chmod")
+            .args(["-R", "a+rwX", &dir.path().display().to_string()])
+            .status()
+            .unwrap();
+        let mut command = std::process::Command::new(Bouncer::BINARY);
+        if unsafe_is_root() {
+            command.args(["-u", "nobody"]);
+        }
+        let process = command.arg(path("pgbouncer.ini")).spawn().unwrap();
+        let url = format!("postgres://{role}@127.0.0.1:{port}/test");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "PgBouncer did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Bouncer {
+            url,
+            process,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Whether this process runs as root (PgBouncer refuses to).
+fn unsafe_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// A worker behind PgBouncer: in session mode it works (jobs written and run through the
+/// pooler, LISTEN waking the worker though its poll is a minute away); in transaction mode it
+/// refuses to start, saying why, instead of failing at random statements later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_pgbouncer_session_mode_works_and_transaction_mode_is_refused() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let schema = db.schema.clone().unwrap();
+    let pool = pg(&db).await;
+    let role = format!("{schema}_pooled");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN SUPERUSER; ALTER ROLE {role} SET search_path = {schema};"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let drop_role = || {
+        let pool = pool.clone();
+        let role = role.clone();
+        async move {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    let Some(session) = Bouncer::start("session", &role) else {
+        drop_role().await;
+        return;
+    };
+    let pooled = Pool::connect(&session.url, 4).await.unwrap();
+    let seen = Arc::new(Seen::default());
+    let worker = AsyncWorker::builder(pooled.clone())
+        .state(Arc::clone(&seen))
+        .poll_interval(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Written through the pooler by another process's pool: only NOTIFY can wake the worker.
+    let writer = Pool::connect(&session.url, 1).await.unwrap();
+    comment(&writer, "through the pooler").await;
+    let written = Instant::now();
+    wait_for("the job", || async { seen.0.lock().unwrap().len() == 1 }).await;
+    assert!(
+        written.elapsed() < Duration::from_secs(10),
+        "woken by NOTIFY"
+    );
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    writer.close().await;
+    pooled.close().await;
+    drop(session);
+
+    let Some(transaction) = Bouncer::start("transaction", &role) else {
+        return;
+    };
+    let pooled = Pool::connect(&transaction.url, 4).await.unwrap();
+    let error = AsyncWorker::builder(pooled.clone())
+        .state(Arc::clone(&seen))
+        .build()
+        .await
+        .err()
+        .expect("a worker behind a transaction-mode pooler");
+    assert!(matches!(error, Error::TransactionPooler), "{error}");
+    pooled.close().await;
+    drop(transaction);
+    drop_role().await;
+    db.drop_schema().await;
+}

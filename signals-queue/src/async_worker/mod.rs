@@ -178,6 +178,7 @@ impl AsyncWorkerBuilder {
         store::check_schema(&self.pool).await?;
         let listens = self.listen && self.pool.is_postgres();
         let own = open_own(&self.pool, own_connections(listens)).await?;
+        store::check_session(&own).await?;
         let worker = lifecycle::worker_id();
         let mut conn = own.acquire().await?;
         store::heartbeat(conn.tx(), worker, self.lease, self.clock.fixed()).await?;
