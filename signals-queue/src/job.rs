@@ -182,6 +182,13 @@ pub struct Run {
     row: RowFn,
     /// The handler's signal type.
     signal: fn() -> TypeId,
+    /// The handler's signal's full path, as job rows store it.
+    signal_path: fn() -> &'static str,
+}
+
+/// `S`'s full path, as `notify` writes it in the `signal` column.
+fn signal_path<S: Signal>() -> &'static str {
+    signals_core::catalog().get::<S>().path()
 }
 
 impl Run {
@@ -194,6 +201,7 @@ impl Run {
             to_json,
             row: row::<S, J>,
             signal: TypeId::of::<S>,
+            signal_path: signal_path::<S>,
         }
     }
 
@@ -327,6 +335,13 @@ impl JobInfo {
     /// The type of the handler's signal.
     pub(crate) fn signal_type(&self) -> TypeId {
         (self.run.signal)()
+    }
+
+    /// The name of the handler's signal type, without its module path: a claim takes only rows
+    /// of a signal of that name (moving the type to another module keeps its jobs).
+    pub(crate) fn signal_name(&self) -> &'static str {
+        let path = (self.run.signal_path)();
+        path.rsplit("::").next().unwrap_or(path)
     }
 
     /// `file:line` of the handler's `#[on]`.

@@ -134,8 +134,10 @@ pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
     SIGNALS_QUEUE_0_1_JOBS.iter()
 }
 
-/// The queued handlers linked into this program that `keep` selects, by job name, and their
-/// names as the JSON array the claim statements take.
+/// The queued handlers linked into this program that `keep` selects, by job name, and what the
+/// statements that look for their jobs take: a JSON array of `{"name": job name, "signal":
+/// signal type name}`. They match both, so a job another program wrote under the same name for
+/// another signal is never taken (nor waited for).
 pub(crate) type LinkedJobs = (
     std::collections::HashMap<&'static str, &'static JobInfo>,
     String,
@@ -159,8 +161,12 @@ pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs,
     every.retain(|_, job| keep(job));
     let mut names: Vec<&str> = every.keys().copied().collect();
     names.sort_unstable();
-    let names = serde_json::to_string(&names).expect("names serialize");
-    Ok((every, names))
+    let claims: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| serde_json::json!({"name": name, "signal": every[name].signal_name()}))
+        .collect();
+    let claims = serde_json::to_string(&claims).expect("claims serialize");
+    Ok((every, claims))
 }
 
 /// Not public API: the queue's internals that the broker rung (`signals-broker`) builds on. No

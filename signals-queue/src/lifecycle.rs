@@ -83,7 +83,8 @@ pub struct Claimed {
 
 /// What a claim asks for.
 pub struct ClaimRequest<'a> {
-    /// The job names the claimer can run, as a JSON array.
+    /// What the claimer can run: a JSON array of `{"name": job name, "signal": signal type
+    /// name}` (a claim takes a row only if both match).
     pub handlers: &'a str,
     /// At most this many jobs.
     pub limit: usize,

@@ -269,16 +269,33 @@ FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[], $7::int4[])
 ORDER BY job.n"
 );
 
+/// Whether the row's `signal` (a full path) names the signal type `$name` (a module may move).
+macro_rules! of_signal {
+    ($name:literal) => {
+        concat!(
+            "(signal = ",
+            $name,
+            " OR right(signal, length(",
+            $name,
+            ") + 2) = '::' || ",
+            $name,
+            ")"
+        )
+    };
+}
+
 /// The claim of [`CLAIM`] and [`CLAIM_SUSPECT`]: `$filter` picks suspects or not.
 macro_rules! claim {
     ($filter:literal, $order:literal) => {
         concat!(
             "
 WITH next AS MATERIALIZED (
-    SELECT job.id FROM jsonb_array_elements_text($2::jsonb) AS h (name)
+    SELECT job.id FROM jsonb_to_recordset($2::jsonb) AS h (name TEXT, signal TEXT)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM signals_jobs
         WHERE state = 'available' AND handler = h.name AND ",
+            of_signal!("h.signal"),
+            " AND ",
             $filter,
             " AND run_at <= ",
             now!("$1"),
@@ -299,7 +316,8 @@ RETURNING job.id, job.event_id::text, job.handler, COALESCE(job.body, job.payloa
     };
 }
 
-/// available → running for up to `$3` due jobs of the handlers `$2` (a JSON array), in claim
+/// available → running for up to `$3` due jobs of the handlers `$2` (a JSON array of
+/// `{"name", "signal"}`: a row of another signal under the same name is not taken), in claim
 /// order; charges the attempt (the handler starts now). Each handler's candidates come from
 /// the claim index starting at that handler, so jobs of handlers this worker does not run
 /// (another service's backlog, an outbox during a broker outage) and jobs waiting out a
@@ -403,10 +421,12 @@ pub(crate) const PROMOTE: &str = concat!(
     "
 UPDATE signals_jobs SET state = 'available'
 WHERE id IN (
-    SELECT job.id FROM jsonb_array_elements_text($2::jsonb) AS h (name)
+    SELECT job.id FROM jsonb_to_recordset($2::jsonb) AS h (name TEXT, signal TEXT)
     CROSS JOIN LATERAL (
         SELECT id FROM signals_jobs
-        WHERE state IN ('scheduled', 'pending') AND handler = h.name AND run_at <= ",
+        WHERE state IN ('scheduled', 'pending') AND handler = h.name AND ",
+    of_signal!("h.signal"),
+    " AND run_at <= ",
     now!("$1"),
     "
         ORDER BY run_at LIMIT 1000
@@ -419,11 +439,14 @@ pub(crate) const WAKE: &str = "SELECT pg_notify('signals_jobs_' || md5(current_s
 /// Whether a suspect of these handlers (`$2`) is due: it runs alone.
 pub(crate) const SUSPECT_DUE: &str = concat!(
     "
-SELECT EXISTS (SELECT 1 FROM signals_jobs
-    WHERE state = 'available' AND crashes > 0 AND run_at <= ",
+SELECT EXISTS (SELECT 1 FROM jsonb_to_recordset($2::jsonb) AS h (name TEXT, signal TEXT)
+    CROSS JOIN LATERAL (SELECT 1 FROM signals_jobs
+        WHERE state = 'available' AND crashes > 0 AND handler = h.name AND ",
+    of_signal!("h.signal"),
+    " AND run_at <= ",
     now!("$1"),
     "
-      AND handler IN (SELECT jsonb_array_elements_text($2::jsonb)))"
+        ORDER BY run_at LIMIT 1) AS due)"
 );
 
 /// dead → available, attempts and crashes reset; of the handler `$2` only, unless NULL.
@@ -465,19 +488,27 @@ WHERE state = 'dead' AND id > $1 ORDER BY id LIMIT $2";
 /// 1 while a job of these handlers (`$1`) waits or runs, else 0: an index probe per handler
 /// and state (each in its index's order, so that the planner never prefers a scan that
 /// expects to meet one early; running rows are few: at most every worker's concurrency).
-pub(crate) const BUSY: &str = "
+pub(crate) const BUSY: &str = concat!(
+    "
 SELECT EXISTS (
-    SELECT 1 FROM jsonb_array_elements_text($1::jsonb) AS h (name)
+    SELECT 1 FROM jsonb_to_recordset($1::jsonb) AS h (name TEXT, signal TEXT)
     CROSS JOIN LATERAL (
-        (SELECT 1 FROM signals_jobs WHERE state = 'available' AND handler = h.name
+        (SELECT 1 FROM signals_jobs WHERE state = 'available' AND handler = h.name AND ",
+    of_signal!("h.signal"),
+    "
          ORDER BY priority DESC, run_at, id LIMIT 1)
         UNION ALL
         (SELECT 1 FROM signals_jobs WHERE state IN ('scheduled', 'pending') AND handler = h.name
-         ORDER BY run_at LIMIT 1)
+         AND ",
+    of_signal!("h.signal"),
+    " ORDER BY run_at LIMIT 1)
         UNION ALL
-        (SELECT 1 FROM signals_jobs WHERE state = 'running' AND handler = h.name LIMIT 1)
+        (SELECT 1 FROM signals_jobs WHERE state = 'running' AND handler = h.name AND ",
+    of_signal!("h.signal"),
+    " LIMIT 1)
     ) AS any_job
-)::INT4::INT8";
+)::INT4::INT8"
+);
 
 /// How much of the table a claim reads, from PostgreSQL's own accounting: not a timing.
 #[cfg(test)]
@@ -573,7 +604,7 @@ ANALYZE signals_jobs;",
         .execute(&mut conn)
         .await
         .unwrap();
-        let mine = "'[\"emails.send\"]'";
+        let mine = r#"'[{"name": "emails.send", "signal": "s"}]'"#;
         let claim = ["NULL", mine, "10", "1", "1"];
         let (touched, claimed) = blocks(&mut conn, CLAIM, &claim).await;
         assert_eq!(claimed, 10, "the claim takes the 10 due jobs");

@@ -108,30 +108,55 @@ SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
        0, ?4
 FROM json_each(?3) ORDER BY key";
 
-/// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array), suspects
+/// Whether a row is one of the jobs `$handlers` (a JSON array of `{"name", "signal"}`) names:
+/// its handler's name, and its signal's type name (the row stores the full path; a module may
+/// move).
+macro_rules! mine {
+    ($handlers:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM json_each(",
+            $handlers,
+            ") AS h
+                  WHERE handler = json_extract(h.value, '$.name')
+                    AND (signal = json_extract(h.value, '$.signal')
+                         OR substr(signal, -length(json_extract(h.value, '$.signal')) - 2)
+                            = '::' || json_extract(h.value, '$.signal')))"
+        )
+    };
+}
+
+/// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array of
+/// `{"name", "signal"}`: a row of another signal under the same name is not taken), suspects
 /// (`?3`) or not, in claim order: one statement, so two workers never claim one job. Charges
 /// the attempt: the handler starts now. (`LIMIT +?4`: with a bare parameter there, SQLite
 /// re-prepares the statement at every run.)
-pub(crate) const CLAIM: &str = "
+pub(crate) const CLAIM: &str = concat!(
+    "
 UPDATE signals_jobs
 SET state = 'running', attempt = attempt + 1, token = ?5, worker = ?6, lease_until = NULL
 WHERE id IN (
     SELECT id FROM signals_jobs
     WHERE state = 'pending' AND run_at <= ?1
-      AND handler IN (SELECT value FROM json_each(?2))
+      AND ",
+    mine!("?2"),
+    "
       AND (crashes > 0) = ?3
     ORDER BY priority DESC, run_at, id
     LIMIT +?4)
-RETURNING id, event_id, handler, payload, attempt, priority, run_at";
+RETURNING id, event_id, handler, payload, attempt, priority, run_at"
+);
 
 /// Whether any job of these handlers (`?2`) is runnable: a read, which in WAL mode never waits
 /// for a writer (an idle worker asks before it claims, so that it does not queue behind the
 /// commit of the job it was woken for).
-pub(crate) const RUNNABLE: &str = "
+pub(crate) const RUNNABLE: &str = concat!(
+    "
 SELECT EXISTS (
     SELECT 1 FROM signals_jobs
-    WHERE state = 'pending' AND run_at <= ?1
-      AND handler IN (SELECT value FROM json_each(?2)))";
+    WHERE state = 'pending' AND run_at <= ?1 AND ",
+    mine!("?2"),
+    ")"
+);
 
 /// running → done, in the job's own transaction, only while its claim holds it.
 pub(crate) const COMPLETE: &str = "
@@ -190,10 +215,13 @@ pub(crate) const PRUNE_WORKERS: &str =
     "DELETE FROM signals_workers WHERE id IN (SELECT value FROM json_each(?1))";
 
 /// Whether a suspect of these handlers (`?2`) is due: it runs alone.
-pub(crate) const SUSPECT_DUE: &str = "
+pub(crate) const SUSPECT_DUE: &str = concat!(
+    "
 SELECT EXISTS (SELECT 1 FROM signals_jobs
-    WHERE state = 'pending' AND crashes > 0 AND run_at <= ?1
-      AND handler IN (SELECT value FROM json_each(?2)))";
+    WHERE state = 'pending' AND crashes > 0 AND run_at <= ?1 AND ",
+    mine!("?2"),
+    ")"
+);
 
 /// dead → pending, with the attempts and crashes reset; of the handler `?2` only, unless NULL.
 pub(crate) const RETRY_DEAD: &str = "
@@ -230,10 +258,12 @@ pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, payload FROM signals_jobs
 WHERE state = 'dead' AND id > ?1 ORDER BY id LIMIT ?2";
 
-/// How many jobs of these handlers (`?1`, a JSON array) are pending or running.
-pub(crate) const BUSY: &str = "
-SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running')
-  AND handler IN (SELECT value FROM json_each(?1))";
+/// How many jobs of these handlers (`?1`) are pending or running.
+pub(crate) const BUSY: &str = concat!(
+    "
+SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running') AND ",
+    mine!("?1")
+);
 
 /// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

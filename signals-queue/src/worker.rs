@@ -227,7 +227,7 @@ struct Running {
 struct Shared {
     config: WorkerBuilder,
     jobs: HashMap<&'static str, &'static JobInfo>,
-    /// The linked handlers' names as a JSON array, for the claim statement.
+    /// The linked handlers as the statements take them (see `LinkedJobs`).
     handlers: String,
     worker: i64,
     /// Stop fetching (shutdown began).

@@ -920,3 +920,36 @@ async fn on_sqlite_a_job_that_reads_waits_then_writes_holds_the_write_lock_from_
     })
     .await;
 }
+
+/// Two services share the jobs table, and the other one wrote a job under a name this one uses,
+/// for a signal of its own (a publishing function of the same name, say): this worker's claim
+/// matches the signal too, so it neither takes the job nor waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_another_signal_under_the_same_name_is_not_taken() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Arc::new(Attempts::default());
+        let sql = match db.pool.is_postgres() {
+            true => "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state, max_attempts, run_at, created_at)
+                     VALUES (gen_random_uuid(), 'billing::InvoiceSent', 'async_queue::send_welcome', 'billing.invoices', 0, '{\"invoice\": 1}', 'available', 25, 0, 0)",
+            false => "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
+                      VALUES ('00000000-0000-7000-8000-000000000001', 'billing::InvoiceSent', 'async_queue::send_welcome', 'billing.invoices', 0, '{\"invoice\": 1}', 25, 0, 0)",
+        };
+        db.execute(sql).await;
+        db.notify(&attempts, &OrderPlaced { order_id: 3 }, true)
+            .await;
+        db.drain(&attempts).await;
+        assert_eq!(
+            attempts.sent.load(Ordering::SeqCst),
+            1,
+            "{name}: its own job ran"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE signal = 'billing::InvoiceSent' AND attempt = 0 AND state <> 'running'")
+                .await,
+            1,
+            "{name}: the other service's job is untouched"
+        );
+        db.drop_schema().await;
+    }
+}

@@ -161,7 +161,7 @@ fn drain_job_written_by_hand(
         .unwrap()
         .execute(
             "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-             VALUES ('00000000-0000-7000-8000-000000000000', 'x::Signal', ?1, 'default', 0, ?2, 25, 0, 0)",
+             VALUES ('00000000-0000-7000-8000-000000000000', 'moved::elsewhere::OrderPlaced', ?1, 'default', 0, ?2, 25, 0, 0)",
             (handler, payload),
         )
         .unwrap();
@@ -358,7 +358,7 @@ fn a_payload_that_no_longer_deserializes_is_retried_within_the_grace() {
     let conn = Connection::open(&path).unwrap();
     conn.execute(
         "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-         VALUES ('00000000-0000-7000-8000-000000000000', 'x::Signal', 'sqlite::send_welcome', 'default', 0, '{\"renamed\": 1}', 25, 0, ?1)",
+         VALUES ('00000000-0000-7000-8000-000000000000', 'moved::elsewhere::OrderPlaced', 'sqlite::send_welcome', 'default', 0, '{\"renamed\": 1}', 25, 0, ?1)",
         [signals_queue::Clock::system().now()],
     )
     .unwrap();

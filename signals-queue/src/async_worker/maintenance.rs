@@ -28,7 +28,7 @@ pub struct Upkeep<'a> {
     pub tick: Duration,
     /// The backoff a rescued job waits out.
     pub retry: &'a RetryPolicy,
-    /// The worker's handlers as a JSON array (for due scheduled jobs and suspects).
+    /// The worker's handlers as the statements take them (for due scheduled jobs and suspects).
     pub handlers: &'a str,
     /// A manual clock, in tests.
     pub clock: &'a Clock,

@@ -261,7 +261,7 @@ struct Shared {
     /// The worker's own connections (fetches, completions, leases, LISTEN).
     own: Pool,
     jobs: HashMap<&'static str, &'static JobInfo>,
-    /// The linked handlers' names as a JSON array, for the claim.
+    /// The linked handlers as the statements take them (see `LinkedJobs`).
     handlers: String,
     /// This worker's id: its lease row's key.
     worker: i64,
