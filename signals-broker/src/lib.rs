@@ -739,6 +739,7 @@ where
             stream_key,
             stop: Arc::new(AtomicBool::new(false)),
             pruned: None,
+            checked: None,
         })
     }
 }
@@ -782,11 +783,16 @@ pub struct Subscriber<S> {
     stop: Arc<AtomicBool>,
     /// When the inbox was last pruned.
     pruned: Option<std::time::Instant>,
+    /// When an idle subscriber last checked that its consumer exists.
+    checked: Option<std::time::Instant>,
 }
 
 /// How many messages share a transaction at most: one savepoint each, and room for handlers'
 /// own, under PostgreSQL's 64 cached subtransactions per backend.
 const GROUP: usize = 16;
+
+/// How often an idle subscriber checks that its consumer still exists.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// How often a subscriber prunes its inbox.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -847,14 +853,17 @@ where
         Ok(())
     }
 
-    /// Handles messages until the consumer has none pending or unacknowledged.
+    /// Handles messages until the consumer has none pending or unacknowledged (for tests,
+    /// demos and batch jobs; a message that keeps failing keeps it running within its budget).
     ///
     /// # Errors
     ///
-    /// [`Error::Nats`] if the consumer's state cannot be read.
+    /// [`Error::Nats`] if a pull fails or the consumer's state cannot be read: unlike
+    /// [`run`](Self::run), it does not wait for NATS to come back.
     pub async fn run_until_idle(mut self) -> Result<(), Error> {
         loop {
-            let handled = self.pull_or_recover(Duration::from_millis(100)).await;
+            self.prune().await;
+            let handled = self.pull(Duration::from_millis(100)).await?;
             if handled == 0 {
                 let info = self.consumer.info().await.map_err(Error::nats)?;
                 if info.num_pending == 0 && info.num_ack_pending == 0 {
@@ -870,6 +879,19 @@ where
         let mut failures = 0u32;
         loop {
             match self.pull(wait).await {
+                Ok(0) => {
+                    // A pull from a deleted consumer just finds nothing: look at it now and
+                    // then while idle, and bind it again if it is gone.
+                    if self.checked.is_none_or(|at| at.elapsed() >= CHECK_EVERY) {
+                        self.checked = Some(std::time::Instant::now());
+                        if self.consumer.info().await.is_err() {
+                            if let Err(error) = self.bind().await {
+                                queue::database_error("nats", &error);
+                            }
+                        }
+                    }
+                    return 0;
+                }
                 Ok(handled) => return handled,
                 Err(error) => {
                     failures += 1;
@@ -907,6 +929,9 @@ where
             })
             .await
             .map_err(Error::nats)?;
+        // The stream may have been re-created: its sequence restarted, so its key changes.
+        let created = stream.cached_info().created.unix_timestamp_nanos();
+        self.stream_key = format!("{}@{created}", config.stream);
         Ok(())
     }
 
@@ -939,16 +964,19 @@ where
             .map_err(Error::nats)?;
         let mut handled = 0;
         while let Some(first) = messages.next().await {
-            let mut group = vec![first.map_err(Error::Nats)?];
-            // The messages already here join the group; none is waited for.
-            while group.len() < GROUP {
-                match messages.next().now_or_never() {
-                    Some(Some(next)) => group.push(next.map_err(Error::Nats)?),
-                    _ => break,
-                }
+            let mut arrived = vec![first.map_err(Error::Nats)?];
+            // The messages already here join; none is waited for.
+            while let Some(Some(next)) = messages.next().now_or_never() {
+                arrived.push(next.map_err(Error::Nats)?);
             }
-            handled += group.len();
-            self.handle(&group).await;
+            handled += arrived.len();
+            let mut start = 0;
+            while start < arrived.len() {
+                let end = (start + GROUP).min(arrived.len());
+                // The messages after the group wait in hand: they get in-progress acks too.
+                self.handle(&arrived[start..end], &arrived[end..]).await;
+                start = end;
+            }
         }
         Ok(handled)
     }
@@ -956,13 +984,36 @@ where
     /// A group of messages in one transaction, each after a savepoint: its inbox row and its
     /// handlers' effects, or (rolled back to its savepoint) a dead row or nothing; one commit;
     /// then each is acked, naked with backoff, or terminated. While the group runs, JetStream
-    /// is told every third of `ack_wait` that it is in progress (a long handler is not
-    /// delivered to another instance). When the database fails (begin, a statement of the
-    /// subscriber's own, the commit) the group is held and tried again after a pause, with
-    /// the same in-progress acks: an outage uses up no delivery.
-    async fn handle(&self, group: &[jetstream::Message]) {
+    /// is told every third of `ack_wait` that it and the messages `waiting` behind it are in
+    /// progress (a long handler is not delivered to another instance). When the database fails
+    /// (begin, a statement of the subscriber's own, the connection) the group is held and
+    /// tried again after a pause, with the same in-progress acks: an outage uses up no
+    /// delivery. A commit the database refuses for what a handler wrote (a deferred
+    /// constraint, a serialization failure) is that message's failure: the group is tried
+    /// again one message at a time, and the one whose commit fails is naked or dead.
+    async fn handle(&self, group: &[jetstream::Message], waiting: &[jetstream::Message]) {
+        if self.until_done(group, &[], waiting).await {
+            return;
+        }
+        for (i, message) in group.iter().enumerate() {
+            let _ = self
+                .until_done(std::slice::from_ref(message), &group[i + 1..], waiting)
+                .await;
+        }
+    }
+
+    /// Applies `group` until it commits (then acks it: `true`), the subscriber stops, or the
+    /// commit is refused for what the group wrote (`false` for a group of several; a single
+    /// message is then naked or dead, and `true`).
+    async fn until_done(
+        &self,
+        group: &[jetstream::Message],
+        later: &[jetstream::Message],
+        waiting: &[jetstream::Message],
+    ) -> bool {
         let mut pause = Duration::from_millis(100);
         let keep_alive = (self.config.ack_wait / 3).max(Duration::from_millis(100));
+        let held = [group, later, waiting];
         loop {
             let attempt = self.apply_group(group);
             tokio::pin!(attempt);
@@ -971,48 +1022,84 @@ where
             let result = loop {
                 tokio::select! {
                     result = &mut attempt => break result,
-                    _ = ticker.tick() => in_progress(group).await,
+                    _ = ticker.tick() => in_progress(&held).await,
                 }
             };
-            match result {
+            let error = match result {
                 Ok(acks) => {
                     // A lost ack means one more delivery, which the inbox skips.
                     for (message, ack) in group.iter().zip(acks) {
                         let _ = message.ack_with(ack).await;
                     }
-                    return;
+                    return true;
                 }
-                Err(error) => {
-                    queue::database_error("inbox", &error.into());
-                    if self.stop.load(Ordering::SeqCst) {
-                        return; // delivered again after `ack_wait`
+                Err(GroupError::Refused(error)) if group.len() > 1 => {
+                    queue::database_error("commit", &error.into());
+                    return false;
+                }
+                Err(GroupError::Refused(error)) => match self.refused(&group[0], &error).await {
+                    Ok(ack) => {
+                        let _ = group[0].ack_with(ack).await;
+                        return true;
                     }
-                    in_progress(group).await;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(keep_alive).min(Duration::from_secs(5));
-                }
+                    Err(error) => error,
+                },
+                Err(GroupError::Database(error)) => error,
+            };
+            queue::database_error("inbox", &error.into());
+            if self.stop.load(Ordering::SeqCst) {
+                return true; // delivered again after `ack_wait`
             }
+            in_progress(&held).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(keep_alive).min(Duration::from_secs(5));
         }
     }
 
     /// The group in one transaction: how to acknowledge each message once it committed.
-    async fn apply_group(&self, group: &[jetstream::Message]) -> Result<Vec<AckKind>, sqlx::Error> {
+    async fn apply_group(&self, group: &[jetstream::Message]) -> Result<Vec<AckKind>, GroupError> {
         let mut tx = self.config.pool.begin().await?;
         let mut acks = Vec::with_capacity(group.len());
         for message in group {
             acks.push(self.apply(&mut tx, message).await?);
         }
-        tx.commit().await?;
+        tx.commit().await.map_err(|error| match error {
+            error @ sqlx::Error::Database(_) => GroupError::Refused(error),
+            error => GroupError::Database(error),
+        })?;
         Ok(acks)
     }
 
-    /// One message of a group, after a savepoint: how to acknowledge it once the group commits.
-    /// `Err`: the transaction itself failed.
-    async fn apply(
+    /// One message whose commit the database refused: a failed delivery (naked after a
+    /// backoff), or dead once past its budget (recorded in a transaction of its own).
+    async fn refused(
         &self,
-        tx: &mut signals_queue::Transaction,
         message: &jetstream::Message,
+        error: &sqlx::Error,
     ) -> Result<AckKind, sqlx::Error> {
+        let received = self.received(message);
+        let failure = Failure::Retry(format!("the database refused the commit: {error}"));
+        let (error, dead) = self.verdict(&received, failure);
+        if !dead {
+            return Ok(self.nak(&received));
+        }
+        let mut tx = self.config.pool.begin().await?;
+        let (consumer, subject) = (&self.config.consumer, message.subject.as_str());
+        inbox(
+            tx.tx(),
+            consumer,
+            &received.id,
+            subject,
+            Some(&error),
+            received.now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(AckKind::Term)
+    }
+
+    /// What a message says of itself: its inbox key, deliveries, sequence, publication time.
+    fn received(&self, message: &jetstream::Message) -> Received {
         let now = self.config.clock.now();
         let (delivered, sequence, published) = match message.info() {
             Ok(info) => (
@@ -1022,7 +1109,7 @@ where
             ),
             Err(_) => (1, 0, now),
         };
-        let message_id = message
+        let id = message
             .headers
             .as_ref()
             .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
@@ -1030,41 +1117,87 @@ where
                 || format!("{}:{sequence}", self.stream_key),
                 |id| id.to_string(),
             );
+        Received {
+            id,
+            delivered,
+            sequence,
+            published,
+            now,
+        }
+    }
+
+    /// A failed message's error, and whether it is dead: past `payload_grace` for a payload
+    /// this release cannot read, past `max_age` for a handler failure, or `max_deliver`.
+    fn verdict(&self, received: &Received, failure: Failure) -> (String, bool) {
+        let age = received.now.saturating_sub(received.published);
+        let out_of_deliveries = received.delivered >= self.config.max_deliver;
+        match failure {
+            Failure::Payload(error) => {
+                let grace = self.config.payload_grace.as_millis() as i64;
+                (error, out_of_deliveries || age >= grace)
+            }
+            Failure::Retry(error) => {
+                let budget = self.config.max_age.as_millis() as i64;
+                (error, out_of_deliveries || age >= budget)
+            }
+        }
+    }
+
+    /// A nak with the retry policy's backoff.
+    fn nak(&self, received: &Received) -> AckKind {
+        let attempt = received.delivered.max(1) as u32;
+        AckKind::Nak(Some(self.config.retry.delay(attempt, fastrand::f64())))
+    }
+
+    /// One message of a group, after a savepoint: how to acknowledge it once the group commits.
+    /// `Err`: the transaction itself failed.
+    async fn apply(
+        &self,
+        tx: &mut signals_queue::Transaction,
+        message: &jetstream::Message,
+    ) -> Result<AckKind, sqlx::Error> {
+        let received = self.received(message);
         let subject = message.subject.as_str();
         let consumer = &self.config.consumer;
         queue::savepoint(tx.tx(), "SAVEPOINT signals_message").await?;
-        if !inbox(tx.tx(), consumer, &message_id, subject, None, now).await? {
+        if !inbox(tx.tx(), consumer, &received.id, subject, None, received.now).await? {
             return Ok(AckKind::Ack); // seen before: its effects committed then
         }
-        let failure = match self
-            .notify(tx, message, &message_id, delivered, sequence)
-            .await
-        {
-            Ok(()) => {
-                queue::savepoint(tx.tx(), "RELEASE SAVEPOINT signals_message").await?;
-                return Ok(AckKind::Ack);
-            }
+        let notified = self
+            .notify(
+                tx,
+                message,
+                &received.id,
+                received.delivered,
+                received.sequence,
+            )
+            .await;
+        let failure = match notified {
+            Ok(()) => match queue::savepoint(tx.tx(), "RELEASE SAVEPOINT signals_message").await {
+                Ok(()) => return Ok(AckKind::Ack),
+                // The handler returned `Ok` but left its transaction failed (it caught a
+                // database error): its failure, not the database's.
+                Err(sqlx::Error::Database(error)) => Failure::Retry(format!(
+                    "the handler returned Ok but its transaction failed: {error}"
+                )),
+                Err(error) => return Err(error),
+            },
             Err(failure) => failure,
         };
         queue::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_message").await?;
-        let too_old = now.saturating_sub(published) >= self.config.max_age.as_millis() as i64;
-        let age = now.saturating_sub(published);
-        let (error, dead) = match failure {
-            Failure::Payload(error) => (
-                error,
-                age >= self.config.payload_grace.as_millis() as i64
-                    || delivered >= self.config.max_deliver,
-            ),
-            Failure::Retry(error) => (error, delivered >= self.config.max_deliver || too_old),
-        };
+        let (error, dead) = self.verdict(&received, failure);
         if !dead {
-            let delay = self
-                .config
-                .retry
-                .delay(delivered.max(1) as u32, fastrand::f64());
-            return Ok(AckKind::Nak(Some(delay)));
+            return Ok(self.nak(&received));
         }
-        inbox(tx.tx(), consumer, &message_id, subject, Some(&error), now).await?;
+        inbox(
+            tx.tx(),
+            consumer,
+            &received.id,
+            subject,
+            Some(&error),
+            received.now,
+        )
+        .await?;
         Ok(AckKind::Term)
     }
 
@@ -1111,12 +1244,39 @@ where
     }
 }
 
-/// Tells JetStream the subscriber is still working on the group's messages (resets their
+/// Tells JetStream the subscriber is still working on these messages (resets their
 /// `ack_wait`; uses up no delivery).
-async fn in_progress(group: &[jetstream::Message]) {
-    for message in group {
-        let _ = message.ack_with(AckKind::Progress).await;
+async fn in_progress(held: &[&[jetstream::Message]]) {
+    for group in held {
+        for message in group.iter() {
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
     }
+}
+
+/// Why a group did not commit.
+enum GroupError {
+    /// The database failed: the connection, `BEGIN`, or a statement of the subscriber's own.
+    Database(sqlx::Error),
+    /// The database refused the commit for what the group wrote.
+    Refused(sqlx::Error),
+}
+
+impl From<sqlx::Error> for GroupError {
+    fn from(error: sqlx::Error) -> Self {
+        GroupError::Database(error)
+    }
+}
+
+/// What a message says of itself (see `Subscriber::received`).
+struct Received {
+    /// Its inbox key: its `Nats-Msg-Id`, or the stream's key and its sequence.
+    id: String,
+    delivered: i64,
+    sequence: u64,
+    /// When the stream stored it, in milliseconds.
+    published: i64,
+    now: i64,
 }
 
 /// The payload grace of `signals-queue`'s workers, for the subscriber's default.

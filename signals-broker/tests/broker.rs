@@ -71,11 +71,22 @@ struct OrderPlacedReceived {
 static SEEN: Mutex<Vec<i64>> = Mutex::new(Vec::new());
 /// Deliveries of poison messages.
 static POISON_DELIVERIES: AtomicUsize = AtomicUsize::new(0);
+/// Deliveries of the message whose handler swallows a database error.
+static SWALLOWED: AtomicUsize = AtomicUsize::new(0);
 
 /// A negative order id is poison: the handler always fails on it.
 #[on(OrderPlacedReceived)]
 async fn record_shipment(sig: &OrderPlacedReceived, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
     SEEN.lock().unwrap().push(sig.order_id);
+    if sig.order_id == -2 {
+        // Swallows a database error and returns `Ok`, leaving its transaction failed.
+        SWALLOWED.fetch_add(1, Ordering::SeqCst);
+        let _ = with_db!(&mut ctx.tx, |conn| sqlx::query("SELECT 1 / 0")
+            .execute(conn)
+            .await
+            .map(drop));
+        return Ok(());
+    }
     if sig.order_id < 0 {
         POISON_DELIVERIES.fetch_add(1, Ordering::SeqCst);
         return Err(format!("order {} does not exist", sig.order_id).into());
@@ -866,6 +877,99 @@ async fn a_silent_server_costs_a_batch_one_ack_timeout() {
     .await;
     relay.shutdown(Duration::from_secs(10)).await;
     assert_eq!(broker.messages().await, 40, "each message stored once");
+    db.drop_schema().await;
+    broker.delete().await;
+}
+
+/// An operator deletes the durable consumer while the subscriber runs: the subscriber's pulls
+/// fail, it keeps going, binds the consumer again, and handles what was published meanwhile
+/// (the messages the new consumer delivers again are skipped by the inbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_bound_again_and_the_subscriber_carries_on() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    let relay = broker.relay(&db).build().await.unwrap().start();
+    let subscriber = broker.subscriber(&db, &consumer).build().await.unwrap();
+    let stop = subscriber.stopper();
+    let running = tokio::spawn(subscriber.run());
+    place(&db, 50_000..50_005, true).await;
+    support::wait_for("the first messages", || async {
+        inbox_stats(&db.pool, &consumer).await.unwrap().done == 5
+    })
+    .await;
+    let stream = broker.js.get_stream(&broker.stream).await.unwrap();
+    stream.delete_consumer(&consumer).await.unwrap();
+    place(&db, 50_005..50_010, true).await;
+    support::wait_for("the messages published after the deletion", || async {
+        inbox_stats(&db.pool, &consumer).await.unwrap().done == 10
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    running.await.unwrap().unwrap();
+    relay.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM shipments WHERE order_id >= 50000")
+            .await,
+        10,
+        "each message applied once"
+    );
+    db.drop_schema().await;
+    broker.delete().await;
+}
+
+/// A handler that swallows a database error and returns `Ok` leaves the group's transaction
+/// failed: that is its message's failure (naked, then dead), not a database outage that would
+/// hold the group, and the messages beside it, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_leaves_its_transaction_failed_fails_its_own_message() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    place(&db, [60_001, -2, 60_002], true).await;
+    broker
+        .relay(&db)
+        .build()
+        .await
+        .unwrap()
+        .run_until_idle()
+        .await
+        .unwrap();
+    let before = SWALLOWED.load(Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        broker
+            .subscriber(&db, &consumer)
+            .max_deliver(2)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle(),
+    )
+    .await
+    .expect("the subscriber went on")
+    .unwrap();
+    assert_eq!(
+        SWALLOWED.load(Ordering::SeqCst) - before,
+        2,
+        "delivered max_deliver times"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM shipments WHERE order_id >= 60000")
+            .await,
+        2,
+        "the messages beside it committed"
+    );
+    let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
+    assert_eq!((inbox.done, inbox.dead), (2, 1));
     db.drop_schema().await;
     broker.delete().await;
 }

@@ -203,6 +203,9 @@ CREATE TABLE IF NOT EXISTS signals_queue_migrations (
     applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 )";
 
+/// Whether the jobs table exists (only new tables are migrated in one transaction).
+pub(crate) const JOBS_EXIST: &str = "SELECT to_regclass('signals_jobs') IS NOT NULL";
+
 /// Whether the schema table exists: before the first migration it does not.
 pub(crate) const HAS_SCHEMA: &str = "SELECT to_regclass('signals_queue_schema') IS NOT NULL";
 

@@ -48,7 +48,8 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
     let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
     if exists {
         let version: Option<i64> = conn.query_row(VERSION, [], |row| row.get(0))?;
-        if version == Some(SCHEMA_VERSION) {
+        let indexed: bool = conn.query_row(HAS_INBOX_INDEX, [], |row| row.get(0))?;
+        if version == Some(SCHEMA_VERSION) && indexed {
             return Ok(());
         }
     }
@@ -91,7 +92,10 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
             found,
             known: SCHEMA_VERSION,
         }),
-        Some(found) if found == SCHEMA_VERSION => Ok(()),
+        Some(found) if found == SCHEMA_VERSION => {
+            conn.execute(INBOX_INDEX, [])?;
+            Ok(())
+        }
         // Create the tables, or bring older ones up to date in place.
         _ => {
             conn.execute_batch(SCHEMA)?;

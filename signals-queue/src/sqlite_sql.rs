@@ -13,9 +13,19 @@ use std::time::Duration;
 pub(crate) const IS_POSTGRES: bool = false;
 
 /// The schema version this crate writes and reads: 1 the jobs table, 2 the broker's inbox, 3
-/// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`), 4 the inbox's
-/// time index (for pruning).
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+/// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`). The inbox's time
+/// index (for pruning) came later without a new version, so that the release before it still
+/// starts on a migrated file: [`migrate`](crate::migrate) adds it when it is missing
+/// ([`INBOX_INDEX`]).
+pub(crate) const SCHEMA_VERSION: i64 = 3;
+
+/// Whether the inbox's time index exists.
+pub(crate) const HAS_INBOX_INDEX: &str = "
+SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = 'signals_inbox_received'";
+
+/// The inbox's time index.
+pub(crate) const INBOX_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS signals_inbox_received ON signals_inbox (received_at)";
 
 /// The tables, in their newest shape when created now; an older table gets the columns of
 /// [`ADDED_COLUMNS`] before [`INDEXES`] run.

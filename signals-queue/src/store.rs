@@ -562,12 +562,13 @@ async fn postgres_schema(conn: &mut sqlx::PgConnection) -> Result<Option<(i64, i
     let has_migrations: bool = sqlx::query_scalar(sql::HAS_MIGRATIONS)
         .fetch_one(&mut *conn)
         .await?;
+    // No migrations table, or one a migration cut off half way left empty: the level is what
+    // ran (each level's migrations ran whole).
     let applied: Option<i64> = match has_migrations {
-        true => {
-            sqlx::query_scalar(sql::APPLIED)
-                .fetch_one(&mut *conn)
-                .await?
-        }
+        true => sqlx::query_scalar::<_, Option<i64>>(sql::APPLIED)
+            .fetch_one(&mut *conn)
+            .await?
+            .or(level),
         false => level,
     };
     let (Some(level), Some(applied)) = (level, applied) else {
@@ -618,6 +619,15 @@ async fn migrate_postgres_locked(conn: &mut sqlx::PgConnection) -> Result<(), Er
     sqlx::raw_sql(sql::MIGRATION_TABLES)
         .execute(&mut *conn)
         .await?;
+    // What ran before the migrations table existed (the level a release before it recorded).
+    for (version, _) in sql::MIGRATIONS {
+        if applied.is_some_and(|applied| applied >= *version) {
+            sqlx::query(sql::MIGRATED)
+                .bind(*version as i32)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
     // A `CREATE INDEX CONCURRENTLY` that failed left an invalid index its `IF NOT EXISTS`
     // would keep: drop it to build it again.
     let invalid: Vec<String> = sqlx::query_scalar(sql::INVALID_INDEX)
@@ -629,7 +639,10 @@ async fn migrate_postgres_locked(conn: &mut sqlx::PgConnection) -> Result<(), Er
             .execute(&mut *conn)
             .await?;
     }
-    if applied.is_none() {
+    let jobs_exist: bool = sqlx::query_scalar(sql::JOBS_EXIST)
+        .fetch_one(&mut *conn)
+        .await?;
+    if applied.is_none() && !jobs_exist {
         // New tables: every step in one transaction, indexes built on empty tables.
         let mut tx = conn.begin().await?;
         for (version, steps) in sql::MIGRATIONS {
@@ -719,7 +732,10 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
         let found = sqlx::query_scalar(sql::VERSION)
             .fetch_one(&mut *conn)
             .await?;
-        if check(found)? {
+        let indexed: bool = sqlx::query_scalar(sql::HAS_INBOX_INDEX)
+            .fetch_one(&mut *conn)
+            .await?;
+        if check(found)? && indexed {
             return Ok(());
         }
     }
@@ -728,7 +744,9 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
         true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
         false => None,
     };
-    if !check(found)? {
+    if check(found)? {
+        sqlx::query(sql::INBOX_INDEX).execute(&mut *tx).await?;
+    } else {
         sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
         for (column, add) in sql::ADDED_COLUMNS {
             let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)

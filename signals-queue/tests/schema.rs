@@ -177,6 +177,14 @@ async fn the_previous_release_keeps_working_through_an_online_migration() {
     };
     let pool = pg(&db).await;
     sqlx::raw_sql(PREVIOUS_SCHEMA).execute(&pool).await.unwrap();
+    // An earlier try of this migration was cut off after creating its (empty) record.
+    sqlx::raw_sql(
+        "CREATE TABLE signals_queue_migrations (
+             version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     let previous_enqueue = |text: &'static str| {
         let pool = pool.clone();
         async move {
