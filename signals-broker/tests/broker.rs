@@ -78,6 +78,10 @@ static SWALLOWED: AtomicUsize = AtomicUsize::new(0);
 #[on(OrderPlacedReceived)]
 async fn record_shipment(sig: &OrderPlacedReceived, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
     SEEN.lock().unwrap().push(sig.order_id);
+    if sig.order_id == 70_000 {
+        // A long handler: longer than the test's `ack_wait`.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
     if sig.order_id == -2 {
         // Swallows a database error and returns `Ok`, leaving its transaction failed.
         SWALLOWED.fetch_add(1, Ordering::SeqCst);
@@ -970,6 +974,57 @@ async fn a_handler_that_leaves_its_transaction_failed_fails_its_own_message() {
     );
     let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
     assert_eq!((inbox.done, inbox.dead), (2, 1));
+    db.drop_schema().await;
+    broker.delete().await;
+}
+
+/// A handler runs longer than `ack_wait` while a second instance of the subscriber shares the
+/// durable consumer: in-progress acks keep JetStream from delivering its message again (to the
+/// other instance or at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_handler_keeps_its_message_with_in_progress_acks() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    place(&db, [70_000], true).await;
+    broker
+        .relay(&db)
+        .build()
+        .await
+        .unwrap()
+        .run_until_idle()
+        .await
+        .unwrap();
+    let mut instances = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..2 {
+        let subscriber = broker
+            .subscriber(&db, &consumer)
+            .ack_wait(Duration::from_secs(1))
+            .build()
+            .await
+            .unwrap();
+        stops.push(subscriber.stopper());
+        instances.push(tokio::spawn(subscriber.run()));
+    }
+    support::wait_for("the long message", || async {
+        inbox_stats(&db.pool, &consumer).await.unwrap().done == 1
+    })
+    .await;
+    for stop in &stops {
+        stop.store(true, Ordering::SeqCst);
+    }
+    for instance in instances {
+        instance.await.unwrap().unwrap();
+    }
+    let mut stream = broker.js.get_stream(&broker.stream).await.unwrap();
+    let info = stream.consumer_info(&consumer).await.unwrap();
+    // The consumer's sequence counts every delivery, redeliveries included.
+    assert_eq!(info.delivered.consumer_sequence, 1, "delivered once");
     db.drop_schema().await;
     broker.delete().await;
 }

@@ -609,20 +609,33 @@ ANALYZE signals_jobs;",
         .unwrap();
         let mine = r#"'[{"name": "emails.send", "signal": "s"}]'"#;
         let claim = ["NULL", mine, "10", "1", "1"];
-        let (touched, claimed) = blocks(&mut conn, CLAIM, &claim).await;
-        assert_eq!(claimed, 10, "the claim takes the 10 due jobs");
-        assert!(touched < 200, "a claim touched {touched} blocks");
-        let (touched, _) = blocks(&mut conn, CLAIM_SUSPECT, &claim).await;
-        assert!(touched < 50, "a suspect claim touched {touched} blocks");
-        let (touched, _) = blocks(&mut conn, PROMOTE, &["NULL", mine]).await;
-        assert!(touched < 50, "a promotion touched {touched} blocks");
-        let (touched, _) = blocks(&mut conn, SUSPECT_DUE, &["NULL", mine]).await;
-        assert!(touched < 50, "a suspect check touched {touched} blocks");
-        let (touched, _) = blocks(&mut conn, BUSY, &[mine]).await;
-        assert!(touched < 50, "the idle check touched {touched} blocks");
+        let (claim_blocks, claimed) = blocks(&mut conn, CLAIM, &claim).await;
+        let (suspect_blocks, _) = blocks(&mut conn, CLAIM_SUSPECT, &claim).await;
+        let (promote_blocks, _) = blocks(&mut conn, PROMOTE, &["NULL", mine]).await;
+        let (due_blocks, _) = blocks(&mut conn, SUSPECT_DUE, &["NULL", mine]).await;
+        let (busy_blocks, _) = blocks(&mut conn, BUSY, &[mine]).await;
+        // Dropped before the assertions, so that a failure leaves no schema behind.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .execute(&mut conn)
             .await
             .unwrap();
+        assert_eq!(claimed, 10, "the claim takes the 10 due jobs");
+        assert!(claim_blocks < 200, "a claim touched {claim_blocks} blocks");
+        assert!(
+            suspect_blocks < 50,
+            "a suspect claim touched {suspect_blocks} blocks"
+        );
+        assert!(
+            promote_blocks < 50,
+            "a promotion touched {promote_blocks} blocks"
+        );
+        assert!(
+            due_blocks < 50,
+            "a suspect check touched {due_blocks} blocks"
+        );
+        assert!(
+            busy_blocks < 50,
+            "the idle check touched {busy_blocks} blocks"
+        );
     }
 }
