@@ -40,7 +40,11 @@ pub struct HandlerStats {
     pub pending: u64,
     /// Claimed by a worker.
     pub running: u64,
-    /// Completed (until purged).
+    /// Completed and not yet purged, as workers count them: each flushes its completions into
+    /// `signals_job_counts` every maintenance tick and when it stops, and `purge_done` takes
+    /// the rows it deletes off. So reading it never counts done rows, and it is approximate: a
+    /// worker killed loses the counts of its last tick, and jobs completed by a release before
+    /// these counts are not in them.
     pub done: u64,
     /// Out of attempts or not runnable.
     pub dead: u64,

@@ -170,6 +170,12 @@ ALTER TABLE signals_jobs SET (fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01,
     autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 1)"),
             tx("ALTER TABLE signals_workers SET (fillfactor = 50)"),
+            // Done jobs by handler, flushed by workers: `stats` never counts done rows.
+            tx("
+CREATE TABLE IF NOT EXISTS signals_job_counts (
+    handler TEXT PRIMARY KEY,
+    done    BIGINT NOT NULL DEFAULT 0
+)"),
             concurrently(
                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_claim
     ON signals_jobs (handler, priority DESC, run_at, id) WHERE state = 'available'",
@@ -348,7 +354,8 @@ UPDATE signals_jobs AS job SET state = 'done', finished_at = ",
     ", worker = NULL
 FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
       FROM jsonb_array_elements($2::jsonb) AS pair) AS done
-WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'"
+WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'
+RETURNING job.handler"
 );
 
 /// running → scheduled after `$3` ms (available at once for none), or dead (no attempts
@@ -463,16 +470,31 @@ WHERE state = 'dead' AND ($2::TEXT IS NULL OR handler = $2)"
 );
 
 /// Deletes up to 10,000 done jobs that finished before `$1` (the caller repeats while a
-/// statement deletes that many): no statement holds locks on millions of rows.
+/// statement deletes that many), and takes them off the done counts, in one statement: no
+/// statement holds locks on millions of rows. How many.
 pub(crate) const PURGE_DONE: &str = "
-DELETE FROM signals_jobs WHERE id IN (
-    SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < $1 LIMIT 10000)";
+WITH gone AS (
+    DELETE FROM signals_jobs WHERE id IN (
+        SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < $1 LIMIT 10000)
+    RETURNING handler),
+counted AS (
+    INSERT INTO signals_job_counts (handler, done)
+    SELECT handler, -COUNT(*) FROM gone GROUP BY handler
+    ON CONFLICT (handler) DO UPDATE
+    SET done = GREATEST(signals_job_counts.done + EXCLUDED.done, 0)
+    RETURNING 1)
+SELECT COUNT(*)::BIGINT FROM gone";
 
-/// How many rows one [`PURGE_DONE`] deletes at most.
-pub(crate) const PURGE_BATCH: u64 = 10_000;
+/// Adds a worker's completed jobs to the done counts: `$1` is a JSON object of handler to
+/// count.
+pub(crate) const COUNT_DONE: &str = "
+INSERT INTO signals_job_counts (handler, done)
+SELECT key, value::BIGINT FROM jsonb_each_text($1::jsonb)
+ON CONFLICT (handler) DO UPDATE
+SET done = GREATEST(signals_job_counts.done + EXCLUDED.done, 0)";
 
 /// Job counts by handler and state (the three waiting states as `pending`), each read through
-/// its state's partial index: done rows are counted from their own index alone.
+/// its state's partial index; done counts from `signals_job_counts`, which workers keep.
 pub(crate) const STATS: &str = "
 SELECT handler, 'pending', COUNT(*)::BIGINT, MIN(created_at)::BIGINT FROM signals_jobs
 WHERE state IN ('available', 'scheduled', 'pending') GROUP BY handler
@@ -480,8 +502,7 @@ UNION ALL
 SELECT handler, state, COUNT(*)::BIGINT, NULL FROM signals_jobs
 WHERE state IN ('running', 'dead') GROUP BY handler, state
 UNION ALL
-SELECT handler, 'done', COUNT(*)::BIGINT, NULL FROM signals_jobs
-WHERE state = 'done' GROUP BY handler";
+SELECT handler, 'done', done, NULL FROM signals_job_counts WHERE done > 0";
 
 /// Up to `$2` dead jobs after the id `$1`, oldest first.
 pub(crate) const DEAD_JOBS: &str = "

@@ -94,6 +94,7 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
         }),
         Some(found) if found == SCHEMA_VERSION => {
             conn.execute(INBOX_INDEX, [])?;
+            conn.execute(JOB_COUNTS, [])?;
             Ok(())
         }
         // Create the tables, or bring older ones up to date in place.
@@ -185,14 +186,35 @@ pub(crate) fn complete(
     Ok(changed == 1)
 }
 
-/// Marks done the jobs of `done`'s `(id, token)` pairs their claims still hold; how many.
+/// Marks done the jobs of `done`'s `(id, token)` pairs their claims still hold; their
+/// handlers.
 pub(crate) fn complete_many(
     conn: &Connection,
     done: &[(i64, i64)],
     now: Option<Millis>,
-) -> rusqlite::Result<usize> {
-    conn.prepare_cached(COMPLETE_MANY)?
-        .execute(params![local(now), lifecycle::completions_json(done)])
+) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare_cached(COMPLETE_MANY)?;
+    let handlers = statement
+        .query_map(
+            params![local(now), lifecycle::completions_json(done)],
+            |row| row.get(0),
+        )?
+        .collect();
+    handlers
+}
+
+/// Adds a worker's completed jobs (or, negative, purged ones) to the done counts.
+pub(crate) fn count_done(conn: &Connection, tally: &lifecycle::DoneTally) -> rusqlite::Result<()> {
+    let Some(counts) = tally.take() else {
+        return Ok(());
+    };
+    let written = conn
+        .prepare_cached(COUNT_DONE)
+        .and_then(|mut statement| statement.execute([lifecycle::counts_json(&counts)]));
+    if written.is_err() {
+        tally.restore(counts);
+    }
+    written.map(drop)
 }
 
 /// Records a failed attempt: pending again after the backoff, or dead; `false` if the claim
@@ -289,13 +311,27 @@ pub(crate) fn retry_dead(
     conn.execute(RETRY_DEAD, params![local(now), handler])
 }
 
-/// Deletes done jobs that finished before `before`, a batch per transaction; how many.
+/// Deletes done jobs that finished before `before`, a batch per transaction that also takes
+/// them off the done counts; how many.
 pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<usize> {
     let mut purged = 0;
     loop {
-        let deleted = conn.prepare_cached(PURGE_DONE)?.execute([before])?;
-        purged += deleted;
-        if (deleted as u64) < PURGE_BATCH {
+        let tx = conn.unchecked_transaction()?;
+        let handlers: Vec<String> = tx
+            .prepare_cached(PURGE_DONE)?
+            .query_map([before], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut counts = std::collections::HashMap::<String, i64>::new();
+        for handler in &handlers {
+            *counts.entry(handler.clone()).or_default() -= 1;
+        }
+        if !counts.is_empty() {
+            tx.prepare_cached(COUNT_DONE)?
+                .execute([lifecycle::counts_json(&counts)])?;
+        }
+        tx.commit()?;
+        purged += handlers.len();
+        if (handlers.len() as u64) < PURGE_BATCH {
             return Ok(purged);
         }
     }

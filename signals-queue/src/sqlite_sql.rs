@@ -19,9 +19,12 @@ pub(crate) const IS_POSTGRES: bool = false;
 /// ([`INBOX_INDEX`]).
 pub(crate) const SCHEMA_VERSION: i64 = 3;
 
-/// Whether the inbox's time index exists.
+/// Whether what came after version 3 without a new version exists: the inbox's time index and
+/// the done counts.
 pub(crate) const HAS_INBOX_INDEX: &str = "
-SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = 'signals_inbox_received'";
+SELECT COUNT(*) = 2 FROM sqlite_master
+WHERE (type = 'index' AND name = 'signals_inbox_received')
+   OR (type = 'table' AND name = 'signals_job_counts')";
 
 /// The inbox's time index.
 pub(crate) const INBOX_INDEX: &str =
@@ -57,6 +60,10 @@ CREATE TABLE IF NOT EXISTS signals_workers (
     lease_until  INTEGER NOT NULL,
     lease_ms     INTEGER NOT NULL,
     beats        INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS signals_job_counts (
+    handler TEXT PRIMARY KEY,
+    done    INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS signals_inbox (
     consumer     TEXT    NOT NULL,
@@ -179,7 +186,8 @@ UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token
       FROM json_each(?2)) AS done
 WHERE signals_jobs.id = done.id AND signals_jobs.token = done.token
-  AND signals_jobs.state = 'running'";
+  AND signals_jobs.state = 'running'
+RETURNING handler";
 
 /// running → pending after `?3` ms, or dead (no attempts left, `?1`: cannot run, or written
 /// more than `?7` ms ago by the writer's clock).
@@ -240,10 +248,26 @@ SET state = 'pending', attempt = 0, crashes = 0, run_at = ?1, finished_at = NULL
 WHERE state = 'dead' AND (?2 IS NULL OR handler = ?2)";
 
 /// Deletes up to [`PURGE_BATCH`] done jobs that finished before `?1` (the caller repeats while
-/// a statement deletes that many): no write transaction holds every writer for long.
+/// a statement deletes that many, and takes them off the done counts with [`COUNT_DONE`]): no
+/// write transaction holds every writer for long.
 pub(crate) const PURGE_DONE: &str = "
 DELETE FROM signals_jobs WHERE id IN (
-    SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < ?1 LIMIT 10000)";
+    SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < ?1 LIMIT 10000)
+RETURNING handler";
+
+/// Adds completed jobs to the done counts (negative counts take purged ones off): `?1` is a
+/// JSON object of handler to count.
+pub(crate) const COUNT_DONE: &str = "
+INSERT INTO signals_job_counts (handler, done)
+SELECT key, value FROM json_each(?1) WHERE true
+ON CONFLICT (handler) DO UPDATE SET done = MAX(done + excluded.done, 0)";
+
+/// Done jobs by handler, flushed by workers: `stats` never counts done rows.
+pub(crate) const JOB_COUNTS: &str = "
+CREATE TABLE IF NOT EXISTS signals_job_counts (
+    handler TEXT PRIMARY KEY,
+    done    INTEGER NOT NULL DEFAULT 0
+)";
 
 /// How many rows one [`PURGE_DONE`] deletes at most.
 pub(crate) const PURGE_BATCH: u64 = 10_000;
@@ -258,10 +282,13 @@ pub(crate) const HAS_SCHEMA: &str =
 /// Records the schema version.
 pub(crate) const SET_VERSION: &str = "INSERT INTO signals_queue_schema (version) VALUES (?1)";
 
-/// Job counts by handler and state, with the oldest job's creation time of each group.
+/// Job counts by handler and state, with the oldest job's creation time of each group; done
+/// counts from `signals_job_counts`, which workers keep.
 pub(crate) const STATS: &str = "
 SELECT handler, state, COUNT(*), MIN(created_at) FROM signals_jobs
-GROUP BY handler, state";
+WHERE state IN ('pending', 'running', 'dead') GROUP BY handler, state
+UNION ALL
+SELECT handler, 'done', done, NULL FROM signals_job_counts WHERE done > 0";
 
 /// Up to `?2` dead jobs after the id `?1`, oldest first.
 pub(crate) const DEAD_JOBS: &str = "

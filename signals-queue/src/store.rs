@@ -192,24 +192,42 @@ pub(crate) async fn complete(
 }
 
 /// Marks done the jobs of `done`'s `(id, token)` pairs still held by those claims: the
-/// completer's flush, or a relay's acked messages. How many.
+/// completer's flush, or a relay's acked messages. Their handlers (for the done counts).
 pub async fn complete_many(
     tx: Tx<'_>,
     done: &[(i64, i64)],
     now: Option<Millis>,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     if done.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let pairs = lifecycle::completions_json(done);
     Ok(on!(tx, |conn, sql| {
-        sqlx::query(sql::COMPLETE_MANY)
+        sqlx::query_scalar(sql::COMPLETE_MANY)
             .bind(now_for(conn_is_pg!(sql), now))
             .bind(pairs)
-            .execute(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?
-            .rows_affected()
     }))
+}
+
+/// Adds what `tally` counted to the done counts (put back if the statement fails).
+pub async fn count_done(tx: Tx<'_>, tally: &lifecycle::DoneTally) -> Result<(), sqlx::Error> {
+    let Some(counts) = tally.take() else {
+        return Ok(());
+    };
+    let json = lifecycle::counts_json(&counts);
+    let written = on!(tx, |conn, sql| {
+        sqlx::query(sql::COUNT_DONE)
+            .bind(json)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+    });
+    if written.is_err() {
+        tally.restore(counts);
+    }
+    written.map(drop)
 }
 
 /// Records a failed attempt: pending again after the backoff, or dead; `false` if the claim no
@@ -354,21 +372,46 @@ pub(crate) async fn retry_dead(
     }))
 }
 
-/// Deletes done jobs that finished before `before`; how many. On PostgreSQL in statements of
-/// at most [`PURGE_BATCH`](crate::postgres::PURGE_BATCH) rows each.
+/// Deletes done jobs that finished before `before`, taking them off the done counts; how many.
+/// In statements (transactions on SQLite) of at most 10,000 rows each.
 pub(crate) async fn purge_done(mut tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
     let mut purged = 0;
     loop {
-        let (deleted, batch) = on!(tx.reborrow(), |conn, sql| {
-            let deleted = sqlx::query(sql::PURGE_DONE)
-                .bind(before)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-            (deleted, sql::PURGE_BATCH)
-        });
+        let deleted = match tx.reborrow() {
+            #[cfg(feature = "postgres")]
+            Tx::Postgres(conn) => {
+                let deleted: i64 = sqlx::query_scalar(crate::postgres::PURGE_DONE)
+                    .bind(before)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                deleted as u64
+            }
+            #[cfg(feature = "sqlx-sqlite")]
+            Tx::Sqlite(conn) => {
+                use crate::sqlite_sql as sql;
+                use sqlx::Connection as _;
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                let handlers: Vec<String> = sqlx::query_scalar(sql::PURGE_DONE)
+                    .bind(before)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut counts = std::collections::HashMap::<String, i64>::new();
+                for handler in &handlers {
+                    *counts.entry(handler.clone()).or_default() -= 1;
+                }
+                if !counts.is_empty() {
+                    sqlx::query(sql::COUNT_DONE)
+                        .bind(lifecycle::counts_json(&counts))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                handlers.len() as u64
+            }
+            Tx::__Job(_) => unreachable!("a purge runs on a pooled connection"),
+        };
         purged += deleted;
-        if deleted < batch {
+        if deleted < crate::sqlite_sql::PURGE_BATCH {
             return Ok(purged);
         }
     }
@@ -746,6 +789,7 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
     };
     if check(found)? {
         sqlx::query(sql::INBOX_INDEX).execute(&mut *tx).await?;
+        sqlx::query(sql::JOB_COUNTS).execute(&mut *tx).await?;
     } else {
         sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
         for (column, add) in sql::ADDED_COLUMNS {

@@ -953,3 +953,40 @@ async fn a_job_of_another_signal_under_the_same_name_is_not_taken() {
         db.drop_schema().await;
     }
 }
+
+/// `stats` reads done counts from `signals_job_counts`, which workers flush (at every
+/// maintenance tick and when they stop) and purges decrement: it never counts done rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_counts_are_kept_by_workers_and_purges() {
+    for db in Db::all().await {
+        let name = db.name();
+        let attempts = Arc::new(Attempts::default());
+        for order_id in [20, 21, 22] {
+            db.notify(&attempts, &OrderPlaced { order_id }, true).await;
+        }
+        db.drain(&attempts).await;
+        let queue = AsyncQueue::new(db.pool.clone());
+        let stats = queue.stats().await.unwrap();
+        // Each order: `send_welcome`, and `audit_even` for the even ones.
+        assert_eq!(stats.total(JobState::Done), 5, "{name}");
+        db.execute("UPDATE signals_job_counts SET done = done + 100 WHERE handler = 'async_queue::send_welcome'")
+            .await;
+        assert_eq!(
+            queue.stats().await.unwrap().total(JobState::Done),
+            105,
+            "{name}: the counts, not the rows"
+        );
+        let purged = AsyncQueue::new(db.pool.clone())
+            .with_clock(signals_queue::Clock::manual(i64::MAX / 2))
+            .purge_done(Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(purged, 5, "{name}");
+        assert_eq!(
+            queue.stats().await.unwrap().total(JobState::Done),
+            100,
+            "{name}"
+        );
+        db.drop_schema().await;
+    }
+}

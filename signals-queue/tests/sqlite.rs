@@ -495,11 +495,23 @@ fn purge_deletes_only_old_done_jobs() {
         .run_until_idle()
         .unwrap();
     let queue = Queue::open(&path).unwrap();
+    // Done counts come from the counts the worker flushed, not from counting done rows.
+    assert_eq!(queue.stats().unwrap().total(JobState::Done), 2);
+    queue
+        .connection()
+        .execute("UPDATE signals_job_counts SET done = done + 40 WHERE handler = 'sqlite::send_welcome'", [])
+        .unwrap();
+    assert_eq!(queue.stats().unwrap().total(JobState::Done), 42);
     assert_eq!(queue.purge_done(Duration::from_secs(3600)).unwrap(), 0);
     let later = Queue::open(&path)
         .unwrap()
         .with_clock(Clock::manual(i64::MAX / 2));
     assert_eq!(later.purge_done(Duration::from_secs(3600)).unwrap(), 2);
+    assert_eq!(
+        later.stats().unwrap().total(JobState::Done),
+        40,
+        "a purge takes its rows off the counts"
+    );
 }
 
 /// Waits for `condition` with a deadline (no fixed sleeps for what can be observed).

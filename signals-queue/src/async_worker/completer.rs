@@ -43,11 +43,13 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
             Err(error) => Err(error),
         };
         match result {
-            Ok(completed) => {
+            Ok(handlers) => {
+                let completed = handlers.len();
+                shared.done.add_all(handlers.iter().map(String::as_str));
                 Counters::add(&shared.counters.flushes, 1);
-                Counters::add(&shared.counters.completed_in_batches, completed);
-                if completed < batch.len() as u64 {
-                    trace::leases_lost(batch.len() - completed as usize);
+                Counters::add(&shared.counters.completed_in_batches, completed as u64);
+                if completed < batch.len() {
+                    trace::leases_lost(batch.len() - completed);
                 }
                 batch.clear();
                 return;
