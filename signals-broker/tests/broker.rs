@@ -147,6 +147,17 @@ impl Broker {
         format!("{}test.orders.placed", self.prefix)
     }
 
+    /// Relays every message waiting in `db`'s outbox, then stops.
+    async fn relay_until_idle(&self, db: &Db) {
+        self.relay(db)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+    }
+
     fn relay(&self, db: &Db) -> signals_broker::RelayBuilder {
         Relay::builder(db.pool.clone(), self.client.clone())
             .subject_prefix(&self.prefix)
@@ -236,14 +247,7 @@ async fn a_message_leaves_only_if_its_transaction_commits_and_a_retry_is_dedupli
         place(&db, [4], false).await;
         let payload = db.count("SELECT COUNT(*) FROM signals_jobs").await;
         assert_eq!(payload, 3, "{name}: the rolled-back order wrote no job");
-        broker
-            .relay(&db)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        broker.relay_until_idle(&db).await;
         assert_eq!(broker.messages().await - before, 3, "{name}");
         assert_eq!(
             db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
@@ -255,14 +259,7 @@ async fn a_message_leaves_only_if_its_transaction_commits_and_a_retry_is_dedupli
         // the jobs run again, with the same message ids, and the stream drops the duplicates.
         db.execute("UPDATE signals_jobs SET state = 'pending', finished_at = NULL")
             .await;
-        broker
-            .relay(&db)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        broker.relay_until_idle(&db).await;
         assert_eq!(
             broker.messages().await - before,
             3,
@@ -312,14 +309,7 @@ async fn a_subscriber_applies_each_message_once_in_order_and_skips_a_redelivery(
             .await
             .map(drop))
         .unwrap();
-        broker
-            .relay(&db)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        broker.relay_until_idle(&db).await;
         subscriber.run_until_idle().await.unwrap();
         assert_eq!(
             db.count("SELECT COUNT(*) FROM shipments").await,
@@ -372,14 +362,7 @@ async fn a_poison_message_is_dead_after_max_deliveries_and_the_others_go_on() {
         let name = db.name();
         let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
         place(&db, [-1, 7], true).await;
-        broker
-            .relay(&db)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        broker.relay_until_idle(&db).await;
         let deliveries = POISON_DELIVERIES.load(Ordering::SeqCst);
         broker
             .subscriber(&db, &consumer)
@@ -545,14 +528,7 @@ async fn the_outbox_outlives_a_broker_outage_and_dead_messages_come_back_by_func
         assert_eq!(queue.retry_dead_of("no::such::function").await.unwrap(), 0);
         assert_eq!(queue.retry_dead_of(&handler).await.unwrap(), 1, "{name}");
         let before = broker.messages().await;
-        broker
-            .relay(&db)
-            .build()
-            .await
-            .unwrap()
-            .run_until_idle()
-            .await
-            .unwrap();
+        broker.relay_until_idle(&db).await;
         assert_eq!(
             broker.messages().await - before,
             1,
@@ -582,14 +558,7 @@ async fn a_database_outage_uses_up_no_delivery() {
     };
     let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
     place(&db, 10_000..10_200, true).await;
-    broker
-        .relay(&db)
-        .build()
-        .await
-        .unwrap()
-        .run_until_idle()
-        .await
-        .unwrap();
+    broker.relay_until_idle(&db).await;
     pg_execute(
         &db,
         "CREATE FUNCTION read_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -642,14 +611,7 @@ async fn a_transaction_holds_at_most_16_messages() {
     };
     let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
     place(&db, 20_000..20_064, true).await;
-    broker
-        .relay(&db)
-        .build()
-        .await
-        .unwrap()
-        .run_until_idle()
-        .await
-        .unwrap();
+    broker.relay_until_idle(&db).await;
     pg_execute(
         &db,
         "CREATE TABLE txids (order_id BIGINT, txid BIGINT);
@@ -939,14 +901,7 @@ async fn a_handler_that_leaves_its_transaction_failed_fails_its_own_message() {
     };
     let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
     place(&db, [60_001, -2, 60_002], true).await;
-    broker
-        .relay(&db)
-        .build()
-        .await
-        .unwrap()
-        .run_until_idle()
-        .await
-        .unwrap();
+    broker.relay_until_idle(&db).await;
     let before = SWALLOWED.load(Ordering::SeqCst);
     tokio::time::timeout(
         Duration::from_secs(30),
@@ -991,14 +946,7 @@ async fn a_long_handler_keeps_its_message_with_in_progress_acks() {
     };
     let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
     place(&db, [70_000], true).await;
-    broker
-        .relay(&db)
-        .build()
-        .await
-        .unwrap()
-        .run_until_idle()
-        .await
-        .unwrap();
+    broker.relay_until_idle(&db).await;
     let mut instances = Vec::new();
     let mut stops = Vec::new();
     for _ in 0..2 {

@@ -499,7 +499,10 @@ fn purge_deletes_only_old_done_jobs() {
     assert_eq!(queue.stats().unwrap().total(JobState::Done), 2);
     queue
         .connection()
-        .execute("UPDATE signals_job_counts SET done = done + 40 WHERE handler = 'sqlite::send_welcome'", [])
+        .execute(
+            "UPDATE signals_job_counts SET done = done + 40 WHERE handler = 'sqlite::send_welcome'",
+            [],
+        )
         .unwrap();
     assert_eq!(queue.stats().unwrap().total(JobState::Done), 42);
     assert_eq!(queue.purge_done(Duration::from_secs(3600)).unwrap(), 0);
