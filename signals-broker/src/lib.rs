@@ -269,7 +269,6 @@ impl RelayBuilder {
                 retire: AtomicBool::new(false),
                 retired: Notify::new(),
                 woken: Notify::new(),
-                done: queue::DoneTally::default(),
             }),
         })
     }
@@ -309,8 +308,6 @@ struct RelayShared {
     stopped: Notify,
     /// Stop renewing the lease (the relay's loop has ended).
     retire: AtomicBool,
-    /// Messages published since maintenance last flushed them into the done counts.
-    done: queue::DoneTally,
     retired: Notify,
     /// Woken by PostgreSQL's notifications of new jobs, and by rescues.
     woken: Notify,
@@ -328,7 +325,6 @@ impl RelayShared {
             clock: &self.config.clock,
             woken: &self.woken,
             suspects: None,
-            done: &self.done,
             retire: &self.retire,
             retired: &self.retired,
         }
@@ -559,10 +555,7 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
         let mut conn = queue::acquire(&shared.config.pool).await?;
         queue::complete_many(conn.tx(), &done, now).await
     };
-    let completed = completed
-        .await
-        .map(|handlers| shared.done.add_all(handlers.iter().map(String::as_str)));
-    if let Err(error) = completed {
+    if let Err(error) = completed.await {
         // Published but not recorded: the lease brings them back, and the stream drops the
         // republished messages by their id.
         queue::database_error("complete", &error.into());

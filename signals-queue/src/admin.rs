@@ -40,11 +40,10 @@ pub struct HandlerStats {
     pub pending: u64,
     /// Claimed by a worker.
     pub running: u64,
-    /// Completed and not yet purged, as workers count them: each flushes its completions into
-    /// `signals_job_counts` every maintenance tick and when it stops, and `purge_done` takes
-    /// the rows it deletes off. So reading it never counts done rows, and it is approximate: a
-    /// worker killed loses the counts of its last tick, and jobs completed by a release before
-    /// these counts are not in them.
+    /// Completed and not yet purged, from `signals_job_counts`: the statement (or transaction)
+    /// that completes jobs counts them there, and `purge_done` takes off what it deletes, so
+    /// reading it never counts done rows. Jobs a release before these counts completed are not
+    /// in it.
     pub done: u64,
     /// Out of attempts or not runnable.
     pub dead: u64,

@@ -231,6 +231,25 @@ impl StaleWatch {
     }
 }
 
+/// Counts by handler as the `COUNT_DONE` statements take them: a JSON object.
+#[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
+pub(crate) fn counts_json(counts: &std::collections::HashMap<String, i64>) -> String {
+    serde_json::to_string(counts).expect("counts serialize")
+}
+
+/// `each` per handler in `handlers`, summed by handler.
+#[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
+pub(crate) fn count_by_handler(
+    handlers: &[String],
+    each: i64,
+) -> std::collections::HashMap<String, i64> {
+    let mut counts = std::collections::HashMap::new();
+    for handler in handlers {
+        *counts.entry(handler.clone()).or_default() += each;
+    }
+    counts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,45 +289,4 @@ mod tests {
         // It stood still for longer than its lease; this process (1) is never stale to itself.
         assert_eq!(watch.observe(1, &[(1, 5, 0), (2, 8, 20)]), [2]);
     }
-}
-
-/// Jobs a worker (or relay) completed, by handler, since its last flush into
-/// `signals_job_counts`: `stats` reads done counts from there instead of counting done rows.
-/// Flushed by maintenance every tick and when the worker retires.
-#[derive(Default)]
-pub struct DoneTally(std::sync::Mutex<std::collections::HashMap<String, i64>>);
-
-impl DoneTally {
-    /// Counts one completed job of `handler`.
-    pub fn add(&self, handler: &str) {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *counts.entry(handler.to_owned()).or_default() += 1;
-    }
-
-    /// Counts completed jobs by handler name.
-    pub fn add_all<'a>(&self, handlers: impl IntoIterator<Item = &'a str>) {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for handler in handlers {
-            *counts.entry(handler.to_owned()).or_default() += 1;
-        }
-    }
-
-    /// The counts so far as a JSON object, emptied; `None` if there are none.
-    pub(crate) fn take(&self) -> Option<std::collections::HashMap<String, i64>> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        (!counts.is_empty()).then(|| std::mem::take(&mut *counts))
-    }
-
-    /// Puts back counts a flush could not write.
-    pub(crate) fn restore(&self, taken: std::collections::HashMap<String, i64>) {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for (handler, n) in taken {
-            *counts.entry(handler).or_default() += n;
-        }
-    }
-}
-
-/// Counts as the `COUNT_DONE` statements take them: a JSON object of handler to count.
-pub(crate) fn counts_json(counts: &std::collections::HashMap<String, i64>) -> String {
-    serde_json::to_string(counts).expect("counts serialize")
 }

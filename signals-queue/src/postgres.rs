@@ -170,11 +170,15 @@ ALTER TABLE signals_jobs SET (fillfactor = 80,
     autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_insert_scale_factor = 0.01,
     autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 1)"),
             tx("ALTER TABLE signals_workers SET (fillfactor = 50)"),
-            // Done jobs by handler, flushed by workers: `stats` never counts done rows.
+            // Done jobs by handler, kept by the statements that complete and purge them, in
+            // 16 shards (so that concurrent completions rarely wait for one another) and one
+            // for purges (-1): `stats` never counts done rows.
             tx("
 CREATE TABLE IF NOT EXISTS signals_job_counts (
-    handler TEXT PRIMARY KEY,
-    done    BIGINT NOT NULL DEFAULT 0
+    handler TEXT    NOT NULL,
+    shard   INTEGER NOT NULL,
+    done    BIGINT  NOT NULL DEFAULT 0,
+    PRIMARY KEY (handler, shard)
 )"),
             concurrently(
                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_claim
@@ -336,26 +340,42 @@ pub(crate) const CLAIM: &str = claim!("crashes = 0", "priority DESC, run_at, id"
 /// [`CLAIM`] for suspects, through their own small index.
 pub(crate) const CLAIM_SUSPECT: &str = claim!("crashes > 0", "run_at");
 
-/// running → done in the job's own transaction, only while its claim holds it. The row lock
-/// it takes is the fence: a rescue skips a locked row.
+/// running → done in the job's own transaction, only while its claim holds it, counted in the
+/// done counts (a shard by job id: the counter row is locked only from here to the commit,
+/// which follows at once). The row lock it takes is the fence: a rescue skips a locked row.
+/// One row affected if the claim held the job.
 pub(crate) const COMPLETE: &str = concat!(
     "
-UPDATE signals_jobs SET state = 'done', finished_at = ",
+WITH done AS (
+    UPDATE signals_jobs SET state = 'done', finished_at = ",
     now!("$1"),
     ", worker = NULL
-WHERE id = $2 AND token = $3 AND state = 'running'"
+    WHERE id = $2 AND token = $3 AND state = 'running'
+    RETURNING handler, id)
+INSERT INTO signals_job_counts (handler, shard, done)
+SELECT handler, (id % 16)::INT, 1 FROM done
+ON CONFLICT (handler, shard) DO UPDATE SET done = signals_job_counts.done + 1"
 );
 
-/// running → done for the `[id, token]` pairs of `$2`: the completer's flush.
+/// running → done for the `[id, token]` pairs of `$2` (the completer's flush, a relay's acked
+/// messages), counted in the done counts in the same statement; the completed jobs' handlers.
 pub(crate) const COMPLETE_MANY: &str = concat!(
     "
-UPDATE signals_jobs AS job SET state = 'done', finished_at = ",
+WITH done AS (
+    UPDATE signals_jobs AS job SET state = 'done', finished_at = ",
     now!("$1"),
     ", worker = NULL
-FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
-      FROM jsonb_array_elements($2::jsonb) AS pair) AS done
-WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'
-RETURNING job.handler"
+    FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
+          FROM jsonb_array_elements($2::jsonb) AS pair) AS done
+    WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'
+    RETURNING job.handler, job.id),
+counted AS (
+    INSERT INTO signals_job_counts (handler, shard, done)
+    SELECT handler, (MIN(id) % 16)::INT, COUNT(*) FROM done GROUP BY handler
+    ON CONFLICT (handler, shard) DO UPDATE
+    SET done = signals_job_counts.done + EXCLUDED.done
+    RETURNING 1)
+SELECT handler FROM done"
 );
 
 /// running → scheduled after `$3` ms (available at once for none), or dead (no attempts
@@ -478,23 +498,16 @@ WITH gone AS (
         SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < $1 LIMIT 10000)
     RETURNING handler),
 counted AS (
-    INSERT INTO signals_job_counts (handler, done)
-    SELECT handler, -COUNT(*) FROM gone GROUP BY handler
-    ON CONFLICT (handler) DO UPDATE
-    SET done = GREATEST(signals_job_counts.done + EXCLUDED.done, 0)
+    INSERT INTO signals_job_counts (handler, shard, done)
+    SELECT handler, -1, -COUNT(*) FROM gone GROUP BY handler
+    ON CONFLICT (handler, shard) DO UPDATE
+    SET done = signals_job_counts.done + EXCLUDED.done
     RETURNING 1)
 SELECT COUNT(*)::BIGINT FROM gone";
 
-/// Adds a worker's completed jobs to the done counts: `$1` is a JSON object of handler to
-/// count.
-pub(crate) const COUNT_DONE: &str = "
-INSERT INTO signals_job_counts (handler, done)
-SELECT key, value::BIGINT FROM jsonb_each_text($1::jsonb)
-ON CONFLICT (handler) DO UPDATE
-SET done = GREATEST(signals_job_counts.done + EXCLUDED.done, 0)";
-
 /// Job counts by handler and state (the three waiting states as `pending`), each read through
-/// its state's partial index; done counts from `signals_job_counts`, which workers keep.
+/// its state's partial index; done counts from `signals_job_counts`, which the statements
+/// that complete and purge jobs keep.
 pub(crate) const STATS: &str = "
 SELECT handler, 'pending', COUNT(*)::BIGINT, MIN(created_at)::BIGINT FROM signals_jobs
 WHERE state IN ('available', 'scheduled', 'pending') GROUP BY handler
@@ -502,7 +515,8 @@ UNION ALL
 SELECT handler, state, COUNT(*)::BIGINT, NULL FROM signals_jobs
 WHERE state IN ('running', 'dead') GROUP BY handler, state
 UNION ALL
-SELECT handler, 'done', done, NULL FROM signals_job_counts WHERE done > 0";
+SELECT handler, 'done', SUM(done)::BIGINT, NULL FROM signals_job_counts
+GROUP BY handler HAVING SUM(done) > 0";
 
 /// Up to `$2` dead jobs after the id `$1`, oldest first.
 pub(crate) const DEAD_JOBS: &str = "

@@ -183,38 +183,34 @@ pub(crate) fn complete(
     let changed = conn
         .prepare_cached(COMPLETE)?
         .execute(params![local(now), job.id, job.token])?;
+    if changed == 1 {
+        conn.prepare_cached(COUNT_ONE)?.execute([&job.handler])?;
+    }
     Ok(changed == 1)
 }
 
-/// Marks done the jobs of `done`'s `(id, token)` pairs their claims still hold; their
-/// handlers.
+/// Marks done the jobs of `done`'s `(id, token)` pairs their claims still hold, and counts
+/// them, in one transaction; their handlers.
 pub(crate) fn complete_many(
     conn: &Connection,
     done: &[(i64, i64)],
     now: Option<Millis>,
 ) -> rusqlite::Result<Vec<String>> {
-    let mut statement = conn.prepare_cached(COMPLETE_MANY)?;
-    let handlers = statement
+    let tx = conn.unchecked_transaction()?;
+    let handlers: Vec<String> = tx
+        .prepare_cached(COMPLETE_MANY)?
         .query_map(
             params![local(now), lifecycle::completions_json(done)],
             |row| row.get(0),
         )?
-        .collect();
-    handlers
-}
-
-/// Adds a worker's completed jobs (or, negative, purged ones) to the done counts.
-pub(crate) fn count_done(conn: &Connection, tally: &lifecycle::DoneTally) -> rusqlite::Result<()> {
-    let Some(counts) = tally.take() else {
-        return Ok(());
-    };
-    let written = conn
-        .prepare_cached(COUNT_DONE)
-        .and_then(|mut statement| statement.execute([lifecycle::counts_json(&counts)]));
-    if written.is_err() {
-        tally.restore(counts);
+        .collect::<rusqlite::Result<_>>()?;
+    let counts = lifecycle::count_by_handler(&handlers, 1);
+    if !counts.is_empty() {
+        tx.prepare_cached(COUNT_DONE)?
+            .execute(params![lifecycle::counts_json(&counts), 0])?;
     }
-    written.map(drop)
+    tx.commit()?;
+    Ok(handlers)
 }
 
 /// Records a failed attempt: pending again after the backoff, or dead; `false` if the claim
@@ -321,13 +317,10 @@ pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<
             .prepare_cached(PURGE_DONE)?
             .query_map([before], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let mut counts = std::collections::HashMap::<String, i64>::new();
-        for handler in &handlers {
-            *counts.entry(handler.clone()).or_default() -= 1;
-        }
+        let counts = lifecycle::count_by_handler(&handlers, -1);
         if !counts.is_empty() {
             tx.prepare_cached(COUNT_DONE)?
-                .execute([lifecycle::counts_json(&counts)])?;
+                .execute(params![lifecycle::counts_json(&counts), -1])?;
         }
         tx.commit()?;
         purged += handlers.len();

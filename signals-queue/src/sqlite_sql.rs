@@ -62,8 +62,10 @@ CREATE TABLE IF NOT EXISTS signals_workers (
     beats        INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS signals_job_counts (
-    handler TEXT PRIMARY KEY,
-    done    INTEGER NOT NULL DEFAULT 0
+    handler TEXT    NOT NULL,
+    shard   INTEGER NOT NULL,
+    done    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (handler, shard)
 );
 CREATE TABLE IF NOT EXISTS signals_inbox (
     consumer     TEXT    NOT NULL,
@@ -255,18 +257,27 @@ DELETE FROM signals_jobs WHERE id IN (
     SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < ?1 LIMIT 10000)
 RETURNING handler";
 
-/// Adds completed jobs to the done counts (negative counts take purged ones off): `?1` is a
-/// JSON object of handler to count.
+/// Adds completed jobs to the done counts, in the transaction that completed them (shard 0),
+/// or takes purged ones off (negative counts, shard -1): `?1` is a JSON object of handler to
+/// count.
 pub(crate) const COUNT_DONE: &str = "
-INSERT INTO signals_job_counts (handler, done)
-SELECT key, value FROM json_each(?1) WHERE true
-ON CONFLICT (handler) DO UPDATE SET done = MAX(done + excluded.done, 0)";
+INSERT INTO signals_job_counts (handler, shard, done)
+SELECT key, ?2, value FROM json_each(?1) WHERE true
+ON CONFLICT (handler, shard) DO UPDATE SET done = done + excluded.done";
 
-/// Done jobs by handler, flushed by workers: `stats` never counts done rows.
+/// Counts one completed job of `?1`, in its own transaction.
+pub(crate) const COUNT_ONE: &str = "
+INSERT INTO signals_job_counts (handler, shard, done) VALUES (?1, 0, 1)
+ON CONFLICT (handler, shard) DO UPDATE SET done = done + 1";
+
+/// Done jobs by handler, kept by the statements that complete and purge them: `stats` never
+/// counts done rows.
 pub(crate) const JOB_COUNTS: &str = "
 CREATE TABLE IF NOT EXISTS signals_job_counts (
-    handler TEXT PRIMARY KEY,
-    done    INTEGER NOT NULL DEFAULT 0
+    handler TEXT    NOT NULL,
+    shard   INTEGER NOT NULL,
+    done    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (handler, shard)
 )";
 
 /// How many rows one [`PURGE_DONE`] deletes at most.
@@ -283,12 +294,13 @@ pub(crate) const HAS_SCHEMA: &str =
 pub(crate) const SET_VERSION: &str = "INSERT INTO signals_queue_schema (version) VALUES (?1)";
 
 /// Job counts by handler and state, with the oldest job's creation time of each group; done
-/// counts from `signals_job_counts`, which workers keep.
+/// counts from `signals_job_counts`, which the statements that complete and purge jobs keep.
 pub(crate) const STATS: &str = "
 SELECT handler, state, COUNT(*), MIN(created_at) FROM signals_jobs
 WHERE state IN ('pending', 'running', 'dead') GROUP BY handler, state
 UNION ALL
-SELECT handler, 'done', done, NULL FROM signals_job_counts WHERE done > 0";
+SELECT handler, 'done', SUM(done), NULL FROM signals_job_counts
+GROUP BY handler HAVING SUM(done) > 0";
 
 /// Up to `?2` dead jobs after the id `?1`, oldest first.
 pub(crate) const DEAD_JOBS: &str = "

@@ -173,26 +173,48 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
     Ok(claimed)
 }
 
-/// Marks the job done in the handler's transaction; `false` if its claim no longer holds it.
+/// Marks the job done in the handler's transaction, and counts it there; `false` if its claim
+/// no longer holds it.
 pub(crate) async fn complete(
     tx: Tx<'_>,
     job: &Claimed,
     now: Option<Millis>,
 ) -> Result<bool, sqlx::Error> {
-    let done = on!(tx, |conn, sql| {
-        sqlx::query(sql::COMPLETE)
-            .bind(now_for(conn_is_pg!(sql), now))
+    let done = match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => sqlx::query(crate::postgres::COMPLETE)
+            .bind(now)
             .bind(job.id)
             .bind(job.token)
             .execute(&mut *conn)
             .await?
-            .rows_affected()
-    });
+            .rows_affected(),
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => {
+            use crate::sqlite_sql as sql;
+            let done = sqlx::query(sql::COMPLETE)
+                .bind(local(now))
+                .bind(job.id)
+                .bind(job.token)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            if done == 1 {
+                sqlx::query(sql::COUNT_ONE)
+                    .bind(&job.handler)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            done
+        }
+        Tx::__Job(_) => unreachable!("a job's transaction is opened before a statement"),
+    };
     Ok(done == 1)
 }
 
-/// Marks done the jobs of `done`'s `(id, token)` pairs still held by those claims: the
-/// completer's flush, or a relay's acked messages. Their handlers (for the done counts).
+/// Marks done the jobs of `done`'s `(id, token)` pairs still held by those claims, and counts
+/// them (one statement on PostgreSQL, one transaction on SQLite): the completer's flush, or a
+/// relay's acked messages. Their handlers.
 pub async fn complete_many(
     tx: Tx<'_>,
     done: &[(i64, i64)],
@@ -202,32 +224,38 @@ pub async fn complete_many(
         return Ok(Vec::new());
     }
     let pairs = lifecycle::completions_json(done);
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query_scalar(sql::COMPLETE_MANY)
-            .bind(now_for(conn_is_pg!(sql), now))
-            .bind(pairs)
-            .fetch_all(&mut *conn)
-            .await?
-    }))
-}
-
-/// Adds what `tally` counted to the done counts (put back if the statement fails).
-pub async fn count_done(tx: Tx<'_>, tally: &lifecycle::DoneTally) -> Result<(), sqlx::Error> {
-    let Some(counts) = tally.take() else {
-        return Ok(());
-    };
-    let json = lifecycle::counts_json(&counts);
-    let written = on!(tx, |conn, sql| {
-        sqlx::query(sql::COUNT_DONE)
-            .bind(json)
-            .execute(&mut *conn)
-            .await
-            .map(drop)
-    });
-    if written.is_err() {
-        tally.restore(counts);
+    match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => {
+            sqlx::query_scalar(crate::postgres::COMPLETE_MANY)
+                .bind(now)
+                .bind(pairs)
+                .fetch_all(&mut *conn)
+                .await
+        }
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => {
+            use crate::sqlite_sql as sql;
+            use sqlx::Connection as _;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let handlers: Vec<String> = sqlx::query_scalar(sql::COMPLETE_MANY)
+                .bind(local(now))
+                .bind(pairs)
+                .fetch_all(&mut *tx)
+                .await?;
+            let counts = lifecycle::count_by_handler(&handlers, 1);
+            if !counts.is_empty() {
+                sqlx::query(sql::COUNT_DONE)
+                    .bind(lifecycle::counts_json(&counts))
+                    .bind(0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(handlers)
+        }
+        Tx::__Job(_) => unreachable!("a completion flush runs on the worker's own connection"),
     }
-    written.map(drop)
 }
 
 /// Records a failed attempt: pending again after the backoff, or dead; `false` if the claim no
@@ -395,13 +423,11 @@ pub(crate) async fn purge_done(mut tx: Tx<'_>, before: Millis) -> Result<u64, sq
                     .bind(before)
                     .fetch_all(&mut *tx)
                     .await?;
-                let mut counts = std::collections::HashMap::<String, i64>::new();
-                for handler in &handlers {
-                    *counts.entry(handler.clone()).or_default() -= 1;
-                }
+                let counts = lifecycle::count_by_handler(&handlers, -1);
                 if !counts.is_empty() {
                     sqlx::query(sql::COUNT_DONE)
                         .bind(lifecycle::counts_json(&counts))
+                        .bind(-1)
                         .execute(&mut *tx)
                         .await?;
                 }

@@ -20,7 +20,7 @@ use crate::enqueue::WAKE;
 use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::lifecycle::{
-    self, ClaimRequest, Counters, DoneTally, Failure, StaleWatch, WorkerStats, DEFAULT_JOB_TIMEOUT,
+    self, ClaimRequest, Counters, Failure, StaleWatch, WorkerStats, DEFAULT_JOB_TIMEOUT,
     DEFAULT_PAYLOAD_GRACE, FLUSH_AFTER, FLUSH_JOBS,
 };
 use crate::scope::{JobScope, State};
@@ -187,7 +187,6 @@ impl WorkerBuilder {
                 slots: Mutex::new(Slots::default()),
                 changed: Condvar::new(),
                 counters: Counters::default(),
-                done: DoneTally::default(),
             }),
         })
     }
@@ -243,8 +242,6 @@ struct Shared {
     /// Signalled when a slot frees, and at shutdown.
     changed: Condvar,
     counters: Counters,
-    /// Jobs completed since maintenance last flushed them into the done counts.
-    done: DoneTally,
 }
 
 impl Worker {
@@ -639,7 +636,6 @@ fn run_one(
     match attempt(shared, conn, info, job) {
         Ok(Completion::Committed) => {
             Counters::add(&shared.counters.completed_with_writes, 1);
-            shared.done.add(&job.handler);
         }
         Ok(Completion::Deferred) => {
             let _ = done.send((job.id, job.token));
@@ -738,7 +734,6 @@ fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
             match sqlite::complete_many(&conn, &batch, shared.config.clock.fixed()) {
                 Ok(handlers) => {
                     let completed = handlers.len();
-                    shared.done.add_all(handlers.iter().map(String::as_str));
                     Counters::add(&shared.counters.flushes, 1);
                     Counters::add(&shared.counters.completed_in_batches, completed as u64);
                     if completed < batch.len() {
@@ -787,9 +782,6 @@ fn maintain(shared: &Shared) {
             }
             Err(error) => trace::database_error("rescue", &error.into()),
         }
-        if let Err(error) = with_retries(|| sqlite::count_done(&conn, &shared.done)) {
-            trace::database_error("done counts", &error.into());
-        }
         if let Ok(true) = sqlite::suspect_due(&conn, &shared.handlers, now()) {
             if !shared.suspects.swap(true, Ordering::SeqCst) {
                 notify(shared);
@@ -804,9 +796,6 @@ fn maintain(shared: &Shared) {
         if !shared.retire.load(Ordering::SeqCst) {
             let _ = shared.changed.wait_timeout(slots, tick);
         }
-    }
-    if let Err(error) = with_retries(|| sqlite::count_done(&conn, &shared.done)) {
-        trace::database_error("done counts", &error.into());
     }
     let _ = sqlite::retire(&conn, shared.worker);
 }

@@ -500,7 +500,7 @@ fn purge_deletes_only_old_done_jobs() {
     queue
         .connection()
         .execute(
-            "UPDATE signals_job_counts SET done = done + 40 WHERE handler = 'sqlite::send_welcome'",
+            "INSERT INTO signals_job_counts (handler, shard, done) VALUES ('sqlite::send_welcome', 99, 40)",
             [],
         )
         .unwrap();

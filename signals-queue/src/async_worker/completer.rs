@@ -45,7 +45,6 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
         match result {
             Ok(handlers) => {
                 let completed = handlers.len();
-                shared.done.add_all(handlers.iter().map(String::as_str));
                 Counters::add(&shared.counters.flushes, 1);
                 Counters::add(&shared.counters.completed_in_batches, completed as u64);
                 if completed < batch.len() {

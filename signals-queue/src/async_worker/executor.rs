@@ -42,10 +42,7 @@ async fn run(shared: &Shared, job: &Claimed, info: &JobInfo, done: &UnboundedSen
             }
         }
         (Ok(()), Some(tx)) => match complete_in(shared, job, tx).await {
-            Ok(true) => {
-                Counters::add(&shared.counters.completed_with_writes, 1);
-                shared.done.add(&job.handler);
-            }
+            Ok(true) => Counters::add(&shared.counters.completed_with_writes, 1),
             Ok(false) => trace::lease_lost(job),
             Err(error) => record_failure(shared, info, job, &error.into()).await,
         },

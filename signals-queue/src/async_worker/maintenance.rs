@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::asynchronous::Pool;
 use crate::clock::Clock;
 use crate::job::RetryPolicy;
-use crate::lifecycle::{DoneTally, StaleWatch};
+use crate::lifecycle::StaleWatch;
 use crate::store;
 use crate::trace;
 
@@ -37,8 +37,6 @@ pub struct Upkeep<'a> {
     /// Set while a suspect of these handlers is due; `None`: the claimer runs no suspects
     /// apart (a relay's messages cannot crash it).
     pub suspects: Option<&'a AtomicBool>,
-    /// The jobs it completed since the last flush into the done counts.
-    pub done: &'a DoneTally,
     /// Set (and `retired` notified) once nothing of the worker runs any more.
     pub retire: &'a AtomicBool,
     /// See `retire`.
@@ -71,9 +69,6 @@ pub async fn maintain(upkeep: Upkeep<'_>) {
         }
     }
     if let Ok(mut conn) = upkeep.pool.acquire().await {
-        if let Err(error) = store::count_done(conn.tx(), upkeep.done).await {
-            trace::database_error("done counts", &error.into());
-        }
         let _ = store::retire(conn.tx(), upkeep.worker).await;
     }
 }
@@ -92,7 +87,6 @@ async fn look_after(upkeep: &Upkeep<'_>, watch: &mut StaleWatch) -> Result<(), s
         trace::rescued(rescued as usize);
         upkeep.woken.notify_one();
     }
-    store::count_done(conn.tx(), upkeep.done).await?;
     if store::promote(conn.tx(), upkeep.handlers, now).await? > 0 {
         upkeep.woken.notify_one();
     }

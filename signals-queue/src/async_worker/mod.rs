@@ -29,9 +29,7 @@ use crate::asynchronous::Pool;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::{JobInfo, RetryPolicy};
-use crate::lifecycle::{
-    self, Counters, DoneTally, WorkerStats, DEFAULT_JOB_TIMEOUT, DEFAULT_PAYLOAD_GRACE,
-};
+use crate::lifecycle::{self, Counters, WorkerStats, DEFAULT_JOB_TIMEOUT, DEFAULT_PAYLOAD_GRACE};
 use crate::scope::State;
 use crate::{linked_jobs, store};
 
@@ -201,7 +199,6 @@ impl AsyncWorkerBuilder {
                 suspects: AtomicBool::new(false),
                 grace_ms: AtomicU64::new(60_000),
                 counters: Counters::default(),
-                done: DoneTally::default(),
             }),
         })
     }
@@ -281,8 +278,6 @@ struct Shared {
     /// How long shutdown waits for running handlers.
     grace_ms: AtomicU64,
     counters: Counters,
-    /// Jobs completed since maintenance last flushed them into the done counts.
-    done: DoneTally,
 }
 
 impl Shared {
@@ -306,7 +301,6 @@ impl Shared {
             clock: &self.config.clock,
             woken: &self.woken,
             suspects: Some(&self.suspects),
-            done: &self.done,
             retire: &self.retire,
             retired: &self.retired,
         }
