@@ -117,6 +117,7 @@ impl Schema {
                 suspects: false,
                 worker: self.worker,
                 now: None,
+                token: signals_queue::__broker::token(),
             };
             let started = Instant::now();
             let claimed = claim(conn.tx(), &request).await.expect("claim");

@@ -485,8 +485,13 @@ async fn relay(shared: Arc<RelayShared>) {
                 suspects: false,
                 worker: shared.worker,
                 now: queue::fixed_now(&shared.config.clock),
+                token: queue::token(),
             };
-            queue::claim(conn.tx(), &request).await
+            queue::claim(conn.tx(), &request)
+                .await
+                .inspect_err(|error| {
+                    queue::unclaim_if_lost(&shared.config.pool, error, request.token)
+                })
         };
         match claimed.await {
             Ok(jobs) if jobs.is_empty() => {

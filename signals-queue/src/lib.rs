@@ -181,8 +181,13 @@ pub mod __broker {
     pub use crate::scope::State;
     pub use crate::store::{
         busy, check_schema, check_session, claim, complete_many, fail, heartbeat, inbox_counts,
-        inbox_insert, inbox_prune, savepoint, InboxRow,
+        inbox_insert, inbox_prune, savepoint, unclaim_if_lost, InboxRow,
     };
+
+    /// A fresh claim token.
+    pub fn token() -> i64 {
+        crate::lifecycle::token()
+    }
 
     /// A fresh worker id, for a relay's lease.
     pub fn worker_id() -> i64 {

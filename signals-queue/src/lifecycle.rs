@@ -94,6 +94,10 @@ pub struct ClaimRequest<'a> {
     pub worker: i64,
     /// A manual clock's time; `None`: the database's clock (PostgreSQL) or this process's.
     pub now: Option<Millis>,
+    /// The claim's token ([`token`]): written on every row it claims, so that a claim whose
+    /// reply was lost (the connection dropped after the server committed it) can be undone by
+    /// token.
+    pub token: i64,
 }
 
 /// A failed attempt, as the `FAIL` transition records it.

@@ -340,6 +340,13 @@ pub(crate) const CLAIM: &str = claim!("crashes = 0", "priority DESC, run_at, id"
 /// [`CLAIM`] for suspects, through their own small index.
 pub(crate) const CLAIM_SUSPECT: &str = claim!("crashes > 0", "run_at");
 
+/// running → available again for the jobs of the claim `$1`, whose reply was lost: the
+/// attempt it charged is given back (no handler ran).
+pub(crate) const UNCLAIM: &str = "
+UPDATE signals_jobs
+SET state = 'available', attempt = GREATEST(attempt - 1, 0), token = NULL, worker = NULL
+WHERE token = $1 AND state = 'running'";
+
 /// running → done in the job's own transaction, only while its claim holds it, counted in the
 /// done counts (a shard by job id: the counter row is locked only from here to the commit,
 /// which follows at once). The row lock it takes is the fence: a rescue skips a locked row.

@@ -147,7 +147,7 @@ pub(crate) fn claim(
     conn: &Connection,
     request: &ClaimRequest<'_>,
 ) -> rusqlite::Result<Vec<Claimed>> {
-    let token = lifecycle::token();
+    let token = request.token;
     let mut statement = conn.prepare_cached(CLAIM)?;
     let params = params![
         local(request.now),

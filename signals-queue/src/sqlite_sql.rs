@@ -177,6 +177,13 @@ SELECT EXISTS (
     ")"
 );
 
+/// running → pending again for the jobs of the claim `$1`, whose reply was lost: the attempt
+/// it charged is given back (no handler ran).
+pub(crate) const UNCLAIM: &str = "
+UPDATE signals_jobs
+SET state = 'pending', attempt = MAX(attempt - 1, 0), token = NULL, worker = NULL
+WHERE token = $1 AND state = 'running'";
+
 /// running → done, in the job's own transaction, only while its claim holds it.
 pub(crate) const COMPLETE: &str = "
 UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL

@@ -122,7 +122,7 @@ pub(crate) async fn enqueue(tx: Tx<'_>, rows: &JobRows) -> Result<(), sqlx::Erro
 
 /// Claims up to `request.limit` runnable jobs, in claim order; charges their attempts.
 pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, sqlx::Error> {
-    let token = lifecycle::token();
+    let token = request.token;
     let rows: Vec<(i64, String, String, String, i32, i32, i64)> = match tx {
         #[cfg(feature = "postgres")]
         Tx::Postgres(conn) => {
@@ -171,6 +171,40 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
         .collect();
     lifecycle::claim_order(&mut claimed);
     Ok(claimed)
+}
+
+/// Undoes a claim whose reply was lost (the connection dropped after the server committed it):
+/// its jobs are runnable again, their attempts uncharged (no handler ran); how many.
+pub async fn unclaim(tx: Tx<'_>, token: i64) -> Result<u64, sqlx::Error> {
+    Ok(on!(tx, |conn, sql| {
+        sqlx::query(sql::UNCLAIM)
+            .bind(token)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+    }))
+}
+
+/// After a claim failed for any reason but the database's refusal, the server may have
+/// committed it: undoes it by token in the background, retrying until the database answers
+/// (a worker that stops first leaves the jobs to the rescue that follows its retirement).
+pub fn unclaim_if_lost(pool: &crate::Pool, error: &sqlx::Error, token: i64) {
+    if matches!(error, sqlx::Error::Database(_)) {
+        return; // refused: nothing was claimed
+    }
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if let Ok(mut conn) = pool.acquire().await {
+                if unclaim(conn.tx(), token).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    });
 }
 
 /// Marks the job done in the handler's transaction, and counts it there; `false` if its claim

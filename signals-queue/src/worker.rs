@@ -539,6 +539,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
             suspects,
             worker: shared.worker,
             now,
+            token: lifecycle::token(),
         };
         Counters::add(&shared.counters.fetches, 1);
         match sqlite::claim(&conn, &request) {

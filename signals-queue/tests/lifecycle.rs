@@ -637,3 +637,39 @@ async fn a_long_schema_name_neither_breaks_enqueue_nor_wake_ups() {
         db.drop_schema().await;
     }
 }
+
+/// A claim whose reply never arrived (the connection dropped after the server committed it)
+/// left jobs `running` under a live worker that does not know them: they would wait forever.
+/// The claimer undoes such a claim by its token, giving the attempts back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_reply_was_lost_is_undone_by_its_token() {
+    for db in Db::all().await {
+        let name = db.name();
+        commit(&db, &[Routine, Routine]).await;
+        let handlers = r#"[{"name": "lifecycle::routine", "signal": "Routine"}]"#;
+        let token = signals_queue::__broker::token();
+        let request = signals_queue::__broker::ClaimRequest {
+            handlers,
+            limit: 10,
+            suspects: false,
+            worker: 1,
+            now: None,
+            token,
+        };
+        let mut conn = signals_queue::__broker::acquire(&db.pool).await.unwrap();
+        let claimed = signals_queue::__broker::claim(conn.tx(), &request)
+            .await
+            .unwrap();
+        drop(conn);
+        assert_eq!(claimed.len(), 2, "{name}");
+        // As if the claim's reply had been lost with its connection.
+        signals_queue::__broker::unclaim_if_lost(&db.pool, &sqlx::Error::PoolClosed, token);
+        wait_for("the jobs back", || async {
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state <> 'running' AND attempt = 0")
+                .await
+                == 2
+        })
+        .await;
+        db.drop_schema().await;
+    }
+}

@@ -12,7 +12,7 @@ use tokio::task::{Id, JoinSet};
 use super::{executor, Shared, WAKE};
 use crate::error::AttemptError;
 use crate::lifecycle::Claimed;
-use crate::lifecycle::{ClaimRequest, Counters};
+use crate::lifecycle::{self, ClaimRequest, Counters};
 use crate::store;
 use crate::trace;
 
@@ -190,8 +190,11 @@ async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claim
         suspects,
         worker: shared.worker,
         now: shared.now(),
+        token: lifecycle::token(),
     };
-    let claimed = store::claim(conn.tx(), &request).await?;
+    let claimed = store::claim(conn.tx(), &request)
+        .await
+        .inspect_err(|error| store::unclaim_if_lost(&shared.own, error, request.token))?;
     Counters::add(&shared.counters.claimed, claimed.len() as u64);
     Ok(claimed)
 }
