@@ -867,7 +867,7 @@ struct Reconciled {
 }
 
 /// Reads, waits on "the network" while another connection tries to write, then writes.
-#[on(Reconciled, queue, name = "async-read-wait-write")]
+#[on(Reconciled, queue)]
 async fn reconcile(sig: &Reconciled, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
     ctx.attempts.sent.fetch_add(1, Ordering::SeqCst);
     let orders: i64 = with_db!(&mut ctx.tx, |conn| sqlx::query_scalar(
