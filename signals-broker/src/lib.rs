@@ -477,21 +477,30 @@ async fn relay(shared: Arc<RelayShared>) {
         let stopped = shared.stopped.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
+        // Jobs a rescue marked as suspects (their relay died holding them) are claimed too,
+        // when no other is waiting: a message cannot crash a relay, so they need no running
+        // alone, but the claim reads them through their own index.
         let claimed = async {
             let mut conn = queue::acquire(&shared.config.pool).await?;
-            let request = ClaimRequest {
-                handlers: &shared.handlers,
-                limit: shared.config.in_flight,
-                suspects: false,
-                worker: shared.worker,
-                now: queue::fixed_now(&shared.config.clock),
-                token: queue::token(),
-            };
-            queue::claim(conn.tx(), &request)
-                .await
-                .inspect_err(|error| {
-                    queue::unclaim_if_lost(&shared.config.pool, error, request.token)
-                })
+            for suspects in [false, true] {
+                let request = ClaimRequest {
+                    handlers: &shared.handlers,
+                    limit: shared.config.in_flight,
+                    suspects,
+                    worker: shared.worker,
+                    now: queue::fixed_now(&shared.config.clock),
+                    token: queue::token(),
+                };
+                let jobs = queue::claim(conn.tx(), &request)
+                    .await
+                    .inspect_err(|error| {
+                        queue::unclaim_if_lost(&shared.config.pool, error, request.token)
+                    })?;
+                if !jobs.is_empty() {
+                    return Ok::<_, sqlx::Error>(jobs);
+                }
+            }
+            Ok(Vec::new())
         };
         match claimed.await {
             Ok(jobs) if jobs.is_empty() => {

@@ -976,3 +976,31 @@ async fn a_long_handler_keeps_its_message_with_in_progress_acks() {
     db.drop_schema().await;
     broker.delete().await;
 }
+
+/// Messages a rescue marked as suspects (their relay was killed holding them) are published
+/// by the next relay: a message cannot crash a relay, so nothing waits for them to run alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_rescued_from_a_killed_relay_are_published() {
+    for db in Db::all().await {
+        let Some(broker) = Broker::connect().await else {
+            return;
+        };
+        let name = db.name();
+        place(&db, 80_000..80_003, true).await;
+        // As a rescue leaves them: due, charged one crash.
+        db.execute("UPDATE signals_jobs SET crashes = 1, attempt = 1")
+            .await;
+        tokio::time::timeout(Duration::from_secs(30), broker.relay_until_idle(&db))
+            .await
+            .expect("the relay published the rescued messages");
+        assert_eq!(broker.messages().await, 3, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+                .await,
+            3,
+            "{name}"
+        );
+        db.drop_schema().await;
+        broker.delete().await;
+    }
+}
