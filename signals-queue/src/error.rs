@@ -124,7 +124,7 @@ pub(crate) enum AttemptError {
     /// heartbeat, say), then the handler tried to write: SQLite cannot upgrade that snapshot.
     /// Never retried in place: the attempt fails and the message says what to change.
     #[cfg(feature = "sqlite")]
-    #[error("the handler read, then another connection wrote, then the handler tried to write (SQLITE_BUSY_SNAPSHOT: SQLite has one writer, and a transaction that read cannot write past a newer commit): make the handler's slow work (the network call) come before its first statement, or its first statement a write; retried after a backoff")]
+    #[error("the handler read, then tried to write while or after another connection wrote (SQLITE_BUSY_SNAPSHOT or SQLITE_BUSY: SQLite has one writer, and a transaction that read cannot write past another's write): make the handler's slow work (the network call) come before its first statement, or its first statement a write; retried after a backoff")]
     BusySnapshot,
     /// The database failed while running or completing the job.
     #[cfg(feature = "sqlite")]

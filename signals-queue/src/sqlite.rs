@@ -347,6 +347,18 @@ pub(crate) fn is_busy_snapshot(error: &crate::error::AttemptError) -> bool {
         .is_some_and(|error| error.extended_code == SQLITE_BUSY_SNAPSHOT)
 }
 
+/// Whether a failed attempt is SQLite's busy or locked error.
+pub(crate) fn is_busy_attempt(error: &crate::error::AttemptError) -> bool {
+    use crate::error::AttemptError;
+    match error {
+        AttemptError::Database(error) => is_busy(error),
+        AttemptError::Handler(error) | AttemptError::Context(error) => {
+            error.downcast_ref::<rusqlite::Error>().is_some_and(is_busy)
+        }
+        _ => false,
+    }
+}
+
 /// Whether `error` is SQLite saying the database is locked or busy: a wait and a retry help.
 pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
     matches!(

@@ -677,7 +677,13 @@ fn attempt(
     };
     match catch_unwind(AssertUnwindSafe(|| info.run(&job.payload, scope))) {
         Err(panic) => return Err(AttemptError::panic(&*panic)),
-        Ok(Err(error)) if sqlite::is_busy_snapshot(&error) => {
+        // Read, then a write refused for another connection's write: `SQLITE_BUSY_SNAPSHOT`
+        // after its commit, or `SQLITE_BUSY` at once while it still holds the lock.
+        Ok(Err(error))
+            if sqlite::is_busy_snapshot(&error)
+                || (sqlite::is_busy_attempt(&error)
+                    && tx.transaction_state(None::<&str>).ok() == Some(TransactionState::Read)) =>
+        {
             return Err(AttemptError::BusySnapshot)
         }
         Ok(Err(error)) => return Err(error),
