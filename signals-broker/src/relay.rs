@@ -1,0 +1,457 @@
+//! The relay: claims the jobs of the publishing functions linked into this program (the
+//! outbox), publishes each message to JetStream with a `Nats-Msg-Id` fixed per event and
+//! function, and marks a job done only after JetStream's PubAck. It follows the queue's life
+//! cycle: a lease of its own, renewed by the queue's maintenance.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use signals_queue::__broker::{
+    self as queue, linked_jobs, listen, maintain, ClaimRequest, Claimed, Upkeep,
+};
+use signals_queue::{Clock, Error, JobInfo, Pool, RetryPolicy};
+
+use crate::stream::create_or_update_stream;
+
+/// The `Nats-Msg-Id` of a publishing function's message: its event and the function, the same
+/// on every attempt.
+fn message_id(job: &Claimed) -> String {
+    format!("{}:{}", job.event_id, job.handler)
+}
+
+/// Configures a [`Relay`]; every setting has a default.
+#[must_use = "call `build().await` to get the relay"]
+pub struct RelayBuilder {
+    pool: Pool,
+    js: jetstream::Context,
+    in_flight: usize,
+    lease: Duration,
+    poll_interval: Duration,
+    retry: RetryPolicy,
+    /// Dead once a failing message is older than this; `None`: never.
+    max_age: Option<Duration>,
+    prefix: String,
+    clock: Clock,
+    /// The stream `build` creates or updates, and its subjects.
+    stream: Option<(String, Vec<String>)>,
+}
+
+impl RelayBuilder {
+    /// Creates the stream `name` over `subjects` in `build` if it is missing, or adds the
+    /// subjects it lacks, as [`ensure_stream`](crate::stream::ensure_stream) does (default:
+    /// the stream is set up elsewhere). The subjects include the
+    /// [prefix](Self::subject_prefix), if any: `&["staging.shop.>"]`.
+    pub fn create_stream(mut self, name: impl Into<String>, subjects: &[&str]) -> Self {
+        let subjects = subjects.iter().map(|s| (*s).to_owned()).collect();
+        self.stream = Some((name.into(), subjects));
+        self
+    }
+
+    /// How many messages are published before their acks are awaited (default 256): one claim
+    /// takes that many jobs.
+    pub fn in_flight(mut self, messages: usize) -> Self {
+        self.in_flight = messages.max(1);
+        self
+    }
+
+    /// How long a claim holds its jobs (default 30 s): a relay that dies leaves them to another
+    /// after this; the stream drops the messages it published twice.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How often an idle relay looks for jobs when nothing woke it (default 100 ms). On
+    /// PostgreSQL a committed job wakes it through LISTEN/NOTIFY; on SQLite a job written
+    /// through sqlx in this process does.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The backoff after a failed publish (default: 1 s doubling, capped at 30 s, so that
+    /// messages go out within 30 s of the broker's return after an outage of any length).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How old a message may grow while publishing fails before it is dead (default: no limit:
+    /// the outbox waits for the broker as long as it takes; a publishing function's messages
+    /// have no attempt limit unless it sets `max_attempts`). A dead message is kept, and
+    /// `AsyncQueue::retry_dead_of` brings it back.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Put before every subject (default none): `"staging."` publishes `shop.orders.created`
+    /// as `staging.shop.orders.created`.
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The clock for leases and retries.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Creates the jobs table if needed (and the stream, with
+    /// [`create_stream`](Self::create_stream)) and gathers the publishing functions linked into
+    /// this program: the relay claims only their jobs.
+    ///
+    /// # Errors
+    ///
+    /// A database error, two publishing functions with one job name, or [`Error::Nats`] if
+    /// JetStream refuses the stream.
+    pub async fn build(self) -> Result<Relay, Error> {
+        queue::check_schema(&self.pool).await?;
+        queue::check_session(&self.pool).await?;
+        if let Some((name, subjects)) = &self.stream {
+            create_or_update_stream(&self.js, name, subjects).await?;
+        }
+        let (jobs, handlers) = linked_jobs(JobInfo::is_publish)?;
+        // The relay follows the queue's life cycle: a lease of its own, renewed by the same
+        // maintenance as a worker's, registered before its first claim.
+        let worker = queue::worker_id();
+        let mut conn = queue::acquire(&self.pool).await?;
+        queue::heartbeat(conn.tx(), worker, self.lease, queue::fixed_now(&self.clock)).await?;
+        drop(conn);
+        Ok(Relay {
+            shared: Arc::new(RelayShared {
+                config: self,
+                jobs,
+                handlers,
+                worker,
+                stop: AtomicBool::new(false),
+                stopped: Notify::new(),
+                retire: AtomicBool::new(false),
+                retired: Notify::new(),
+                woken: Notify::new(),
+            }),
+        })
+    }
+}
+
+/// Publishes the messages of the publishing functions linked into this program from the jobs
+/// table to JetStream; see the [crate documentation](crate).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run(pool: signals_queue::Pool) -> Result<(), signals_queue::Error> {
+/// use signals_broker::Relay;
+///
+/// let client = async_nats::connect("nats://127.0.0.1:4222").await.map_err(signals_queue::Error::nats)?;
+/// let relay = Relay::builder(pool, client)
+///     .create_stream("SHOP", &["shop.>"])
+///     .build()
+///     .await?
+///     .start();
+/// // ... the application runs ...
+/// relay.shutdown(std::time::Duration::from_secs(10)).await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Relay {
+    shared: Arc<RelayShared>,
+}
+
+struct RelayShared {
+    config: RelayBuilder,
+    jobs: HashMap<&'static str, &'static JobInfo>,
+    handlers: String,
+    /// The relay's lease: the key of its row in `signals_workers`.
+    worker: i64,
+    stop: AtomicBool,
+    stopped: Notify,
+    /// Stop renewing the lease (the relay's loop has ended).
+    retire: AtomicBool,
+    retired: Notify,
+    /// Woken by PostgreSQL's notifications of new jobs, and by rescues.
+    woken: Notify,
+}
+
+impl RelayShared {
+    fn upkeep(&self) -> Upkeep<'_> {
+        Upkeep {
+            pool: &self.config.pool,
+            worker: self.worker,
+            lease: self.config.lease,
+            tick: (self.config.lease / 3).min(self.config.poll_interval * 5),
+            retry: &self.config.retry,
+            handlers: &self.handlers,
+            clock: &self.config.clock,
+            woken: &self.woken,
+            suspects: None,
+            retire: &self.retire,
+            retired: &self.retired,
+        }
+    }
+}
+
+impl Relay {
+    /// A relay from the jobs table in `pool` to JetStream through `client`.
+    pub fn builder(pool: impl Into<Pool>, client: async_nats::Client) -> RelayBuilder {
+        RelayBuilder {
+            pool: pool.into(),
+            js: jetstream::new(client),
+            in_flight: 256,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(100),
+            retry: RetryPolicy {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(30),
+            },
+            max_age: None,
+            prefix: String::new(),
+            clock: Clock::system(),
+            stream: None,
+        }
+    }
+
+    /// The names of the publishing functions whose messages this relay publishes.
+    pub fn handlers(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.shared.jobs.keys().copied()
+    }
+
+    /// Spawns the relay's task on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    #[must_use = "dropping the running relay aborts it at once; keep it and call `shutdown`"]
+    pub fn start(self) -> RunningRelay {
+        let shared = Arc::clone(&self.shared);
+        let listener = tokio::spawn(async move {
+            let RelayShared {
+                config,
+                woken,
+                stop,
+                stopped,
+                ..
+            } = &*shared;
+            listen(&config.pool, woken, stop, stopped).await;
+        });
+        let shared = Arc::clone(&self.shared);
+        let maintenance = tokio::spawn(async move { maintain(shared.upkeep()).await });
+        let task = tokio::spawn(relay(Arc::clone(&self.shared)));
+        RunningRelay {
+            shared: self.shared,
+            tasks: Some(RelayTasks {
+                relay: task,
+                listener,
+                maintenance,
+            }),
+        }
+    }
+
+    /// Publishes until no message is waiting (retries included) or being published, then stops.
+    ///
+    /// # Errors
+    ///
+    /// A database error while checking for work.
+    pub async fn run_until_idle(self) -> Result<(), Error> {
+        let running = self.start();
+        let idle = running.wait_idle().await;
+        running.shutdown(Duration::from_secs(60)).await;
+        idle
+    }
+}
+
+/// A started [`Relay`]; dropping it aborts its task.
+#[must_use = "dropping the running relay aborts it at once; keep it and call `shutdown`"]
+pub struct RunningRelay {
+    shared: Arc<RelayShared>,
+    tasks: Option<RelayTasks>,
+}
+
+/// A started relay's tasks, each owned here: shutdown joins them, drop aborts them.
+struct RelayTasks {
+    relay: JoinHandle<()>,
+    listener: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+}
+
+impl RunningRelay {
+    /// Waits until no message of this relay's functions is waiting or being published.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn wait_idle(&self) -> Result<(), Error> {
+        loop {
+            let mut conn = queue::acquire(&self.shared.config.pool).await?;
+            if queue::busy(conn.tx(), &self.shared.handlers).await? == 0 {
+                return Ok(());
+            }
+            drop(conn);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops claiming, lets the messages in flight be acked and recorded, within `grace`, then
+    /// retires the relay's lease (its lease is renewed until then).
+    pub async fn shutdown(mut self, grace: Duration) {
+        let Some(tasks) = self.tasks.take() else {
+            return;
+        };
+        let shared = &self.shared;
+        shared.stop.store(true, Ordering::SeqCst);
+        shared.stopped.notify_waiters();
+        let abort = tasks.relay.abort_handle();
+        if tokio::time::timeout(grace, tasks.relay).await.is_err() {
+            abort.abort();
+        }
+        let _ = tasks.listener.await;
+        shared.retire.store(true, Ordering::SeqCst);
+        shared.retired.notify_waiters();
+        let _ = tasks.maintenance.await;
+    }
+}
+
+impl Drop for RunningRelay {
+    fn drop(&mut self) {
+        if let Some(tasks) = self.tasks.take() {
+            self.shared.stop.store(true, Ordering::SeqCst);
+            self.shared.retire.store(true, Ordering::SeqCst);
+            tasks.relay.abort();
+            tasks.listener.abort();
+            tasks.maintenance.abort();
+        }
+    }
+}
+
+/// The relay's loop: claim, publish with acks in flight, record. Its maintenance task renews
+/// its lease and rescues the jobs of dead workers and relays.
+async fn relay(shared: Arc<RelayShared>) {
+    let mut backoff = Duration::from_millis(10);
+    while !shared.stop.load(Ordering::SeqCst) {
+        let local = queue::WAKE.notified();
+        tokio::pin!(local);
+        local.as_mut().enable();
+        let woken = shared.woken.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let stopped = shared.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        // Jobs a rescue marked as suspects (their relay died holding them) are claimed too,
+        // when no other is waiting: a message cannot crash a relay, so they need no running
+        // alone, but the claim reads them through their own index.
+        let claimed = async {
+            let mut conn = queue::acquire(&shared.config.pool).await?;
+            for suspects in [false, true] {
+                let request = ClaimRequest {
+                    handlers: &shared.handlers,
+                    limit: shared.config.in_flight,
+                    suspects,
+                    worker: shared.worker,
+                    now: queue::fixed_now(&shared.config.clock),
+                    token: queue::token(),
+                };
+                let jobs = queue::claim(conn.tx(), &request)
+                    .await
+                    .inspect_err(|error| {
+                        queue::unclaim_if_lost(&shared.config.pool, error, request.token)
+                    })?;
+                if !jobs.is_empty() {
+                    return Ok::<_, sqlx::Error>(jobs);
+                }
+            }
+            Ok(Vec::new())
+        };
+        match claimed.await {
+            Ok(jobs) if jobs.is_empty() => {
+                tokio::select! {
+                    // Written in this process, maybe not committed yet: look again shortly.
+                    () = &mut local => tokio::time::sleep(Duration::from_micros(500)).await,
+                    // Committed (PostgreSQL notifies at commit).
+                    () = &mut woken => {}
+                    () = tokio::time::sleep(shared.config.poll_interval) => {}
+                    () = &mut stopped => {}
+                }
+            }
+            Ok(jobs) => {
+                backoff = Duration::from_millis(10);
+                publish(&shared, jobs).await;
+            }
+            Err(error) => {
+                queue::database_error("claim", &error.into());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Publishes claimed jobs' messages in claim order, all before awaiting the acks, which are
+/// awaited together; completes the acked jobs in one statement and records a failed attempt
+/// for the others (retried after a backoff, so after later messages of their subject).
+async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
+    let js = &shared.config.js;
+    let mut acks = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let Some(info) = shared.jobs.get(job.handler.as_str()) else {
+            continue;
+        };
+        let subject = format!("{}{}", shared.config.prefix, info.queue());
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id(job).as_str(),
+        );
+        let sent = js
+            .publish_with_headers(subject, headers, job.payload.clone().into())
+            .await;
+        acks.push((job, sent));
+    }
+    // Every PubAck at once: a silent server costs the batch one ack timeout, not one each.
+    let acked = futures_util::future::join_all(acks.into_iter().map(|(job, sent)| async move {
+        let acked = match sent {
+            Ok(ack) => ack.await.map(drop).map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        (job, acked)
+    }))
+    .await;
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut failed = Vec::new();
+    for (job, acked) in acked {
+        match acked {
+            Ok(()) => done.push((job.id, job.token)),
+            Err(error) => failed.push((job, error)),
+        }
+    }
+    let now = queue::fixed_now(&shared.config.clock);
+    let completed = async {
+        let mut conn = queue::acquire(&shared.config.pool).await?;
+        queue::complete_many(conn.tx(), &done, now).await
+    };
+    if let Err(error) = completed.await {
+        // Published but not recorded: the lease brings them back, and the stream drops the
+        // republished messages by their id.
+        queue::database_error("complete", &error.into());
+    }
+    for (job, error) in failed {
+        let message = format!("publishing failed: {error}");
+        let failure = queue::Failure {
+            permanent: false,
+            delay_ms: queue::retry_delay(&shared.config.retry, job.attempt),
+            error: &message,
+            now,
+            dead_after_ms: shared.config.max_age.map(|age| age.as_millis() as i64),
+        };
+        if let Ok(mut conn) = queue::acquire(&shared.config.pool).await {
+            let _ = queue::fail(conn.tx(), job, &failure).await;
+        }
+    }
+}

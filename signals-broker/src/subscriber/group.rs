@@ -1,0 +1,369 @@
+//! A group of messages in one transaction: each message after a savepoint (its inbox row and
+//! its handlers' effects), one commit, then an ack, a nak with backoff or a termination for
+//! each; in-progress acks while the group runs; and the verdict on a failed message (retried or
+//! dead).
+
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures_util::FutureExt as _;
+use serde::de::DeserializeOwned;
+use signals_core::AsyncSignal;
+use uuid::Uuid;
+
+use signals_queue::__broker as queue;
+use signals_queue::FromJobAsync;
+
+use crate::subscriber::inbox;
+use crate::subscriber::settings::Settings;
+
+/// Applies groups of messages as the signal `S`, for one subscriber.
+pub(crate) struct Groups<'a, S> {
+    settings: &'a Settings,
+    /// The stream's name and creation time, for keys of messages without a `Nats-Msg-Id`.
+    stream_key: &'a str,
+    /// Set when the subscriber stops: a group the database refuses is then left to redelivery.
+    stop: &'a AtomicBool,
+    signal: PhantomData<fn() -> S>,
+}
+
+impl<'a, S> Groups<'a, S>
+where
+    S: AsyncSignal + DeserializeOwned + Send + Sync,
+    for<'c> S::Context<'c>: FromJobAsync<'c> + Send,
+{
+    /// Groups applied with `settings`, keying messages without an id by `stream_key`.
+    pub(crate) fn new(settings: &'a Settings, stream_key: &'a str, stop: &'a AtomicBool) -> Self {
+        Groups {
+            settings,
+            stream_key,
+            stop,
+            signal: PhantomData,
+        }
+    }
+
+    /// A group of messages in one transaction, each after a savepoint: its inbox row and its
+    /// handlers' effects, or (rolled back to its savepoint) a dead row or nothing; one commit;
+    /// then each is acked, naked with backoff, or terminated. While the group runs, JetStream
+    /// is told every third of `ack_wait` that it and the messages `waiting` behind it are in
+    /// progress (a long handler is not delivered to another instance). When the database fails
+    /// (begin, a statement of the subscriber's own, the connection) the group is held and
+    /// tried again after a pause, with the same in-progress acks: an outage uses up no
+    /// delivery. A commit the database refuses for what a handler wrote (a deferred
+    /// constraint, a serialization failure) is that message's failure: the group is tried
+    /// again one message at a time, and the one whose commit fails is naked or dead.
+    pub(crate) async fn handle(
+        &self,
+        group: &[jetstream::Message],
+        waiting: &[jetstream::Message],
+    ) {
+        if self.until_done(group, &[], waiting).await {
+            return;
+        }
+        for (i, message) in group.iter().enumerate() {
+            let _ = self
+                .until_done(std::slice::from_ref(message), &group[i + 1..], waiting)
+                .await;
+        }
+    }
+
+    /// Applies `group` until it commits (then acks it: `true`), the subscriber stops, or the
+    /// commit is refused for what the group wrote (`false` for a group of several; a single
+    /// message is then naked or dead, and `true`).
+    async fn until_done(
+        &self,
+        group: &[jetstream::Message],
+        later: &[jetstream::Message],
+        waiting: &[jetstream::Message],
+    ) -> bool {
+        let mut pause = Duration::from_millis(100);
+        let keep_alive = (self.settings.ack_wait / 3).max(Duration::from_millis(100));
+        let held = [group, later, waiting];
+        loop {
+            let attempt = self.apply_group(group);
+            tokio::pin!(attempt);
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+            let result = loop {
+                tokio::select! {
+                    result = &mut attempt => break result,
+                    _ = ticker.tick() => in_progress(&held).await,
+                }
+            };
+            let error = match result {
+                Ok(acks) => {
+                    // A lost ack means one more delivery, which the inbox skips.
+                    for (message, ack) in group.iter().zip(acks) {
+                        let _ = message.ack_with(ack).await;
+                    }
+                    return true;
+                }
+                Err(GroupError::Refused(error)) if group.len() > 1 => {
+                    queue::database_error("commit", &error.into());
+                    return false;
+                }
+                Err(GroupError::Refused(error)) => match self.refused(&group[0], &error).await {
+                    Ok(ack) => {
+                        let _ = group[0].ack_with(ack).await;
+                        return true;
+                    }
+                    Err(error) => error,
+                },
+                Err(GroupError::Database(error)) => error,
+            };
+            queue::database_error("inbox", &error.into());
+            if self.stop.load(Ordering::SeqCst) {
+                return true; // delivered again after `ack_wait`
+            }
+            in_progress(&held).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(keep_alive).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The group in one transaction: how to acknowledge each message once it committed.
+    async fn apply_group(&self, group: &[jetstream::Message]) -> Result<Vec<AckKind>, GroupError> {
+        let mut tx = self.settings.pool.begin().await?;
+        let mut acks = Vec::with_capacity(group.len());
+        for message in group {
+            acks.push(self.apply(&mut tx, message).await?);
+        }
+        tx.commit().await.map_err(|error| match error {
+            error @ sqlx::Error::Database(_) => GroupError::Refused(error),
+            error => GroupError::Database(error),
+        })?;
+        Ok(acks)
+    }
+
+    /// One message whose commit the database refused: a failed delivery (naked after a
+    /// backoff), or dead once past its budget (recorded in a transaction of its own).
+    async fn refused(
+        &self,
+        message: &jetstream::Message,
+        error: &sqlx::Error,
+    ) -> Result<AckKind, sqlx::Error> {
+        let received = self.received(message);
+        let failure = Failure::Retry(format!("the database refused the commit: {error}"));
+        let (error, dead) = self.verdict(&received, failure);
+        if !dead {
+            return Ok(self.nak(&received));
+        }
+        let mut tx = self.settings.pool.begin().await?;
+        let (consumer, subject) = (&self.settings.consumer, message.subject.as_str());
+        inbox::record(
+            tx.tx(),
+            consumer,
+            &received.id,
+            subject,
+            Some(&error),
+            received.now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(AckKind::Term)
+    }
+
+    /// What a message says of itself: its inbox key, deliveries, sequence, publication time.
+    fn received(&self, message: &jetstream::Message) -> Received {
+        let now = self.settings.clock.now();
+        let (delivered, sequence, published) = match message.info() {
+            Ok(info) => (
+                info.delivered,
+                info.stream_sequence,
+                (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
+            ),
+            Err(_) => (1, 0, now),
+        };
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+            .map_or_else(
+                || format!("{}:{sequence}", self.stream_key),
+                |id| id.to_string(),
+            );
+        Received {
+            id,
+            delivered,
+            sequence,
+            published,
+            now,
+        }
+    }
+
+    /// A failed message's error, and whether it is dead: past `payload_grace` for a payload
+    /// this release cannot read, past `max_age` for a handler failure, or `max_deliver`.
+    fn verdict(&self, received: &Received, failure: Failure) -> (String, bool) {
+        let age = received.now.saturating_sub(received.published);
+        let out_of_deliveries = received.delivered >= self.settings.max_deliver;
+        match failure {
+            Failure::Payload(error) => {
+                let grace = self.settings.payload_grace.as_millis() as i64;
+                (error, out_of_deliveries || age >= grace)
+            }
+            Failure::Retry(error) => {
+                let budget = self.settings.max_age.as_millis() as i64;
+                (error, out_of_deliveries || age >= budget)
+            }
+        }
+    }
+
+    /// A nak with the retry policy's backoff.
+    fn nak(&self, received: &Received) -> AckKind {
+        let attempt = received.delivered.max(1) as u32;
+        AckKind::Nak(Some(self.settings.retry.delay(attempt, fastrand::f64())))
+    }
+
+    /// One message of a group, after a savepoint: how to acknowledge it once the group commits.
+    /// `Err`: the transaction itself failed.
+    async fn apply(
+        &self,
+        tx: &mut signals_queue::Transaction,
+        message: &jetstream::Message,
+    ) -> Result<AckKind, sqlx::Error> {
+        let received = self.received(message);
+        let subject = message.subject.as_str();
+        let consumer = &self.settings.consumer;
+        queue::savepoint(tx.tx(), "SAVEPOINT signals_message").await?;
+        if !inbox::record(tx.tx(), consumer, &received.id, subject, None, received.now).await? {
+            return Ok(AckKind::Ack); // seen before: its effects committed then
+        }
+        let notified = self
+            .notify(
+                tx,
+                message,
+                &received.id,
+                received.delivered,
+                received.sequence,
+            )
+            .await;
+        let failure = match notified {
+            Ok(()) => match queue::savepoint(tx.tx(), "RELEASE SAVEPOINT signals_message").await {
+                Ok(()) => return Ok(AckKind::Ack),
+                // The handler returned `Ok` but left its transaction failed (it caught a
+                // database error): its failure, not the database's.
+                Err(sqlx::Error::Database(error)) => Failure::Retry(format!(
+                    "the handler returned Ok but its transaction failed: {error}"
+                )),
+                Err(error) => return Err(error),
+            },
+            Err(failure) => failure,
+        };
+        queue::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_message").await?;
+        let (error, dead) = self.verdict(&received, failure);
+        if !dead {
+            return Ok(self.nak(&received));
+        }
+        inbox::record(
+            tx.tx(),
+            consumer,
+            &received.id,
+            subject,
+            Some(&error),
+            received.now,
+        )
+        .await?;
+        Ok(AckKind::Term)
+    }
+
+    /// The message as the signal, notified in `tx`.
+    async fn notify(
+        &self,
+        tx: &mut signals_queue::Transaction,
+        message: &jetstream::Message,
+        message_id: &str,
+        delivered: i64,
+        sequence: u64,
+    ) -> Result<(), Failure> {
+        let signal: S = serde_json::from_slice(&message.payload).map_err(|error| {
+            Failure::Payload(format!(
+                "the message does not deserialize into the signal: {error}"
+            ))
+        })?;
+        let event_id = message_id
+            .split(':')
+            .next()
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .unwrap_or_default();
+        let scope = queue::scope(
+            tx.tx(),
+            &self.settings.state,
+            sequence as i64,
+            event_id,
+            delivered.max(0) as u32,
+        );
+        let notified = AssertUnwindSafe(async {
+            let mut ctx = <S::Context<'_> as FromJobAsync<'_>>::from_job(scope)
+                .map_err(|error| error.to_string())?;
+            signals_core::notify_async(&signal, &mut ctx)
+                .await
+                .map_err(|error| error_chain(&error))
+        })
+        .catch_unwind()
+        .await;
+        match notified {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(Failure::Retry(error)),
+            Err(panic) => Err(Failure::Retry(queue::panic_message(&*panic))),
+        }
+    }
+}
+
+/// Tells JetStream the subscriber is still working on these messages (resets their
+/// `ack_wait`; uses up no delivery).
+async fn in_progress(held: &[&[jetstream::Message]]) {
+    for group in held {
+        for message in group.iter() {
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+    }
+}
+
+/// Why a group did not commit.
+enum GroupError {
+    /// The database failed: the connection, `BEGIN`, or a statement of the subscriber's own.
+    Database(sqlx::Error),
+    /// The database refused the commit for what the group wrote.
+    Refused(sqlx::Error),
+}
+
+impl From<sqlx::Error> for GroupError {
+    fn from(error: sqlx::Error) -> Self {
+        GroupError::Database(error)
+    }
+}
+
+/// What a message says of itself (see `Groups::received`).
+struct Received {
+    /// Its inbox key: its `Nats-Msg-Id`, or the stream's key and its sequence.
+    id: String,
+    delivered: i64,
+    sequence: u64,
+    /// When the stream stored it, in milliseconds.
+    published: i64,
+    now: i64,
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Why a message's effects rolled back.
+enum Failure {
+    /// It does not deserialize: only another release of this consumer can help, within
+    /// `payload_grace`.
+    Payload(String),
+    /// A handler or the database failed: deliver it again after a backoff.
+    Retry(String),
+}
