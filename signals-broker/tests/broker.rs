@@ -1004,3 +1004,105 @@ async fn messages_rescued_from_a_killed_relay_are_published() {
         broker.delete().await;
     }
 }
+
+/// The database refuses the relay's first completion write after a publish (a trigger raising
+/// once, as a failover or a lock timeout would): the relay writes it again, and every message
+/// ends `done` (before, they stayed `running` under the live relay until it restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_completion_write_is_written_again() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    place(&db, 100_000..100_005, true).await;
+    pg_execute(
+        &db,
+        "CREATE SEQUENCE refusals;
+         CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.state = 'done' AND nextval('refusals') = 1 THEN
+                 RAISE EXCEPTION 'the server refused the completion (once)';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_once BEFORE UPDATE ON signals_jobs
+             FOR EACH ROW EXECUTE FUNCTION refuse_once();",
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(20), broker.relay_until_idle(&db))
+        .await
+        .expect("the relay went idle: no message left running");
+    assert_eq!(
+        db.count("SELECT last_value FROM refusals").await,
+        6,
+        "refused once, then written"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+            .await,
+        5
+    );
+    assert_eq!(broker.messages().await, 5, "each message stored once");
+    db.drop_schema().await;
+    broker.delete().await;
+}
+
+/// A completion write the database always refuses: the relay gives up on it before its lease
+/// would lapse, and its maintenance fails the message the normal way (the attempt stays
+/// charged), so it ends dead under `max_age(0)` instead of running forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_always_refused_completion_write_fails_the_message_the_normal_way() {
+    for db in Db::all().await {
+        let Some(broker) = Broker::connect().await else {
+            return;
+        };
+        let name = db.name();
+        place(&db, [100_100, 100_101], true).await;
+        match db.schema {
+            Some(_) => {
+                pg_execute(
+                    &db,
+                    "CREATE FUNCTION refuse_done() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN
+                         IF NEW.state = 'done' THEN
+                             RAISE EXCEPTION 'the server refused the completion';
+                         END IF;
+                         RETURN NEW;
+                     END $$;
+                     CREATE TRIGGER refuse_done BEFORE UPDATE ON signals_jobs
+                         FOR EACH ROW EXECUTE FUNCTION refuse_done();",
+                )
+                .await
+            }
+            None => {
+                db.execute(
+                    "CREATE TRIGGER refuse_done BEFORE UPDATE ON signals_jobs
+                     WHEN NEW.state = 'done'
+                     BEGIN SELECT RAISE(ABORT, 'the database refused the completion'); END",
+                )
+                .await;
+            }
+        }
+        let relay = broker
+            .relay(&db)
+            .lease(Duration::from_millis(600))
+            .max_age(Duration::ZERO)
+            .build()
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(20), relay.run_until_idle())
+            .await
+            .expect("the relay went idle: no message left running")
+            .unwrap();
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'dead' AND attempt = 1")
+                .await,
+            2,
+            "{name}: failed once each, attempt charged"
+        );
+        db.drop_schema().await;
+        broker.delete().await;
+    }
+}

@@ -242,6 +242,8 @@ pub mod __broker {
             attempt,
         }
     }
+
+    pub use crate::store::{fail_many, running_of_worker, JobFailure};
 }
 
 /// Not public API. Used by generated code.

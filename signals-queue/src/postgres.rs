@@ -555,6 +555,33 @@ SELECT EXISTS (
 )::INT4::INT8"
 );
 
+/// running → scheduled after each job's own backoff (available at once for none), or dead (no
+/// attempts left, or written more than `$3` ms ago), for the `[id, token, delay ms, error]`
+/// items of `$2` still held by those claims: a batch's failures in one statement (a relay's
+/// failed publishes). How many rows changed.
+pub(crate) const FAIL_MANY: &str = concat!(
+    "
+UPDATE signals_jobs AS job
+SET state = CASE WHEN job.attempt >= job.max_attempts OR job.created_at < t.now - $3::BIGINT
+                 THEN 'dead' WHEN f.delay > 0 THEN 'scheduled' ELSE 'available' END,
+    finished_at = CASE WHEN job.attempt >= job.max_attempts
+                            OR job.created_at < t.now - $3::BIGINT
+                       THEN t.now ELSE NULL END,
+    run_at = t.now + f.delay, token = NULL, worker = NULL, last_error = f.error
+FROM (SELECT (item->>0)::BIGINT AS id, (item->>1)::BIGINT AS token,
+             (item->>2)::BIGINT AS delay, item->>3 AS error
+      FROM jsonb_array_elements($2::jsonb) AS item) AS f,
+     (SELECT ",
+    now!("$1"),
+    " AS now) AS t
+WHERE job.id = f.id AND job.token = f.token AND job.state = 'running'"
+);
+
+/// The jobs running under worker `$1` (id, token, attempt), through the index of running jobs
+/// by worker: a relay looks for rows it no longer holds.
+pub(crate) const RUNNING_OF_WORKER: &str =
+    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = $1";
+
 /// How much of the table a claim reads, from PostgreSQL's own accounting: not a timing.
 #[cfg(test)]
 mod tests {

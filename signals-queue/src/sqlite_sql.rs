@@ -325,3 +325,24 @@ SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running') AND ",
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use crate::lifecycle::Claimed;
+
+/// running → pending after each job's own backoff, or dead (no attempts left, or written more
+/// than `?3` ms ago by the writer's clock), for the `[id, token, delay ms, error]` items of
+/// `?2` still held by those claims: a batch's failures in one statement. How many rows changed.
+pub(crate) const FAIL_MANY: &str = "
+UPDATE signals_jobs
+SET state = CASE WHEN attempt >= max_attempts OR created_at < ?1 - ?3
+                 THEN 'dead' ELSE 'pending' END,
+    finished_at = CASE WHEN attempt >= max_attempts OR created_at < ?1 - ?3
+                       THEN ?1 ELSE NULL END,
+    run_at = ?1 + f.delay, token = NULL, worker = NULL, last_error = f.error
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,
+             json_extract(value, '$[2]') AS delay, json_extract(value, '$[3]') AS error
+      FROM json_each(?2)) AS f
+WHERE signals_jobs.id = f.id AND signals_jobs.token = f.token
+  AND signals_jobs.state = 'running'";
+
+/// The jobs running under worker `?1` (id, token, attempt), through the index of running jobs
+/// by worker: a relay looks for rows it no longer holds.
+pub(crate) const RUNNING_OF_WORKER: &str =
+    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = ?1";

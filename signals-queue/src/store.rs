@@ -982,3 +982,56 @@ pub async fn inbox_counts(tx: Tx<'_>, consumer: &str) -> Result<Vec<(String, i64
             .await?
     }))
 }
+
+/// One failed attempt of a batch, as [`fail_many`] records it.
+pub struct JobFailure<'a> {
+    /// The job's row id.
+    pub id: i64,
+    /// The claim's token: the failure is recorded only while that claim holds the job.
+    pub token: i64,
+    /// The backoff before the next attempt.
+    pub delay_ms: i64,
+    /// The error, for `last_error`.
+    pub error: &'a str,
+}
+
+/// Records the failed attempts of a batch in one statement: each job pending again after its
+/// backoff, or dead (out of attempts, or written longer ago than `dead_after_ms`); jobs whose
+/// claim no longer holds them are left alone. How many were recorded.
+pub async fn fail_many(
+    tx: Tx<'_>,
+    failures: &[JobFailure<'_>],
+    dead_after_ms: Option<i64>,
+    now: Option<Millis>,
+) -> Result<u64, sqlx::Error> {
+    if failures.is_empty() {
+        return Ok(0);
+    }
+    let items: Vec<(i64, i64, i64, &str)> = failures
+        .iter()
+        .map(|f| (f.id, f.token, f.delay_ms, f.error))
+        .collect();
+    let items = serde_json::to_string(&items).expect("failures serialize");
+    Ok(on!(tx, |conn, sql| {
+        sqlx::query(sql::FAIL_MANY)
+            .bind(now_for(conn_is_pg!(sql), now))
+            .bind(&items)
+            .bind(dead_after_ms)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+    }))
+}
+
+/// The jobs running under worker `worker`: (id, token, attempt).
+pub async fn running_of_worker(
+    tx: Tx<'_>,
+    worker: i64,
+) -> Result<Vec<(i64, i64, i32)>, sqlx::Error> {
+    Ok(on!(tx, |conn, sql| {
+        sqlx::query_as(sql::RUNNING_OF_WORKER)
+            .bind(worker)
+            .fetch_all(&mut *conn)
+            .await?
+    }))
+}

@@ -1,12 +1,16 @@
 //! The relay: claims the jobs of the publishing functions linked into this program (the
 //! outbox), publishes each message to JetStream with a `Nats-Msg-Id` fixed per event and
 //! function, and marks a job done only after JetStream's PubAck. It follows the queue's life
-//! cycle: a lease of its own, renewed by the queue's maintenance.
+//! cycle: a lease of its own, renewed by the queue's maintenance, beside which the relay runs
+//! its reconcile ([`in_flight`]).
+
+mod in_flight;
+mod record;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use tokio::sync::Notify;
@@ -18,6 +22,8 @@ use signals_queue::__broker::{
 use signals_queue::{Clock, Error, JobInfo, Pool, RetryPolicy};
 
 use crate::stream::create_or_update_stream;
+use in_flight::{InFlight, Reconcile};
+use record::{Outcome, Recorder};
 
 /// The `Nats-Msg-Id` of a publishing function's message: its event and the function, the same
 /// on every attempt.
@@ -136,6 +142,7 @@ impl RelayBuilder {
                 retire: AtomicBool::new(false),
                 retired: Notify::new(),
                 woken: Notify::new(),
+                in_flight: InFlight::default(),
             }),
         })
     }
@@ -178,6 +185,8 @@ struct RelayShared {
     retired: Notify,
     /// Woken by PostgreSQL's notifications of new jobs, and by rescues.
     woken: Notify,
+    /// The claims in hand: the reconcile fails the relay's running rows of any other.
+    in_flight: InFlight,
 }
 
 impl RelayShared {
@@ -195,6 +204,22 @@ impl RelayShared {
             retire: &self.retire,
             retired: &self.retired,
         }
+    }
+
+    fn reconcile(&self) -> Reconcile<'_> {
+        Reconcile {
+            pool: &self.config.pool,
+            worker: self.worker,
+            in_flight: &self.in_flight,
+            retry: &self.config.retry,
+            dead_after_ms: self.dead_after_ms(),
+            clock: &self.config.clock,
+        }
+    }
+
+    /// The relay's `max_age`, in milliseconds.
+    fn dead_after_ms(&self) -> Option<i64> {
+        self.config.max_age.map(|age| age.as_millis() as i64)
     }
 }
 
@@ -242,7 +267,16 @@ impl Relay {
             listen(&config.pool, woken, stop, stopped).await;
         });
         let shared = Arc::clone(&self.shared);
-        let maintenance = tokio::spawn(async move { maintain(shared.upkeep()).await });
+        // The queue's maintenance (lease, rescues), and the relay's reconcile beside it.
+        let maintenance = tokio::spawn(async move {
+            let upkeep = shared.upkeep();
+            let reconcile = shared.reconcile();
+            let (tick, retire, retired) = (upkeep.tick, upkeep.retire, upkeep.retired);
+            tokio::join!(
+                maintain(upkeep),
+                reconcile.until_retired(tick, retire, retired)
+            );
+        });
         let task = tokio::spawn(relay(Arc::clone(&self.shared)));
         RunningRelay {
             shared: self.shared,
@@ -358,14 +392,19 @@ async fn relay(shared: Arc<RelayShared>) {
                     now: queue::fixed_now(&shared.config.clock),
                     token: queue::token(),
                 };
+                // Held before it is sent: the reconcile never takes a claim in hand for a
+                // stray. A claim whose reply was lost is undone in the background.
+                shared.in_flight.hold(request.token);
                 let jobs = queue::claim(conn.tx(), &request)
                     .await
                     .inspect_err(|error| {
+                        shared.in_flight.release(request.token);
                         queue::unclaim_if_lost(&shared.config.pool, error, request.token)
                     })?;
                 if !jobs.is_empty() {
                     return Ok::<_, sqlx::Error>(jobs);
                 }
+                shared.in_flight.release(request.token);
             }
             Ok(Vec::new())
         };
@@ -395,8 +434,13 @@ async fn relay(shared: Arc<RelayShared>) {
 
 /// Publishes claimed jobs' messages in claim order, all before awaiting the acks, which are
 /// awaited together; completes the acked jobs in one statement and records a failed attempt
-/// for the others (retried after a backoff, so after later messages of their subject).
+/// for the others in another (retried after a backoff, so after later messages of their
+/// subject). A write the database fails is written again until the relay's lease would lapse;
+/// then the claim is let go and the reconcile fails its rows.
 async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
+    let mut tokens: Vec<i64> = jobs.iter().map(|job| job.token).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
     let js = &shared.config.js;
     let mut acks = Vec::with_capacity(jobs.len());
     for job in &jobs {
@@ -423,35 +467,28 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
         (job, acked)
     }))
     .await;
-    let mut done = Vec::with_capacity(jobs.len());
-    let mut failed = Vec::new();
+    let mut outcome = Outcome::default();
     for (job, acked) in acked {
         match acked {
-            Ok(()) => done.push((job.id, job.token)),
-            Err(error) => failed.push((job, error)),
+            Ok(()) => outcome.done.push((job.id, job.token)),
+            Err(error) => outcome.failed.push((
+                job.id,
+                job.token,
+                queue::retry_delay(&shared.config.retry, job.attempt),
+                format!("publishing failed: {error}"),
+            )),
         }
     }
-    let now = queue::fixed_now(&shared.config.clock);
-    let completed = async {
-        let mut conn = queue::acquire(&shared.config.pool).await?;
-        queue::complete_many(conn.tx(), &done, now).await
+    let recorder = Recorder {
+        pool: &shared.config.pool,
+        clock: &shared.config.clock,
+        dead_after_ms: shared.dead_after_ms(),
+        deadline: Instant::now() + shared.config.lease,
     };
-    if let Err(error) = completed.await {
-        // Published but not recorded: the lease brings them back, and the stream drops the
-        // republished messages by their id.
-        queue::database_error("complete", &error.into());
-    }
-    for (job, error) in failed {
-        let message = format!("publishing failed: {error}");
-        let failure = queue::Failure {
-            permanent: false,
-            delay_ms: queue::retry_delay(&shared.config.retry, job.attempt),
-            error: &message,
-            now,
-            dead_after_ms: shared.config.max_age.map(|age| age.as_millis() as i64),
-        };
-        if let Ok(mut conn) = queue::acquire(&shared.config.pool).await {
-            let _ = queue::fail(conn.tx(), job, &failure).await;
-        }
+    // Not recorded by the deadline: the claim is let go, and the reconcile fails its rows the
+    // normal way (a published message is republished then, and dropped by the stream).
+    recorder.record(&outcome).await;
+    for token in tokens {
+        shared.in_flight.release(token);
     }
 }
