@@ -1106,3 +1106,78 @@ async fn an_always_refused_completion_write_fails_the_message_the_normal_way() {
         broker.delete().await;
     }
 }
+
+/// Rescued messages (suspects) behind a steady stream of new ones: the relay publishes them
+/// while new messages keep waiting, not only once nothing else waits (which, under steady
+/// traffic, is never).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescued_messages_are_published_under_steady_traffic() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    place(&db, 110_000..110_003, true).await;
+    // As a rescue leaves them: due, charged one crash.
+    db.execute("UPDATE signals_jobs SET crashes = 1, attempt = 1")
+        .await;
+    // A backlog of 1,000 new messages.
+    db.execute(
+        "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                                   max_attempts, run_at, created_at)
+         SELECT gen_random_uuid(), signal, handler, queue, priority, body, 'available',
+                max_attempts, run_at, created_at
+         FROM signals_jobs, generate_series(1, 1000)
+         WHERE id = (SELECT MIN(id) FROM signals_jobs)",
+    )
+    .await;
+    let relay = broker
+        .relay(&db)
+        .in_flight(10)
+        .build()
+        .await
+        .unwrap()
+        .start();
+    // And a steady stream of new ones while the relay runs.
+    let traffic = {
+        let pool = db.pool.clone();
+        tokio::spawn(async move {
+            for order_id in 110_100.. {
+                let mut tx = pool.begin().await.unwrap();
+                let signal = OrderPlaced {
+                    order_id,
+                    card_number: "4242 4242 4242 4242".into(),
+                };
+                notify_async(&signal, &mut AppCtx { tx: tx.tx() })
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        })
+    };
+    support::wait_for("the rescued messages published", || async {
+        db.count("SELECT COUNT(*) FROM signals_jobs WHERE crashes > 0 AND state = 'done'")
+            .await
+            == 3
+    })
+    .await;
+    traffic.abort();
+    let _ = traffic.await;
+    relay.shutdown(Duration::from_secs(10)).await;
+    // The first 1,003 rows are the suspects and the backlog placed before the relay started.
+    let after = db
+        .count(
+            "SELECT COUNT(*) FROM signals_jobs
+             WHERE crashes = 0 AND id <= (SELECT MIN(id) + 1002 FROM signals_jobs)
+               AND (state <> 'done' OR finished_at >
+                    (SELECT MAX(finished_at) FROM signals_jobs WHERE crashes > 0))",
+        )
+        .await;
+    assert!(
+        after > 0,
+        "the suspects went out after every message of the backlog"
+    );
+    db.drop_schema().await;
+    broker.delete().await;
+}

@@ -143,6 +143,7 @@ impl RelayBuilder {
                 retired: Notify::new(),
                 woken: Notify::new(),
                 in_flight: InFlight::default(),
+                suspects_due: AtomicBool::new(false),
             }),
         })
     }
@@ -187,6 +188,8 @@ struct RelayShared {
     woken: Notify,
     /// The claims in hand: the reconcile fails the relay's running rows of any other.
     in_flight: InFlight,
+    /// Set by maintenance while a suspect of the relay's functions is due.
+    suspects_due: AtomicBool,
 }
 
 impl RelayShared {
@@ -200,7 +203,7 @@ impl RelayShared {
             handlers: &self.handlers,
             clock: &self.config.clock,
             woken: &self.woken,
-            suspects: None,
+            suspects: Some(&self.suspects_due),
             retire: &self.retire,
             retired: &self.retired,
         }
@@ -378,37 +381,7 @@ async fn relay(shared: Arc<RelayShared>) {
         let stopped = shared.stopped.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
-        // Jobs a rescue marked as suspects (their relay died holding them) are claimed too,
-        // when no other is waiting: a message cannot crash a relay, so they need no running
-        // alone, but the claim reads them through their own index.
-        let claimed = async {
-            let mut conn = queue::acquire(&shared.config.pool).await?;
-            for suspects in [false, true] {
-                let request = ClaimRequest {
-                    handlers: &shared.handlers,
-                    limit: shared.config.in_flight,
-                    suspects,
-                    worker: shared.worker,
-                    now: queue::fixed_now(&shared.config.clock),
-                    token: queue::token(),
-                };
-                // Held before it is sent: the reconcile never takes a claim in hand for a
-                // stray. A claim whose reply was lost is undone in the background.
-                shared.in_flight.hold(request.token);
-                let jobs = queue::claim(conn.tx(), &request)
-                    .await
-                    .inspect_err(|error| {
-                        shared.in_flight.release(request.token);
-                        queue::unclaim_if_lost(&shared.config.pool, error, request.token)
-                    })?;
-                if !jobs.is_empty() {
-                    return Ok::<_, sqlx::Error>(jobs);
-                }
-                shared.in_flight.release(request.token);
-            }
-            Ok(Vec::new())
-        };
-        match claimed.await {
+        match claim_batch(&shared).await {
             Ok(jobs) if jobs.is_empty() => {
                 tokio::select! {
                     // Written in this process, maybe not committed yet: look again shortly.
@@ -430,6 +403,61 @@ async fn relay(shared: Arc<RelayShared>) {
             }
         }
     }
+}
+
+/// Claims up to `in_flight` jobs: while maintenance says a suspect is due (a rescue marked
+/// it: its relay died holding it), suspects first, then others for the rest. A message cannot
+/// crash a relay, so a suspect needs no running alone; claimed only when nothing else waited,
+/// it would never go out under steady traffic.
+async fn claim_batch(shared: &RelayShared) -> Result<Vec<Claimed>, sqlx::Error> {
+    let mut conn = queue::acquire(&shared.config.pool).await?;
+    let limit = shared.config.in_flight;
+    let mut jobs = Vec::new();
+    if shared.suspects_due.load(Ordering::SeqCst) {
+        jobs = claim_some(shared, &mut conn, true, limit).await?;
+        if jobs.len() < limit {
+            shared.suspects_due.store(false, Ordering::SeqCst);
+        }
+    }
+    if jobs.len() < limit {
+        match claim_some(shared, &mut conn, false, limit - jobs.len()).await {
+            Ok(more) => jobs.extend(more),
+            Err(error) if jobs.is_empty() => return Err(error),
+            // The suspects in hand go out; the others next time.
+            Err(error) => queue::database_error("claim", &error.into()),
+        }
+    }
+    Ok(jobs)
+}
+
+/// One claim statement: up to `limit` suspects, or other jobs. Its token is held in hand
+/// before it is sent, so that the reconcile never takes the claim's rows for strays, and let go
+/// at once if it took nothing (a claim whose reply was lost is undone in the background).
+async fn claim_some(
+    shared: &RelayShared,
+    conn: &mut queue::OwnedConn,
+    suspects: bool,
+    limit: usize,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let request = ClaimRequest {
+        handlers: &shared.handlers,
+        limit,
+        suspects,
+        worker: shared.worker,
+        now: queue::fixed_now(&shared.config.clock),
+        token: queue::token(),
+    };
+    shared.in_flight.hold(request.token);
+    let jobs = queue::claim(conn.tx(), &request)
+        .await
+        .inspect_err(|error| {
+            shared.in_flight.release(request.token);
+            queue::unclaim_if_lost(&shared.config.pool, error, request.token)
+        })?;
+    if jobs.is_empty() {
+        shared.in_flight.release(request.token);
+    }
+    Ok(jobs)
 }
 
 /// Publishes claimed jobs' messages in claim order, all before awaiting the acks, which are
