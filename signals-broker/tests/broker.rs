@@ -82,6 +82,10 @@ async fn record_shipment(sig: &OrderPlacedReceived, ctx: &mut AppCtx<'_>) -> Res
         // A long handler: longer than the test's `ack_wait`.
         tokio::time::sleep(Duration::from_millis(2500)).await;
     }
+    if sig.order_id == 120_000 {
+        // A hung handler: it never returns.
+        std::future::pending::<()>().await;
+    }
     if sig.order_id == -2 {
         // Swallows a database error and returns `Ok`, leaving its transaction failed.
         SWALLOWED.fetch_add(1, Ordering::SeqCst);
@@ -1178,6 +1182,48 @@ async fn rescued_messages_are_published_under_steady_traffic() {
         after > 0,
         "the suspects went out after every message of the backlog"
     );
+    db.drop_schema().await;
+    broker.delete().await;
+}
+
+/// A handler that never returns (a call without a timeout to a service that hangs): past the
+/// subscriber's `handler_timeout` it is cancelled and its delivery counts as a failure of its
+/// message, which is dead after `max_deliver`; the messages beside it commit, and the
+/// subscriber goes on instead of holding the group forever with in-progress acks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_handler_times_out_and_fails_its_own_message() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    place(&db, [120_001, 120_000, 120_002], true).await;
+    broker.relay_until_idle(&db).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        broker
+            .subscriber(&db, &consumer)
+            .handler_timeout(Duration::from_millis(300))
+            .ack_wait(Duration::from_secs(1))
+            .max_deliver(2)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle(),
+    )
+    .await
+    .expect("the subscriber went on")
+    .unwrap();
+    let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
+    assert_eq!((inbox.done, inbox.dead), (2, 1));
+    let sql = "SELECT error FROM signals_inbox WHERE state = 'dead'";
+    let error: String = with_db!(&db.pool, |pool| sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await)
+    .unwrap();
+    assert_eq!(error, "the handler timed out after 300ms");
     db.drop_schema().await;
     broker.delete().await;
 }

@@ -302,12 +302,17 @@ where
                 .await
                 .map_err(|error| error_chain(&error))
         })
-        .catch_unwind()
-        .await;
-        match notified {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(Failure::Retry(error)),
-            Err(panic) => Err(Failure::Retry(queue::panic_message(&*panic))),
+        .catch_unwind();
+        // Past the timeout the handlers' future is dropped (the caller rolls the message's
+        // savepoint back): a hung handler fails its message instead of holding the group.
+        let timeout = self.settings.handler_timeout;
+        match tokio::time::timeout(timeout, notified).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(Failure::Retry(error)),
+            Ok(Err(panic)) => Err(Failure::Retry(queue::panic_message(&*panic))),
+            Err(_) => Err(Failure::Retry(format!(
+                "the handler timed out after {timeout:?}"
+            ))),
         }
     }
 }

@@ -105,6 +105,15 @@ impl<S> SubscriberBuilder<S> {
         self
     }
 
+    /// How long a message's handlers may run (default 5 minutes). Past it they are cancelled
+    /// (their future is dropped and the message's savepoint rolled back) and the delivery
+    /// counts as a failure of that message: naked with a backoff, or dead past its budget. The
+    /// group's other messages commit without it; in-progress acks stop holding it.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.handler_timeout = timeout;
+        self
+    }
+
     /// The clock for the inbox's times.
     pub fn clock(mut self, clock: Clock) -> Self {
         self.settings.clock = clock;

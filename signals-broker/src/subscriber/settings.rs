@@ -23,6 +23,7 @@ pub(crate) struct Settings {
     pub(crate) retry: RetryPolicy,
     pub(crate) batch: usize,
     pub(crate) clock: Clock,
+    pub(crate) handler_timeout: Duration,
     /// The subjects of the stream `build` creates or updates, if it does.
     pub(crate) stream_subjects: Option<Vec<String>>,
 }
@@ -54,6 +55,7 @@ impl Settings {
             },
             batch: 64,
             clock: Clock::system(),
+            handler_timeout: Duration::from_secs(300),
             stream_subjects: None,
         }
     }
