@@ -69,6 +69,9 @@ struct OrderPlacedReceived {
 
 /// Every delivery the handler saw, in order (the tests run at once: each looks at its own ids).
 static SEEN: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+/// The messages whose handler failed once already (see `record_shipment`).
+static FLAKY: Mutex<std::collections::BTreeSet<i64>> =
+    Mutex::new(std::collections::BTreeSet::new());
 /// Deliveries of poison messages.
 static POISON_DELIVERIES: AtomicUsize = AtomicUsize::new(0);
 /// Deliveries of the message whose handler swallows a database error.
@@ -81,6 +84,10 @@ async fn record_shipment(sig: &OrderPlacedReceived, ctx: &mut AppCtx<'_>) -> Res
     if sig.order_id == 70_000 {
         // A long handler: longer than the test's `ack_wait`.
         tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    if (130_000..131_000).contains(&sig.order_id) && FLAKY.lock().unwrap().insert(sig.order_id) {
+        // A flaky handler: fails the first delivery of each of these messages.
+        return Err(format!("order {} is not ready yet", sig.order_id).into());
     }
     if sig.order_id == 120_000 {
         // A hung handler: it never returns.
@@ -1224,6 +1231,46 @@ async fn a_hung_handler_times_out_and_fails_its_own_message() {
         .await)
     .unwrap();
     assert_eq!(error, "the handler timed out after 300ms");
+    db.drop_schema().await;
+    broker.delete().await;
+}
+
+/// The subscriber was down for two hours (its clock says so): the backlog's messages are older
+/// than `max_age` (1 hour) when first tried. The age budget counts from this subscriber's
+/// first try, so a message whose handler fails once is retried and applied, not dead on its
+/// first failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_after_an_outage_gets_its_retries() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let Some(broker) = Broker::connect().await else {
+        return;
+    };
+    let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+    place(&db, 130_000..130_003, true).await;
+    broker.relay_until_idle(&db).await;
+    let two_hours_later = signals_queue::Clock::system().now() + 2 * 3600 * 1000;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        broker
+            .subscriber(&db, &consumer)
+            .clock(signals_queue::Clock::manual(two_hours_later))
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle(),
+    )
+    .await
+    .expect("the subscriber went idle")
+    .unwrap();
+    let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
+    assert_eq!((inbox.done, inbox.dead), (3, 0), "retried, then applied");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM shipments WHERE order_id >= 130000")
+            .await,
+        3
+    );
     db.drop_schema().await;
     broker.delete().await;
 }

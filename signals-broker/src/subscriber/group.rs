@@ -17,6 +17,7 @@ use uuid::Uuid;
 use signals_queue::__broker as queue;
 use signals_queue::FromJobAsync;
 
+use crate::subscriber::budget::FirstTries;
 use crate::subscriber::inbox;
 use crate::subscriber::settings::Settings;
 
@@ -27,6 +28,8 @@ pub(crate) struct Groups<'a, S> {
     stream_key: &'a str,
     /// Set when the subscriber stops: a group the database refuses is then left to redelivery.
     stop: &'a AtomicBool,
+    /// When this subscriber first tried the messages that failed: their age budget's start.
+    first_tries: &'a FirstTries,
     signal: PhantomData<fn() -> S>,
 }
 
@@ -36,11 +39,17 @@ where
     for<'c> S::Context<'c>: FromJobAsync<'c> + Send,
 {
     /// Groups applied with `settings`, keying messages without an id by `stream_key`.
-    pub(crate) fn new(settings: &'a Settings, stream_key: &'a str, stop: &'a AtomicBool) -> Self {
+    pub(crate) fn new(
+        settings: &'a Settings,
+        stream_key: &'a str,
+        stop: &'a AtomicBool,
+        first_tries: &'a FirstTries,
+    ) -> Self {
         Groups {
             settings,
             stream_key,
             stop,
+            first_tries,
             signal: PhantomData,
         }
     }
@@ -97,7 +106,7 @@ where
                 Ok(acks) => {
                     // A lost ack means one more delivery, which the inbox skips.
                     for (message, ack) in group.iter().zip(acks) {
-                        let _ = message.ack_with(ack).await;
+                        self.settle(message, ack).await;
                     }
                     return true;
                 }
@@ -107,7 +116,7 @@ where
                 }
                 Err(GroupError::Refused(error)) => match self.refused(&group[0], &error).await {
                     Ok(ack) => {
-                        let _ = group[0].ack_with(ack).await;
+                        self.settle(&group[0], ack).await;
                         return true;
                     }
                     Err(error) => error,
@@ -166,16 +175,21 @@ where
         Ok(AckKind::Term)
     }
 
-    /// What a message says of itself: its inbox key, deliveries, sequence, publication time.
+    /// Acknowledges a message whose group committed; a message done or dead is forgotten by
+    /// the age budget.
+    async fn settle(&self, message: &jetstream::Message, ack: AckKind) {
+        if !matches!(ack, AckKind::Nak(_)) {
+            self.first_tries.settled(&self.received(message).id);
+        }
+        let _ = message.ack_with(ack).await;
+    }
+
+    /// What a message says of itself: its inbox key, deliveries, sequence.
     fn received(&self, message: &jetstream::Message) -> Received {
         let now = self.settings.clock.now();
-        let (delivered, sequence, published) = match message.info() {
-            Ok(info) => (
-                info.delivered,
-                info.stream_sequence,
-                (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
-            ),
-            Err(_) => (1, 0, now),
+        let (delivered, sequence) = match message.info() {
+            Ok(info) => (info.delivered, info.stream_sequence),
+            Err(_) => (1, 0),
         };
         let id = message
             .headers
@@ -189,15 +203,15 @@ where
             id,
             delivered,
             sequence,
-            published,
             now,
         }
     }
 
     /// A failed message's error, and whether it is dead: past `payload_grace` for a payload
-    /// this release cannot read, past `max_age` for a handler failure, or `max_deliver`.
+    /// this release cannot read, past `max_age` for a handler failure, or `max_deliver`. Both
+    /// ages count from this subscriber's first try of the message (see `budget`).
     fn verdict(&self, received: &Received, failure: Failure) -> (String, bool) {
-        let age = received.now.saturating_sub(received.published);
+        let age = self.first_tries.age(&received.id, received.now);
         let out_of_deliveries = received.delivered >= self.settings.max_deliver;
         match failure {
             Failure::Payload(error) => {
@@ -347,8 +361,6 @@ struct Received {
     id: String,
     delivered: i64,
     sequence: u64,
-    /// When the stream stored it, in milliseconds.
-    published: i64,
     now: i64,
 }
 

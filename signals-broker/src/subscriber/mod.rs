@@ -2,6 +2,7 @@
 //! its consume loop (pull, hand groups of messages to [`group`], recover from NATS errors).
 //! Each message's effects and its inbox row commit together; see [`inbox`].
 
+mod budget;
 mod group;
 mod inbox;
 mod settings;
@@ -21,6 +22,7 @@ use signals_queue::{Clock, Error, FromJobAsync, Pool, RetryPolicy};
 
 use crate::catalog::{self, Subscription};
 use crate::stream::create_or_update_stream;
+use budget::FirstTries;
 use group::Groups;
 use settings::Settings;
 
@@ -55,19 +57,23 @@ impl<S> SubscriberBuilder<S> {
         self
     }
 
-    /// How long after it was published a message whose handlers keep failing is retried before
-    /// it is terminated and recorded dead (default 1 hour). Only handler failures lead there:
-    /// while the database itself fails (it cannot begin, record or commit), the subscriber
-    /// holds the messages in hand, tells JetStream it is still working on them, and tries
-    /// again; no delivery is used up.
+    /// How long a message whose handlers keep failing is retried before it is terminated and
+    /// recorded dead (default 1 hour), counted from when this subscriber first tried it, not
+    /// from when it was published: after an outage longer than this, the backlog's messages
+    /// still get their retries. The first tries are kept in memory: a restarted subscriber
+    /// counts again, and instances sharing the consumer count apart (a message gets more
+    /// tries, never fewer). Only handler failures lead there: while the database itself fails
+    /// (it cannot begin, record or commit), the subscriber holds the messages in hand, tells
+    /// JetStream it is still working on them, and tries again; no delivery is used up.
     pub fn max_age(mut self, age: Duration) -> Self {
         self.settings.max_age = age;
         self
     }
 
-    /// How long after it was published a message that does not deserialize into the signal is
-    /// delivered again before it is dead (default 30 minutes): during a rolling deploy the
-    /// producer may send a shape only the next release of this consumer reads.
+    /// How long a message that does not deserialize into the signal is delivered again before
+    /// it is dead (default 30 minutes), counted from when this subscriber first tried it, as
+    /// [`max_age`](Self::max_age) is: during a rolling deploy the producer may send a shape only
+    /// the next release of this consumer reads.
     pub fn payload_grace(mut self, grace: Duration) -> Self {
         self.settings.payload_grace = grace;
         self
@@ -136,6 +142,7 @@ where
     /// the stream or the consumer.
     pub async fn build(self) -> Result<Subscriber<S>, Error> {
         let settings = self.settings;
+        let longest_budget = settings.max_age.max(settings.payload_grace);
         queue::check_schema(&settings.pool).await?;
         queue::check_session(&settings.pool).await?;
         if let Some(subjects) = &settings.stream_subjects {
@@ -155,6 +162,7 @@ where
             stop: Arc::new(AtomicBool::new(false)),
             pruned: None,
             checked: None,
+            first_tries: FirstTries::new(longest_budget),
             signal: PhantomData,
         })
     }
@@ -218,6 +226,8 @@ pub struct Subscriber<S> {
     pruned: Option<std::time::Instant>,
     /// When an idle subscriber last checked that its consumer exists.
     checked: Option<std::time::Instant>,
+    /// When this subscriber first tried the messages that failed (their age budget).
+    first_tries: FirstTries,
     signal: PhantomData<fn() -> S>,
 }
 
@@ -353,7 +363,12 @@ where
             .messages()
             .await
             .map_err(Error::nats)?;
-        let groups = Groups::<S>::new(&self.settings, &self.stream_key, &self.stop);
+        let groups = Groups::<S>::new(
+            &self.settings,
+            &self.stream_key,
+            &self.stop,
+            &self.first_tries,
+        );
         let mut handled = 0;
         while let Some(first) = messages.next().await {
             let mut arrived = vec![first.map_err(Error::Nats)?];
