@@ -1274,3 +1274,90 @@ async fn a_backlog_after_an_outage_gets_its_retries() {
     db.drop_schema().await;
     broker.delete().await;
 }
+
+/// Errors that say "try again", not "this message is bad": a serialization failure raised by a
+/// handler's statement, a deadlock reported at commit, and the subscriber's connection
+/// terminated at commit. Each happens once, under `max_deliver(1)`: the message is applied
+/// (the group is tried again, charged to no message), not dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_database_errors_are_not_the_messages_fault() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let cases = [
+        (
+            "a serialization failure in a handler's statement",
+            "CREATE FUNCTION transient() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF nextval('transients') = 1 THEN
+                     RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001';
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER transient BEFORE INSERT ON shipments
+                 FOR EACH ROW EXECUTE FUNCTION transient();",
+        ),
+        (
+            "a deadlock at commit",
+            "CREATE FUNCTION transient() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF nextval('transients') = 1 THEN
+                     RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01';
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER transient AFTER INSERT ON shipments
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION transient();",
+        ),
+        (
+            "the connection terminated at commit",
+            "CREATE FUNCTION transient() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF nextval('transients') = 1 THEN
+                     PERFORM pg_terminate_backend(pg_backend_pid());
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER transient AFTER INSERT ON shipments
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION transient();",
+        ),
+    ];
+    for (i, (case, trigger)) in cases.into_iter().enumerate() {
+        // A stream of the case's own: its consumer sees only its message.
+        let Some(broker) = Broker::connect().await else {
+            return;
+        };
+        let order_id = 140_000 + i as i64;
+        let consumer = format!("shipping_{}", uuid::Uuid::now_v7().simple());
+        place(&db, [order_id], true).await;
+        broker.relay_until_idle(&db).await;
+        pg_execute(&db, &format!("CREATE SEQUENCE transients; {trigger}")).await;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            broker
+                .subscriber(&db, &consumer)
+                .max_deliver(1)
+                .build()
+                .await
+                .unwrap()
+                .run_until_idle(),
+        )
+        .await
+        .expect("the subscriber went idle")
+        .unwrap();
+        pg_execute(
+            &db,
+            "DROP TRIGGER transient ON shipments; DROP FUNCTION transient();
+             DROP SEQUENCE transients;",
+        )
+        .await;
+        let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
+        assert_eq!((inbox.done, inbox.dead), (1, 0), "{case}");
+        let applied = db
+            .count("SELECT COUNT(*) FROM shipments WHERE order_id >= 140000")
+            .await;
+        assert_eq!(applied, i as i64 + 1, "{case}: applied once");
+        broker.delete().await;
+    }
+    db.drop_schema().await;
+}

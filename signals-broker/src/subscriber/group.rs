@@ -61,8 +61,9 @@ where
     /// progress (a long handler is not delivered to another instance). When the database fails
     /// (begin, a statement of the subscriber's own, the connection) the group is held and
     /// tried again after a pause, with the same in-progress acks: an outage uses up no
-    /// delivery. A commit the database refuses for what a handler wrote (a deferred
-    /// constraint, a serialization failure) is that message's failure: the group is tried
+    /// delivery; so does a serialization failure or a deadlock, in a handler's statement or at
+    /// the commit (tried again as it is, a few times). A commit the database refuses for what
+    /// a handler wrote (a deferred constraint) is that message's failure: the group is tried
     /// again one message at a time, and the one whose commit fails is naked or dead.
     pub(crate) async fn handle(
         &self,
@@ -81,7 +82,9 @@ where
 
     /// Applies `group` until it commits (then acks it: `true`), the subscriber stops, or the
     /// commit is refused for what the group wrote (`false` for a group of several; a single
-    /// message is then naked or dead, and `true`).
+    /// message is then naked or dead, and `true`). A serialization failure or a deadlock is
+    /// tried again as it is, charged to no message, up to [`TRANSIENT_TRIES`] times in a row;
+    /// then it counts as a refusal (a handler that always meets one fails its own message).
     async fn until_done(
         &self,
         group: &[jetstream::Message],
@@ -91,6 +94,7 @@ where
         let mut pause = Duration::from_millis(100);
         let keep_alive = (self.settings.ack_wait / 3).max(Duration::from_millis(100));
         let held = [group, later, waiting];
+        let mut transient = 0;
         loop {
             let attempt = self.apply_group(group);
             tokio::pin!(attempt);
@@ -102,7 +106,7 @@ where
                     _ = ticker.tick() => in_progress(&held).await,
                 }
             };
-            let error = match result {
+            let refusal = match result {
                 Ok(acks) => {
                     // A lost ack means one more delivery, which the inbox skips.
                     for (message, ack) in group.iter().zip(acks) {
@@ -110,20 +114,33 @@ where
                     }
                     return true;
                 }
-                Err(GroupError::Refused(error)) if group.len() > 1 => {
+                Err(GroupError::Transient(_)) if transient + 1 < TRANSIENT_TRIES => {
+                    transient += 1;
+                    None
+                }
+                Err(GroupError::Transient(error)) => Some(error),
+                Err(GroupError::Refused(error)) => {
+                    let text = format!("the database refused the commit: {error}");
                     queue::database_error("commit", &error.into());
+                    Some(text)
+                }
+                Err(GroupError::Database(error)) => {
+                    queue::database_error("inbox", &error.into());
+                    None
+                }
+            };
+            if let Some(error) = refusal {
+                if group.len() > 1 {
                     return false;
                 }
-                Err(GroupError::Refused(error)) => match self.refused(&group[0], &error).await {
+                match self.refused(&group[0], error).await {
                     Ok(ack) => {
                         self.settle(&group[0], ack).await;
                         return true;
                     }
-                    Err(error) => error,
-                },
-                Err(GroupError::Database(error)) => error,
-            };
-            queue::database_error("inbox", &error.into());
+                    Err(error) => queue::database_error("inbox", &error.into()),
+                }
+            }
             if self.stop.load(Ordering::SeqCst) {
                 return true; // delivered again after `ack_wait`
             }
@@ -140,22 +157,30 @@ where
         for message in group {
             acks.push(self.apply(&mut tx, message).await?);
         }
-        tx.commit().await.map_err(|error| match error {
-            error @ sqlx::Error::Database(_) => GroupError::Refused(error),
-            error => GroupError::Database(error),
-        })?;
+        tx.commit()
+            .await
+            .map_err(|error| match transience(&error) {
+                Some(Transience::LostConnection) => GroupError::Database(error),
+                Some(Transience::Conflict) => {
+                    let text = error.to_string();
+                    queue::database_error("commit", &error.into());
+                    GroupError::Transient(text)
+                }
+                None if matches!(error, sqlx::Error::Database(_)) => GroupError::Refused(error),
+                None => GroupError::Database(error),
+            })?;
         Ok(acks)
     }
 
-    /// One message whose commit the database refused: a failed delivery (naked after a
-    /// backoff), or dead once past its budget (recorded in a transaction of its own).
+    /// One message whose commit the database refused (`error`): a failed delivery (naked
+    /// after a backoff), or dead once past its budget (recorded in a transaction of its own).
     async fn refused(
         &self,
         message: &jetstream::Message,
-        error: &sqlx::Error,
+        error: String,
     ) -> Result<AckKind, sqlx::Error> {
         let received = self.received(message);
-        let failure = Failure::Retry(format!("the database refused the commit: {error}"));
+        let failure = Failure::Retry(error);
         let (error, dead) = self.verdict(&received, failure);
         if !dead {
             return Ok(self.nak(&received));
@@ -218,7 +243,7 @@ where
                 let grace = self.settings.payload_grace.as_millis() as i64;
                 (error, out_of_deliveries || age >= grace)
             }
-            Failure::Retry(error) => {
+            Failure::Retry(error) | Failure::Transient(error) => {
                 let budget = self.settings.max_age.as_millis() as i64;
                 (error, out_of_deliveries || age >= budget)
             }
@@ -232,12 +257,13 @@ where
     }
 
     /// One message of a group, after a savepoint: how to acknowledge it once the group commits.
-    /// `Err`: the transaction itself failed.
+    /// `Err`: the transaction itself failed, or a handler met a serialization failure or a
+    /// deadlock (the whole group is tried again).
     async fn apply(
         &self,
         tx: &mut signals_queue::Transaction,
         message: &jetstream::Message,
-    ) -> Result<AckKind, sqlx::Error> {
+    ) -> Result<AckKind, GroupError> {
         let received = self.received(message);
         let subject = message.subject.as_str();
         let consumer = &self.settings.consumer;
@@ -262,8 +288,9 @@ where
                 Err(sqlx::Error::Database(error)) => Failure::Retry(format!(
                     "the handler returned Ok but its transaction failed: {error}"
                 )),
-                Err(error) => return Err(error),
+                Err(error) => return Err(error.into()),
             },
+            Err(Failure::Transient(error)) => return Err(GroupError::Transient(error)),
             Err(failure) => failure,
         };
         queue::savepoint(tx.tx(), "ROLLBACK TO SAVEPOINT signals_message").await?;
@@ -311,10 +338,13 @@ where
         );
         let notified = AssertUnwindSafe(async {
             let mut ctx = <S::Context<'_> as FromJobAsync<'_>>::from_job(scope)
-                .map_err(|error| error.to_string())?;
+                .map_err(|error| Failure::Retry(error.to_string()))?;
             signals_core::notify_async(&signal, &mut ctx)
                 .await
-                .map_err(|error| error_chain(&error))
+                .map_err(|error| match caused_by_transience(&error) {
+                    true => Failure::Transient(error_chain(&error)),
+                    false => Failure::Retry(error_chain(&error)),
+                })
         })
         .catch_unwind();
         // Past the timeout the handlers' future is dropped (the caller rolls the message's
@@ -322,7 +352,7 @@ where
         let timeout = self.settings.handler_timeout;
         match tokio::time::timeout(timeout, notified).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(error))) => Err(Failure::Retry(error)),
+            Ok(Ok(Err(failure))) => Err(failure),
             Ok(Err(panic)) => Err(Failure::Retry(queue::panic_message(&*panic))),
             Err(_) => Err(Failure::Retry(format!(
                 "the handler timed out after {timeout:?}"
@@ -341,10 +371,19 @@ async fn in_progress(held: &[&[jetstream::Message]]) {
     }
 }
 
+/// How many times in a row a group meets a serialization failure or a deadlock before that
+/// counts as a refusal (about 25 s of pauses).
+const TRANSIENT_TRIES: u32 = 10;
+
 /// Why a group did not commit.
 enum GroupError {
-    /// The database failed: the connection, `BEGIN`, or a statement of the subscriber's own.
+    /// The database failed: the connection (lost at any point, the commit included), `BEGIN`,
+    /// or a statement of the subscriber's own. Tried again until it works.
     Database(sqlx::Error),
+    /// A serialization failure or a deadlock, in a handler's statement or at the commit, or a
+    /// lost connection in a handler's statement: the group is tried again as it is, charged to
+    /// no message (up to [`TRANSIENT_TRIES`] times in a row).
+    Transient(String),
     /// The database refused the commit for what the group wrote.
     Refused(sqlx::Error),
 }
@@ -383,4 +422,83 @@ enum Failure {
     Payload(String),
     /// A handler or the database failed: deliver it again after a backoff.
     Retry(String),
+    /// A handler's statement met a serialization failure, a deadlock or a lost connection:
+    /// not the message's fault (see [`GroupError::Transient`]).
+    Transient(String),
+}
+
+/// Database errors that are no one message's fault.
+#[derive(Debug, PartialEq, Eq)]
+enum Transience {
+    /// A serialization failure (`40001`) or a deadlock (`40P01`): the transaction may succeed
+    /// as it is when tried again.
+    Conflict,
+    /// The connection was lost or terminated (class `08`, `57P01` to `57P03`, an I/O error).
+    LostConnection,
+}
+
+/// Whether `error` is no one message's fault, and how.
+fn transience(error: &sqlx::Error) -> Option<Transience> {
+    match error {
+        sqlx::Error::Database(error) => sqlstate_transience(error.code().as_deref()?),
+        sqlx::Error::Io(_) => Some(Transience::LostConnection),
+        _ => None,
+    }
+}
+
+/// [`transience`] by SQLSTATE.
+fn sqlstate_transience(code: &str) -> Option<Transience> {
+    match code {
+        "40001" | "40P01" => Some(Transience::Conflict),
+        "57P01" | "57P02" | "57P03" => Some(Transience::LostConnection),
+        code if code.starts_with("08") => Some(Transience::LostConnection),
+        _ => None,
+    }
+}
+
+/// Whether a handler's error was caused by a transient database error (anywhere in its
+/// chain of sources).
+fn caused_by_transience(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            if transience(error).is_some() {
+                return true;
+            }
+        }
+        if let Some(signals_queue::Error::Sqlx(error)) =
+            error.downcast_ref::<signals_queue::Error>()
+        {
+            if transience(error).is_some() {
+                return true;
+            }
+        }
+        cause = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+#[test]
+fn serialization_failures_deadlocks_and_lost_connections_are_transient() {
+    assert_eq!(sqlstate_transience("40001"), Some(Transience::Conflict));
+    assert_eq!(sqlstate_transience("40P01"), Some(Transience::Conflict));
+    assert_eq!(
+        sqlstate_transience("57P01"),
+        Some(Transience::LostConnection)
+    );
+    assert_eq!(
+        sqlstate_transience("08006"),
+        Some(Transience::LostConnection)
+    );
+    assert_eq!(
+        sqlstate_transience("23505"),
+        None,
+        "a unique violation is the message's"
+    );
+    assert_eq!(
+        sqlstate_transience("P0001"),
+        None,
+        "so is what a trigger raises"
+    );
 }

@@ -63,8 +63,11 @@ impl<S> SubscriberBuilder<S> {
     /// still get their retries. The first tries are kept in memory: a restarted subscriber
     /// counts again, and instances sharing the consumer count apart (a message gets more
     /// tries, never fewer). Only handler failures lead there: while the database itself fails
-    /// (it cannot begin, record or commit), the subscriber holds the messages in hand, tells
-    /// JetStream it is still working on them, and tries again; no delivery is used up.
+    /// (it cannot begin, record or commit, or the connection is lost), the subscriber holds the
+    /// messages in hand, tells JetStream it is still working on them, and tries again; no
+    /// delivery is used up. A serialization failure or a deadlock (in a handler's statement or
+    /// at the commit), or a lost connection in a handler's statement, is tried again the same
+    /// way, up to 10 times in a row before it counts as the message's failure.
     pub fn max_age(mut self, age: Duration) -> Self {
         self.settings.max_age = age;
         self
