@@ -66,8 +66,12 @@ impl RelayBuilder {
         self
     }
 
-    /// How long a claim holds its jobs (default 30 s): a relay that dies leaves them to another
-    /// after this; the stream drops the messages it published twice.
+    /// The relay's lease (default 30 s): its claimed jobs are its own while it renews it. Its
+    /// maintenance renews it every third of the lease on a connection of the pool the relay
+    /// was given (not one of its own: the application shares that pool, so leave room in it).
+    /// A relay that dies, or cannot renew, leaves its jobs to another after this; the stream
+    /// drops the messages it published twice. A completion the database refuses is written
+    /// again for up to this long.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(30));
         self
@@ -110,13 +114,17 @@ impl RelayBuilder {
         self
     }
 
-    /// Creates the jobs table if needed (and the stream, with
-    /// [`create_stream`](Self::create_stream)) and gathers the publishing functions linked into
-    /// this program: the relay claims only their jobs.
+    /// Checks, reading only, that the jobs table's schema is one this release works with (it
+    /// never creates or migrates it: run the migration first, e.g. `AsyncQueue::migrate`),
+    /// refuses a pool behind a transaction-mode pooler, creates or updates the stream with
+    /// [`create_stream`](Self::create_stream), gathers the publishing functions linked into
+    /// this program (the relay claims only their jobs) and registers the relay's lease.
     ///
     /// # Errors
     ///
-    /// A database error, two publishing functions with one job name, or [`Error::Nats`] if
+    /// A database error, [`Error::SchemaOutdated`] (no table, or an older one: migrate
+    /// first), [`Error::SchemaTooNew`], [`Error::TransactionPooler`], two publishing
+    /// functions with one job name ([`Error::DuplicateJobName`]), or [`Error::Nats`] if
     /// JetStream refuses the stream.
     pub async fn build(self) -> Result<Relay, Error> {
         queue::check_schema(&self.pool).await?;

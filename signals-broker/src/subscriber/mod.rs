@@ -135,14 +135,19 @@ where
     S: AsyncSignal + DeserializeOwned + Send + Sync,
     for<'c> S::Context<'c>: FromJobAsync<'c> + Send,
 {
-    /// Creates the inbox table if needed (and the stream, with
-    /// [`create_stream`](Self::create_stream)), and the durable consumer (or updates it):
-    /// explicit acks, [`ack_wait`](Self::ack_wait), [`max_deliver`](Self::max_deliver).
+    /// Checks, reading only, that the schema (the inbox table included) is one this release
+    /// works with (it never creates or migrates it: run the migration first, e.g.
+    /// `AsyncQueue::migrate`), refuses a pool behind a transaction-mode pooler, creates or
+    /// updates the stream with [`create_stream`](Self::create_stream), then creates the
+    /// durable consumer (or updates it): explicit acks, [`ack_wait`](Self::ack_wait), no
+    /// JetStream `MaxDeliver` (the subscriber applies [`max_deliver`](Self::max_deliver)
+    /// itself).
     ///
     /// # Errors
     ///
-    /// A database error, or [`Error::Nats`] if the stream does not exist or JetStream refuses
-    /// the stream or the consumer.
+    /// A database error, [`Error::SchemaOutdated`] (no table, or an older one: migrate
+    /// first), [`Error::SchemaTooNew`], [`Error::TransactionPooler`], or [`Error::Nats`] if
+    /// the stream does not exist or JetStream refuses the stream or the consumer.
     pub async fn build(self) -> Result<Subscriber<S>, Error> {
         let settings = self.settings;
         let longest_budget = settings.max_age.max(settings.payload_grace);
