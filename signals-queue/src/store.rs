@@ -703,7 +703,16 @@ async fn migrate_postgres(conn: &mut sqlx::PgConnection) -> Result<(), Error> {
         }
     }
     // Another process migrating holds this until it is done: wait for it, then look again.
-    sqlx::query(sql::LOCK).execute(&mut *conn).await?;
+    // Polled between statements, so that this session holds no snapshot while it waits: the
+    // holder's `CREATE INDEX CONCURRENTLY` waits for every older snapshot to go.
+    let mut pause = Duration::from_millis(20);
+    while !sqlx::query_scalar::<_, bool>(sql::TRY_LOCK)
+        .fetch_one(&mut *conn)
+        .await?
+    {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
     let result = migrate_postgres_locked(conn).await;
     let unlocked = sqlx::query(sql::UNLOCK).execute(&mut *conn).await;
     result?;

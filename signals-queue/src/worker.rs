@@ -323,7 +323,7 @@ impl Worker {
     pub fn run_until_idle(self) -> Result<(), Error> {
         let running = self.start()?;
         running.wait_idle()?;
-        running.shutdown(Duration::from_secs(60))
+        running.shutdown(Duration::from_secs(60)).map(drop)
     }
 }
 
@@ -383,12 +383,15 @@ impl RunningWorker {
     /// its job is failed (retried after a backoff) and fenced off, so its late completion is
     /// refused.
     ///
+    /// Returns what the worker did, final (the counters [`stats`](Self::stats) reads while it
+    /// runs may trail the database by the jobs whose commit has just returned).
+    ///
     /// # Errors
     ///
     /// None today; reserved.
-    pub fn shutdown(mut self, grace: Duration) -> Result<(), Error> {
+    pub fn shutdown(mut self, grace: Duration) -> Result<WorkerStats, Error> {
         self.stop(grace);
-        Ok(())
+        Ok(self.stats())
     }
 
     fn stop(&mut self, grace: Duration) {

@@ -133,8 +133,7 @@ fn jobs_that_write_nothing_complete_many_to_a_statement() {
         .start()
         .unwrap();
     running.wait_idle().unwrap();
-    let stats = running.stats();
-    running.shutdown(Duration::from_secs(10)).unwrap();
+    let stats = running.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(stats.completed_in_batches, 300, "{stats:?}");
     assert_eq!(stats.completed_with_writes, 0, "{stats:?}");
     assert!(stats.flushes <= 300 / 5, "{stats:?}");

@@ -431,12 +431,16 @@ impl RunningAsyncWorker {
     /// are cancelled (their transactions roll back) and their attempts recorded as failed,
     /// to be retried after a backoff. Then flushes the completions and retires the lease.
     ///
+    /// Returns what the worker did, final: every job it ran is counted (the counters that
+    /// [`stats`](Self::stats) reads while it runs may trail the database by the jobs whose
+    /// commit has just returned).
+    ///
     /// # Errors
     ///
     /// None today; reserved.
-    pub async fn shutdown(mut self, grace: Duration) -> Result<(), Error> {
+    pub async fn shutdown(mut self, grace: Duration) -> Result<WorkerStats, Error> {
         let Some(tasks) = self.tasks.take() else {
-            return Ok(());
+            return Ok(self.stats());
         };
         let shared = &self.shared;
         shared
@@ -453,7 +457,7 @@ impl RunningAsyncWorker {
         if let Some(notifier) = tasks.notifier {
             let _ = notifier.await;
         }
-        Ok(())
+        Ok(self.stats())
     }
 }
 
