@@ -269,6 +269,7 @@ impl RelayBuilder {
                 retire: AtomicBool::new(false),
                 retired: Notify::new(),
                 woken: Notify::new(),
+                renewed: queue::LeaseClock::default(),
             }),
         })
     }
@@ -311,6 +312,8 @@ struct RelayShared {
     retired: Notify,
     /// Woken by PostgreSQL's notifications of new jobs, and by rescues.
     woken: Notify,
+    /// When the relay's lease was last renewed.
+    renewed: queue::LeaseClock,
 }
 
 impl RelayShared {
@@ -325,6 +328,8 @@ impl RelayShared {
             clock: &self.config.clock,
             woken: &self.woken,
             suspects: None,
+            in_flight: None,
+            renewed: &self.renewed,
             retire: &self.retire,
             retired: &self.retired,
         }

@@ -426,6 +426,11 @@ FROM (SELECT ",
 WHERE id = $5 AND token = $6 AND state = 'running'"
 );
 
+/// The jobs running under worker `$1` (id, token, attempt), through the index of running jobs
+/// by worker: maintenance looks for rows nothing of the worker holds any more.
+pub(crate) const RUNNING_OF: &str =
+    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = $1";
+
 /// Renews the lease of worker `$1` for `$3` ms: one row, whatever it runs.
 pub(crate) const HEARTBEAT: &str = concat!(
     "

@@ -209,6 +209,11 @@ SET state = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
     run_at = ?2 + ?3, token = NULL, worker = NULL, last_error = ?4
 WHERE id = ?5 AND token = ?6 AND state = 'running'";
 
+/// The jobs running under worker `$1` (id, token, attempt), through the index of running jobs
+/// by worker: maintenance looks for rows nothing of the worker holds any more.
+pub(crate) const RUNNING_OF: &str =
+    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = $1";
+
 /// Renews the lease of worker `?1` (`?3` ms): one row, and its counter moves.
 pub(crate) const HEARTBEAT: &str = "
 INSERT INTO signals_workers (id, lease_until, lease_ms, beats) VALUES (?1, ?2 + ?3, ?3, 1)

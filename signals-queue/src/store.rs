@@ -185,6 +185,16 @@ pub async fn unclaim(tx: Tx<'_>, token: i64) -> Result<u64, sqlx::Error> {
     }))
 }
 
+/// The jobs running under worker `worker`: (id, token, attempt).
+pub async fn running_of(tx: Tx<'_>, worker: i64) -> Result<Vec<(i64, i64, i32)>, sqlx::Error> {
+    Ok(on!(tx, |conn, sql| {
+        sqlx::query_as(sql::RUNNING_OF)
+            .bind(worker)
+            .fetch_all(&mut *conn)
+            .await?
+    }))
+}
+
 /// After a claim failed for any reason but the database's refusal, the server may have
 /// committed it: undoes it by token in the background, retrying until the database answers
 /// (a worker that stops first leaves the jobs to the rescue that follows its retirement).
@@ -878,15 +888,6 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
     }
     tx.commit().await?;
     Ok(())
-}
-
-/// Whether waiting and trying again may help: a busy SQLite database, a lost connection.
-pub(crate) fn retryable(error: &sqlx::Error) -> bool {
-    is_busy(error)
-        || matches!(
-            error,
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-        )
 }
 
 /// Whether `error` is SQLite saying the database is locked or busy: a wait and a retry help.

@@ -674,3 +674,88 @@ async fn a_claim_whose_reply_was_lost_is_undone_by_its_token() {
         db.drop_schema().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A failure the database refuses to record.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct FailsOnce;
+
+static FAILS_ONCE: AtomicUsize = AtomicUsize::new(0);
+
+#[on(FailsOnce, queue)]
+async fn fails_once(_: &FailsOnce, _: &mut Ctx<'_>) -> Result<(), BoxError> {
+    match FAILS_ONCE.fetch_add(1, Ordering::SeqCst) {
+        0 => Err("the provider is down".into()),
+        _ => Ok(()),
+    }
+}
+
+/// A trigger that refuses every write of a failed attempt (running → anything but done) until
+/// `refuse_until.until_ms`, by the database's clock.
+const REFUSE_FAILURES: [&str; 2] = [
+    "
+CREATE TABLE refuse_until (until_ms BIGINT NOT NULL);
+CREATE FUNCTION refuse_failures() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT until_ms FROM refuse_until) > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+    THEN RAISE EXCEPTION 'refused by the test';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_failures BEFORE UPDATE ON signals_jobs FOR EACH ROW
+    WHEN (OLD.state = 'running' AND NEW.state NOT IN ('running', 'done'))
+    EXECUTE FUNCTION refuse_failures();
+INSERT INTO refuse_until VALUES ((EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + 2000)",
+    "
+CREATE TABLE refuse_until (until_ms INTEGER NOT NULL);
+CREATE TRIGGER refuse_failures BEFORE UPDATE ON signals_jobs
+    WHEN OLD.state = 'running' AND NEW.state NOT IN ('running', 'done')
+     AND (SELECT until_ms FROM refuse_until)
+         > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+INSERT INTO refuse_until VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 2000)",
+];
+
+/// The database refuses to record a failed attempt for two seconds, longer than the worker's
+/// lease (600 ms): the executor tries until the lease would lapse, then leaves the job to
+/// maintenance, which finds a running row of its own worker that nothing holds and fails it the
+/// normal way once the database accepts it. The job is retried and done; nothing stays
+/// `running` under a live worker, so the worker gets idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_the_database_refuses_to_record_is_recorded_later_not_left_running() {
+    for db in Db::all().await {
+        let name = db.name();
+        FAILS_ONCE.store(0, Ordering::SeqCst);
+        commit(&db, &[FailsOnce]).await;
+        let trigger = match db.pool.is_postgres() {
+            true => REFUSE_FAILURES[0],
+            false => REFUSE_FAILURES[1],
+        };
+        with_db!(&db.pool, |pool| {
+            sqlx::raw_sql(trigger).execute(pool).await.unwrap();
+        });
+        let started = Instant::now();
+        let worker = worker(&db.pool)
+            .lease(Duration::from_millis(600))
+            .build()
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), worker.run_until_idle())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the job stayed running"))
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(2), "{name}");
+        assert_eq!(FAILS_ONCE.load(Ordering::SeqCst), 2, "{name}");
+        let (state, error): (String, String) = with_db!(&db.pool, |pool| sqlx::query_as(
+            "SELECT state, last_error FROM signals_jobs"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        assert_eq!(state, "done", "{name}");
+        assert!(error.contains("could not record"), "{name}: {error}");
+        db.drop_schema().await;
+    }
+}

@@ -50,7 +50,9 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
                 if completed < batch.len() {
                     trace::leases_lost(batch.len() - completed);
                 }
-                batch.clear();
+                for (id, _) in batch.drain(..) {
+                    shared.in_flight.release(id);
+                }
                 return;
             }
             Err(error) => {
