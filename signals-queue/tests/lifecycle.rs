@@ -759,3 +759,49 @@ async fn a_failure_the_database_refuses_to_record_is_recorded_later_not_left_run
         db.drop_schema().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The heartbeat waits for no other maintenance.
+
+/// Promotion of due scheduled jobs takes three seconds (a trigger sleeps 300 ms per row: a
+/// large due backlog on a slow disk), three times the worker's lease: the lease is renewed
+/// meanwhile, so no other worker would rescue the jobs it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_promotion_does_not_hold_up_the_heartbeat() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let records: Vec<Record> = (0..10).map(|n| Record { n }).collect();
+    commit(&db, &records).await;
+    db.execute_owned(
+        "UPDATE signals_jobs SET state = 'scheduled';
+         CREATE FUNCTION slow_promotion() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$;
+         CREATE TRIGGER slow_promotion BEFORE UPDATE ON signals_jobs FOR EACH ROW
+             WHEN (OLD.state = 'scheduled' AND NEW.state = 'available')
+             EXECUTE FUNCTION slow_promotion()"
+            .to_owned(),
+    )
+    .await;
+    let running = worker(&db.pool)
+        .lease(Duration::from_millis(900))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    let lapsed = "SELECT COUNT(*) FROM signals_workers
+                  WHERE lease_until < (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+    let started = Instant::now();
+    while db.count("SELECT COUNT(*) FROM effects").await < 10 {
+        assert_eq!(
+            db.count(lapsed).await,
+            0,
+            "the lease lapsed after {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_secs(30), "jobs not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.shutdown(Duration::from_secs(10)).await.unwrap();
+    db.drop_schema().await;
+}
