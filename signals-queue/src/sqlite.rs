@@ -232,6 +232,13 @@ pub(crate) fn fail(
     Ok(changed == 1)
 }
 
+/// The jobs running under worker `worker`: (id, token, attempt).
+pub(crate) fn running_of(conn: &Connection, worker: i64) -> rusqlite::Result<Vec<(i64, i64, i32)>> {
+    let mut statement = conn.prepare_cached(RUNNING_OF)?;
+    let rows = statement.query_map([worker], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    rows.collect()
+}
+
 /// Renews worker `worker`'s lease: one row, whose counter moves.
 pub(crate) fn heartbeat(
     conn: &Connection,

@@ -275,3 +275,64 @@ fn a_worker_whose_lease_was_taken_away_can_neither_complete_nor_fail_the_job() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A failure the database refuses to record.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>)]
+struct FailsOnce;
+
+static FAILS_ONCE: AtomicUsize = AtomicUsize::new(0);
+
+#[on(FailsOnce, queue)]
+fn fails_once(_: &FailsOnce, _: &mut Ctx<'_>) -> Result<(), BoxError> {
+    match FAILS_ONCE.fetch_add(1, Ordering::SeqCst) {
+        0 => Err("the provider is down".into()),
+        _ => Ok(()),
+    }
+}
+
+/// A trigger refuses every write of a failed attempt for two seconds, longer than the
+/// worker's lease (600 ms): the executor tries until the lease would lapse, then maintenance
+/// finds the running row of its own worker that nothing holds and fails it the normal way once
+/// the database accepts it. The job is retried and done; the worker gets idle.
+#[test]
+fn a_failure_the_database_refuses_to_record_is_recorded_later_not_left_running() {
+    let (_dir, path) = database();
+    commit(&path, &[FailsOnce]);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE refuse_until (until_ms INTEGER NOT NULL);
+             CREATE TRIGGER refuse_failures BEFORE UPDATE ON signals_jobs
+                 WHEN OLD.state = 'running' AND NEW.state NOT IN ('running', 'done')
+                  AND (SELECT until_ms FROM refuse_until)
+                      > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+             INSERT INTO refuse_until
+                 VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 2000)",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = worker(&path)
+        .lease(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    std::thread::spawn(move || done.send(worker.run_until_idle()));
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the job stayed running")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(FAILS_ONCE.load(Ordering::SeqCst), 2);
+    let conn = Connection::open(&path).unwrap();
+    let (state, error): (String, String) = conn
+        .query_row("SELECT state, last_error FROM signals_jobs", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(state, "done");
+    assert!(error.contains("could not record"), "{error}");
+}
