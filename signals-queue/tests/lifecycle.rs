@@ -805,3 +805,67 @@ async fn a_slow_promotion_does_not_hold_up_the_heartbeat() {
     running.shutdown(Duration::from_secs(10)).await.unwrap();
     db.drop_schema().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown with the database gone.
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Gated;
+
+static GATE: Semaphore = Semaphore::const_new(0);
+static AT_GATE: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits at the gate; writes nothing (the completer completes it).
+#[on(Gated, queue)]
+async fn gated(_: &Gated, _: &mut Ctx<'_>) {
+    AT_GATE.fetch_add(1, Ordering::SeqCst);
+    GATE.acquire().await.unwrap().forget();
+}
+
+/// The database is cut off (a TCP proxy closes every connection and refuses new ones) while 20
+/// handlers finish: their completions cannot be written. Shutdown still returns, within the
+/// grace and a lease (the completer gives up; the jobs stay `running` under a lease nobody
+/// renews, for another worker to rescue), instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_when_the_database_is_gone() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    commit(&db, &vec![Gated; 20]).await;
+    let proxy = support::CutProxy::start().await;
+    let pool = Pool::connect(&proxy.url(&db.url), 4).await.unwrap();
+    let running = worker(&pool)
+        .concurrency(20)
+        .lease(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    wait_for("20 handlers at the gate", || async {
+        AT_GATE.load(Ordering::SeqCst) == 20
+    })
+    .await;
+    proxy.cut();
+    GATE.add_permits(20);
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        running.shutdown(Duration::from_secs(1)),
+    )
+    .await
+    .expect("shutdown hung with the database gone")
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+            .await,
+        0,
+        "nothing could be completed"
+    );
+    db.drop_schema().await;
+}

@@ -52,9 +52,12 @@ pub struct Upkeep<'a> {
 /// orphans every `tick`, until `retire`; then forgets the worker's lease row.
 pub async fn maintain(upkeep: Upkeep<'_>) {
     tokio::join!(renew(&upkeep), look_after(&upkeep));
-    if let Ok(mut conn) = upkeep.pool.acquire().await {
-        let _ = store::retire(conn.tx(), upkeep.worker).await;
-    }
+    // Bounded: with the database gone, the lease lapses by itself.
+    let retire = async {
+        let mut conn = upkeep.pool.acquire().await?;
+        store::retire(conn.tx(), upkeep.worker).await
+    };
+    let _ = tokio::time::timeout(upkeep.lease / 3, retire).await;
 }
 
 /// Sleeps `pause`, or until the worker retires; whether it is still running.
