@@ -591,24 +591,11 @@ pub async fn check_schema(pool: &crate::Pool) -> Result<(), Error> {
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
             use crate::sqlite_sql as sql;
-            let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
-                .fetch_one(&mut *conn)
-                .await?;
-            let found: Option<i64> = match exists {
-                true => {
-                    sqlx::query_scalar(sql::VERSION)
-                        .fetch_one(&mut *conn)
-                        .await?
-                }
-                false => None,
+            let (level, applied) = sqlite_schema(conn).await?;
+            return match sql::is_current(level, applied)? {
+                true => Ok(()),
+                false => Err(sql::outdated(level, applied)),
             };
-            if let Some(found) = found.filter(|found| *found > sql::SCHEMA_VERSION) {
-                return Err(Error::SchemaTooNew {
-                    found,
-                    known: sql::SCHEMA_VERSION,
-                });
-            }
-            (found, sql::SCHEMA_VERSION)
         }
         Tx::__Job(_) => unreachable!("a pooled connection is never a job's transaction"),
     };
@@ -835,57 +822,67 @@ fn is_lock_timeout(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03"))
 }
 
+/// A SQLite file's level and newest migration (see [`is_current`](crate::sqlite_sql::is_current)).
+#[cfg(feature = "sqlx-sqlite")]
+async fn sqlite_schema(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<(Option<i64>, Option<i64>), sqlx::Error> {
+    use crate::sqlite_sql as sql;
+    let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok((None, None));
+    }
+    let level = sqlx::query_scalar(sql::VERSION)
+        .fetch_one(&mut *conn)
+        .await?;
+    let migrations: bool = sqlx::query_scalar(sql::HAS_MIGRATIONS)
+        .fetch_one(&mut *conn)
+        .await?;
+    let applied = match migrations {
+        true => {
+            sqlx::query_scalar(sql::APPLIED)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        false => None,
+    };
+    Ok((level, applied))
+}
+
 #[cfg(feature = "sqlx-sqlite")]
 async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> {
     use crate::sqlite_sql as sql;
     use sqlx::Connection as _;
-    let check = |found: Option<i64>| match found {
-        Some(found) if found > sql::SCHEMA_VERSION => Err(Error::SchemaTooNew {
-            found,
-            known: sql::SCHEMA_VERSION,
-        }),
-        found => Ok(found == Some(sql::SCHEMA_VERSION)),
-    };
     // Reads first (in WAL a read never waits for a writer): a current schema takes no lock.
-    let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
-        .fetch_one(&mut *conn)
-        .await?;
-    if exists {
-        let found = sqlx::query_scalar(sql::VERSION)
-            .fetch_one(&mut *conn)
-            .await?;
-        let indexed: bool = sqlx::query_scalar(sql::HAS_INBOX_INDEX)
-            .fetch_one(&mut *conn)
-            .await?;
-        if check(found)? && indexed {
-            return Ok(());
-        }
+    let (level, applied) = sqlite_schema(conn).await?;
+    if sql::is_current(level, applied)? {
+        return Ok(());
     }
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let found: Option<i64> = match exists {
-        true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
-        false => None,
-    };
-    if check(found)? {
-        sqlx::query(sql::INBOX_INDEX).execute(&mut *tx).await?;
-        sqlx::query(sql::JOB_COUNTS).execute(&mut *tx).await?;
-    } else {
-        sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
-        for (column, add) in sql::ADDED_COLUMNS {
-            let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)
-                .bind(column)
-                .fetch_one(&mut *tx)
-                .await?;
-            if has == 0 {
-                sqlx::query(add).execute(&mut *tx).await?;
-            }
+    let (level, applied) = sqlite_schema(&mut tx).await?;
+    if sql::is_current(level, applied)? {
+        return Ok(()); // another process migrated meanwhile
+    }
+    sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
+    for (column, add) in sql::ADDED_COLUMNS {
+        let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)
+            .bind(column)
+            .fetch_one(&mut *tx)
+            .await?;
+        if has == 0 {
+            sqlx::query(add).execute(&mut *tx).await?;
         }
-        sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
+    }
+    sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
+    if level.is_none_or(|level| level < sql::COMPATIBLE_FROM) {
         sqlx::query(sql::SET_VERSION)
-            .bind(sql::SCHEMA_VERSION)
+            .bind(sql::COMPATIBLE_FROM)
             .execute(&mut *tx)
             .await?;
     }
+    sqlx::raw_sql(sql::MIGRATED).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -738,3 +738,73 @@ async fn a_table_later_on_the_search_path_still_wakes_the_worker() {
         .await;
     db.drop_schema().await;
 }
+
+/// A SQLite file as the release before the done counts left it: level 3, no
+/// `signals_job_counts`, no inbox time index, no migrations table.
+pub const PREVIOUS_SQLITE_SCHEMA: &str = "
+CREATE TABLE signals_queue_schema (version INTEGER NOT NULL);
+CREATE TABLE signals_jobs (
+    id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, signal TEXT NOT NULL,
+    handler TEXT NOT NULL, queue TEXT NOT NULL, priority INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'done', 'dead')),
+    attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL, run_at INTEGER NOT NULL,
+    lease_until INTEGER, token INTEGER, last_error TEXT, created_at INTEGER NOT NULL,
+    finished_at INTEGER, worker INTEGER, crashes INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE signals_workers (
+    id INTEGER PRIMARY KEY, lease_until INTEGER NOT NULL, lease_ms INTEGER NOT NULL,
+    beats INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE signals_inbox (
+    consumer TEXT NOT NULL, message_id TEXT NOT NULL, subject TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('done', 'dead')), error TEXT,
+    received_at INTEGER NOT NULL, PRIMARY KEY (consumer, message_id));
+INSERT INTO signals_queue_schema (version) VALUES (3)";
+
+/// A worker refuses such a file at `build()` (before, it started and every job that wrote
+/// died on the missing counts table while the completer retried forever); after the migration
+/// it runs the file's jobs, and the level the previous release reads is still 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_of_the_previous_release_is_refused_until_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("previous.db").display());
+    let pool = Pool::connect(&url, 2).await.unwrap();
+    with_db!(&pool, |pool| {
+        sqlx::raw_sql(PREVIOUS_SQLITE_SCHEMA)
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let refused = |error: Error| {
+        assert!(
+            matches!(
+                error,
+                Error::SchemaOutdated {
+                    found: Some(3),
+                    needed: 4
+                }
+            ),
+            "{error}"
+        )
+    };
+    let seen = Arc::new(Seen::default());
+    let built = AsyncWorker::builder(pool.clone())
+        .state(Arc::clone(&seen))
+        .build()
+        .await;
+    refused(
+        built
+            .err()
+            .expect("the async worker started on an unmigrated file"),
+    );
+    comment(&pool, "after the migration").await;
+    AsyncQueue::new(pool.clone()).migrate().await.unwrap();
+    assert_eq!(drain(&pool).await, ["after the migration"]);
+    let level: i64 = with_db!(&pool, |pool| sqlx::query_scalar(
+        "SELECT MAX(version) FROM signals_queue_schema"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    assert_eq!(level, 3, "the previous release reads level 3");
+    pool.close().await;
+}

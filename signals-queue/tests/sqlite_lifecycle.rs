@@ -336,3 +336,64 @@ fn a_failure_the_database_refuses_to_record_is_recorded_later_not_left_running()
     assert_eq!(state, "done");
     assert!(error.contains("could not record"), "{error}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// A file of the previous release.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>)]
+struct Record {
+    n: i64,
+}
+
+#[on(Record, queue)]
+fn record(sig: &Record, ctx: &mut Ctx<'_>) -> rusqlite::Result<()> {
+    effect(ctx, sig.n)
+}
+
+/// A SQLite file as the release before the done counts left it (level 3, no counts table, no
+/// inbox time index): the thread worker refuses it at `build()` until it is migrated.
+#[test]
+fn a_file_of_the_previous_release_is_refused_until_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("previous.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE signals_queue_schema (version INTEGER NOT NULL);
+         CREATE TABLE signals_jobs (
+             id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, signal TEXT NOT NULL,
+             handler TEXT NOT NULL, queue TEXT NOT NULL, priority INTEGER NOT NULL,
+             payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+             attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
+             run_at INTEGER NOT NULL, lease_until INTEGER, token INTEGER, last_error TEXT,
+             created_at INTEGER NOT NULL, finished_at INTEGER, worker INTEGER,
+             crashes INTEGER NOT NULL DEFAULT 0);
+         CREATE TABLE signals_workers (id INTEGER PRIMARY KEY, lease_until INTEGER NOT NULL,
+             lease_ms INTEGER NOT NULL, beats INTEGER NOT NULL DEFAULT 0);
+         CREATE TABLE effects (n INTEGER NOT NULL);
+         INSERT INTO signals_queue_schema (version) VALUES (3)",
+    )
+    .unwrap();
+    let Err(error) = worker(&path).build() else {
+        panic!("the worker started on an unmigrated file");
+    };
+    assert!(
+        matches!(
+            error,
+            signals_queue::Error::SchemaOutdated {
+                found: Some(3),
+                needed: 4
+            }
+        ),
+        "{error}"
+    );
+    signals_queue::migrate(&conn).unwrap();
+    commit(&path, &[Record { n: 7 }]);
+    worker(&path).build().unwrap().run_until_idle().unwrap();
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM effects WHERE n = 7"), 1);
+    assert_eq!(count(&path, "SELECT SUM(done) FROM signals_job_counts"), 1);
+    assert_eq!(
+        count(&path, "SELECT MAX(version) FROM signals_queue_schema"),
+        3
+    );
+}
