@@ -4,7 +4,10 @@
 //!
 //! Time is the database's: every statement that reads or writes a time takes it as
 //! `COALESCE($n, <the server's clock>)`, and the worker binds `NULL` unless a test gave it a
-//! manual [`Clock`](crate::Clock). No statement compares two machines' clocks.
+//! manual [`Clock`](crate::Clock). The life cycle (claims, leases, rescues, backoffs) never
+//! compares two machines' clocks; two operator statements do: `purge_done`'s cutoff and the
+//! oldest pending job's age in `stats` are computed on the caller's clock against times the
+//! server wrote, so a caller whose clock is off by a minute purges or reports a minute off.
 //!
 //! The claim locks its rows with `FOR UPDATE SKIP LOCKED` in a materialized CTE, so concurrent
 //! claims skip each other's rows instead of waiting for them, and the `UPDATE` touches exactly
