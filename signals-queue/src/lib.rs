@@ -177,7 +177,7 @@ pub mod __broker {
     pub use crate::async_worker::{listen, maintain, Upkeep, WAKE};
     pub use crate::asynchronous::OwnedConn;
     use crate::asynchronous::Pool;
-    pub use crate::lifecycle::{ClaimRequest, Claimed, Failure};
+    pub use crate::lifecycle::{ClaimRequest, Claimed, Failure, InFlight, LeaseClock};
     pub use crate::scope::State;
     pub use crate::store::{
         busy, check_schema, check_session, claim, complete_many, fail, heartbeat, inbox_counts,

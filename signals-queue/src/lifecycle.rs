@@ -235,6 +235,156 @@ impl StaleWatch {
     }
 }
 
+/// The jobs a worker (or relay) holds: claimed, and whose outcome is not recorded yet; and the
+/// claims whose reply was lost. Maintenance compares it with the `running` rows under the
+/// worker's id ([`orphans`](Self::orphans)): a row that nothing of the worker holds any more
+/// (its outcome could not be recorded and the executor gave up, or its claim's reply never
+/// arrived) would otherwise stay `running` under a live lease forever.
+#[derive(Default)]
+#[doc(hidden)] // the workers' and the relay's; not public API
+pub struct InFlight {
+    inner: std::sync::Mutex<InFlightInner>,
+}
+
+#[derive(Default)]
+struct InFlightInner {
+    /// Job id → claim token.
+    held: HashMap<i64, i64>,
+    /// Claim tokens whose reply was lost, and since when.
+    lost: HashMap<i64, Instant>,
+    /// The `(id, token)` rows found unheld at the last look: an orphan is unheld twice in a
+    /// row, so a claim whose rows are being registered is not mistaken for one.
+    unheld: std::collections::HashSet<(i64, i64)>,
+}
+
+/// What maintenance does with the `running` rows nothing of the worker holds.
+#[derive(Debug, Default)]
+pub(crate) struct Orphans {
+    /// Claims whose reply was lost: given back, their attempts uncharged (no handler ran).
+    pub(crate) unclaim: Vec<i64>,
+    /// Jobs whose outcome was never recorded: failed the normal way, their attempts charged
+    /// (a write that is always refused cannot run a handler again and again).
+    pub(crate) fail: Vec<Claimed>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlightInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The jobs of a claim are held from now on.
+    pub fn hold(&self, jobs: &[Claimed]) {
+        let mut inner = self.lock();
+        for job in jobs {
+            inner.held.insert(job.id, job.token);
+        }
+    }
+
+    /// The job's outcome is recorded (or given up on: maintenance takes it from here).
+    pub fn release(&self, id: i64) {
+        self.lock().held.remove(&id);
+    }
+
+    /// A claim's reply was lost: the server may have committed it, now or later.
+    pub fn lost(&self, token: i64) {
+        self.lock().lost.insert(token, Instant::now());
+    }
+
+    /// Takes in the `running` rows under this worker's id (`(id, token, attempt)`, read now);
+    /// returns what to do with those nothing holds. A lost claim's token is remembered for
+    /// `remember_lost` (a statement the server was still running commits within it).
+    pub(crate) fn orphans(&self, running: &[(i64, i64, i32)], remember_lost: Duration) -> Orphans {
+        let mut inner = self.lock();
+        inner
+            .lost
+            .retain(|_, since| since.elapsed() < remember_lost);
+        let mut orphans = Orphans::default();
+        let mut unheld = std::collections::HashSet::new();
+        for &(id, token, attempt) in running {
+            if inner.held.get(&id) == Some(&token) {
+                continue;
+            }
+            if inner.lost.contains_key(&token) {
+                if !orphans.unclaim.contains(&token) {
+                    orphans.unclaim.push(token);
+                }
+            } else if inner.unheld.contains(&(id, token)) {
+                orphans.fail.push(Claimed {
+                    id,
+                    event_id: String::new(),
+                    handler: String::new(),
+                    payload: String::new(),
+                    attempt: attempt.max(0) as u32,
+                    token,
+                    priority: 0,
+                    run_at: 0,
+                });
+            } else {
+                unheld.insert((id, token));
+            }
+        }
+        inner.unheld = unheld;
+        orphans
+    }
+}
+
+/// When a worker last renewed its lease, by this process's monotonic clock: a worker whose own
+/// lease may have lapsed (its heartbeats failed or were held up) claims nothing, since other
+/// workers may be rescuing its jobs.
+#[doc(hidden)] // the workers' and the relay's; not public API
+pub struct LeaseClock {
+    origin: Instant,
+    /// Milliseconds from `origin` to the last renewal's start.
+    renewed_ms: AtomicU64,
+}
+
+impl Default for LeaseClock {
+    /// Renewed now (a worker's `build` registers its lease).
+    fn default() -> Self {
+        LeaseClock {
+            origin: Instant::now(),
+            renewed_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LeaseClock {
+    /// A renewal sent at `at` succeeded.
+    pub fn renewed_at(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.origin).as_millis() as u64;
+        self.renewed_ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
+    /// Whether the lease surely still holds: renewed less than nine tenths of `lease` ago.
+    pub fn fresh(&self, lease: Duration) -> bool {
+        let renewed = self.origin + Duration::from_millis(self.renewed_ms.load(Ordering::SeqCst));
+        renewed.elapsed() < lease.mul_f64(0.9)
+    }
+}
+
+/// The error an orphaned job's attempt is recorded with.
+pub(crate) const ORPHANED: &str =
+    "the worker could not record this attempt's outcome (the database refused or lost the write)";
+
+/// Whether a failed claim's reply may have been lost after the server committed it (the
+/// connection broke): then it is undone by its token. Any other error means nothing was claimed
+/// (the database refused the statement, or no connection was had), or that the claim
+/// committed and its rows could not be read (a decode error): those jobs stay charged, and
+/// maintenance fails them as orphans rather than giving them back to be claimed (and misread)
+/// again and again.
+#[cfg(feature = "async")]
+pub(crate) fn reply_lost(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 /// Counts by handler as the `COUNT_DONE` statements take them: a JSON object.
 #[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
 pub(crate) fn counts_json(counts: &std::collections::HashMap<String, i64>) -> String {
@@ -280,6 +430,44 @@ mod tests {
     fn completions_are_id_token_pairs() {
         assert_eq!(completions_json(&[]), "[]");
         assert_eq!(completions_json(&[(1, 2), (3, -4)]), "[[1,2],[3,-4]]");
+    }
+
+    #[test]
+    fn a_row_nothing_holds_is_an_orphan_at_the_second_look_and_a_lost_claim_is_given_back() {
+        let in_flight = InFlight::default();
+        let job = |id, token| Claimed {
+            id,
+            event_id: String::new(),
+            handler: String::new(),
+            payload: String::new(),
+            attempt: 1,
+            token,
+            priority: 0,
+            run_at: 0,
+        };
+        in_flight.hold(&[job(1, 10), job(2, 10)]);
+        in_flight.lost(20);
+        let keep = Duration::from_secs(60);
+        let rows = [(1, 10, 1), (2, 10, 1), (3, 10, 2), (4, 20, 1), (5, 20, 1)];
+        let first = in_flight.orphans(&rows, keep);
+        assert_eq!(first.unclaim, [20]);
+        assert!(
+            first.fail.is_empty(),
+            "job 3 may be a claim being registered"
+        );
+        in_flight.release(2);
+        let second = in_flight.orphans(&rows, keep);
+        let failed: Vec<(i64, u32)> = second.fail.iter().map(|j| (j.id, j.attempt)).collect();
+        assert_eq!(failed, [(3, 2)], "job 2 was unheld once only");
+        // A row of another claim under the same id (retried, claimed again) is not held.
+        in_flight.hold(&[job(6, 30)]);
+        assert!(in_flight.orphans(&[(6, 31, 1)], keep).fail.is_empty());
+        assert_eq!(in_flight.orphans(&[(6, 31, 1)], keep).fail.len(), 1);
+        // Lost tokens are forgotten after a while.
+        assert!(in_flight
+            .orphans(&[(4, 20, 1)], Duration::ZERO)
+            .unclaim
+            .is_empty());
     }
 
     #[test]

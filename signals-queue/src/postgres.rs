@@ -4,7 +4,10 @@
 //!
 //! Time is the database's: every statement that reads or writes a time takes it as
 //! `COALESCE($n, <the server's clock>)`, and the worker binds `NULL` unless a test gave it a
-//! manual [`Clock`](crate::Clock). No statement compares two machines' clocks.
+//! manual [`Clock`](crate::Clock). The life cycle (claims, leases, rescues, backoffs) never
+//! compares two machines' clocks; two operator statements do: `purge_done`'s cutoff and the
+//! oldest pending job's age in `stats` are computed on the caller's clock against times the
+//! server wrote, so a caller whose clock is off by a minute purges or reports a minute off.
 //!
 //! The claim locks its rows with `FOR UPDATE SKIP LOCKED` in a materialized CTE, so concurrent
 //! claims skip each other's rows instead of waiting for them, and the `UPDATE` touches exactly
@@ -21,6 +24,16 @@ macro_rules! now {
             $param,
             "::BIGINT, (EXTRACT(EPOCH FROM statement_timestamp()) * 1000)::BIGINT)"
         )
+    };
+}
+
+/// The schema of the jobs table that `signals_jobs` names on the search path (the trigger's
+/// `TG_TABLE_SCHEMA`), or the current schema before it exists (where the migration creates it).
+macro_rules! table_schema {
+    () => {
+        "COALESCE((SELECT n.nspname::TEXT FROM pg_class AS c
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE c.oid = to_regclass('signals_jobs')), current_schema())"
     };
 }
 
@@ -232,24 +245,39 @@ pub(crate) const APPLIED: &str = "SELECT MAX(version)::BIGINT FROM signals_queue
 
 /// An index a failed `CREATE INDEX CONCURRENTLY` left invalid, by name (`$1`): dropped, then
 /// built again.
-pub(crate) const INVALID_INDEX: &str = "
+pub(crate) const INVALID_INDEX: &str = concat!(
+    "
 SELECT c.relname::TEXT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE NOT i.indisvalid AND n.nspname = current_schema() AND c.relname LIKE 'signals\\_%'";
+WHERE NOT i.indisvalid AND n.nspname = ",
+    table_schema!(),
+    " AND c.relname LIKE 'signals\\_%'"
+);
 
 /// Records that a migration ran.
 pub(crate) const MIGRATED: &str = "
 INSERT INTO signals_queue_migrations (version) VALUES ($1) ON CONFLICT (version) DO NOTHING";
 
-/// The channel the schema's trigger notifies, for the table in the current schema.
-pub(crate) const CHANNEL: &str = "SELECT 'signals_jobs_' || md5(current_schema())";
+/// The channel the trigger notifies (`TG_TABLE_SCHEMA`: the schema of the jobs table that
+/// `signals_jobs` resolves to on the search path, which need not be its first schema).
+pub(crate) const CHANNEL: &str = concat!("SELECT 'signals_jobs_' || md5(", table_schema!(), ")");
 
 /// Serializes concurrent migrations of one schema (a constant spelling "signals", and the
 /// schema): a session lock, since `CREATE INDEX CONCURRENTLY` runs outside any transaction.
-pub(crate) const LOCK: &str = "SELECT pg_advisory_lock(7359109, hashtext(current_schema()))";
+/// Tried, never waited for: a session waiting in `pg_advisory_lock` holds a snapshot, which
+/// the lock holder's `CREATE INDEX CONCURRENTLY` waits for (a deadlock). `true` if taken.
+pub(crate) const TRY_LOCK: &str = concat!(
+    "SELECT pg_try_advisory_lock(7359109, hashtext(",
+    table_schema!(),
+    "))"
+);
 
-/// Releases [`LOCK`].
-pub(crate) const UNLOCK: &str = "SELECT pg_advisory_unlock(7359109, hashtext(current_schema()))";
+/// Releases [`TRY_LOCK`].
+pub(crate) const UNLOCK: &str = concat!(
+    "SELECT pg_advisory_unlock(7359109, hashtext(",
+    table_schema!(),
+    "))"
+);
 
 /// Records the compatibility level.
 pub(crate) const SET_VERSION: &str = "
@@ -401,6 +429,11 @@ FROM (SELECT ",
 WHERE id = $5 AND token = $6 AND state = 'running'"
 );
 
+/// The jobs running under worker `$1` (id, token, attempt), through the index of running jobs
+/// by worker: maintenance looks for rows nothing of the worker holds any more.
+pub(crate) const RUNNING_OF: &str =
+    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = $1";
+
 /// Renews the lease of worker `$1` for `$3` ms: one row, whatever it runs.
 pub(crate) const HEARTBEAT: &str = concat!(
     "
@@ -470,8 +503,12 @@ WHERE id IN (
         FOR UPDATE SKIP LOCKED) AS job)"
 );
 
-/// Wakes the workers listening on this schema's channel (after a promotion).
-pub(crate) const WAKE: &str = "SELECT pg_notify('signals_jobs_' || md5(current_schema()), '')";
+/// Wakes the workers listening on the jobs table's channel (after a promotion).
+pub(crate) const WAKE: &str = concat!(
+    "SELECT pg_notify('signals_jobs_' || md5(",
+    table_schema!(),
+    "), '')"
+);
 
 /// Whether a suspect of these handlers (`$2`) is due: it runs alone.
 pub(crate) const SUSPECT_DUE: &str = concat!(

@@ -45,13 +45,9 @@ fn wal(conn: &Connection) -> Result<(), Error> {
 pub fn migrate(conn: &Connection) -> Result<(), Error> {
     wal(conn)?;
     // A read first: in WAL it never waits for a writer, so a current schema takes no lock.
-    let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
-    if exists {
-        let version: Option<i64> = conn.query_row(VERSION, [], |row| row.get(0))?;
-        let indexed: bool = conn.query_row(HAS_INBOX_INDEX, [], |row| row.get(0))?;
-        if version == Some(SCHEMA_VERSION) && indexed {
-            return Ok(());
-        }
+    let (level, applied) = schema(conn)?;
+    if is_current(level, applied)? {
+        return Ok(());
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = migrate_in_transaction(conn);
@@ -60,57 +56,50 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
     result
 }
 
+/// The file's level and newest migration (see [`is_current`]).
+fn schema(conn: &Connection) -> rusqlite::Result<(Option<i64>, Option<i64>)> {
+    let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
+    if !exists {
+        return Ok((None, None));
+    }
+    let level = conn.query_row(VERSION, [], |row| row.get(0))?;
+    let migrations: bool = conn.query_row(HAS_MIGRATIONS, [], |row| row.get(0))?;
+    let applied = match migrations {
+        true => conn.query_row(APPLIED, [], |row| row.get(0))?,
+        false => None,
+    };
+    Ok((level, applied))
+}
+
 /// Checks, reading only, that the schema is one this release works with: what a worker does at
 /// `build()` in place of migrating.
 pub(crate) fn check_schema(conn: &Connection) -> Result<(), Error> {
-    let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
-    let found: Option<i64> = match exists {
-        true => conn.query_row(VERSION, [], |row| row.get(0))?,
-        false => None,
-    };
-    match found {
-        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
-            found,
-            known: SCHEMA_VERSION,
-        }),
-        Some(found) if found == SCHEMA_VERSION => Ok(()),
-        found => Err(Error::SchemaOutdated {
-            found,
-            needed: SCHEMA_VERSION,
-        }),
+    let (level, applied) = schema(conn)?;
+    match is_current(level, applied)? {
+        true => Ok(()),
+        false => Err(outdated(level, applied)),
     }
 }
 
+/// Creates the tables, or brings older ones up to date in place, under the write lock.
 fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
-    let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
-    let version: Option<i64> = match exists {
-        true => conn.query_row(VERSION, [], |row| row.get(0))?,
-        false => None,
-    };
-    match version {
-        Some(found) if found > SCHEMA_VERSION => Err(Error::SchemaTooNew {
-            found,
-            known: SCHEMA_VERSION,
-        }),
-        Some(found) if found == SCHEMA_VERSION => {
-            conn.execute(INBOX_INDEX, [])?;
-            conn.execute(JOB_COUNTS, [])?;
-            Ok(())
-        }
-        // Create the tables, or bring older ones up to date in place.
-        _ => {
-            conn.execute_batch(SCHEMA)?;
-            for (column, add) in ADDED_COLUMNS {
-                let has: i64 = conn.query_row(HAS_COLUMN, [column], |row| row.get(0))?;
-                if has == 0 {
-                    conn.execute(add, [])?;
-                }
-            }
-            conn.execute_batch(INDEXES)?;
-            conn.execute(SET_VERSION, [SCHEMA_VERSION])?;
-            Ok(())
+    let (level, applied) = schema(conn)?;
+    if is_current(level, applied)? {
+        return Ok(()); // another process migrated meanwhile
+    }
+    conn.execute_batch(SCHEMA)?;
+    for (column, add) in ADDED_COLUMNS {
+        let has: i64 = conn.query_row(HAS_COLUMN, [column], |row| row.get(0))?;
+        if has == 0 {
+            conn.execute(add, [])?;
         }
     }
+    conn.execute_batch(INDEXES)?;
+    if level.is_none_or(|level| level < COMPATIBLE_FROM) {
+        conn.execute(SET_VERSION, [COMPATIBLE_FROM])?;
+    }
+    conn.execute_batch(MIGRATED)?;
+    Ok(())
 }
 
 /// Writes the jobs of one `notify` in the caller's transaction: one statement.
@@ -230,6 +219,13 @@ pub(crate) fn fail(
         failure.dead_after_ms
     ])?;
     Ok(changed == 1)
+}
+
+/// The jobs running under worker `worker`: (id, token, attempt).
+pub(crate) fn running_of(conn: &Connection, worker: i64) -> rusqlite::Result<Vec<(i64, i64, i32)>> {
+    let mut statement = conn.prepare_cached(RUNNING_OF)?;
+    let rows = statement.query_map([worker], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    rows.collect()
 }
 
 /// Renews worker `worker`'s lease: one row, whose counter moves.

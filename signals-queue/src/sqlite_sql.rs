@@ -12,23 +12,57 @@ use std::time::Duration;
 /// These statements are SQLite's (the store binds times by it).
 pub(crate) const IS_POSTGRES: bool = false;
 
-/// The schema version this crate writes and reads: 1 the jobs table, 2 the broker's inbox, 3
-/// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`). The inbox's time
-/// index (for pruning) came later without a new version, so that the release before it still
-/// starts on a migrated file: [`migrate`](crate::migrate) adds it when it is missing
-/// ([`INBOX_INDEX`]).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+/// The newest migration this crate knows and needs: 1 the jobs table, 2 the broker's inbox, 3
+/// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`), 4 the inbox's
+/// time index (for pruning) and the done counts (`signals_job_counts`). Migration 4 is an
+/// expansion: the level in `signals_queue_schema` (which the release before it reads,
+/// refusing anything above 3) stays at [`COMPATIBLE_FROM`], and `signals_queue_migrations`
+/// records 4.
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
-/// Whether what came after version 3 without a new version exists: the inbox's time index and
-/// the done counts.
-pub(crate) const HAS_INBOX_INDEX: &str = "
-SELECT COUNT(*) = 2 FROM sqlite_master
-WHERE (type = 'index' AND name = 'signals_inbox_received')
-   OR (type = 'table' AND name = 'signals_job_counts')";
+/// The compatibility level a migrated file records in `signals_queue_schema`: the oldest
+/// schema whose code still works against it.
+pub(crate) const COMPATIBLE_FROM: i64 = 3;
 
-/// The inbox's time index.
-pub(crate) const INBOX_INDEX: &str =
-    "CREATE INDEX IF NOT EXISTS signals_inbox_received ON signals_inbox (received_at)";
+/// Whether the migrations table exists: before migration 4 it did not (the newest migration
+/// is then the level).
+pub(crate) const HAS_MIGRATIONS: &str = "SELECT COUNT(*) > 0 FROM sqlite_master
+WHERE type = 'table' AND name = 'signals_queue_migrations'";
+
+/// The newest migration that ran.
+pub(crate) const APPLIED: &str = "SELECT MAX(version) FROM signals_queue_migrations";
+
+/// Records that the migrations up to [`SCHEMA_VERSION`] ran.
+pub(crate) const MIGRATED: &str = "
+CREATE TABLE IF NOT EXISTS signals_queue_migrations (version INTEGER PRIMARY KEY);
+INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4)";
+
+/// Judges a file's schema from its level (`signals_queue_schema`) and its newest migration
+/// (`signals_queue_migrations`; `None` before migration 4): `true` if this release works with
+/// it as it is, `false` if it needs the migration; an error if a newer release wrote a level
+/// this one cannot work with.
+pub(crate) fn is_current(
+    level: Option<i64>,
+    applied: Option<i64>,
+) -> Result<bool, crate::error::Error> {
+    match level {
+        Some(found) if found > SCHEMA_VERSION => Err(crate::error::Error::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        }),
+        _ => Ok(applied
+            .or(level)
+            .is_some_and(|applied| applied >= SCHEMA_VERSION)),
+    }
+}
+
+/// What [`is_current`] refuses: the migration a file has had, and the one this release needs.
+pub(crate) fn outdated(level: Option<i64>, applied: Option<i64>) -> crate::error::Error {
+    crate::error::Error::SchemaOutdated {
+        found: applied.or(level),
+        needed: SCHEMA_VERSION,
+    }
+}
 
 /// The tables, in their newest shape when created now; an older table gets the columns of
 /// [`ADDED_COLUMNS`] before [`INDEXES`] run.
@@ -209,6 +243,11 @@ SET state = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
     run_at = ?2 + ?3, token = NULL, worker = NULL, last_error = ?4
 WHERE id = ?5 AND token = ?6 AND state = 'running'";
 
+/// The jobs running under worker `$1` (id, token, attempt), through the index of running jobs
+/// by worker: maintenance looks for rows nothing of the worker holds any more.
+pub(crate) const RUNNING_OF: &str =
+    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = $1";
+
 /// Renews the lease of worker `?1` (`?3` ms): one row, and its counter moves.
 pub(crate) const HEARTBEAT: &str = "
 INSERT INTO signals_workers (id, lease_until, lease_ms, beats) VALUES (?1, ?2 + ?3, ?3, 1)
@@ -276,16 +315,6 @@ ON CONFLICT (handler, shard) DO UPDATE SET done = done + excluded.done";
 pub(crate) const COUNT_ONE: &str = "
 INSERT INTO signals_job_counts (handler, shard, done) VALUES (?1, 0, 1)
 ON CONFLICT (handler, shard) DO UPDATE SET done = done + 1";
-
-/// Done jobs by handler, kept by the statements that complete and purge them: `stats` never
-/// counts done rows.
-pub(crate) const JOB_COUNTS: &str = "
-CREATE TABLE IF NOT EXISTS signals_job_counts (
-    handler TEXT    NOT NULL,
-    shard   INTEGER NOT NULL,
-    done    INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (handler, shard)
-)";
 
 /// How many rows one [`PURGE_DONE`] deletes at most.
 pub(crate) const PURGE_BATCH: u64 = 10_000;

@@ -185,6 +185,16 @@ pub async fn unclaim(tx: Tx<'_>, token: i64) -> Result<u64, sqlx::Error> {
     }))
 }
 
+/// The jobs running under worker `worker`: (id, token, attempt).
+pub async fn running_of(tx: Tx<'_>, worker: i64) -> Result<Vec<(i64, i64, i32)>, sqlx::Error> {
+    Ok(on!(tx, |conn, sql| {
+        sqlx::query_as(sql::RUNNING_OF)
+            .bind(worker)
+            .fetch_all(&mut *conn)
+            .await?
+    }))
+}
+
 /// After a claim failed for any reason but the database's refusal, the server may have
 /// committed it: undoes it by token in the background, retrying until the database answers
 /// (a worker that stops first leaves the jobs to the rescue that follows its retirement).
@@ -581,24 +591,11 @@ pub async fn check_schema(pool: &crate::Pool) -> Result<(), Error> {
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
             use crate::sqlite_sql as sql;
-            let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
-                .fetch_one(&mut *conn)
-                .await?;
-            let found: Option<i64> = match exists {
-                true => {
-                    sqlx::query_scalar(sql::VERSION)
-                        .fetch_one(&mut *conn)
-                        .await?
-                }
-                false => None,
+            let (level, applied) = sqlite_schema(conn).await?;
+            return match sql::is_current(level, applied)? {
+                true => Ok(()),
+                false => Err(sql::outdated(level, applied)),
             };
-            if let Some(found) = found.filter(|found| *found > sql::SCHEMA_VERSION) {
-                return Err(Error::SchemaTooNew {
-                    found,
-                    known: sql::SCHEMA_VERSION,
-                });
-            }
-            (found, sql::SCHEMA_VERSION)
         }
         Tx::__Job(_) => unreachable!("a pooled connection is never a job's transaction"),
     };
@@ -703,7 +700,16 @@ async fn migrate_postgres(conn: &mut sqlx::PgConnection) -> Result<(), Error> {
         }
     }
     // Another process migrating holds this until it is done: wait for it, then look again.
-    sqlx::query(sql::LOCK).execute(&mut *conn).await?;
+    // Polled between statements, so that this session holds no snapshot while it waits: the
+    // holder's `CREATE INDEX CONCURRENTLY` waits for every older snapshot to go.
+    let mut pause = Duration::from_millis(20);
+    while !sqlx::query_scalar::<_, bool>(sql::TRY_LOCK)
+        .fetch_one(&mut *conn)
+        .await?
+    {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
     let result = migrate_postgres_locked(conn).await;
     let unlocked = sqlx::query(sql::UNLOCK).execute(&mut *conn).await;
     result?;
@@ -816,68 +822,69 @@ fn is_lock_timeout(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("55P03"))
 }
 
+/// A SQLite file's level and newest migration (see [`is_current`](crate::sqlite_sql::is_current)).
+#[cfg(feature = "sqlx-sqlite")]
+async fn sqlite_schema(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<(Option<i64>, Option<i64>), sqlx::Error> {
+    use crate::sqlite_sql as sql;
+    let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok((None, None));
+    }
+    let level = sqlx::query_scalar(sql::VERSION)
+        .fetch_one(&mut *conn)
+        .await?;
+    let migrations: bool = sqlx::query_scalar(sql::HAS_MIGRATIONS)
+        .fetch_one(&mut *conn)
+        .await?;
+    let applied = match migrations {
+        true => {
+            sqlx::query_scalar(sql::APPLIED)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+        false => None,
+    };
+    Ok((level, applied))
+}
+
 #[cfg(feature = "sqlx-sqlite")]
 async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> {
     use crate::sqlite_sql as sql;
     use sqlx::Connection as _;
-    let check = |found: Option<i64>| match found {
-        Some(found) if found > sql::SCHEMA_VERSION => Err(Error::SchemaTooNew {
-            found,
-            known: sql::SCHEMA_VERSION,
-        }),
-        found => Ok(found == Some(sql::SCHEMA_VERSION)),
-    };
     // Reads first (in WAL a read never waits for a writer): a current schema takes no lock.
-    let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
-        .fetch_one(&mut *conn)
-        .await?;
-    if exists {
-        let found = sqlx::query_scalar(sql::VERSION)
-            .fetch_one(&mut *conn)
-            .await?;
-        let indexed: bool = sqlx::query_scalar(sql::HAS_INBOX_INDEX)
-            .fetch_one(&mut *conn)
-            .await?;
-        if check(found)? && indexed {
-            return Ok(());
-        }
+    let (level, applied) = sqlite_schema(conn).await?;
+    if sql::is_current(level, applied)? {
+        return Ok(());
     }
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let found: Option<i64> = match exists {
-        true => sqlx::query_scalar(sql::VERSION).fetch_one(&mut *tx).await?,
-        false => None,
-    };
-    if check(found)? {
-        sqlx::query(sql::INBOX_INDEX).execute(&mut *tx).await?;
-        sqlx::query(sql::JOB_COUNTS).execute(&mut *tx).await?;
-    } else {
-        sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
-        for (column, add) in sql::ADDED_COLUMNS {
-            let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)
-                .bind(column)
-                .fetch_one(&mut *tx)
-                .await?;
-            if has == 0 {
-                sqlx::query(add).execute(&mut *tx).await?;
-            }
+    let (level, applied) = sqlite_schema(&mut tx).await?;
+    if sql::is_current(level, applied)? {
+        return Ok(()); // another process migrated meanwhile
+    }
+    sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
+    for (column, add) in sql::ADDED_COLUMNS {
+        let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)
+            .bind(column)
+            .fetch_one(&mut *tx)
+            .await?;
+        if has == 0 {
+            sqlx::query(add).execute(&mut *tx).await?;
         }
-        sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
+    }
+    sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
+    if level.is_none_or(|level| level < sql::COMPATIBLE_FROM) {
         sqlx::query(sql::SET_VERSION)
-            .bind(sql::SCHEMA_VERSION)
+            .bind(sql::COMPATIBLE_FROM)
             .execute(&mut *tx)
             .await?;
     }
+    sqlx::raw_sql(sql::MIGRATED).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
-}
-
-/// Whether waiting and trying again may help: a busy SQLite database, a lost connection.
-pub(crate) fn retryable(error: &sqlx::Error) -> bool {
-    is_busy(error)
-        || matches!(
-            error,
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-        )
 }
 
 /// Whether `error` is SQLite saying the database is locked or busy: a wait and a retry help.

@@ -20,7 +20,7 @@ use crate::enqueue::WAKE;
 use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::lifecycle::{
-    self, ClaimRequest, Counters, Failure, StaleWatch, WorkerStats, DEFAULT_JOB_TIMEOUT,
+    self, ClaimRequest, Counters, Failure, InFlight, StaleWatch, WorkerStats, DEFAULT_JOB_TIMEOUT,
     DEFAULT_PAYLOAD_GRACE, FLUSH_AFTER, FLUSH_JOBS,
 };
 use crate::scope::{JobScope, State};
@@ -187,6 +187,7 @@ impl WorkerBuilder {
                 slots: Mutex::new(Slots::default()),
                 changed: Condvar::new(),
                 counters: Counters::default(),
+                in_flight: InFlight::default(),
             }),
         })
     }
@@ -242,6 +243,8 @@ struct Shared {
     /// Signalled when a slot frees, and at shutdown.
     changed: Condvar,
     counters: Counters,
+    /// The jobs claimed whose outcome is not recorded yet (maintenance records the rest).
+    in_flight: InFlight,
 }
 
 impl Worker {
@@ -323,7 +326,7 @@ impl Worker {
     pub fn run_until_idle(self) -> Result<(), Error> {
         let running = self.start()?;
         running.wait_idle()?;
-        running.shutdown(Duration::from_secs(60))
+        running.shutdown(Duration::from_secs(60)).map(drop)
     }
 }
 
@@ -383,12 +386,15 @@ impl RunningWorker {
     /// its job is failed (retried after a backoff) and fenced off, so its late completion is
     /// refused.
     ///
+    /// Returns what the worker did, final (the counters [`stats`](Self::stats) reads while it
+    /// runs may trail the database by the jobs whose commit has just returned).
+    ///
     /// # Errors
     ///
     /// None today; reserved.
-    pub fn shutdown(mut self, grace: Duration) -> Result<(), Error> {
+    pub fn shutdown(mut self, grace: Duration) -> Result<WorkerStats, Error> {
         self.stop(grace);
-        Ok(())
+        Ok(self.stats())
     }
 
     fn stop(&mut self, grace: Duration) {
@@ -544,6 +550,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
         Counters::add(&shared.counters.fetches, 1);
         match sqlite::claim(&conn, &request) {
             Ok(claimed) => {
+                shared.in_flight.hold(&claimed);
                 Counters::add(&shared.counters.claimed, claimed.len() as u64);
                 backoff = Duration::from_millis(10);
                 let full = claimed.len() == want;
@@ -634,7 +641,8 @@ fn run_one(
 ) {
     let span = trace::attempt(job, info);
     let _entered = span.enter();
-    match attempt(shared, conn, info, job) {
+    let outcome = attempt(shared, conn, info, job);
+    match &outcome {
         Ok(Completion::Committed) => {
             Counters::add(&shared.counters.completed_with_writes, 1);
         }
@@ -642,7 +650,10 @@ fn run_one(
             let _ = done.send((job.id, job.token));
         }
         Ok(Completion::LeaseLost) => trace::lease_lost(job),
-        Err(error) => record_failure(shared, conn, info, job, &error),
+        Err(error) => record_failure(shared, conn, info, job, error),
+    }
+    if !matches!(outcome, Ok(Completion::Deferred)) {
+        shared.in_flight.release(job.id); // the completer releases deferred ones
     }
 }
 
@@ -710,7 +721,23 @@ fn record_failure(
 ) {
     let message = error.to_string();
     let failure = shared.failure(job, error, &message);
-    let recorded = with_retries(|| sqlite::fail(conn, job, &failure)).unwrap_or(false);
+    // Tried again, whatever the error, until the lease would lapse; then the job is left to
+    // maintenance, which fails it once nothing holds it (an orphan).
+    let give_up = Instant::now() + shared.config.lease;
+    let mut backoff = Duration::from_millis(5);
+    let recorded = loop {
+        match with_retries(|| sqlite::fail(conn, job, &failure)) {
+            Ok(recorded) => break recorded,
+            Err(error) => {
+                trace::database_error("fail", &error.into());
+                if Instant::now() + backoff >= give_up {
+                    break false;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    };
     Counters::add(&shared.counters.failed, 1);
     let dead = failure.permanent || job.attempt >= info.max_attempts();
     trace::failed(job, info, error, recorded, dead);
@@ -745,6 +772,9 @@ fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
                     Counters::add(&shared.counters.completed_in_batches, completed as u64);
                     if completed < batch.len() {
                         trace::leases_lost(batch.len() - completed);
+                    }
+                    for (id, _) in &batch {
+                        shared.in_flight.release(*id);
                     }
                     break;
                 }
@@ -789,6 +819,9 @@ fn maintain(shared: &Shared) {
             }
             Err(error) => trace::database_error("rescue", &error.into()),
         }
+        if let Err(error) = record_orphans(shared, &conn) {
+            trace::database_error("orphans", &error.into());
+        }
         if let Ok(true) = sqlite::suspect_due(&conn, &shared.handlers, now()) {
             if !shared.suspects.swap(true, Ordering::SeqCst) {
                 notify(shared);
@@ -805,6 +838,24 @@ fn maintain(shared: &Shared) {
         }
     }
     let _ = sqlite::retire(&conn, shared.worker);
+}
+
+/// Fails the running rows of this worker that nothing of it holds any more (their outcome could
+/// not be recorded), the normal way: their attempts stay charged.
+fn record_orphans(shared: &Shared, conn: &Connection) -> rusqlite::Result<()> {
+    let running = with_retries(|| sqlite::running_of(conn, shared.worker))?;
+    let orphans = shared.in_flight.orphans(&running, shared.config.lease * 2);
+    for job in &orphans.fail {
+        let failure = Failure {
+            permanent: false,
+            delay_ms: lifecycle::retry_delay(&shared.config.retry, job.attempt),
+            error: lifecycle::ORPHANED,
+            dead_after_ms: None,
+            now: shared.config.clock.fixed(),
+        };
+        with_retries(|| sqlite::fail(conn, job, &failure))?;
+    }
+    Ok(())
 }
 
 /// Fails the running jobs `overdue` selects (once each) with `error` and fences them off: the

@@ -217,8 +217,9 @@ async fn jobs_that_never_open_their_transaction_complete_many_to_a_statement() {
             .unwrap()
             .start();
         running.wait_idle().await.unwrap();
-        let stats = running.stats();
-        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        // After shutdown: `wait_idle` reads the database, which may be ahead of the counters
+        // of executors whose commit has just returned.
+        let stats = running.shutdown(Duration::from_secs(10)).await.unwrap();
         assert_eq!(stats.completed_in_batches, 300, "{name}: {stats:?}");
         assert_eq!(stats.completed_with_writes, 40, "{name}: {stats:?}");
         assert!(stats.flushes <= 300 / 5, "{name}: {stats:?}");
@@ -672,4 +673,199 @@ async fn a_claim_whose_reply_was_lost_is_undone_by_its_token() {
         .await;
         db.drop_schema().await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A failure the database refuses to record.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct FailsOnce;
+
+static FAILS_ONCE: AtomicUsize = AtomicUsize::new(0);
+
+#[on(FailsOnce, queue)]
+async fn fails_once(_: &FailsOnce, _: &mut Ctx<'_>) -> Result<(), BoxError> {
+    match FAILS_ONCE.fetch_add(1, Ordering::SeqCst) {
+        0 => Err("the provider is down".into()),
+        _ => Ok(()),
+    }
+}
+
+/// A trigger that refuses every write of a failed attempt (running → anything but done) until
+/// `refuse_until.until_ms`, by the database's clock.
+const REFUSE_FAILURES: [&str; 2] = [
+    "
+CREATE TABLE refuse_until (until_ms BIGINT NOT NULL);
+CREATE FUNCTION refuse_failures() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT until_ms FROM refuse_until) > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
+    THEN RAISE EXCEPTION 'refused by the test';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_failures BEFORE UPDATE ON signals_jobs FOR EACH ROW
+    WHEN (OLD.state = 'running' AND NEW.state NOT IN ('running', 'done'))
+    EXECUTE FUNCTION refuse_failures();
+INSERT INTO refuse_until VALUES ((EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT + 2000)",
+    "
+CREATE TABLE refuse_until (until_ms INTEGER NOT NULL);
+CREATE TRIGGER refuse_failures BEFORE UPDATE ON signals_jobs
+    WHEN OLD.state = 'running' AND NEW.state NOT IN ('running', 'done')
+     AND (SELECT until_ms FROM refuse_until)
+         > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+INSERT INTO refuse_until VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 2000)",
+];
+
+/// The database refuses to record a failed attempt for two seconds, longer than the worker's
+/// lease (600 ms): the executor tries until the lease would lapse, then leaves the job to
+/// maintenance, which finds a running row of its own worker that nothing holds and fails it the
+/// normal way once the database accepts it. The job is retried and done; nothing stays
+/// `running` under a live worker, so the worker gets idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_the_database_refuses_to_record_is_recorded_later_not_left_running() {
+    for db in Db::all().await {
+        let name = db.name();
+        FAILS_ONCE.store(0, Ordering::SeqCst);
+        commit(&db, &[FailsOnce]).await;
+        let trigger = match db.pool.is_postgres() {
+            true => REFUSE_FAILURES[0],
+            false => REFUSE_FAILURES[1],
+        };
+        with_db!(&db.pool, |pool| {
+            sqlx::raw_sql(trigger).execute(pool).await.unwrap();
+        });
+        let started = Instant::now();
+        let worker = worker(&db.pool)
+            .lease(Duration::from_millis(600))
+            .build()
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), worker.run_until_idle())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the job stayed running"))
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(2), "{name}");
+        assert_eq!(FAILS_ONCE.load(Ordering::SeqCst), 2, "{name}");
+        let (state, error): (String, String) = with_db!(&db.pool, |pool| sqlx::query_as(
+            "SELECT state, last_error FROM signals_jobs"
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap());
+        assert_eq!(state, "done", "{name}");
+        assert!(error.contains("could not record"), "{name}: {error}");
+        db.drop_schema().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The heartbeat waits for no other maintenance.
+
+/// Promotion of due scheduled jobs takes three seconds (a trigger sleeps 300 ms per row: a
+/// large due backlog on a slow disk), three times the worker's lease: the lease is renewed
+/// meanwhile, so no other worker would rescue the jobs it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_promotion_does_not_hold_up_the_heartbeat() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let records: Vec<Record> = (0..10).map(|n| Record { n }).collect();
+    commit(&db, &records).await;
+    db.execute_owned(
+        "UPDATE signals_jobs SET state = 'scheduled';
+         CREATE FUNCTION slow_promotion() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$;
+         CREATE TRIGGER slow_promotion BEFORE UPDATE ON signals_jobs FOR EACH ROW
+             WHEN (OLD.state = 'scheduled' AND NEW.state = 'available')
+             EXECUTE FUNCTION slow_promotion()"
+            .to_owned(),
+    )
+    .await;
+    let running = worker(&db.pool)
+        .lease(Duration::from_millis(900))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    let lapsed = "SELECT COUNT(*) FROM signals_workers
+                  WHERE lease_until < (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+    let started = Instant::now();
+    while db.count("SELECT COUNT(*) FROM effects").await < 10 {
+        assert_eq!(
+            db.count(lapsed).await,
+            0,
+            "the lease lapsed after {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_secs(30), "jobs not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    running.shutdown(Duration::from_secs(10)).await.unwrap();
+    db.drop_schema().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown with the database gone.
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Gated;
+
+static GATE: Semaphore = Semaphore::const_new(0);
+static AT_GATE: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits at the gate; writes nothing (the completer completes it).
+#[on(Gated, queue)]
+async fn gated(_: &Gated, _: &mut Ctx<'_>) {
+    AT_GATE.fetch_add(1, Ordering::SeqCst);
+    GATE.acquire().await.unwrap().forget();
+}
+
+/// The database is cut off (a TCP proxy closes every connection and refuses new ones) while 20
+/// handlers finish: their completions cannot be written. Shutdown still returns, within the
+/// grace and a lease (the completer gives up; the jobs stay `running` under a lease nobody
+/// renews, for another worker to rescue), instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_when_the_database_is_gone() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    commit(&db, &vec![Gated; 20]).await;
+    let proxy = support::CutProxy::start().await;
+    let pool = Pool::connect(&proxy.url(&db.url), 4).await.unwrap();
+    let running = worker(&pool)
+        .concurrency(20)
+        .lease(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    wait_for("20 handlers at the gate", || async {
+        AT_GATE.load(Ordering::SeqCst) == 20
+    })
+    .await;
+    proxy.cut();
+    GATE.add_permits(20);
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        running.shutdown(Duration::from_secs(1)),
+    )
+    .await
+    .expect("shutdown hung with the database gone")
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
+            .await,
+        0,
+        "nothing could be completed"
+    );
+    db.drop_schema().await;
 }

@@ -658,3 +658,153 @@ async fn behind_pgbouncer_session_mode_works_and_transaction_mode_is_refused() {
     drop_role().await;
     db.drop_schema().await;
 }
+
+/// Two processes migrate the previous release's table at once (two instances of a deploy step,
+/// say): the second waits for the first without holding a snapshot, which the first's
+/// `CREATE INDEX CONCURRENTLY` would wait for (a deadlock: PostgreSQL cancels one of them).
+/// Both succeed, and the table is migrated once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_migrations_of_a_live_table_both_succeed() {
+    let Some(db) = Db::postgres_or_skip(true).await else {
+        return;
+    };
+    let pool = pg(&db).await;
+    sqlx::raw_sql(PREVIOUS_SCHEMA).execute(&pool).await.unwrap();
+    for round in 0..3 {
+        let migrations: Vec<_> = (0..2)
+            .map(|_| {
+                let pool = db.pool.clone();
+                tokio::spawn(async move { AsyncQueue::new(pool).migrate().await })
+            })
+            .collect();
+        for migration in migrations {
+            let result = tokio::time::timeout(Duration::from_secs(60), migration)
+                .await
+                .expect("a migration hung")
+                .unwrap();
+            result.unwrap_or_else(|error| panic!("round {round}: {error}"));
+        }
+        // Migrate the previous release's table again in the next round.
+        sqlx::raw_sql(
+            "DROP TABLE signals_queue_migrations; DROP TABLE signals_job_counts;
+             DROP INDEX signals_jobs_claim, signals_jobs_scheduled, signals_jobs_suspects,
+                        signals_jobs_dead, signals_inbox_received",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    db.drop_schema().await;
+}
+
+/// The jobs table lives in the second schema of the search path (the first exists but holds no
+/// such table): the worker LISTENs on the channel the table's trigger notifies, named after
+/// the table's schema, not the current one, and a committed job wakes it at once (its poll is
+/// a minute away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_later_on_the_search_path_still_wakes_the_worker() {
+    let Some(db) = Db::postgres_or_skip(false).await else {
+        return;
+    };
+    let schema = db.schema.clone().unwrap();
+    let first = format!("{schema}_first");
+    db.execute_owned(format!("CREATE SCHEMA {first}")).await;
+    let url = db.url.replace(
+        &format!("search_path%3D{schema}"),
+        &format!("search_path%3D{first},{schema}"),
+    );
+    let pool = Pool::connect(&url, 4).await.unwrap();
+    let seen = Arc::new(Seen::default());
+    let worker = AsyncWorker::builder(pool.clone())
+        .state(Arc::clone(&seen))
+        .poll_interval(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap()
+        .start();
+    // The worker idles, listening, after its first (empty) fetch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    comment(&pool, "woken").await;
+    let started = Instant::now();
+    wait_for("the job", || async { !seen.0.lock().unwrap().is_empty() }).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the job waited {:?}: no notification reached the worker",
+        started.elapsed()
+    );
+    worker.shutdown(Duration::from_secs(5)).await.unwrap();
+    pool.close().await;
+    db.execute_owned(format!("DROP SCHEMA {first} CASCADE"))
+        .await;
+    db.drop_schema().await;
+}
+
+/// A SQLite file as the release before the done counts left it: level 3, no
+/// `signals_job_counts`, no inbox time index, no migrations table.
+pub const PREVIOUS_SQLITE_SCHEMA: &str = "
+CREATE TABLE signals_queue_schema (version INTEGER NOT NULL);
+CREATE TABLE signals_jobs (
+    id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, signal TEXT NOT NULL,
+    handler TEXT NOT NULL, queue TEXT NOT NULL, priority INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'running', 'done', 'dead')),
+    attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL, run_at INTEGER NOT NULL,
+    lease_until INTEGER, token INTEGER, last_error TEXT, created_at INTEGER NOT NULL,
+    finished_at INTEGER, worker INTEGER, crashes INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE signals_workers (
+    id INTEGER PRIMARY KEY, lease_until INTEGER NOT NULL, lease_ms INTEGER NOT NULL,
+    beats INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE signals_inbox (
+    consumer TEXT NOT NULL, message_id TEXT NOT NULL, subject TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('done', 'dead')), error TEXT,
+    received_at INTEGER NOT NULL, PRIMARY KEY (consumer, message_id));
+INSERT INTO signals_queue_schema (version) VALUES (3)";
+
+/// A worker refuses such a file at `build()` (before, it started and every job that wrote
+/// died on the missing counts table while the completer retried forever); after the migration
+/// it runs the file's jobs, and the level the previous release reads is still 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_of_the_previous_release_is_refused_until_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("previous.db").display());
+    let pool = Pool::connect(&url, 2).await.unwrap();
+    with_db!(&pool, |pool| {
+        sqlx::raw_sql(PREVIOUS_SQLITE_SCHEMA)
+            .execute(pool)
+            .await
+            .unwrap();
+    });
+    let refused = |error: Error| {
+        assert!(
+            matches!(
+                error,
+                Error::SchemaOutdated {
+                    found: Some(3),
+                    needed: 4
+                }
+            ),
+            "{error}"
+        )
+    };
+    let seen = Arc::new(Seen::default());
+    let built = AsyncWorker::builder(pool.clone())
+        .state(Arc::clone(&seen))
+        .build()
+        .await;
+    refused(
+        built
+            .err()
+            .expect("the async worker started on an unmigrated file"),
+    );
+    comment(&pool, "after the migration").await;
+    AsyncQueue::new(pool.clone()).migrate().await.unwrap();
+    assert_eq!(drain(&pool).await, ["after the migration"]);
+    let level: i64 = with_db!(&pool, |pool| sqlx::query_scalar(
+        "SELECT MAX(version) FROM signals_queue_schema"
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap());
+    assert_eq!(level, 3, "the previous release reads level 3");
+    pool.close().await;
+}

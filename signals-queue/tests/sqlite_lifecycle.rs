@@ -133,8 +133,7 @@ fn jobs_that_write_nothing_complete_many_to_a_statement() {
         .start()
         .unwrap();
     running.wait_idle().unwrap();
-    let stats = running.stats();
-    running.shutdown(Duration::from_secs(10)).unwrap();
+    let stats = running.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(stats.completed_in_batches, 300, "{stats:?}");
     assert_eq!(stats.completed_with_writes, 0, "{stats:?}");
     assert!(stats.flushes <= 300 / 5, "{stats:?}");
@@ -275,4 +274,126 @@ fn a_worker_whose_lease_was_taken_away_can_neither_complete_nor_fail_the_job() {
             "{name}: B's completion stands"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A failure the database refuses to record.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>)]
+struct FailsOnce;
+
+static FAILS_ONCE: AtomicUsize = AtomicUsize::new(0);
+
+#[on(FailsOnce, queue)]
+fn fails_once(_: &FailsOnce, _: &mut Ctx<'_>) -> Result<(), BoxError> {
+    match FAILS_ONCE.fetch_add(1, Ordering::SeqCst) {
+        0 => Err("the provider is down".into()),
+        _ => Ok(()),
+    }
+}
+
+/// A trigger refuses every write of a failed attempt for two seconds, longer than the
+/// worker's lease (600 ms): the executor tries until the lease would lapse, then maintenance
+/// finds the running row of its own worker that nothing holds and fails it the normal way once
+/// the database accepts it. The job is retried and done; the worker gets idle.
+#[test]
+fn a_failure_the_database_refuses_to_record_is_recorded_later_not_left_running() {
+    let (_dir, path) = database();
+    commit(&path, &[FailsOnce]);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE refuse_until (until_ms INTEGER NOT NULL);
+             CREATE TRIGGER refuse_failures BEFORE UPDATE ON signals_jobs
+                 WHEN OLD.state = 'running' AND NEW.state NOT IN ('running', 'done')
+                  AND (SELECT until_ms FROM refuse_until)
+                      > CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;
+             INSERT INTO refuse_until
+                 VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) + 2000)",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = worker(&path)
+        .lease(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    std::thread::spawn(move || done.send(worker.run_until_idle()));
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the job stayed running")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(FAILS_ONCE.load(Ordering::SeqCst), 2);
+    let conn = Connection::open(&path).unwrap();
+    let (state, error): (String, String) = conn
+        .query_row("SELECT state, last_error FROM signals_jobs", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(state, "done");
+    assert!(error.contains("could not record"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A file of the previous release.
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>)]
+struct Record {
+    n: i64,
+}
+
+#[on(Record, queue)]
+fn record(sig: &Record, ctx: &mut Ctx<'_>) -> rusqlite::Result<()> {
+    effect(ctx, sig.n)
+}
+
+/// A SQLite file as the release before the done counts left it (level 3, no counts table, no
+/// inbox time index): the thread worker refuses it at `build()` until it is migrated.
+#[test]
+fn a_file_of_the_previous_release_is_refused_until_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("previous.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE signals_queue_schema (version INTEGER NOT NULL);
+         CREATE TABLE signals_jobs (
+             id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, signal TEXT NOT NULL,
+             handler TEXT NOT NULL, queue TEXT NOT NULL, priority INTEGER NOT NULL,
+             payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+             attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
+             run_at INTEGER NOT NULL, lease_until INTEGER, token INTEGER, last_error TEXT,
+             created_at INTEGER NOT NULL, finished_at INTEGER, worker INTEGER,
+             crashes INTEGER NOT NULL DEFAULT 0);
+         CREATE TABLE signals_workers (id INTEGER PRIMARY KEY, lease_until INTEGER NOT NULL,
+             lease_ms INTEGER NOT NULL, beats INTEGER NOT NULL DEFAULT 0);
+         CREATE TABLE effects (n INTEGER NOT NULL);
+         INSERT INTO signals_queue_schema (version) VALUES (3)",
+    )
+    .unwrap();
+    let Err(error) = worker(&path).build() else {
+        panic!("the worker started on an unmigrated file");
+    };
+    assert!(
+        matches!(
+            error,
+            signals_queue::Error::SchemaOutdated {
+                found: Some(3),
+                needed: 4
+            }
+        ),
+        "{error}"
+    );
+    signals_queue::migrate(&conn).unwrap();
+    commit(&path, &[Record { n: 7 }]);
+    worker(&path).build().unwrap().run_until_idle().unwrap();
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM effects WHERE n = 7"), 1);
+    assert_eq!(count(&path, "SELECT SUM(done) FROM signals_job_counts"), 1);
+    assert_eq!(
+        count(&path, "SELECT MAX(version) FROM signals_queue_schema"),
+        3
+    );
 }

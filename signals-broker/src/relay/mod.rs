@@ -152,6 +152,7 @@ impl RelayBuilder {
                 woken: Notify::new(),
                 in_flight: InFlight::default(),
                 suspects_due: AtomicBool::new(false),
+                renewed: queue::LeaseClock::default(),
             }),
         })
     }
@@ -198,6 +199,8 @@ struct RelayShared {
     in_flight: InFlight,
     /// Set by maintenance while a suspect of the relay's functions is due.
     suspects_due: AtomicBool,
+    /// When the relay's lease was last renewed.
+    renewed: queue::LeaseClock,
 }
 
 impl RelayShared {
@@ -212,6 +215,9 @@ impl RelayShared {
             clock: &self.config.clock,
             woken: &self.woken,
             suspects: Some(&self.suspects_due),
+            // The relay reconciles its own claims (`in_flight`), batch by batch.
+            in_flight: None,
+            renewed: &self.renewed,
             retire: &self.retire,
             retired: &self.retired,
         }

@@ -34,10 +34,22 @@ pub(super) async fn complete(shared: Arc<Shared>, mut completions: UnboundedRece
     }
 }
 
-/// Completes `batch` in one statement, retrying while the database is unreachable.
+/// Completes `batch` in one statement, retrying while the database is unreachable; once the
+/// worker is stopping, for one lease at most: the jobs stay `running` under a lease that is
+/// no longer renewed after shutdown, and other workers rescue them (run again: at least once).
 async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
     let mut backoff = Duration::from_millis(5);
+    let mut give_up: Option<tokio::time::Instant> = None;
     loop {
+        if shared.stopping() {
+            let at =
+                *give_up.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.lease);
+            if tokio::time::Instant::now() >= at {
+                trace::leases_lost(batch.len());
+                batch.clear();
+                return;
+            }
+        }
         let result = match shared.own.acquire().await {
             Ok(mut conn) => store::complete_many(conn.tx(), batch, shared.now()).await,
             Err(error) => Err(error),
@@ -50,7 +62,9 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
                 if completed < batch.len() {
                     trace::leases_lost(batch.len() - completed);
                 }
-                batch.clear();
+                for (id, _) in batch.drain(..) {
+                    shared.in_flight.release(id);
+                }
                 return;
             }
             Err(error) => {

@@ -41,14 +41,18 @@ async fn run(shared: &Shared, job: &Claimed, info: &JobInfo, done: &UnboundedSen
                 trace::lease_lost(job);
             }
         }
-        (Ok(()), Some(tx)) => match complete_in(shared, job, tx).await {
-            Ok(true) => Counters::add(&shared.counters.completed_with_writes, 1),
-            Ok(false) => trace::lease_lost(job),
-            Err(error) => record_failure(shared, info, job, &error.into()).await,
-        },
+        (Ok(()), Some(tx)) => {
+            match complete_in(shared, job, tx).await {
+                Ok(true) => Counters::add(&shared.counters.completed_with_writes, 1),
+                Ok(false) => trace::lease_lost(job),
+                Err(error) => record_failure(shared, info, job, &error.into()).await,
+            }
+            shared.in_flight.release(job.id);
+        }
         (Err(error), tx) => {
             drop(tx); // rolls back the handler's writes
             record_failure(shared, info, job, &error).await;
+            shared.in_flight.release(job.id);
         }
     }
 }
@@ -113,6 +117,9 @@ pub(super) async fn record_failure(
             .is_payload()
             .then_some(shared.config.payload_grace.as_millis() as i64),
     };
+    // Tried again, whatever the error, until the lease would lapse; then the job is left
+    // to maintenance, which fails it once nothing holds it (an orphan).
+    let give_up = tokio::time::Instant::now() + shared.config.lease;
     let mut backoff = Duration::from_millis(5);
     let recorded = loop {
         let result = match shared.own.acquire().await {
@@ -121,14 +128,13 @@ pub(super) async fn record_failure(
         };
         match result {
             Ok(recorded) => break recorded,
-            // The lease is ours while we retry; once it lapses a rescue takes the job back.
-            Err(error) if backoff < Duration::from_secs(5) && store::retryable(&error) => {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
             Err(error) => {
                 trace::database_error("fail", &error.into());
-                break false;
+                if tokio::time::Instant::now() + backoff >= give_up {
+                    break false;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     };

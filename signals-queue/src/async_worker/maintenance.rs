@@ -1,7 +1,8 @@
-//! Maintenance: renews a worker's lease (one row), rescues the jobs of workers whose lease
-//! lapsed, makes its handlers' scheduled jobs available once due (PostgreSQL), and spots due
-//! suspects; until the worker retires. The relay of `signals-broker` runs
-//! it too: it follows the same life cycle.
+//! Maintenance: renews a worker's lease (one row) on a loop of its own, so that no other work
+//! delays it; and, on another, rescues the jobs of workers whose lease lapsed, makes its
+//! handlers' scheduled jobs available once due (PostgreSQL), spots due suspects, and records
+//! the jobs of its own that nothing holds any more (orphans); until the worker retires. The
+//! relay of `signals-broker` runs it too: it follows the same life cycle.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use tokio::sync::Notify;
 use crate::asynchronous::Pool;
 use crate::clock::Clock;
 use crate::job::RetryPolicy;
-use crate::lifecycle::StaleWatch;
+use crate::lifecycle::{self, Failure, InFlight, LeaseClock, StaleWatch};
 use crate::store;
 use crate::trace;
 
@@ -37,49 +38,91 @@ pub struct Upkeep<'a> {
     /// Set while a suspect of these handlers is due; `None`: the claimer runs no suspects
     /// apart (a relay's messages cannot crash it).
     pub suspects: Option<&'a AtomicBool>,
+    /// The jobs the worker holds; `None`: no orphans are looked for.
+    pub in_flight: Option<&'a InFlight>,
+    /// When the lease was last renewed: the claimer stops claiming once it may have lapsed.
+    pub renewed: &'a LeaseClock,
     /// Set (and `retired` notified) once nothing of the worker runs any more.
     pub retire: &'a AtomicBool,
     /// See `retire`.
     pub retired: &'a Notify,
 }
 
-/// Renews, rescues and spots suspects every `tick` until `retire`; then forgets the worker's
-/// lease row.
+/// Renews the lease every third of it, and rescues, promotes, spots suspects and records
+/// orphans every `tick`, until `retire`; then forgets the worker's lease row.
 pub async fn maintain(upkeep: Upkeep<'_>) {
-    let renew_every = upkeep.lease / 3;
-    let tick = upkeep.tick.min(renew_every).max(Duration::from_millis(5));
-    let mut watch = StaleWatch::default();
-    let mut renewed: Option<Instant> = None;
-    while !upkeep.retire.load(Ordering::SeqCst) {
-        let retired = upkeep.retired.notified();
-        tokio::pin!(retired);
-        retired.as_mut().enable();
-        if renewed.is_none_or(|at| at.elapsed() >= renew_every) {
-            match renew(&upkeep).await {
-                Ok(()) => renewed = Some(Instant::now()),
-                Err(error) => trace::database_error("heartbeat", &error.into()),
+    tokio::join!(renew(&upkeep), look_after(&upkeep));
+    // Bounded: with the database gone, the lease lapses by itself.
+    let retire = async {
+        let mut conn = upkeep.pool.acquire().await?;
+        store::retire(conn.tx(), upkeep.worker).await
+    };
+    let _ = tokio::time::timeout(upkeep.lease / 3, retire).await;
+}
+
+/// Sleeps `pause`, or until the worker retires; whether it is still running.
+async fn pause(upkeep: &Upkeep<'_>, pause: Duration) -> bool {
+    let retired = upkeep.retired.notified();
+    tokio::pin!(retired);
+    retired.as_mut().enable();
+    if upkeep.retire.load(Ordering::SeqCst) {
+        return false;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(pause) => {}
+        () = &mut retired => {}
+    }
+    !upkeep.retire.load(Ordering::SeqCst)
+}
+
+/// The heartbeat, on a loop of its own: nothing else maintenance does can hold it up. A
+/// failed renewal is tried again soon.
+async fn renew(upkeep: &Upkeep<'_>) {
+    let every = upkeep.lease / 3;
+    loop {
+        // The lease runs from before the statement was sent: the server's clock read it later.
+        let sent = Instant::now();
+        let renewed = async {
+            let mut conn = upkeep.pool.acquire().await?;
+            store::heartbeat(conn.tx(), upkeep.worker, upkeep.lease, upkeep.clock.fixed()).await
+        };
+        let next = match tokio::time::timeout(every, renewed).await {
+            Ok(Ok(())) => {
+                upkeep.renewed.renewed_at(sent);
+                every
             }
+            Ok(Err(error)) => {
+                trace::database_error("heartbeat", &error.into());
+                (every / 4).max(Duration::from_millis(5))
+            }
+            Err(_) => Duration::ZERO, // the statement took a third of the lease: again at once
+        };
+        if !pause(upkeep, next).await {
+            return;
         }
-        if let Err(error) = look_after(&upkeep, &mut watch).await {
+    }
+}
+
+/// Rescues, promotes, spots suspects and records orphans every tick.
+async fn look_after(upkeep: &Upkeep<'_>) {
+    let tick = upkeep
+        .tick
+        .min(upkeep.lease / 3)
+        .max(Duration::from_millis(5));
+    let mut watch = StaleWatch::default();
+    loop {
+        if let Err(error) = tick_once(upkeep, &mut watch).await {
             trace::database_error("rescue", &error.into());
         }
-        tokio::select! {
-            () = tokio::time::sleep(tick) => {}
-            () = &mut retired => {}
+        if !pause(upkeep, tick).await {
+            return;
         }
     }
-    if let Ok(mut conn) = upkeep.pool.acquire().await {
-        let _ = store::retire(conn.tx(), upkeep.worker).await;
-    }
 }
 
-async fn renew(upkeep: &Upkeep<'_>) -> Result<(), sqlx::Error> {
-    let mut conn = upkeep.pool.acquire().await?;
-    store::heartbeat(conn.tx(), upkeep.worker, upkeep.lease, upkeep.clock.fixed()).await
-}
-
-/// Rescues the jobs of dead workers, promotes due scheduled jobs and checks for due suspects.
-async fn look_after(upkeep: &Upkeep<'_>, watch: &mut StaleWatch) -> Result<(), sqlx::Error> {
+/// One round: rescues the jobs of dead workers, promotes due scheduled jobs, checks for due
+/// suspects and records orphans.
+async fn tick_once(upkeep: &Upkeep<'_>, watch: &mut StaleWatch) -> Result<(), sqlx::Error> {
     let mut conn = upkeep.pool.acquire().await?;
     let now = upkeep.clock.fixed();
     let rescued = store::rescue(conn.tx(), upkeep.worker, watch, upkeep.retry, now).await?;
@@ -94,6 +137,23 @@ async fn look_after(upkeep: &Upkeep<'_>, watch: &mut StaleWatch) -> Result<(), s
         let due = store::suspect_due(conn.tx(), upkeep.handlers, now).await?;
         if due && !suspects.swap(true, Ordering::SeqCst) {
             upkeep.woken.notify_one();
+        }
+    }
+    if let Some(in_flight) = upkeep.in_flight {
+        let running = store::running_of(conn.tx(), upkeep.worker).await?;
+        let orphans = in_flight.orphans(&running, upkeep.lease * 2);
+        for token in orphans.unclaim {
+            store::unclaim(conn.tx(), token).await?;
+        }
+        for job in &orphans.fail {
+            let failure = Failure {
+                permanent: false,
+                delay_ms: lifecycle::retry_delay(upkeep.retry, job.attempt),
+                error: lifecycle::ORPHANED,
+                dead_after_ms: None,
+                now,
+            };
+            store::fail(conn.tx(), job, &failure).await?;
         }
     }
     Ok(())

@@ -29,7 +29,9 @@ use crate::asynchronous::Pool;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::{JobInfo, RetryPolicy};
-use crate::lifecycle::{self, Counters, WorkerStats, DEFAULT_JOB_TIMEOUT, DEFAULT_PAYLOAD_GRACE};
+use crate::lifecycle::{
+    self, Counters, InFlight, LeaseClock, WorkerStats, DEFAULT_JOB_TIMEOUT, DEFAULT_PAYLOAD_GRACE,
+};
 use crate::scope::State;
 use crate::{linked_jobs, store};
 
@@ -199,6 +201,8 @@ impl AsyncWorkerBuilder {
                 suspects: AtomicBool::new(false),
                 grace_ms: AtomicU64::new(60_000),
                 counters: Counters::default(),
+                in_flight: InFlight::default(),
+                renewed: LeaseClock::default(),
             }),
         })
     }
@@ -278,6 +282,10 @@ struct Shared {
     /// How long shutdown waits for running handlers.
     grace_ms: AtomicU64,
     counters: Counters,
+    /// The jobs claimed whose outcome is not recorded yet (maintenance records the rest).
+    in_flight: InFlight,
+    /// When the lease was last renewed: no claim once it may have lapsed.
+    renewed: LeaseClock,
 }
 
 impl Shared {
@@ -301,6 +309,8 @@ impl Shared {
             clock: &self.config.clock,
             woken: &self.woken,
             suspects: Some(&self.suspects),
+            in_flight: Some(&self.in_flight),
+            renewed: &self.renewed,
             retire: &self.retire,
             retired: &self.retired,
         }
@@ -431,12 +441,16 @@ impl RunningAsyncWorker {
     /// are cancelled (their transactions roll back) and their attempts recorded as failed,
     /// to be retried after a backoff. Then flushes the completions and retires the lease.
     ///
+    /// Returns what the worker did, final: every job it ran is counted (the counters that
+    /// [`stats`](Self::stats) reads while it runs may trail the database by the jobs whose
+    /// commit has just returned).
+    ///
     /// # Errors
     ///
     /// None today; reserved.
-    pub async fn shutdown(mut self, grace: Duration) -> Result<(), Error> {
+    pub async fn shutdown(mut self, grace: Duration) -> Result<WorkerStats, Error> {
         let Some(tasks) = self.tasks.take() else {
-            return Ok(());
+            return Ok(self.stats());
         };
         let shared = &self.shared;
         shared
@@ -453,7 +467,7 @@ impl RunningAsyncWorker {
         if let Some(notifier) = tasks.notifier {
             let _ = notifier.await;
         }
-        Ok(())
+        Ok(self.stats())
     }
 }
 

@@ -99,6 +99,16 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
             }
         }
         free_since = None;
+        if !shared.renewed.fresh(shared.config.lease) {
+            // The lease may have lapsed (its renewals failed or were held up): other workers
+            // may be rescuing this worker's jobs, so it takes no more until a renewal holds.
+            tokio::select! {
+                () = slots.next_done() => {}
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = &mut stopped => {}
+            }
+            continue;
+        }
         let want = if suspects { 1 } else { free.min(FETCH_LIMIT) };
         last_fetch = tokio::time::Instant::now();
         match fetch(&shared, want, suspects).await {
@@ -194,7 +204,13 @@ async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claim
     };
     let claimed = store::claim(conn.tx(), &request)
         .await
-        .inspect_err(|error| store::unclaim_if_lost(&shared.own, error, request.token))?;
+        .inspect_err(|error| {
+            if lifecycle::reply_lost(error) {
+                // Maintenance gives back whatever the server committed under this token.
+                shared.in_flight.lost(request.token);
+            }
+        })?;
+    shared.in_flight.hold(&claimed);
     Counters::add(&shared.counters.claimed, claimed.len() as u64);
     Ok(claimed)
 }
@@ -236,6 +252,7 @@ async fn drain(shared: &Shared, mut slots: Slots) {
     for (_, job) in slots.jobs.drain() {
         if let Some(&info) = shared.jobs.get(job.handler.as_str()) {
             executor::record_failure(shared, info, &job, &AttemptError::Shutdown).await;
+            shared.in_flight.release(job.id);
         }
     }
 }

@@ -208,3 +208,62 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A TCP proxy in front of PostgreSQL that can be cut: [`cut`](Self::cut) closes every
+/// connection through it and refuses new ones, as a network partition or a database outage
+/// would look to a process.
+pub struct CutProxy {
+    /// The server's `host:port`, and the proxy's.
+    upstream: String,
+    addr: String,
+    cut: tokio::sync::watch::Sender<bool>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    /// A proxy in front of the server of `postgres_url()`.
+    pub async fn start() -> CutProxy {
+        let url = postgres_url();
+        let upstream = url
+            .split('@')
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("a postgres://user@host:port/db URL")
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let (to, cuts) = (upstream.clone(), cut.clone());
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut server) = tokio::net::TcpStream::connect(&to).await else {
+                    continue;
+                };
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CutProxy {
+            upstream,
+            addr,
+            cut,
+            accepting,
+        }
+    }
+
+    /// `url` (of the server) through the proxy.
+    pub fn url(&self, url: &str) -> String {
+        url.replacen(&self.upstream, &self.addr, 1)
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.accepting.abort();
+        self.cut.send_replace(true);
+    }
+}
