@@ -243,7 +243,7 @@ pub mod __broker {
         }
     }
 
-    pub use crate::store::{fail_many, running_of_worker, JobFailure};
+    pub use crate::store::{fail_many, running_of, JobFailure};
 }
 
 /// Not public API. Used by generated code.

@@ -614,11 +614,6 @@ FROM (SELECT (item->>0)::BIGINT AS id, (item->>1)::BIGINT AS token,
 WHERE job.id = f.id AND job.token = f.token AND job.state = 'running'"
 );
 
-/// The jobs running under worker `$1` (id, token, attempt), through the index of running jobs
-/// by worker: a relay looks for rows it no longer holds.
-pub(crate) const RUNNING_OF_WORKER: &str =
-    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = $1";
-
 /// How much of the table a claim reads, from PostgreSQL's own accounting: not a timing.
 #[cfg(test)]
 mod tests {

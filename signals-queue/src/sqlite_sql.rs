@@ -370,8 +370,3 @@ FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS t
       FROM json_each(?2)) AS f
 WHERE signals_jobs.id = f.id AND signals_jobs.token = f.token
   AND signals_jobs.state = 'running'";
-
-/// The jobs running under worker `?1` (id, token, attempt), through the index of running jobs
-/// by worker: a relay looks for rows it no longer holds.
-pub(crate) const RUNNING_OF_WORKER: &str =
-    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = ?1";

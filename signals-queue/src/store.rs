@@ -581,27 +581,28 @@ pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
 /// relay or subscriber does at `build()` in place of migrating.
 pub async fn check_schema(pool: &crate::Pool) -> Result<(), Error> {
     let mut conn = pool.acquire().await?;
-    let (found, needed) = match conn.tx() {
+    match conn.tx() {
         #[cfg(feature = "postgres")]
         Tx::Postgres(conn) => {
             use crate::postgres as sql;
-            let state = postgres_schema(conn).await?;
-            (state.map(|(_, applied)| applied), sql::SCHEMA_VERSION)
+            match postgres_schema(conn).await?.map(|(_, applied)| applied) {
+                Some(found) if found >= sql::SCHEMA_VERSION => Ok(()),
+                found => Err(Error::SchemaOutdated {
+                    found,
+                    needed: sql::SCHEMA_VERSION,
+                }),
+            }
         }
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
             use crate::sqlite_sql as sql;
             let (level, applied) = sqlite_schema(conn).await?;
-            return match sql::is_current(level, applied)? {
+            match sql::is_current(level, applied)? {
                 true => Ok(()),
                 false => Err(sql::outdated(level, applied)),
-            };
+            }
         }
         Tx::__Job(_) => unreachable!("a pooled connection is never a job's transaction"),
-    };
-    match found {
-        Some(found) if found >= needed => Ok(()),
-        found => Err(Error::SchemaOutdated { found, needed }),
     }
 }
 
@@ -1027,18 +1028,5 @@ pub async fn fail_many(
             .execute(&mut *conn)
             .await?
             .rows_affected()
-    }))
-}
-
-/// The jobs running under worker `worker`: (id, token, attempt).
-pub async fn running_of_worker(
-    tx: Tx<'_>,
-    worker: i64,
-) -> Result<Vec<(i64, i64, i32)>, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query_as(sql::RUNNING_OF_WORKER)
-            .bind(worker)
-            .fetch_all(&mut *conn)
-            .await?
     }))
 }

@@ -83,7 +83,7 @@ impl Reconcile<'_> {
         let mut conn = queue::acquire(self.pool).await?;
         // The rows first, then the tokens: a claim is held before it is sent, so a row read
         // here whose token is not held now was let go by the relay, never claimed after.
-        let running = queue::running_of_worker(conn.tx(), self.worker).await?;
+        let running = queue::running_of(conn.tx(), self.worker).await?;
         let failures: Vec<JobFailure<'_>> = running
             .into_iter()
             .filter(|&(_, token, _)| !self.in_flight.holds(token))
