@@ -7,16 +7,29 @@
 #
 #   bench/io_bound.sh                  # ~3 minutes on 2 cores
 #   JOBS=1000 ROUNDS=1 bench/io_bound.sh
+#
+# PostgreSQL at SIGNALS_BENCH_POSTGRES_URL, else SIGNALS_TEST_POSTGRES_URL (default this
+# machine's); each run's schema and role are dropped, on failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs=${JOBS:-4000}
 rounds=${ROUNDS:-1}
-pg_url=${SIGNALS_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+pg_url=${SIGNALS_BENCH_POSTGRES_URL:-${SIGNALS_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}}
 cargo build --release --example shop -q
 shop=target/release/examples/shop
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+schema="" role=""
+# drop_run: drops the current run's schema and role, if any.
+drop_run() {
+    [ -z "$schema" ] || psql "$pg_url" -qc "SET client_min_messages = warning;
+        DROP SCHEMA IF EXISTS $schema CASCADE"
+    [ -z "$role" ] || psql "$pg_url" -qc "SET client_min_messages = warning;
+        DO \$\$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$role') THEN
+            DROP OWNED BY $role; DROP ROLE $role; END IF; END \$\$"
+    schema="" role=""
+}
+trap 'drop_run; rm -rf "$dir"' EXIT
 
 # place DB: migrate, then JOBS orders (each its own transaction; not timed).
 place() {
@@ -65,7 +78,7 @@ for round in $(seq 1 "$rounds"); do
             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA $schema TO $role;
             GRANT USAGE ON ALL SEQUENCES IN SCHEMA $schema TO $role;"
         seconds=$(drain "${url/postgres@/$role@}" "$concurrency")
-        psql "$pg_url" -qc "SET client_min_messages = warning; DROP SCHEMA $schema CASCADE; DROP OWNED BY $role; DROP ROLE $role"
+        drop_run
         row "PostgreSQL" "$concurrency" "$seconds"
 
         db="sqlite://$dir/shop_${round}_$concurrency.db"

@@ -17,7 +17,13 @@
 //!   (`-c signals.notify=off`); the worker then finds jobs by this process's own wake-ups
 //!   (`listen(false)`) and polling.
 //!
-//! `cargo bench -p signals-bench --bench app_cost`
+//! ```text
+//! cargo bench -p signals-bench --bench app_cost
+//! ROUNDS=1 REQUESTS=100 cargo bench -p signals-bench --bench app_cost   # a smoke test
+//! ```
+//!
+//! PostgreSQL is at `SIGNALS_BENCH_POSTGRES_URL`, else `SIGNALS_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,7 +37,7 @@ use signals_queue::{
 
 mod common;
 
-use common::{load, median, percentile, range, Order};
+use common::{load, median, percentile, postgres_url, range, Order};
 
 struct Ctx<'a> {
     tx: Tx<'a>,
@@ -93,12 +99,13 @@ fn order_placed_message(sig: &OrderPlaced) -> OrderPlacedMessage {
     }
 }
 
-/// The three rows `notify_async` writes, by hand, in one statement.
+/// The three rows `notify_async` writes, by hand, in one statement (schema 4: the JSON as text
+/// in `body`, the jobs `available`).
 const HAND_JOBS: &str = "
-INSERT INTO {table} (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-VALUES ($1::uuid, 'app_cost::OrderPlaced', 'app_cost::send_email', 'email', 0, $2::jsonb, 25, $4, $4),
-       ($1::uuid, 'app_cost::OrderPlaced', 'app_cost::call_webhook', 'webhooks', 0, $2::jsonb, 25, $4, $4),
-       ($1::uuid, 'app_cost::OrderPlaced', 'app_cost::order_placed_message', 'shop.orders.placed', 0, $3::jsonb, 25, $4, $4)";
+INSERT INTO {table} (event_id, signal, handler, queue, priority, body, state, max_attempts, run_at, created_at)
+VALUES ($1::uuid, 'app_cost::OrderPlaced', 'app_cost::send_email', 'email', 0, $2, 'available', 25, $4, $4),
+       ($1::uuid, 'app_cost::OrderPlaced', 'app_cost::call_webhook', 'webhooks', 0, $2, 'available', 25, $4, $4),
+       ($1::uuid, 'app_cost::OrderPlaced', 'app_cost::order_placed_message', 'shop.orders.placed', 0, $3, 'available', 25, $4, $4)";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
@@ -154,11 +161,6 @@ const VARIANTS: [(&str, Variant); 7] = [
 ];
 
 const CLIENTS: usize = 32;
-
-fn postgres_url() -> String {
-    std::env::var("SIGNALS_BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
 
 /// One request, as the variant places it.
 async fn request(pool: &Pool, variant: Variant, id: i64) {

@@ -14,8 +14,10 @@
 //! ROUNDS=1 JOBS=5000 cargo bench -p signals-bench --bench broker
 //! ```
 //!
-//! PostgreSQL at `SIGNALS_BENCH_POSTGRES_URL`, NATS at `SIGNALS_BENCH_NATS_URL` (defaults: this
-//! machine's). Runs only under `cargo bench`.
+//! PostgreSQL at `SIGNALS_BENCH_POSTGRES_URL`, NATS at `SIGNALS_BENCH_NATS_URL` (else the tests'
+//! `SIGNALS_TEST_POSTGRES_URL` and `SIGNALS_TEST_NATS_URL`; defaults: this machine's). Sizes:
+//! `ROUNDS` (3), `JOBS` messages (20,000), `SECONDS` of the end-to-end run (5). Runs only under
+//! `cargo bench`.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,7 +31,7 @@ use signals_core::{notify_async, on, BoxError, Signal};
 use signals_queue::{AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Tx};
 
 mod common;
-use common::{load, percentile};
+use common::{load, nats_url, percentile, postgres_url};
 
 struct Ctx<'a> {
     tx: Tx<'a>,
@@ -119,10 +121,6 @@ fn since_origin() -> i64 {
     origin().elapsed().as_nanos() as i64
 }
 
-fn url(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.to_owned())
-}
-
 /// A schema and a stream of one run's own, dropped with it.
 struct Env {
     pool: Pool,
@@ -137,10 +135,7 @@ struct Env {
 impl Env {
     async fn fresh() -> Env {
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let postgres = url(
-            "SIGNALS_BENCH_POSTGRES_URL",
-            "postgres://postgres@127.0.0.1:5432/test",
-        );
+        let postgres = postgres_url();
         let schema = format!("signals_bench_{id}");
         let admin = sqlx::PgPool::connect(&postgres).await.expect("postgres");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
@@ -164,9 +159,7 @@ impl Env {
             .execute(pg)
             .await
             .expect("shipments");
-        let client = async_nats::connect(url("SIGNALS_BENCH_NATS_URL", "nats://127.0.0.1:4222"))
-            .await
-            .expect("nats");
+        let client = async_nats::connect(nats_url()).await.expect("nats");
         let js = jetstream::new(client.clone());
         let (stream, prefix) = (format!("BENCH_{id}"), format!("b{id}."));
         ensure_stream(&js, &stream, &[&format!("{prefix}>")])

@@ -4,18 +4,19 @@
 //! (fillfactor 80, autovacuum at 1 %), and the same table with PostgreSQL's default storage
 //! settings (`RESET`), so that any difference is the settings'.
 //!
-//! Each round writes `BATCH` due jobs (one `INSERT ... SELECT`), then drains
+//! Each round writes `BATCH` due jobs (100,000; one `INSERT ... SELECT`), then drains
 //! them 256 per claim, completing each claim's jobs in one statement, and times every claim; every
 //! fifth round purges the done jobs. Beside its backlog of the round's jobs, the table always
-//! holds 100,000 jobs of another handler (a foreign backlog) and 100,000 of its own waiting out a
-//! backoff.
+//! holds `BACKLOG` (100,000) jobs of another handler (a foreign backlog) and as many of its own
+//! waiting out a backoff. `JOBS` (2,000,000) per schema, so `JOBS / BATCH` rounds.
 //!
 //! ```text
 //! cargo bench -p signals-bench --bench churn               # 2,000,000 jobs per schema
 //! JOBS=500000 cargo bench -p signals-bench --bench churn
+//! JOBS=1000 BATCH=200 BACKLOG=1000 cargo bench -p signals-bench --bench churn   # a smoke test
 //! ```
 //!
-//! PostgreSQL is at `SIGNALS_BENCH_POSTGRES_URL` (default
+//! PostgreSQL is at `SIGNALS_BENCH_POSTGRES_URL`, else `SIGNALS_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`). The program runs only under `cargo bench`.
 //!
 //! Autovacuum: when the server runs with `autovacuum = off` (as the machines these benchmarks
@@ -31,10 +32,8 @@ use signals_queue::__broker::{acquire, claim, complete_many, ClaimRequest};
 use signals_queue::{AsyncQueue, Pool};
 
 mod common;
-use common::{median, percentile};
+use common::{median, percentile, postgres_url};
 
-/// Jobs written per round.
-const BATCH: i64 = 100_000;
 /// Jobs per claim.
 const CLAIM: usize = 256;
 
@@ -50,7 +49,7 @@ struct Schema {
 }
 
 impl Schema {
-    async fn new(url: &str, label: &'static str, defaults: bool) -> Schema {
+    async fn new(url: &str, label: &'static str, defaults: bool, backlog: i64) -> Schema {
         let name = format!("signals_churn_{}", uuid::Uuid::now_v7().simple());
         let admin = Pool::connect(url, 1).await.expect("PostgreSQL");
         run(&admin, &format!("CREATE SCHEMA {name}")).await;
@@ -74,14 +73,16 @@ impl Schema {
         // The foreign backlog, and a backlog of its own waiting out a backoff.
         run(
             &pool,
-            "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
-                                       max_attempts, run_at, created_at)
-             SELECT gen_random_uuid(), 'Outbox', 'outbox.publish', 'q', 0, '{}', 'available', 25,
-                    0, 0 FROM generate_series(1, 100000);
-             INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
-                                       max_attempts, run_at, created_at)
-             SELECT gen_random_uuid(), 'Churned', 'churn.job', 'q', 5, '{}', 'scheduled', 25,
-                    9000000000000, 0 FROM generate_series(1, 100000);",
+            &format!(
+                "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                                           max_attempts, run_at, created_at)
+                 SELECT gen_random_uuid(), 'Outbox', 'outbox.publish', 'q', 0, '{{}}', 'available',
+                        25, 0, 0 FROM generate_series(1, {backlog});
+                 INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                                           max_attempts, run_at, created_at)
+                 SELECT gen_random_uuid(), 'Churned', 'churn.job', 'q', 5, '{{}}', 'scheduled', 25,
+                        9000000000000, 0 FROM generate_series(1, {backlog});"
+            ),
         )
         .await;
         Schema {
@@ -93,8 +94,8 @@ impl Schema {
         }
     }
 
-    /// One round: write `BATCH` jobs, drain them claim by claim; purge every fifth round.
-    async fn round(&mut self, n: usize) {
+    /// One round: write `batch` jobs, drain them claim by claim; purge every fifth round.
+    async fn round(&mut self, n: usize, batch: i64) {
         run(
             &self.pool,
             &format!(
@@ -104,7 +105,7 @@ impl Schema {
                         '{{\"order_id\": ' || g || ', \"email\": \"customer@example.com\"}}',
                         'available', 25, (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT,
                         (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT
-                 FROM generate_series(1, {BATCH}) AS g"
+                 FROM generate_series(1, {batch}) AS g"
             ),
         )
         .await;
@@ -197,20 +198,22 @@ async fn run(pool: &Pool, sql: &str) {
     .expect(sql);
 }
 
-fn postgres_url() -> String {
-    std::env::var("SIGNALS_BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
 fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         return; // `cargo test` runs bench targets without `--bench`: nothing to do then
     }
-    let jobs: i64 = std::env::var("JOBS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(2_000_000);
-    let rounds = (jobs / BATCH).max(1) as usize;
+    let var = |name: &str, default: i64| -> i64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    };
+    let (jobs, batch, backlog) = (
+        var("JOBS", 2_000_000),
+        var("BATCH", 100_000),
+        var("BACKLOG", 100_000),
+    );
+    let rounds = (jobs / batch).max(1) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -219,8 +222,8 @@ fn main() {
     runtime.block_on(async {
         let url = postgres_url();
         let mut schemas = vec![
-            Schema::new(&url, "schema 4 (fillfactor 80, autovacuum 1 %)", false).await,
-            Schema::new(&url, "PostgreSQL's default storage settings", true).await,
+            Schema::new(&url, "schema 4 (fillfactor 80, autovacuum 1 %)", false, backlog).await,
+            Schema::new(&url, "PostgreSQL's default storage settings", true, backlog).await,
         ];
         let autovacuum: String = {
             let mut conn = acquire(&schemas[0].pool).await.expect("connection");
@@ -242,7 +245,7 @@ fn main() {
             // Alternate which schema goes first, so that neither always meets the other's vacuum.
             let order: Vec<usize> = if n % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
             for i in order {
-                schemas[i].round(n).await;
+                schemas[i].round(n, batch).await;
             }
             eprintln!("round {}/{rounds} ({:.0?})", n + 1, started.elapsed());
         }
@@ -254,7 +257,7 @@ fn main() {
             "on" => "the server's autovacuum",
             _ => "autovacuum is off on this server: the benchmark's stand-in vacuumed at each table's threshold",
         };
-        println!("\n{jobs} jobs per schema, {BATCH} per round, {CLAIM} per claim; {vacuum}\n");
+        println!("\n{jobs} jobs per schema, {batch} per round, {CLAIM} per claim; {vacuum}\n");
         println!("| schema | claim median, first 2 rounds | last 2 rounds | p99 first | p99 last | table | indexes |");
         println!("|---|---|---|---|---|---|---|");
         for schema in &schemas {

@@ -9,16 +9,22 @@
 //! 3. latency: commit returned → handler started at ~500 commits/s, with LISTEN/NOTIFY and with
 //!    polling alone (PostgreSQL);
 //! 4. a long read transaction: the drain again while another connection holds a snapshot open
-//!    (it pins the xmin horizon, so dead job rows cannot be cleaned up) (PostgreSQL).
+//!    (it pins the xmin horizon, so dead job rows cannot be cleaned up) (PostgreSQL);
+//! 5. writing drain: the drain with a handler that writes one row through its transaction
+//!    (PostgreSQL).
 //!
 //! ```text
 //! cargo bench -p signals-bench --bench queue_async                 # every section, 3 rounds
 //! cargo bench -p signals-bench --bench queue_async -- drain        # one section
 //! ROUNDS=1 JOBS=5000 cargo bench -p signals-bench --bench queue_async
+//! ROUNDS=1 JOBS=200 ENQUEUE_JOBS=50 SECONDS=0.5 cargo bench -p signals-bench --bench queue_async
 //! ```
 //!
-//! PostgreSQL is at `SIGNALS_BENCH_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`). The program runs only under `cargo bench`.
+//! Sections: `enqueue`, `drain`, `latency`, `writing-drain`, `long-read`.
+//! Sizes: `ROUNDS` (3), `JOBS` per drain (20,000), `ENQUEUE_JOBS` (3,000), `SECONDS` of
+//! latency measurement (5). PostgreSQL is at `SIGNALS_BENCH_POSTGRES_URL`, else
+//! `SIGNALS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`). The program
+//! runs only under `cargo bench`.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -30,7 +36,9 @@ use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
 
 mod common;
-use common::{load, lock, median, now_ms, origin, percentile, range, since_origin, Order};
+use common::{
+    load, lock, median, now_ms, origin, percentile, postgres_url, range, since_origin, Order,
+};
 use signals_queue::{
     with_db, AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Transaction,
     Tx,
@@ -97,8 +105,6 @@ fn record_start(sig: &Ping, _: &mut Ctx<'_>) {
     lock(&STARTS).push((sig.seq, started));
 }
 
-const HANDLERS: &str = r#"["bench.latency","bench.noop"]"#;
-
 // ---------------------------------------------------------------------------------------------
 // The databases.
 
@@ -114,11 +120,6 @@ struct Db {
     pool: Pool,
     schema: Option<String>,
     _dir: Option<tempfile::TempDir>,
-}
-
-fn postgres_url() -> String {
-    std::env::var("SIGNALS_BENCH_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 impl Db {
@@ -231,26 +232,36 @@ macro_rules! on_conn {
     };
 }
 
-/// The statements of the hand-written floors, copied from `signals_queue` (PostgreSQL).
+/// The statements of the hand-written floors, copied from `signals_queue` (PostgreSQL, schema
+/// 4: due jobs are `available`, the JSON is in `body`). The floors keep a lease per job (`$1`)
+/// where the library keeps one per worker, and complete without the done counter, as a minimal
+/// queue would.
 mod pg {
+    /// The handlers the floors claim for, as the library's claim takes them.
+    pub const HANDLERS: &str = r#"[{"name":"bench.latency","signal":"Ping"},{"name":"bench.noop","signal":"OrderPlaced"}]"#;
     pub const INSERT_ORDER: &str =
         "INSERT INTO orders (id, customer, amount_cents, currency) VALUES ($1, $2, $3, $4)";
     pub const ENQUEUE: &str = "
 INSERT INTO signals_jobs
-    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-VALUES ($1::uuid, $2, $3, $4, $5, $6::jsonb, $7, $8, $8)";
+    (event_id, signal, handler, queue, priority, body, state, max_attempts, run_at, created_at)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, 'available', $7, $8, $8)";
     pub const CLAIM: &str = "
 WITH next AS MATERIALIZED (
-    SELECT id FROM signals_jobs
-    WHERE state = 'pending' AND run_at <= $3
-      AND handler IN (SELECT jsonb_array_elements_text($4::jsonb))
-    ORDER BY priority DESC, run_at, id
-    LIMIT $5
-    FOR UPDATE SKIP LOCKED)
+    SELECT job.id FROM jsonb_to_recordset($4::jsonb) AS h (name TEXT, signal TEXT)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM signals_jobs
+        WHERE state = 'available' AND handler = h.name
+          AND (signal = h.signal OR right(signal, length(h.signal) + 2) = '::' || h.signal)
+          AND crashes = 0 AND run_at <= $3
+        ORDER BY priority DESC, run_at, id
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED) AS job
+    ORDER BY job.priority DESC, job.run_at, job.id
+    LIMIT $5)
 UPDATE signals_jobs AS job
 SET state = 'running', attempt = job.attempt + 1, lease_until = $1, token = $2
 FROM next WHERE job.id = next.id
-RETURNING job.id, job.payload::text";
+RETURNING job.id, COALESCE(job.body, job.payload::text)";
     pub const COMPLETE: &str = "
 UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL
 WHERE id = $2 AND token = $3 AND state = 'running'";
@@ -261,6 +272,7 @@ WHERE id = ANY($2) AND token = $3 AND state = 'running'";
 
 /// The same on SQLite.
 mod lite {
+    pub const HANDLERS: &str = r#"["bench.latency","bench.noop"]"#;
     pub const INSERT_ORDER: &str =
         "INSERT INTO orders (id, customer, amount_cents, currency) VALUES (?1, ?2, ?3, ?4)";
     pub const ENQUEUE: &str = "
@@ -381,7 +393,7 @@ async fn drain_by_hand(pool: Pool, limit: usize, completion: Completion) {
             .bind(now + 30_000)
             .bind(token)
             .bind(now)
-            .bind(HANDLERS)
+            .bind(sql::HANDLERS)
             .bind(limit as i64)
             .fetch_all(c)
             .await)
@@ -502,7 +514,9 @@ async fn drain_rate(store: Store, drainer: Drainer, jobs: usize, hold_snapshot: 
                 .start();
             // Every handler ran; then every job's completion committed (a cheap query on the
             // partial indexes, every 20 ms; a full count here would cost more than the drain).
+            let deadline = Instant::now() + Duration::from_secs(600);
             while NOOPS.load(Ordering::Relaxed) < jobs {
+                assert!(Instant::now() < deadline, "the drain stalled");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             running.wait_idle().await.expect("idle");
@@ -518,6 +532,15 @@ async fn drain_rate(store: Store, drainer: Drainer, jobs: usize, hold_snapshot: 
         .count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
         .await;
     assert_eq!(done, jobs as i64, "every job done");
+    // The worker counts every job it completes; the floors count none.
+    let counted = match drainer {
+        Drainer::ByHand { .. } => 0,
+        Drainer::Worker { .. } => jobs as i64,
+    };
+    let counts = db
+        .count("SELECT CAST(COALESCE(SUM(done), 0) AS BIGINT) FROM signals_job_counts")
+        .await;
+    assert_eq!(counts, counted, "jobs in the done counts");
     db.drop().await;
     jobs as f64 / elapsed.as_secs_f64()
 }

@@ -7,6 +7,32 @@ use std::sync::{Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// PostgreSQL's URL: `SIGNALS_BENCH_POSTGRES_URL`, else the tests' `SIGNALS_TEST_POSTGRES_URL`,
+/// else this machine's (`postgres://postgres@127.0.0.1:5432/test`).
+pub fn postgres_url() -> String {
+    env_url(
+        "SIGNALS_BENCH_POSTGRES_URL",
+        "SIGNALS_TEST_POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
+}
+
+/// NATS's URL: `SIGNALS_BENCH_NATS_URL`, else the tests' `SIGNALS_TEST_NATS_URL`, else this
+/// machine's (`nats://127.0.0.1:4222`).
+pub fn nats_url() -> String {
+    env_url(
+        "SIGNALS_BENCH_NATS_URL",
+        "SIGNALS_TEST_NATS_URL",
+        "nats://127.0.0.1:4222",
+    )
+}
+
+fn env_url(bench: &str, test: &str, default: &str) -> String {
+    std::env::var(bench)
+        .or_else(|_| std::env::var(test))
+        .unwrap_or_else(|_| default.to_owned())
+}
+
 /// Milliseconds since the Unix epoch, as the queue stores times.
 pub fn now_ms() -> i64 {
     SystemTime::now()

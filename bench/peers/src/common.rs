@@ -29,7 +29,8 @@ pub const POOL_SIZE: u32 = 20;
 /// Settings, all from the environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Server to benchmark on (`SIGNALS_BENCH_POSTGRES_URL`); runs make their own databases there.
+    /// Server to benchmark on (`SIGNALS_BENCH_POSTGRES_URL`, else the tests'
+    /// `SIGNALS_TEST_POSTGRES_URL`); runs make their own databases there.
     pub url: String,
     /// Orders (one transaction each) in the enqueue section (`ENQUEUE_JOBS`).
     pub enqueue_jobs: usize,
@@ -69,6 +70,7 @@ impl Settings {
             .collect();
         Self {
             url: std::env::var("SIGNALS_BENCH_POSTGRES_URL")
+                .or_else(|_| std::env::var("SIGNALS_TEST_POSTGRES_URL"))
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
             enqueue_jobs: num("ENQUEUE_JOBS", 3_000),
             jobs: num("JOBS", 20_000),

@@ -58,7 +58,7 @@
 //! (keys: `enqueue/reference`, `enqueue/graphile`, `enqueue/apalis-tx`,
 //! `enqueue/apalis-push`, `drain/graphile-defaults/c4`, `drain/graphile/c4`,
 //! `drain/apalis/c16`, `drain/apalis-batch100/c4`, ..).
-//! Environment: `SIGNALS_BENCH_POSTGRES_URL` (default
+//! Environment: `SIGNALS_BENCH_POSTGRES_URL` (else `SIGNALS_TEST_POSTGRES_URL`; default
 //! `postgres://postgres@127.0.0.1:5432/test`), `ENQUEUE_JOBS`, `JOBS`,
 //! `ROUNDS`, `CONCURRENCIES`, `DRAIN_TIMEOUT_SECS`, `PACED_TIMEOUT_SECS`.
 
