@@ -393,8 +393,8 @@ pub(crate) fn counts_json(counts: &std::collections::HashMap<String, i64>) -> St
 
 /// `each` per handler in `handlers`, summed by handler.
 #[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
-pub(crate) fn count_by_handler(
-    handlers: &[String],
+pub(crate) fn count_by_handler<'a>(
+    handlers: impl IntoIterator<Item = &'a String>,
     each: i64,
 ) -> std::collections::HashMap<String, i64> {
     let mut counts = std::collections::HashMap::new();

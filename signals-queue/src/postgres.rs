@@ -39,8 +39,11 @@ macro_rules! table_schema {
 
 /// The newest migration this crate knows, and the oldest it can run against: 4 splits
 /// `pending` into `available` (due) and `scheduled` (waiting out a `run_at`), keeps the
-/// producer's JSON text (`body`) and claims through an index that starts at the handler.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+/// producer's JSON text (`body`) and claims through an index that starts at the handler; 5
+/// marks the done rows the done counts counted (`counted`), so that a purge takes off only
+/// those (rows done before migration 4, or by the previous release during a deploy, were never
+/// counted).
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The compatibility level a migrated table records in `signals_queue_schema` (which releases
 /// before migration 4 read, refusing a higher one): the oldest schema whose code still works
@@ -215,6 +218,13 @@ CREATE TABLE IF NOT EXISTS signals_job_counts (
             ),
         ],
     ),
+    (
+        5,
+        &[
+            // Metadata only: a constant default.
+            tx("ALTER TABLE signals_jobs ADD COLUMN IF NOT EXISTS counted BOOLEAN NOT NULL DEFAULT false"),
+        ],
+    ),
 ];
 
 /// The tables that record migrations: `signals_queue_schema` holds the compatibility level
@@ -384,7 +394,7 @@ pub(crate) const COMPLETE: &str = concat!(
 WITH done AS (
     UPDATE signals_jobs SET state = 'done', finished_at = ",
     now!("$1"),
-    ", worker = NULL
+    ", worker = NULL, counted = true
     WHERE id = $2 AND token = $3 AND state = 'running'
     RETURNING handler, id)
 INSERT INTO signals_job_counts (handler, shard, done)
@@ -399,14 +409,14 @@ pub(crate) const COMPLETE_MANY: &str = concat!(
 WITH done AS (
     UPDATE signals_jobs AS job SET state = 'done', finished_at = ",
     now!("$1"),
-    ", worker = NULL
+    ", worker = NULL, counted = true
     FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
           FROM jsonb_array_elements($2::jsonb) AS pair) AS done
     WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'
     RETURNING job.handler, job.id),
 counted AS (
     INSERT INTO signals_job_counts (handler, shard, done)
-    SELECT handler, (MIN(id) % 16)::INT, COUNT(*) FROM done GROUP BY handler
+    SELECT handler, (MIN(id) % 16)::INT, COUNT(*) FROM done GROUP BY handler ORDER BY handler
     ON CONFLICT (handler, shard) DO UPDATE
     SET done = signals_job_counts.done + EXCLUDED.done
     RETURNING 1)
@@ -534,16 +544,18 @@ WHERE state = 'dead' AND ($2::TEXT IS NULL OR handler = $2)"
 );
 
 /// Deletes up to 10,000 done jobs that finished before `$1` (the caller repeats while a
-/// statement deletes that many), and takes them off the done counts, in one statement: no
-/// statement holds locks on millions of rows. How many.
+/// statement deletes that many), and takes those the done counts counted off them, in one
+/// statement: no statement holds locks on millions of rows. How many. (Counter rows are
+/// taken in handler order, as by every statement that writes them: no two wait on each other
+/// crosswise.)
 pub(crate) const PURGE_DONE: &str = "
 WITH gone AS (
     DELETE FROM signals_jobs WHERE id IN (
         SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < $1 LIMIT 10000)
-    RETURNING handler),
+    RETURNING handler, counted),
 counted AS (
     INSERT INTO signals_job_counts (handler, shard, done)
-    SELECT handler, -1, -COUNT(*) FROM gone GROUP BY handler
+    SELECT handler, -1, -COUNT(*) FROM gone WHERE counted GROUP BY handler ORDER BY handler
     ON CONFLICT (handler, shard) DO UPDATE
     SET done = signals_job_counts.done + EXCLUDED.done
     RETURNING 1)

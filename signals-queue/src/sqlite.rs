@@ -309,11 +309,11 @@ pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<
     let mut purged = 0;
     loop {
         let tx = conn.unchecked_transaction()?;
-        let handlers: Vec<String> = tx
+        let handlers: Vec<Option<String>> = tx
             .prepare_cached(PURGE_DONE)?
             .query_map([before], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let counts = lifecycle::count_by_handler(&handlers, -1);
+        let counts = lifecycle::count_by_handler(handlers.iter().flatten(), -1);
         if !counts.is_empty() {
             tx.prepare_cached(COUNT_DONE)?
                 .execute(params![lifecycle::counts_json(&counts), -1])?;

@@ -14,11 +14,12 @@ pub(crate) const IS_POSTGRES: bool = false;
 
 /// The newest migration this crate knows and needs: 1 the jobs table, 2 the broker's inbox, 3
 /// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`), 4 the inbox's
-/// time index (for pruning) and the done counts (`signals_job_counts`). Migration 4 is an
+/// time index (for pruning) and the done counts (`signals_job_counts`), 5 the mark of the done
+/// rows those counts counted (`counted`: a purge takes off only those). Migration 4 is an
 /// expansion: the level in `signals_queue_schema` (which the release before it reads,
 /// refusing anything above 3) stays at [`COMPATIBLE_FROM`], and `signals_queue_migrations`
-/// records 4.
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+/// records 4 and 5.
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The compatibility level a migrated file records in `signals_queue_schema`: the oldest
 /// schema whose code still works against it.
@@ -35,7 +36,7 @@ pub(crate) const APPLIED: &str = "SELECT MAX(version) FROM signals_queue_migrati
 /// Records that the migrations up to [`SCHEMA_VERSION`] ran.
 pub(crate) const MIGRATED: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_migrations (version INTEGER PRIMARY KEY);
-INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4)";
+INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4), (5)";
 
 /// Judges a file's schema from its level (`signals_queue_schema`) and its newest migration
 /// (`signals_queue_migrations`; `None` before migration 4): `true` if this release works with
@@ -87,7 +88,8 @@ CREATE TABLE IF NOT EXISTS signals_jobs (
     created_at   INTEGER NOT NULL,
     finished_at  INTEGER,
     worker       INTEGER,
-    crashes      INTEGER NOT NULL DEFAULT 0
+    crashes      INTEGER NOT NULL DEFAULT 0,
+    counted      INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS signals_workers (
     id           INTEGER PRIMARY KEY,
@@ -112,9 +114,9 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 );
 ";
 
-/// The columns schema 3 added to `signals_jobs`: (name, `ALTER TABLE` statement), run when
-/// `pragma_table_info` lacks the name.
-pub(crate) const ADDED_COLUMNS: [(&str, &str); 2] = [
+/// The columns schemas 3 and 5 added to `signals_jobs`: (name, `ALTER TABLE` statement), run
+/// when `pragma_table_info` lacks the name.
+pub(crate) const ADDED_COLUMNS: [(&str, &str); 3] = [
     (
         "worker",
         "ALTER TABLE signals_jobs ADD COLUMN worker INTEGER",
@@ -122,6 +124,10 @@ pub(crate) const ADDED_COLUMNS: [(&str, &str); 2] = [
     (
         "crashes",
         "ALTER TABLE signals_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+    ),
+    (
+        "counted",
+        "ALTER TABLE signals_jobs ADD COLUMN counted INTEGER NOT NULL DEFAULT 0",
     ),
 ];
 
@@ -220,12 +226,12 @@ WHERE token = $1 AND state = 'running'";
 
 /// running → done, in the job's own transaction, only while its claim holds it.
 pub(crate) const COMPLETE: &str = "
-UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1
 WHERE id = ?2 AND token = ?3 AND state = 'running'";
 
 /// running → done for the `[id, token]` pairs of `?2`: the completer's flush.
 pub(crate) const COMPLETE_MANY: &str = "
-UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token
       FROM json_each(?2)) AS done
 WHERE signals_jobs.id = done.id AND signals_jobs.token = done.token
@@ -296,12 +302,13 @@ SET state = 'pending', attempt = 0, crashes = 0, run_at = ?1, finished_at = NULL
 WHERE state = 'dead' AND (?2 IS NULL OR handler = ?2)";
 
 /// Deletes up to [`PURGE_BATCH`] done jobs that finished before `?1` (the caller repeats while
-/// a statement deletes that many, and takes them off the done counts with [`COUNT_DONE`]): no
-/// write transaction holds every writer for long.
+/// a statement deletes that many, and takes those the done counts counted off them with
+/// [`COUNT_DONE`]): no write transaction holds every writer for long. Each deleted row's
+/// handler if it was counted, else `NULL`.
 pub(crate) const PURGE_DONE: &str = "
 DELETE FROM signals_jobs WHERE id IN (
     SELECT id FROM signals_jobs WHERE state = 'done' AND finished_at < ?1 LIMIT 10000)
-RETURNING handler";
+RETURNING CASE WHEN counted THEN handler END";
 
 /// Adds completed jobs to the done counts, in the transaction that completed them (shard 0),
 /// or takes purged ones off (negative counts, shard -1): `?1` is a JSON object of handler to

@@ -463,11 +463,11 @@ pub(crate) async fn purge_done(mut tx: Tx<'_>, before: Millis) -> Result<u64, sq
                 use crate::sqlite_sql as sql;
                 use sqlx::Connection as _;
                 let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let handlers: Vec<String> = sqlx::query_scalar(sql::PURGE_DONE)
+                let handlers: Vec<Option<String>> = sqlx::query_scalar(sql::PURGE_DONE)
                     .bind(before)
                     .fetch_all(&mut *tx)
                     .await?;
-                let counts = lifecycle::count_by_handler(&handlers, -1);
+                let counts = lifecycle::count_by_handler(handlers.iter().flatten(), -1);
                 if !counts.is_empty() {
                     sqlx::query(sql::COUNT_DONE)
                         .bind(lifecycle::counts_json(&counts))

@@ -235,7 +235,7 @@ async fn the_previous_release_keeps_working_through_an_online_migration() {
     .unwrap();
     assert_eq!(
         (level, applied),
-        (3, 4),
+        (3, 5),
         "the previous release still reads level 3"
     );
     let invalid: i64 = sqlx::query_scalar(
@@ -297,7 +297,7 @@ async fn schemas_this_release_cannot_work_with_are_refused_before_anything_chang
             error,
             Error::SchemaOutdated {
                 found: None,
-                needed: 4
+                needed: 5
             }
         ),
         "{error}"
@@ -329,7 +329,7 @@ async fn schemas_this_release_cannot_work_with_are_refused_before_anything_chang
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 4
+                known: 5
             }
         ),
         "{error}"
@@ -780,7 +780,7 @@ async fn a_sqlite_file_of_the_previous_release_is_refused_until_migrated() {
                 error,
                 Error::SchemaOutdated {
                     found: Some(3),
-                    needed: 4
+                    needed: 5
                 }
             ),
             "{error}"
@@ -807,4 +807,63 @@ async fn a_sqlite_file_of_the_previous_release_is_refused_until_migrated() {
     .unwrap());
     assert_eq!(level, 3, "the previous release reads level 3");
     pool.close().await;
+}
+
+/// Done jobs the previous release left (completed before the done counts existed, or by that
+/// release during a rolling deploy) were never counted: a purge takes them off the table but
+/// not off the counts, which stay equal to the done rows this release completed and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_done_jobs_the_previous_release_left_keeps_the_counts_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("previous.db").display());
+    let mut databases = vec![(Pool::connect(&sqlite, 2).await.unwrap(), None)];
+    if let Some(db) = Db::postgres_or_skip(true).await {
+        databases.insert(0, (db.pool.clone(), Some(db)));
+    }
+    for (pool, db) in databases {
+        let name = if pool.is_postgres() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        };
+        let (schema, done_row) = match pool.is_postgres() {
+            true => (
+                PREVIOUS_SCHEMA,
+                "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload,
+                     state, max_attempts, run_at, created_at, finished_at)
+                 SELECT gen_random_uuid(), 'schema::Commented', 'schema.moderate', 'default', 0,
+                     '{}', 'done', 25, 0, 0, 1 FROM generate_series(1, 3)",
+            ),
+            false => (
+                PREVIOUS_SQLITE_SCHEMA,
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3)
+                 INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload,
+                     state, max_attempts, run_at, created_at, finished_at)
+                 SELECT 'e', 'schema::Commented', 'schema.moderate', 'default', 0, '{}', 'done',
+                     25, 0, 0, 1 FROM n",
+            ),
+        };
+        with_db!(&pool, |pool| {
+            sqlx::raw_sql(schema).execute(pool).await.unwrap();
+            sqlx::raw_sql(done_row).execute(pool).await.unwrap();
+        });
+        let queue = AsyncQueue::new(pool.clone());
+        queue.migrate().await.unwrap();
+        comment(&pool, "first").await;
+        assert_eq!(drain(&pool).await, ["first"], "{name}");
+        // Every done row so far: the previous release's three and this release's one.
+        assert_eq!(queue.purge_done(Duration::ZERO).await.unwrap(), 4, "{name}");
+        comment(&pool, "second").await;
+        comment(&pool, "third").await;
+        assert_eq!(drain(&pool).await.len(), 2, "{name}");
+        let done = queue
+            .stats()
+            .await
+            .unwrap()
+            .total(signals_queue::JobState::Done);
+        assert_eq!(done, 2, "{name}: the counts drifted");
+        if let Some(db) = db {
+            db.drop_schema().await;
+        }
+    }
 }
