@@ -201,7 +201,10 @@ pub(crate) fn completions_json(done: &[(i64, i64)]) -> String {
 
 /// Judges other workers' leases on SQLite without reading their clocks: a worker is stale
 /// when its renewal counter (`beats`) has not moved for its lease, measured on this process's
-/// monotonic clock from when this watch saw it move (or first saw it).
+/// monotonic clock from when this watch saw it move (or first saw it). Stillness counts only
+/// while this watch could look: when its own previous look is more than half a worker's lease
+/// ago (it waited, as every writer did, for a transaction holding the file's write lock, so
+/// that worker could not renew either), that worker's wait starts again.
 #[derive(Default)]
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "sqlx-sqlite")),
@@ -209,6 +212,7 @@ pub(crate) fn completions_json(done: &[(i64, i64)]) -> String {
 )]
 pub(crate) struct StaleWatch {
     seen: HashMap<i64, (i64, Instant)>,
+    last_look: Option<Instant>,
 }
 
 #[cfg_attr(
@@ -220,14 +224,19 @@ impl StaleWatch {
     /// of the stale workers other than `me`.
     pub(crate) fn observe(&mut self, me: i64, rows: &[(i64, i64, i64)]) -> Vec<i64> {
         let now = Instant::now();
+        let gap = self
+            .last_look
+            .replace(now)
+            .map_or(Duration::ZERO, |last| now.duration_since(last));
         self.seen
             .retain(|id, _| rows.iter().any(|row| row.0 == *id));
         let mut stale = Vec::new();
         for &(id, beats, lease_ms) in rows.iter().filter(|row| row.0 != me) {
+            let lease = Duration::from_millis(lease_ms.max(0) as u64);
             let entry = self.seen.entry(id).or_insert((beats, now));
-            if entry.0 != beats {
+            if entry.0 != beats || gap > lease / 2 {
                 *entry = (beats, now);
-            } else if now.duration_since(entry.1) > Duration::from_millis(lease_ms.max(0) as u64) {
+            } else if now.duration_since(entry.1) > lease {
                 stale.push(id);
             }
         }
@@ -479,6 +488,22 @@ mod tests {
         assert!(watch.observe(1, &[(1, 5, 0), (2, 8, 20)]).is_empty());
         std::thread::sleep(Duration::from_millis(30));
         // It stood still for longer than its lease; this process (1) is never stale to itself.
-        assert_eq!(watch.observe(1, &[(1, 5, 0), (2, 8, 20)]), [2]);
+        // (Looks every 10 ms: the watch was never held up.)
+        let mut watch = StaleWatch::default();
+        for _ in 0..6 {
+            assert!(watch.observe(1, &[(1, 5, 0), (2, 8, 40)]).is_empty());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(watch.observe(1, &[(1, 5, 0), (2, 8, 40)]), [2]);
+    }
+
+    #[test]
+    fn a_watch_that_was_held_up_itself_judges_no_one_stale() {
+        let mut watch = StaleWatch::default();
+        assert!(watch.observe(1, &[(2, 8, 20)]).is_empty());
+        // The watch waited 60 ms (a transaction held the write lock): worker 2 could not
+        // renew either, so its wait starts again.
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(watch.observe(1, &[(2, 8, 20)]).is_empty());
     }
 }

@@ -258,20 +258,28 @@ pub(crate) fn rescue(
     retry: &RetryPolicy,
     now: Option<Millis>,
 ) -> rusqlite::Result<usize> {
-    let rows: Vec<(i64, i64, i64)> = conn
-        .prepare_cached(WORKERS)?
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let stale = serde_json::to_string(&watch.observe(me, &rows)).expect("ids serialize");
-    let rescued = conn.prepare_cached(RESCUE)?.execute(params![
-        local(now),
-        retry.base.as_millis() as i64,
-        retry.cap.as_millis() as i64,
-        lifecycle::RESCUED,
-        stale
-    ])?;
-    conn.prepare_cached(PRUNE_WORKERS)?.execute([stale])?;
-    Ok(rescued)
+    // Under the write lock: the counters read are the ones the rescue acts on, and a watch held
+    // up behind another transaction sees that it was.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut rescue = || -> rusqlite::Result<usize> {
+        let rows: Vec<(i64, i64, i64)> = conn
+            .prepare_cached(WORKERS)?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let stale = serde_json::to_string(&watch.observe(me, &rows)).expect("ids serialize");
+        let rescued = conn.prepare_cached(RESCUE)?.execute(params![
+            local(now),
+            retry.base.as_millis() as i64,
+            retry.cap.as_millis() as i64,
+            lifecycle::RESCUED,
+            stale
+        ])?;
+        conn.prepare_cached(PRUNE_WORKERS)?.execute([stale])?;
+        Ok(rescued)
+    };
+    let result = rescue();
+    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
+    result
 }
 
 /// Whether a suspect of `handlers` is due (it runs alone).

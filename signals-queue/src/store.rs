@@ -383,6 +383,10 @@ pub async fn rescue(
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
             use crate::sqlite_sql as sql;
+            use sqlx::Connection as _;
+            // Under the write lock: the counters read are the ones the rescue acts on, and a
+            // watch held up behind another transaction sees that it was.
+            let mut conn = conn.begin_with("BEGIN IMMEDIATE").await?;
             let rows: Vec<(i64, i64, i64)> =
                 sqlx::query_as(sql::WORKERS).fetch_all(&mut *conn).await?;
             let stale = serde_json::to_string(&watch.observe(me, &rows)).expect("ids serialize");
@@ -399,6 +403,7 @@ pub async fn rescue(
                 .bind(&stale)
                 .execute(&mut *conn)
                 .await?;
+            conn.commit().await?;
             Ok(rescued)
         }
         Tx::__Job(_) => unreachable!("a rescue runs on the worker's own connection"),

@@ -397,3 +397,78 @@ fn a_file_of_the_previous_release_is_refused_until_migrated() {
         3
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A transaction that holds the write lock longer than a lease.
+
+/// Opened, then shut by the test: the gated handlers wait for it.
+static HOG_GATE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+static AT_HOG_GATE: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>)]
+struct GatedBesideHog;
+
+/// Waits at the gate, writing nothing (no lock held).
+#[on(GatedBesideHog, queue)]
+fn gated_beside_hog(_: &GatedBesideHog, _: &mut Ctx<'_>) {
+    AT_HOG_GATE.fetch_add(1, Ordering::SeqCst);
+    let (open, opened) = &HOG_GATE;
+    let mut open = open.lock().unwrap();
+    while !*open {
+        open = opened.wait(open).unwrap();
+    }
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>)]
+struct Hog;
+
+/// Writes, then holds the file's write lock for two seconds (three leases).
+#[on(Hog, queue)]
+fn hog(_: &Hog, ctx: &mut Ctx<'_>) -> rusqlite::Result<()> {
+    effect(ctx, 1)?;
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(())
+}
+
+/// A handler holds the write lock for three leases: no worker could renew its lease meanwhile,
+/// and no rescuer could look either. When the lock goes, the rescuer sees that it was held up
+/// itself, and rescues no job of the live workers (before: the jobs running beside the hog were
+/// rescued as crashed, and ran twice).
+#[test]
+fn a_long_write_lock_gets_no_live_workers_jobs_rescued() {
+    let (_dir, path) = database();
+    let lease = Duration::from_millis(600);
+    commit(&path, &[GatedBesideHog]);
+    let b = worker(&path).lease(lease).build().unwrap().start().unwrap();
+    wait_for("B at the gate", || AT_HOG_GATE.load(Ordering::SeqCst) == 1);
+    commit(&path, &[Hog]);
+    commit(&path, &[GatedBesideHog]);
+    let a = worker(&path)
+        .lease(lease)
+        .concurrency(2)
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+    wait_for("the hog's write", || {
+        count(&path, "SELECT COUNT(*) FROM effects") == 1
+    });
+    wait_for("A at the gate", || AT_HOG_GATE.load(Ordering::SeqCst) == 2);
+    // Two leases after the hog's commit: time for any rescue to happen.
+    std::thread::sleep(lease * 2);
+    let crashed = count(&path, "SELECT COUNT(*) FROM signals_jobs WHERE crashes > 0");
+    let (open, opened) = &HOG_GATE;
+    *open.lock().unwrap() = true;
+    opened.notify_all();
+    a.wait_idle().unwrap();
+    a.shutdown(Duration::from_secs(10)).unwrap();
+    b.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(crashed, 0, "a live worker's job was rescued");
+    assert_eq!(
+        AT_HOG_GATE.load(Ordering::SeqCst),
+        2,
+        "a gated job ran twice"
+    );
+}
