@@ -487,14 +487,21 @@ mod tests {
         // Worker 2 renewed: not stale, whatever its clock says.
         assert!(watch.observe(1, &[(1, 5, 0), (2, 8, 20)]).is_empty());
         std::thread::sleep(Duration::from_millis(30));
-        // It stood still for longer than its lease; this process (1) is never stale to itself.
-        // (Looks every 10 ms: the watch was never held up.)
+        // Looking every few ms (never held up itself), the watch judges worker 2 stale once it
+        // stood still for longer than its lease; this process (1) is never stale to itself.
         let mut watch = StaleWatch::default();
-        for _ in 0..6 {
-            assert!(watch.observe(1, &[(1, 5, 0), (2, 8, 40)]).is_empty());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(watch.observe(1, &[(1, 5, 0), (2, 8, 40)]), [2]);
+        let rows = [(1, 5, 0), (2, 8, 40)];
+        let start = Instant::now();
+        assert!(watch.observe(1, &rows).is_empty());
+        let stale = loop {
+            std::thread::sleep(Duration::from_millis(2));
+            let stale = watch.observe(1, &rows);
+            if !stale.is_empty() || start.elapsed() > Duration::from_secs(5) {
+                break stale;
+            }
+        };
+        assert_eq!(stale, [2]);
+        assert!(start.elapsed() >= Duration::from_millis(40));
     }
 
     #[test]
