@@ -95,6 +95,7 @@ mod sqlite;
 mod sqlite_sql;
 #[cfg(feature = "async")]
 mod store;
+mod timing;
 mod trace;
 #[cfg(feature = "async")]
 mod with_db;
@@ -108,6 +109,7 @@ pub use crate::error::Error;
 pub use crate::job::{JobInfo, JobState, RetryPolicy};
 pub use crate::lifecycle::WorkerStats;
 pub use crate::scope::MissingState;
+pub use crate::timing::Timing;
 #[cfg(feature = "async")]
 pub use crate::{
     admin::AsyncQueue,

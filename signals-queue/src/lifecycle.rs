@@ -43,12 +43,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Millis;
 use crate::job::RetryPolicy;
 
-/// How long a payload that does not deserialize is retried (a rolling deploy whose other
-/// version writes a field this one does not know yet) before the job is dead.
-pub const DEFAULT_PAYLOAD_GRACE: Duration = Duration::from_secs(30 * 60);
-
-/// How long an attempt may run when its handler sets no `timeout` (a worker's default).
-pub(crate) const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(300);
+pub use crate::timing::DEFAULT_PAYLOAD_GRACE;
 
 /// The completer flushes once it holds this many completions...
 pub(crate) const FLUSH_JOBS: usize = 512;

@@ -375,8 +375,10 @@ RETURNING job.id, job.event_id::text, job.handler, COALESCE(job.body, job.payloa
 /// `run_at` (`scheduled`, outside the index) are never read. Suspects are skipped.
 pub(crate) const CLAIM: &str = claim!("crashes = 0", "priority DESC, run_at, id");
 
-/// [`CLAIM`] for suspects, through their own small index.
-pub(crate) const CLAIM_SUSPECT: &str = claim!("crashes > 0", "run_at");
+/// [`CLAIM`] for suspects, through their own small index: those the claimer reserved
+/// ([`RESERVE_SUSPECT`]) or no one did.
+pub(crate) const CLAIM_SUSPECT: &str =
+    claim!("crashes > 0 AND (worker IS NULL OR worker = $5)", "run_at");
 
 /// running → available again for the jobs of the claim `$1`, whose reply was lost: the
 /// attempt it charged is given back (no handler ran).
@@ -520,17 +522,30 @@ pub(crate) const WAKE: &str = concat!(
     "), '')"
 );
 
-/// Whether a suspect of these handlers (`$2`) is due: it runs alone.
-pub(crate) const SUSPECT_DUE: &str = concat!(
+/// Reserves for worker `$3` a due suspect of these handlers (`$2`), which it will run alone:
+/// the oldest one that no live worker reserved (its `worker`, while `available`), due for at
+/// least `$4` ms (0 for an idle worker; a lease for a busy one, which would have to let its
+/// running jobs finish first: an idle worker takes it before). One worker drains for a suspect,
+/// not every worker that runs its handler. Whether the worker holds one.
+pub(crate) const RESERVE_SUSPECT: &str = concat!(
     "
-SELECT EXISTS (SELECT 1 FROM jsonb_to_recordset($2::jsonb) AS h (name TEXT, signal TEXT)
-    CROSS JOIN LATERAL (SELECT 1 FROM signals_jobs
+UPDATE signals_jobs SET worker = $3
+WHERE id IN (
+    SELECT due.id FROM jsonb_to_recordset($2::jsonb) AS h (name TEXT, signal TEXT)
+    CROSS JOIN LATERAL (SELECT id, run_at FROM signals_jobs
         WHERE state = 'available' AND crashes > 0 AND handler = h.name AND ",
     of_signal!("h.signal"),
     " AND run_at <= ",
     now!("$1"),
-    "
-        ORDER BY run_at LIMIT 1) AS due)"
+    " - $4::BIGINT
+          AND (worker IS NULL OR worker = $3 OR NOT EXISTS (
+              SELECT 1 FROM signals_workers AS w
+              WHERE w.id = signals_jobs.worker AND w.lease_until >= ",
+    now!("$1"),
+    "))
+        ORDER BY run_at LIMIT 1
+        FOR UPDATE SKIP LOCKED) AS due
+    ORDER BY due.run_at LIMIT 1)"
 );
 
 /// dead → available, attempts and crashes reset; of the handler `$2` only, unless NULL.
@@ -725,7 +740,8 @@ ANALYZE signals_jobs;",
         let (claim_blocks, claimed) = blocks(&mut conn, CLAIM, &claim).await;
         let (suspect_blocks, _) = blocks(&mut conn, CLAIM_SUSPECT, &claim).await;
         let (promote_blocks, _) = blocks(&mut conn, PROMOTE, &["NULL", mine]).await;
-        let (due_blocks, _) = blocks(&mut conn, SUSPECT_DUE, &["NULL", mine]).await;
+        let reserve = ["NULL", mine, "1", "0"];
+        let (due_blocks, _) = blocks(&mut conn, RESERVE_SUSPECT, &reserve).await;
         let (busy_blocks, _) = blocks(&mut conn, BUSY, &[mine]).await;
         // Dropped before the assertions, so that a failure leaves no schema behind.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))

@@ -282,14 +282,22 @@ pub(crate) fn rescue(
     result
 }
 
-/// Whether a suspect of `handlers` is due (it runs alone).
-pub(crate) fn suspect_due(
+/// Reserves a due suspect of `handlers` for `worker` (see [`RESERVE_SUSPECT`]): whether it
+/// holds one, to run alone.
+pub(crate) fn reserve_suspect(
     conn: &Connection,
     handlers: &str,
+    worker: i64,
+    wait: Duration,
     now: Option<Millis>,
 ) -> rusqlite::Result<bool> {
-    conn.prepare_cached(SUSPECT_DUE)?
-        .query_row(params![local(now), handlers], |row| row.get(0))
+    let reserved = conn.prepare_cached(RESERVE_SUSPECT)?.execute(params![
+        local(now),
+        handlers,
+        worker,
+        wait.as_millis() as i64
+    ])?;
+    Ok(reserved > 0)
 }
 
 /// Whether a job of `handlers` is runnable now; a read that never waits for a writer.

@@ -186,7 +186,7 @@ macro_rules! mine {
 
 /// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array of
 /// `{"name", "signal"}`: a row of another signal under the same name is not taken), suspects
-/// (`?3`) or not, in claim order: one statement, so two workers never claim one job. Charges
+/// (`?3`: those the claimer reserved, or no one did) or not, in claim order: one statement, so two workers never claim one job. Charges
 /// the attempt: the handler starts now. (`LIMIT +?4`: with a bare parameter there, SQLite
 /// re-prepares the statement at every run.)
 pub(crate) const CLAIM: &str = concat!(
@@ -199,7 +199,7 @@ WHERE id IN (
       AND ",
     mine!("?2"),
     "
-      AND (crashes > 0) = ?3
+      AND (crashes > 0) = ?3 AND (NOT ?3 OR worker IS NULL OR worker = ?6)
     ORDER BY priority DESC, run_at, id
     LIMIT +?4)
 RETURNING id, event_id, handler, payload, attempt, priority, run_at"
@@ -286,13 +286,19 @@ WHERE state = 'running' AND (
 pub(crate) const PRUNE_WORKERS: &str =
     "DELETE FROM signals_workers WHERE id IN (SELECT value FROM json_each(?1))";
 
-/// Whether a suspect of these handlers (`?2`) is due: it runs alone.
-pub(crate) const SUSPECT_DUE: &str = concat!(
+/// Reserves for worker `?3` a due suspect of these handlers (`?2`), which it will run alone:
+/// the oldest one no live worker reserved (its `worker`, while `pending`), due for at least
+/// `?4` ms (0 for an idle worker, a lease for a busy one). One worker drains for a suspect, not
+/// every worker that runs its handler. One row changed if the worker holds one.
+pub(crate) const RESERVE_SUSPECT: &str = concat!(
     "
-SELECT EXISTS (SELECT 1 FROM signals_jobs
-    WHERE state = 'pending' AND crashes > 0 AND run_at <= ?1 AND ",
+UPDATE signals_jobs SET worker = ?3
+WHERE id = (SELECT id FROM signals_jobs
+    WHERE state = 'pending' AND crashes > 0 AND run_at <= ?1 - ?4 AND ",
     mine!("?2"),
-    ")"
+    "
+      AND (worker IS NULL OR worker = ?3 OR worker NOT IN (SELECT id FROM signals_workers))
+    ORDER BY run_at LIMIT 1)"
 );
 
 /// dead → pending, with the attempts and crashes reset; of the handler `?2` only, unless NULL.

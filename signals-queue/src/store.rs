@@ -410,19 +410,26 @@ pub async fn rescue(
     }
 }
 
-/// Whether a suspect of `handlers` is due (it runs alone).
-pub async fn suspect_due(
+/// Reserves a due suspect of `handlers` for `worker`, due for at least `wait` (see
+/// `RESERVE_SUSPECT`): whether it holds one, to run alone.
+pub async fn reserve_suspect(
     tx: Tx<'_>,
     handlers: &str,
+    worker: i64,
+    wait: Duration,
     now: Option<Millis>,
 ) -> Result<bool, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query_scalar(sql::SUSPECT_DUE)
+    let reserved = on!(tx, |conn, sql| {
+        sqlx::query(sql::RESERVE_SUSPECT)
             .bind(now_for(conn_is_pg!(sql), now))
             .bind(handlers)
-            .fetch_one(&mut *conn)
+            .bind(worker)
+            .bind(wait.as_millis() as i64)
+            .execute(&mut *conn)
             .await?
-    }))
+            .rows_affected()
+    });
+    Ok(reserved > 0)
 }
 
 /// Runs a savepoint statement (`SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO SAVEPOINT`).

@@ -20,11 +20,12 @@ use crate::enqueue::WAKE;
 use crate::error::{AttemptError, Error};
 use crate::job::{JobInfo, RetryPolicy};
 use crate::lifecycle::{
-    self, ClaimRequest, Counters, Failure, InFlight, StaleWatch, WorkerStats, DEFAULT_JOB_TIMEOUT,
-    DEFAULT_PAYLOAD_GRACE, FLUSH_AFTER, FLUSH_JOBS,
+    self, ClaimRequest, Counters, Failure, InFlight, StaleWatch, WorkerStats, FLUSH_AFTER,
+    FLUSH_JOBS,
 };
 use crate::scope::{JobScope, State};
 use crate::sqlite::{self, Claimed};
+use crate::timing::Timing;
 use crate::{linked_jobs, trace};
 
 /// The most jobs one fetch claims, however many slots are free.
@@ -60,12 +61,7 @@ pub struct WorkerBuilder {
     path: PathBuf,
     state: State,
     concurrency: usize,
-    lease: Duration,
-    poll_interval: Duration,
-    retry: RetryPolicy,
-    job_timeout: Duration,
-    payload_grace: Duration,
-    clock: Clock,
+    timing: Timing,
     busy_timeout: Duration,
 }
 
@@ -85,56 +81,19 @@ impl WorkerBuilder {
         self
     }
 
-    /// How long the worker's lease lasts without a renewal (default 30 s): renewed every
-    /// third of it, shutdown included; once another worker has seen it stand still that long
-    /// (on its own monotonic clock), it rescues this worker's running jobs. It bounds how
-    /// long a dead worker's jobs wait, not how long a handler may run.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(30));
-        self
-    }
-
-    /// How often an idle worker looks for jobs written by other processes (default 500 ms).
-    /// Jobs written in this process wake it at once.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The backoff between failed attempts (default: 1 s doubling, capped at 1 hour).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// How long an attempt of a handler without its own `timeout = "..."` may run (default 5
-    /// minutes). A thread cannot be stopped: past it, the job is failed (and retried after a
-    /// backoff) and fenced off, so the handler's late completion is refused and its writes
-    /// roll back; the thread stays busy until the handler returns.
-    pub fn job_timeout(mut self, timeout: Duration) -> Self {
-        self.job_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How long a job whose payload no longer deserializes into its signal keeps being retried
-    /// (default 30 minutes, from when it was written by the writer's clock): a rolling deploy's
-    /// other version may write a field this one does not know yet. After it the job is dead.
-    /// `Duration::ZERO`: dead at its first attempt.
-    pub fn payload_grace(mut self, grace: Duration) -> Self {
-        self.payload_grace = grace;
-        self
-    }
+    crate::__timing_setters!(
+        lease: Duration,
+        poll_interval: Duration,
+        retry: RetryPolicy,
+        job_timeout: Duration,
+        payload_grace: Duration,
+        clock: Clock,
+    );
 
     /// How long a statement waits for another connection's write lock (default 10 s). A
     /// statement still refused then is retried with backoff; the worker does not stop.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
-        self
-    }
-
-    /// A manual clock, for tests of backoff and retries.
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
         self
     }
 
@@ -146,7 +105,8 @@ impl WorkerBuilder {
     ///
     /// A database error, [`Error::SchemaOutdated`] before the migration, a schema newer than
     /// this crate, or two queued handlers with one name.
-    pub fn build(self) -> Result<Worker, Error> {
+    pub fn build(mut self) -> Result<Worker, Error> {
+        self.timing = self.timing.bounded();
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
         let (by_name, handlers) = linked_jobs(JobInfo::runs_on_worker)?;
         if by_name.is_empty() {
@@ -173,7 +133,9 @@ impl WorkerBuilder {
         }
         drop(tx);
         let worker = lifecycle::worker_id();
-        with_retries(|| sqlite::heartbeat(&conn, worker, self.lease, self.clock.fixed()))?;
+        with_retries(|| {
+            sqlite::heartbeat(&conn, worker, self.timing.lease, self.timing.clock.fixed())
+        })?;
         Ok(Worker {
             shared: Arc::new(Shared {
                 config: self,
@@ -254,12 +216,7 @@ impl Worker {
             path: path.into(),
             state: State::default(),
             concurrency: 1,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(500),
-            retry: RetryPolicy::default(),
-            job_timeout: DEFAULT_JOB_TIMEOUT,
-            payload_grace: DEFAULT_PAYLOAD_GRACE,
-            clock: Clock::system(),
+            timing: Timing::default(),
             busy_timeout: sqlite::BUSY_TIMEOUT,
         }
     }
@@ -472,12 +429,12 @@ impl Shared {
     fn failure<'e>(&self, job: &Claimed, error: &AttemptError, message: &'e str) -> Failure<'e> {
         Failure {
             permanent: error.is_permanent(),
-            delay_ms: lifecycle::retry_delay(&self.config.retry, job.attempt),
+            delay_ms: lifecycle::retry_delay(&self.config.timing.retry, job.attempt),
             error: message,
-            now: self.config.clock.fixed(),
+            now: self.config.timing.clock.fixed(),
             dead_after_ms: error
                 .is_payload()
-                .then_some(self.config.payload_grace.as_millis() as i64),
+                .then_some(self.config.timing.payload_grace.as_millis() as i64),
         }
     }
 }
@@ -508,7 +465,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
             if busy(&slots) {
                 let _ = shared
                     .changed
-                    .wait_timeout(slots, shared.config.poll_interval);
+                    .wait_timeout(slots, shared.config.timing.poll_interval);
                 continue;
             }
             let free = shared.config.concurrency - slots.running.len();
@@ -529,7 +486,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
                 free.min(FETCH_LIMIT)
             }
         };
-        let now = shared.config.clock.fixed();
+        let now = shared.config.timing.clock.fixed();
         // Woken for a job another connection is still committing: look (a read, which does not
         // wait for that writer) before claiming (a write, which would queue behind it).
         if soon.is_some()
@@ -564,7 +521,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
                     let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
                         continue;
                     };
-                    let timeout = info.timeout().unwrap_or(shared.config.job_timeout);
+                    let timeout = info.timeout().unwrap_or(shared.config.timing.job_timeout);
                     slots.running.insert(
                         (job.id, job.token),
                         Running {
@@ -599,13 +556,13 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
 /// Waits for a wake-up from this process, or the poll interval; the generation seen and when
 /// to look again.
 fn wait_for_jobs(shared: &Shared, seen: u64, soon: Option<Duration>) -> (u64, Option<Duration>) {
-    let generation = WAKE.wait(seen, soon.unwrap_or(shared.config.poll_interval));
+    let generation = WAKE.wait(seen, soon.unwrap_or(shared.config.timing.poll_interval));
     if generation != seen {
         return (generation, Some(Duration::from_micros(200)));
     }
     let soon = soon
         .map(|d| d * 2)
-        .filter(|d| *d < shared.config.poll_interval);
+        .filter(|d| *d < shared.config.timing.poll_interval);
     (generation, soon)
 }
 
@@ -704,7 +661,7 @@ fn attempt(
         tx.commit()?;
         return Ok(Completion::Deferred);
     }
-    if !sqlite::complete(&tx, job, shared.config.clock.fixed())? {
+    if !sqlite::complete(&tx, job, shared.config.timing.clock.fixed())? {
         return Ok(Completion::LeaseLost);
     }
     tx.commit()?;
@@ -723,7 +680,7 @@ fn record_failure(
     let failure = shared.failure(job, error, &message);
     // Tried again, whatever the error, until the lease would lapse; then the job is left to
     // maintenance, which fails it once nothing holds it (an orphan).
-    let give_up = Instant::now() + shared.config.lease;
+    let give_up = Instant::now() + shared.config.timing.lease;
     let mut backoff = Duration::from_millis(5);
     let recorded = loop {
         match with_retries(|| sqlite::fail(conn, job, &failure)) {
@@ -765,7 +722,7 @@ fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
         }
         let mut backoff = Duration::from_millis(5);
         loop {
-            match sqlite::complete_many(&conn, &batch, shared.config.clock.fixed()) {
+            match sqlite::complete_many(&conn, &batch, shared.config.timing.clock.fixed()) {
                 Ok(handlers) => {
                     let completed = handlers.len();
                     Counters::add(&shared.counters.flushes, 1);
@@ -795,22 +752,22 @@ fn maintain(shared: &Shared) {
     let Some(conn) = shared.connect() else {
         return;
     };
-    let renew_every = shared.config.lease / 3;
+    let renew_every = shared.config.timing.lease / 3;
     let tick = renew_every
-        .min(shared.config.poll_interval)
+        .min(shared.config.timing.poll_interval)
         .max(Duration::from_millis(5));
     let mut watch = StaleWatch::default();
     let mut renewed: Option<Instant> = None;
-    let now = || shared.config.clock.fixed();
+    let now = || shared.config.timing.clock.fixed();
     while !shared.retire.load(Ordering::SeqCst) {
         if renewed.is_none_or(|at| at.elapsed() >= renew_every) {
-            let lease = shared.config.lease;
+            let lease = shared.config.timing.lease;
             match with_retries(|| sqlite::heartbeat(&conn, shared.worker, lease, now())) {
                 Ok(()) => renewed = Some(Instant::now()),
                 Err(error) => trace::database_error("heartbeat", &error.into()),
             }
         }
-        let retry = &shared.config.retry;
+        let retry = &shared.config.timing.retry;
         match with_retries(|| sqlite::rescue(&conn, shared.worker, &mut watch, retry, now())) {
             Ok(0) => {}
             Ok(rescued) => {
@@ -822,7 +779,14 @@ fn maintain(shared: &Shared) {
         if let Err(error) = record_orphans(shared, &conn) {
             trace::database_error("orphans", &error.into());
         }
-        if let Ok(true) = sqlite::suspect_due(&conn, &shared.handlers, now()) {
+        // An idle worker takes a due suspect at once; a busy one only after a lease.
+        let wait = match lock(&shared.slots).running.is_empty() {
+            true => Duration::ZERO,
+            false => shared.config.timing.lease,
+        };
+        if let Ok(true) =
+            sqlite::reserve_suspect(&conn, &shared.handlers, shared.worker, wait, now())
+        {
             if !shared.suspects.swap(true, Ordering::SeqCst) {
                 notify(shared);
             }
@@ -844,14 +808,16 @@ fn maintain(shared: &Shared) {
 /// not be recorded), the normal way: their attempts stay charged.
 fn record_orphans(shared: &Shared, conn: &Connection) -> rusqlite::Result<()> {
     let running = with_retries(|| sqlite::running_of(conn, shared.worker))?;
-    let orphans = shared.in_flight.orphans(&running, shared.config.lease * 2);
+    let orphans = shared
+        .in_flight
+        .orphans(&running, shared.config.timing.lease * 2);
     for job in &orphans.fail {
         let failure = Failure {
             permanent: false,
-            delay_ms: lifecycle::retry_delay(&shared.config.retry, job.attempt),
+            delay_ms: lifecycle::retry_delay(&shared.config.timing.retry, job.attempt),
             error: lifecycle::ORPHANED,
             dead_after_ms: None,
-            now: shared.config.clock.fixed(),
+            now: shared.config.timing.clock.fixed(),
         };
         with_retries(|| sqlite::fail(conn, job, &failure))?;
     }

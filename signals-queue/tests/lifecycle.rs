@@ -869,3 +869,85 @@ async fn shutdown_returns_when_the_database_is_gone() {
     );
     db.drop_schema().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// One worker drains for a suspect, not every one.
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Blocking;
+
+static BLOCKING_GATE: Semaphore = Semaphore::const_new(0);
+static AT_BLOCKING_GATE: AtomicUsize = AtomicUsize::new(0);
+
+#[on(Blocking, queue)]
+async fn blocking(_: &Blocking, _: &mut Ctx<'_>) {
+    AT_BLOCKING_GATE.fetch_add(1, Ordering::SeqCst);
+    BLOCKING_GATE.acquire().await.unwrap().forget();
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Rescued;
+
+#[on(Rescued, queue)]
+async fn rescued(_: &Rescued, _: &mut Ctx<'_>) {}
+
+/// Two busy workers (each runs a long job) and a suspect becomes due: before, both stopped
+/// fetching to run it alone, so a new job waited for the long ones. Now a busy worker leaves a
+/// suspect to an idle one for a lease, so both keep fetching meanwhile (and once it has
+/// waited a lease, one of them, not both, reserves and drains for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_due_suspect_does_not_stop_every_busy_worker() {
+    for db in Db::all().await {
+        let name = db.name();
+        AT_BLOCKING_GATE.store(0, Ordering::SeqCst);
+        commit(&db, &[Blocking, Blocking]).await;
+        // A busy worker reserves a suspect only after it waited a lease: long enough here that
+        // the new job runs first, however loaded the machine.
+        let lease = Duration::from_secs(10);
+        let a = worker(&db.pool).lease(lease).build().await.unwrap().start();
+        wait_for("A's long job", || async {
+            AT_BLOCKING_GATE.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let b = worker(&db.pool)
+            .lease(lease)
+            .concurrency(2)
+            .build()
+            .await
+            .unwrap()
+            .start();
+        wait_for("B's long job", || async {
+            AT_BLOCKING_GATE.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        commit(&db, &[Rescued]).await;
+        db.execute("UPDATE signals_jobs SET crashes = 1 WHERE handler LIKE '%rescued'")
+            .await;
+        // Both workers' maintenance (every 20 ms) sees the suspect due.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        commit(&db, &[Record { n: 1 }]).await;
+        wait_for("the new job", || async {
+            db.count("SELECT COUNT(*) FROM effects").await == 1
+        })
+        .await;
+        assert!(
+            started.elapsed() < lease / 2,
+            "{name}: the new job waited {:?}",
+            started.elapsed()
+        );
+        BLOCKING_GATE.add_permits(2);
+        b.wait_idle().await.unwrap();
+        a.shutdown(Duration::from_secs(10)).await.unwrap();
+        b.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state <> 'done'")
+                .await,
+            0,
+            "{name}"
+        );
+        db.drop_schema().await;
+    }
+}

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use signals_queue::__broker::{
     self as queue, linked_jobs, listen, maintain, ClaimRequest, Claimed, Upkeep,
 };
-use signals_queue::{Clock, Error, JobInfo, Pool, RetryPolicy};
+use signals_queue::{Clock, Error, JobInfo, Pool, RetryPolicy, Timing};
 
 use crate::stream::create_or_update_stream;
 use in_flight::{InFlight, Reconcile};
@@ -37,13 +37,12 @@ pub struct RelayBuilder {
     pool: Pool,
     js: jetstream::Context,
     in_flight: usize,
-    lease: Duration,
-    poll_interval: Duration,
-    retry: RetryPolicy,
+    /// The lease, polling, backoff and clock (the relay's defaults: polls every 100 ms,
+    /// retries a failed publish after at most 30 s).
+    timing: Timing,
     /// Dead once a failing message is older than this; `None`: never.
     max_age: Option<Duration>,
     prefix: String,
-    clock: Clock,
     /// The stream `build` creates or updates, and its subjects.
     stream: Option<(String, Vec<String>)>,
 }
@@ -66,31 +65,16 @@ impl RelayBuilder {
         self
     }
 
-    /// The relay's lease (default 30 s): its claimed jobs are its own while it renews it. Its
-    /// maintenance renews it every third of the lease on a connection of the pool the relay
-    /// was given (not one of its own: the application shares that pool, so leave room in it).
-    /// A relay that dies, or cannot renew, leaves its jobs to another after this; the stream
-    /// drops the messages it published twice. A completion the database refuses is written
-    /// again for up to this long.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(30));
-        self
-    }
-
-    /// How often an idle relay looks for jobs when nothing woke it (default 100 ms). On
-    /// PostgreSQL a committed job wakes it through LISTEN/NOTIFY; on SQLite a job written
-    /// through sqlx in this process does.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The backoff after a failed publish (default: 1 s doubling, capped at 30 s, so that
-    /// messages go out within 30 s of the broker's return after an outage of any length).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
+    // The relay's lease: its maintenance renews it every third of the lease on a connection of
+    // the pool the relay was given (the application shares that pool: leave room in it). A
+    // relay that dies, or cannot renew, leaves its jobs to another after a lease; the stream
+    // drops what it published twice. A refused completion is written again for up to a lease.
+    signals_queue::__timing_setters!(
+        lease: Duration,
+        poll_interval: Duration,
+        retry: RetryPolicy,
+        clock: Clock,
+    );
 
     /// How old a message may grow while publishing fails before it is dead (default: no limit:
     /// the outbox waits for the broker as long as it takes; a publishing function's messages
@@ -108,12 +92,6 @@ impl RelayBuilder {
         self
     }
 
-    /// The clock for leases and retries.
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// Checks, reading only, that the jobs table's schema is one this release works with (it
     /// never creates or migrates it: run the migration first, e.g. `AsyncQueue::migrate`),
     /// refuses a pool behind a transaction-mode pooler, creates or updates the stream with
@@ -126,7 +104,8 @@ impl RelayBuilder {
     /// first), [`Error::SchemaTooNew`], [`Error::TransactionPooler`], two publishing
     /// functions with one job name ([`Error::DuplicateJobName`]), or [`Error::Nats`] if
     /// JetStream refuses the stream.
-    pub async fn build(self) -> Result<Relay, Error> {
+    pub async fn build(mut self) -> Result<Relay, Error> {
+        self.timing = self.timing.bounded();
         queue::check_schema(&self.pool).await?;
         queue::check_session(&self.pool).await?;
         if let Some((name, subjects)) = &self.stream {
@@ -137,7 +116,13 @@ impl RelayBuilder {
         // maintenance as a worker's, registered before its first claim.
         let worker = queue::worker_id();
         let mut conn = queue::acquire(&self.pool).await?;
-        queue::heartbeat(conn.tx(), worker, self.lease, queue::fixed_now(&self.clock)).await?;
+        queue::heartbeat(
+            conn.tx(),
+            worker,
+            self.timing.lease,
+            queue::fixed_now(&self.timing.clock),
+        )
+        .await?;
         drop(conn);
         Ok(Relay {
             shared: Arc::new(RelayShared {
@@ -208,13 +193,14 @@ impl RelayShared {
         Upkeep {
             pool: &self.config.pool,
             worker: self.worker,
-            lease: self.config.lease,
-            tick: (self.config.lease / 3).min(self.config.poll_interval * 5),
-            retry: &self.config.retry,
+            lease: self.config.timing.lease,
+            tick: (self.config.timing.lease / 3).min(self.config.timing.poll_interval * 5),
+            retry: &self.config.timing.retry,
             handlers: &self.handlers,
-            clock: &self.config.clock,
+            clock: &self.config.timing.clock,
             woken: &self.woken,
             suspects: Some(&self.suspects_due),
+            running: None,
             // The relay reconciles its own claims (`in_flight`), batch by batch.
             in_flight: None,
             renewed: &self.renewed,
@@ -228,9 +214,9 @@ impl RelayShared {
             pool: &self.config.pool,
             worker: self.worker,
             in_flight: &self.in_flight,
-            retry: &self.config.retry,
+            retry: &self.config.timing.retry,
             dead_after_ms: self.dead_after_ms(),
-            clock: &self.config.clock,
+            clock: &self.config.timing.clock,
         }
     }
 
@@ -240,6 +226,19 @@ impl RelayShared {
     }
 }
 
+/// A relay's default timings: a worker's, but polling every 100 ms and retrying a failed publish
+/// after at most 30 s, so that messages go out within 30 s of the broker's return after an
+/// outage of any length.
+fn relay_timing() -> Timing {
+    let mut timing = Timing::default();
+    timing.poll_interval = Duration::from_millis(100);
+    timing.retry = RetryPolicy {
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(30),
+    };
+    timing
+}
+
 impl Relay {
     /// A relay from the jobs table in `pool` to JetStream through `client`.
     pub fn builder(pool: impl Into<Pool>, client: async_nats::Client) -> RelayBuilder {
@@ -247,15 +246,9 @@ impl Relay {
             pool: pool.into(),
             js: jetstream::new(client),
             in_flight: 256,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(100),
-            retry: RetryPolicy {
-                base: Duration::from_secs(1),
-                cap: Duration::from_secs(30),
-            },
+            timing: relay_timing(),
             max_age: None,
             prefix: String::new(),
-            clock: Clock::system(),
             stream: None,
         }
     }
@@ -402,7 +395,7 @@ async fn relay(shared: Arc<RelayShared>) {
                     () = &mut local => tokio::time::sleep(Duration::from_micros(500)).await,
                     // Committed (PostgreSQL notifies at commit).
                     () = &mut woken => {}
-                    () = tokio::time::sleep(shared.config.poll_interval) => {}
+                    () = tokio::time::sleep(shared.config.timing.poll_interval) => {}
                     () = &mut stopped => {}
                 }
             }
@@ -458,7 +451,7 @@ async fn claim_some(
         limit,
         suspects,
         worker: shared.worker,
-        now: queue::fixed_now(&shared.config.clock),
+        now: queue::fixed_now(&shared.config.timing.clock),
         token: queue::token(),
     };
     shared.in_flight.hold(request.token);
@@ -516,16 +509,16 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
             Err(error) => outcome.failed.push((
                 job.id,
                 job.token,
-                queue::retry_delay(&shared.config.retry, job.attempt),
+                queue::retry_delay(&shared.config.timing.retry, job.attempt),
                 format!("publishing failed: {error}"),
             )),
         }
     }
     let recorder = Recorder {
         pool: &shared.config.pool,
-        clock: &shared.config.clock,
+        clock: &shared.config.timing.clock,
         dead_after_ms: shared.dead_after_ms(),
-        deadline: Instant::now() + shared.config.lease,
+        deadline: Instant::now() + shared.config.timing.lease,
     };
     // Not recorded by the deadline: the claim is let go, and the reconcile fails its rows the
     // normal way (a published message is republished then, and dropped by the stream).

@@ -42,8 +42,8 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
     let mut give_up: Option<tokio::time::Instant> = None;
     loop {
         if shared.stopping() {
-            let at =
-                *give_up.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.lease);
+            let at = *give_up
+                .get_or_insert_with(|| tokio::time::Instant::now() + shared.config.timing.lease);
             if tokio::time::Instant::now() >= at {
                 trace::leases_lost(batch.len());
                 batch.clear();

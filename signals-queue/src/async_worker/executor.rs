@@ -32,7 +32,7 @@ pub(super) async fn execute(
 
 async fn run(shared: &Shared, job: &Claimed, info: &JobInfo, done: &UnboundedSender<(i64, i64)>) {
     let (mut job_tx, open_failed) = JobTx::new(shared.config.pool.clone());
-    let timeout = info.timeout().unwrap_or(shared.config.job_timeout);
+    let timeout = info.timeout().unwrap_or(shared.config.timing.job_timeout);
     let outcome = attempt(shared, job, info, &mut job_tx, open_failed, timeout).await;
     match (outcome, job_tx.take()) {
         (Ok(()), None) => {
@@ -110,16 +110,16 @@ pub(super) async fn record_failure(
     let message = error.to_string();
     let failure = Failure {
         permanent: error.is_permanent(),
-        delay_ms: lifecycle::retry_delay(&shared.config.retry, job.attempt),
+        delay_ms: lifecycle::retry_delay(&shared.config.timing.retry, job.attempt),
         error: &message,
         now: shared.now(),
         dead_after_ms: error
             .is_payload()
-            .then_some(shared.config.payload_grace.as_millis() as i64),
+            .then_some(shared.config.timing.payload_grace.as_millis() as i64),
     };
     // Tried again, whatever the error, until the lease would lapse; then the job is left
     // to maintenance, which fails it once nothing holds it (an orphan).
-    let give_up = tokio::time::Instant::now() + shared.config.lease;
+    let give_up = tokio::time::Instant::now() + shared.config.timing.lease;
     let mut backoff = Duration::from_millis(5);
     let recorded = loop {
         let result = match shared.own.acquire().await {

@@ -35,9 +35,12 @@ pub struct Upkeep<'a> {
     pub clock: &'a Clock,
     /// Woken when jobs were rescued or a suspect is due.
     pub woken: &'a Notify,
-    /// Set while a suspect of these handlers is due; `None`: the claimer runs no suspects
-    /// apart (a relay's messages cannot crash it).
+    /// Set while the claimer holds the reservation of a due suspect of these handlers (one
+    /// claimer drains for it); `None`: no suspect is reserved.
     pub suspects: Option<&'a AtomicBool>,
+    /// How many jobs the claimer runs now: an idle one reserves a due suspect first. `None`:
+    /// always idle (a relay, which runs suspects beside others).
+    pub running: Option<&'a std::sync::atomic::AtomicUsize>,
     /// The jobs the worker holds; `None`: no orphans are looked for.
     pub in_flight: Option<&'a InFlight>,
     /// When the lease was last renewed: the claimer stops claiming once it may have lapsed.
@@ -134,8 +137,15 @@ async fn tick_once(upkeep: &Upkeep<'_>, watch: &mut StaleWatch) -> Result<(), sq
         upkeep.woken.notify_one();
     }
     if let Some(suspects) = upkeep.suspects {
-        let due = store::suspect_due(conn.tx(), upkeep.handlers, now).await?;
-        if due && !suspects.swap(true, Ordering::SeqCst) {
+        // An idle claimer takes a suspect at once; a busy one (which must let its jobs finish
+        // first) only once it has waited a lease with no idle one taking it.
+        let busy = upkeep
+            .running
+            .is_some_and(|running| running.load(Ordering::SeqCst) > 0);
+        let wait = if busy { upkeep.lease } else { Duration::ZERO };
+        let reserved =
+            store::reserve_suspect(conn.tx(), upkeep.handlers, upkeep.worker, wait, now).await?;
+        if reserved && !suspects.swap(true, Ordering::SeqCst) {
             upkeep.woken.notify_one();
         }
     }

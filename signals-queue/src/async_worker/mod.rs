@@ -29,10 +29,9 @@ use crate::asynchronous::Pool;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::{JobInfo, RetryPolicy};
-use crate::lifecycle::{
-    self, Counters, InFlight, LeaseClock, WorkerStats, DEFAULT_JOB_TIMEOUT, DEFAULT_PAYLOAD_GRACE,
-};
+use crate::lifecycle::{self, Counters, InFlight, LeaseClock, WorkerStats};
 use crate::scope::State;
+use crate::timing::Timing;
 use crate::{linked_jobs, store};
 
 pub use maintenance::{maintain, Upkeep};
@@ -79,12 +78,7 @@ pub struct AsyncWorkerBuilder {
     pool: Pool,
     state: State,
     concurrency: usize,
-    lease: Duration,
-    poll_interval: Duration,
-    retry: RetryPolicy,
-    job_timeout: Duration,
-    payload_grace: Duration,
-    clock: Clock,
+    timing: Timing,
     listen: bool,
 }
 
@@ -103,57 +97,19 @@ impl AsyncWorkerBuilder {
         self
     }
 
-    /// How long the worker's lease lasts without a renewal (default 30 s): the worker renews
-    /// it every third of it, shutdown included, and another worker rescues its running jobs
-    /// once it lapses (a crash, a kill, a lost database). It bounds how long a dead worker's
-    /// jobs wait, not how long a handler may run (see [`job_timeout`](Self::job_timeout)).
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(30));
-        self
-    }
-
-    /// How often an idle worker looks for jobs when nothing woke it (default 500 ms). On
-    /// PostgreSQL a committed job wakes it through LISTEN/NOTIFY; polling is the fallback
-    /// that makes a lost notification a delay, never a lost job.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(1));
-        self
-    }
-
-    /// The backoff between failed attempts (default: 1 s doubling, capped at 1 hour).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
-        self
-    }
-
-    /// How long an attempt of a handler without its own `timeout = "..."` may run (default 5
-    /// minutes). Past it the handler's future is dropped, its transaction rolled back, and the
-    /// attempt counts as failed ("the handler timed out after ...") and is retried.
-    pub fn job_timeout(mut self, timeout: Duration) -> Self {
-        self.job_timeout = timeout.max(Duration::from_millis(1));
-        self
-    }
-
-    /// How long a job whose payload no longer deserializes into its signal keeps being retried
-    /// (default 30 minutes, from when it was written): during a rolling deploy the other
-    /// version may write a field this one does not know yet, and the next deploy reads it.
-    /// After it the job is dead. `Duration::ZERO`: dead at its first attempt.
-    pub fn payload_grace(mut self, grace: Duration) -> Self {
-        self.payload_grace = grace;
-        self
-    }
+    crate::__timing_setters!(
+        lease: Duration,
+        poll_interval: Duration,
+        retry: RetryPolicy,
+        job_timeout: Duration,
+        payload_grace: Duration,
+        clock: Clock,
+    );
 
     /// Whether to LISTEN for the jobs table's notifications on PostgreSQL (default `true`);
     /// without it the worker polls.
     pub fn listen(mut self, listen: bool) -> Self {
         self.listen = listen;
-        self
-    }
-
-    /// A manual clock for tests ([`Clock::manual`]). With the system clock (the default) the
-    /// database's clock decides every time on PostgreSQL.
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
         self
     }
 
@@ -169,7 +125,8 @@ impl AsyncWorkerBuilder {
     /// this crate, [`Error::WorkerConnections`] when the
     /// database cannot spare the worker's own connections, or two queued handlers with one
     /// name.
-    pub async fn build(self) -> Result<AsyncWorker, Error> {
+    pub async fn build(mut self) -> Result<AsyncWorker, Error> {
+        self.timing = self.timing.bounded();
         let (jobs, handlers) = linked_jobs(JobInfo::runs_on_async_worker)?;
         if jobs.is_empty() {
             return Err(Error::NoHandlers {
@@ -183,7 +140,13 @@ impl AsyncWorkerBuilder {
         store::check_session(&own).await?;
         let worker = lifecycle::worker_id();
         let mut conn = own.acquire().await?;
-        store::heartbeat(conn.tx(), worker, self.lease, self.clock.fixed()).await?;
+        store::heartbeat(
+            conn.tx(),
+            worker,
+            self.timing.lease,
+            self.timing.clock.fixed(),
+        )
+        .await?;
         drop(conn);
         Ok(AsyncWorker {
             shared: Arc::new(Shared {
@@ -199,6 +162,7 @@ impl AsyncWorkerBuilder {
                 retired: Notify::new(),
                 woken: Notify::new(),
                 suspects: AtomicBool::new(false),
+                running: std::sync::atomic::AtomicUsize::new(0),
                 grace_ms: AtomicU64::new(60_000),
                 counters: Counters::default(),
                 in_flight: InFlight::default(),
@@ -277,8 +241,10 @@ struct Shared {
     retired: Notify,
     /// Wakes the producer: a notification from PostgreSQL, rescued jobs, a due suspect.
     woken: Notify,
-    /// A suspect is due: the producer runs it alone.
+    /// This worker holds a due suspect's reservation: the producer runs it alone.
     suspects: AtomicBool,
+    /// How many executors run (the producer keeps it).
+    running: std::sync::atomic::AtomicUsize,
     /// How long shutdown waits for running handlers.
     grace_ms: AtomicU64,
     counters: Counters,
@@ -295,20 +261,21 @@ impl Shared {
 
     /// The time statements bind: `None` unless a test gave a manual clock.
     fn now(&self) -> Option<crate::clock::Millis> {
-        self.config.clock.fixed()
+        self.config.timing.clock.fixed()
     }
 
     fn upkeep(&self) -> Upkeep<'_> {
         Upkeep {
             pool: &self.own,
             worker: self.worker,
-            lease: self.config.lease,
-            tick: (self.config.lease / 3).min(self.config.poll_interval),
-            retry: &self.config.retry,
+            lease: self.config.timing.lease,
+            tick: (self.config.timing.lease / 3).min(self.config.timing.poll_interval),
+            retry: &self.config.timing.retry,
             handlers: &self.handlers,
-            clock: &self.config.clock,
+            clock: &self.config.timing.clock,
             woken: &self.woken,
             suspects: Some(&self.suspects),
+            running: Some(&self.running),
             in_flight: Some(&self.in_flight),
             renewed: &self.renewed,
             retire: &self.retire,
@@ -324,12 +291,7 @@ impl AsyncWorker {
             pool: pool.into(),
             state: State::default(),
             concurrency: 1,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(500),
-            retry: RetryPolicy::default(),
-            job_timeout: DEFAULT_JOB_TIMEOUT,
-            payload_grace: DEFAULT_PAYLOAD_GRACE,
-            clock: Clock::system(),
+            timing: Timing::default(),
             listen: true,
         }
     }

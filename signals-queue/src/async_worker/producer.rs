@@ -76,6 +76,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         let stopped = shared.stopped.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
+        shared.running.store(slots.jobs.len(), Ordering::SeqCst);
         let free = shared.config.concurrency - slots.jobs.len();
         let suspects = shared.suspects.load(Ordering::SeqCst);
         if free == 0 || slots.solo || (suspects && !slots.jobs.is_empty()) {
@@ -99,7 +100,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
             }
         }
         free_since = None;
-        if !shared.renewed.fresh(shared.config.lease) {
+        if !shared.renewed.fresh(shared.config.timing.lease) {
             // The lease may have lapsed (its renewals failed or were held up): other workers
             // may be rescuing this worker's jobs, so it takes no more until a renewal holds.
             tokio::select! {
@@ -135,7 +136,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
             }
         }
         // Nothing (more) to fetch: wait for a wake-up, reaping executors meanwhile.
-        let wait = soon.unwrap_or(shared.config.poll_interval);
+        let wait = soon.unwrap_or(shared.config.timing.poll_interval);
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline);
         loop {
@@ -159,7 +160,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
                 () = &mut deadline => {
                     soon = soon
                         .map(|d| d * 2)
-                        .filter(|d| *d < shared.config.poll_interval);
+                        .filter(|d| *d < shared.config.timing.poll_interval);
                     break;
                 }
                 () = &mut stopped => break,
