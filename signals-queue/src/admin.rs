@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::JobState;
-use crate::jobs;
+use crate::registry::jobs;
 #[cfg(feature = "sqlite")]
 use crate::sqlite;
 
@@ -100,7 +100,7 @@ impl Queue {
     /// A database error.
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Queue, Error> {
         Ok(Queue {
-            conn: sqlite::open(path.as_ref(), sqlite::BUSY_TIMEOUT)?,
+            conn: sqlite::open(path.as_ref(), crate::timing::SQLITE_BUSY_TIMEOUT)?,
             clock: Clock::system(),
         })
     }
@@ -261,14 +261,14 @@ impl Queue {
 /// ```
 #[cfg(feature = "async")]
 pub struct AsyncQueue {
-    pool: crate::Pool,
+    pool: crate::db::Pool,
     clock: Clock,
 }
 
 #[cfg(feature = "async")]
 impl AsyncQueue {
     /// The jobs table in `pool`'s database.
-    pub fn new(pool: impl Into<crate::Pool>) -> AsyncQueue {
+    pub fn new(pool: impl Into<crate::db::Pool>) -> AsyncQueue {
         AsyncQueue {
             pool: pool.into(),
             clock: Clock::system(),
@@ -282,7 +282,7 @@ impl AsyncQueue {
     }
 
     /// The pool, for the application's own statements.
-    pub fn pool(&self) -> &crate::Pool {
+    pub fn pool(&self) -> &crate::db::Pool {
         &self.pool
     }
 

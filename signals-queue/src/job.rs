@@ -5,13 +5,14 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::time::Duration;
 
-#[cfg(feature = "sqlite")]
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use signals_core::__private::HandlerFuture;
 use signals_core::{BoxError, Signal};
 
-use crate::enqueue::QueueSignal;
 use crate::error::AttemptError;
+#[cfg(feature = "async")]
+use crate::scope::{AsyncJobScope, FromJobAsync};
 #[cfg(feature = "sqlite")]
 use crate::scope::{FromJob, JobScope};
 
@@ -70,37 +71,16 @@ impl fmt::Display for JobState {
     }
 }
 
-/// How long a failed attempt waits before the next: exponential backoff with full jitter,
-/// capped. Attempt `n` (1-based) waits a random duration in `[0, min(cap, base * 2^(n-1))]`.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    /// The ceiling of the first retry's delay.
-    pub base: Duration,
-    /// The largest delay.
-    pub cap: Duration,
-}
+/// A signal that can have queued handlers: its jobs store it as JSON, so it is
+/// `serde::Serialize` and `serde::Deserialize`. Implemented for every such signal.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has a queued handler, so it must be `serde::Serialize` and `serde::Deserialize`",
+    label = "`{Self}` is not serializable",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`: its jobs store it as JSON"
+)]
+pub trait QueueSignal: Signal + Serialize + DeserializeOwned {}
 
-impl Default for RetryPolicy {
-    /// 1 s, doubling, capped at 1 hour.
-    fn default() -> Self {
-        RetryPolicy {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(3600),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay after failed attempt `attempt` (1-based), given a random `unit` in `[0, 1)`.
-    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(32);
-        let ceiling = self
-            .base
-            .saturating_mul(1u32 << exponent.min(31))
-            .min(self.cap);
-        ceiling.mul_f64(unit.clamp(0.0, 1.0))
-    }
-}
+impl<S: Signal + Serialize + DeserializeOwned> QueueSignal for S {}
 
 /// Not public API. A queued handler as `notify` and the worker see it: `#[on(S, queue)]`
 /// implements it on a struct of its own.
@@ -149,15 +129,14 @@ pub(crate) type ContextCheck = for<'c> fn(JobScope<'c>) -> Result<(), BoxError>;
 /// Builds an asynchronous handler's context from a scope and drops it.
 #[cfg(feature = "async")]
 pub(crate) type AsyncContextCheck =
-    for<'c> fn(crate::asynchronous::AsyncJobScope<'c>) -> Result<(), BoxError>;
+    for<'c> fn(crate::scope::AsyncJobScope<'c>) -> Result<(), BoxError>;
 
 /// What an asynchronous job row's handler name leads to.
 #[cfg(feature = "async")]
-pub(crate) type AsyncRunner =
-    for<'c> fn(
-        &'c str,
-        crate::asynchronous::AsyncJobScope<'c>,
-    ) -> crate::asynchronous::BoxFuture<'c, Result<(), AttemptError>>;
+pub(crate) type AsyncRunner = for<'c> fn(
+    &'c str,
+    crate::scope::AsyncJobScope<'c>,
+) -> crate::db::BoxFuture<'c, Result<(), AttemptError>>;
 
 /// A queued handler's job payload for a signal in its context, type-erased so that the first
 /// queued handler of a `notify` writes every queued handler's row: `None` if its filter
@@ -400,7 +379,7 @@ impl JobInfo {
     pub(crate) async fn run_async(
         &self,
         payload: &str,
-        scope: crate::asynchronous::AsyncJobScope<'_>,
+        scope: crate::scope::AsyncJobScope<'_>,
     ) -> Result<(), AttemptError> {
         match self.run.kind {
             RunKind::Async(run, _) => run(payload, scope).await,
@@ -429,7 +408,7 @@ impl JobInfo {
     #[cfg(feature = "async")]
     pub(crate) fn check_context_async(
         &self,
-        scope: crate::asynchronous::AsyncJobScope<'_>,
+        scope: crate::scope::AsyncJobScope<'_>,
     ) -> Result<(), BoxError> {
         match self.run.kind {
             RunKind::Async(_, check) => check(scope),
@@ -501,22 +480,38 @@ where
     H::call(&signal, &mut ctx).map_err(AttemptError::Handler)
 }
 
+/// Builds the context of a job of the asynchronous signal `S` from `scope`, and drops it.
+#[cfg(feature = "async")]
+pub(crate) fn check_context_async<'c, S>(scope: AsyncJobScope<'c>) -> Result<(), BoxError>
+where
+    S: Signal,
+    for<'x> S::Context<'x>: FromJobAsync<'x>,
+{
+    <S::Context<'c> as FromJobAsync<'c>>::from_job(scope).map(drop)
+}
+
+/// Runs one job of the queued handler `J` of the asynchronous signal `S`.
+#[cfg(feature = "async")]
+pub(crate) async fn run_async<'c, S, J>(
+    payload: &'c str,
+    scope: AsyncJobScope<'c>,
+) -> Result<(), AttemptError>
+where
+    S: Signal + DeserializeOwned + Send + Sync,
+    for<'x> S::Context<'x>: FromJobAsync<'x> + Send,
+    J: Handler<S>,
+{
+    let signal: S = serde_json::from_str(payload).map_err(AttemptError::Payload)?;
+    let mut ctx =
+        <S::Context<'c> as FromJobAsync<'c>>::from_job(scope).map_err(AttemptError::Context)?;
+    J::call_async(&signal, &mut ctx)
+        .await
+        .map_err(AttemptError::Handler)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_full_jitter_and_a_cap() {
-        let policy = RetryPolicy {
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        };
-        assert_eq!(policy.delay(1, 0.999_999).as_millis(), 99);
-        assert_eq!(policy.delay(3, 0.5), Duration::from_millis(200));
-        assert_eq!(policy.delay(30, 1.0), Duration::from_secs(1));
-        assert_eq!(policy.delay(2, 0.0), Duration::ZERO);
-        assert_eq!(policy.delay(u32::MAX, 1.0), Duration::from_secs(1));
-    }
 
     #[test]
     fn states_round_trip_through_their_column_text() {

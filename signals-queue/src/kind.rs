@@ -8,12 +8,9 @@
 use signals_core::__private::QueuedThunk;
 use signals_core::Signal;
 
-use crate::job::{Handler, Run};
 #[cfg(any(feature = "sqlite", feature = "async"))]
-use crate::{
-    enqueue::QueueSignal,
-    job::{self, RunKind},
-};
+use crate::job::{self, QueueSignal, RunKind};
+use crate::job::{Handler, Run};
 #[cfg(feature = "sqlite")]
 use crate::{
     enqueue::{self, Enqueue},
@@ -56,16 +53,15 @@ where
 impl<S, J> Queued<S, J> for signals_core::__private::AsyncKind
 where
     S: QueueSignal + signals_core::AsyncSignal + Send + Sync,
-    for<'c> S::Context<'c>:
-        crate::asynchronous::EnqueueAsync + crate::asynchronous::FromJobAsync<'c> + Send,
+    for<'c> S::Context<'c>: crate::enqueue::EnqueueAsync + crate::scope::FromJobAsync<'c> + Send,
     J: Handler<S>,
 {
     const THUNK: QueuedThunk<S> =
-        QueuedThunk::asynchronous(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
+        QueuedThunk::asynchronous(|signal, ctx| crate::enqueue::enqueue_async::<S, J>(signal, ctx));
     const RUN: Run = Run::new::<S, J>(
         RunKind::Async(
-            |payload, scope| Box::pin(crate::asynchronous::run::<S, J>(payload, scope)),
-            crate::asynchronous::check_context::<S>,
+            |payload, scope| Box::pin(crate::job::run_async::<S, J>(payload, scope)),
+            crate::job::check_context_async::<S>,
         ),
         job::to_json::<S>,
     );
@@ -117,11 +113,11 @@ where
 impl<S, J> Publishes<S, J> for signals_core::__private::AsyncKind
 where
     S: signals_core::AsyncSignal,
-    for<'c> S::Context<'c>: crate::asynchronous::EnqueueAsync,
+    for<'c> S::Context<'c>: crate::enqueue::EnqueueAsync,
     J: Handler<S>,
 {
     const THUNK: QueuedThunk<S> =
-        QueuedThunk::asynchronous(|signal, ctx| crate::asynchronous::enqueue::<S, J>(signal, ctx));
+        QueuedThunk::asynchronous(|signal, ctx| crate::enqueue::enqueue_async::<S, J>(signal, ctx));
     const RUN: Run = Run::publish::<S, J>();
 }
 

@@ -62,6 +62,33 @@
 //! (`fn(&S) -> M`, `M: Serialize`): `notify` runs it and writes the message as a job, the
 //! outbox; the `signals-broker` crate's `Relay` publishes it to NATS JetStream after commit,
 //! and its `Subscriber` consumes a subject as a signal in another service, once per message.
+//!
+//! # Layers
+//!
+//! The modules, bottom to top. Each names (by a `crate::` or `super::` path) only modules of
+//! the layers below its own, so the crate has no import circle; `tests/layers.rs` reads this
+//! list and every path in the sources, and fails on a module missing from it or naming one
+//! at its own layer or above.
+//!
+//! 1. `error`, `clock`: errors; time.
+//! 2. `timing`, `wake`: the timings every claimer shares, with their defaults; the in-process
+//!    wake-up that `notify` gives workers.
+//! 3. `db`: connections through sqlx (pool, transaction, a job's lazy transaction).
+//! 4. `scope`, `lifecycle`: what a handler's context is built from; the life cycle's data and
+//!    rules (claims, failures, orphans, leases), without I/O.
+//! 5. `job`: a queued handler as registered, the states of its jobs, how a job runs.
+//! 6. `registry`, `trace`, `sqlite_sql`, `postgres`: the handlers linked into the program;
+//!    tracing; each database's schema and SQL text.
+//! 7. `rows`: the rows one `notify` writes.
+//! 8. `sqlite`, `store`: the stores, every statement run (rusqlite; sqlx on either database).
+//! 9. `enqueue`: `notify` writing jobs in the caller's transaction.
+//! 10. `kind`, `with_db`, `admin`: the entry points of generated code; the operator's calls.
+//! 11. `async_worker::maintenance`, `async_worker::notifier`: leases, rescues, reconciliation;
+//!     LISTEN.
+//! 12. `async_worker::shared`: what the async worker's tasks share.
+//! 13. `async_worker::executor`, `async_worker::completer`: one job; batched completions.
+//! 14. `async_worker::producer`: fetching for free slots.
+//! 15. `async_worker`, `worker`: the async and thread workers.
 
 // Without a driver feature (`sqlite`, `postgres`, `sqlx-sqlite`) the crate compiles, and
 // nothing can use what the drivers share.
@@ -79,9 +106,9 @@ compile_error!("signals-queue's async path needs a driver: enable `postgres` and
 mod admin;
 #[cfg(feature = "async")]
 mod async_worker;
-#[cfg(feature = "async")]
-mod asynchronous;
 mod clock;
+#[cfg(feature = "async")]
+mod db;
 mod enqueue;
 mod error;
 mod job;
@@ -89,6 +116,8 @@ mod kind;
 pub mod lifecycle;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod registry;
+mod rows;
 mod scope;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -97,6 +126,7 @@ mod sqlite_sql;
 mod store;
 mod timing;
 mod trace;
+mod wake;
 #[cfg(feature = "async")]
 mod with_db;
 #[cfg(feature = "sqlite")]
@@ -104,19 +134,19 @@ mod worker;
 
 pub use crate::admin::{DeadJob, HandlerStats, Stats};
 pub use crate::clock::Clock;
-pub use crate::enqueue::QueueSignal;
 pub use crate::error::Error;
-pub use crate::job::{JobInfo, JobState, RetryPolicy};
+pub use crate::job::{JobInfo, JobState, QueueSignal};
 pub use crate::lifecycle::WorkerStats;
+pub use crate::registry::{jobs, SIGNALS_QUEUE_0_1_JOBS};
 pub use crate::scope::MissingState;
-pub use crate::timing::Timing;
+pub use crate::timing::{RetryPolicy, Timing};
 #[cfg(feature = "async")]
 pub use crate::{
     admin::AsyncQueue,
     async_worker::{AsyncWorker, AsyncWorkerBuilder, RunningAsyncWorker},
-    asynchronous::{
-        AsyncJobScope, EnqueueAsync, FromJobAsync, Pool, Transaction, Tx, WrongDatabase,
-    },
+    db::{Pool, Transaction, Tx, WrongDatabase},
+    enqueue::EnqueueAsync,
+    scope::{AsyncJobScope, FromJobAsync},
 };
 #[cfg(feature = "sqlite")]
 pub use crate::{
@@ -127,64 +157,21 @@ pub use crate::{
     worker::{RunningWorker, Worker, WorkerBuilder},
 };
 
-/// Every queued handler linked into this program.
-#[linkme::distributed_slice]
-pub static SIGNALS_QUEUE_0_1_JOBS: [JobInfo];
-
-/// The queued handlers linked into this program.
-pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
-    SIGNALS_QUEUE_0_1_JOBS.iter()
-}
-
-/// The queued handlers linked into this program that `keep` selects, by job name, and what the
-/// statements that look for their jobs take: a JSON array of `{"name": job name, "signal":
-/// signal type name}`. They match both, so a job another program wrote under the same name for
-/// another signal is never taken (nor waited for).
-pub(crate) type LinkedJobs = (
-    std::collections::HashMap<&'static str, &'static JobInfo>,
-    String,
-);
-
-/// See [`LinkedJobs`]. Job names are unique across every kind (queued handlers of either
-/// kind of signal, publishing functions): a worker claims by name, so two kinds sharing one
-/// would take each other's jobs.
-pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs, crate::Error> {
-    let mut every: std::collections::HashMap<&'static str, &'static JobInfo> =
-        std::collections::HashMap::new();
-    for job in jobs() {
-        if let Some(first) = every.insert(job.name(), job) {
-            return Err(crate::Error::DuplicateJobName {
-                name: job.name(),
-                first: first.location(),
-                second: job.location(),
-            });
-        }
-    }
-    every.retain(|_, job| keep(job));
-    let mut names: Vec<&str> = every.keys().copied().collect();
-    names.sort_unstable();
-    let claims: Vec<serde_json::Value> = names
-        .iter()
-        .map(|name| serde_json::json!({"name": name, "signal": every[name].signal_name()}))
-        .collect();
-    let claims = serde_json::to_string(&claims).expect("claims serialize");
-    Ok((every, claims))
-}
-
 /// Not public API: the queue's internals that the broker rung (`signals-broker`) builds on. No
 /// stability promise; everything here may change in any release.
 #[cfg(feature = "async")]
 #[doc(hidden)]
 pub mod __broker {
-    pub use crate::async_worker::{listen, maintain, Upkeep, WAKE};
-    pub use crate::asynchronous::OwnedConn;
-    use crate::asynchronous::Pool;
+    pub use crate::async_worker::{listen, maintain, Upkeep};
+    pub use crate::db::OwnedConn;
+    use crate::db::Pool;
     pub use crate::lifecycle::{ClaimRequest, Claimed, Failure, InFlight, LeaseClock};
     pub use crate::scope::State;
     pub use crate::store::{
         busy, check_schema, check_session, claim, complete_many, fail, heartbeat, inbox_counts,
         inbox_insert, inbox_prune, savepoint, unclaim_if_lost, InboxRow,
     };
+    pub use crate::wake::WAKE_ASYNC as WAKE;
 
     /// A fresh claim token.
     pub fn token() -> i64 {
@@ -205,7 +192,8 @@ pub mod __broker {
     pub fn fixed_now(clock: &crate::Clock) -> Option<i64> {
         clock.fixed()
     }
-    use crate::{AsyncJobScope, Error, JobInfo, LinkedJobs, Tx};
+    use crate::registry::LinkedJobs;
+    use crate::{AsyncJobScope, Error, JobInfo, Tx};
 
     /// A pooled connection, outside any transaction.
     pub async fn acquire(pool: &Pool) -> Result<OwnedConn, sqlx::Error> {
@@ -215,7 +203,7 @@ pub mod __broker {
     /// The publishing functions (or queued handlers) linked into this program that `keep`
     /// selects, by job name, and their names as the claim statements' JSON array.
     pub fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs, Error> {
-        crate::linked_jobs(keep)
+        crate::registry::linked_jobs(keep)
     }
 
     /// Reports a database error that will be retried (a `tracing` event with that feature).
@@ -254,8 +242,8 @@ pub mod __private {
     pub use crate::enqueue::to_message;
     pub use crate::job::{Handler, JobInfo, JobSpec, Run};
     pub use crate::kind::{published, queued, require_async, Publishes, Queued};
+    pub use crate::registry::SIGNALS_QUEUE_0_1_JOBS as JOBS;
     #[cfg(feature = "async")]
     pub use crate::with_db::{Either, IntoEither};
-    pub use crate::SIGNALS_QUEUE_0_1_JOBS as JOBS;
     pub use linkme::{self, distributed_slice};
 }

@@ -24,7 +24,7 @@
 //!   third of its lease; a running job is live while its worker's row is. On PostgreSQL the
 //!   database's clock judges the lease (`now()`), so no two machines' clocks are compared; on
 //!   SQLite a rescuer judges another worker stale when its renewal counter has not moved for a
-//!   lease, as measured on the rescuer's own monotonic clock ([`StaleWatch`]).
+//!   lease, as measured on the rescuer's own monotonic clock (`StaleWatch`).
 //! - **Crashes are not failures of the neighbours.** A rescued job is charged the attempt it
 //!   crashed in, waits out a backoff, and is a *suspect* from then on (`crashes > 0`): a worker
 //!   runs a suspect alone, with no other job in its process, until it is done or dead. A job
@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::clock::Millis;
-use crate::job::RetryPolicy;
+use crate::timing::RetryPolicy;
 
 pub use crate::timing::DEFAULT_PAYLOAD_GRACE;
 
@@ -89,7 +89,7 @@ pub struct ClaimRequest<'a> {
     pub worker: i64,
     /// A manual clock's time; `None`: the database's clock (PostgreSQL) or this process's.
     pub now: Option<Millis>,
-    /// The claim's token ([`token`]): written on every row it claims, so that a claim whose
+    /// The claim's token (`token`): written on every row it claims, so that a claim whose
     /// reply was lost (the connection dropped after the server committed it) can be undone by
     /// token.
     pub token: i64,

@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 #[cfg(feature = "sqlite")]
 use rusqlite::Transaction;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "async"))]
 use signals_core::BoxError;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "async"))]
 use uuid::Uuid;
+
+#[cfg(feature = "async")]
+use crate::db::Tx;
 
 /// Builds a signal's context on the worker, from the worker's transaction and the state the
 /// application gave the worker: the worker-side twin of the context the caller of `notify`
@@ -123,5 +126,116 @@ impl State {
             .ok_or(MissingState {
                 type_name: std::any::type_name::<T>(),
             })
+    }
+}
+
+#[cfg(feature = "async")]
+/// Builds an asynchronous signal's context on the [`AsyncWorker`](crate::AsyncWorker), from the
+/// worker's transaction and state. The async twin of [`FromJob`](crate::FromJob).
+///
+/// The context keeps the job's [`Tx`] as it is: on the worker it is lazy, and the transaction
+/// begins at the handler's first use of it ([`with_db!`](crate::with_db), or
+/// `ctx.tx.reborrow().postgres().await`), so a handler that calls the network first holds no
+/// connection meanwhile.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "postgres")] {
+/// use signals_queue::{AsyncJobScope, FromJobAsync, Tx};
+///
+/// pub struct Mailer;
+///
+/// pub struct AppCtx<'a> {
+///     pub tx: Tx<'a>,
+///     pub mailer: &'a Mailer,
+/// }
+///
+/// impl<'c> FromJobAsync<'c> for AppCtx<'c> {
+///     fn from_job(job: AsyncJobScope<'c>) -> Result<Self, signals_core::BoxError> {
+///         let mailer = job.state::<Mailer>()?;
+///         Ok(AppCtx { tx: job.transaction(), mailer })
+///     }
+/// }
+/// # }
+/// ```
+///
+/// A context that holds a bare connection cannot be built on the worker: the connection exists
+/// only once the handler uses the transaction, and `postgres()` is `async` (it opens it). This is a
+/// compile error (`?` cannot be applied to a future):
+///
+/// ```compile_fail
+/// # #[cfg(feature = "postgres")] mod doc {
+/// use signals_queue::{AsyncJobScope, FromJobAsync};
+///
+/// pub struct AppCtx<'a> {
+///     pub tx: &'a mut sqlx::PgConnection,
+/// }
+///
+/// impl<'c> FromJobAsync<'c> for AppCtx<'c> {
+///     fn from_job(job: AsyncJobScope<'c>) -> Result<Self, signals_core::BoxError> {
+///         Ok(AppCtx { tx: job.transaction().postgres()? })
+///     }
+/// }
+/// # }
+/// # #[cfg(not(feature = "postgres"))] compile_error!("needs the postgres feature");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "the async worker can't build the context `{Self}` of a signal with a queued handler",
+    label = "needs `signals_queue::FromJobAsync`",
+    note = "implement `signals_queue::FromJobAsync` for the context: `impl<'c> FromJobAsync<'c> for AppCtx<'c> {{ fn from_job(job: AsyncJobScope<'c>) -> ... }}`"
+)]
+pub trait FromJobAsync<'c>: Sized {
+    /// The context for one job, from the worker's transaction (`job.transaction()`) and state
+    /// (`job.state::<T>()`).
+    ///
+    /// # Errors
+    ///
+    /// Whatever keeps the context from being built; the attempt fails and is retried.
+    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError>;
+}
+
+#[cfg(feature = "async")]
+/// One job attempt on the async worker, as its handler's context sees it; see
+/// [`FromJobAsync`].
+pub struct AsyncJobScope<'c> {
+    pub(crate) tx: Tx<'c>,
+    pub(crate) state: &'c State,
+    pub(crate) job_id: i64,
+    pub(crate) event_id: Uuid,
+    pub(crate) attempt: u32,
+}
+
+#[cfg(feature = "async")]
+impl<'c> AsyncJobScope<'c> {
+    /// The worker's transaction for this attempt: the handler's writes and the job's
+    /// completion commit together, or not at all. Take it last: it consumes the scope.
+    pub fn transaction(self) -> Tx<'c> {
+        self.tx
+    }
+
+    /// The value of type `T` the application gave the worker with
+    /// [`AsyncWorkerBuilder::state`](crate::AsyncWorkerBuilder::state).
+    ///
+    /// # Errors
+    ///
+    /// [`MissingState`] if the worker was given no `T`.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&'c T, MissingState> {
+        self.state.get::<T>()
+    }
+
+    /// The job's id: with [`event_id`](Self::event_id), a key for idempotent side effects.
+    pub fn job_id(&self) -> i64 {
+        self.job_id
+    }
+
+    /// The id of the `notify_async` that wrote the job.
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+
+    /// Which attempt this is: 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
 }

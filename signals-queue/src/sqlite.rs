@@ -6,10 +6,10 @@ use std::time::Duration;
 use rusqlite::{params, Connection};
 
 use crate::clock::Millis;
-use crate::enqueue::{rows_json, JobRows};
 use crate::error::Error;
-use crate::job::RetryPolicy;
-use crate::lifecycle::{self, ClaimRequest, Failure, StaleWatch};
+use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
+use crate::rows::{rows_json, JobRows};
+use crate::timing::RetryPolicy;
 
 pub(crate) use crate::sqlite_sql::*;
 
@@ -128,7 +128,7 @@ pub(crate) fn enqueue(conn: &Connection, rows: &JobRows) -> rusqlite::Result<()>
 
 /// The time a statement binds: the manual clock's, or this process's.
 fn local(now: Option<Millis>) -> Millis {
-    now.unwrap_or_else(|| crate::Clock::system().now())
+    now.unwrap_or_else(|| crate::clock::Clock::system().now())
 }
 
 /// Claims up to `request.limit` runnable jobs, in claim order; charges their attempts.
@@ -260,7 +260,9 @@ pub(crate) fn rescue(
 ) -> rusqlite::Result<usize> {
     // Under the write lock: the counters read are the ones the rescue acts on, and a watch held
     // up behind another transaction sees that it was.
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    // Rolled back on drop, whatever fails (a transaction left open would refuse every later
+    // `BEGIN`).
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let mut rescue = || -> rusqlite::Result<usize> {
         let rows: Vec<(i64, i64, i64)> = conn
             .prepare_cached(WORKERS)?
@@ -277,9 +279,9 @@ pub(crate) fn rescue(
         conn.prepare_cached(PRUNE_WORKERS)?.execute([stale])?;
         Ok(rescued)
     };
-    let result = rescue();
-    conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
-    result
+    let rescued = rescue()?;
+    tx.commit()?;
+    Ok(rescued)
 }
 
 /// Reserves a due suspect of `handlers` for `worker` (see [`RESERVE_SUSPECT`]): whether it

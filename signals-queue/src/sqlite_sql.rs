@@ -7,8 +7,6 @@
     allow(dead_code)
 )]
 
-use std::time::Duration;
-
 /// These statements are SQLite's (the store binds times by it).
 pub(crate) const IS_POSTGRES: bool = false;
 
@@ -362,11 +360,6 @@ pub(crate) const BUSY: &str = concat!(
 SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running') AND ",
     mine!("?1")
 );
-
-/// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.
-pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub use crate::lifecycle::Claimed;
 
 /// running → pending after each job's own backoff, or dead (no attempts left, or written more
 /// than `?3` ms ago by the writer's clock), for the `[id, token, delay ms, error]` items of

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use crate::asynchronous::Tx;
 use crate::clock::Millis;
-use crate::enqueue::JobRows;
+use crate::db::Tx;
 use crate::error::Error;
 #[cfg(feature = "postgres")]
 use crate::job::JobInfo;
-use crate::job::RetryPolicy;
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
+use crate::rows::JobRows;
+use crate::timing::RetryPolicy;
 
 /// Whether the SQL module `$sql` is PostgreSQL's.
 macro_rules! conn_is_pg {
@@ -52,7 +52,7 @@ macro_rules! on {
 
 /// The time a SQLite statement is given: the manual clock's, or this process's.
 fn local(now: Option<Millis>) -> Millis {
-    now.unwrap_or_else(|| crate::Clock::system().now())
+    now.unwrap_or_else(|| crate::clock::Clock::system().now())
 }
 
 /// Writes the jobs of one `notify` in the caller's transaction, in one statement (a job's
@@ -110,7 +110,7 @@ pub(crate) async fn enqueue(tx: Tx<'_>, rows: &JobRows) -> Result<(), sqlx::Erro
             sqlx::query(crate::sqlite_sql::ENQUEUE_MANY)
                 .bind(&event_id)
                 .bind(rows.signal)
-                .bind(crate::enqueue::rows_json(&rows.rows))
+                .bind(crate::rows::rows_json(&rows.rows))
                 .bind(rows.now)
                 .execute(&mut *conn)
                 .await?;
@@ -198,7 +198,7 @@ pub async fn running_of(tx: Tx<'_>, worker: i64) -> Result<Vec<(i64, i64, i32)>,
 /// After a claim failed for any reason but the database's refusal, the server may have
 /// committed it: undoes it by token in the background, retrying until the database answers
 /// (a worker that stops first leaves the jobs to the rescue that follows its retirement).
-pub fn unclaim_if_lost(pool: &crate::Pool, error: &sqlx::Error, token: i64) {
+pub fn unclaim_if_lost(pool: &crate::db::Pool, error: &sqlx::Error, token: i64) {
     if matches!(error, sqlx::Error::Database(_)) {
         return; // refused: nothing was claimed
     }
@@ -571,10 +571,10 @@ pub(crate) async fn dead_jobs(
 /// refused before anything changes.
 ///
 /// [`AsyncQueue::migrate`]: crate::AsyncQueue::migrate
-pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
+pub async fn migrate(pool: &crate::db::Pool) -> Result<(), Error> {
     match pool {
         #[cfg(feature = "postgres")]
-        crate::Pool::Postgres(pool) => {
+        crate::db::Pool::Postgres(pool) => {
             use sqlx::Connection as _;
             // The migration holds a session lock and runs `CONCURRENTLY` outside transactions:
             // on a connection taken out of the pool and closed at the end, so that an error
@@ -585,13 +585,13 @@ pub async fn migrate(pool: &crate::Pool) -> Result<(), Error> {
             result
         }
         #[cfg(feature = "sqlx-sqlite")]
-        crate::Pool::Sqlite(pool) => migrate_sqlite(&mut *pool.acquire().await?).await,
+        crate::db::Pool::Sqlite(pool) => migrate_sqlite(&mut *pool.acquire().await?).await,
     }
 }
 
 /// Checks, reading only, that the schema is one this release works with: what a worker,
 /// relay or subscriber does at `build()` in place of migrating.
-pub async fn check_schema(pool: &crate::Pool) -> Result<(), Error> {
+pub async fn check_schema(pool: &crate::db::Pool) -> Result<(), Error> {
     let mut conn = pool.acquire().await?;
     match conn.tx() {
         #[cfg(feature = "postgres")]
@@ -626,10 +626,10 @@ pub async fn check_schema(pool: &crate::Pool) -> Result<(), Error> {
 /// queries only: no prepared statement that could itself break. Not detected: a pooler with a
 /// single server (the second connection cannot run while the first holds it), or a pool of one
 /// connection.
-pub async fn check_session(pool: &crate::Pool) -> Result<(), Error> {
+pub async fn check_session(pool: &crate::db::Pool) -> Result<(), Error> {
     #[cfg(feature = "postgres")]
     #[allow(irrefutable_let_patterns)] // without `sqlx-sqlite`
-    if let crate::Pool::Postgres(pool) = pool {
+    if let crate::db::Pool::Postgres(pool) = pool {
         use sqlx::{Connection as _, Row as _};
         if pool.options().get_max_connections() < 2 {
             return Ok(()); // cannot hold one connection and use another

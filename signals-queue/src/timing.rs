@@ -5,7 +5,43 @@
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::job::RetryPolicy;
+
+/// How long a SQLite statement waits for another connection's write lock before
+/// `SQLITE_BUSY`.
+#[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a failed attempt waits before the next: exponential backoff with full jitter,
+/// capped. Attempt `n` (1-based) waits a random duration in `[0, min(cap, base * 2^(n-1))]`.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// The ceiling of the first retry's delay.
+    pub base: Duration,
+    /// The largest delay.
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 1 s, doubling, capped at 1 hour.
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based), given a random `unit` in `[0, 1)`.
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(32);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << exponent.min(31))
+            .min(self.cap);
+        ceiling.mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
 
 /// How long a payload that does not deserialize is retried by default (a rolling deploy whose
 /// other version writes a field this one does not know yet) before the job is dead.
@@ -106,4 +142,22 @@ macro_rules! __timing_setters {
             }
         )*
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_full_jitter_and_a_cap() {
+        let policy = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        };
+        assert_eq!(policy.delay(1, 0.999_999).as_millis(), 99);
+        assert_eq!(policy.delay(3, 0.5), Duration::from_millis(200));
+        assert_eq!(policy.delay(30, 1.0), Duration::from_secs(1));
+        assert_eq!(policy.delay(2, 0.0), Duration::ZERO);
+        assert_eq!(policy.delay(u32::MAX, 1.0), Duration::from_secs(1));
+    }
 }

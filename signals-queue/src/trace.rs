@@ -3,7 +3,7 @@
 
 use crate::error::{AttemptError, Error};
 use crate::job::JobInfo;
-use crate::sqlite_sql::Claimed;
+use crate::lifecycle::Claimed;
 
 pub(crate) use imp::*;
 

@@ -6,7 +6,7 @@ use std::future::{Future, Ready};
 use std::marker::PhantomData;
 use std::pin::Pin;
 
-use crate::asynchronous::{Pool, Transaction, Tx};
+use crate::db::{Pool, Transaction, Tx};
 
 /// Runs an expression with a name bound to the database handle inside a [`Tx`], a
 /// [`Transaction`] or a [`Pool`], whichever database it is on.

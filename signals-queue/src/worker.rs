@@ -16,17 +16,19 @@ use rusqlite::{Connection, TransactionBehavior, TransactionState};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::enqueue::WAKE;
 use crate::error::{AttemptError, Error};
-use crate::job::{JobInfo, RetryPolicy};
+use crate::job::JobInfo;
 use crate::lifecycle::{
-    self, ClaimRequest, Counters, Failure, InFlight, StaleWatch, WorkerStats, FLUSH_AFTER,
+    self, ClaimRequest, Claimed, Counters, Failure, InFlight, StaleWatch, WorkerStats, FLUSH_AFTER,
     FLUSH_JOBS,
 };
+use crate::registry::linked_jobs;
 use crate::scope::{JobScope, State};
-use crate::sqlite::{self, Claimed};
+use crate::sqlite;
+use crate::timing::RetryPolicy;
 use crate::timing::Timing;
-use crate::{linked_jobs, trace};
+use crate::trace;
+use crate::wake::WAKE;
 
 /// The most jobs one fetch claims, however many slots are free.
 const FETCH_LIMIT: usize = 256;
@@ -217,7 +219,7 @@ impl Worker {
             state: State::default(),
             concurrency: 1,
             timing: Timing::default(),
-            busy_timeout: sqlite::BUSY_TIMEOUT,
+            busy_timeout: crate::timing::SQLITE_BUSY_TIMEOUT,
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::lifecycle::{Counters, FLUSH_AFTER, FLUSH_JOBS};
 use crate::store;
 use crate::trace;

@@ -10,12 +10,13 @@ use futures_util::FutureExt as _;
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
-use super::Shared;
-use crate::asynchronous::{AsyncJobScope, JobTx, Transaction, Tx};
+use super::shared::Shared;
+use crate::db::{JobTx, Transaction, Tx};
 use crate::error::AttemptError;
 use crate::job::JobInfo;
 use crate::lifecycle::Failure;
 use crate::lifecycle::{self, Claimed, Counters};
+use crate::scope::AsyncJobScope;
 use crate::store;
 use crate::trace;
 

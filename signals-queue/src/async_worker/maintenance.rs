@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::asynchronous::Pool;
 use crate::clock::Clock;
-use crate::job::RetryPolicy;
+use crate::db::Pool;
 use crate::lifecycle::{self, Failure, InFlight, LeaseClock, StaleWatch};
 use crate::store;
+use crate::timing::RetryPolicy;
 use crate::trace;
 
 /// What [`maintain`] keeps up, and for whom.

@@ -16,8 +16,8 @@ mod executor;
 mod maintenance;
 mod notifier;
 mod producer;
+mod shared;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,21 +25,19 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::asynchronous::Pool;
 use crate::clock::Clock;
+use crate::db::Pool;
 use crate::error::Error;
-use crate::job::{JobInfo, RetryPolicy};
+use crate::job::JobInfo;
 use crate::lifecycle::{self, Counters, InFlight, LeaseClock, WorkerStats};
+use crate::registry::linked_jobs;
 use crate::scope::State;
-use crate::timing::Timing;
-use crate::{linked_jobs, store};
+use crate::store;
+use crate::timing::{RetryPolicy, Timing};
+use shared::{Config, Shared};
 
 pub use maintenance::{maintain, Upkeep};
 pub use notifier::listen;
-
-/// Wakes this process's async workers when a job may have been written (before its commit:
-/// a worker that finds nothing looks again shortly).
-pub static WAKE: Notify = Notify::const_new();
 
 /// How many connections of its own a worker opens: the fetches, completions and leases share
 /// them (a statement at a time each), and on PostgreSQL one more LISTENs.
@@ -151,7 +149,12 @@ impl AsyncWorkerBuilder {
         Ok(AsyncWorker {
             shared: Arc::new(Shared {
                 listens,
-                config: self,
+                config: Config {
+                    pool: self.pool,
+                    state: self.state,
+                    concurrency: self.concurrency,
+                    timing: self.timing,
+                },
                 own,
                 jobs,
                 handlers,
@@ -177,9 +180,9 @@ impl AsyncWorkerBuilder {
     /// missing piece of state is an error now, not at the first job.
     fn check_contexts(&self, jobs: impl Iterator<Item = &'static JobInfo>) -> Result<(), Error> {
         for job in jobs {
-            let (mut job_tx, _) = crate::asynchronous::JobTx::new(self.pool.clone());
-            let scope = crate::AsyncJobScope {
-                tx: crate::Tx::__Job(&mut job_tx),
+            let (mut job_tx, _) = crate::db::JobTx::new(self.pool.clone());
+            let scope = crate::scope::AsyncJobScope {
+                tx: crate::db::Tx::__Job(&mut job_tx),
                 state: &self.state,
                 job_id: 0,
                 event_id: uuid::Uuid::nil(),
@@ -219,69 +222,6 @@ async fn open_own(pool: &Pool, connections: u32) -> Result<Pool, Error> {
 /// `FOR UPDATE SKIP LOCKED` on PostgreSQL, one `UPDATE` statement on SQLite.
 pub struct AsyncWorker {
     shared: Arc<Shared>,
-}
-
-/// What the worker's tasks share.
-struct Shared {
-    config: AsyncWorkerBuilder,
-    /// LISTEN on PostgreSQL.
-    listens: bool,
-    /// The worker's own connections (fetches, completions, leases, LISTEN).
-    own: Pool,
-    jobs: HashMap<&'static str, &'static JobInfo>,
-    /// The linked handlers as the statements take them (see `LinkedJobs`).
-    handlers: String,
-    /// This worker's id: its lease row's key.
-    worker: i64,
-    /// Stop fetching (shutdown began).
-    stop: AtomicBool,
-    stopped: Notify,
-    /// Stop renewing the lease (everything else has stopped).
-    retire: AtomicBool,
-    retired: Notify,
-    /// Wakes the producer: a notification from PostgreSQL, rescued jobs, a due suspect.
-    woken: Notify,
-    /// This worker holds a due suspect's reservation: the producer runs it alone.
-    suspects: AtomicBool,
-    /// How many executors run (the producer keeps it).
-    running: std::sync::atomic::AtomicUsize,
-    /// How long shutdown waits for running handlers.
-    grace_ms: AtomicU64,
-    counters: Counters,
-    /// The jobs claimed whose outcome is not recorded yet (maintenance records the rest).
-    in_flight: InFlight,
-    /// When the lease was last renewed: no claim once it may have lapsed.
-    renewed: LeaseClock,
-}
-
-impl Shared {
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// The time statements bind: `None` unless a test gave a manual clock.
-    fn now(&self) -> Option<crate::clock::Millis> {
-        self.config.timing.clock.fixed()
-    }
-
-    fn upkeep(&self) -> Upkeep<'_> {
-        Upkeep {
-            pool: &self.own,
-            worker: self.worker,
-            lease: self.config.timing.lease,
-            tick: (self.config.timing.lease / 3).min(self.config.timing.poll_interval),
-            retry: &self.config.timing.retry,
-            handlers: &self.handlers,
-            clock: &self.config.timing.clock,
-            woken: &self.woken,
-            suspects: Some(&self.suspects),
-            running: Some(&self.running),
-            in_flight: Some(&self.in_flight),
-            renewed: &self.renewed,
-            retire: &self.retire,
-            retired: &self.retired,
-        }
-    }
 }
 
 impl AsyncWorker {

@@ -8,7 +8,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use tokio::sync::Notify;
 
-use crate::asynchronous::Pool;
+use crate::db::Pool;
 #[cfg(feature = "postgres")]
 use crate::trace;
 

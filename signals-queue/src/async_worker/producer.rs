@@ -9,12 +9,14 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::{Id, JoinSet};
 
-use super::{executor, Shared, WAKE};
+use super::executor;
+use super::shared::Shared;
 use crate::error::AttemptError;
 use crate::lifecycle::Claimed;
 use crate::lifecycle::{self, ClaimRequest, Counters};
 use crate::store;
 use crate::trace;
+use crate::wake::WAKE_ASYNC as WAKE;
 
 /// The most jobs one fetch claims, however many slots are free.
 const FETCH_LIMIT: usize = 256;
@@ -28,6 +30,8 @@ const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
 struct Slots {
     tasks: JoinSet<()>,
     jobs: HashMap<Id, Claimed>,
+    /// Where maintenance reads how many run (an idle worker reserves a due suspect first).
+    shared: Arc<Shared>,
     /// A suspect is running: nothing else may.
     solo: bool,
 }
@@ -35,6 +39,7 @@ struct Slots {
 impl Slots {
     fn reap(&mut self, id: Id) {
         self.jobs.remove(&id);
+        self.shared.running.store(self.jobs.len(), Ordering::SeqCst);
         if self.jobs.is_empty() {
             self.solo = false;
         }
@@ -55,6 +60,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
     let mut slots = Slots {
         tasks: JoinSet::new(),
         jobs: HashMap::new(),
+        shared: Arc::clone(&shared),
         solo: false,
     };
     // After a wake-up from this process the new job may not be committed yet: look again soon.
@@ -76,7 +82,6 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         let stopped = shared.stopped.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
-        shared.running.store(slots.jobs.len(), Ordering::SeqCst);
         let free = shared.config.concurrency - slots.jobs.len();
         let suspects = shared.suspects.load(Ordering::SeqCst);
         if free == 0 || slots.solo || (suspects && !slots.jobs.is_empty()) {
@@ -229,6 +234,7 @@ fn start(
     let task = executor::execute(Arc::clone(shared), job.clone(), info, done.clone());
     let handle = slots.tasks.spawn(task);
     slots.jobs.insert(handle.id(), job);
+    shared.running.store(slots.jobs.len(), Ordering::SeqCst);
 }
 
 /// Shutdown: waits `grace` for the running executors (the lease is still renewed), then

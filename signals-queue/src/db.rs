@@ -1,19 +1,12 @@
-//! The async path: `notify_async` writes the jobs of an asynchronous signal's queued handlers
-//! through the sqlx transaction in its context, on PostgreSQL or SQLite, and
-//! [`AsyncWorker`](crate::AsyncWorker) runs them on tokio.
+//! The async path's connections, on PostgreSQL or SQLite through sqlx: a pool ([`Pool`]), a
+//! transaction of the application's ([`Transaction`]), a connection inside one ([`Tx`],
+//! lazy on the worker), and a pooled connection outside any ([`OwnedConn`]). Nothing here
+//! knows the jobs table: the stores above run its statements on these.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use serde::de::DeserializeOwned;
-use signals_core::{BoxError, Signal};
-use uuid::Uuid;
-
-use crate::enqueue::JobRows;
-use crate::error::{AttemptError, Error};
-use crate::job::Handler;
-use crate::scope::{MissingState, State};
-use crate::store;
+use crate::error::Error;
 
 /// A boxed, sendable future: what the async worker runs per job.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -205,198 +198,6 @@ pub struct WrongDatabase {
     expected: &'static str,
 }
 
-/// Says where an asynchronous signal's context keeps its transaction, so that `notify_async`
-/// writes the jobs of queued handlers in it. The async twin of [`Enqueue`](crate::Enqueue).
-///
-/// # Examples
-///
-/// ```
-/// # #[cfg(feature = "postgres")] {
-/// use signals_queue::{EnqueueAsync, Tx};
-///
-/// pub struct AppCtx<'a> {
-///     pub tx: &'a mut sqlx::PgConnection,
-/// }
-///
-/// impl EnqueueAsync for AppCtx<'_> {
-///     fn transaction(&mut self) -> Tx<'_> {
-///         Tx::from(&mut *self.tx)
-///     }
-/// }
-/// # }
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "`notify_async` can't write the jobs of queued handlers into `{Self}`",
-    label = "the context needs `signals_queue::EnqueueAsync`",
-    note = "implement `signals_queue::EnqueueAsync` for the signal's context, returning its transaction: `fn transaction(&mut self) -> Tx<'_> {{ Tx::from(&mut *self.tx) }}`"
-)]
-pub trait EnqueueAsync {
-    /// The connection of the open transaction the signal is notified in.
-    fn transaction(&mut self) -> Tx<'_>;
-}
-
-/// Builds an asynchronous signal's context on the [`AsyncWorker`](crate::AsyncWorker), from the
-/// worker's transaction and state. The async twin of [`FromJob`](crate::FromJob).
-///
-/// The context keeps the job's [`Tx`] as it is: on the worker it is lazy, and the transaction
-/// begins at the handler's first use of it ([`with_db!`](crate::with_db), or
-/// `ctx.tx.reborrow().postgres().await`), so a handler that calls the network first holds no
-/// connection meanwhile.
-///
-/// # Examples
-///
-/// ```
-/// # #[cfg(feature = "postgres")] {
-/// use signals_queue::{AsyncJobScope, FromJobAsync, Tx};
-///
-/// pub struct Mailer;
-///
-/// pub struct AppCtx<'a> {
-///     pub tx: Tx<'a>,
-///     pub mailer: &'a Mailer,
-/// }
-///
-/// impl<'c> FromJobAsync<'c> for AppCtx<'c> {
-///     fn from_job(job: AsyncJobScope<'c>) -> Result<Self, signals_core::BoxError> {
-///         let mailer = job.state::<Mailer>()?;
-///         Ok(AppCtx { tx: job.transaction(), mailer })
-///     }
-/// }
-/// # }
-/// ```
-///
-/// A context that holds a bare connection cannot be built on the worker: the connection exists
-/// only once the handler uses the transaction, and `postgres()` is `async` (it opens it). This is a
-/// compile error (`?` cannot be applied to a future):
-///
-/// ```compile_fail
-/// # #[cfg(feature = "postgres")] mod doc {
-/// use signals_queue::{AsyncJobScope, FromJobAsync};
-///
-/// pub struct AppCtx<'a> {
-///     pub tx: &'a mut sqlx::PgConnection,
-/// }
-///
-/// impl<'c> FromJobAsync<'c> for AppCtx<'c> {
-///     fn from_job(job: AsyncJobScope<'c>) -> Result<Self, signals_core::BoxError> {
-///         Ok(AppCtx { tx: job.transaction().postgres()? })
-///     }
-/// }
-/// # }
-/// # #[cfg(not(feature = "postgres"))] compile_error!("needs the postgres feature");
-/// ```
-#[diagnostic::on_unimplemented(
-    message = "the async worker can't build the context `{Self}` of a signal with a queued handler",
-    label = "needs `signals_queue::FromJobAsync`",
-    note = "implement `signals_queue::FromJobAsync` for the context: `impl<'c> FromJobAsync<'c> for AppCtx<'c> {{ fn from_job(job: AsyncJobScope<'c>) -> ... }}`"
-)]
-pub trait FromJobAsync<'c>: Sized {
-    /// The context for one job, from the worker's transaction (`job.transaction()`) and state
-    /// (`job.state::<T>()`).
-    ///
-    /// # Errors
-    ///
-    /// Whatever keeps the context from being built; the attempt fails and is retried.
-    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError>;
-}
-
-/// One job attempt on the async worker, as its handler's context sees it; see
-/// [`FromJobAsync`].
-pub struct AsyncJobScope<'c> {
-    pub(crate) tx: Tx<'c>,
-    pub(crate) state: &'c State,
-    pub(crate) job_id: i64,
-    pub(crate) event_id: Uuid,
-    pub(crate) attempt: u32,
-}
-
-impl<'c> AsyncJobScope<'c> {
-    /// The worker's transaction for this attempt: the handler's writes and the job's
-    /// completion commit together, or not at all. Take it last: it consumes the scope.
-    pub fn transaction(self) -> Tx<'c> {
-        self.tx
-    }
-
-    /// The value of type `T` the application gave the worker with
-    /// [`AsyncWorkerBuilder::state`](crate::AsyncWorkerBuilder::state).
-    ///
-    /// # Errors
-    ///
-    /// [`MissingState`] if the worker was given no `T`.
-    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&'c T, MissingState> {
-        self.state.get::<T>()
-    }
-
-    /// The job's id: with [`event_id`](Self::event_id), a key for idempotent side effects.
-    pub fn job_id(&self) -> i64 {
-        self.job_id
-    }
-
-    /// The id of the `notify_async` that wrote the job.
-    pub fn event_id(&self) -> Uuid {
-        self.event_id
-    }
-
-    /// Which attempt this is: 1 for the first.
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-}
-
-/// What `notify_async` awaits in place of a queued handler `J` of an asynchronous signal: the
-/// first queued handler writes every queued handler's job through the context's transaction,
-/// in one statement ([`JobRows::of`]). The rows are made before the future, which borrows only
-/// the transaction: the context's own lifetime does not enter the future's type.
-pub(crate) fn enqueue<'s, S, J>(
-    signal: &'s S,
-    ctx: &'s mut S::Context<'_>,
-) -> signals_core::__private::HandlerFuture<'s>
-where
-    S: Signal,
-    for<'x> S::Context<'x>: EnqueueAsync,
-    J: Handler<S>,
-{
-    let rows = JobRows::of::<S, J>(signal, ctx);
-    let tx = ctx.transaction();
-    signals_core::__private::HandlerFuture::from_or_box(async move {
-        let rows = rows?;
-        if rows.rows.is_empty() {
-            return Ok(());
-        }
-        store::enqueue(tx, &rows).await?;
-        // This process's workers that do not LISTEN (SQLite, or NOTIFY turned off) look soon.
-        crate::async_worker::WAKE.notify_waiters();
-        Ok(())
-    })
-}
-
-/// Builds the context of a job of the asynchronous signal `S` from `scope`, and drops it.
-pub(crate) fn check_context<'c, S>(scope: AsyncJobScope<'c>) -> Result<(), BoxError>
-where
-    S: Signal,
-    for<'x> S::Context<'x>: FromJobAsync<'x>,
-{
-    <S::Context<'c> as FromJobAsync<'c>>::from_job(scope).map(drop)
-}
-
-/// Runs one job of the queued handler `J` of the asynchronous signal `S`.
-pub(crate) async fn run<'c, S, J>(
-    payload: &'c str,
-    scope: AsyncJobScope<'c>,
-) -> Result<(), AttemptError>
-where
-    S: Signal + DeserializeOwned + Send + Sync,
-    for<'x> S::Context<'x>: FromJobAsync<'x> + Send,
-    J: Handler<S>,
-{
-    let signal: S = serde_json::from_str(payload).map_err(AttemptError::Payload)?;
-    let mut ctx =
-        <S::Context<'c> as FromJobAsync<'c>>::from_job(scope).map_err(AttemptError::Context)?;
-    J::call_async(&signal, &mut ctx)
-        .await
-        .map_err(AttemptError::Handler)
-}
-
 /// A pool of connections to the jobs' database: PostgreSQL or SQLite, through sqlx.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -455,7 +256,7 @@ impl Pool {
                     .create_if_missing(true)
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(crate::sqlite_sql::BUSY_TIMEOUT);
+                    .busy_timeout(crate::timing::SQLITE_BUSY_TIMEOUT);
                 Ok(Pool::Sqlite(
                     sqlx::sqlite::SqlitePoolOptions::new()
                         .max_connections(connections.max(1))

@@ -1,0 +1,88 @@
+//! What the async worker's tasks share: its settings, its connections, its counters and the
+//! signals between its tasks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+use super::maintenance::Upkeep;
+use crate::db::Pool;
+use crate::job::JobInfo;
+use crate::lifecycle::{Counters, InFlight, LeaseClock};
+use crate::scope::State;
+use crate::timing::Timing;
+
+/// A built worker's settings.
+pub(super) struct Config {
+    /// The pool handlers' transactions are begun on.
+    pub(super) pool: Pool,
+    /// What contexts reach with `AsyncJobScope::state`.
+    pub(super) state: State,
+    /// How many jobs run at once.
+    pub(super) concurrency: usize,
+    pub(super) timing: Timing,
+}
+
+/// What the worker's tasks share.
+pub(super) struct Shared {
+    pub(super) config: Config,
+    /// LISTEN on PostgreSQL.
+    pub(super) listens: bool,
+    /// The worker's own connections (fetches, completions, leases, LISTEN).
+    pub(super) own: Pool,
+    pub(super) jobs: HashMap<&'static str, &'static JobInfo>,
+    /// The linked handlers as the statements take them (see `LinkedJobs`).
+    pub(super) handlers: String,
+    /// This worker's id: its lease row's key.
+    pub(super) worker: i64,
+    /// Stop fetching (shutdown began).
+    pub(super) stop: AtomicBool,
+    pub(super) stopped: Notify,
+    /// Stop renewing the lease (everything else has stopped).
+    pub(super) retire: AtomicBool,
+    pub(super) retired: Notify,
+    /// Wakes the producer: a notification from PostgreSQL, rescued jobs, a due suspect.
+    pub(super) woken: Notify,
+    /// This worker holds a due suspect's reservation: the producer runs it alone.
+    pub(super) suspects: AtomicBool,
+    /// How many executors run (the producer keeps it).
+    pub(super) running: AtomicUsize,
+    /// How long shutdown waits for running handlers.
+    pub(super) grace_ms: AtomicU64,
+    pub(super) counters: Counters,
+    /// The jobs claimed whose outcome is not recorded yet (maintenance records the rest).
+    pub(super) in_flight: InFlight,
+    /// When the lease was last renewed: no claim once it may have lapsed.
+    pub(super) renewed: LeaseClock,
+}
+
+impl Shared {
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The time statements bind: `None` unless a test gave a manual clock.
+    pub(super) fn now(&self) -> Option<crate::clock::Millis> {
+        self.config.timing.clock.fixed()
+    }
+
+    pub(super) fn upkeep(&self) -> Upkeep<'_> {
+        Upkeep {
+            pool: &self.own,
+            worker: self.worker,
+            lease: self.config.timing.lease,
+            tick: (self.config.timing.lease / 3).min(self.config.timing.poll_interval),
+            retry: &self.config.timing.retry,
+            handlers: &self.handlers,
+            clock: &self.config.timing.clock,
+            woken: &self.woken,
+            suspects: Some(&self.suspects),
+            running: Some(&self.running),
+            in_flight: Some(&self.in_flight),
+            renewed: &self.renewed,
+            retire: &self.retire,
+            retired: &self.retired,
+        }
+    }
+}
