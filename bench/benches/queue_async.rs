@@ -11,7 +11,9 @@
 //! 4. a long read transaction: the drain again while another connection holds a snapshot open
 //!    (it pins the xmin horizon, so dead job rows cannot be cleaned up) (PostgreSQL);
 //! 5. writing drain: the drain with a handler that writes one row through its transaction
-//!    (PostgreSQL).
+//!    (PostgreSQL);
+//! 6. done counter: the writing drain with and without the done counter's upsert in each
+//!    job's completion, by hand and with `AsyncWorker` (PostgreSQL).
 //!
 //! ```text
 //! cargo bench -p signals-bench --bench queue_async                 # every section, 3 rounds
@@ -20,7 +22,7 @@
 //! ROUNDS=1 JOBS=200 ENQUEUE_JOBS=50 SECONDS=0.5 cargo bench -p signals-bench --bench queue_async
 //! ```
 //!
-//! Sections: `enqueue`, `drain`, `latency`, `writing-drain`, `long-read`.
+//! Sections: `enqueue`, `drain`, `latency`, `writing-drain`, `done-counter`, `long-read`.
 //! Sizes: `ROUNDS` (3), `JOBS` per drain (20,000), `ENQUEUE_JOBS` (3,000), `SECONDS` of
 //! latency measurement (5). PostgreSQL is at `SIGNALS_BENCH_POSTGRES_URL`, else
 //! `SIGNALS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`). The program
@@ -235,7 +237,7 @@ macro_rules! on_conn {
 /// The statements of the hand-written floors, copied from `signals_queue` (PostgreSQL, schema
 /// 4: due jobs are `available`, the JSON is in `body`). The floors keep a lease per job (`$1`)
 /// where the library keeps one per worker, and complete without the done counter, as a minimal
-/// queue would.
+/// queue would; [`COMPLETE_COUNTED`](pg::COMPLETE_COUNTED) is the library's completion with it.
 mod pg {
     /// The handlers the floors claim for, as the library's claim takes them.
     pub const HANDLERS: &str = r#"[{"name":"bench.latency","signal":"Ping"},{"name":"bench.noop","signal":"OrderPlaced"}]"#;
@@ -265,9 +267,31 @@ RETURNING job.id, COALESCE(job.body, job.payload::text)";
     pub const COMPLETE: &str = "
 UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL
 WHERE id = $2 AND token = $3 AND state = 'running'";
+    /// The library's `COMPLETE` (schema 5): [`COMPLETE`], the row marked as counted, and the
+    /// done counter's upsert (a shard by job id) in one statement.
+    pub const COMPLETE_COUNTED: &str = "
+WITH done AS (
+    UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL, counted = true
+    WHERE id = $2 AND token = $3 AND state = 'running'
+    RETURNING handler, id)
+INSERT INTO signals_job_counts (handler, shard, done)
+SELECT handler, (id % 16)::INT, 1 FROM done
+ON CONFLICT (handler, shard) DO UPDATE SET done = signals_job_counts.done + 1";
     pub const COMPLETE_MANY: &str = "
 UPDATE signals_jobs SET state = 'done', finished_at = $1, lease_until = NULL
 WHERE id = ANY($2) AND token = $3 AND state = 'running'";
+    /// Spreads the done counts in this schema: a `BEFORE INSERT` trigger gives every row the
+    /// completions upsert a shard of its own, so the upsert (`INSERT ... ON CONFLICT DO
+    /// UPDATE`) never meets an existing row: it inserts one small row and waits for no other
+    /// transaction's counter row. The library's statements are unchanged (and still affect
+    /// one row, which the worker checks: a trigger that dropped the row would make every
+    /// completion look like a lost claim).
+    pub const SPREAD_DONE_COUNTS: &str = "
+CREATE SEQUENCE bench_shards;
+CREATE FUNCTION bench_own_shard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.shard := nextval('bench_shards'); RETURN NEW; END $$;
+CREATE TRIGGER bench_spread_done_counts BEFORE INSERT ON signals_job_counts
+    FOR EACH ROW EXECUTE FUNCTION bench_own_shard()";
 }
 
 /// The same on SQLite.
@@ -366,6 +390,9 @@ async fn enqueue_rate(store: Store, jobs: usize, how: Place) -> f64 {
 enum Completion {
     /// One transaction per job.
     EachJob,
+    /// One transaction per job, completed as the library completes it: with the done
+    /// counter's upsert in the same statement (PostgreSQL).
+    EachJobCounted,
     /// One transaction per claimed batch, one completion statement for it (PostgreSQL).
     OneStatement,
     /// One transaction per batch, each job in a savepoint.
@@ -380,8 +407,13 @@ enum Drainer {
         limit: usize,
         completion: Completion,
     },
-    /// `AsyncWorker` with `concurrency` slots (its fetches claim for free slots).
-    Worker { concurrency: usize },
+    /// `AsyncWorker` with `concurrency` slots (its fetches claim for free slots); with
+    /// `spread_counts`, each completion counts itself in a row of its own
+    /// ([`pg::SPREAD_DONE_COUNTS`]), so that none waits for another's counter row.
+    Worker {
+        concurrency: usize,
+        spread_counts: bool,
+    },
 }
 
 async fn drain_by_hand(pool: Pool, limit: usize, completion: Completion) {
@@ -403,10 +435,11 @@ async fn drain_by_hand(pool: Pool, limit: usize, completion: Completion) {
             return;
         }
         match completion {
-            Completion::EachJob => {
+            Completion::EachJob | Completion::EachJobCounted => {
+                let counted = matches!(completion, Completion::EachJobCounted);
                 for job in &jobs {
                     let mut tx = pool.begin().await.expect("begin");
-                    complete(&mut tx, job, token).await;
+                    complete(&mut tx, job, token, counted).await;
                     tx.commit().await.expect("commit");
                 }
             }
@@ -429,7 +462,7 @@ async fn drain_by_hand(pool: Pool, limit: usize, completion: Completion) {
                 let mut tx = pool.begin().await.expect("begin");
                 for job in &jobs {
                     savepoint(&mut tx, "SAVEPOINT job").await;
-                    complete(&mut tx, job, token).await;
+                    complete(&mut tx, job, token, false).await;
                     savepoint(&mut tx, "RELEASE SAVEPOINT job").await;
                 }
                 tx.commit().await.expect("commit");
@@ -446,7 +479,9 @@ async fn savepoint(tx: &mut Transaction, statement: &'static str) {
     .expect("savepoint");
 }
 
-async fn complete(tx: &mut Transaction, job: &(i64, String), token: i64) {
+/// Runs the job (a noop, or one row written) and completes it in `tx`, `counted` in the done
+/// counts or not.
+async fn complete(tx: &mut Transaction, job: &(i64, String), token: i64, counted: bool) {
     black_box(&job.1); // the noop handler
     if WRITES.load(Ordering::Relaxed) {
         let order: OrderPlaced = serde_json::from_str(&job.1).expect("payload");
@@ -459,7 +494,11 @@ async fn complete(tx: &mut Transaction, job: &(i64, String), token: i64) {
         .map(drop))
         .expect("write");
     }
-    let changed = on_conn!(tx.tx(), |c, sql| sqlx::query(sql::COMPLETE)
+    let statement = match counted {
+        true => pg::COMPLETE_COUNTED,
+        false => on_conn!(tx.tx(), |_c, sql| sql::COMPLETE),
+    };
+    let changed = on_conn!(tx.tx(), |c, _sql| sqlx::query(statement)
         .bind(now_ms())
         .bind(job.0)
         .bind(token)
@@ -490,6 +529,13 @@ async fn drain_rate(store: Store, drainer: Drainer, jobs: usize, hold_snapshot: 
         }
         _ => None,
     };
+    if let Drainer::Worker {
+        spread_counts: true,
+        ..
+    } = drainer
+    {
+        db.raw(pg::SPREAD_DONE_COUNTS).await;
+    }
     NOOPS.store(0, Ordering::SeqCst);
     let start = Instant::now();
     match drainer {
@@ -505,7 +551,7 @@ async fn drain_rate(store: Store, drainer: Drainer, jobs: usize, hold_snapshot: 
                 task.await.expect("drain");
             }
         }
-        Drainer::Worker { concurrency } => {
+        Drainer::Worker { concurrency, .. } => {
             let running = AsyncWorker::builder(db.pool.clone())
                 .concurrency(concurrency)
                 .build()
@@ -532,8 +578,11 @@ async fn drain_rate(store: Store, drainer: Drainer, jobs: usize, hold_snapshot: 
         .count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'done'")
         .await;
     assert_eq!(done, jobs as i64, "every job done");
-    // The worker counts every job it completes; the floors count none.
     let counted = match drainer {
+        Drainer::ByHand {
+            completion: Completion::EachJobCounted,
+            ..
+        } => jobs as i64,
         Drainer::ByHand { .. } => 0,
         Drainer::Worker { .. } => jobs as i64,
     };
@@ -551,7 +600,10 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
         limit,
         completion,
     };
-    let worker = |concurrency| Drainer::Worker { concurrency };
+    let worker = |concurrency| Drainer::Worker {
+        concurrency,
+        spread_counts: false,
+    };
     match store {
         Store::Postgres => vec![
             (
@@ -764,11 +816,17 @@ async fn writing_drain_section(settings: &Settings) {
         ),
         (
             "AsyncWorker, concurrency 16",
-            Drainer::Worker { concurrency: 16 },
+            Drainer::Worker {
+                concurrency: 16,
+                spread_counts: false,
+            },
         ),
         (
             "AsyncWorker, concurrency 100",
-            Drainer::Worker { concurrency: 100 },
+            Drainer::Worker {
+                concurrency: 100,
+                spread_counts: false,
+            },
         ),
     ];
     let rates = interleaved(settings.rounds, variants.len(), |v| {
@@ -777,6 +835,93 @@ async fn writing_drain_section(settings: &Settings) {
     .await;
     let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
     rate_table(&names, &rates, "jobs", 0, "vs first row");
+    WRITES.store(false, Ordering::SeqCst);
+}
+
+/// What the done counter costs a writing job on PostgreSQL: the writing drain of section 5
+/// with and without the upsert into `signals_job_counts` that completes each job, rounds
+/// interleaved. By hand, with 4 and with 8 tasks (8: the pool's size, so as many job
+/// transactions at once as `AsyncWorker` can have here): the floor that commits each job's
+/// row with its completion, completed by the plain `UPDATE` or by the library's `COMPLETE`
+/// (the same `UPDATE` with the upsert in a CTE). `AsyncWorker` cannot complete a job without
+/// the upsert (it reads the statement's row count), so it runs as migrated and with the
+/// counter rows spread ([`pg::SPREAD_DONE_COUNTS`]): what sharing 16 counter rows costs.
+async fn done_counter_section(settings: &Settings) {
+    WRITES.store(true, Ordering::SeqCst);
+    println!(
+        "\n## 6. The done counter's cost on PostgreSQL: {} jobs whose handler writes one row\n",
+        settings.jobs
+    );
+    let by_hand = |tasks, completion| Drainer::ByHand {
+        tasks,
+        limit: 16,
+        completion,
+    };
+    let worker = |concurrency, spread_counts| Drainer::Worker {
+        concurrency,
+        spread_counts,
+    };
+    let variants = [
+        (
+            "floor: 4 tasks, claim 16, row + completion committed alone, no counter",
+            by_hand(4, Completion::EachJob),
+        ),
+        (
+            "floor: the same, completed with the library's COMPLETE (counter upsert)",
+            by_hand(4, Completion::EachJobCounted),
+        ),
+        (
+            "floor: 8 tasks, claim 16, row + completion committed alone, no counter",
+            by_hand(8, Completion::EachJob),
+        ),
+        (
+            "floor: the same, completed with the library's COMPLETE (counter upsert)",
+            by_hand(8, Completion::EachJobCounted),
+        ),
+        (
+            "AsyncWorker, concurrency 16, a counter row per job",
+            worker(16, true),
+        ),
+        (
+            "AsyncWorker, concurrency 16 (as migrated)",
+            worker(16, false),
+        ),
+        (
+            "AsyncWorker, concurrency 100, a counter row per job",
+            worker(100, true),
+        ),
+        (
+            "AsyncWorker, concurrency 100 (as migrated)",
+            worker(100, false),
+        ),
+    ];
+    let rates = interleaved(settings.rounds, variants.len(), |v| {
+        drain_rate(Store::Postgres, variants[v].1, settings.jobs, false)
+    })
+    .await;
+    let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
+    rate_table(&names, &rates, "jobs", 0, "vs first row");
+    let pairs = [
+        "floor, 4 tasks: no counter / COMPLETE's upsert",
+        "floor, 8 tasks: no counter / COMPLETE's upsert",
+        "AsyncWorker, concurrency 16: a counter row per job / as migrated",
+        "AsyncWorker, concurrency 100: a counter row per job / as migrated",
+    ];
+    println!("\n| pair | rate ratio (medians) | per round |");
+    println!("| --- | ---: | --- |");
+    for (pair, name) in pairs.iter().enumerate() {
+        let (without, with) = (&rates[2 * pair], &rates[2 * pair + 1]);
+        let per_round: Vec<String> = without
+            .iter()
+            .zip(with)
+            .map(|(a, b)| format!("{:.2}", a / b))
+            .collect();
+        println!(
+            "| {name} | {:.2}× | {} |",
+            median(without) / median(with),
+            per_round.join(" / ")
+        );
+    }
     WRITES.store(false, Ordering::SeqCst);
 }
 
@@ -894,6 +1039,10 @@ fn main() {
         if settings.runs("writing-drain") {
             eprintln!("--- writing-drain (load {})", load());
             writing_drain_section(&settings).await;
+        }
+        if settings.runs("done-counter") {
+            eprintln!("--- done-counter (load {})", load());
+            done_counter_section(&settings).await;
         }
         if settings.runs("long-read") {
             eprintln!("--- long-read (load {})", load());
