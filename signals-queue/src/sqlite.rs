@@ -362,3 +362,86 @@ pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
 }
+
+/// Which indexes the statements read, from SQLite's own `EXPLAIN QUERY PLAN`: not a timing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated database holding 100,000 done jobs of another service, a few jobs of
+    /// `emails.send` in every other state, and (if `analyzed`) the planner's statistics.
+    fn beside_a_done_backlog(analyzed: bool) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        conn.execute_batch(
+            "
+WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, state,
+                          max_attempts, run_at, created_at, finished_at)
+SELECT 'e', 's', 'archive.store', 'default', 0, '{}', 'done', 25, 0, 0, i FROM n;
+WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, state,
+                          max_attempts, run_at, created_at, worker, crashes)
+SELECT 'e', 's', 'emails.send', 'default', 0, '{}',
+       CASE i % 3 WHEN 0 THEN 'pending' WHEN 1 THEN 'running' ELSE 'dead' END, 25, 0, i,
+       CASE WHEN i % 3 = 1 THEN 1 END, i % 2
+FROM n;",
+        )
+        .unwrap();
+        if analyzed {
+            conn.execute_batch("ANALYZE").unwrap();
+        }
+        conn
+    }
+
+    /// The handlers of the statements that take them: `emails.send` alone.
+    const MINE: &str = r#"[{"name": "emails.send", "signal": "s"}]"#;
+
+    /// The steps of `sql`'s query plan, with `params` bound (a plan may depend on them).
+    fn plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps = statement
+            .query_map(params, |row| row.get::<_, String>(3))
+            .unwrap();
+        steps.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// The steps that read the jobs table beyond one index's range of unfinished rows: a scan
+    /// of the table (`signals_jobs`, or `job` in the statements that alias it), a range of
+    /// rowids (which walks the done rows between), or the done rows' index.
+    fn reads_done_rows(plan: &[String]) -> Vec<String> {
+        plan.iter()
+            .filter(|step| {
+                let table_scan = ["SCAN signals_jobs", "SCAN job"]
+                    .iter()
+                    .any(|scan| step.starts_with(scan) && !step.contains(" INDEX signals_jobs_"));
+                table_scan
+                    || step.contains("rowid>")
+                    || step.contains("rowid<")
+                    || step.contains("signals_jobs_done")
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// `stats`, the idle check (`wait_idle` polls it every 20 ms) and the dead-job listing
+    /// read the unfinished jobs through partial indexes, never the done ones.
+    #[test]
+    fn stats_the_idle_check_and_dead_jobs_never_read_the_done_rows() {
+        let mut found = Vec::new();
+        for analyzed in [false, true] {
+            let conn = beside_a_done_backlog(analyzed);
+            let plans = [
+                ("STATS", plan(&conn, STATS, [])),
+                ("BUSY", plan(&conn, BUSY, [MINE])),
+                ("DEAD_JOBS", plan(&conn, DEAD_JOBS, [0, 50])),
+            ];
+            for (name, plan) in plans {
+                if !reads_done_rows(&plan).is_empty() {
+                    found.push(format!("{name} (analyzed: {analyzed}): {plan:?}"));
+                }
+            }
+        }
+        assert!(found.is_empty(), "{found:#?}");
+    }
+}

@@ -135,10 +135,16 @@ pub(crate) const ADDED_COLUMNS: [(&str, &str); 3] = [
 pub(crate) const HAS_COLUMN: &str =
     "SELECT COUNT(*) FROM pragma_table_info('signals_jobs') WHERE name = ?1";
 
-/// The indexes, once every column exists.
+/// The indexes, once every column exists. Migration 5 adds `signals_jobs_claim` (pending jobs
+/// by handler, in claim order: claims, idle checks and `stats` probe it per handler) and
+/// `signals_jobs_dead` (the dead-job listing, `stats`); `signals_jobs_pending` stays for the
+/// previous release's claim during a rolling deploy.
 pub(crate) const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS signals_jobs_pending
     ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS signals_jobs_claim
+    ON signals_jobs (handler, priority DESC, run_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS signals_jobs_dead ON signals_jobs (id) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS signals_jobs_suspect
     ON signals_jobs (run_at) WHERE state = 'pending' AND crashes > 0;
 DROP INDEX IF EXISTS signals_jobs_running;
@@ -336,25 +342,45 @@ pub(crate) const HAS_SCHEMA: &str =
 /// Records the schema version.
 pub(crate) const SET_VERSION: &str = "INSERT INTO signals_queue_schema (version) VALUES (?1)";
 
-/// Job counts by handler and state, with the oldest job's creation time of each group; done
-/// counts from `signals_job_counts`, which the statements that complete and purge jobs keep.
+/// Job counts by handler and state, with the oldest job's creation time of each group, one
+/// part per state, each through its partial index (a filter on several states matches none, and
+/// scanned the table): pending through `signals_jobs_claim` (in handler order), running through
+/// `signals_jobs_worker`, dead through `signals_jobs_dead`. Done counts from
+/// `signals_job_counts`, which the statements that complete and purge jobs keep.
 pub(crate) const STATS: &str = "
-SELECT handler, state, COUNT(*), MIN(created_at) FROM signals_jobs
-WHERE state IN ('pending', 'running', 'dead') GROUP BY handler, state
+SELECT handler, 'pending', COUNT(*), MIN(created_at) FROM signals_jobs
+WHERE state = 'pending' GROUP BY handler
+UNION ALL
+SELECT handler, 'running', COUNT(*), MIN(created_at) FROM signals_jobs
+WHERE state = 'running' GROUP BY handler
+UNION ALL
+SELECT handler, 'dead', COUNT(*), MIN(created_at) FROM signals_jobs
+WHERE state = 'dead' GROUP BY handler
 UNION ALL
 SELECT handler, 'done', SUM(done), NULL FROM signals_job_counts
 GROUP BY handler HAVING SUM(done) > 0";
 
-/// Up to `?2` dead jobs after the id `?1`, oldest first.
+/// Up to `?2` dead jobs after the id `?1`, oldest first: a range of `signals_jobs_dead` (a
+/// range of rowids would walk every done job in between).
 pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, payload FROM signals_jobs
 WHERE state = 'dead' AND id > ?1 ORDER BY id LIMIT ?2";
 
-/// How many jobs of these handlers (`?1`) are pending or running.
+/// 1 while a job of these handlers (`?1`) is pending or running, else 0: a probe of
+/// `signals_jobs_claim` per handler, then the running jobs (through `signals_jobs_worker`:
+/// at most every worker's concurrency).
 pub(crate) const BUSY: &str = concat!(
     "
-SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running') AND ",
-    mine!("?1")
+SELECT EXISTS (
+    SELECT 1 FROM json_each(?1) AS h
+    JOIN signals_jobs AS job ON job.state = 'pending'
+        AND job.handler = json_extract(h.value, '$.name')
+        AND (job.signal = json_extract(h.value, '$.signal')
+             OR substr(job.signal, -length(json_extract(h.value, '$.signal')) - 2)
+                = '::' || json_extract(h.value, '$.signal')))
+    OR EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'running' AND ",
+    mine!("?1"),
+    ")"
 );
 
 /// How long a statement waits for another connection's write lock before `SQLITE_BUSY`.

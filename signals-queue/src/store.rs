@@ -543,7 +543,7 @@ pub async fn promote(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<
     }
 }
 
-/// How many jobs of `handlers` are pending or running.
+/// 1 while a job of `handlers` is pending (available or scheduled) or running, else 0.
 pub async fn busy(tx: Tx<'_>, handlers: &str) -> Result<i64, sqlx::Error> {
     Ok(on!(tx, |conn, sql| {
         sqlx::query_scalar(sql::BUSY)
