@@ -136,14 +136,17 @@ pub(crate) const HAS_COLUMN: &str =
     "SELECT COUNT(*) FROM pragma_table_info('signals_jobs') WHERE name = ?1";
 
 /// The indexes, once every column exists. Migration 5 adds `signals_jobs_claim` (pending jobs
-/// by handler, in claim order: claims, idle checks and `stats` probe it per handler) and
-/// `signals_jobs_dead` (the dead-job listing, `stats`); `signals_jobs_pending` stays for the
-/// previous release's claim during a rolling deploy.
+/// by handler, in claim order: claims, idle checks and `stats` probe it per handler),
+/// `signals_jobs_suspects` (due suspects by handler) and `signals_jobs_dead` (the dead-job
+/// listing, `stats`); `signals_jobs_pending` and `signals_jobs_suspect` stay for the previous
+/// release's claim during a rolling deploy.
 pub(crate) const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS signals_jobs_pending
     ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS signals_jobs_claim
     ON signals_jobs (handler, priority DESC, run_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS signals_jobs_suspects
+    ON signals_jobs (handler, run_at) WHERE state = 'pending' AND crashes > 0;
 CREATE INDEX IF NOT EXISTS signals_jobs_dead ON signals_jobs (id) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS signals_jobs_suspect
     ON signals_jobs (run_at) WHERE state = 'pending' AND crashes > 0;
@@ -190,37 +193,82 @@ macro_rules! mine {
     };
 }
 
-/// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array of
-/// `{"name", "signal"}`: a row of another signal under the same name is not taken), suspects
-/// (`?3`) or not, in claim order: one statement, so two workers never claim one job. Charges
-/// the attempt: the handler starts now. (`LIMIT +?4`: with a bare parameter there, SQLite
-/// re-prepares the statement at every run.)
-pub(crate) const CLAIM: &str = concat!(
-    "
+/// Whether a row is a job of the handler `$h` (a row of `json_each` over the handlers: a
+/// `{"name", "signal"}` object): its handler's name, and its signal's type name (the row stores
+/// the full path; a module may move). `handler = …` comes first: the indexes that start at the
+/// handler are probed with it.
+macro_rules! of_handler {
+    ($h:literal) => {
+        concat!(
+            "handler = json_extract(",
+            $h,
+            ".value, '$.name')
+          AND (signal = json_extract(",
+            $h,
+            ".value, '$.signal')
+               OR substr(signal, -length(json_extract(",
+            $h,
+            ".value, '$.signal')) - 2)
+                  = '::' || json_extract(",
+            $h,
+            ".value, '$.signal'))"
+        )
+    };
+}
+
+/// The claim of [`CLAIM`] and [`CLAIM_SUSPECT`]: for each handler of `?2` (the outer loop: a
+/// `CROSS JOIN` keeps `json_each` outside), its first `?4` candidates by `$order` through the
+/// index that starts at the handler (`$filter` picks suspects or not), then the first `?4` of
+/// them all in claim order.
+macro_rules! claim {
+    ($filter:literal, $order:literal) => {
+        concat!(
+            "
 UPDATE signals_jobs
 SET state = 'running', attempt = attempt + 1, token = ?5, worker = ?6, lease_until = NULL
 WHERE id IN (
-    SELECT id FROM signals_jobs
-    WHERE state = 'pending' AND run_at <= ?1
-      AND ",
-    mine!("?2"),
-    "
-      AND (crashes > 0) = ?3
-    ORDER BY priority DESC, run_at, id
+    SELECT job.id FROM json_each(?2) AS h CROSS JOIN signals_jobs AS job
+    WHERE job.id IN (
+        SELECT id FROM signals_jobs
+        WHERE state = 'pending' AND ",
+            of_handler!("h"),
+            "
+          AND run_at <= ?1 AND ",
+            $filter,
+            "
+        ORDER BY ",
+            $order,
+            "
+        LIMIT +?4)
+    ORDER BY job.priority DESC, job.run_at, job.id
     LIMIT +?4)
 RETURNING id, event_id, handler, payload, attempt, priority, run_at"
-);
+        )
+    };
+}
+
+/// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array of
+/// `{"name", "signal"}`: a row of another signal under the same name is not taken), in claim
+/// order: one statement, so two workers never claim one job. Charges the attempt: the handler
+/// starts now. Each handler's candidates come from `signals_jobs_claim` starting at that
+/// handler, so jobs of handlers this worker does not run (another service's backlog in the
+/// same file) are never read. Takes no suspect; `?3` (suspects wanted) is false. (`LIMIT +?4`:
+/// with a bare parameter there, SQLite re-prepares the statement at every run.)
+pub(crate) const CLAIM: &str = claim!("crashes = 0 AND NOT ?3", "priority DESC, run_at, id");
+
+/// [`CLAIM`] for suspects (`?3` true), each handler's through `signals_jobs_suspects`.
+pub(crate) const CLAIM_SUSPECT: &str = claim!("crashes > 0 AND ?3", "run_at");
 
 /// Whether any job of these handlers (`?2`) is runnable: a read, which in WAL mode never waits
 /// for a writer (an idle worker asks before it claims, so that it does not queue behind the
-/// commit of the job it was woken for).
+/// commit of the job it was woken for). Probes `signals_jobs_claim` per handler.
 pub(crate) const RUNNABLE: &str = concat!(
     "
 SELECT EXISTS (
-    SELECT 1 FROM signals_jobs
-    WHERE state = 'pending' AND run_at <= ?1 AND ",
-    mine!("?2"),
-    ")"
+    SELECT 1 FROM json_each(?2) AS h CROSS JOIN signals_jobs
+    WHERE state = 'pending' AND ",
+    of_handler!("h"),
+    " AND run_at <= ?1)"
 );
 
 /// running → pending again for the jobs of the claim `$1`, whose reply was lost: the attempt
@@ -292,13 +340,15 @@ WHERE state = 'running' AND (
 pub(crate) const PRUNE_WORKERS: &str =
     "DELETE FROM signals_workers WHERE id IN (SELECT value FROM json_each(?1))";
 
-/// Whether a suspect of these handlers (`?2`) is due: it runs alone.
+/// Whether a suspect of these handlers (`?2`) is due: it runs alone. Probes
+/// `signals_jobs_suspects` per handler.
 pub(crate) const SUSPECT_DUE: &str = concat!(
     "
-SELECT EXISTS (SELECT 1 FROM signals_jobs
-    WHERE state = 'pending' AND crashes > 0 AND run_at <= ?1 AND ",
-    mine!("?2"),
-    ")"
+SELECT EXISTS (
+    SELECT 1 FROM json_each(?2) AS h CROSS JOIN signals_jobs
+    WHERE state = 'pending' AND crashes > 0 AND ",
+    of_handler!("h"),
+    " AND run_at <= ?1)"
 );
 
 /// dead → pending, with the attempts and crashes reset; of the handler `?2` only, unless NULL.
@@ -372,12 +422,10 @@ WHERE state = 'dead' AND id > ?1 ORDER BY id LIMIT ?2";
 pub(crate) const BUSY: &str = concat!(
     "
 SELECT EXISTS (
-    SELECT 1 FROM json_each(?1) AS h
-    JOIN signals_jobs AS job ON job.state = 'pending'
-        AND job.handler = json_extract(h.value, '$.name')
-        AND (job.signal = json_extract(h.value, '$.signal')
-             OR substr(job.signal, -length(json_extract(h.value, '$.signal')) - 2)
-                = '::' || json_extract(h.value, '$.signal')))
+    SELECT 1 FROM json_each(?1) AS h CROSS JOIN signals_jobs
+    WHERE state = 'pending' AND ",
+    of_handler!("h"),
+    ")
     OR EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'running' AND ",
     mine!("?1"),
     ")"

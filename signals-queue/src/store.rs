@@ -142,7 +142,12 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
         }
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
-            sqlx::query_as(crate::sqlite_sql::CLAIM)
+            use crate::sqlite_sql as sql;
+            let claim = match request.suspects {
+                true => sql::CLAIM_SUSPECT,
+                false => sql::CLAIM,
+            };
+            sqlx::query_as(claim)
                 .bind(local(request.now))
                 .bind(request.handlers)
                 .bind(request.suspects)
