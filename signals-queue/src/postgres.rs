@@ -458,13 +458,34 @@ SET lease_until = EXCLUDED.lease_until, lease_ms = EXCLUDED.lease_ms,
     beats = signals_workers.beats + 1"
 );
 
-/// Forgets a worker that stopped.
-pub(crate) const RETIRE: &str = "DELETE FROM signals_workers WHERE id = $1";
+/// Forgets a worker that stopped: its row is deleted when no job runs under its id, else its
+/// lease is made to lapse now (jobs whose outcome it could not record), so that the next
+/// [`RESCUE`] finds them from the worker's row, and [`PRUNE_WORKERS`] deletes it afterwards.
+/// Reads the worker's running jobs through `signals_jobs_worker`.
+pub(crate) const RETIRE: &str = concat!(
+    "
+WITH held AS (
+    SELECT EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'running' AND worker = $1) AS running),
+lapsed AS (
+    UPDATE signals_workers SET lease_until = ",
+    now!("$2"),
+    " - 1
+    WHERE id = $1 AND (SELECT running FROM held)
+    RETURNING 1)
+DELETE FROM signals_workers WHERE id = $1 AND NOT (SELECT running FROM held)"
+);
 
 /// running → scheduled after a backoff (base `$2`, cap `$3` ms), a suspect from now on, or
 /// dead when out of attempts, for every job whose worker's lease expired (by the server's
-/// clock), and for running rows an older version left without a worker once their own lease
-/// expired. Skips locked rows: a row some open transaction is completing is not abandoned.
+/// clock), and for running rows a release before workers' leases left without a worker once
+/// their own lease expired. Starts from the workers whose lease lapsed (a scan of
+/// `signals_workers`: one row per worker) and reaches their jobs through the index of running
+/// jobs by worker (`signals_jobs_worker`), as it does the rows without a worker (`IS NULL`):
+/// the running jobs of live workers are never read. A worker leaves no row only by
+/// [`PRUNE_WORKERS`] (once none of its jobs runs) or [`RETIRE`] (likewise); rows of workers
+/// that left none anyway (the previous release deletes its workers' rows, an operator may)
+/// get one from [`ADOPT_WORKERS`]. Skips locked rows: a row some open transaction is
+/// completing is not abandoned.
 pub(crate) const RESCUE: &str = concat!(
     "
 UPDATE signals_jobs AS job
@@ -477,23 +498,55 @@ FROM (SELECT ",
     now!("$1"),
     " AS now) AS t
 WHERE job.id IN (
-    SELECT id FROM signals_jobs AS running
-    WHERE state = 'running' AND CASE
-        WHEN worker IS NULL THEN lease_until < ",
+    SELECT running.id FROM signals_workers AS w
+    CROSS JOIN LATERAL (
+        SELECT id FROM signals_jobs WHERE state = 'running' AND worker = w.id
+        FOR UPDATE SKIP LOCKED) AS running
+    WHERE w.lease_until < ",
     now!("$1"),
     "
-        ELSE NOT EXISTS (SELECT 1 FROM signals_workers AS w
-                         WHERE w.id = running.worker AND w.lease_until >= ",
+    UNION ALL
+    SELECT legacy.id FROM (
+        SELECT id FROM signals_jobs
+        WHERE state = 'running' AND worker IS NULL AND lease_until < ",
     now!("$1"),
-    ")
-    END
-    FOR UPDATE SKIP LOCKED)"
+    "
+        FOR UPDATE SKIP LOCKED) AS legacy)"
 );
 
-/// Forgets the workers whose lease expired (their jobs were rescued first).
+/// A lapsed row in `signals_workers` for every worker that running jobs name and that has
+/// none (its jobs are [`RESCUE`]d next), so that every orphaned running job belongs to a known
+/// lapsed worker. Walks the distinct workers of `signals_jobs_worker` one index probe each (a
+/// loose index scan: the cost is the number of workers with running jobs, not of their jobs);
+/// maintenance runs it once per lease, not every tick.
+pub(crate) const ADOPT_WORKERS: &str = concat!(
+    "
+WITH RECURSIVE seen (worker) AS (
+    (SELECT worker FROM signals_jobs WHERE state = 'running' AND worker IS NOT NULL
+     ORDER BY worker LIMIT 1)
+    UNION ALL
+    SELECT (SELECT job.worker FROM signals_jobs AS job
+            WHERE job.state = 'running' AND job.worker > seen.worker
+            ORDER BY job.worker LIMIT 1)
+    FROM seen WHERE seen.worker IS NOT NULL)
+INSERT INTO signals_workers (id, lease_until, lease_ms)
+SELECT seen.worker, ",
+    now!("$1"),
+    " - 1, 0 FROM seen
+WHERE seen.worker IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM signals_workers AS w WHERE w.id = seen.worker)
+ON CONFLICT (id) DO NOTHING"
+);
+
+/// Forgets the workers whose lease expired once none of their jobs runs (a [`RESCUE`] skips
+/// locked rows: their worker stays known until they are rescued or finished); one probe of
+/// `signals_jobs_worker` per lapsed worker.
 pub(crate) const PRUNE_WORKERS: &str = concat!(
-    "DELETE FROM signals_workers WHERE lease_until < ",
-    now!("$1")
+    "
+DELETE FROM signals_workers AS w WHERE w.lease_until < ",
+    now!("$1"),
+    "
+  AND NOT EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'running' AND worker = w.id)"
 );
 
 /// scheduled → available for up to 1,000 due jobs of the handlers `$2` (and `pending` rows a
@@ -576,15 +629,25 @@ counted AS (
     RETURNING 1)
 SELECT COUNT(*)::BIGINT FROM gone";
 
-/// Job counts by handler and state (the three waiting states as `pending`), each read through
-/// its state's partial index; done counts from `signals_job_counts`, which the statements
-/// that complete and purge jobs keep.
+/// Job counts by handler and state (the three waiting states as `pending`), one part per
+/// partial index, each filtered by exactly that index's predicate, so that no part reads done
+/// rows: `available` through `signals_jobs_claim`, `scheduled` and `pending` through
+/// `signals_jobs_scheduled`, `running` through `signals_jobs_worker`, `dead` through
+/// `signals_jobs_dead`. (A filter no single index covers, `state IN ('running', 'dead')`,
+/// scanned the table.) Done counts from `signals_job_counts`, which the statements that
+/// complete and purge jobs keep.
 pub(crate) const STATS: &str = "
-SELECT handler, 'pending', COUNT(*)::BIGINT, MIN(created_at)::BIGINT FROM signals_jobs
-WHERE state IN ('available', 'scheduled', 'pending') GROUP BY handler
+SELECT handler, 'pending', COUNT(*)::BIGINT, MIN(created_at)::BIGINT FROM (
+    SELECT handler, created_at FROM signals_jobs WHERE state = 'available'
+    UNION ALL
+    SELECT handler, created_at FROM signals_jobs WHERE state IN ('scheduled', 'pending')
+) AS waiting GROUP BY handler
 UNION ALL
-SELECT handler, state, COUNT(*)::BIGINT, NULL FROM signals_jobs
-WHERE state IN ('running', 'dead') GROUP BY handler, state
+SELECT handler, 'running', COUNT(*)::BIGINT, NULL FROM signals_jobs
+WHERE state = 'running' GROUP BY handler
+UNION ALL
+SELECT handler, 'dead', COUNT(*)::BIGINT, NULL FROM signals_jobs
+WHERE state = 'dead' GROUP BY handler
 UNION ALL
 SELECT handler, 'done', SUM(done)::BIGINT, NULL FROM signals_job_counts
 GROUP BY handler HAVING SUM(done) > 0";
@@ -683,21 +746,22 @@ mod tests {
         (buffers, rows)
     }
 
-    /// 300,000 due jobs of a handler this worker does not run (an outbox during a broker
-    /// outage) and 300,000 higher-priority jobs of its own waiting out a backoff: a claim of
-    /// its 10 due jobs, a promotion, a suspect check and the idle check each read a handful of
-    /// index and heap pages, not the backlog.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_backlog_that_is_not_due_or_not_ours_costs_a_claim_nothing() {
+    /// A connection to the test database with `search_path` on a fresh schema migrated to
+    /// [`SCHEMA_VERSION`] (its name returned: drop it before asserting), or `None` when
+    /// PostgreSQL is unreachable outside CI.
+    async fn migrated_schema(prefix: &str) -> Option<(sqlx::PgConnection, String)> {
         use sqlx::Connection as _;
         let mut conn = match sqlx::PgConnection::connect(&postgres_url()).await {
             Ok(conn) => conn,
             Err(error) if std::env::var("CI").as_deref() == Ok("true") => {
                 panic!("PostgreSQL is required under CI: {error}")
             }
-            Err(error) => return eprintln!("skipping: PostgreSQL is unreachable ({error})"),
+            Err(error) => {
+                eprintln!("skipping: PostgreSQL is unreachable ({error})");
+                return None;
+            }
         };
-        let schema = format!("signals_claim_{}", uuid::Uuid::now_v7().simple());
+        let schema = format!("signals_{prefix}_{}", uuid::Uuid::now_v7().simple());
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "CREATE SCHEMA {schema}; SET search_path = {schema}"
         )))
@@ -715,6 +779,29 @@ mod tests {
             }
         }
         tx.commit().await.unwrap();
+        Some((conn, schema))
+    }
+
+    async fn drop_schema(conn: &mut sqlx::PgConnection, schema: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(conn)
+            .await
+            .unwrap();
+    }
+
+    async fn run(conn: &mut sqlx::PgConnection, sql: &'static str) {
+        sqlx::raw_sql(sql).execute(conn).await.unwrap();
+    }
+
+    /// 300,000 due jobs of a handler this worker does not run (an outbox during a broker
+    /// outage) and 300,000 higher-priority jobs of its own waiting out a backoff: a claim of
+    /// its 10 due jobs, a promotion, a suspect check and the idle check each read a handful of
+    /// index and heap pages, not the backlog.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backlog_that_is_not_due_or_not_ours_costs_a_claim_nothing() {
+        let Some((mut conn, schema)) = migrated_schema("claim").await else {
+            return;
+        };
         sqlx::raw_sql(
             "
 INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
@@ -744,10 +831,7 @@ ANALYZE signals_jobs;",
         let (due_blocks, _) = blocks(&mut conn, RESERVE_SUSPECT, &reserve).await;
         let (busy_blocks, _) = blocks(&mut conn, BUSY, &[mine]).await;
         // Dropped before the assertions, so that a failure leaves no schema behind.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        drop_schema(&mut conn, &schema).await;
         assert_eq!(claimed, 10, "the claim takes the 10 due jobs");
         assert!(claim_blocks < 200, "a claim touched {claim_blocks} blocks");
         assert!(
@@ -766,5 +850,181 @@ ANALYZE signals_jobs;",
             busy_blocks < 50,
             "the idle check touched {busy_blocks} blocks"
         );
+    }
+
+    /// The running rows of the rescue tests: 20,000 jobs of ten live workers (a busy fleet),
+    /// three of worker 99 whose lease lapsed, two a release before workers' leases left with
+    /// a lapsed lease of their own (`worker IS NULL`), two of worker 77 that left no row, and
+    /// 300,000 done jobs.
+    const FLEET: &str = "
+INSERT INTO signals_workers (id, lease_until, lease_ms)
+SELECT n, 9000000000000, 30000 FROM generate_series(1, 10) AS n;
+INSERT INTO signals_workers (id, lease_until, lease_ms) VALUES (99, 0, 30000);
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                          max_attempts, run_at, created_at, attempt, token, worker)
+SELECT gen_random_uuid(), 's', 'emails.send', 'default', 0, '{}', 'running', 25, 0, 0, 1, n,
+       1 + n % 10
+FROM generate_series(1, 20000) AS n;
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                          max_attempts, run_at, created_at, attempt, token, worker, lease_until)
+SELECT gen_random_uuid(), 's', 'emails.send', 'default', 0, '{}', 'running', 25, 0, 0, 1, n,
+       CASE WHEN n <= 3 THEN 99 WHEN n > 5 THEN 77 END, CASE WHEN n IN (4, 5) THEN 0 END
+FROM generate_series(1, 7) AS n;
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                          max_attempts, run_at, created_at, finished_at, counted)
+SELECT gen_random_uuid(), 's', 'emails.send', 'default', 0, '{}', 'done', 25, 0, 0, n, true
+FROM generate_series(1, 300000) AS n;
+ANALYZE signals_jobs; ANALYZE signals_workers;";
+
+    /// Beside 20,000 running jobs of live workers, a rescue reads a handful of blocks (it
+    /// starts from the workers whose lease lapsed), and takes exactly the jobs of the lapsed
+    /// worker and the lapsed rows without a worker; the lapsed worker is forgotten once its jobs
+    /// are gone, the live ones never. A worker that left no row is adopted (a probe per worker
+    /// with running jobs), then rescued; a retiring worker whose jobs still run lapses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rescue_beside_a_busy_fleet_reads_only_the_lapsed_workers_jobs() {
+        let Some((mut conn, schema)) = migrated_schema("rescue").await else {
+            return;
+        };
+        run(&mut conn, FLEET).await;
+        let rescue = ["NULL", "1000", "60000", "'rescued'"];
+        // With five jobs to rescue: most of it is writing them (a new version of each row, an
+        // entry in each index).
+        let (rescue_blocks, _) = blocks(&mut conn, RESCUE, &rescue).await;
+        let (adopt_blocks, _) = blocks(&mut conn, ADOPT_WORKERS, &["NULL"]).await;
+        let mut rescued = Vec::new();
+        let mut workers = Vec::new();
+        for adopt in [false, true] {
+            if adopt {
+                sqlx::query(ADOPT_WORKERS)
+                    .bind(None::<i64>)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            let rows = sqlx::query(RESCUE)
+                .bind(None::<i64>)
+                .bind(1000_i64)
+                .bind(60000_i64)
+                .bind("rescued")
+                .execute(&mut conn)
+                .await
+                .unwrap()
+                .rows_affected();
+            rescued.push(rows);
+            sqlx::query(PRUNE_WORKERS)
+                .bind(None::<i64>)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signals_workers")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            workers.push(count);
+        }
+        // Every tick's case: nothing lapsed.
+        let (idle_blocks, _) = blocks(&mut conn, RESCUE, &rescue).await;
+        let (prune_blocks, _) = blocks(&mut conn, PRUNE_WORKERS, &["NULL"]).await;
+        // Worker 1 retires with its 2,000 jobs running (their outcomes were never recorded),
+        // worker 2 once its jobs are done: 1 lapses, 2 is forgotten.
+        run(
+            &mut conn,
+            "UPDATE signals_jobs SET state = 'done' WHERE worker = 2",
+        )
+        .await;
+        for worker in [1_i64, 2] {
+            sqlx::query(RETIRE)
+                .bind(worker)
+                .bind(None::<i64>)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let lapsed: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM signals_workers WHERE id IN (1, 2)
+             AND lease_until < (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let retired_rescued = sqlx::query(RESCUE)
+            .bind(None::<i64>)
+            .bind(1000_i64)
+            .bind(60000_i64)
+            .bind("rescued")
+            .execute(&mut conn)
+            .await
+            .unwrap()
+            .rows_affected();
+        drop_schema(&mut conn, &schema).await;
+        eprintln!(
+            "blocks: rescue {rescue_blocks}, idle {idle_blocks}, prune {prune_blocks}, adopt {adopt_blocks}"
+        );
+        assert_eq!(
+            rescued,
+            [5, 2],
+            "worker 99's three jobs and the two lapsed rows; then worker 77's two, adopted"
+        );
+        assert_eq!(
+            workers,
+            [10, 10],
+            "lapsed workers are forgotten, live ones kept"
+        );
+        assert_eq!(lapsed, [1], "a retiring worker with running jobs lapses");
+        assert_eq!(retired_rescued, 2000);
+        assert!(idle_blocks < 10, "a rescue touched {idle_blocks} blocks");
+        assert!(
+            rescue_blocks < 150,
+            "a rescue of 5 touched {rescue_blocks} blocks"
+        );
+        assert!(prune_blocks < 50, "a prune touched {prune_blocks} blocks");
+        assert!(
+            adopt_blocks < 150,
+            "an adoption touched {adopt_blocks} blocks"
+        );
+    }
+
+    /// 300,000 done jobs beside a few in every other state: `stats` reads each state through
+    /// its partial index, never the done rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stats_beside_a_done_backlog_read_only_the_unfinished_jobs() {
+        let Some((mut conn, schema)) = migrated_schema("stats").await else {
+            return;
+        };
+        run(
+            &mut conn,
+            "
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                          max_attempts, run_at, created_at, finished_at, counted)
+SELECT gen_random_uuid(), 's', 'emails.send', 'default', 0, '{}', 'done', 25, 0, 0, n, true
+FROM generate_series(1, 300000) AS n;
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, body, state,
+                          max_attempts, run_at, created_at, worker)
+SELECT gen_random_uuid(), 's', 'emails.send', 'default', 0, '{}',
+       (ARRAY['available', 'scheduled', 'pending', 'running', 'dead'])[1 + n % 5], 25, 0,
+       1000 + n, CASE WHEN n % 5 = 3 THEN 1 END
+FROM generate_series(1, 20) AS n;
+ANALYZE signals_jobs;",
+        )
+        .await;
+        let (stats_blocks, _) = blocks(&mut conn, STATS, &[]).await;
+        let mut rows: Vec<(String, String, i64, Option<i64>)> =
+            sqlx::query_as(STATS).fetch_all(&mut conn).await.unwrap();
+        rows.sort();
+        drop_schema(&mut conn, &schema).await;
+        eprintln!("blocks: stats {stats_blocks}");
+        let row = |state: &str, count, oldest| {
+            ("emails.send".to_owned(), state.to_owned(), count, oldest)
+        };
+        assert_eq!(
+            rows,
+            [
+                row("dead", 4, None),
+                row("pending", 12, Some(1001)),
+                row("running", 4, None)
+            ]
+        );
+        assert!(stats_blocks < 50, "stats touched {stats_blocks} blocks");
     }
 }

@@ -137,7 +137,11 @@ pub(crate) fn claim(
     request: &ClaimRequest<'_>,
 ) -> rusqlite::Result<Vec<Claimed>> {
     let token = request.token;
-    let mut statement = conn.prepare_cached(CLAIM)?;
+    let claim = match request.suspects {
+        true => CLAIM_SUSPECT,
+        false => CLAIM,
+    };
+    let mut statement = conn.prepare_cached(claim)?;
     let params = params![
         local(request.now),
         request.handlers,
@@ -379,4 +383,204 @@ pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
         error.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
     )
+}
+
+/// Which indexes the statements read, from SQLite's own `EXPLAIN QUERY PLAN`: not a timing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrated database holding 100,000 done jobs of another service, a few jobs of
+    /// `emails.send` in every other state, and (if `analyzed`) the planner's statistics.
+    fn beside_a_done_backlog(analyzed: bool) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        conn.execute_batch(
+            "
+WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, state,
+                          max_attempts, run_at, created_at, finished_at)
+SELECT 'e', 's', 'archive.store', 'default', 0, '{}', 'done', 25, 0, 0, i FROM n;
+WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12)
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, state,
+                          max_attempts, run_at, created_at, worker, crashes)
+SELECT 'e', 's', 'emails.send', 'default', 0, '{}',
+       CASE i % 3 WHEN 0 THEN 'pending' WHEN 1 THEN 'running' ELSE 'dead' END, 25, 0, i,
+       CASE WHEN i % 3 = 1 THEN 1 END, i % 2
+FROM n;",
+        )
+        .unwrap();
+        if analyzed {
+            conn.execute_batch("ANALYZE").unwrap();
+        }
+        conn
+    }
+
+    /// The handlers of the statements that take them: `emails.send` alone.
+    const MINE: &str = r#"[{"name": "emails.send", "signal": "s"}]"#;
+
+    /// The steps of `sql`'s query plan, with `params` bound (a plan may depend on them).
+    fn plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps = statement
+            .query_map(params, |row| row.get::<_, String>(3))
+            .unwrap();
+        steps.collect::<rusqlite::Result<_>>().unwrap()
+    }
+
+    /// The steps that read the jobs table beyond one index's range of unfinished rows: a scan
+    /// of the table (`signals_jobs`, or `job` in the statements that alias it), a range of
+    /// rowids (which walks the done rows between), or the done rows' index.
+    fn reads_done_rows(plan: &[String]) -> Vec<String> {
+        plan.iter()
+            .filter(|step| {
+                let table_scan = ["SCAN signals_jobs", "SCAN job"]
+                    .iter()
+                    .any(|scan| step.starts_with(scan) && !step.contains(" INDEX signals_jobs_"));
+                table_scan
+                    || step.contains("rowid>")
+                    || step.contains("rowid<")
+                    || step.contains("signals_jobs_done")
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// `stats`, the idle check (`wait_idle` polls it every 20 ms) and the dead-job listing
+    /// read the unfinished jobs through partial indexes, never the done ones.
+    #[test]
+    fn stats_the_idle_check_and_dead_jobs_never_read_the_done_rows() {
+        let mut found = Vec::new();
+        for analyzed in [false, true] {
+            let conn = beside_a_done_backlog(analyzed);
+            let plans = [
+                ("STATS", plan(&conn, STATS, [])),
+                ("BUSY", plan(&conn, BUSY, [MINE])),
+                ("DEAD_JOBS", plan(&conn, DEAD_JOBS, [0, 50])),
+            ];
+            for (name, plan) in plans {
+                if !reads_done_rows(&plan).is_empty() {
+                    found.push(format!("{name} (analyzed: {analyzed}): {plan:?}"));
+                }
+            }
+        }
+        assert!(found.is_empty(), "{found:#?}");
+    }
+
+    /// A migrated database holding another service's 100,000 due jobs (`outbox.publish`, at a
+    /// higher priority than ours), and a few of ours: `emails.send` at priority 0 (one of them
+    /// a due suspect) and `sms.send` at priority 5.
+    fn beside_a_foreign_backlog(analyzed: bool) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        conn.execute_batch(
+            "
+WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload,
+                          max_attempts, run_at, created_at)
+SELECT 'e', 's', 'outbox.publish', 'default', 10, '{}', 25, 0, 0 FROM n;
+INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload,
+                          max_attempts, run_at, created_at, crashes)
+VALUES ('e', 'app::Welcome', 'emails.send', 'default', 0, '{}', 25, 1, 0, 0),
+       ('e', 'app::Welcome', 'emails.send', 'default', 0, '{}', 25, 2, 0, 0),
+       ('e', 'app::Welcome', 'emails.send', 'default', 0, '{}', 25, 3, 0, 1),
+       ('e', 'app::Welcome', 'emails.send', 'default', 0, '{}', 25, 9999, 0, 0),
+       ('e', 'app::Code', 'sms.send', 'default', 5, '{}', 25, 4, 0, 0),
+       ('e', 'app::Code', 'sms.send', 'default', 5, '{}', 25, 5, 0, 0);",
+        )
+        .unwrap();
+        if analyzed {
+            conn.execute_batch("ANALYZE").unwrap();
+        }
+        conn
+    }
+
+    /// The steps that read jobs of handlers the statement was not asked about: every read of
+    /// the jobs table must be a probe of one handler's range, a row by id, or the running jobs
+    /// (`signals_jobs_worker`: at most every worker's concurrency).
+    fn reads_other_handlers(plan: &[String]) -> Vec<String> {
+        plan.iter()
+            .filter(|step| {
+                let reads = [
+                    "SCAN signals_jobs",
+                    "SCAN job",
+                    "SEARCH signals_jobs",
+                    "SEARCH job",
+                ]
+                .iter()
+                .any(|read| step.starts_with(read));
+                reads
+                    && !step.contains("(handler=?")
+                    && !step.contains("(rowid=?)")
+                    && !step.contains("USING INDEX signals_jobs_worker")
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Claims (suspects or not), the runnable check and the suspect check probe each of the
+    /// worker's handlers through an index that starts at the handler: another service's due
+    /// backlog in the same file is never read. The claim still takes the jobs in claim order
+    /// across handlers, and only due ones.
+    #[test]
+    fn claims_probe_each_handler_and_never_read_another_services_backlog() {
+        let handlers = r#"[{"name": "emails.send", "signal": "Welcome"},
+                           {"name": "sms.send", "signal": "Code"}]"#;
+        let mut found = Vec::new();
+        for analyzed in [false, true] {
+            let conn = beside_a_foreign_backlog(analyzed);
+            let plans = [
+                (
+                    "CLAIM",
+                    plan(&conn, CLAIM, params![100, handlers, false, 3, 7, 1]),
+                ),
+                (
+                    "CLAIM_SUSPECT",
+                    plan(&conn, CLAIM_SUSPECT, params![100, handlers, true, 3, 7, 1]),
+                ),
+                ("RUNNABLE", plan(&conn, RUNNABLE, params![100, handlers])),
+                (
+                    "RESERVE_SUSPECT",
+                    plan(&conn, RESERVE_SUSPECT, params![100, handlers, 7, 0]),
+                ),
+                ("BUSY", plan(&conn, BUSY, [handlers])),
+            ];
+            for (name, plan) in plans {
+                if !reads_other_handlers(&plan).is_empty() {
+                    found.push(format!("{name} (analyzed: {analyzed}): {plan:?}"));
+                }
+            }
+        }
+        assert!(found.is_empty(), "{found:#?}");
+        let conn = beside_a_foreign_backlog(false);
+        let claim = |suspects| {
+            let request = ClaimRequest {
+                handlers,
+                limit: 3,
+                suspects,
+                worker: 1,
+                now: Some(100),
+                token: 7,
+            };
+            let jobs = super::claim(&conn, &request).unwrap();
+            jobs.iter()
+                .map(|job| (job.handler.clone(), job.run_at))
+                .collect::<Vec<_>>()
+        };
+        let job = |handler: &str, run_at| (handler.to_owned(), run_at);
+        assert_eq!(
+            claim(false),
+            [
+                job("sms.send", 4),
+                job("sms.send", 5),
+                job("emails.send", 1)
+            ]
+        );
+        assert_eq!(
+            claim(false),
+            [job("emails.send", 2)],
+            "not the suspect, nor 9999"
+        );
+        assert_eq!(claim(true), [job("emails.send", 3)]);
+    }
 }

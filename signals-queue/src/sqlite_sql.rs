@@ -133,10 +133,19 @@ pub(crate) const ADDED_COLUMNS: [(&str, &str); 3] = [
 pub(crate) const HAS_COLUMN: &str =
     "SELECT COUNT(*) FROM pragma_table_info('signals_jobs') WHERE name = ?1";
 
-/// The indexes, once every column exists.
+/// The indexes, once every column exists. Migration 5 adds `signals_jobs_claim` (pending jobs
+/// by handler, in claim order: claims, idle checks and `stats` probe it per handler),
+/// `signals_jobs_suspects` (due suspects by handler) and `signals_jobs_dead` (the dead-job
+/// listing, `stats`); `signals_jobs_pending` and `signals_jobs_suspect` stay for the previous
+/// release's claim during a rolling deploy.
 pub(crate) const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS signals_jobs_pending
     ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS signals_jobs_claim
+    ON signals_jobs (handler, priority DESC, run_at, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS signals_jobs_suspects
+    ON signals_jobs (handler, run_at) WHERE state = 'pending' AND crashes > 0;
+CREATE INDEX IF NOT EXISTS signals_jobs_dead ON signals_jobs (id) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS signals_jobs_suspect
     ON signals_jobs (run_at) WHERE state = 'pending' AND crashes > 0;
 DROP INDEX IF EXISTS signals_jobs_running;
@@ -182,37 +191,86 @@ macro_rules! mine {
     };
 }
 
-/// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array of
-/// `{"name", "signal"}`: a row of another signal under the same name is not taken), suspects
-/// (`?3`: those the claimer reserved, or no one did) or not, in claim order: one statement, so two workers never claim one job. Charges
-/// the attempt: the handler starts now. (`LIMIT +?4`: with a bare parameter there, SQLite
-/// re-prepares the statement at every run.)
-pub(crate) const CLAIM: &str = concat!(
-    "
+/// Whether a row is a job of the handler `$h` (a row of `json_each` over the handlers: a
+/// `{"name", "signal"}` object): its handler's name, and its signal's type name (the row stores
+/// the full path; a module may move). `handler = …` comes first: the indexes that start at the
+/// handler are probed with it.
+macro_rules! of_handler {
+    ($h:literal) => {
+        concat!(
+            "handler = json_extract(",
+            $h,
+            ".value, '$.name')
+          AND (signal = json_extract(",
+            $h,
+            ".value, '$.signal')
+               OR substr(signal, -length(json_extract(",
+            $h,
+            ".value, '$.signal')) - 2)
+                  = '::' || json_extract(",
+            $h,
+            ".value, '$.signal'))"
+        )
+    };
+}
+
+/// The claim of [`CLAIM`] and [`CLAIM_SUSPECT`]: for each handler of `?2` (the outer loop: a
+/// `CROSS JOIN` keeps `json_each` outside), its first `?4` candidates by `$order` through the
+/// index that starts at the handler (`$filter` picks suspects or not), then the first `?4` of
+/// them all in claim order.
+macro_rules! claim {
+    ($filter:literal, $order:literal) => {
+        concat!(
+            "
 UPDATE signals_jobs
 SET state = 'running', attempt = attempt + 1, token = ?5, worker = ?6, lease_until = NULL
 WHERE id IN (
-    SELECT id FROM signals_jobs
-    WHERE state = 'pending' AND run_at <= ?1
-      AND ",
-    mine!("?2"),
-    "
-      AND (crashes > 0) = ?3 AND (NOT ?3 OR worker IS NULL OR worker = ?6)
-    ORDER BY priority DESC, run_at, id
+    SELECT job.id FROM json_each(?2) AS h CROSS JOIN signals_jobs AS job
+    WHERE job.id IN (
+        SELECT id FROM signals_jobs
+        WHERE state = 'pending' AND ",
+            of_handler!("h"),
+            "
+          AND run_at <= ?1 AND ",
+            $filter,
+            "
+        ORDER BY ",
+            $order,
+            "
+        LIMIT +?4)
+    ORDER BY job.priority DESC, job.run_at, job.id
     LIMIT +?4)
 RETURNING id, event_id, handler, payload, attempt, priority, run_at"
+        )
+    };
+}
+
+/// pending → running for up to `?4` due jobs of the handlers `?2` (a JSON array of
+/// `{"name", "signal"}`: a row of another signal under the same name is not taken), in claim
+/// order: one statement, so two workers never claim one job. Charges the attempt: the handler
+/// starts now. Each handler's candidates come from `signals_jobs_claim` starting at that
+/// handler, so jobs of handlers this worker does not run (another service's backlog in the
+/// same file) are never read. Takes no suspect; `?3` (suspects wanted) is false. (`LIMIT +?4`:
+/// with a bare parameter there, SQLite re-prepares the statement at every run.)
+pub(crate) const CLAIM: &str = claim!("crashes = 0 AND NOT ?3", "priority DESC, run_at, id");
+
+/// [`CLAIM`] for suspects (`?3` true), each handler's through `signals_jobs_suspects`: those
+/// the claimer (`?6`) reserved ([`RESERVE_SUSPECT`]), or no one did.
+pub(crate) const CLAIM_SUSPECT: &str = claim!(
+    "crashes > 0 AND ?3 AND (worker IS NULL OR worker = ?6)",
+    "run_at"
 );
 
 /// Whether any job of these handlers (`?2`) is runnable: a read, which in WAL mode never waits
 /// for a writer (an idle worker asks before it claims, so that it does not queue behind the
-/// commit of the job it was woken for).
+/// commit of the job it was woken for). Probes `signals_jobs_claim` per handler.
 pub(crate) const RUNNABLE: &str = concat!(
     "
 SELECT EXISTS (
-    SELECT 1 FROM signals_jobs
-    WHERE state = 'pending' AND run_at <= ?1 AND ",
-    mine!("?2"),
-    ")"
+    SELECT 1 FROM json_each(?2) AS h CROSS JOIN signals_jobs
+    WHERE state = 'pending' AND ",
+    of_handler!("h"),
+    " AND run_at <= ?1)"
 );
 
 /// running → pending again for the jobs of the claim `$1`, whose reply was lost: the attempt
@@ -287,16 +345,22 @@ pub(crate) const PRUNE_WORKERS: &str =
 /// Reserves for worker `?3` a due suspect of these handlers (`?2`), which it will run alone:
 /// the oldest one no live worker reserved (its `worker`, while `pending`), due for at least
 /// `?4` ms (0 for an idle worker, a lease for a busy one). One worker drains for a suspect, not
-/// every worker that runs its handler. One row changed if the worker holds one.
+/// every worker that runs its handler. Probes `signals_jobs_suspects` per handler. One row
+/// changed if the worker holds one.
 pub(crate) const RESERVE_SUSPECT: &str = concat!(
     "
 UPDATE signals_jobs SET worker = ?3
-WHERE id = (SELECT id FROM signals_jobs
-    WHERE state = 'pending' AND crashes > 0 AND run_at <= ?1 - ?4 AND ",
-    mine!("?2"),
+WHERE id = (
+    SELECT job.id FROM json_each(?2) AS h CROSS JOIN signals_jobs AS job
+    WHERE job.id IN (
+        SELECT id FROM signals_jobs
+        WHERE state = 'pending' AND crashes > 0 AND ",
+    of_handler!("h"),
     "
-      AND (worker IS NULL OR worker = ?3 OR worker NOT IN (SELECT id FROM signals_workers))
-    ORDER BY run_at LIMIT 1)"
+          AND run_at <= ?1 - ?4
+          AND (worker IS NULL OR worker = ?3 OR worker NOT IN (SELECT id FROM signals_workers))
+        ORDER BY run_at LIMIT 1)
+    ORDER BY job.run_at LIMIT 1)"
 );
 
 /// dead → pending, with the attempts and crashes reset; of the handler `?2` only, unless NULL.
@@ -340,25 +404,43 @@ pub(crate) const HAS_SCHEMA: &str =
 /// Records the schema version.
 pub(crate) const SET_VERSION: &str = "INSERT INTO signals_queue_schema (version) VALUES (?1)";
 
-/// Job counts by handler and state, with the oldest job's creation time of each group; done
-/// counts from `signals_job_counts`, which the statements that complete and purge jobs keep.
+/// Job counts by handler and state, with the oldest job's creation time of each group, one
+/// part per state, each through its partial index (a filter on several states matches none, and
+/// scanned the table): pending through `signals_jobs_claim` (in handler order), running through
+/// `signals_jobs_worker`, dead through `signals_jobs_dead`. Done counts from
+/// `signals_job_counts`, which the statements that complete and purge jobs keep.
 pub(crate) const STATS: &str = "
-SELECT handler, state, COUNT(*), MIN(created_at) FROM signals_jobs
-WHERE state IN ('pending', 'running', 'dead') GROUP BY handler, state
+SELECT handler, 'pending', COUNT(*), MIN(created_at) FROM signals_jobs
+WHERE state = 'pending' GROUP BY handler
+UNION ALL
+SELECT handler, 'running', COUNT(*), MIN(created_at) FROM signals_jobs
+WHERE state = 'running' GROUP BY handler
+UNION ALL
+SELECT handler, 'dead', COUNT(*), MIN(created_at) FROM signals_jobs
+WHERE state = 'dead' GROUP BY handler
 UNION ALL
 SELECT handler, 'done', SUM(done), NULL FROM signals_job_counts
 GROUP BY handler HAVING SUM(done) > 0";
 
-/// Up to `?2` dead jobs after the id `?1`, oldest first.
+/// Up to `?2` dead jobs after the id `?1`, oldest first: a range of `signals_jobs_dead` (a
+/// range of rowids would walk every done job in between).
 pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, payload FROM signals_jobs
 WHERE state = 'dead' AND id > ?1 ORDER BY id LIMIT ?2";
 
-/// How many jobs of these handlers (`?1`) are pending or running.
+/// 1 while a job of these handlers (`?1`) is pending or running, else 0: a probe of
+/// `signals_jobs_claim` per handler, then the running jobs (through `signals_jobs_worker`:
+/// at most every worker's concurrency).
 pub(crate) const BUSY: &str = concat!(
     "
-SELECT COUNT(*) FROM signals_jobs WHERE state IN ('pending', 'running') AND ",
-    mine!("?1")
+SELECT EXISTS (
+    SELECT 1 FROM json_each(?1) AS h CROSS JOIN signals_jobs
+    WHERE state = 'pending' AND ",
+    of_handler!("h"),
+    ")
+    OR EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'running' AND ",
+    mine!("?1"),
+    ")"
 );
 
 /// running → pending after each job's own backoff, or dead (no attempts left, or written more

@@ -142,7 +142,12 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
         }
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
-            sqlx::query_as(crate::sqlite_sql::CLAIM)
+            use crate::sqlite_sql as sql;
+            let claim = match request.suspects {
+                true => sql::CLAIM_SUSPECT,
+                false => sql::CLAIM,
+            };
+            sqlx::query_as(claim)
                 .bind(local(request.now))
                 .bind(request.handlers)
                 .bind(request.suspects)
@@ -339,26 +344,44 @@ pub async fn heartbeat(
     Ok(())
 }
 
-/// Forgets a worker that stopped (its jobs finished or were failed).
-pub async fn retire(tx: Tx<'_>, worker: i64) -> Result<(), sqlx::Error> {
-    on!(tx, |conn, sql| {
-        sqlx::query(sql::RETIRE)
-            .bind(worker)
-            .execute(&mut *conn)
-            .await?;
-    });
+/// Forgets a worker that stopped (its jobs finished or were failed). On PostgreSQL a worker
+/// under whose id jobs still run (their outcome could not be recorded) is made to lapse
+/// instead, so that the next rescue finds them from its row.
+#[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+pub async fn retire(tx: Tx<'_>, worker: i64, now: Option<Millis>) -> Result<(), sqlx::Error> {
+    match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => {
+            sqlx::query(crate::postgres::RETIRE)
+                .bind(worker)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => {
+            sqlx::query(crate::sqlite_sql::RETIRE)
+                .bind(worker)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Tx::__Job(_) => unreachable!("a retirement runs on the worker's own connection"),
+    }
     Ok(())
 }
 
 /// Returns the jobs of workers whose lease expired to the queue (suspects from now on), and
-/// forgets those workers; how many jobs. On SQLite `watch` judges the leases (see
-/// [`StaleWatch`]); PostgreSQL's clock does on PostgreSQL.
+/// forgets those workers once none of their jobs runs; how many jobs. On SQLite `watch`
+/// judges the leases (see [`StaleWatch`]); PostgreSQL's clock does on PostgreSQL, where
+/// `adopt` first gives a lapsed row to the workers that running jobs name and that left none
+/// (a walk over the workers with running jobs: maintenance asks for it once per lease).
 #[cfg_attr(not(feature = "sqlx-sqlite"), allow(unused_variables))]
 pub async fn rescue(
     mut tx: Tx<'_>,
     me: i64,
     watch: &mut StaleWatch,
     retry: &RetryPolicy,
+    adopt: bool,
     now: Option<Millis>,
 ) -> Result<u64, sqlx::Error> {
     let (base, cap) = (retry.base.as_millis() as i64, retry.cap.as_millis() as i64);
@@ -366,6 +389,12 @@ pub async fn rescue(
         #[cfg(feature = "postgres")]
         Tx::Postgres(conn) => {
             use crate::postgres as sql;
+            if adopt {
+                sqlx::query(sql::ADOPT_WORKERS)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             let rescued = sqlx::query(sql::RESCUE)
                 .bind(now)
                 .bind(base)
@@ -387,6 +416,7 @@ pub async fn rescue(
             // Under the write lock: the counters read are the ones the rescue acts on, and a
             // watch held up behind another transaction sees that it was.
             let mut conn = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let _ = adopt; // the rescue itself finds the jobs of workers that left no row
             let rows: Vec<(i64, i64, i64)> =
                 sqlx::query_as(sql::WORKERS).fetch_all(&mut *conn).await?;
             let stale = serde_json::to_string(&watch.observe(me, &rows)).expect("ids serialize");
@@ -531,7 +561,7 @@ pub async fn promote(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<
     }
 }
 
-/// How many jobs of `handlers` are pending or running.
+/// 1 while a job of `handlers` is pending (available or scheduled) or running, else 0.
 pub async fn busy(tx: Tx<'_>, handlers: &str) -> Result<i64, sqlx::Error> {
     Ok(on!(tx, |conn, sql| {
         sqlx::query_scalar(sql::BUSY)

@@ -50,9 +50,17 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
                 return;
             }
         }
-        let result = match shared.own.acquire().await {
-            Ok(mut conn) => store::complete_many(conn.tx(), batch, shared.now()).await,
-            Err(error) => Err(error),
+        let attempt = async {
+            let mut conn = shared.own.acquire().await?;
+            store::complete_many(conn.tx(), batch, shared.now()).await
+        };
+        // Once stopping, no try outlasts the give-up time (a pool waiting for a database that
+        // is gone would).
+        let result = match give_up {
+            Some(at) => tokio::time::timeout_at(at, attempt)
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
+            None => attempt.await,
         };
         match result {
             Ok(handlers) => {

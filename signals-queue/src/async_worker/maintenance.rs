@@ -58,7 +58,7 @@ pub async fn maintain(upkeep: Upkeep<'_>) {
     // Bounded: with the database gone, the lease lapses by itself.
     let retire = async {
         let mut conn = upkeep.pool.acquire().await?;
-        store::retire(conn.tx(), upkeep.worker).await
+        store::retire(conn.tx(), upkeep.worker, upkeep.clock.fixed()).await
     };
     let _ = tokio::time::timeout(upkeep.lease / 3, retire).await;
 }
@@ -113,9 +113,25 @@ async fn look_after(upkeep: &Upkeep<'_>) {
         .min(upkeep.lease / 3)
         .max(Duration::from_millis(5));
     let mut watch = StaleWatch::default();
+    // When the workers that running jobs name were last checked for a row (PostgreSQL).
+    let mut adopted: Option<Instant> = None;
     loop {
-        if let Err(error) = tick_once(upkeep, &mut watch).await {
-            trace::database_error("rescue", &error.into());
+        let adopt = adopted.is_none_or(|at| at.elapsed() >= upkeep.lease);
+        // A round waiting for a database that is gone does not hold up retirement.
+        let retired = upkeep.retired.notified();
+        tokio::pin!(retired);
+        retired.as_mut().enable();
+        if upkeep.retire.load(Ordering::SeqCst) {
+            return;
+        }
+        let round = tokio::select! {
+            round = tick_once(upkeep, &mut watch, adopt) => round,
+            () = &mut retired => return,
+        };
+        match round {
+            Ok(()) if adopt => adopted = Some(Instant::now()),
+            Ok(()) => {}
+            Err(error) => trace::database_error("rescue", &error.into()),
         }
         if !pause(upkeep, tick).await {
             return;
@@ -123,12 +139,16 @@ async fn look_after(upkeep: &Upkeep<'_>) {
     }
 }
 
-/// One round: rescues the jobs of dead workers, promotes due scheduled jobs, checks for due
-/// suspects and records orphans.
-async fn tick_once(upkeep: &Upkeep<'_>, watch: &mut StaleWatch) -> Result<(), sqlx::Error> {
+/// One round: rescues the jobs of dead workers (first giving a lapsed row to workers that left
+/// none, if `adopt`), promotes due scheduled jobs, checks for due suspects and records orphans.
+async fn tick_once(
+    upkeep: &Upkeep<'_>,
+    watch: &mut StaleWatch,
+    adopt: bool,
+) -> Result<(), sqlx::Error> {
     let mut conn = upkeep.pool.acquire().await?;
     let now = upkeep.clock.fixed();
-    let rescued = store::rescue(conn.tx(), upkeep.worker, watch, upkeep.retry, now).await?;
+    let rescued = store::rescue(conn.tx(), upkeep.worker, watch, upkeep.retry, adopt, now).await?;
     if rescued > 0 {
         trace::rescued(rescued as usize);
         upkeep.woken.notify_one();
