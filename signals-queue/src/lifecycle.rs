@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::Millis;
 use crate::timing::RetryPolicy;
+use crate::timing::Timing;
 
 pub use crate::timing::DEFAULT_PAYLOAD_GRACE;
 
@@ -50,6 +51,187 @@ pub(crate) const FLUSH_JOBS: usize = 512;
 
 /// ... or once its oldest completion has waited this long.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(5);
+
+/// The most jobs one fetch claims, however many slots are free.
+pub(crate) const FETCH_LIMIT: usize = 256;
+
+/// While more jobs wait, a fetch waits this long for a quarter of the slots to be free, so that
+/// a busy worker fetches many jobs per statement rather than one per finished job; and a stream
+/// of notifications wakes at most one fetch this often.
+pub(crate) const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
+
+/// What a worker's producer does next: the fetch sizing, the cooldown and the suspect rule,
+/// written once for both workers, which differ only in how they wait.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Every slot is taken, or a suspect runs (or waits for the worker to itself): wait for a
+    /// running job to end.
+    WaitForSlot,
+    /// Jobs wait but few slots are free: wait until then (or a job ends) to fetch for more.
+    GatherUntil(Instant),
+    /// Claim up to `limit` jobs: suspects (one, to run alone) or others.
+    Fetch { limit: usize, suspects: bool },
+}
+
+/// A producer's fetch sizing: fetch only for free slots, at most [`FETCH_LIMIT`]; while the last
+/// fetch came back full, gather a quarter of the slots (for up to [`FETCH_COOLDOWN`]) before
+/// fetching again; a due suspect waits for the worker to empty, then runs alone.
+#[derive(Debug)]
+pub(crate) struct Fetcher {
+    concurrency: usize,
+    /// The last fetch was full: more jobs are likely due.
+    more: bool,
+    /// Since when slots have been free while fewer than a quarter were.
+    free_since: Option<Instant>,
+}
+
+impl Fetcher {
+    pub(crate) fn new(concurrency: usize) -> Fetcher {
+        Fetcher {
+            concurrency: concurrency.max(1),
+            more: false,
+            free_since: None,
+        }
+    }
+
+    /// What to do now, with `running` jobs running, `solo` if a suspect runs, and `suspects`
+    /// if this worker holds a due suspect's reservation.
+    pub(crate) fn next(
+        &mut self,
+        running: usize,
+        solo: bool,
+        suspects: bool,
+        now: Instant,
+    ) -> Next {
+        let free = self.concurrency.saturating_sub(running);
+        if free == 0 || solo || (suspects && running > 0) {
+            return Next::WaitForSlot;
+        }
+        let gather = (self.concurrency / 4).max(1);
+        if self.more && !suspects && free < gather {
+            let since = *self.free_since.get_or_insert(now);
+            if now.duration_since(since) < FETCH_COOLDOWN {
+                return Next::GatherUntil(since + FETCH_COOLDOWN);
+            }
+        }
+        self.free_since = None;
+        match suspects {
+            true => Next::Fetch {
+                limit: 1,
+                suspects: true,
+            },
+            false => Next::Fetch {
+                limit: free.min(FETCH_LIMIT),
+                suspects: false,
+            },
+        }
+    }
+
+    /// A fetch of `limit` claimed `claimed` jobs; whether it came back full (look again at
+    /// once).
+    pub(crate) fn fetched(&mut self, limit: usize, claimed: usize) -> bool {
+        self.more = claimed == limit;
+        self.more
+    }
+
+    /// Something woke the worker (a commit, a rescue): jobs are likely due.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn woken(&mut self) {
+        self.more = true;
+    }
+}
+
+/// How long a due suspect waits before a worker running `running` jobs reserves it: an idle
+/// worker takes it at once; a busy one, which would have to let its jobs finish first, only
+/// after a lease with no idle worker taking it. One worker drains for a suspect, not every one.
+pub(crate) fn suspect_wait(running: usize, lease: Duration) -> Duration {
+    match running {
+        0 => Duration::ZERO,
+        _ => lease,
+    }
+}
+
+/// How long an attempt may run: its handler's own `timeout`, or the worker's.
+pub(crate) fn attempt_timeout(own: Option<Duration>, timing: &Timing) -> Duration {
+    own.unwrap_or(timing.job_timeout)
+}
+
+/// How often maintenance renews the lease (a third of it), and how often it looks after the
+/// rest (rescues, promotions, suspects, orphans, timeouts): at most a third of the lease, and
+/// at most `every`.
+pub(crate) fn maintenance_ticks(lease: Duration, every: Duration) -> (Duration, Duration) {
+    let renew = lease / 3;
+    (renew, every.min(renew).max(Duration::from_millis(5)))
+}
+
+/// A write the worker keeps trying: a failed attempt's record, or a completion at shutdown. It
+/// is tried again after a backoff (5 ms doubling, at most a second) until `give_up`: a lease
+/// after the first try, when another worker may rescue the job anyway; then the job is left
+/// to maintenance (an orphan) or to a rescue.
+#[derive(Debug)]
+pub(crate) struct Persist {
+    give_up: Instant,
+    backoff: Duration,
+}
+
+impl Persist {
+    /// Tries for up to `lease` from now.
+    pub(crate) fn for_lease(lease: Duration) -> Persist {
+        Persist {
+            give_up: Instant::now() + lease,
+            backoff: Duration::from_millis(5),
+        }
+    }
+
+    /// When it gives up: no single try should outlast it.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn deadline(&self) -> Instant {
+        self.give_up
+    }
+
+    /// After a failed try: how long to wait before the next, or `None` to give up.
+    pub(crate) fn again(&mut self) -> Option<Duration> {
+        let pause = self.backoff;
+        if Instant::now() + pause >= self.give_up {
+            return None;
+        }
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+        Some(pause)
+    }
+}
+
+/// A failed attempt's record for `job`, from its error and the worker's timings.
+pub(crate) fn failure<'e>(
+    job: &Claimed,
+    error: &crate::error::AttemptError,
+    message: &'e str,
+    timing: &Timing,
+) -> Failure<'e> {
+    Failure {
+        permanent: error.is_permanent(),
+        delay_ms: retry_delay(&timing.retry, job.attempt),
+        error: message,
+        now: timing.clock.fixed(),
+        dead_after_ms: error
+            .is_payload()
+            .then_some(timing.payload_grace.as_millis() as i64),
+    }
+}
+
+/// An orphan's record (see [`InFlight::orphans`]): failed the normal way, its attempt charged.
+pub(crate) fn orphan_failure(
+    job: &Claimed,
+    retry: &RetryPolicy,
+    now: Option<Millis>,
+) -> Failure<'static> {
+    Failure {
+        permanent: false,
+        delay_ms: retry_delay(retry, job.attempt),
+        error: ORPHANED,
+        dead_after_ms: None,
+        now,
+    }
+}
 
 /// The message a rescued job's `last_error` carries.
 pub(crate) const RESCUED: &str =
@@ -434,6 +616,57 @@ mod tests {
     fn completions_are_id_token_pairs() {
         assert_eq!(completions_json(&[]), "[]");
         assert_eq!(completions_json(&[(1, 2), (3, -4)]), "[[1,2],[3,-4]]");
+    }
+
+    #[test]
+    fn a_producer_fetches_for_free_slots_gathers_while_busy_and_runs_a_suspect_alone() {
+        let mut fetcher = Fetcher::new(8);
+        let now = Instant::now();
+        assert_eq!(fetcher.next(8, false, false, now), Next::WaitForSlot);
+        let fetch = |limit, suspects| Next::Fetch { limit, suspects };
+        assert_eq!(fetcher.next(0, false, false, now), fetch(8, false));
+        // A full fetch: more jobs wait, so one free slot of eight waits a moment for a second.
+        assert!(fetcher.fetched(8, 8));
+        assert_eq!(
+            fetcher.next(7, false, false, now),
+            Next::GatherUntil(now + FETCH_COOLDOWN)
+        );
+        assert_eq!(fetcher.next(6, false, false, now), fetch(2, false));
+        assert_eq!(
+            fetcher.next(7, false, false, now + FETCH_COOLDOWN),
+            Next::GatherUntil(now + FETCH_COOLDOWN * 2)
+        );
+        assert_eq!(
+            fetcher.next(7, false, false, now + FETCH_COOLDOWN * 2),
+            fetch(1, false)
+        );
+        // A suspect waits for the worker to empty, then runs alone.
+        assert_eq!(fetcher.next(3, false, true, now), Next::WaitForSlot);
+        assert_eq!(fetcher.next(0, false, true, now), fetch(1, true));
+        assert_eq!(fetcher.next(0, true, false, now), Next::WaitForSlot);
+        // At most FETCH_LIMIT a fetch.
+        assert_eq!(
+            Fetcher::new(1000).next(0, false, false, now),
+            fetch(FETCH_LIMIT, false)
+        );
+        assert_eq!(suspect_wait(0, Duration::from_secs(30)), Duration::ZERO);
+        assert_eq!(
+            suspect_wait(2, Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn a_write_is_tried_again_until_a_lease_has_passed() {
+        let mut persist = Persist::for_lease(Duration::from_millis(40));
+        let mut pauses = Vec::new();
+        while let Some(pause) = persist.again() {
+            pauses.push(pause);
+            std::thread::sleep(pause);
+        }
+        // 5, 10, 20 ms...: it gave up before the lease would have passed with the next pause.
+        assert_eq!(pauses[..2], [5, 10].map(Duration::from_millis));
+        assert!(pauses.iter().sum::<Duration>() < Duration::from_millis(40));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use crate::clock::Clock;
 use crate::error::{AttemptError, Error};
 use crate::job::JobInfo;
 use crate::lifecycle::{
-    self, ClaimRequest, Claimed, Counters, Failure, InFlight, StaleWatch, WorkerStats, FLUSH_AFTER,
-    FLUSH_JOBS,
+    self, ClaimRequest, Claimed, Counters, Fetcher, InFlight, Next, Persist, StaleWatch,
+    WorkerStats, FLUSH_AFTER, FLUSH_JOBS,
 };
 use crate::registry::linked_jobs;
 use crate::scope::{JobScope, State};
@@ -29,13 +29,6 @@ use crate::timing::RetryPolicy;
 use crate::timing::Timing;
 use crate::trace;
 use crate::wake::WAKE;
-
-/// The most jobs one fetch claims, however many slots are free.
-const FETCH_LIMIT: usize = 256;
-
-/// While more jobs wait, a fetch waits this long for a quarter of the slots to be free (see the
-/// async worker's producer).
-const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
 
 /// Configures a [`Worker`]: where the jobs are, what handlers' contexts need, how many jobs
 /// run at once, and the timings. Every setting has a default.
@@ -427,18 +420,6 @@ impl Shared {
             }
         }
     }
-
-    fn failure<'e>(&self, job: &Claimed, error: &AttemptError, message: &'e str) -> Failure<'e> {
-        Failure {
-            permanent: error.is_permanent(),
-            delay_ms: lifecycle::retry_delay(&self.config.timing.retry, job.attempt),
-            error: message,
-            now: self.config.timing.clock.fixed(),
-            dead_after_ms: error
-                .is_payload()
-                .then_some(self.config.timing.payload_grace.as_millis() as i64),
-        }
-    }
 }
 
 /// The producer: claims jobs for free slots only and hands each to an executor at once; runs
@@ -451,41 +432,29 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
     // After a wake-up the new job is not visible until its writer commits: look again soon.
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
-    // The last fetch was full: more jobs are likely due.
-    let mut more = false;
-    // Since when slots have been free while fewer than `gather` were.
-    let mut free_since: Option<Instant> = None;
-    let gather = (shared.config.concurrency / 4).max(1);
+    let mut fetcher = Fetcher::new(shared.config.concurrency);
     while !shared.stopping() {
-        let suspects = shared.suspects.load(Ordering::SeqCst);
-        let want = {
+        let (want, suspects) = {
             let mut slots = lock(&shared.slots);
-            let busy = |slots: &Slots| {
-                let running = slots.running.len();
-                running >= shared.config.concurrency || slots.solo || (suspects && running > 0)
-            };
-            if busy(&slots) {
-                let _ = shared
-                    .changed
-                    .wait_timeout(slots, shared.config.timing.poll_interval);
-                continue;
-            }
-            let free = shared.config.concurrency - slots.running.len();
-            if more && !suspects && free < gather {
-                // Jobs are waiting and few slots are free: gather a few more before fetching.
-                let since = *free_since.get_or_insert_with(Instant::now);
-                let left = FETCH_COOLDOWN.saturating_sub(since.elapsed());
-                if !left.is_zero() {
+            let suspects = shared.suspects.load(Ordering::SeqCst);
+            match fetcher.next(slots.running.len(), slots.solo, suspects, Instant::now()) {
+                Next::WaitForSlot => {
+                    let _ = shared
+                        .changed
+                        .wait_timeout(slots, shared.config.timing.poll_interval);
+                    continue;
+                }
+                Next::GatherUntil(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
                     let _ = shared.changed.wait_timeout(slots, left);
                     continue;
                 }
-            }
-            free_since = None;
-            if suspects {
-                slots.solo = true; // claimed below, or given up
-                1
-            } else {
-                free.min(FETCH_LIMIT)
+                Next::Fetch { limit, suspects } => {
+                    if suspects {
+                        slots.solo = true; // claimed below, or given up
+                    }
+                    (limit, suspects)
+                }
             }
         };
         let now = shared.config.timing.clock.fixed();
@@ -512,8 +481,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
                 shared.in_flight.hold(&claimed);
                 Counters::add(&shared.counters.claimed, claimed.len() as u64);
                 backoff = Duration::from_millis(10);
-                let full = claimed.len() == want;
-                more = full;
+                let full = fetcher.fetched(want, claimed.len());
                 if suspects && claimed.is_empty() {
                     shared.suspects.store(false, Ordering::SeqCst);
                     lock(&shared.slots).solo = false;
@@ -523,7 +491,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
                     let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
                         continue;
                     };
-                    let timeout = info.timeout().unwrap_or(shared.config.timing.job_timeout);
+                    let timeout = lifecycle::attempt_timeout(info.timeout(), &shared.config.timing);
                     slots.running.insert(
                         (job.id, job.token),
                         Running {
@@ -679,21 +647,19 @@ fn record_failure(
     error: &AttemptError,
 ) {
     let message = error.to_string();
-    let failure = shared.failure(job, error, &message);
+    let failure = lifecycle::failure(job, error, &message, &shared.config.timing);
     // Tried again, whatever the error, until the lease would lapse; then the job is left to
     // maintenance, which fails it once nothing holds it (an orphan).
-    let give_up = Instant::now() + shared.config.timing.lease;
-    let mut backoff = Duration::from_millis(5);
+    let mut persist = Persist::for_lease(shared.config.timing.lease);
     let recorded = loop {
         match with_retries(|| sqlite::fail(conn, job, &failure)) {
             Ok(recorded) => break recorded,
             Err(error) => {
                 trace::database_error("fail", &error.into());
-                if Instant::now() + backoff >= give_up {
-                    break false;
+                match persist.again() {
+                    Some(pause) => std::thread::sleep(pause),
+                    None => break false,
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     };
@@ -723,7 +689,12 @@ fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
             }
         }
         let mut backoff = Duration::from_millis(5);
+        // Set once the worker closes: tries for a lease more, then leaves the jobs to a rescue.
+        let mut persist: Option<Persist> = None;
         loop {
+            if shared.closing.load(Ordering::SeqCst) && persist.is_none() {
+                persist = Some(Persist::for_lease(shared.config.timing.lease));
+            }
             match sqlite::complete_many(&conn, &batch, shared.config.timing.clock.fixed()) {
                 Ok(handlers) => {
                     let completed = handlers.len();
@@ -739,7 +710,15 @@ fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
                 }
                 Err(error) => {
                     trace::database_error("complete", &error.into());
-                    std::thread::sleep(backoff);
+                    let pause = match persist.as_mut() {
+                        Some(persist) => persist.again(),
+                        None => Some(backoff),
+                    };
+                    let Some(pause) = pause else {
+                        trace::leases_lost(batch.len());
+                        break;
+                    };
+                    std::thread::sleep(pause);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
@@ -754,10 +733,10 @@ fn maintain(shared: &Shared) {
     let Some(conn) = shared.connect() else {
         return;
     };
-    let renew_every = shared.config.timing.lease / 3;
-    let tick = renew_every
-        .min(shared.config.timing.poll_interval)
-        .max(Duration::from_millis(5));
+    let (renew_every, tick) = lifecycle::maintenance_ticks(
+        shared.config.timing.lease,
+        shared.config.timing.poll_interval,
+    );
     let mut watch = StaleWatch::default();
     let mut renewed: Option<Instant> = None;
     let now = || shared.config.timing.clock.fixed();
@@ -781,11 +760,8 @@ fn maintain(shared: &Shared) {
         if let Err(error) = record_orphans(shared, &conn) {
             trace::database_error("orphans", &error.into());
         }
-        // An idle worker takes a due suspect at once; a busy one only after a lease.
-        let wait = match lock(&shared.slots).running.is_empty() {
-            true => Duration::ZERO,
-            false => shared.config.timing.lease,
-        };
+        let running = lock(&shared.slots).running.len();
+        let wait = lifecycle::suspect_wait(running, shared.config.timing.lease);
         if let Ok(true) =
             sqlite::reserve_suspect(&conn, &shared.handlers, shared.worker, wait, now())
         {
@@ -814,13 +790,8 @@ fn record_orphans(shared: &Shared, conn: &Connection) -> rusqlite::Result<()> {
         .in_flight
         .orphans(&running, shared.config.timing.lease * 2);
     for job in &orphans.fail {
-        let failure = Failure {
-            permanent: false,
-            delay_ms: lifecycle::retry_delay(&shared.config.timing.retry, job.attempt),
-            error: lifecycle::ORPHANED,
-            dead_after_ms: None,
-            now: shared.config.timing.clock.fixed(),
-        };
+        let now = shared.config.timing.clock.fixed();
+        let failure = lifecycle::orphan_failure(job, &shared.config.timing.retry, now);
         with_retries(|| sqlite::fail(conn, job, &failure))?;
     }
     Ok(())

@@ -923,16 +923,29 @@ async fn a_due_suspect_does_not_stop_every_busy_worker() {
         })
         .await;
         commit(&db, &[Rescued]).await;
-        db.execute("UPDATE signals_jobs SET crashes = 1 WHERE handler LIKE '%rescued'")
-            .await;
+        // As a rescue leaves it: due from now on (SQLite writes fresh jobs with `run_at = 0`,
+        // which would make it due for a lease already).
+        db.execute(
+            "UPDATE signals_jobs SET crashes = 1, run_at = created_at WHERE handler LIKE '%rescued'",
+        )
+        .await;
         // Both workers' maintenance (every 20 ms) sees the suspect due.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
         commit(&db, &[Record { n: 1 }]).await;
-        wait_for("the new job", || async {
-            db.count("SELECT COUNT(*) FROM effects").await == 1
-        })
-        .await;
+        while db.count("SELECT COUNT(*) FROM effects").await != 1 {
+            if started.elapsed() > lease / 2 {
+                let rows: Vec<(i64, String, String, Option<i64>, i32)> =
+                    with_db!(&db.pool, |pool| sqlx::query_as(
+                        "SELECT id, handler, state, worker, crashes FROM signals_jobs ORDER BY id"
+                    )
+                    .fetch_all(pool)
+                    .await
+                    .unwrap());
+                panic!("{name}: {rows:?} a={:?} b={:?}", a.stats(), b.stats());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(
             started.elapsed() < lease / 2,
             "{name}: the new job waited {:?}",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::shared::Shared;
-use crate::lifecycle::{Counters, FLUSH_AFTER, FLUSH_JOBS};
+use crate::lifecycle::{Counters, Persist, FLUSH_AFTER, FLUSH_JOBS};
 use crate::store;
 use crate::trace;
 
@@ -39,16 +39,11 @@ pub(super) async fn complete(shared: Arc<Shared>, mut completions: UnboundedRece
 /// no longer renewed after shutdown, and other workers rescue them (run again: at least once).
 async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
     let mut backoff = Duration::from_millis(5);
-    let mut give_up: Option<tokio::time::Instant> = None;
+    // Set once the worker stops: tries for a lease more, then gives up.
+    let mut persist: Option<Persist> = None;
     loop {
-        if shared.stopping() {
-            let at = *give_up
-                .get_or_insert_with(|| tokio::time::Instant::now() + shared.config.timing.lease);
-            if tokio::time::Instant::now() >= at {
-                trace::leases_lost(batch.len());
-                batch.clear();
-                return;
-            }
+        if shared.stopping() && persist.is_none() {
+            persist = Some(Persist::for_lease(shared.config.timing.lease));
         }
         let attempt = async {
             let mut conn = shared.own.acquire().await?;
@@ -56,8 +51,8 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
         };
         // Once stopping, no try outlasts the give-up time (a pool waiting for a database that
         // is gone would).
-        let result = match give_up {
-            Some(at) => tokio::time::timeout_at(at, attempt)
+        let result = match &persist {
+            Some(persist) => tokio::time::timeout_at(persist.deadline().into(), attempt)
                 .await
                 .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
             None => attempt.await,
@@ -79,7 +74,16 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
                 // The jobs stay running under this worker's lease; a rescue takes them back if
                 // the worker dies meanwhile, and the claim's token refuses a late flush then.
                 trace::database_error("complete", &error.into());
-                tokio::time::sleep(backoff).await;
+                let pause = match persist.as_mut() {
+                    Some(persist) => persist.again(),
+                    None => Some(backoff),
+                };
+                let Some(pause) = pause else {
+                    trace::leases_lost(batch.len());
+                    batch.clear();
+                    return;
+                };
+                tokio::time::sleep(pause).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }

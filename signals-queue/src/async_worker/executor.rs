@@ -14,8 +14,7 @@ use super::shared::Shared;
 use crate::db::{JobTx, Transaction, Tx};
 use crate::error::AttemptError;
 use crate::job::JobInfo;
-use crate::lifecycle::Failure;
-use crate::lifecycle::{self, Claimed, Counters};
+use crate::lifecycle::{self, Claimed, Counters, Persist};
 use crate::scope::AsyncJobScope;
 use crate::store;
 use crate::trace;
@@ -33,7 +32,7 @@ pub(super) async fn execute(
 
 async fn run(shared: &Shared, job: &Claimed, info: &JobInfo, done: &UnboundedSender<(i64, i64)>) {
     let (mut job_tx, open_failed) = JobTx::new(shared.config.pool.clone());
-    let timeout = info.timeout().unwrap_or(shared.config.timing.job_timeout);
+    let timeout = lifecycle::attempt_timeout(info.timeout(), &shared.config.timing);
     let outcome = attempt(shared, job, info, &mut job_tx, open_failed, timeout).await;
     match (outcome, job_tx.take()) {
         (Ok(()), None) => {
@@ -109,19 +108,10 @@ pub(super) async fn record_failure(
     error: &AttemptError,
 ) {
     let message = error.to_string();
-    let failure = Failure {
-        permanent: error.is_permanent(),
-        delay_ms: lifecycle::retry_delay(&shared.config.timing.retry, job.attempt),
-        error: &message,
-        now: shared.now(),
-        dead_after_ms: error
-            .is_payload()
-            .then_some(shared.config.timing.payload_grace.as_millis() as i64),
-    };
+    let failure = lifecycle::failure(job, error, &message, &shared.config.timing);
     // Tried again, whatever the error, until the lease would lapse; then the job is left
     // to maintenance, which fails it once nothing holds it (an orphan).
-    let give_up = tokio::time::Instant::now() + shared.config.timing.lease;
-    let mut backoff = Duration::from_millis(5);
+    let mut persist = Persist::for_lease(shared.config.timing.lease);
     let recorded = loop {
         let result = match shared.own.acquire().await {
             Ok(mut conn) => store::fail(conn.tx(), job, &failure).await,
@@ -131,11 +121,10 @@ pub(super) async fn record_failure(
             Ok(recorded) => break recorded,
             Err(error) => {
                 trace::database_error("fail", &error.into());
-                if tokio::time::Instant::now() + backoff >= give_up {
-                    break false;
+                match persist.again() {
+                    Some(pause) => tokio::time::sleep(pause).await,
+                    None => break false,
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
     };

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::db::Pool;
-use crate::lifecycle::{self, Failure, InFlight, LeaseClock, StaleWatch};
+use crate::lifecycle::{self, InFlight, LeaseClock, StaleWatch};
 use crate::store;
 use crate::timing::RetryPolicy;
 use crate::trace;
@@ -81,7 +81,7 @@ async fn pause(upkeep: &Upkeep<'_>, pause: Duration) -> bool {
 /// The heartbeat, on a loop of its own: nothing else maintenance does can hold it up. A
 /// failed renewal is tried again soon.
 async fn renew(upkeep: &Upkeep<'_>) {
-    let every = upkeep.lease / 3;
+    let (every, _) = lifecycle::maintenance_ticks(upkeep.lease, upkeep.tick);
     loop {
         // The lease runs from before the statement was sent: the server's clock read it later.
         let sent = Instant::now();
@@ -108,10 +108,7 @@ async fn renew(upkeep: &Upkeep<'_>) {
 
 /// Rescues, promotes, spots suspects and records orphans every tick.
 async fn look_after(upkeep: &Upkeep<'_>) {
-    let tick = upkeep
-        .tick
-        .min(upkeep.lease / 3)
-        .max(Duration::from_millis(5));
+    let (_, tick) = lifecycle::maintenance_ticks(upkeep.lease, upkeep.tick);
     let mut watch = StaleWatch::default();
     // When the workers that running jobs name were last checked for a row (PostgreSQL).
     let mut adopted: Option<Instant> = None;
@@ -159,10 +156,10 @@ async fn tick_once(
     if let Some(suspects) = upkeep.suspects {
         // An idle claimer takes a suspect at once; a busy one (which must let its jobs finish
         // first) only once it has waited a lease with no idle one taking it.
-        let busy = upkeep
+        let running = upkeep
             .running
-            .is_some_and(|running| running.load(Ordering::SeqCst) > 0);
-        let wait = if busy { upkeep.lease } else { Duration::ZERO };
+            .map_or(0, |running| running.load(Ordering::SeqCst));
+        let wait = lifecycle::suspect_wait(running, upkeep.lease);
         let reserved =
             store::reserve_suspect(conn.tx(), upkeep.handlers, upkeep.worker, wait, now).await?;
         if reserved && !suspects.swap(true, Ordering::SeqCst) {
@@ -176,13 +173,7 @@ async fn tick_once(
             store::unclaim(conn.tx(), token).await?;
         }
         for job in &orphans.fail {
-            let failure = Failure {
-                permanent: false,
-                delay_ms: lifecycle::retry_delay(upkeep.retry, job.attempt),
-                error: lifecycle::ORPHANED,
-                dead_after_ms: None,
-                now,
-            };
+            let failure = lifecycle::orphan_failure(job, upkeep.retry, now);
             store::fail(conn.tx(), job, &failure).await?;
         }
     }

@@ -13,18 +13,10 @@ use super::executor;
 use super::shared::Shared;
 use crate::error::AttemptError;
 use crate::lifecycle::Claimed;
-use crate::lifecycle::{self, ClaimRequest, Counters};
+use crate::lifecycle::{self, ClaimRequest, Counters, Fetcher, Next, FETCH_COOLDOWN};
 use crate::store;
 use crate::trace;
 use crate::wake::WAKE_ASYNC as WAKE;
-
-/// The most jobs one fetch claims, however many slots are free.
-const FETCH_LIMIT: usize = 256;
-
-/// While more jobs wait, a fetch waits this long for a quarter of the slots to be free, so that
-/// a busy worker fetches many jobs per statement rather than one per finished job; and a stream
-/// of notifications wakes at most one fetch this often.
-const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
 
 /// The running executors, and the job each runs.
 struct Slots {
@@ -66,11 +58,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
     // After a wake-up from this process the new job may not be committed yet: look again soon.
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
-    // The last fetch was full: more jobs are likely due.
-    let mut more = false;
-    // Since when slots have been free while fewer than `gather` were.
-    let mut free_since: Option<tokio::time::Instant> = None;
-    let gather = (shared.config.concurrency / 4).max(1);
+    let mut fetcher = Fetcher::new(shared.config.concurrency);
     let mut last_fetch;
     while !shared.stopping() {
         let woken = shared.woken.notified();
@@ -82,29 +70,26 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         let stopped = shared.stopped.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
-        let free = shared.config.concurrency - slots.jobs.len();
         let suspects = shared.suspects.load(Ordering::SeqCst);
-        if free == 0 || slots.solo || (suspects && !slots.jobs.is_empty()) {
-            // No slot, or a suspect waits for (or holds) the worker to itself.
-            tokio::select! {
-                () = slots.next_done() => {}
-                () = &mut stopped => {}
-            }
-            continue;
-        }
-        if more && !suspects && free < gather {
-            // Jobs are waiting and few slots are free: gather a few more before fetching.
-            let since = *free_since.get_or_insert_with(tokio::time::Instant::now);
-            if since.elapsed() < FETCH_COOLDOWN {
+        let now = std::time::Instant::now();
+        let (want, suspects) = match fetcher.next(slots.jobs.len(), slots.solo, suspects, now) {
+            Next::WaitForSlot => {
                 tokio::select! {
                     () = slots.next_done() => {}
-                    () = tokio::time::sleep_until(since + FETCH_COOLDOWN) => {}
                     () = &mut stopped => {}
                 }
                 continue;
             }
-        }
-        free_since = None;
+            Next::GatherUntil(at) => {
+                tokio::select! {
+                    () = slots.next_done() => {}
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = &mut stopped => {}
+                }
+                continue;
+            }
+            Next::Fetch { limit, suspects } => (limit, suspects),
+        };
         if !shared.renewed.fresh(shared.config.timing.lease) {
             // The lease may have lapsed (its renewals failed or were held up): other workers
             // may be rescuing this worker's jobs, so it takes no more until a renewal holds.
@@ -115,13 +100,11 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
             }
             continue;
         }
-        let want = if suspects { 1 } else { free.min(FETCH_LIMIT) };
         last_fetch = tokio::time::Instant::now();
         match fetch(&shared, want, suspects).await {
             Ok(claimed) => {
                 backoff = Duration::from_millis(10);
-                let full = claimed.len() == want;
-                more = full;
+                let full = fetcher.fetched(want, claimed.len());
                 if suspects && claimed.is_empty() {
                     shared.suspects.store(false, Ordering::SeqCst);
                 }
@@ -152,7 +135,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
                 // fetches at once.
                 () = &mut woken => {
                     soon = None;
-                    more = true;
+                    fetcher.woken();
                     cool_down(&mut slots, last_fetch, &mut stopped).await;
                     break;
                 }
