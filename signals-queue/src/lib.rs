@@ -169,9 +169,14 @@ pub mod __broker {
     pub use crate::scope::State;
     pub use crate::store::{
         busy, check_schema, check_session, claim, complete_many, fail, heartbeat, inbox_counts,
-        inbox_insert, inbox_prune, savepoint, unclaim_if_lost, InboxRow,
+        inbox_insert, inbox_prune, savepoint, InboxRow,
     };
     pub use crate::wake::WAKE_ASYNC as WAKE;
+
+    /// Whether a failed claim's reply may have been lost after the server committed it.
+    pub fn reply_lost(error: &sqlx::Error) -> bool {
+        crate::lifecycle::reply_lost(error)
+    }
 
     /// A fresh claim token.
     pub fn token() -> i64 {

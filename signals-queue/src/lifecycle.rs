@@ -218,17 +218,19 @@ pub(crate) fn failure<'e>(
     }
 }
 
-/// An orphan's record (see [`InFlight::orphans`]): failed the normal way, its attempt charged.
+/// An orphan's record (see [`InFlight::orphans`]): failed the normal way, its attempt charged,
+/// and dead if written longer ago than `max_age` (a relay's), as any failure of its claimer.
 pub(crate) fn orphan_failure(
     job: &Claimed,
     retry: &RetryPolicy,
+    max_age: Option<Duration>,
     now: Option<Millis>,
 ) -> Failure<'static> {
     Failure {
         permanent: false,
         delay_ms: retry_delay(retry, job.attempt),
         error: ORPHANED,
-        dead_after_ms: None,
+        dead_after_ms: max_age.map(|age| age.as_millis() as i64),
         now,
     }
 }

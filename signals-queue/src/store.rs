@@ -200,28 +200,6 @@ pub async fn running_of(tx: Tx<'_>, worker: i64) -> Result<Vec<(i64, i64, i32)>,
     }))
 }
 
-/// After a claim failed for any reason but the database's refusal, the server may have
-/// committed it: undoes it by token in the background, retrying until the database answers
-/// (a worker that stops first leaves the jobs to the rescue that follows its retirement).
-pub fn unclaim_if_lost(pool: &crate::db::Pool, error: &sqlx::Error, token: i64) {
-    if matches!(error, sqlx::Error::Database(_)) {
-        return; // refused: nothing was claimed
-    }
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        let mut pause = Duration::from_millis(50);
-        loop {
-            if let Ok(mut conn) = pool.acquire().await {
-                if unclaim(conn.tx(), token).await.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-        }
-    });
-}
-
 /// Marks the job done in the handler's transaction, and counts it there; `false` if its claim
 /// no longer holds it.
 pub(crate) async fn complete(

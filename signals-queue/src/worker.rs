@@ -791,7 +791,7 @@ fn record_orphans(shared: &Shared, conn: &Connection) -> rusqlite::Result<()> {
         .orphans(&running, shared.config.timing.lease * 2);
     for job in &orphans.fail {
         let now = shared.config.timing.clock.fixed();
-        let failure = lifecycle::orphan_failure(job, &shared.config.timing.retry, now);
+        let failure = lifecycle::orphan_failure(job, &shared.config.timing.retry, None, now);
         with_retries(|| sqlite::fail(conn, job, &failure))?;
     }
     Ok(())

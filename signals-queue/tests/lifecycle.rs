@@ -641,36 +641,73 @@ async fn a_long_schema_name_neither_breaks_enqueue_nor_wake_ups() {
 
 /// A claim whose reply never arrived (the connection dropped after the server committed it)
 /// left jobs `running` under a live worker that does not know them: they would wait forever.
-/// The claimer undoes such a claim by its token, giving the attempts back.
+/// The claimer records the lost claim's token, and its maintenance gives the jobs back under
+/// that token, their attempts uncharged, whenever the server committed the claim.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_whose_reply_was_lost_is_undone_by_its_token() {
+    use signals_queue::__broker as queue;
     for db in Db::all().await {
         let name = db.name();
         commit(&db, &[Routine, Routine]).await;
         let handlers = r#"[{"name": "lifecycle::routine", "signal": "Routine"}]"#;
-        let token = signals_queue::__broker::token();
-        let request = signals_queue::__broker::ClaimRequest {
+        let worker = queue::worker_id();
+        let token = queue::token();
+        let request = queue::ClaimRequest {
             handlers,
             limit: 10,
             suspects: false,
-            worker: 1,
+            worker,
             now: None,
             token,
         };
-        let mut conn = signals_queue::__broker::acquire(&db.pool).await.unwrap();
-        let claimed = signals_queue::__broker::claim(conn.tx(), &request)
+        let mut conn = queue::acquire(&db.pool).await.unwrap();
+        // A live worker's lease, as `build()` registers it.
+        let lease = Duration::from_secs(30);
+        queue::heartbeat(conn.tx(), worker, lease, None)
             .await
             .unwrap();
+        let claimed = queue::claim(conn.tx(), &request).await.unwrap();
         drop(conn);
         assert_eq!(claimed.len(), 2, "{name}");
         // As if the claim's reply had been lost with its connection.
-        signals_queue::__broker::unclaim_if_lost(&db.pool, &sqlx::Error::PoolClosed, token);
-        wait_for("the jobs back", || async {
+        let in_flight = queue::InFlight::default();
+        in_flight.lost(token);
+        let (retire, retired, woken) = (
+            std::sync::atomic::AtomicBool::new(false),
+            tokio::sync::Notify::new(),
+            tokio::sync::Notify::new(),
+        );
+        let (renewed, clock, retry) = (
+            queue::LeaseClock::default(),
+            signals_queue::Clock::system(),
+            RetryPolicy::default(),
+        );
+        let upkeep = queue::Upkeep {
+            pool: &db.pool,
+            worker,
+            lease,
+            tick: Duration::from_millis(20),
+            retry: &retry,
+            handlers,
+            clock: &clock,
+            woken: &woken,
+            suspects: None,
+            running: None,
+            in_flight: Some(&in_flight),
+            max_age: None,
+            renewed: &renewed,
+            retire: &retire,
+            retired: &retired,
+        };
+        let back = wait_for("the jobs back", || async {
             db.count("SELECT COUNT(*) FROM signals_jobs WHERE state <> 'running' AND attempt = 0")
                 .await
                 == 2
-        })
-        .await;
+        });
+        tokio::select! {
+            () = queue::maintain(upkeep) => panic!("{name}: maintenance ended"),
+            () = back => {}
+        }
         db.drop_schema().await;
     }
 }

@@ -1,10 +1,10 @@
 //! The relay: claims the jobs of the publishing functions linked into this program (the
 //! outbox), publishes each message to JetStream with a `Nats-Msg-Id` fixed per event and
 //! function, and marks a job done only after JetStream's PubAck. It follows the queue's life
-//! cycle: a lease of its own, renewed by the queue's maintenance, beside which the relay runs
-//! its reconcile ([`in_flight`]).
+//! cycle: a lease of its own, renewed by the queue's maintenance, which also records the rows
+//! the relay let go of (orphans: their outcome could not be written before the lease would
+//! lapse), as it does for a worker.
 
-mod in_flight;
 mod record;
 
 use std::collections::HashMap;
@@ -22,7 +22,6 @@ use signals_queue::__broker::{
 use signals_queue::{Clock, Error, JobInfo, Pool, RetryPolicy, Timing};
 
 use crate::stream::create_or_update_stream;
-use in_flight::{InFlight, Reconcile};
 use record::{Outcome, Recorder};
 
 /// The `Nats-Msg-Id` of a publishing function's message: its event and the function, the same
@@ -135,7 +134,7 @@ impl RelayBuilder {
                 retire: AtomicBool::new(false),
                 retired: Notify::new(),
                 woken: Notify::new(),
-                in_flight: InFlight::default(),
+                in_flight: queue::InFlight::default(),
                 suspects_due: AtomicBool::new(false),
                 renewed: queue::LeaseClock::default(),
             }),
@@ -180,8 +179,9 @@ struct RelayShared {
     retired: Notify,
     /// Woken by PostgreSQL's notifications of new jobs, and by rescues.
     woken: Notify,
-    /// The claims in hand: the reconcile fails the relay's running rows of any other.
-    in_flight: InFlight,
+    /// The jobs claimed whose outcome is not recorded yet: maintenance fails the relay's other
+    /// running rows (orphans) the normal way, and gives back a claim whose reply was lost.
+    in_flight: queue::InFlight,
     /// Set by maintenance while a suspect of the relay's functions is due.
     suspects_due: AtomicBool,
     /// When the relay's lease was last renewed.
@@ -201,22 +201,11 @@ impl RelayShared {
             woken: &self.woken,
             suspects: Some(&self.suspects_due),
             running: None,
-            // The relay reconciles its own claims (`in_flight`), batch by batch.
-            in_flight: None,
+            in_flight: Some(&self.in_flight),
+            max_age: self.config.max_age,
             renewed: &self.renewed,
             retire: &self.retire,
             retired: &self.retired,
-        }
-    }
-
-    fn reconcile(&self) -> Reconcile<'_> {
-        Reconcile {
-            pool: &self.config.pool,
-            worker: self.worker,
-            in_flight: &self.in_flight,
-            retry: &self.config.timing.retry,
-            dead_after_ms: self.dead_after_ms(),
-            clock: &self.config.timing.clock,
         }
     }
 
@@ -277,16 +266,8 @@ impl Relay {
             listen(&config.pool, woken, stop, stopped).await;
         });
         let shared = Arc::clone(&self.shared);
-        // The queue's maintenance (lease, rescues), and the relay's reconcile beside it.
-        let maintenance = tokio::spawn(async move {
-            let upkeep = shared.upkeep();
-            let reconcile = shared.reconcile();
-            let (tick, retire, retired) = (upkeep.tick, upkeep.retire, upkeep.retired);
-            tokio::join!(
-                maintain(upkeep),
-                reconcile.until_retired(tick, retire, retired)
-            );
-        });
+        // The queue's maintenance: the lease, rescues, orphans.
+        let maintenance = tokio::spawn(async move { maintain(shared.upkeep()).await });
         let task = tokio::spawn(relay(Arc::clone(&self.shared)));
         RunningRelay {
             shared: self.shared,
@@ -437,9 +418,8 @@ async fn claim_batch(shared: &RelayShared) -> Result<Vec<Claimed>, sqlx::Error> 
     Ok(jobs)
 }
 
-/// One claim statement: up to `limit` suspects, or other jobs. Its token is held in hand
-/// before it is sent, so that the reconcile never takes the claim's rows for strays, and let go
-/// at once if it took nothing (a claim whose reply was lost is undone in the background).
+/// One claim statement: up to `limit` suspects, or other jobs, held in hand until their
+/// outcome is recorded. A claim whose reply was lost is given back by maintenance.
 async fn claim_some(
     shared: &RelayShared,
     conn: &mut queue::OwnedConn,
@@ -454,16 +434,14 @@ async fn claim_some(
         now: queue::fixed_now(&shared.config.timing.clock),
         token: queue::token(),
     };
-    shared.in_flight.hold(request.token);
     let jobs = queue::claim(conn.tx(), &request)
         .await
         .inspect_err(|error| {
-            shared.in_flight.release(request.token);
-            queue::unclaim_if_lost(&shared.config.pool, error, request.token)
+            if queue::reply_lost(error) {
+                shared.in_flight.lost(request.token);
+            }
         })?;
-    if jobs.is_empty() {
-        shared.in_flight.release(request.token);
-    }
+    shared.in_flight.hold(&jobs);
     Ok(jobs)
 }
 
@@ -471,11 +449,8 @@ async fn claim_some(
 /// awaited together; completes the acked jobs in one statement and records a failed attempt
 /// for the others in another (retried after a backoff, so after later messages of their
 /// subject). A write the database fails is written again until the relay's lease would lapse;
-/// then the claim is let go and the reconcile fails its rows.
+/// then the jobs are let go, and maintenance fails their rows as orphans.
 async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
-    let mut tokens: Vec<i64> = jobs.iter().map(|job| job.token).collect();
-    tokens.sort_unstable();
-    tokens.dedup();
     let js = &shared.config.js;
     let mut acks = Vec::with_capacity(jobs.len());
     for job in &jobs {
@@ -520,10 +495,10 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
         dead_after_ms: shared.dead_after_ms(),
         deadline: Instant::now() + shared.config.timing.lease,
     };
-    // Not recorded by the deadline: the claim is let go, and the reconcile fails its rows the
+    // Not recorded by the deadline: the jobs are let go, and maintenance fails their rows the
     // normal way (a published message is republished then, and dropped by the stream).
     recorder.record(&outcome).await;
-    for token in tokens {
-        shared.in_flight.release(token);
+    for job in &jobs {
+        shared.in_flight.release(job.id);
     }
 }

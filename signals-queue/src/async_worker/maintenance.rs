@@ -43,6 +43,9 @@ pub struct Upkeep<'a> {
     pub running: Option<&'a std::sync::atomic::AtomicUsize>,
     /// The jobs the worker holds; `None`: no orphans are looked for.
     pub in_flight: Option<&'a InFlight>,
+    /// An orphan written longer ago than this is dead when it is failed (a relay's `max_age`);
+    /// `None`: its attempts decide.
+    pub max_age: Option<Duration>,
     /// When the lease was last renewed: the claimer stops claiming once it may have lapsed.
     pub renewed: &'a LeaseClock,
     /// Set (and `retired` notified) once nothing of the worker runs any more.
@@ -173,7 +176,7 @@ async fn tick_once(
             store::unclaim(conn.tx(), token).await?;
         }
         for job in &orphans.fail {
-            let failure = lifecycle::orphan_failure(job, upkeep.retry, now);
+            let failure = lifecycle::orphan_failure(job, upkeep.retry, upkeep.max_age, now);
             store::fail(conn.tx(), job, &failure).await?;
         }
     }

@@ -80,6 +80,7 @@ impl Shared {
             suspects: Some(&self.suspects),
             running: Some(&self.running),
             in_flight: Some(&self.in_flight),
+            max_age: None,
             renewed: &self.renewed,
             retire: &self.retire,
             retired: &self.retired,
