@@ -35,6 +35,16 @@
 //!   never touched the database is completed by the completer, many jobs to one statement; a
 //!   crash before that flush runs it again (at least once, like any effect outside the
 //!   database).
+//! - **Orphans.** An outcome the database will not take is written again until the lease would
+//!   lapse (`Persist`); then the worker lets go of the job, and maintenance fails the running
+//!   rows of its worker that nothing holds (`InFlight`), attempts charged, and gives back a
+//!   claim whose reply was lost.
+//! - **One suspect, one worker.** A worker reserves a due suspect before it drains for it (an
+//!   idle one at once, a busy one after a lease: `suspect_wait`).
+//!
+//! What the two workers do differently is how they wait and run (threads and channels, or
+//! tasks); what they decide is here, without I/O: the fetch sizing and cooldown (`Fetcher`),
+//! the timeouts, the maintenance ticks, the records of failures and orphans.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
