@@ -450,6 +450,8 @@ struct InFlightInner {
     held: HashMap<i64, i64>,
     /// Claim tokens whose reply was lost, and since when.
     lost: HashMap<i64, Instant>,
+    /// Claims sent whose reply has not been taken in yet: their rows are held.
+    claiming: std::collections::HashSet<i64>,
     /// The `(id, token)` rows found unheld at the last look: an orphan is unheld twice in a
     /// row, so a claim whose rows are being registered is not mistaken for one.
     unheld: std::collections::HashSet<(i64, i64)>,
@@ -472,12 +474,20 @@ impl InFlight {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The jobs of a claim are held from now on.
-    pub fn hold(&self, jobs: &[Claimed]) {
+    /// A claim is about to be sent under `token`: the rows it writes are held from the moment
+    /// it commits, before its reply is taken in ([`claimed`](Self::claimed)).
+    pub fn claiming(&self, token: i64) {
+        self.lock().claiming.insert(token);
+    }
+
+    /// The claim sent under `token` took `jobs` (none if it failed): they are held until their
+    /// outcome is recorded.
+    pub fn claimed(&self, token: i64, jobs: &[Claimed]) {
         let mut inner = self.lock();
         for job in jobs {
             inner.held.insert(job.id, job.token);
         }
+        inner.claiming.remove(&token);
     }
 
     /// The job's outcome is recorded (or given up on: maintenance takes it from here).
@@ -501,7 +511,7 @@ impl InFlight {
         let mut orphans = Orphans::default();
         let mut unheld = std::collections::HashSet::new();
         for &(id, token, attempt) in running {
-            if inner.held.get(&id) == Some(&token) {
+            if inner.held.get(&id) == Some(&token) || inner.claiming.contains(&token) {
                 continue;
             }
             if inner.lost.contains_key(&token) {
@@ -694,7 +704,9 @@ mod tests {
             priority: 0,
             run_at: 0,
         };
-        in_flight.hold(&[job(1, 10), job(2, 10)]);
+        in_flight.claiming(10);
+        in_flight.claiming(30);
+        in_flight.claimed(10, &[job(1, 10), job(2, 10)]);
         in_flight.lost(20);
         let keep = Duration::from_secs(60);
         let rows = [(1, 10, 1), (2, 10, 1), (3, 10, 2), (4, 20, 1), (5, 20, 1)];
@@ -708,8 +720,12 @@ mod tests {
         let second = in_flight.orphans(&rows, keep);
         let failed: Vec<(i64, u32)> = second.fail.iter().map(|j| (j.id, j.attempt)).collect();
         assert_eq!(failed, [(3, 2)], "job 2 was unheld once only");
+        // A claim whose reply is not in yet holds its rows, however often maintenance looks.
+        for _ in 0..3 {
+            assert!(in_flight.orphans(&[(7, 30, 1)], keep).fail.is_empty());
+        }
         // A row of another claim under the same id (retried, claimed again) is not held.
-        in_flight.hold(&[job(6, 30)]);
+        in_flight.claimed(30, &[job(6, 30)]);
         assert!(in_flight.orphans(&[(6, 31, 1)], keep).fail.is_empty());
         assert_eq!(in_flight.orphans(&[(6, 31, 1)], keep).fail.len(), 1);
         // Lost tokens are forgotten after a while.

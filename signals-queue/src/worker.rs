@@ -143,6 +143,7 @@ impl WorkerBuilder {
                 suspects: AtomicBool::new(false),
                 slots: Mutex::new(Slots::default()),
                 changed: Condvar::new(),
+                ticked: Condvar::new(),
                 counters: Counters::default(),
                 in_flight: InFlight::default(),
             }),
@@ -199,6 +200,8 @@ struct Shared {
     slots: Mutex<Slots>,
     /// Signalled when a slot frees, and at shutdown.
     changed: Condvar,
+    /// Wakes maintenance early: at shutdown (it otherwise wakes every tick, not per job).
+    ticked: Condvar,
     counters: Counters,
     /// The jobs claimed whose outcome is not recorded yet (maintenance records the rest).
     in_flight: InFlight,
@@ -395,6 +398,7 @@ impl Drop for RunningWorker {
 fn notify(shared: &Shared) {
     let _slots = lock(&shared.slots);
     shared.changed.notify_all();
+    shared.ticked.notify_all();
 }
 
 impl Shared {
@@ -476,9 +480,12 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
             token: lifecycle::token(),
         };
         Counters::add(&shared.counters.fetches, 1);
-        match sqlite::claim(&conn, &request) {
+        shared.in_flight.claiming(request.token);
+        let claim = sqlite::claim(&conn, &request);
+        let took: &[Claimed] = claim.as_deref().unwrap_or(&[]);
+        shared.in_flight.claimed(request.token, took);
+        match claim {
             Ok(claimed) => {
-                shared.in_flight.hold(&claimed);
                 Counters::add(&shared.counters.claimed, claimed.len() as u64);
                 backoff = Duration::from_millis(10);
                 let full = fetcher.fetched(want, claimed.len());
@@ -776,7 +783,7 @@ fn maintain(shared: &Shared) {
         );
         let slots = lock(&shared.slots);
         if !shared.retire.load(Ordering::SeqCst) {
-            let _ = shared.changed.wait_timeout(slots, tick);
+            let _ = shared.ticked.wait_timeout(slots, tick);
         }
     }
     let _ = sqlite::retire(&conn, shared.worker);

@@ -434,14 +434,16 @@ async fn claim_some(
         now: queue::fixed_now(&shared.config.timing.clock),
         token: queue::token(),
     };
+    shared.in_flight.claiming(request.token);
     let jobs = queue::claim(conn.tx(), &request)
         .await
         .inspect_err(|error| {
             if queue::reply_lost(error) {
                 shared.in_flight.lost(request.token);
             }
+            shared.in_flight.claimed(request.token, &[]);
         })?;
-    shared.in_flight.hold(&jobs);
+    shared.in_flight.claimed(request.token, &jobs);
     Ok(jobs)
 }
 

@@ -191,6 +191,7 @@ async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claim
         now: shared.now(),
         token: lifecycle::token(),
     };
+    shared.in_flight.claiming(request.token);
     let claimed = store::claim(conn.tx(), &request)
         .await
         .inspect_err(|error| {
@@ -198,8 +199,9 @@ async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claim
                 // Maintenance gives back whatever the server committed under this token.
                 shared.in_flight.lost(request.token);
             }
+            shared.in_flight.claimed(request.token, &[]);
         })?;
-    shared.in_flight.hold(&claimed);
+    shared.in_flight.claimed(request.token, &claimed);
     Counters::add(&shared.counters.claimed, claimed.len() as u64);
     Ok(claimed)
 }
