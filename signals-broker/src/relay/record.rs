@@ -1,7 +1,7 @@
 //! Recording what a batch's publishing did: the acked messages' jobs completed in one
 //! statement, the others' failed attempts in one statement; a write the database fails is
-//! written again with a backoff until the relay's lease would lapse, then left to the
-//! reconcile (see `in_flight`).
+//! written again with a backoff until the relay's lease would lapse, then left to the queue's
+//! maintenance, which fails the rows the relay let go of (orphans) the normal way.
 
 use std::time::{Duration, Instant};
 
