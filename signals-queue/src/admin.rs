@@ -91,6 +91,19 @@ pub struct DeadJob {
     pub payload: String,
 }
 
+impl DeadJob {
+    /// A row of the dead-job listing: (id, handler, attempt, last error, payload).
+    fn from_row((id, handler, attempts, last_error, payload): crate::job::DeadJobRow) -> DeadJob {
+        DeadJob {
+            id,
+            handler,
+            attempts: attempts.max(0) as u32,
+            last_error,
+            payload,
+        }
+    }
+}
+
 #[cfg(feature = "sqlite")]
 impl Queue {
     /// Opens the jobs database at `path` (WAL, with a busy timeout).
@@ -144,16 +157,7 @@ impl Queue {
     /// A database error.
     pub fn stats(&self) -> Result<Stats, Error> {
         let now = self.clock.now();
-        let mut statement = self.conn.prepare(sqlite::STATS)?;
-        let rows = statement.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, Option<i64>>(3)?,
-            ))
-        })?;
-        Stats::from_rows(rows.collect::<rusqlite::Result<Vec<_>>>()?, now)
+        Stats::from_rows(sqlite::stats(&self.conn)?, now)
     }
 }
 
@@ -197,17 +201,8 @@ impl Queue {
     ///
     /// A database error.
     pub fn dead_jobs(&self, after: i64, limit: u32) -> Result<Vec<DeadJob>, Error> {
-        let mut statement = self.conn.prepare_cached(sqlite::DEAD_JOBS)?;
-        let rows = statement.query_map([after, i64::from(limit)], |row| {
-            Ok(DeadJob {
-                id: row.get(0)?,
-                handler: row.get(1)?,
-                attempts: row.get(2)?,
-                last_error: row.get(3)?,
-                payload: row.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = sqlite::dead_jobs(&self.conn, after, limit)?;
+        Ok(rows.into_iter().map(DeadJob::from_row).collect())
     }
 
     /// Makes every dead job pending again, with its attempts reset; how many.
@@ -326,16 +321,7 @@ impl AsyncQueue {
     pub async fn dead_jobs(&self, after: i64, limit: u32) -> Result<Vec<DeadJob>, Error> {
         let mut conn = self.pool.acquire().await?;
         let rows = crate::store::dead_jobs(conn.tx(), after, limit).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, handler, attempts, last_error, payload)| DeadJob {
-                id,
-                handler,
-                attempts: attempts.max(0) as u32,
-                last_error,
-                payload,
-            })
-            .collect())
+        Ok(rows.into_iter().map(DeadJob::from_row).collect())
     }
 
     /// Makes every dead job pending again, with its attempts reset; how many.

@@ -509,6 +509,14 @@ where
         .map_err(AttemptError::Handler)
 }
 
+/// A row of the stats query, as the stores read it: (handler, state, count, oldest creation
+/// time).
+pub(crate) type StatRow = (String, String, i64, Option<i64>);
+
+/// A row of the dead-job listing, as the stores read it: (id, handler, attempt, last error,
+/// payload).
+pub(crate) type DeadJobRow = (i64, String, i32, Option<String>, String);
+
 #[cfg(test)]
 mod tests {
     use super::*;

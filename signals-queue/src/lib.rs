@@ -80,15 +80,18 @@
 //! 6. `registry`, `trace`, `sqlite_sql`, `postgres`: the handlers linked into the program;
 //!    tracing; each database's schema and SQL text.
 //! 7. `rows`: the rows one `notify` writes.
-//! 8. `sqlite`, `store`: the stores, every statement run (rusqlite; sqlx on either database).
-//! 9. `enqueue`: `notify` writing jobs in the caller's transaction.
-//! 10. `kind`, `with_db`, `admin`: the entry points of generated code; the operator's calls.
-//! 11. `async_worker::maintenance`, `async_worker::notifier`: leases, rescues, reconciliation;
+//! 8. `sqlite_bind`: each SQLite statement with its arguments, and the reading of its rows,
+//!    for both drivers.
+//! 9. `sqlite`, `store`: the stores, every statement run (rusqlite; sqlx on either database).
+//! 10. `enqueue`, `outcome`: `notify` writing jobs in the caller's transaction; what either
+//!     worker does once the database answered for a job (counters, tracing, jobs in flight).
+//! 11. `kind`, `with_db`, `admin`: the entry points of generated code; the operator's calls.
+//! 12. `async_worker::maintenance`, `async_worker::notifier`: leases, rescues, reconciliation;
 //!     LISTEN.
-//! 12. `async_worker::shared`: what the async worker's tasks share.
-//! 13. `async_worker::executor`, `async_worker::completer`: one job; batched completions.
-//! 14. `async_worker::producer`: fetching for free slots.
-//! 15. `async_worker`, `worker`: the async and thread workers.
+//! 13. `async_worker::shared`: what the async worker's tasks share.
+//! 14. `async_worker::executor`, `async_worker::completer`: one job; batched completions.
+//! 15. `async_worker::producer`: fetching for free slots.
+//! 16. `async_worker`, `worker`: the async and thread workers.
 
 // Without a driver feature (`sqlite`, `postgres`, `sqlx-sqlite`) the crate compiles, and
 // nothing can use what the drivers share.
@@ -114,6 +117,7 @@ mod error;
 mod job;
 mod kind;
 pub mod lifecycle;
+mod outcome;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod registry;
@@ -121,6 +125,8 @@ mod rows;
 mod scope;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
+mod sqlite_bind;
 mod sqlite_sql;
 #[cfg(feature = "async")]
 mod store;

@@ -194,7 +194,6 @@ impl Persist {
     }
 
     /// When it gives up: no single try should outlast it.
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn deadline(&self) -> Instant {
         self.give_up
     }
@@ -206,6 +205,50 @@ impl Persist {
             return None;
         }
         self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+        Some(pause)
+    }
+}
+
+/// How the completer retries a flush that failed: after a backoff (5 ms doubling, at most 5 s)
+/// while the worker runs (its jobs stay `running` under its lease meanwhile, and a rescue
+/// takes them back if it dies); once it closes, for a lease more ([`Persist`]), then the jobs
+/// are left to a rescue (run again: at least once).
+#[derive(Debug)]
+pub(crate) struct FlushRetry {
+    backoff: Duration,
+    closing: Option<Persist>,
+}
+
+impl Default for FlushRetry {
+    fn default() -> Self {
+        FlushRetry {
+            backoff: Duration::from_millis(5),
+            closing: None,
+        }
+    }
+}
+
+impl FlushRetry {
+    /// Before each try: whether the worker is closing now (from then on, a lease more).
+    pub(crate) fn closing(&mut self, closing: bool, lease: Duration) {
+        if closing && self.closing.is_none() {
+            self.closing = Some(Persist::for_lease(lease));
+        }
+    }
+
+    /// Once closing, when it gives up: no single try should outlast it.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.closing.as_ref().map(Persist::deadline)
+    }
+
+    /// After a failed try: how long to wait before the next, or `None` to give up.
+    pub(crate) fn again(&mut self) -> Option<Duration> {
+        if let Some(persist) = &mut self.closing {
+            return persist.again();
+        }
+        let pause = self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
         Some(pause)
     }
 }
@@ -465,6 +508,20 @@ pub(crate) struct Orphans {
     /// Jobs whose outcome was never recorded: failed the normal way, their attempts charged
     /// (a write that is always refused cannot run a handler again and again).
     pub(crate) fail: Vec<Claimed>,
+}
+
+impl Orphans {
+    /// Each job to fail, with its record ([`orphan_failure`]).
+    pub(crate) fn failures<'a>(
+        &'a self,
+        retry: &'a RetryPolicy,
+        max_age: Option<Duration>,
+        now: Option<Millis>,
+    ) -> impl Iterator<Item = (&'a Claimed, Failure<'static>)> + 'a {
+        self.fail
+            .iter()
+            .map(move |job| (job, orphan_failure(job, retry, max_age, now)))
+    }
 }
 
 impl InFlight {

@@ -13,9 +13,6 @@
 //! claims skip each other's rows instead of waiting for them, and the `UPDATE` touches exactly
 //! the rows the CTE locked.
 
-/// These statements are PostgreSQL's (the store binds times by it).
-pub(crate) const IS_POSTGRES: bool = true;
-
 /// `COALESCE($n, now in milliseconds)`, read from the server's clock.
 macro_rules! now {
     ($param:literal) => {

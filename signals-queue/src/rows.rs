@@ -19,6 +19,10 @@ pub(crate) struct JobRows {
     /// The signal's path, for the `signal` column.
     pub(crate) signal: &'static str,
     /// The writer's clock (`created_at` on SQLite; PostgreSQL's own clock writes it there).
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "sqlx-sqlite")),
+        allow(dead_code)
+    )]
     pub(crate) now: crate::clock::Millis,
     pub(crate) rows: Vec<(&'static JobInfo, String)>,
 }

@@ -1,14 +1,18 @@
-//! The jobs table on SQLite through rusqlite (feature `sqlite`): the sync path's statements,
-//! from [`sqlite_sql`](crate::sqlite_sql).
+//! The jobs table on SQLite through rusqlite (feature `sqlite`): the sync path's store, running
+//! the statements of [`sqlite_bind`](crate::sqlite_bind) (which the async path's sqlx store
+//! runs too).
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params_from_iter, Connection};
 
 use crate::clock::Millis;
 use crate::error::Error;
+use crate::job::{DeadJobRow, StatRow};
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
-use crate::rows::{rows_json, JobRows};
+use crate::rows::JobRows;
+use crate::sqlite_bind::{self as bind, Arg, Bound, Row};
 use crate::timing::RetryPolicy;
 
 pub(crate) use crate::sqlite_sql::*;
@@ -58,15 +62,13 @@ pub fn migrate(conn: &Connection) -> Result<(), Error> {
 
 /// The file's level and newest migration (see [`is_current`]).
 fn schema(conn: &Connection) -> rusqlite::Result<(Option<i64>, Option<i64>)> {
-    let exists: bool = conn.query_row(HAS_SCHEMA, [], |row| row.get(0))?;
-    if !exists {
+    if query_one(conn, bind::schema::exists(), bind::int)? == 0 {
         return Ok((None, None));
     }
-    let level = conn.query_row(VERSION, [], |row| row.get(0))?;
-    let migrations: bool = conn.query_row(HAS_MIGRATIONS, [], |row| row.get(0))?;
-    let applied = match migrations {
-        true => conn.query_row(APPLIED, [], |row| row.get(0))?,
-        false => None,
+    let level = query_one(conn, bind::schema::level(), bind::int_or_null)?;
+    let applied = match query_one(conn, bind::schema::has_migrations(), bind::int)? {
+        0 => None,
+        _ => query_one(conn, bind::schema::applied(), bind::int_or_null)?,
     };
     Ok((level, applied))
 }
@@ -89,46 +91,75 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
     }
     conn.execute_batch(SCHEMA)?;
     for (column, add) in ADDED_COLUMNS {
-        let has: i64 = conn.query_row(HAS_COLUMN, [column], |row| row.get(0))?;
-        if has == 0 {
+        if query_one(conn, bind::schema::has_column(column), bind::int)? == 0 {
             conn.execute(add, [])?;
         }
     }
     conn.execute_batch(INDEXES)?;
     if level.is_none_or(|level| level < COMPATIBLE_FROM) {
-        conn.execute(SET_VERSION, [COMPATIBLE_FROM])?;
+        execute(conn, bind::schema::set_level(COMPATIBLE_FROM))?;
     }
     conn.execute_batch(MIGRATED)?;
     Ok(())
 }
 
-/// Writes the jobs of one `notify` in the caller's transaction: one statement.
-pub(crate) fn enqueue(conn: &Connection, rows: &JobRows) -> rusqlite::Result<()> {
-    let event_id = rows.event_id.to_string();
-    match rows.rows.as_slice() {
-        [(job, payload)] => conn.prepare_cached(ENQUEUE)?.execute(params![
-            event_id,
-            rows.signal,
-            job.name(),
-            job.queue(),
-            job.priority(),
-            payload,
-            job.max_attempts(),
-            rows.now
-        ])?,
-        many => conn.prepare_cached(ENQUEUE_MANY)?.execute(params![
-            event_id,
-            rows.signal,
-            rows_json(many),
-            rows.now
-        ])?,
-    };
-    Ok(())
+/// Binds an [`Arg`] as rusqlite does its own values.
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Arg::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
+            Arg::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Arg::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
 }
 
-/// The time a statement binds: the manual clock's, or this process's.
-fn local(now: Option<Millis>) -> Millis {
-    now.unwrap_or_else(|| crate::clock::Clock::system().now())
+impl Row for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn int(&self, column: usize) -> rusqlite::Result<i64> {
+        self.get(column)
+    }
+    fn int_or_null(&self, column: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(column)
+    }
+    fn text(&self, column: usize) -> rusqlite::Result<String> {
+        self.get(column)
+    }
+    fn text_or_null(&self, column: usize) -> rusqlite::Result<Option<String>> {
+        self.get(column)
+    }
+}
+
+/// Runs `statement` (prepared once per connection); how many rows it changed.
+pub(crate) fn execute(conn: &Connection, statement: Bound<'_>) -> rusqlite::Result<usize> {
+    conn.prepare_cached(statement.sql)?
+        .execute(params_from_iter(&statement.args))
+}
+
+/// Runs `statement` and reads each of its rows with `read`.
+pub(crate) fn query<T>(
+    conn: &Connection,
+    statement: Bound<'_>,
+    read: impl Fn(&dyn Row<Error = rusqlite::Error>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    conn.prepare_cached(statement.sql)?
+        .query_map(params_from_iter(&statement.args), |row| read(row))?
+        .collect()
+}
+
+/// Runs `statement` and reads its one row with `read`.
+pub(crate) fn query_one<T>(
+    conn: &Connection,
+    statement: Bound<'_>,
+    read: impl FnOnce(&dyn Row<Error = rusqlite::Error>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(statement.sql)?
+        .query_row(params_from_iter(&statement.args), |row| read(row))
+}
+
+/// Writes the jobs of one `notify` in the caller's transaction: one statement.
+pub(crate) fn enqueue(conn: &Connection, rows: &JobRows) -> rusqlite::Result<()> {
+    execute(conn, bind::enqueue(rows)).map(drop)
 }
 
 /// Claims up to `request.limit` runnable jobs, in claim order; charges their attempts.
@@ -137,32 +168,7 @@ pub(crate) fn claim(
     request: &ClaimRequest<'_>,
 ) -> rusqlite::Result<Vec<Claimed>> {
     let token = request.token;
-    let claim = match request.suspects {
-        true => CLAIM_SUSPECT,
-        false => CLAIM,
-    };
-    let mut statement = conn.prepare_cached(claim)?;
-    let params = params![
-        local(request.now),
-        request.handlers,
-        request.suspects,
-        request.limit as i64,
-        token,
-        request.worker
-    ];
-    let rows = statement.query_map(params, |row| {
-        Ok(Claimed {
-            id: row.get(0)?,
-            event_id: row.get(1)?,
-            handler: row.get(2)?,
-            payload: row.get(3)?,
-            attempt: row.get(4)?,
-            token,
-            priority: row.get(5)?,
-            run_at: row.get(6)?,
-        })
-    })?;
-    let mut claimed: Vec<Claimed> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut claimed = query(conn, bind::claim(request), |row| bind::claimed(row, token))?;
     lifecycle::claim_order(&mut claimed);
     Ok(claimed)
 }
@@ -173,11 +179,9 @@ pub(crate) fn complete(
     job: &Claimed,
     now: Option<Millis>,
 ) -> rusqlite::Result<bool> {
-    let changed = conn
-        .prepare_cached(COMPLETE)?
-        .execute(params![local(now), job.id, job.token])?;
+    let changed = execute(conn, bind::complete(job, now))?;
     if changed == 1 {
-        conn.prepare_cached(COUNT_ONE)?.execute([&job.handler])?;
+        execute(conn, bind::count_one(&job.handler))?;
     }
     Ok(changed == 1)
 }
@@ -190,17 +194,9 @@ pub(crate) fn complete_many(
     now: Option<Millis>,
 ) -> rusqlite::Result<Vec<String>> {
     let tx = conn.unchecked_transaction()?;
-    let handlers: Vec<String> = tx
-        .prepare_cached(COMPLETE_MANY)?
-        .query_map(
-            params![local(now), lifecycle::completions_json(done)],
-            |row| row.get(0),
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    let counts = lifecycle::count_by_handler(&handlers, 1);
-    if !counts.is_empty() {
-        tx.prepare_cached(COUNT_DONE)?
-            .execute(params![lifecycle::counts_json(&counts), 0])?;
+    let handlers = query(&tx, bind::complete_many(done, now), bind::text)?;
+    if let Some(count) = bind::count_done(&handlers, 1) {
+        execute(&tx, count)?;
     }
     tx.commit()?;
     Ok(handlers)
@@ -213,23 +209,12 @@ pub(crate) fn fail(
     job: &Claimed,
     failure: &Failure<'_>,
 ) -> rusqlite::Result<bool> {
-    let changed = conn.prepare_cached(FAIL)?.execute(params![
-        failure.permanent,
-        local(failure.now),
-        failure.delay_ms,
-        failure.error,
-        job.id,
-        job.token,
-        failure.dead_after_ms
-    ])?;
-    Ok(changed == 1)
+    Ok(execute(conn, bind::fail(job, failure))? == 1)
 }
 
 /// The jobs running under worker `worker`: (id, token, attempt).
 pub(crate) fn running_of(conn: &Connection, worker: i64) -> rusqlite::Result<Vec<(i64, i64, i32)>> {
-    let mut statement = conn.prepare_cached(RUNNING_OF)?;
-    let rows = statement.query_map([worker], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-    rows.collect()
+    query(conn, bind::running_of(worker), bind::running)
 }
 
 /// Renews worker `worker`'s lease: one row, whose counter moves.
@@ -239,18 +224,12 @@ pub(crate) fn heartbeat(
     lease: Duration,
     now: Option<Millis>,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(HEARTBEAT)?.execute(params![
-        worker,
-        local(now),
-        lease.as_millis() as i64
-    ])?;
-    Ok(())
+    execute(conn, bind::heartbeat(worker, lease, now)).map(drop)
 }
 
 /// Forgets a worker that stopped.
 pub(crate) fn retire(conn: &Connection, worker: i64) -> rusqlite::Result<()> {
-    conn.execute(RETIRE, [worker])?;
-    Ok(())
+    execute(conn, bind::retire(worker)).map(drop)
 }
 
 /// Returns the jobs of workers `watch` judges stale (and of workers that left no row) to the
@@ -263,27 +242,13 @@ pub(crate) fn rescue(
     now: Option<Millis>,
 ) -> rusqlite::Result<usize> {
     // Under the write lock: the counters read are the ones the rescue acts on, and a watch held
-    // up behind another transaction sees that it was.
-    // Rolled back on drop, whatever fails (a transaction left open would refuse every later
-    // `BEGIN`).
+    // up behind another transaction sees that it was. Rolled back on drop, whatever fails (a
+    // transaction left open would refuse every later `BEGIN`).
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    let mut rescue = || -> rusqlite::Result<usize> {
-        let rows: Vec<(i64, i64, i64)> = conn
-            .prepare_cached(WORKERS)?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let stale = serde_json::to_string(&watch.observe(me, &rows)).expect("ids serialize");
-        let rescued = conn.prepare_cached(RESCUE)?.execute(params![
-            local(now),
-            retry.base.as_millis() as i64,
-            retry.cap.as_millis() as i64,
-            lifecycle::RESCUED,
-            stale
-        ])?;
-        conn.prepare_cached(PRUNE_WORKERS)?.execute([stale])?;
-        Ok(rescued)
-    };
-    let rescued = rescue()?;
+    let workers = query(&tx, bind::workers(), bind::worker)?;
+    let stale = bind::stale_json(&watch.observe(me, &workers));
+    let rescued = execute(&tx, bind::rescue(&stale, retry, now))?;
+    execute(&tx, bind::prune_workers(&stale))?;
     tx.commit()?;
     Ok(rescued)
 }
@@ -297,13 +262,7 @@ pub(crate) fn reserve_suspect(
     wait: Duration,
     now: Option<Millis>,
 ) -> rusqlite::Result<bool> {
-    let reserved = conn.prepare_cached(RESERVE_SUSPECT)?.execute(params![
-        local(now),
-        handlers,
-        worker,
-        wait.as_millis() as i64
-    ])?;
-    Ok(reserved > 0)
+    Ok(execute(conn, bind::reserve_suspect(handlers, worker, wait, now))? > 0)
 }
 
 /// Whether a job of `handlers` is runnable now; a read that never waits for a writer.
@@ -312,8 +271,12 @@ pub(crate) fn runnable(
     handlers: &str,
     now: Option<Millis>,
 ) -> rusqlite::Result<bool> {
-    conn.prepare_cached(RUNNABLE)?
-        .query_row(params![local(now), handlers], |row| row.get(0))
+    Ok(query_one(conn, bind::runnable(handlers, now), bind::int)? != 0)
+}
+
+/// 1 while a job of `handlers` is pending or running, else 0.
+pub(crate) fn busy(conn: &Connection, handlers: &str) -> rusqlite::Result<i64> {
+    query_one(conn, bind::busy(handlers), bind::int)
 }
 
 /// Every dead job (of `handler`, if given) pending again, attempts reset; how many.
@@ -322,7 +285,7 @@ pub(crate) fn retry_dead(
     handler: Option<&str>,
     now: Option<Millis>,
 ) -> rusqlite::Result<usize> {
-    conn.execute(RETRY_DEAD, params![local(now), handler])
+    execute(conn, bind::retry_dead(handler, now))
 }
 
 /// Deletes done jobs that finished before `before`, a batch per transaction that also takes
@@ -331,14 +294,9 @@ pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<
     let mut purged = 0;
     loop {
         let tx = conn.unchecked_transaction()?;
-        let handlers: Vec<Option<String>> = tx
-            .prepare_cached(PURGE_DONE)?
-            .query_map([before], |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let counts = lifecycle::count_by_handler(handlers.iter().flatten(), -1);
-        if !counts.is_empty() {
-            tx.prepare_cached(COUNT_DONE)?
-                .execute(params![lifecycle::counts_json(&counts), -1])?;
+        let handlers = query(&tx, bind::purge_done(before), bind::text_or_null)?;
+        if let Some(count) = bind::count_done(handlers.iter().flatten(), -1) {
+            execute(&tx, count)?;
         }
         tx.commit()?;
         purged += handlers.len();
@@ -346,6 +304,21 @@ pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<
             return Ok(purged);
         }
     }
+}
+
+/// The rows of the stats query: (handler, state, count, oldest creation time).
+pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<StatRow>> {
+    query(conn, bind::stats(), bind::stat)
+}
+
+/// Up to `limit` dead jobs with an id above `after`: (id, handler, attempt, last error,
+/// payload).
+pub(crate) fn dead_jobs(
+    conn: &Connection,
+    after: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<DeadJobRow>> {
+    query(conn, bind::dead_jobs(after, limit), bind::dead_job)
 }
 
 /// Whether a failed attempt is SQLite's `SQLITE_BUSY_SNAPSHOT` (extended code 517): the job's
@@ -389,6 +362,7 @@ pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::params;
 
     /// A migrated database holding 100,000 done jobs of another service, a few jobs of
     /// `emails.send` in every other state, and (if `analyzed`) the planner's statistics.

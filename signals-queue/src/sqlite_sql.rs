@@ -7,9 +7,6 @@
     allow(dead_code)
 )]
 
-/// These statements are SQLite's (the store binds times by it).
-pub(crate) const IS_POSTGRES: bool = false;
-
 /// The newest migration this crate knows and needs: 1 the jobs table, 2 the broker's inbox, 3
 /// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`), 4 the inbox's
 /// time index (for pruning) and the done counts (`signals_job_counts`), 5 the mark of the done
@@ -273,12 +270,12 @@ SELECT EXISTS (
     " AND run_at <= ?1)"
 );
 
-/// running → pending again for the jobs of the claim `$1`, whose reply was lost: the attempt
+/// running → pending again for the jobs of the claim `?1`, whose reply was lost: the attempt
 /// it charged is given back (no handler ran).
 pub(crate) const UNCLAIM: &str = "
 UPDATE signals_jobs
 SET state = 'pending', attempt = MAX(attempt - 1, 0), token = NULL, worker = NULL
-WHERE token = $1 AND state = 'running'";
+WHERE token = ?1 AND state = 'running'";
 
 /// running → done, in the job's own transaction, only while its claim holds it.
 pub(crate) const COMPLETE: &str = "
@@ -305,10 +302,10 @@ SET state = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
     run_at = ?2 + ?3, token = NULL, worker = NULL, last_error = ?4
 WHERE id = ?5 AND token = ?6 AND state = 'running'";
 
-/// The jobs running under worker `$1` (id, token, attempt), through the index of running jobs
+/// The jobs running under worker `?1` (id, token, attempt), through the index of running jobs
 /// by worker: maintenance looks for rows nothing of the worker holds any more.
 pub(crate) const RUNNING_OF: &str =
-    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = $1";
+    "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = ?1";
 
 /// Renews the lease of worker `?1` (`?3` ms): one row, and its counter moves.
 pub(crate) const HEARTBEAT: &str = "

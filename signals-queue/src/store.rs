@@ -9,171 +9,192 @@ use crate::db::Tx;
 use crate::error::Error;
 #[cfg(feature = "postgres")]
 use crate::job::JobInfo;
+use crate::job::{DeadJobRow, StatRow};
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
 use crate::rows::JobRows;
 use crate::timing::RetryPolicy;
 
-/// Whether the SQL module `$sql` is PostgreSQL's.
-macro_rules! conn_is_pg {
-    ($sql:ident) => {
-        $sql::IS_POSTGRES
-    };
-}
-
-/// The time a statement binds: `None` on PostgreSQL lets the server's clock decide.
-fn now_for(postgres: bool, now: Option<Millis>) -> Option<Millis> {
-    match postgres {
-        true => now,
-        false => Some(local(now)),
-    }
-}
-
-/// Runs `$body` with `$conn` the connection and `$sql` the module of SQL text for its
-/// database. A job's lazy transaction is opened before it gets here ([`Tx::open`]).
+/// Runs the PostgreSQL arm with the connection of a PostgreSQL transaction, the SQLite arm
+/// with a SQLite one's. A job's lazy transaction is opened before it gets here ([`Tx::open`]).
 macro_rules! on {
-    ($tx:expr, |$conn:ident, $sql:ident| $body:expr) => {
+    ($tx:expr, postgres |$pg:ident| $pg_body:expr, sqlite |$lite:ident| $lite_body:expr $(,)?) => {
         match $tx {
             #[cfg(feature = "postgres")]
-            Tx::Postgres($conn) => {
-                #[allow(unused_imports)]
-                use crate::postgres as $sql;
-                $body
-            }
+            Tx::Postgres($pg) => $pg_body,
             #[cfg(feature = "sqlx-sqlite")]
-            Tx::Sqlite($conn) => {
-                #[allow(unused_imports)]
-                use crate::sqlite_sql as $sql;
-                $body
-            }
+            Tx::Sqlite($lite) => $lite_body,
             Tx::__Job(_) => unreachable!("a job's transaction is opened before a statement"),
         }
     };
+    // The same statement text on both databases (`$n` parameters: SQLite takes them too).
+    ($tx:expr, either |$conn:ident| $body:expr) => {
+        on!($tx, postgres | $conn | $body, sqlite | $conn | $body)
+    };
 }
 
-/// The time a SQLite statement is given: the manual clock's, or this process's.
-fn local(now: Option<Millis>) -> Millis {
-    now.unwrap_or_else(|| crate::clock::Clock::system().now())
+/// The SQLite statements of [`sqlite_bind`](crate::sqlite_bind), run through sqlx (the
+/// rusqlite store runs the same ones).
+#[cfg(feature = "sqlx-sqlite")]
+mod lite {
+    use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
+    use sqlx::Row as _;
+
+    use crate::sqlite_bind::{Arg, Bound, Row};
+
+    impl Row for SqliteRow {
+        type Error = sqlx::Error;
+        fn int(&self, column: usize) -> Result<i64, sqlx::Error> {
+            self.try_get(column)
+        }
+        fn int_or_null(&self, column: usize) -> Result<Option<i64>, sqlx::Error> {
+            self.try_get(column)
+        }
+        fn text(&self, column: usize) -> Result<String, sqlx::Error> {
+            self.try_get(column)
+        }
+        fn text_or_null(&self, column: usize) -> Result<Option<String>, sqlx::Error> {
+            self.try_get(column)
+        }
+    }
+
+    fn query(statement: Bound<'_>) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
+        let mut query = sqlx::query(statement.sql);
+        for arg in statement.args {
+            query = match arg {
+                Arg::Int(value) => query.bind(value),
+                Arg::Text(text) => query.bind(text.into_owned()),
+                Arg::Null => query.bind(None::<i64>),
+            };
+        }
+        query
+    }
+
+    /// Runs `statement`; how many rows it changed.
+    pub(super) async fn execute(
+        conn: &mut SqliteConnection,
+        statement: Bound<'_>,
+    ) -> Result<u64, sqlx::Error> {
+        Ok(query(statement).execute(conn).await?.rows_affected())
+    }
+
+    /// Runs `statement` and reads each of its rows with `read`.
+    pub(super) async fn fetch<T>(
+        conn: &mut SqliteConnection,
+        statement: Bound<'_>,
+        read: impl Fn(&dyn Row<Error = sqlx::Error>) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let rows = query(statement).fetch_all(conn).await?;
+        rows.iter().map(|row| read(row)).collect()
+    }
+
+    /// Runs `statement` and reads its one row with `read`.
+    pub(super) async fn fetch_one<T>(
+        conn: &mut SqliteConnection,
+        statement: Bound<'_>,
+        read: impl FnOnce(&dyn Row<Error = sqlx::Error>) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        read(&query(statement).fetch_one(conn).await?)
+    }
 }
+
+#[cfg(feature = "sqlx-sqlite")]
+use crate::sqlite_bind as bind;
 
 /// Writes the jobs of one `notify` in the caller's transaction, in one statement (a job's
 /// handler may notify too: its lazy transaction opens here).
 pub(crate) async fn enqueue(tx: Tx<'_>, rows: &JobRows) -> Result<(), sqlx::Error> {
-    let event_id = rows.event_id.to_string();
     let tx = tx.open().await?;
+    on!(
+        tx,
+        postgres | conn | enqueue_postgres(conn, rows).await?,
+        sqlite | conn | lite::execute(conn, bind::enqueue(rows)).await.map(drop)?,
+    );
+    Ok(())
+}
+
+/// The jobs of one `notify` on PostgreSQL: one row, or arrays of columns.
+#[cfg(feature = "postgres")]
+async fn enqueue_postgres(
+    conn: &mut sqlx::PgConnection,
+    rows: &JobRows,
+) -> Result<(), sqlx::Error> {
+    use crate::postgres as sql;
+    let event_id = rows.event_id.to_string();
+    // PostgreSQL's clock writes the creation time (the last argument, `NULL`).
     if let [(job, payload)] = rows.rows.as_slice() {
-        let postgres = tx.is_postgres();
-        on!(tx, |conn, sql| {
-            let query = sqlx::query(sql::ENQUEUE)
-                .bind(&event_id)
-                .bind(rows.signal)
-                .bind(job.name())
-                .bind(job.queue())
-                .bind(job.priority())
-                .bind(payload)
-                .bind(job.max_attempts() as i32);
-            // PostgreSQL's clock writes the time there; SQLite stores the writer's, for stats.
-            match postgres {
-                true => query.bind(None::<i64>),
-                false => query.bind(rows.now),
-            }
+        sqlx::query(sql::ENQUEUE)
+            .bind(&event_id)
+            .bind(rows.signal)
+            .bind(job.name())
+            .bind(job.queue())
+            .bind(job.priority())
+            .bind(payload)
+            .bind(job.max_attempts() as i32)
+            .bind(None::<i64>)
             .execute(&mut *conn)
             .await?;
-        });
         return Ok(());
     }
-    match tx {
-        #[cfg(feature = "postgres")]
-        Tx::Postgres(conn) => {
-            let column = |f: fn(&JobInfo, &String) -> String| -> Vec<String> {
-                rows.rows
-                    .iter()
-                    .map(|(job, payload)| f(job, payload))
-                    .collect()
-            };
-            let number = |f: fn(&JobInfo) -> i32| -> Vec<i32> {
-                rows.rows.iter().map(|(job, _)| f(job)).collect()
-            };
-            sqlx::query(crate::postgres::ENQUEUE_MANY)
-                .bind(&event_id)
-                .bind(rows.signal)
-                .bind(column(|job, _| job.name().to_owned()))
-                .bind(column(|job, _| job.queue().to_owned()))
-                .bind(number(JobInfo::priority))
-                .bind(column(|_, payload| payload.clone()))
-                .bind(number(|job| job.max_attempts() as i32))
-                .bind(None::<i64>)
-                .execute(&mut *conn)
-                .await?;
-        }
-        #[cfg(feature = "sqlx-sqlite")]
-        Tx::Sqlite(conn) => {
-            sqlx::query(crate::sqlite_sql::ENQUEUE_MANY)
-                .bind(&event_id)
-                .bind(rows.signal)
-                .bind(crate::rows::rows_json(&rows.rows))
-                .bind(rows.now)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Tx::__Job(_) => unreachable!("opened above"),
-    }
+    let column = |f: fn(&JobInfo, &String) -> String| -> Vec<String> {
+        rows.rows
+            .iter()
+            .map(|(job, payload)| f(job, payload))
+            .collect()
+    };
+    let number =
+        |f: fn(&JobInfo) -> i32| -> Vec<i32> { rows.rows.iter().map(|(job, _)| f(job)).collect() };
+    sqlx::query(sql::ENQUEUE_MANY)
+        .bind(&event_id)
+        .bind(rows.signal)
+        .bind(column(|job, _| job.name().to_owned()))
+        .bind(column(|job, _| job.queue().to_owned()))
+        .bind(number(JobInfo::priority))
+        .bind(column(|_, payload| payload.clone()))
+        .bind(number(|job| job.max_attempts() as i32))
+        .bind(None::<i64>)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Claims up to `request.limit` runnable jobs, in claim order; charges their attempts.
 pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, sqlx::Error> {
     let token = request.token;
-    let rows: Vec<(i64, String, String, String, i32, i32, i64)> = match tx {
-        #[cfg(feature = "postgres")]
-        Tx::Postgres(conn) => {
+    let mut claimed: Vec<Claimed> = on!(
+        tx,
+        postgres | conn | {
             use crate::postgres as sql;
             let claim = match request.suspects {
                 true => sql::CLAIM_SUSPECT,
                 false => sql::CLAIM,
             };
-            sqlx::query_as(claim)
+            let rows: Vec<(i64, String, String, String, i32, i32, i64)> = sqlx::query_as(claim)
                 .bind(request.now)
                 .bind(request.handlers)
                 .bind(request.limit as i64)
                 .bind(token)
                 .bind(request.worker)
                 .fetch_all(&mut *conn)
-                .await?
-        }
-        #[cfg(feature = "sqlx-sqlite")]
-        Tx::Sqlite(conn) => {
-            use crate::sqlite_sql as sql;
-            let claim = match request.suspects {
-                true => sql::CLAIM_SUSPECT,
-                false => sql::CLAIM,
-            };
-            sqlx::query_as(claim)
-                .bind(local(request.now))
-                .bind(request.handlers)
-                .bind(request.suspects)
-                .bind(request.limit as i64)
-                .bind(token)
-                .bind(request.worker)
-                .fetch_all(&mut *conn)
-                .await?
-        }
-        Tx::__Job(_) => unreachable!("a claim runs on the worker's own connection"),
-    };
-    let mut claimed: Vec<Claimed> = rows
-        .into_iter()
-        .map(
-            |(id, event_id, handler, payload, attempt, priority, run_at)| Claimed {
-                id,
-                event_id,
-                handler,
-                payload,
-                attempt: attempt.max(0) as u32,
-                token,
-                priority,
-                run_at,
-            },
-        )
-        .collect();
+                .await?;
+            rows.into_iter()
+                .map(
+                    |(id, event_id, handler, payload, attempt, priority, run_at)| Claimed {
+                        id,
+                        event_id,
+                        handler,
+                        payload,
+                        attempt: attempt.max(0) as u32,
+                        token,
+                        priority,
+                        run_at,
+                    },
+                )
+                .collect()
+        },
+        sqlite
+            | conn
+            | lite::fetch(conn, bind::claim(request), |row| bind::claimed(row, token)).await?,
+    );
     lifecycle::claim_order(&mut claimed);
     Ok(claimed)
 }
@@ -181,23 +202,31 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
 /// Undoes a claim whose reply was lost (the connection dropped after the server committed it):
 /// its jobs are runnable again, their attempts uncharged (no handler ran); how many.
 pub async fn unclaim(tx: Tx<'_>, token: i64) -> Result<u64, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query(sql::UNCLAIM)
-            .bind(token)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    }))
+    Ok(on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query(crate::postgres::UNCLAIM)
+                .bind(token)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        sqlite | conn | lite::execute(conn, bind::unclaim(token)).await?,
+    ))
 }
 
 /// The jobs running under worker `worker`: (id, token, attempt).
 pub async fn running_of(tx: Tx<'_>, worker: i64) -> Result<Vec<(i64, i64, i32)>, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query_as(sql::RUNNING_OF)
-            .bind(worker)
-            .fetch_all(&mut *conn)
-            .await?
-    }))
+    Ok(on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query_as(crate::postgres::RUNNING_OF)
+                .bind(worker)
+                .fetch_all(&mut *conn)
+                .await?,
+        sqlite | conn | lite::fetch(conn, bind::running_of(worker), bind::running).await?,
+    ))
 }
 
 /// Marks the job done in the handler's transaction, and counts it there; `false` if its claim
@@ -207,35 +236,25 @@ pub(crate) async fn complete(
     job: &Claimed,
     now: Option<Millis>,
 ) -> Result<bool, sqlx::Error> {
-    let done = match tx {
-        #[cfg(feature = "postgres")]
-        Tx::Postgres(conn) => sqlx::query(crate::postgres::COMPLETE)
-            .bind(now)
-            .bind(job.id)
-            .bind(job.token)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected(),
-        #[cfg(feature = "sqlx-sqlite")]
-        Tx::Sqlite(conn) => {
-            use crate::sqlite_sql as sql;
-            let done = sqlx::query(sql::COMPLETE)
-                .bind(local(now))
+    let done = on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query(crate::postgres::COMPLETE)
+                .bind(now)
                 .bind(job.id)
                 .bind(job.token)
                 .execute(&mut *conn)
                 .await?
-                .rows_affected();
+                .rows_affected(),
+        sqlite | conn | {
+            let done = lite::execute(conn, bind::complete(job, now)).await?;
             if done == 1 {
-                sqlx::query(sql::COUNT_ONE)
-                    .bind(&job.handler)
-                    .execute(&mut *conn)
-                    .await?;
+                lite::execute(conn, bind::count_one(&job.handler)).await?;
             }
             done
-        }
-        Tx::__Job(_) => unreachable!("a job's transaction is opened before a statement"),
-    };
+        },
+    );
     Ok(done == 1)
 }
 
@@ -250,57 +269,48 @@ pub async fn complete_many(
     if done.is_empty() {
         return Ok(Vec::new());
     }
-    let pairs = lifecycle::completions_json(done);
-    match tx {
-        #[cfg(feature = "postgres")]
-        Tx::Postgres(conn) => {
+    on!(
+        tx,
+        postgres | conn | {
             sqlx::query_scalar(crate::postgres::COMPLETE_MANY)
                 .bind(now)
-                .bind(pairs)
+                .bind(lifecycle::completions_json(done))
                 .fetch_all(&mut *conn)
                 .await
-        }
-        #[cfg(feature = "sqlx-sqlite")]
-        Tx::Sqlite(conn) => {
-            use crate::sqlite_sql as sql;
+        },
+        sqlite | conn | {
             use sqlx::Connection as _;
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let handlers: Vec<String> = sqlx::query_scalar(sql::COMPLETE_MANY)
-                .bind(local(now))
-                .bind(pairs)
-                .fetch_all(&mut *tx)
-                .await?;
-            let counts = lifecycle::count_by_handler(&handlers, 1);
-            if !counts.is_empty() {
-                sqlx::query(sql::COUNT_DONE)
-                    .bind(lifecycle::counts_json(&counts))
-                    .bind(0)
-                    .execute(&mut *tx)
-                    .await?;
+            let handlers = lite::fetch(&mut tx, bind::complete_many(done, now), bind::text).await?;
+            if let Some(count) = bind::count_done(&handlers, 1) {
+                lite::execute(&mut tx, count).await?;
             }
             tx.commit().await?;
             Ok(handlers)
-        }
-        Tx::__Job(_) => unreachable!("a completion flush runs on the worker's own connection"),
-    }
+        },
+    )
 }
 
 /// Records a failed attempt: pending again after the backoff, or dead; `false` if the claim no
 /// longer holds the job.
 pub async fn fail(tx: Tx<'_>, job: &Claimed, failure: &Failure<'_>) -> Result<bool, sqlx::Error> {
-    let changed = on!(tx, |conn, sql| {
-        sqlx::query(sql::FAIL)
-            .bind(failure.permanent)
-            .bind(now_for(conn_is_pg!(sql), failure.now))
-            .bind(failure.delay_ms)
-            .bind(failure.error)
-            .bind(job.id)
-            .bind(job.token)
-            .bind(failure.dead_after_ms)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    });
+    let changed = on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query(crate::postgres::FAIL)
+                .bind(failure.permanent)
+                .bind(failure.now)
+                .bind(failure.delay_ms)
+                .bind(failure.error)
+                .bind(job.id)
+                .bind(job.token)
+                .bind(failure.dead_after_ms)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        sqlite | conn | lite::execute(conn, bind::fail(job, failure)).await?,
+    );
     Ok(changed == 1)
 }
 
@@ -311,14 +321,23 @@ pub async fn heartbeat(
     lease: Duration,
     now: Option<Millis>,
 ) -> Result<(), sqlx::Error> {
-    on!(tx, |conn, sql| {
-        sqlx::query(sql::HEARTBEAT)
-            .bind(worker)
-            .bind(now_for(conn_is_pg!(sql), now))
-            .bind(lease.as_millis() as i64)
-            .execute(&mut *conn)
-            .await?;
-    });
+    on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query(crate::postgres::HEARTBEAT)
+                .bind(worker)
+                .bind(now)
+                .bind(lease.as_millis() as i64)
+                .execute(&mut *conn)
+                .await
+                .map(drop)?,
+        sqlite
+            | conn
+            | lite::execute(conn, bind::heartbeat(worker, lease, now))
+                .await
+                .map(drop)?,
+    );
     Ok(())
 }
 
@@ -327,24 +346,18 @@ pub async fn heartbeat(
 /// instead, so that the next rescue finds them from its row.
 #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
 pub async fn retire(tx: Tx<'_>, worker: i64, now: Option<Millis>) -> Result<(), sqlx::Error> {
-    match tx {
-        #[cfg(feature = "postgres")]
-        Tx::Postgres(conn) => {
-            sqlx::query(crate::postgres::RETIRE)
+    on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query(crate::postgres::RETIRE)
                 .bind(worker)
                 .bind(now)
                 .execute(&mut *conn)
-                .await?;
-        }
-        #[cfg(feature = "sqlx-sqlite")]
-        Tx::Sqlite(conn) => {
-            sqlx::query(crate::sqlite_sql::RETIRE)
-                .bind(worker)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Tx::__Job(_) => unreachable!("a retirement runs on the worker's own connection"),
-    }
+                .await
+                .map(drop)?,
+        sqlite | conn | lite::execute(conn, bind::retire(worker)).await.map(drop)?,
+    );
     Ok(())
 }
 
@@ -362,11 +375,11 @@ pub async fn rescue(
     adopt: bool,
     now: Option<Millis>,
 ) -> Result<u64, sqlx::Error> {
-    let (base, cap) = (retry.base.as_millis() as i64, retry.cap.as_millis() as i64);
     match tx.reborrow() {
         #[cfg(feature = "postgres")]
         Tx::Postgres(conn) => {
             use crate::postgres as sql;
+            let (base, cap) = (retry.base.as_millis() as i64, retry.cap.as_millis() as i64);
             if adopt {
                 sqlx::query(sql::ADOPT_WORKERS)
                     .bind(now)
@@ -389,29 +402,16 @@ pub async fn rescue(
         }
         #[cfg(feature = "sqlx-sqlite")]
         Tx::Sqlite(conn) => {
-            use crate::sqlite_sql as sql;
             use sqlx::Connection as _;
             // Under the write lock: the counters read are the ones the rescue acts on, and a
             // watch held up behind another transaction sees that it was.
-            let mut conn = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             let _ = adopt; // the rescue itself finds the jobs of workers that left no row
-            let rows: Vec<(i64, i64, i64)> =
-                sqlx::query_as(sql::WORKERS).fetch_all(&mut *conn).await?;
-            let stale = serde_json::to_string(&watch.observe(me, &rows)).expect("ids serialize");
-            let rescued = sqlx::query(sql::RESCUE)
-                .bind(local(now))
-                .bind(base)
-                .bind(cap)
-                .bind(lifecycle::RESCUED)
-                .bind(&stale)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-            sqlx::query(sql::PRUNE_WORKERS)
-                .bind(&stale)
-                .execute(&mut *conn)
-                .await?;
-            conn.commit().await?;
+            let workers = lite::fetch(&mut tx, bind::workers(), bind::worker).await?;
+            let stale = bind::stale_json(&watch.observe(me, &workers));
+            let rescued = lite::execute(&mut tx, bind::rescue(&stale, retry, now)).await?;
+            lite::execute(&mut tx, bind::prune_workers(&stale)).await?;
+            tx.commit().await?;
             Ok(rescued)
         }
         Tx::__Job(_) => unreachable!("a rescue runs on the worker's own connection"),
@@ -427,24 +427,42 @@ pub async fn reserve_suspect(
     wait: Duration,
     now: Option<Millis>,
 ) -> Result<bool, sqlx::Error> {
-    let reserved = on!(tx, |conn, sql| {
-        sqlx::query(sql::RESERVE_SUSPECT)
-            .bind(now_for(conn_is_pg!(sql), now))
-            .bind(handlers)
-            .bind(worker)
-            .bind(wait.as_millis() as i64)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    });
+    let reserved = on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query(crate::postgres::RESERVE_SUSPECT)
+                .bind(now)
+                .bind(handlers)
+                .bind(worker)
+                .bind(wait.as_millis() as i64)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        sqlite
+            | conn
+            | lite::execute(conn, bind::reserve_suspect(handlers, worker, wait, now)).await?,
+    );
     Ok(reserved > 0)
 }
 
 /// Runs a savepoint statement (`SAVEPOINT`, `RELEASE SAVEPOINT`, `ROLLBACK TO SAVEPOINT`).
 pub async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(), sqlx::Error> {
-    on!(tx, |conn, _sql| {
-        sqlx::raw_sql(statement).execute(&mut *conn).await?;
-    });
+    on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::raw_sql(statement)
+                .execute(&mut *conn)
+                .await
+                .map(drop)?,
+        sqlite
+            | conn
+            | sqlx::raw_sql(statement)
+                .execute(&mut *conn)
+                .await
+                .map(drop)?,
+    );
     Ok(())
 }
 
@@ -454,14 +472,18 @@ pub(crate) async fn retry_dead(
     handler: Option<&str>,
     now: Option<Millis>,
 ) -> Result<u64, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query(sql::RETRY_DEAD)
-            .bind(now_for(conn_is_pg!(sql), now))
-            .bind(handler)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    }))
+    Ok(on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query(crate::postgres::RETRY_DEAD)
+                .bind(now)
+                .bind(handler)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        sqlite | conn | lite::execute(conn, bind::retry_dead(handler, now)).await?,
+    ))
 }
 
 /// Deletes done jobs that finished before `before`, taking them off the done counts; how many.
@@ -480,20 +502,12 @@ pub(crate) async fn purge_done(mut tx: Tx<'_>, before: Millis) -> Result<u64, sq
             }
             #[cfg(feature = "sqlx-sqlite")]
             Tx::Sqlite(conn) => {
-                use crate::sqlite_sql as sql;
                 use sqlx::Connection as _;
                 let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let handlers: Vec<Option<String>> = sqlx::query_scalar(sql::PURGE_DONE)
-                    .bind(before)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let counts = lifecycle::count_by_handler(handlers.iter().flatten(), -1);
-                if !counts.is_empty() {
-                    sqlx::query(sql::COUNT_DONE)
-                        .bind(lifecycle::counts_json(&counts))
-                        .bind(-1)
-                        .execute(&mut *tx)
-                        .await?;
+                let handlers =
+                    lite::fetch(&mut tx, bind::purge_done(before), bind::text_or_null).await?;
+                if let Some(count) = bind::count_done(handlers.iter().flatten(), -1) {
+                    lite::execute(&mut tx, count).await?;
                 }
                 tx.commit().await?;
                 handlers.len() as u64
@@ -541,21 +555,29 @@ pub async fn promote(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<
 
 /// 1 while a job of `handlers` is pending (available or scheduled) or running, else 0.
 pub async fn busy(tx: Tx<'_>, handlers: &str) -> Result<i64, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query_scalar(sql::BUSY)
-            .bind(handlers)
-            .fetch_one(&mut *conn)
-            .await?
-    }))
+    Ok(on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query_scalar(crate::postgres::BUSY)
+                .bind(handlers)
+                .fetch_one(&mut *conn)
+                .await?,
+        sqlite | conn | lite::fetch_one(conn, bind::busy(handlers), bind::int).await?,
+    ))
 }
 
 /// The rows of the stats query: (handler, state, count, oldest creation time).
-pub(crate) async fn stats(
-    tx: Tx<'_>,
-) -> Result<Vec<(String, String, i64, Option<i64>)>, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query_as(sql::STATS).fetch_all(&mut *conn).await?
-    }))
+pub(crate) async fn stats(tx: Tx<'_>) -> Result<Vec<StatRow>, sqlx::Error> {
+    Ok(on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query_as(crate::postgres::STATS)
+                .fetch_all(&mut *conn)
+                .await?,
+        sqlite | conn | lite::fetch(conn, bind::stats(), bind::stat).await?,
+    ))
 }
 
 /// Up to `limit` dead jobs with an id above `after`: (id, handler, attempt, last error,
@@ -564,14 +586,18 @@ pub(crate) async fn dead_jobs(
     tx: Tx<'_>,
     after: i64,
     limit: u32,
-) -> Result<Vec<(i64, String, i32, Option<String>, String)>, sqlx::Error> {
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query_as(sql::DEAD_JOBS)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await?
-    }))
+) -> Result<Vec<DeadJobRow>, sqlx::Error> {
+    Ok(on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query_as(crate::postgres::DEAD_JOBS)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?,
+        sqlite | conn | lite::fetch(conn, bind::dead_jobs(after, limit), bind::dead_job).await?,
+    ))
 }
 
 /// Creates the schema, or brings it up to date; see [`AsyncQueue::migrate`]. A schema already
@@ -848,26 +874,14 @@ fn is_lock_timeout(error: &sqlx::Error) -> bool {
 async fn sqlite_schema(
     conn: &mut sqlx::SqliteConnection,
 ) -> Result<(Option<i64>, Option<i64>), sqlx::Error> {
-    use crate::sqlite_sql as sql;
-    let exists: bool = sqlx::query_scalar(sql::HAS_SCHEMA)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !exists {
+    use bind::schema;
+    if lite::fetch_one(conn, schema::exists(), bind::int).await? == 0 {
         return Ok((None, None));
     }
-    let level = sqlx::query_scalar(sql::VERSION)
-        .fetch_one(&mut *conn)
-        .await?;
-    let migrations: bool = sqlx::query_scalar(sql::HAS_MIGRATIONS)
-        .fetch_one(&mut *conn)
-        .await?;
-    let applied = match migrations {
-        true => {
-            sqlx::query_scalar(sql::APPLIED)
-                .fetch_one(&mut *conn)
-                .await?
-        }
-        false => None,
+    let level = lite::fetch_one(conn, schema::level(), bind::int_or_null).await?;
+    let applied = match lite::fetch_one(conn, schema::has_migrations(), bind::int).await? {
+        0 => None,
+        _ => lite::fetch_one(conn, schema::applied(), bind::int_or_null).await?,
     };
     Ok((level, applied))
 }
@@ -888,20 +902,13 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
     }
     sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
     for (column, add) in sql::ADDED_COLUMNS {
-        let has: i64 = sqlx::query_scalar(sql::HAS_COLUMN)
-            .bind(column)
-            .fetch_one(&mut *tx)
-            .await?;
-        if has == 0 {
+        if lite::fetch_one(&mut tx, bind::schema::has_column(column), bind::int).await? == 0 {
             sqlx::query(add).execute(&mut *tx).await?;
         }
     }
     sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
     if level.is_none_or(|level| level < sql::COMPATIBLE_FROM) {
-        sqlx::query(sql::SET_VERSION)
-            .bind(sql::COMPATIBLE_FROM)
-            .execute(&mut *tx)
-            .await?;
+        lite::execute(&mut tx, bind::schema::set_level(sql::COMPATIBLE_FROM)).await?;
     }
     sqlx::raw_sql(sql::MIGRATED).execute(&mut *tx).await?;
     tx.commit().await?;
@@ -967,14 +974,17 @@ pub async fn inbox_prune(
 ) -> Result<u64, sqlx::Error> {
     let mut pruned = 0;
     loop {
-        let deleted = on!(tx.reborrow(), |conn, _sql| {
-            sqlx::query(INBOX_PRUNE)
-                .bind(consumer)
-                .bind(before)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
-        });
+        let deleted = on!(
+            tx.reborrow(),
+            either | conn | {
+                sqlx::query(INBOX_PRUNE)
+                    .bind(consumer)
+                    .bind(before)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+            }
+        );
         pruned += deleted;
         if deleted < 10_000 {
             return Ok(pruned);
@@ -985,30 +995,36 @@ pub async fn inbox_prune(
 /// Records a message in the inbox; whether it was new.
 #[cfg(feature = "async")]
 pub async fn inbox_insert(tx: Tx<'_>, row: &InboxRow<'_>) -> Result<bool, sqlx::Error> {
-    let inserted = on!(tx, |conn, _sql| {
-        sqlx::query(INBOX_INSERT)
-            .bind(row.consumer)
-            .bind(row.message_id)
-            .bind(row.subject)
-            .bind(row.state)
-            .bind(row.error)
-            .bind(row.now)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    });
+    let inserted = on!(
+        tx,
+        either | conn | {
+            sqlx::query(INBOX_INSERT)
+                .bind(row.consumer)
+                .bind(row.message_id)
+                .bind(row.subject)
+                .bind(row.state)
+                .bind(row.error)
+                .bind(row.now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        }
+    );
     Ok(inserted == 1)
 }
 
 /// A consumer's inbox counts: (state, rows).
 #[cfg(feature = "async")]
 pub async fn inbox_counts(tx: Tx<'_>, consumer: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    Ok(on!(tx, |conn, _sql| {
-        sqlx::query_as(INBOX_COUNTS)
-            .bind(consumer)
-            .fetch_all(&mut *conn)
-            .await?
-    }))
+    Ok(on!(
+        tx,
+        either | conn | {
+            sqlx::query_as(INBOX_COUNTS)
+                .bind(consumer)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    ))
 }
 
 /// One failed attempt of a batch, as [`fail_many`] records it.
@@ -1040,13 +1056,17 @@ pub async fn fail_many(
         .map(|f| (f.id, f.token, f.delay_ms, f.error))
         .collect();
     let items = serde_json::to_string(&items).expect("failures serialize");
-    Ok(on!(tx, |conn, sql| {
-        sqlx::query(sql::FAIL_MANY)
-            .bind(now_for(conn_is_pg!(sql), now))
-            .bind(&items)
-            .bind(dead_after_ms)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-    }))
+    Ok(on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query(crate::postgres::FAIL_MANY)
+                .bind(now)
+                .bind(&items)
+                .bind(dead_after_ms)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+        sqlite | conn | lite::execute(conn, bind::fail_many(items, dead_after_ms, now)).await?,
+    ))
 }

@@ -19,9 +19,10 @@ use crate::clock::Clock;
 use crate::error::{AttemptError, Error};
 use crate::job::JobInfo;
 use crate::lifecycle::{
-    self, ClaimRequest, Claimed, Counters, Fetcher, InFlight, Next, Persist, StaleWatch,
-    WorkerStats, FLUSH_AFTER, FLUSH_JOBS,
+    self, ClaimRequest, Claimed, Counters, Fetcher, FlushRetry, InFlight, Next, Persist,
+    StaleWatch, WorkerStats, FLUSH_AFTER, FLUSH_JOBS,
 };
+use crate::outcome;
 use crate::registry::linked_jobs;
 use crate::scope::{JobScope, State};
 use crate::sqlite;
@@ -322,12 +323,11 @@ impl RunningWorker {
     pub fn wait_idle(&self) -> Result<(), Error> {
         let conn = sqlite::open(&self.shared.config.path, self.shared.config.busy_timeout)?;
         loop {
-            let busy: i64 =
-                match conn.query_row(sqlite::BUSY, [&self.shared.handlers], |row| row.get(0)) {
-                    Ok(busy) => busy,
-                    Err(error) if sqlite::is_busy(&error) => 1,
-                    Err(error) => return Err(error.into()),
-                };
+            let busy: i64 = match sqlite::busy(&conn, &self.shared.handlers) {
+                Ok(busy) => busy,
+                Err(error) if sqlite::is_busy(&error) => 1,
+                Err(error) => return Err(error.into()),
+            };
             if busy == 0 {
                 return Ok(());
             }
@@ -670,9 +670,7 @@ fn record_failure(
             }
         }
     };
-    Counters::add(&shared.counters.failed, 1);
-    let dead = failure.permanent || job.attempt >= info.max_attempts();
-    trace::failed(job, info, error, recorded, dead);
+    outcome::failed(&shared.counters, job, info, error, &failure, recorded);
 }
 
 /// The completer: completes the jobs whose handlers wrote nothing, many to one statement.
@@ -695,38 +693,25 @@ fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        let mut backoff = Duration::from_millis(5);
-        // Set once the worker closes: tries for a lease more, then leaves the jobs to a rescue.
-        let mut persist: Option<Persist> = None;
+        let mut retry = FlushRetry::default();
         loop {
-            if shared.closing.load(Ordering::SeqCst) && persist.is_none() {
-                persist = Some(Persist::for_lease(shared.config.timing.lease));
-            }
+            retry.closing(
+                shared.closing.load(Ordering::SeqCst),
+                shared.config.timing.lease,
+            );
             match sqlite::complete_many(&conn, &batch, shared.config.timing.clock.fixed()) {
                 Ok(handlers) => {
                     let completed = handlers.len();
-                    Counters::add(&shared.counters.flushes, 1);
-                    Counters::add(&shared.counters.completed_in_batches, completed as u64);
-                    if completed < batch.len() {
-                        trace::leases_lost(batch.len() - completed);
-                    }
-                    for (id, _) in &batch {
-                        shared.in_flight.release(*id);
-                    }
+                    outcome::flushed(&shared.counters, &shared.in_flight, &batch, completed);
                     break;
                 }
                 Err(error) => {
                     trace::database_error("complete", &error.into());
-                    let pause = match persist.as_mut() {
-                        Some(persist) => persist.again(),
-                        None => Some(backoff),
-                    };
-                    let Some(pause) = pause else {
-                        trace::leases_lost(batch.len());
+                    let Some(pause) = retry.again() else {
+                        outcome::flush_abandoned(&batch);
                         break;
                     };
                     std::thread::sleep(pause);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -796,9 +781,8 @@ fn record_orphans(shared: &Shared, conn: &Connection) -> rusqlite::Result<()> {
     let orphans = shared
         .in_flight
         .orphans(&running, shared.config.timing.lease * 2);
-    for job in &orphans.fail {
-        let now = shared.config.timing.clock.fixed();
-        let failure = lifecycle::orphan_failure(job, &shared.config.timing.retry, None, now);
+    let now = shared.config.timing.clock.fixed();
+    for (job, failure) in orphans.failures(&shared.config.timing.retry, None, now) {
         with_retries(|| sqlite::fail(conn, job, &failure))?;
     }
     Ok(())

@@ -4,12 +4,12 @@
 //! runs them again (at least once, as for any effect outside the database).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::shared::Shared;
-use crate::lifecycle::{Counters, Persist, FLUSH_AFTER, FLUSH_JOBS};
+use crate::lifecycle::{FlushRetry, FLUSH_AFTER, FLUSH_JOBS};
+use crate::outcome;
 use crate::store;
 use crate::trace;
 
@@ -38,53 +38,37 @@ pub(super) async fn complete(shared: Arc<Shared>, mut completions: UnboundedRece
 /// worker is stopping, for one lease at most: the jobs stay `running` under a lease that is
 /// no longer renewed after shutdown, and other workers rescue them (run again: at least once).
 async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
-    let mut backoff = Duration::from_millis(5);
-    // Set once the worker stops: tries for a lease more, then gives up.
-    let mut persist: Option<Persist> = None;
+    let mut retry = FlushRetry::default();
     loop {
-        if shared.stopping() && persist.is_none() {
-            persist = Some(Persist::for_lease(shared.config.timing.lease));
-        }
+        retry.closing(shared.stopping(), shared.config.timing.lease);
         let attempt = async {
             let mut conn = shared.own.acquire().await?;
             store::complete_many(conn.tx(), batch, shared.now()).await
         };
         // Once stopping, no try outlasts the give-up time (a pool waiting for a database that
         // is gone would).
-        let result = match &persist {
-            Some(persist) => tokio::time::timeout_at(persist.deadline().into(), attempt)
+        let result = match retry.deadline() {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), attempt)
                 .await
                 .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
             None => attempt.await,
         };
         match result {
             Ok(handlers) => {
-                let completed = handlers.len();
-                Counters::add(&shared.counters.flushes, 1);
-                Counters::add(&shared.counters.completed_in_batches, completed as u64);
-                if completed < batch.len() {
-                    trace::leases_lost(batch.len() - completed);
-                }
-                for (id, _) in batch.drain(..) {
-                    shared.in_flight.release(id);
-                }
+                outcome::flushed(&shared.counters, &shared.in_flight, batch, handlers.len());
+                batch.clear();
                 return;
             }
             Err(error) => {
                 // The jobs stay running under this worker's lease; a rescue takes them back if
                 // the worker dies meanwhile, and the claim's token refuses a late flush then.
                 trace::database_error("complete", &error.into());
-                let pause = match persist.as_mut() {
-                    Some(persist) => persist.again(),
-                    None => Some(backoff),
-                };
-                let Some(pause) = pause else {
-                    trace::leases_lost(batch.len());
+                let Some(pause) = retry.again() else {
+                    outcome::flush_abandoned(batch);
                     batch.clear();
                     return;
                 };
                 tokio::time::sleep(pause).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::db::{JobTx, Transaction, Tx};
 use crate::error::AttemptError;
 use crate::job::JobInfo;
 use crate::lifecycle::{self, Claimed, Counters, Persist};
+use crate::outcome;
 use crate::scope::AsyncJobScope;
 use crate::store;
 use crate::trace;
@@ -128,7 +129,5 @@ pub(super) async fn record_failure(
             }
         }
     };
-    Counters::add(&shared.counters.failed, 1);
-    let dead = failure.permanent || job.attempt >= info.max_attempts();
-    trace::failed(job, info, error, recorded, dead);
+    outcome::failed(&shared.counters, job, info, error, &failure, recorded);
 }

@@ -172,11 +172,10 @@ async fn tick_once(
     if let Some(in_flight) = upkeep.in_flight {
         let running = store::running_of(conn.tx(), upkeep.worker).await?;
         let orphans = in_flight.orphans(&running, upkeep.lease * 2);
-        for token in orphans.unclaim {
+        for &token in &orphans.unclaim {
             store::unclaim(conn.tx(), token).await?;
         }
-        for job in &orphans.fail {
-            let failure = lifecycle::orphan_failure(job, upkeep.retry, upkeep.max_age, now);
+        for (job, failure) in orphans.failures(upkeep.retry, upkeep.max_age, now) {
             store::fail(conn.tx(), job, &failure).await?;
         }
     }

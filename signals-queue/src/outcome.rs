@@ -1,0 +1,47 @@
+//! What either worker does once the database has answered for a job: the counters, the trace,
+//! and the jobs it no longer holds. The thread worker and the async worker (and the relay, for
+//! its flushes) call these after their own statements, so the bookkeeping is written once.
+
+use crate::error::AttemptError;
+use crate::job::JobInfo;
+use crate::lifecycle::{Claimed, Counters, Failure, InFlight};
+use crate::trace;
+
+/// A failed attempt was recorded (`recorded`), or given up on (the claim no longer held the
+/// job, or the write was refused for a lease: maintenance fails it then, as an orphan).
+pub(crate) fn failed(
+    counters: &Counters,
+    job: &Claimed,
+    info: &JobInfo,
+    error: &AttemptError,
+    failure: &Failure<'_>,
+    recorded: bool,
+) {
+    Counters::add(&counters.failed, 1);
+    let dead = failure.permanent || job.attempt >= info.max_attempts();
+    trace::failed(job, info, error, recorded, dead);
+}
+
+/// A flush of `batch` committed, completing `completed` of its jobs (the others' claims no
+/// longer held them).
+pub(crate) fn flushed(
+    counters: &Counters,
+    in_flight: &InFlight,
+    batch: &[(i64, i64)],
+    completed: usize,
+) {
+    Counters::add(&counters.flushes, 1);
+    Counters::add(&counters.completed_in_batches, completed as u64);
+    if completed < batch.len() {
+        trace::leases_lost(batch.len() - completed);
+    }
+    for (id, _) in batch {
+        in_flight.release(*id);
+    }
+}
+
+/// A flush given up at shutdown: its jobs stay `running` under a lease no longer renewed, and
+/// a rescue runs them again.
+pub(crate) fn flush_abandoned(batch: &[(i64, i64)]) {
+    trace::leases_lost(batch.len());
+}

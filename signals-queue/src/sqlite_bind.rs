@@ -1,0 +1,461 @@
+//! Each SQLite statement with its arguments, and the reading of its rows, written once for both
+//! drivers: rusqlite runs them in [`sqlite`](crate::sqlite) (the sync path), sqlx in
+//! [`store`](crate::store) (the async path). A driver only turns an [`Arg`] into its own
+//! binding and a result row into a [`Row`]; what a statement binds, in which order, and how
+//! its rows read lives here.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::clock::Millis;
+use crate::job::{DeadJobRow, StatRow};
+use crate::lifecycle::{self, ClaimRequest, Claimed, Failure};
+use crate::rows::{rows_json, JobRows};
+use crate::sqlite_sql as sql;
+use crate::timing::RetryPolicy;
+
+/// A value a statement binds: SQLite's integers and text (booleans are integers).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Arg<'a> {
+    Int(i64),
+    Text(Cow<'a, str>),
+    Null,
+}
+
+impl From<i64> for Arg<'_> {
+    fn from(value: i64) -> Self {
+        Arg::Int(value)
+    }
+}
+
+impl From<i32> for Arg<'_> {
+    fn from(value: i32) -> Self {
+        Arg::Int(value.into())
+    }
+}
+
+impl From<u32> for Arg<'_> {
+    fn from(value: u32) -> Self {
+        Arg::Int(value.into())
+    }
+}
+
+impl From<bool> for Arg<'_> {
+    fn from(value: bool) -> Self {
+        Arg::Int(value.into())
+    }
+}
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(value: &'a str) -> Self {
+        Arg::Text(Cow::Borrowed(value))
+    }
+}
+
+impl From<String> for Arg<'_> {
+    fn from(value: String) -> Self {
+        Arg::Text(Cow::Owned(value))
+    }
+}
+
+impl<'a, T: Into<Arg<'a>>> From<Option<T>> for Arg<'a> {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Arg::Null, Into::into)
+    }
+}
+
+/// One statement and its arguments, in order.
+#[derive(Debug)]
+pub(crate) struct Bound<'a> {
+    pub(crate) sql: &'static str,
+    pub(crate) args: Vec<Arg<'a>>,
+}
+
+/// `bound!(SQL, a, b, …)`: the statement `SQL` binding `a`, `b`, … as `?1`, `?2`, ….
+macro_rules! bound {
+    ($sql:expr $(, $arg:expr)* $(,)?) => {
+        Bound { sql: $sql, args: vec![$(Arg::from($arg)),*] }
+    };
+}
+
+/// A result row, whichever driver read it: its columns by index.
+pub(crate) trait Row {
+    type Error;
+    fn int(&self, column: usize) -> Result<i64, Self::Error>;
+    fn int_or_null(&self, column: usize) -> Result<Option<i64>, Self::Error>;
+    fn text(&self, column: usize) -> Result<String, Self::Error>;
+    fn text_or_null(&self, column: usize) -> Result<Option<String>, Self::Error>;
+}
+
+/// The time a statement binds: the manual clock's, or this process's (SQLite has no clock
+/// that every process on a file agrees with: each statement is given the writer's).
+pub(crate) fn local(now: Option<Millis>) -> Millis {
+    now.unwrap_or_else(|| crate::clock::Clock::system().now())
+}
+
+/// The jobs of one `notify`, in one statement.
+pub(crate) fn enqueue(rows: &JobRows) -> Bound<'_> {
+    let event_id = rows.event_id.to_string();
+    match rows.rows.as_slice() {
+        [(job, payload)] => bound!(
+            sql::ENQUEUE,
+            event_id,
+            rows.signal,
+            job.name(),
+            job.queue(),
+            job.priority(),
+            payload.as_str(),
+            job.max_attempts(),
+            rows.now,
+        ),
+        many => bound!(
+            sql::ENQUEUE_MANY,
+            event_id,
+            rows.signal,
+            rows_json(many),
+            rows.now
+        ),
+    }
+}
+
+/// [`sql::CLAIM`] or [`sql::CLAIM_SUSPECT`]; its rows read with [`claimed`].
+pub(crate) fn claim<'a>(request: &ClaimRequest<'a>) -> Bound<'a> {
+    let claim = match request.suspects {
+        true => sql::CLAIM_SUSPECT,
+        false => sql::CLAIM,
+    };
+    bound!(
+        claim,
+        local(request.now),
+        request.handlers,
+        request.suspects,
+        request.limit as i64,
+        request.token,
+        request.worker,
+    )
+}
+
+/// A row of [`claim`], claimed with `token`.
+pub(crate) fn claimed<E>(row: &dyn Row<Error = E>, token: i64) -> Result<Claimed, E> {
+    Ok(Claimed {
+        id: row.int(0)?,
+        event_id: row.text(1)?,
+        handler: row.text(2)?,
+        payload: row.text(3)?,
+        attempt: row.int(4)?.max(0) as u32,
+        token,
+        priority: row.int(5)? as i32,
+        run_at: row.int(6)?,
+    })
+}
+
+/// [`sql::RUNNABLE`]: one row, whether a job of `handlers` is runnable now.
+#[cfg(feature = "sqlite")]
+pub(crate) fn runnable(handlers: &str, now: Option<Millis>) -> Bound<'_> {
+    bound!(sql::RUNNABLE, local(now), handlers)
+}
+
+/// [`sql::UNCLAIM`]: the claim `token`'s jobs runnable again.
+#[cfg(feature = "sqlx-sqlite")]
+pub(crate) fn unclaim(token: i64) -> Bound<'static> {
+    bound!(sql::UNCLAIM, token)
+}
+
+/// [`sql::COMPLETE`]; one row changed if the claim held the job (then [`count_one`]).
+pub(crate) fn complete(job: &Claimed, now: Option<Millis>) -> Bound<'static> {
+    bound!(sql::COMPLETE, local(now), job.id, job.token)
+}
+
+/// [`sql::COUNT_ONE`]: one more done job of `handler`.
+pub(crate) fn count_one(handler: &str) -> Bound<'_> {
+    bound!(sql::COUNT_ONE, handler)
+}
+
+/// [`sql::COMPLETE_MANY`] of the `(id, token)` pairs; its rows are the completed jobs'
+/// handlers (then [`count_done`] of them, in the same transaction).
+pub(crate) fn complete_many(done: &[(i64, i64)], now: Option<Millis>) -> Bound<'static> {
+    bound!(
+        sql::COMPLETE_MANY,
+        local(now),
+        lifecycle::completions_json(done)
+    )
+}
+
+/// [`sql::COUNT_DONE`] of these handlers, each `sign` (1: completed, -1: purged); `None` when
+/// there is nothing to count.
+pub(crate) fn count_done<'a>(
+    handlers: impl IntoIterator<Item = &'a String>,
+    sign: i64,
+) -> Option<Bound<'static>> {
+    let counts = lifecycle::count_by_handler(handlers, sign);
+    let shard = if sign < 0 { -1 } else { 0 };
+    (!counts.is_empty()).then(|| bound!(sql::COUNT_DONE, lifecycle::counts_json(&counts), shard))
+}
+
+/// [`sql::FAIL`]; one row changed if the claim held the job.
+pub(crate) fn fail<'a>(job: &Claimed, failure: &Failure<'a>) -> Bound<'a> {
+    bound!(
+        sql::FAIL,
+        failure.permanent,
+        local(failure.now),
+        failure.delay_ms,
+        failure.error,
+        job.id,
+        job.token,
+        failure.dead_after_ms,
+    )
+}
+
+/// [`sql::FAIL_MANY`] of the JSON `[id, token, delay ms, error]` items.
+#[cfg(feature = "sqlx-sqlite")]
+pub(crate) fn fail_many(
+    items: String,
+    dead_after_ms: Option<i64>,
+    now: Option<Millis>,
+) -> Bound<'static> {
+    bound!(sql::FAIL_MANY, local(now), items, dead_after_ms)
+}
+
+/// [`sql::RUNNING_OF`] worker `worker`; its rows read with [`running`].
+pub(crate) fn running_of(worker: i64) -> Bound<'static> {
+    bound!(sql::RUNNING_OF, worker)
+}
+
+/// A row of [`running_of`]: (id, token, attempt).
+pub(crate) fn running<E>(row: &dyn Row<Error = E>) -> Result<(i64, i64, i32), E> {
+    Ok((row.int(0)?, row.int(1)?, row.int(2)? as i32))
+}
+
+/// [`sql::HEARTBEAT`]: worker `worker`'s lease renewed for `lease`.
+pub(crate) fn heartbeat(worker: i64, lease: Duration, now: Option<Millis>) -> Bound<'static> {
+    bound!(sql::HEARTBEAT, worker, local(now), lease.as_millis() as i64)
+}
+
+/// [`sql::RETIRE`] worker `worker`.
+pub(crate) fn retire(worker: i64) -> Bound<'static> {
+    bound!(sql::RETIRE, worker)
+}
+
+/// [`sql::WORKERS`]; its rows read with [`worker`].
+pub(crate) fn workers() -> Bound<'static> {
+    bound!(sql::WORKERS)
+}
+
+/// A row of [`workers`]: (id, beats, lease ms), for a [`StaleWatch`](lifecycle::StaleWatch).
+pub(crate) fn worker<E>(row: &dyn Row<Error = E>) -> Result<(i64, i64, i64), E> {
+    Ok((row.int(0)?, row.int(1)?, row.int(2)?))
+}
+
+/// [`sql::RESCUE`] of the jobs of the `stale` workers (a JSON array), then
+/// [`prune_workers`] of them: in one write transaction, with the [`workers`] read that judged
+/// them.
+pub(crate) fn rescue<'a>(stale: &'a str, retry: &RetryPolicy, now: Option<Millis>) -> Bound<'a> {
+    bound!(
+        sql::RESCUE,
+        local(now),
+        retry.base.as_millis() as i64,
+        retry.cap.as_millis() as i64,
+        lifecycle::RESCUED,
+        stale,
+    )
+}
+
+/// [`sql::PRUNE_WORKERS`]: the `stale` workers forgotten.
+pub(crate) fn prune_workers(stale: &str) -> Bound<'_> {
+    bound!(sql::PRUNE_WORKERS, stale)
+}
+
+/// The stale workers a watch picked, as [`rescue`] and [`prune_workers`] take them.
+pub(crate) fn stale_json(stale: &[i64]) -> String {
+    serde_json::to_string(stale).expect("ids serialize")
+}
+
+/// [`sql::RESERVE_SUSPECT`]; one row changed if `worker` holds a suspect.
+pub(crate) fn reserve_suspect(
+    handlers: &str,
+    worker: i64,
+    wait: Duration,
+    now: Option<Millis>,
+) -> Bound<'_> {
+    bound!(
+        sql::RESERVE_SUSPECT,
+        local(now),
+        handlers,
+        worker,
+        wait.as_millis() as i64
+    )
+}
+
+/// [`sql::RETRY_DEAD`] of `handler` (every handler's if `None`).
+pub(crate) fn retry_dead(handler: Option<&str>, now: Option<Millis>) -> Bound<'_> {
+    bound!(sql::RETRY_DEAD, local(now), handler)
+}
+
+/// [`sql::PURGE_DONE`] before `before`; its rows are [`text_or_null`] (then [`count_done`] of
+/// them, -1, in the same transaction).
+pub(crate) fn purge_done(before: Millis) -> Bound<'static> {
+    bound!(sql::PURGE_DONE, before)
+}
+
+/// [`sql::BUSY`]: one row, 1 while a job of `handlers` is pending or running.
+pub(crate) fn busy(handlers: &str) -> Bound<'_> {
+    bound!(sql::BUSY, handlers)
+}
+
+/// [`sql::STATS`]; its rows read with [`stat`].
+pub(crate) fn stats() -> Bound<'static> {
+    bound!(sql::STATS)
+}
+
+/// A row of [`stats`]: (handler, state, count, oldest creation time).
+pub(crate) fn stat<E>(row: &dyn Row<Error = E>) -> Result<StatRow, E> {
+    Ok((row.text(0)?, row.text(1)?, row.int(2)?, row.int_or_null(3)?))
+}
+
+/// [`sql::DEAD_JOBS`] after the id `after`; its rows read with [`dead_job`].
+pub(crate) fn dead_jobs(after: i64, limit: u32) -> Bound<'static> {
+    bound!(sql::DEAD_JOBS, after, limit)
+}
+
+/// A row of [`dead_jobs`]: (id, handler, attempt, last error, payload).
+pub(crate) fn dead_job<E>(row: &dyn Row<Error = E>) -> Result<DeadJobRow, E> {
+    Ok((
+        row.int(0)?,
+        row.text(1)?,
+        row.int(2)? as i32,
+        row.text_or_null(3)?,
+        row.text(4)?,
+    ))
+}
+
+/// The first column, an integer (a count, a flag).
+pub(crate) fn int<E>(row: &dyn Row<Error = E>) -> Result<i64, E> {
+    row.int(0)
+}
+
+/// The first column, an integer or `NULL` (a schema version).
+pub(crate) fn int_or_null<E>(row: &dyn Row<Error = E>) -> Result<Option<i64>, E> {
+    row.int_or_null(0)
+}
+
+/// The first column, text.
+pub(crate) fn text<E>(row: &dyn Row<Error = E>) -> Result<String, E> {
+    row.text(0)
+}
+
+/// The first column, text or `NULL`.
+pub(crate) fn text_or_null<E>(row: &dyn Row<Error = E>) -> Result<Option<String>, E> {
+    row.text_or_null(0)
+}
+
+/// The statements that read a file's schema, in the order [`schema`] asks them.
+pub(crate) mod schema {
+    use super::{Arg, Bound};
+    use crate::sqlite_sql as sql;
+
+    /// Whether the schema table exists.
+    pub(crate) fn exists() -> Bound<'static> {
+        bound!(sql::HAS_SCHEMA)
+    }
+
+    /// The level (`NULL` before the first migration).
+    pub(crate) fn level() -> Bound<'static> {
+        bound!(sql::VERSION)
+    }
+
+    /// Whether the migrations table exists.
+    pub(crate) fn has_migrations() -> Bound<'static> {
+        bound!(sql::HAS_MIGRATIONS)
+    }
+
+    /// The newest migration.
+    pub(crate) fn applied() -> Bound<'static> {
+        bound!(sql::APPLIED)
+    }
+
+    /// Whether `signals_jobs` has `column`.
+    pub(crate) fn has_column(column: &str) -> Bound<'_> {
+        bound!(sql::HAS_COLUMN, column)
+    }
+
+    /// Records the level `level`.
+    pub(crate) fn set_level(level: i64) -> Bound<'static> {
+        bound!(sql::SET_VERSION, level)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_statement_binds_as_many_arguments_as_its_text_numbers() {
+        let request = ClaimRequest {
+            handlers: "[]",
+            limit: 3,
+            suspects: true,
+            worker: 7,
+            now: Some(10),
+            token: 9,
+        };
+        let job = Claimed {
+            id: 1,
+            event_id: String::new(),
+            handler: "h".into(),
+            payload: "{}".into(),
+            attempt: 1,
+            token: 9,
+            priority: 0,
+            run_at: 0,
+        };
+        let failure = Failure {
+            permanent: false,
+            delay_ms: 5,
+            error: "e",
+            dead_after_ms: None,
+            now: Some(10),
+        };
+        let retry = RetryPolicy::default();
+        let lease = Duration::from_secs(1);
+        let statements = [
+            claim(&request),
+            #[cfg(feature = "sqlite")]
+            runnable("[]", None),
+            #[cfg(feature = "sqlx-sqlite")]
+            unclaim(9),
+            complete(&job, None),
+            count_one("h"),
+            complete_many(&[(1, 9)], None),
+            count_done(&["h".to_owned()], 1).unwrap(),
+            fail(&job, &failure),
+            #[cfg(feature = "sqlx-sqlite")]
+            fail_many("[]".into(), None, None),
+            running_of(7),
+            heartbeat(7, lease, None),
+            retire(7),
+            workers(),
+            rescue("[]", &retry, None),
+            prune_workers("[]"),
+            reserve_suspect("[]", 7, lease, None),
+            retry_dead(None, None),
+            purge_done(0),
+            busy("[]"),
+            stats(),
+            dead_jobs(0, 10),
+            schema::has_column("x"),
+            schema::set_level(3),
+        ];
+        for statement in statements {
+            let highest = (1..=20)
+                .rev()
+                .find(|n| statement.sql.contains(&format!("?{n}")))
+                .unwrap_or(0);
+            assert_eq!(
+                statement.args.len(),
+                highest,
+                "arguments of {}",
+                statement.sql
+            );
+        }
+    }
+}
