@@ -44,7 +44,10 @@
 //!
 //! What the two workers do differently is how they wait and run (threads and channels, or
 //! tasks); what they decide is here, without I/O: the fetch sizing and cooldown (`Fetcher`),
-//! the timeouts, the maintenance ticks, the records of failures and orphans.
+//! the timeouts, the maintenance ticks, the records of failures and orphans, how a write is
+//! retried (`Persist`, `FlushRetry`). What they do once the database answered (counters,
+//! tracing, the jobs in flight) is the `outcome` module's, and each SQLite statement's
+//! arguments and rows are bound and read once (`sqlite_bind`) for rusqlite and sqlx alike.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
