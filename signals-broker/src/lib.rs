@@ -35,3 +35,10 @@ pub use subscriber::{Subscriber, SubscriberBuilder};
 
 /// The error type, `signals_queue`'s: a database error, or [`Error::Nats`].
 pub use signals_queue::Error;
+
+/// The async-nats this crate is built against (0.51): its `Client` and `jetstream::Context` are
+/// the ones [`Relay`] and [`Subscriber`] take.
+pub use async_nats;
+
+/// The sqlx of `signals-queue` (0.9), whose pools and transactions the broker's rows go through.
+pub use signals_queue::sqlx;

@@ -163,6 +163,17 @@ pub use crate::{
     worker::{RunningWorker, Worker, WorkerBuilder},
 };
 
+/// The sqlx this crate is built against (0.9): name its types through this path (or depend on
+/// the same version) so that a `Pool`, a `Transaction` or a row type of yours is the one the
+/// queue takes. Two sqlx versions in one build are two sets of types that do not mix.
+#[cfg(feature = "async")]
+pub use sqlx;
+
+/// The rusqlite this crate is built against (0.39, SQLite bundled): a `Connection` or
+/// `Transaction` handed to [`Enqueue`] and [`FromJob`] must be this one's.
+#[cfg(feature = "sqlite")]
+pub use rusqlite;
+
 /// Not public API: the queue's internals that the broker rung (`signals-broker`) builds on. No
 /// stability promise; everything here may change in any release.
 #[cfg(feature = "async")]

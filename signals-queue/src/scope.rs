@@ -100,32 +100,71 @@ impl<'c> JobScope<'c> {
     }
 }
 
-/// The worker was given no state of the type a context asked for.
+/// The worker was given no state of the type a context asked for. The message names the type
+/// asked for, the types the worker was given (a `Arc<Mailer>` given where `Mailer` is asked
+/// for is a different type), and the builder call that gives it.
 #[derive(Debug, thiserror::Error)]
-#[error("the worker has no state of type `{type_name}`: give it with `WorkerBuilder::state`")]
+#[error("the worker has no state of type `{wanted}` (it was given {given}): give it with `{giver}::state`")]
 pub struct MissingState {
-    type_name: &'static str,
+    wanted: &'static str,
+    given: String,
+    giver: &'static str,
 }
 
 /// The values the application hands the worker once, one per type.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct State {
-    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    values: HashMap<TypeId, (Arc<dyn Any + Send + Sync>, &'static str)>,
+    /// The builder whose `state` gives them, for the error that names it.
+    giver: &'static str,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::given_by("the builder")
+    }
 }
 
 impl State {
+    /// No values yet; `giver` is the builder whose `state` method adds them
+    /// (`"AsyncWorkerBuilder"`), for the error a missing one makes.
+    pub fn given_by(giver: &'static str) -> State {
+        State {
+            values: HashMap::new(),
+            giver,
+        }
+    }
+
     /// Adds `value`, replacing a value of its type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+        let name = std::any::type_name::<T>();
+        self.values
+            .insert(TypeId::of::<T>(), (Arc::new(value), name));
     }
 
     pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Result<&T, MissingState> {
         self.values
             .get(&TypeId::of::<T>())
-            .and_then(|value| value.downcast_ref::<T>())
-            .ok_or(MissingState {
-                type_name: std::any::type_name::<T>(),
-            })
+            .and_then(|(value, _)| value.downcast_ref::<T>())
+            .ok_or_else(|| self.missing::<T>())
+    }
+
+    fn missing<T>(&self) -> MissingState {
+        let mut given: Vec<&str> = self.values.values().map(|(_, name)| *name).collect();
+        given.sort_unstable();
+        let given = match given.as_slice() {
+            [] => "no state".to_owned(),
+            names => names
+                .iter()
+                .map(|name| format!("`{name}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        MissingState {
+            wanted: std::any::type_name::<T>(),
+            given,
+            giver: self.giver,
+        }
     }
 }
 
@@ -237,5 +276,26 @@ impl<'c> AsyncJobScope<'c> {
     /// Which attempt this is: 1 for the first.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_state_names_the_type_asked_for_the_types_given_and_the_builder() {
+        let mut state = State::given_by("AsyncWorkerBuilder");
+        state.insert(Arc::new(7_u8));
+        let error = state.get::<u8>().expect_err("no `u8` was given");
+        assert_eq!(
+            error.to_string(),
+            "the worker has no state of type `u8` (it was given `alloc::sync::Arc<u8>`): \
+             give it with `AsyncWorkerBuilder::state`"
+        );
+        let empty = State::given_by("WorkerBuilder");
+        let error = empty.get::<u8>().expect_err("nothing was given");
+        assert!(error.to_string().contains("(it was given no state)"));
+        assert!(error.to_string().contains("`WorkerBuilder::state`"));
     }
 }

@@ -757,6 +757,11 @@ async fn migrate_postgres(conn: &mut sqlx::PgConnection) -> Result<(), Error> {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
     }
+    // `IF EXISTS`/`IF NOT EXISTS` statements would send a notice each ("… does not exist,
+    // skipping"), which sqlx logs: not news to anyone. The connection is closed after.
+    sqlx::raw_sql("SET client_min_messages = warning")
+        .execute(&mut *conn)
+        .await?;
     let result = migrate_postgres_locked(conn).await;
     let unlocked = sqlx::query(sql::UNLOCK).execute(&mut *conn).await;
     result?;

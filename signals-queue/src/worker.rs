@@ -213,7 +213,7 @@ impl Worker {
     pub fn builder(path: impl Into<PathBuf>) -> WorkerBuilder {
         WorkerBuilder {
             path: path.into(),
-            state: State::default(),
+            state: State::given_by("WorkerBuilder"),
             concurrency: 1,
             timing: Timing::default(),
             busy_timeout: crate::timing::SQLITE_BUSY_TIMEOUT,

@@ -867,3 +867,52 @@ async fn purging_done_jobs_the_previous_release_left_keeps_the_counts_exact() {
         }
     }
 }
+
+/// Counts the events of sqlx's PostgreSQL notices (target `sqlx::postgres::notice`).
+#[derive(Clone, Default)]
+struct Notices(Arc<std::sync::atomic::AtomicUsize>);
+
+impl tracing::Subscriber for Notices {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if event.metadata().target() == "sqlx::postgres::notice" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The first migration of an empty schema prints none of PostgreSQL's "… does not exist,
+/// skipping" notices (its `IF EXISTS` statements are not news). A current-thread runtime: sqlx
+/// reads the notices in the task that runs the statement, under this thread's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_migration_logs_no_notices() {
+    let notices = Notices::default();
+    let _guard = tracing::subscriber::set_default(notices.clone());
+    let Some(db) = Db::postgres_or_skip(true).await else {
+        return;
+    };
+    let pool = pg(&db).await;
+    // The check can fail: a notice of this session does reach the subscriber.
+    sqlx::raw_sql("DROP TABLE IF EXISTS signals_no_such_table")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let seen = notices.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(seen >= 1, "the subscriber sees this session's notices");
+    AsyncQueue::new(db.pool.clone()).migrate().await.unwrap();
+    assert_eq!(
+        notices.0.load(std::sync::atomic::Ordering::SeqCst),
+        seen,
+        "the migration sent notices"
+    );
+    db.drop_schema().await;
+}

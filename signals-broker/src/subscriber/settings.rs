@@ -43,7 +43,7 @@ impl Settings {
             stream,
             consumer,
             subject,
-            state: State::default(),
+            state: State::given_by("SubscriberBuilder"),
             max_deliver: i64::MAX,
             max_age: Duration::from_secs(3600),
             payload_grace: signals_queue::lifecycle::DEFAULT_PAYLOAD_GRACE,

@@ -118,11 +118,17 @@ impl AsyncWorkerBuilder {
     ///
     /// # Errors
     ///
-    /// A database error, [`Error::SchemaOutdated`] before the migration (`build` changes no
-    /// schema: [`AsyncQueue::migrate`](crate::AsyncQueue::migrate) does), a schema newer than
-    /// this crate, [`Error::WorkerConnections`] when the
-    /// database cannot spare the worker's own connections, or two queued handlers with one
-    /// name.
+    /// - [`Error::NoHandlers`]: no queued handler of an asynchronous signal is linked into the
+    ///   program (nothing for the worker to run).
+    /// - [`Error::Context`]: a handler's context cannot be built from this worker (most often a
+    ///   piece of [`state`](Self::state) it asks for was not given; the error names the type).
+    /// - [`Error::SchemaOutdated`] before the migration (`build` changes no schema:
+    ///   [`AsyncQueue::migrate`](crate::AsyncQueue::migrate) does), or a schema newer than this
+    ///   crate.
+    /// - [`Error::WorkerConnections`] when the database cannot spare the worker's own
+    ///   connections, or a pooler in transaction mode is in the way.
+    /// - [`Error::DuplicateJobName`]: two queued handlers with one name.
+    /// - Any database error.
     pub async fn build(mut self) -> Result<AsyncWorker, Error> {
         self.timing = self.timing.bounded();
         let (jobs, handlers) = linked_jobs(JobInfo::runs_on_async_worker)?;
@@ -229,7 +235,7 @@ impl AsyncWorker {
     pub fn builder(pool: impl Into<Pool>) -> AsyncWorkerBuilder {
         AsyncWorkerBuilder {
             pool: pool.into(),
-            state: State::default(),
+            state: State::given_by("AsyncWorkerBuilder"),
             concurrency: 1,
             timing: Timing::default(),
             listen: true,
