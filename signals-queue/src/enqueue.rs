@@ -60,6 +60,21 @@ where
     for<'c> S::Context<'c>: Enqueue,
     J: Handler<S>,
 {
+    #[cfg(feature = "testing")]
+    if crate::inline::active() {
+        if !J::JOB.is_publish() {
+            // As an in-process handler: its filter, then the function with the caller's context.
+            return match J::accepts(signal, ctx) {
+                true => J::call(signal, ctx),
+                false => Ok(()),
+            };
+        }
+        let rows = JobRows::only::<S, J>(signal, ctx)?;
+        if !rows.rows.is_empty() {
+            sqlite::enqueue(ctx.transaction(), &rows)?;
+        }
+        return Ok(());
+    }
     let rows = JobRows::of::<S, J>(signal, ctx)?;
     if !rows.rows.is_empty() {
         sqlite::enqueue(ctx.transaction(), &rows)?;

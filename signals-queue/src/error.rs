@@ -81,6 +81,15 @@ pub enum Error {
     /// A worker thread could not be started.
     #[error("could not start a worker thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A job's payload does not decode as the type asked for.
+    #[error("the payload of job {id} does not decode: {source}")]
+    Payload {
+        /// The job's id.
+        id: i64,
+        /// serde's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 fn describe_schema(found: Option<i64>) -> String {

@@ -513,6 +513,10 @@ where
 /// time).
 pub(crate) type StatRow = (String, String, i64, Option<i64>);
 
+/// A waiting job as the test kit reads it: (id, handler, queue, payload, event id).
+#[cfg(feature = "testing")]
+pub(crate) type WaitingRow = (i64, String, String, String, String);
+
 /// A row of the dead-job listing, as the stores read it: (id, handler, attempt, last error,
 /// payload).
 pub(crate) type DeadJobRow = (i64, String, i32, Option<String>, String);

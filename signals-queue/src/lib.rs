@@ -71,8 +71,9 @@
 //! at its own layer or above.
 //!
 //! 1. `error`, `clock`: errors; time.
-//! 2. `timing`, `wake`: the timings every claimer shares, with their defaults; the in-process
-//!    wake-up that `notify` gives workers.
+//! 2. `timing`, `wake`, `inline`: the timings every claimer shares, with their defaults; the
+//!    in-process wake-up that `notify` gives workers; the test kit's switch that runs queued
+//!    handlers in place.
 //! 3. `db`: connections through sqlx (pool, transaction, a job's lazy transaction).
 //! 4. `scope`, `lifecycle`: what a handler's context is built from; the life cycle's data and
 //!    rules (claims, failures, orphans, leases), without I/O.
@@ -85,7 +86,8 @@
 //! 9. `sqlite`, `store`: the stores, every statement run (rusqlite; sqlx on either database).
 //! 10. `enqueue`, `outcome`: `notify` writing jobs in the caller's transaction; what either
 //!     worker does once the database answered for a job (counters, tracing, jobs in flight).
-//! 11. `kind`, `with_db`, `admin`: the entry points of generated code; the operator's calls.
+//! 11. `kind`, `with_db`, `admin`, `testing`: the entry points of generated code; the
+//!     operator's calls; the test kit.
 //! 12. `async_worker::maintenance`, `async_worker::notifier`: leases, rescues, reconciliation;
 //!     LISTEN.
 //! 13. `async_worker::shared`: what the async worker's tasks share.
@@ -114,6 +116,8 @@ mod clock;
 mod db;
 mod enqueue;
 mod error;
+#[cfg(feature = "testing")]
+mod inline;
 mod job;
 mod kind;
 pub mod lifecycle;
@@ -130,6 +134,8 @@ mod sqlite_bind;
 mod sqlite_sql;
 #[cfg(feature = "async")]
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod timing;
 mod trace;
 mod wake;

@@ -649,6 +649,13 @@ UNION ALL
 SELECT handler, 'done', SUM(done)::BIGINT, NULL FROM signals_job_counts
 GROUP BY handler HAVING SUM(done) > 0";
 
+/// The waiting jobs of the signal `$1` (its full path), oldest first: (id, handler, queue,
+/// payload, event id). The test kit's read; a scan.
+#[cfg(feature = "testing")]
+pub(crate) const WAITING_OF_SIGNAL: &str = "
+SELECT id, handler, queue, COALESCE(body, payload::text), event_id::text FROM signals_jobs
+WHERE signal = $1 AND state IN ('available', 'scheduled', 'pending') ORDER BY id";
+
 /// Up to `$2` dead jobs after the id `$1`, oldest first.
 pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, COALESCE(body, payload::text) FROM signals_jobs

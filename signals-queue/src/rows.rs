@@ -28,6 +28,25 @@ pub(crate) struct JobRows {
 }
 
 impl JobRows {
+    /// The row of `J` alone (if its filter accepts): what a publishing function writes while
+    /// queued handlers run inline ([`testing::Inline`](crate::testing::Inline)).
+    #[cfg(feature = "testing")]
+    pub(crate) fn only<S: Signal, J: Handler<S>>(
+        signal: &S,
+        ctx: &S::Context<'_>,
+    ) -> Result<JobRows, BoxError> {
+        let mut rows = JobRows {
+            event_id: Uuid::now_v7(),
+            signal: signals_core::catalog().get::<S>().path(),
+            now: Clock::system().now(),
+            rows: Vec::new(),
+        };
+        if let Some(payload) = J::JOB.row(signal, ctx)? {
+            rows.rows.push((J::JOB, payload));
+        }
+        Ok(rows)
+    }
+
     /// The rows of a `notify` of `signal`, made at its first queued handler `J` (in run order)
     /// for every queued handler of `S`, so that one statement writes them all: the later ones'
     /// filters are asked then, and their own turn writes nothing. Empty for those.

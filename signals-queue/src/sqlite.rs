@@ -306,6 +306,15 @@ pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<
     }
 }
 
+/// The waiting jobs of the signal `name`: (id, handler, queue, payload, event id).
+#[cfg(feature = "testing")]
+pub(crate) fn waiting_of_signal(
+    conn: &Connection,
+    name: &str,
+) -> rusqlite::Result<Vec<crate::job::WaitingRow>> {
+    query(conn, bind::waiting_of_signal(name), bind::waiting)
+}
+
 /// The rows of the stats query: (handler, state, count, oldest creation time).
 pub(crate) fn stats(conn: &Connection) -> rusqlite::Result<Vec<StatRow>> {
     query(conn, bind::stats(), bind::stat)

@@ -328,6 +328,24 @@ pub(crate) fn dead_job<E>(row: &dyn Row<Error = E>) -> Result<DeadJobRow, E> {
     ))
 }
 
+/// [`sql::WAITING_OF_SIGNAL`] of the signal `name`; its rows read with [`waiting`].
+#[cfg(feature = "testing")]
+pub(crate) fn waiting_of_signal(name: &str) -> Bound<'_> {
+    bound!(sql::WAITING_OF_SIGNAL, name)
+}
+
+/// A row of [`waiting_of_signal`]: (id, handler, queue, payload, event id).
+#[cfg(feature = "testing")]
+pub(crate) fn waiting<E>(row: &dyn Row<Error = E>) -> Result<crate::job::WaitingRow, E> {
+    Ok((
+        row.int(0)?,
+        row.text(1)?,
+        row.text(2)?,
+        row.text(3)?,
+        row.text(4)?,
+    ))
+}
+
 /// The first column, an integer (a count, a flag).
 pub(crate) fn int<E>(row: &dyn Row<Error = E>) -> Result<i64, E> {
     row.int(0)

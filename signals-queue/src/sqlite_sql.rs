@@ -419,6 +419,13 @@ UNION ALL
 SELECT handler, 'done', SUM(done), NULL FROM signals_job_counts
 GROUP BY handler HAVING SUM(done) > 0";
 
+/// The waiting jobs of the signal `?1` (its full path), oldest first: (id, handler, queue,
+/// payload, event id). The test kit's read; a scan.
+#[cfg(feature = "testing")]
+pub(crate) const WAITING_OF_SIGNAL: &str = "
+SELECT id, handler, queue, payload, event_id FROM signals_jobs
+WHERE signal = ?1 AND state = 'pending' ORDER BY id";
+
 /// Up to `?2` dead jobs after the id `?1`, oldest first: a range of `signals_jobs_dead` (a
 /// range of rowids would walk every done job in between).
 pub(crate) const DEAD_JOBS: &str = "

@@ -567,6 +567,24 @@ pub async fn busy(tx: Tx<'_>, handlers: &str) -> Result<i64, sqlx::Error> {
     ))
 }
 
+/// The waiting jobs of the signal `name`: (id, handler, queue, payload, event id).
+#[cfg(feature = "testing")]
+pub(crate) async fn waiting_of_signal(
+    tx: Tx<'_>,
+    name: &str,
+) -> Result<Vec<crate::job::WaitingRow>, sqlx::Error> {
+    Ok(on!(
+        tx,
+        postgres
+            | conn
+            | sqlx::query_as(crate::postgres::WAITING_OF_SIGNAL)
+                .bind(name)
+                .fetch_all(&mut *conn)
+                .await?,
+        sqlite | conn | lite::fetch(conn, bind::waiting_of_signal(name), bind::waiting).await?,
+    ))
+}
+
 /// The rows of the stats query: (handler, state, count, oldest creation time).
 pub(crate) async fn stats(tx: Tx<'_>) -> Result<Vec<StatRow>, sqlx::Error> {
     Ok(on!(

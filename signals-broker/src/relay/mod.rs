@@ -323,6 +323,13 @@ impl RunningRelay {
         }
     }
 
+    /// Runs until `shutdown` completes (the future the application's graceful shutdown waits
+    /// on too), then [`shutdown`](Self::shutdown)s with `grace`.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()>, grace: Duration) {
+        shutdown.await;
+        self.shutdown(grace).await;
+    }
+
     /// Stops claiming, lets the messages in flight be acked and recorded, within `grace`, then
     /// retires the relay's lease (its lease is renewed until then).
     pub async fn shutdown(mut self, grace: Duration) {

@@ -344,6 +344,37 @@ impl RunningAsyncWorker {
         }
     }
 
+    /// Runs until `shutdown` completes (a signal, a cancellation token, the future axum's
+    /// `with_graceful_shutdown` takes too), then [`shutdown`](Self::shutdown)s with `grace`:
+    /// one call that fits the application's own graceful shutdown.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(worker: signals_queue::AsyncWorker) -> Result<(), signals_queue::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let ctrl_c = async {
+    ///     let _ = tokio::signal::ctrl_c().await;
+    /// };
+    /// let stats = worker.start().run_until(ctrl_c, Duration::from_secs(30)).await?;
+    /// println!("{} jobs failed", stats.failed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<WorkerStats, Error> {
+        shutdown.await;
+        self.shutdown(grace).await
+    }
+
     /// Stops fetching and waits up to `grace` for the running handlers; meanwhile the lease
     /// is renewed, so no other worker takes their jobs. Handlers still running after `grace`
     /// are cancelled (their transactions roll back) and their attempts recorded as failed,
