@@ -10,6 +10,9 @@ use rusqlite::Connection;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::job::JobState;
+use crate::ops::{
+    next_chunk, Action, JobDetail, JobFilter, JobSummary, Overview, Selection, ACTION_CHUNK,
+};
 use crate::registry::jobs;
 #[cfg(feature = "sqlite")]
 use crate::sqlite;
@@ -236,6 +239,139 @@ impl Queue {
         let before = self.clock.now() - older_than.as_millis() as i64;
         Ok(sqlite::purge_done(&self.conn, before)?)
     }
+
+    /// The jobs by queue and by handler in the operator's states; see
+    /// [`AsyncQueue::overview`](crate::AsyncQueue::overview).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn overview(&self) -> Result<Overview, Error> {
+        let (rows, queues) = sqlite::overview(&self.conn, self.clock.fixed())?;
+        Ok(Overview::from_rows(rows, queues, self.clock.now()))
+    }
+
+    /// Up to `limit` jobs that `filter` matches with an id above `after`, by id.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn jobs(
+        &self,
+        filter: &JobFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<JobSummary>, Error> {
+        let selection = Selection {
+            now: self.clock.fixed(),
+            after,
+            ids: None,
+            filter,
+            limit: i64::from(limit),
+        };
+        let rows = sqlite::list_jobs(&self.conn, &selection)?;
+        Ok(rows.into_iter().map(JobSummary::from_row).collect())
+    }
+
+    /// One job with its payload and every attempt it had.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn job(&self, id: i64) -> Result<Option<JobDetail>, Error> {
+        Ok(sqlite::job(&self.conn, id, self.clock.fixed())?)
+    }
+
+    /// Applies `action` to the jobs `ids`; see [`AsyncQueue::act_on`](crate::AsyncQueue::act_on).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn act_on(&self, action: Action, ids: &[i64], dry_run: bool) -> Result<u64, Error> {
+        let filter = JobFilter::default();
+        let mut changed = 0;
+        for chunk in ids.chunks(ACTION_CHUNK as usize) {
+            let selection = Selection {
+                now: self.clock.fixed(),
+                after: i64::MIN,
+                ids: Some(crate::lifecycle::ids_json(chunk)),
+                filter: &filter,
+                limit: ACTION_CHUNK,
+            };
+            changed += sqlite::act(&self.conn, action, &selection, dry_run)?.len() as u64;
+        }
+        Ok(changed)
+    }
+
+    /// Applies `action` to every job `filter` matches, in chunks of 1,000; see
+    /// [`AsyncQueue::act_on_all`](crate::AsyncQueue::act_on_all).
+    ///
+    /// # Errors
+    ///
+    /// A database error; the chunks before it stay changed.
+    pub fn act_on_all(
+        &self,
+        action: Action,
+        filter: &JobFilter,
+        dry_run: bool,
+    ) -> Result<u64, Error> {
+        let mut changed = 0;
+        let mut after = i64::MIN;
+        loop {
+            let selection = Selection {
+                now: self.clock.fixed(),
+                after,
+                ids: None,
+                filter,
+                limit: ACTION_CHUNK,
+            };
+            let ids = sqlite::act(&self.conn, action, &selection, dry_run)?;
+            changed += ids.len() as u64;
+            match next_chunk(&ids) {
+                Some(last) => after = last,
+                None => return Ok(changed),
+            }
+        }
+    }
+
+    /// Pauses `queue` for every worker; see [`AsyncQueue::pause`](crate::AsyncQueue::pause).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn pause(&self, queue: &str) -> Result<(), Error> {
+        Ok(sqlite::set_paused(
+            &self.conn,
+            queue,
+            true,
+            self.clock.fixed(),
+        )?)
+    }
+
+    /// Resumes a paused `queue`.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn resume(&self, queue: &str) -> Result<(), Error> {
+        Ok(sqlite::set_paused(
+            &self.conn,
+            queue,
+            false,
+            self.clock.fixed(),
+        )?)
+    }
+
+    /// Deletes the dead, discarded and cancelled jobs that finished more than `older_than`
+    /// ago, 10,000 a statement; how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub fn purge_finished(&self, older_than: Duration) -> Result<u64, Error> {
+        let before = self.clock.now() - older_than.as_millis() as i64;
+        Ok(sqlite::purge_finished(&self.conn, before)?)
+    }
 }
 
 /// The jobs table through sqlx (PostgreSQL or SQLite), for operators: the async twin of
@@ -354,5 +490,146 @@ impl AsyncQueue {
         let before = self.clock.now() - older_than.as_millis() as i64;
         let mut conn = self.pool.acquire().await?;
         Ok(crate::store::purge_done(conn.tx(), before).await?)
+    }
+
+    /// The jobs by queue and by handler in the operator's states, each queue with whether it
+    /// is paused and how long its oldest due job has waited. One read per partial index: no
+    /// done row is read (done counts are kept as jobs complete).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn overview(&self) -> Result<Overview, Error> {
+        let mut conn = self.pool.acquire().await?;
+        let now = self.clock.fixed();
+        let (rows, queues) = crate::store::overview(conn.tx(), now).await?;
+        Ok(Overview::from_rows(rows, queues, self.clock.now()))
+    }
+
+    /// Up to `limit` jobs that `filter` matches with an id above `after`, by id: `0` for the
+    /// first page, then the last id of a page. A walk of the table in id order: a filter that
+    /// matches few of many rows reads many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn jobs(
+        &self,
+        filter: &JobFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<JobSummary>, Error> {
+        let selection = Selection {
+            now: self.clock.fixed(),
+            after,
+            ids: None,
+            filter,
+            limit: i64::from(limit),
+        };
+        let mut conn = self.pool.acquire().await?;
+        let rows = crate::store::list_jobs(conn.tx(), &selection).await?;
+        Ok(rows.into_iter().map(JobSummary::from_row).collect())
+    }
+
+    /// One job with its payload and every attempt it had; `None` if there is none with `id`.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn job(&self, id: i64) -> Result<Option<JobDetail>, Error> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::store::job(conn.tx(), id, self.clock.fixed()).await?)
+    }
+
+    /// Applies `action` to the jobs `ids` (those it applies to: see [`Action`]); how many
+    /// changed. With `dry_run`, changes nothing and says how many would.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn act_on(&self, action: Action, ids: &[i64], dry_run: bool) -> Result<u64, Error> {
+        let filter = JobFilter::default();
+        let mut changed = 0;
+        for chunk in ids.chunks(ACTION_CHUNK as usize) {
+            let selection = Selection {
+                now: self.clock.fixed(),
+                after: i64::MIN,
+                ids: Some(crate::lifecycle::ids_json(chunk)),
+                filter: &filter,
+                limit: ACTION_CHUNK,
+            };
+            let mut conn = self.pool.acquire().await?;
+            changed += crate::store::act(conn.tx(), action, &selection, dry_run)
+                .await?
+                .len() as u64;
+        }
+        Ok(changed)
+    }
+
+    /// Applies `action` to every job `filter` matches (those it applies to), in chunks of
+    /// 1,000 jobs, a statement (and transaction) each, by id: never one statement over
+    /// millions of rows. How many changed; with `dry_run`, how many would (the same chunks,
+    /// read only).
+    ///
+    /// # Errors
+    ///
+    /// A database error; the chunks before it stay changed.
+    pub async fn act_on_all(
+        &self,
+        action: Action,
+        filter: &JobFilter,
+        dry_run: bool,
+    ) -> Result<u64, Error> {
+        let mut changed = 0;
+        let mut after = i64::MIN;
+        loop {
+            let selection = Selection {
+                now: self.clock.fixed(),
+                after,
+                ids: None,
+                filter,
+                limit: ACTION_CHUNK,
+            };
+            let mut conn = self.pool.acquire().await?;
+            let ids = crate::store::act(conn.tx(), action, &selection, dry_run).await?;
+            changed += ids.len() as u64;
+            match next_chunk(&ids) {
+                Some(last) => after = last,
+                None => return Ok(changed),
+            }
+        }
+    }
+
+    /// Pauses `queue` for every worker of the fleet: within a tick (half a second by default)
+    /// no worker claims its jobs; running ones finish. A row in the database.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn pause(&self, queue: &str) -> Result<(), Error> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::store::set_paused(conn.tx(), queue, true, self.clock.fixed()).await?)
+    }
+
+    /// Resumes a paused `queue`.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn resume(&self, queue: &str) -> Result<(), Error> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::store::set_paused(conn.tx(), queue, false, self.clock.fixed()).await?)
+    }
+
+    /// Deletes the dead, discarded and cancelled jobs that finished more than `older_than`
+    /// ago, 10,000 a statement; how many.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    pub async fn purge_finished(&self, older_than: Duration) -> Result<u64, Error> {
+        let before = self.clock.now() - older_than.as_millis() as i64;
+        let mut conn = self.pool.acquire().await?;
+        Ok(crate::store::purge_finished(conn.tx(), before).await?)
     }
 }

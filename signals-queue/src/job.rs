@@ -434,6 +434,23 @@ impl JobInfo {
     pub fn is_publish(&self) -> bool {
         matches!(self.run.kind, RunKind::Publish)
     }
+
+    /// The signal's full path, as job rows store it.
+    pub(crate) fn signal_path(&self) -> &'static str {
+        (self.run.signal_path)()
+    }
+
+    /// What runs it, as `signals_handlers` records it: `sync` (the thread worker), `async`
+    /// (the async worker) or `publish` (a relay).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self.run.kind {
+            #[cfg(feature = "sqlite")]
+            RunKind::Sync(..) => "sync",
+            #[cfg(feature = "async")]
+            RunKind::Async(..) => "async",
+            RunKind::Publish => "publish",
+        }
+    }
 }
 
 impl fmt::Debug for JobInfo {

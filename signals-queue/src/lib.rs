@@ -77,9 +77,11 @@
 //! 3. `db`: connections through sqlx (pool, transaction, a job's lazy transaction).
 //! 4. `scope`, `lifecycle`: what a handler's context is built from; the life cycle's data and
 //!    rules (claims, failures, orphans, leases), without I/O.
-//! 5. `job`: a queued handler as registered, the states of its jobs, how a job runs.
-//! 6. `registry`, `trace`, `sqlite_sql`, `postgres`: the handlers linked into the program;
-//!    tracing; each database's schema and SQL text.
+//! 5. `job`, `ops`: a queued handler as registered, the states of its jobs, how a job runs;
+//!    the operator's view of jobs (states, filters, attempts, counts by queue).
+//! 6. `registry`, `trace`, `sqlite_sql`, `sqlite_ops`, `postgres`, `postgres_ops`: the handlers
+//!    linked into the program; tracing; each database's schema and SQL text (the life cycle's,
+//!    the operator's).
 //! 7. `rows`: the rows one `notify` writes.
 //! 8. `sqlite_bind`: each SQLite statement with its arguments, and the reading of its rows,
 //!    for both drivers.
@@ -121,9 +123,12 @@ mod inline;
 mod job;
 mod kind;
 pub mod lifecycle;
+mod ops;
 mod outcome;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_ops;
 mod registry;
 mod rows;
 mod scope;
@@ -131,6 +136,8 @@ mod scope;
 mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
 mod sqlite_bind;
+#[cfg(any(feature = "sqlite", feature = "sqlx-sqlite"))]
+mod sqlite_ops;
 mod sqlite_sql;
 #[cfg(feature = "async")]
 mod store;
@@ -149,6 +156,10 @@ pub use crate::clock::Clock;
 pub use crate::error::Error;
 pub use crate::job::{JobInfo, JobState, QueueSignal};
 pub use crate::lifecycle::WorkerStats;
+pub use crate::ops::{
+    Action, Attempt, JobDetail, JobFilter, JobStatus, JobSummary, Overview, QueueCounts,
+    StateCounts,
+};
 pub use crate::registry::{jobs, SIGNALS_QUEUE_0_1_JOBS};
 pub use crate::scope::MissingState;
 pub use crate::timing::{RetryPolicy, Timing};

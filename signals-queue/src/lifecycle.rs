@@ -291,6 +291,26 @@ pub(crate) fn orphan_failure(
     }
 }
 
+/// Job ids as a JSON array, as statements that take a list read it.
+pub(crate) fn ids_json(ids: &[i64]) -> String {
+    serde_json::to_string(ids).expect("ids serialize")
+}
+
+/// This process's label, in its workers' lease rows and in each attempt they run: `host:pid`
+/// (the host from the kernel's hostname, else `$HOSTNAME`, else `unknown`).
+pub(crate) fn worker_label() -> &'static str {
+    static LABEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LABEL.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|host| host.trim().to_owned())
+            .filter(|host| !host.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "unknown".to_owned());
+        format!("{host}:{}", std::process::id())
+    })
+}
+
 /// The message a rescued job's `last_error` carries.
 pub(crate) const RESCUED: &str =
     "the worker running the job stopped renewing its lease: it crashed, was killed or lost the database";
@@ -553,6 +573,11 @@ impl InFlight {
     /// The job's outcome is recorded (or given up on: maintenance takes it from here).
     pub fn release(&self, id: i64) {
         self.lock().held.remove(&id);
+    }
+
+    /// The ids of the jobs held now.
+    pub(crate) fn held(&self) -> Vec<i64> {
+        self.lock().held.keys().copied().collect()
     }
 
     /// A claim's reply was lost: the server may have committed it, now or later.

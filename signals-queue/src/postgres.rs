@@ -39,8 +39,11 @@ macro_rules! table_schema {
 /// producer's JSON text (`body`) and claims through an index that starts at the handler; 5
 /// marks the done rows the done counts counted (`counted`), so that a purge takes off only
 /// those (rows done before migration 4, or by the previous release during a deploy, were never
-/// counted).
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+/// counted); 6 the operator's records: each job's attempts (`attempts`, `started_at`), its
+/// outcome beside a terminal state (`outcome`: `discarded` or `cancelled` beside `dead`),
+/// workers' labels, paused queues (`signals_queues`) and the handlers workers run
+/// (`signals_handlers`); it drops the two indexes only releases before 4 claimed through.
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// The compatibility level a migrated table records in `signals_queue_schema` (which releases
 /// before migration 4 read, refusing a higher one): the oldest schema whose code still works
@@ -222,7 +225,63 @@ CREATE TABLE IF NOT EXISTS signals_job_counts (
             tx("ALTER TABLE signals_jobs ADD COLUMN IF NOT EXISTS counted BOOLEAN NOT NULL DEFAULT false"),
         ],
     ),
+    (
+        6,
+        &[
+            // Metadata only: nullable columns, new tables.
+            tx("
+ALTER TABLE signals_jobs ADD COLUMN IF NOT EXISTS outcome TEXT,
+    ADD COLUMN IF NOT EXISTS attempts JSONB,
+    ADD COLUMN IF NOT EXISTS started_at BIGINT"),
+            tx("ALTER TABLE signals_workers ADD COLUMN IF NOT EXISTS label TEXT"),
+            tx("
+CREATE TABLE IF NOT EXISTS signals_queues (
+    name        TEXT    PRIMARY KEY,
+    paused      BOOLEAN NOT NULL DEFAULT false,
+    updated_at  BIGINT  NOT NULL
+)"),
+            tx("
+CREATE TABLE IF NOT EXISTS signals_handlers (
+    name          TEXT    PRIMARY KEY,
+    signal        TEXT    NOT NULL,
+    queue         TEXT    NOT NULL,
+    max_attempts  INTEGER NOT NULL,
+    kind          TEXT    NOT NULL,
+    seen_at       BIGINT  NOT NULL
+)"),
+            // Only releases before 4 claimed `pending` rows through these.
+            concurrently("DROP INDEX CONCURRENTLY IF EXISTS signals_jobs_pending"),
+            concurrently("DROP INDEX CONCURRENTLY IF EXISTS signals_jobs_suspect"),
+        ],
+    ),
 ];
+
+/// `attempts` of the row `$job` with the attempt that ends at `$now` appended: when it started
+/// (the claim's `started_at`), how long it ran, the label of the worker that ran it (its lease
+/// row), and `$error` (`NULL` when it succeeded). Written by the statement that records the
+/// attempt's outcome: the history costs no statement of its own.
+macro_rules! append_attempt {
+    ($job:literal, $now:expr, $error:literal) => {
+        concat!(
+            "COALESCE(",
+            $job,
+            ".attempts, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+        'started_at', ",
+            $job,
+            ".started_at, 'duration_ms', ",
+            $now,
+            " - ",
+            $job,
+            ".started_at,
+        'worker', (SELECT label FROM signals_workers AS w WHERE w.id = ",
+            $job,
+            ".worker),
+        'error', ",
+            $error,
+            "::TEXT))"
+        )
+    };
+}
 
 /// The tables that record migrations: `signals_queue_schema` holds the compatibility level
 /// (releases before migration 4 read it), `signals_queue_migrations` what ran.
@@ -259,6 +318,18 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE NOT i.indisvalid AND n.nspname = ",
     table_schema!(),
     " AND c.relname LIKE 'signals\\_%'"
+);
+
+/// The channel an operator's cancellations are told on (see [`CANCEL_NOTIFY`]).
+pub(crate) const CANCEL_CHANNEL: &str =
+    concat!("SELECT 'signals_cancel_' || md5(", table_schema!(), ")");
+
+/// Tells the workers of this schema, at commit, that the jobs `$1` (a JSON array) were
+/// cancelled: the worker running one drops it at once. (Workers also look every tick.)
+pub(crate) const CANCEL_NOTIFY: &str = concat!(
+    "SELECT pg_notify('signals_cancel_' || md5(",
+    table_schema!(),
+    "), $1)"
 );
 
 /// Records that a migration ran.
@@ -356,7 +427,10 @@ WITH next AS MATERIALIZED (
     ORDER BY job.priority DESC, job.run_at, job.id
     LIMIT $3)
 UPDATE signals_jobs AS job
-SET state = 'running', attempt = job.attempt + 1, token = $4, worker = $5, lease_until = NULL
+SET state = 'running', attempt = job.attempt + 1, token = $4, worker = $5, lease_until = NULL,
+    started_at = ",
+            now!("$1"),
+            "
 FROM next WHERE job.id = next.id
 RETURNING job.id, job.event_id::text, job.handler, COALESCE(job.body, job.payload::text),
           job.attempt, job.priority, job.run_at"
@@ -393,7 +467,10 @@ pub(crate) const COMPLETE: &str = concat!(
 WITH done AS (
     UPDATE signals_jobs SET state = 'done', finished_at = ",
     now!("$1"),
-    ", worker = NULL, counted = true
+    ", worker = NULL, counted = true,
+    attempts = ",
+    append_attempt!("signals_jobs", now!("$1"), "NULL"),
+    "
     WHERE id = $2 AND token = $3 AND state = 'running'
     RETURNING handler, id)
 INSERT INTO signals_job_counts (handler, shard, done)
@@ -408,7 +485,10 @@ pub(crate) const COMPLETE_MANY: &str = concat!(
 WITH done AS (
     UPDATE signals_jobs AS job SET state = 'done', finished_at = ",
     now!("$1"),
-    ", worker = NULL, counted = true
+    ", worker = NULL, counted = true,
+    attempts = ",
+    append_attempt!("job", now!("$1"), "NULL"),
+    "
     FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
           FROM jsonb_array_elements($2::jsonb) AS pair) AS done
     WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'
@@ -431,7 +511,10 @@ SET state = CASE WHEN $1 OR attempt >= max_attempts OR created_at < t.now - $7::
                  THEN 'dead' WHEN $3::BIGINT > 0 THEN 'scheduled' ELSE 'available' END,
     finished_at = CASE WHEN $1 OR attempt >= max_attempts OR created_at < t.now - $7::BIGINT
                        THEN t.now ELSE NULL END,
-    run_at = t.now + $3::BIGINT, token = NULL, worker = NULL, last_error = $4
+    run_at = t.now + $3::BIGINT, token = NULL, worker = NULL, last_error = $4,
+    attempts = ",
+    append_attempt!("signals_jobs", "t.now", "$4"),
+    "
 FROM (SELECT ",
     now!("$2"),
     " AS now) AS t
@@ -446,10 +529,10 @@ pub(crate) const RUNNING_OF: &str =
 /// Renews the lease of worker `$1` for `$3` ms: one row, whatever it runs.
 pub(crate) const HEARTBEAT: &str = concat!(
     "
-INSERT INTO signals_workers (id, lease_until, lease_ms, beats)
+INSERT INTO signals_workers (id, lease_until, lease_ms, beats, label)
 VALUES ($1, ",
     now!("$2"),
-    " + $3::BIGINT, $3::BIGINT, 1)
+    " + $3::BIGINT, $3::BIGINT, 1, $4)
 ON CONFLICT (id) DO UPDATE
 SET lease_until = EXCLUDED.lease_until, lease_ms = EXCLUDED.lease_ms,
     beats = signals_workers.beats + 1"
@@ -490,7 +573,10 @@ SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'scheduled' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN t.now ELSE NULL END,
     run_at = t.now + (LEAST($3::FLOAT8,
         $2::FLOAT8 * (1::BIGINT << LEAST(GREATEST(attempt - 1, 0), 30))) * random())::BIGINT,
-    token = NULL, worker = NULL, crashes = crashes + 1, last_error = $4
+    token = NULL, worker = NULL, crashes = crashes + 1, last_error = $4,
+    attempts = ",
+    append_attempt!("job", "t.now", "$4"),
+    "
 FROM (SELECT ",
     now!("$1"),
     " AS now) AS t
@@ -605,7 +691,7 @@ UPDATE signals_jobs
 SET state = 'available', attempt = 0, crashes = 0, finished_at = NULL, run_at = ",
     now!("$1"),
     "
-WHERE state = 'dead' AND ($2::TEXT IS NULL OR handler = $2)"
+WHERE state = 'dead' AND outcome IS NULL AND ($2::TEXT IS NULL OR handler = $2)"
 );
 
 /// Deletes up to 10,000 done jobs that finished before `$1` (the caller repeats while a
@@ -644,7 +730,7 @@ SELECT handler, 'running', COUNT(*)::BIGINT, NULL FROM signals_jobs
 WHERE state = 'running' GROUP BY handler
 UNION ALL
 SELECT handler, 'dead', COUNT(*)::BIGINT, NULL FROM signals_jobs
-WHERE state = 'dead' GROUP BY handler
+WHERE state = 'dead' AND outcome IS NULL GROUP BY handler
 UNION ALL
 SELECT handler, 'done', SUM(done)::BIGINT, NULL FROM signals_job_counts
 GROUP BY handler HAVING SUM(done) > 0";
@@ -659,7 +745,7 @@ WHERE signal = $1 AND state IN ('available', 'scheduled', 'pending') ORDER BY id
 /// Up to `$2` dead jobs after the id `$1`, oldest first.
 pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, COALESCE(body, payload::text) FROM signals_jobs
-WHERE state = 'dead' AND id > $1 ORDER BY id LIMIT $2";
+WHERE state = 'dead' AND outcome IS NULL AND id > $1 ORDER BY id LIMIT $2";
 
 /// 1 while a job of these handlers (`$1`) waits or runs, else 0: an index probe per handler
 /// and state (each in its index's order, so that the planner never prefers a scan that
@@ -698,7 +784,10 @@ SET state = CASE WHEN job.attempt >= job.max_attempts OR job.created_at < t.now 
     finished_at = CASE WHEN job.attempt >= job.max_attempts
                             OR job.created_at < t.now - $3::BIGINT
                        THEN t.now ELSE NULL END,
-    run_at = t.now + f.delay, token = NULL, worker = NULL, last_error = f.error
+    run_at = t.now + f.delay, token = NULL, worker = NULL, last_error = f.error,
+    attempts = ",
+    append_attempt!("job", "t.now", "f.error"),
+    "
 FROM (SELECT (item->>0)::BIGINT AS id, (item->>1)::BIGINT AS token,
              (item->>2)::BIGINT AS delay, item->>3 AS error
       FROM jsonb_array_elements($2::jsonb) AS item) AS f,

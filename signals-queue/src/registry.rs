@@ -22,6 +22,69 @@ pub(crate) type LinkedJobs = (
     String,
 );
 
+/// The handlers a worker claims for, as the statements take them: the linked ones, less those
+/// on queues an operator paused. Maintenance reads the paused queues every tick and sets them
+/// here; the producer reads the current list for each claim.
+#[doc(hidden)]
+pub struct Claimable {
+    jobs: Vec<&'static JobInfo>,
+    current: std::sync::RwLock<std::sync::Arc<str>>,
+    paused: std::sync::Mutex<Vec<String>>,
+}
+
+impl Claimable {
+    /// Every job of `jobs` claimable.
+    pub(crate) fn new(jobs: &std::collections::HashMap<&'static str, &'static JobInfo>) -> Self {
+        let mut jobs: Vec<&'static JobInfo> = jobs.values().copied().collect();
+        jobs.sort_unstable_by_key(|job| job.name());
+        let current = claims_json(jobs.iter().copied());
+        Claimable {
+            jobs,
+            current: std::sync::RwLock::new(current.into()),
+            paused: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The handlers to claim for now (a JSON array of `{"name", "signal"}`).
+    pub(crate) fn json(&self) -> std::sync::Arc<str> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The queues paused now: the handlers of those are not claimed. Whether that changed.
+    pub(crate) fn set_paused(&self, mut queues: Vec<String>) -> bool {
+        queues.sort_unstable();
+        let mut paused = self
+            .paused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *paused == queues {
+            return false;
+        }
+        let claimable = self.jobs.iter().copied().filter(|job| {
+            queues
+                .binary_search_by(|q| q.as_str().cmp(job.queue()))
+                .is_err()
+        });
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = claims_json(claimable).into();
+        *paused = queues;
+        true
+    }
+}
+
+/// The JSON array of `{"name", "signal"}` the statements take.
+fn claims_json<'a>(jobs: impl Iterator<Item = &'a JobInfo>) -> String {
+    let claims: Vec<serde_json::Value> = jobs
+        .map(|job| serde_json::json!({"name": job.name(), "signal": job.signal_name()}))
+        .collect();
+    serde_json::to_string(&claims).expect("claims serialize")
+}
+
 /// See [`LinkedJobs`]. Job names are unique across every kind (queued handlers of either
 /// kind of signal, publishing functions): a worker claims by name, so two kinds sharing one
 /// would take each other's jobs.
@@ -40,10 +103,6 @@ pub(crate) fn linked_jobs(keep: impl Fn(&JobInfo) -> bool) -> Result<LinkedJobs,
     every.retain(|_, job| keep(job));
     let mut names: Vec<&str> = every.keys().copied().collect();
     names.sort_unstable();
-    let claims: Vec<serde_json::Value> = names
-        .iter()
-        .map(|name| serde_json::json!({"name": name, "signal": every[name].signal_name()}))
-        .collect();
-    let claims = serde_json::to_string(&claims).expect("claims serialize");
+    let claims = claims_json(names.iter().map(|name| every[name]));
     Ok((every, claims))
 }

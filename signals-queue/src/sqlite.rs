@@ -11,10 +11,12 @@ use crate::clock::Millis;
 use crate::error::Error;
 use crate::job::{DeadJobRow, StatRow};
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
+use crate::ops::{Action, JobDetail, ListedRow, OverviewRows, Selection};
 use crate::rows::JobRows;
 use crate::sqlite_bind::{self as bind, Arg, Bound, Row};
 use crate::timing::RetryPolicy;
 
+pub(crate) use crate::sqlite_ops::*;
 pub(crate) use crate::sqlite_sql::*;
 
 /// Opens a connection for the queue: WAL (readers never block the writer), a busy timeout, and
@@ -90,8 +92,8 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
         return Ok(()); // another process migrated meanwhile
     }
     conn.execute_batch(SCHEMA)?;
-    for (column, add) in ADDED_COLUMNS {
-        if query_one(conn, bind::schema::has_column(column), bind::int)? == 0 {
+    for (table, column, add) in ADDED_COLUMNS {
+        if query_one(conn, bind::schema::has_column(table, column), bind::int)? == 0 {
             conn.execute(add, [])?;
         }
     }
@@ -313,6 +315,104 @@ pub(crate) fn waiting_of_signal(
     name: &str,
 ) -> rusqlite::Result<Vec<crate::job::WaitingRow>> {
     query(conn, bind::waiting_of_signal(name), bind::waiting)
+}
+
+/// Records the handlers a worker runs, for tools that link none of them.
+pub(crate) fn record_handlers(
+    conn: &Connection,
+    jobs: &[&'static crate::job::JobInfo],
+    now: Option<Millis>,
+) -> rusqlite::Result<()> {
+    for job in jobs {
+        execute(conn, bind::record_handler(job, now))?;
+    }
+    Ok(())
+}
+
+/// The queues an operator paused.
+pub(crate) fn paused_queues(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let queues = query(conn, bind::queues(), bind::queue_row)?;
+    Ok(queues
+        .into_iter()
+        .filter(|(_, paused)| *paused)
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// Of the jobs `ids`, those an operator cancelled.
+pub(crate) fn cancelled_of(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<i64>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    query(
+        conn,
+        bind::cancelled_of(lifecycle::ids_json(ids)),
+        bind::int,
+    )
+}
+
+/// Up to `selection.limit` jobs of its filter after its cursor, by id.
+pub(crate) fn list_jobs(
+    conn: &Connection,
+    selection: &Selection<'_>,
+) -> rusqlite::Result<Vec<ListedRow>> {
+    query(conn, bind::selected(JOBS, selection), bind::listed)
+}
+
+/// One job with its payload and attempts.
+pub(crate) fn job(
+    conn: &Connection,
+    id: i64,
+    now: Option<Millis>,
+) -> rusqlite::Result<Option<JobDetail>> {
+    Ok(query(conn, bind::job(now, id), bind::job_detail)?
+        .into_iter()
+        .next())
+}
+
+/// One chunk of `action` over `selection`: the ids it changed, or (`dry_run`) would change.
+pub(crate) fn act(
+    conn: &Connection,
+    action: Action,
+    selection: &Selection<'_>,
+    dry_run: bool,
+) -> rusqlite::Result<Vec<i64>> {
+    query(
+        conn,
+        bind::selected(crate::sqlite_ops::action_sql(action, dry_run), selection),
+        bind::int,
+    )
+}
+
+/// The counts by queue, handler and word, and the queues an operator paused or resumed.
+pub(crate) fn overview(conn: &Connection, now: Option<Millis>) -> rusqlite::Result<OverviewRows> {
+    Ok((
+        query(conn, bind::overview(now), bind::overview_row)?,
+        query(conn, bind::queues(), bind::queue_row)?,
+    ))
+}
+
+/// Pauses or resumes `queue`.
+pub(crate) fn set_paused(
+    conn: &Connection,
+    queue: &str,
+    paused: bool,
+    now: Option<Millis>,
+) -> rusqlite::Result<()> {
+    execute(conn, bind::set_paused(queue, paused, now)).map(drop)
+}
+
+/// Deletes the dead, discarded and cancelled jobs that finished before `before`, 10,000 rows a
+/// statement; how many.
+pub(crate) fn purge_finished(conn: &Connection, before: Millis) -> rusqlite::Result<u64> {
+    let mut purged = 0;
+    loop {
+        let deleted = execute(conn, bind::purge_finished(before))? as u64;
+        purged += deleted;
+        if deleted < PURGE_BATCH {
+            return Ok(purged);
+        }
+    }
 }
 
 /// The rows of the stats query: (handler, state, count, oldest creation time).

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::clock::Millis;
 use crate::job::{DeadJobRow, StatRow};
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure};
+use crate::ops::Selection;
 use crate::rows::{rows_json, JobRows};
 use crate::sqlite_sql as sql;
 use crate::timing::RetryPolicy;
@@ -228,7 +229,13 @@ pub(crate) fn running<E>(row: &dyn Row<Error = E>) -> Result<(i64, i64, i32), E>
 
 /// [`sql::HEARTBEAT`]: worker `worker`'s lease renewed for `lease`.
 pub(crate) fn heartbeat(worker: i64, lease: Duration, now: Option<Millis>) -> Bound<'static> {
-    bound!(sql::HEARTBEAT, worker, local(now), lease.as_millis() as i64)
+    bound!(
+        sql::HEARTBEAT,
+        worker,
+        local(now),
+        lease.as_millis() as i64,
+        lifecycle::worker_label(),
+    )
 }
 
 /// [`sql::RETIRE`] worker `worker`.
@@ -346,6 +353,102 @@ pub(crate) fn waiting<E>(row: &dyn Row<Error = E>) -> Result<crate::job::Waiting
     ))
 }
 
+/// `sql` (one of `sqlite_ops`' listings, chunks and actions) over `selection`.
+pub(crate) fn selected<'a>(sql: &'static str, selection: &'a Selection<'a>) -> Bound<'a> {
+    bound!(
+        sql,
+        local(selection.now),
+        selection.after,
+        selection.ids.as_deref(),
+        selection.filter.handler.as_deref(),
+        selection.filter.queue.as_deref(),
+        selection.filter.state.map(|state| state.as_str()),
+        selection.limit,
+    )
+}
+
+/// A listed job: (id, handler, queue, word, attempt, max attempts, due at, last error).
+pub(crate) fn listed<E>(row: &dyn Row<Error = E>) -> Result<crate::ops::ListedRow, E> {
+    Ok((
+        row.int(0)?,
+        row.text(1)?,
+        row.text(2)?,
+        row.text(3)?,
+        row.int(4)?,
+        row.int(5)?,
+        row.int(6)?,
+        row.text_or_null(7)?,
+    ))
+}
+
+/// One job with its payload and attempts.
+pub(crate) fn job(now: Option<Millis>, id: i64) -> Bound<'static> {
+    bound!(crate::sqlite_ops::JOB, local(now), id)
+}
+
+/// A row of [`job`]: the listed columns, the payload and the attempts' JSON.
+pub(crate) fn job_detail<E>(row: &dyn Row<Error = E>) -> Result<crate::ops::JobDetail, E> {
+    Ok(crate::ops::JobDetail::from_row(
+        listed(row)?,
+        row.text(8)?,
+        row.text_or_null(9)?,
+    ))
+}
+
+/// The counts by queue, handler and word at `now`.
+pub(crate) fn overview(now: Option<Millis>) -> Bound<'static> {
+    bound!(crate::sqlite_ops::OVERVIEW, local(now))
+}
+
+/// A row of [`overview`]: (queue, handler, word, count, oldest due time).
+pub(crate) fn overview_row<E>(row: &dyn Row<Error = E>) -> Result<crate::ops::OverviewRow, E> {
+    Ok((
+        row.text(0)?,
+        row.text(1)?,
+        row.text(2)?,
+        row.int(3)?,
+        row.int_or_null(4)?,
+    ))
+}
+
+/// The queues an operator paused or resumed.
+pub(crate) fn queues() -> Bound<'static> {
+    bound!(crate::sqlite_ops::QUEUES)
+}
+
+/// A row of [`queues`]: (name, paused).
+pub(crate) fn queue_row<E>(row: &dyn Row<Error = E>) -> Result<(String, bool), E> {
+    Ok((row.text(0)?, row.int(1)? != 0))
+}
+
+/// Pauses or resumes `queue`.
+pub(crate) fn set_paused(queue: &str, paused: bool, now: Option<Millis>) -> Bound<'_> {
+    bound!(crate::sqlite_ops::SET_PAUSED, queue, paused, local(now))
+}
+
+/// Records a handler a worker runs.
+pub(crate) fn record_handler(job: &crate::job::JobInfo, now: Option<Millis>) -> Bound<'static> {
+    bound!(
+        crate::sqlite_ops::RECORD_HANDLER,
+        job.name(),
+        job.signal_path(),
+        job.queue(),
+        job.max_attempts(),
+        job.kind(),
+        local(now),
+    )
+}
+
+/// Of the jobs `ids` (a JSON array), those an operator cancelled.
+pub(crate) fn cancelled_of(ids: String) -> Bound<'static> {
+    bound!(crate::sqlite_ops::CANCELLED_OF, ids)
+}
+
+/// Up to 10,000 dead, discarded and cancelled jobs that finished before `before`.
+pub(crate) fn purge_finished(before: Millis) -> Bound<'static> {
+    bound!(crate::sqlite_ops::PURGE_FINISHED, before)
+}
+
 /// The first column, an integer (a count, a flag).
 pub(crate) fn int<E>(row: &dyn Row<Error = E>) -> Result<i64, E> {
     row.int(0)
@@ -391,9 +494,9 @@ pub(crate) mod schema {
         bound!(sql::APPLIED)
     }
 
-    /// Whether `signals_jobs` has `column`.
-    pub(crate) fn has_column(column: &str) -> Bound<'_> {
-        bound!(sql::HAS_COLUMN, column)
+    /// Whether `table` has `column`.
+    pub(crate) fn has_column<'a>(table: &'a str, column: &'a str) -> Bound<'a> {
+        bound!(sql::HAS_COLUMN, table, column)
     }
 
     /// Records the level `level`.
@@ -460,7 +563,7 @@ mod tests {
             busy("[]"),
             stats(),
             dead_jobs(0, 10),
-            schema::has_column("x"),
+            schema::has_column("t", "x"),
             schema::set_level(3),
         ];
         for statement in statements {

@@ -10,11 +10,14 @@
 /// The newest migration this crate knows and needs: 1 the jobs table, 2 the broker's inbox, 3
 /// workers' leases (`signals_workers`, `worker`) and crash counts (`crashes`), 4 the inbox's
 /// time index (for pruning) and the done counts (`signals_job_counts`), 5 the mark of the done
-/// rows those counts counted (`counted`: a purge takes off only those). Migration 4 is an
-/// expansion: the level in `signals_queue_schema` (which the release before it reads,
-/// refusing anything above 3) stays at [`COMPATIBLE_FROM`], and `signals_queue_migrations`
-/// records 4 and 5.
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+/// rows those counts counted (`counted`: a purge takes off only those), 6 the operator's
+/// records: each job's attempts (`attempts`, `started_at`), its outcome beside a terminal
+/// state (`outcome`: `discarded` or `cancelled` beside `dead`), workers' labels, paused queues
+/// (`signals_queues`) and the handlers workers run (`signals_handlers`); it drops the two
+/// indexes only the release before 5 claimed through. Migration 4 is an expansion: the level
+/// in `signals_queue_schema` (which the release before it reads, refusing anything above 3)
+/// stays at [`COMPATIBLE_FROM`], and `signals_queue_migrations` records 4 to 6.
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// The compatibility level a migrated file records in `signals_queue_schema`: the oldest
 /// schema whose code still works against it.
@@ -84,13 +87,30 @@ CREATE TABLE IF NOT EXISTS signals_jobs (
     finished_at  INTEGER,
     worker       INTEGER,
     crashes      INTEGER NOT NULL DEFAULT 0,
-    counted      INTEGER NOT NULL DEFAULT 0
+    counted      INTEGER NOT NULL DEFAULT 0,
+    outcome      TEXT,
+    attempts     TEXT,
+    started_at   INTEGER
 );
 CREATE TABLE IF NOT EXISTS signals_workers (
     id           INTEGER PRIMARY KEY,
     lease_until  INTEGER NOT NULL,
     lease_ms     INTEGER NOT NULL,
-    beats        INTEGER NOT NULL DEFAULT 0
+    beats        INTEGER NOT NULL DEFAULT 0,
+    label        TEXT
+);
+CREATE TABLE IF NOT EXISTS signals_queues (
+    name        TEXT    PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signals_handlers (
+    name          TEXT    PRIMARY KEY,
+    signal        TEXT    NOT NULL,
+    queue         TEXT    NOT NULL,
+    max_attempts  INTEGER NOT NULL,
+    kind          TEXT    NOT NULL,
+    seen_at       INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS signals_job_counts (
     handler TEXT    NOT NULL,
@@ -109,42 +129,62 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 );
 ";
 
-/// The columns schemas 3 and 5 added to `signals_jobs`: (name, `ALTER TABLE` statement), run
-/// when `pragma_table_info` lacks the name.
-pub(crate) const ADDED_COLUMNS: [(&str, &str); 3] = [
+/// The columns schemas 3, 5 and 6 added to older tables: (table, column, `ALTER TABLE`
+/// statement), run when `pragma_table_info` lacks the column.
+pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     (
+        "signals_jobs",
         "worker",
         "ALTER TABLE signals_jobs ADD COLUMN worker INTEGER",
     ),
     (
+        "signals_jobs",
         "crashes",
         "ALTER TABLE signals_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
     ),
     (
+        "signals_jobs",
         "counted",
         "ALTER TABLE signals_jobs ADD COLUMN counted INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        "signals_jobs",
+        "outcome",
+        "ALTER TABLE signals_jobs ADD COLUMN outcome TEXT",
+    ),
+    (
+        "signals_jobs",
+        "attempts",
+        "ALTER TABLE signals_jobs ADD COLUMN attempts TEXT",
+    ),
+    (
+        "signals_jobs",
+        "started_at",
+        "ALTER TABLE signals_jobs ADD COLUMN started_at INTEGER",
+    ),
+    (
+        "signals_workers",
+        "label",
+        "ALTER TABLE signals_workers ADD COLUMN label TEXT",
+    ),
 ];
 
-/// Whether `signals_jobs` has the column `?1`.
-pub(crate) const HAS_COLUMN: &str =
-    "SELECT COUNT(*) FROM pragma_table_info('signals_jobs') WHERE name = ?1";
+/// Whether the table `?1` has the column `?2`.
+pub(crate) const HAS_COLUMN: &str = "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2";
 
-/// The indexes, once every column exists. Migration 5 adds `signals_jobs_claim` (pending jobs
+/// The indexes, once every column exists. Migration 5 added `signals_jobs_claim` (pending jobs
 /// by handler, in claim order: claims, idle checks and `stats` probe it per handler),
 /// `signals_jobs_suspects` (due suspects by handler) and `signals_jobs_dead` (the dead-job
-/// listing, `stats`); `signals_jobs_pending` and `signals_jobs_suspect` stay for the previous
-/// release's claim during a rolling deploy.
+/// listing, `stats`); migration 6 drops `signals_jobs_pending` and `signals_jobs_suspect`,
+/// which only the release before 5 claimed through (every write kept them up to date).
 pub(crate) const INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS signals_jobs_pending
-    ON signals_jobs (priority DESC, run_at, id) WHERE state = 'pending';
+DROP INDEX IF EXISTS signals_jobs_pending;
+DROP INDEX IF EXISTS signals_jobs_suspect;
 CREATE INDEX IF NOT EXISTS signals_jobs_claim
     ON signals_jobs (handler, priority DESC, run_at, id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS signals_jobs_suspects
     ON signals_jobs (handler, run_at) WHERE state = 'pending' AND crashes > 0;
 CREATE INDEX IF NOT EXISTS signals_jobs_dead ON signals_jobs (id) WHERE state = 'dead';
-CREATE INDEX IF NOT EXISTS signals_jobs_suspect
-    ON signals_jobs (run_at) WHERE state = 'pending' AND crashes > 0;
 DROP INDEX IF EXISTS signals_jobs_running;
 CREATE INDEX IF NOT EXISTS signals_jobs_worker
     ON signals_jobs (worker) WHERE state = 'running';
@@ -220,7 +260,8 @@ macro_rules! claim {
         concat!(
             "
 UPDATE signals_jobs
-SET state = 'running', attempt = attempt + 1, token = ?5, worker = ?6, lease_until = NULL
+SET state = 'running', attempt = attempt + 1, token = ?5, worker = ?6, lease_until = NULL,
+    started_at = ?1
 WHERE id IN (
     SELECT job.id FROM json_each(?2) AS h CROSS JOIN signals_jobs AS job
     WHERE job.id IN (
@@ -277,39 +318,75 @@ UPDATE signals_jobs
 SET state = 'pending', attempt = MAX(attempt - 1, 0), token = NULL, worker = NULL
 WHERE token = ?1 AND state = 'running'";
 
+/// `attempts` with the attempt that ends now (`$now`) appended: when it started (the claim's
+/// `started_at`), how long it ran, the label of the worker that ran it (its lease row), and
+/// `$error` (`NULL` when it succeeded). Written by the statement that records the attempt's
+/// outcome: the history costs no statement of its own.
+macro_rules! append_attempt {
+    ($now:literal, $error:literal) => {
+        concat!(
+            "json_insert(COALESCE(attempts, '[]'), '$[#]', json_object(
+        'started_at', started_at, 'duration_ms', ",
+            $now,
+            " - started_at,
+        'worker', (SELECT label FROM signals_workers AS w WHERE w.id = signals_jobs.worker),
+        'error', ",
+            $error,
+            "))"
+        )
+    };
+}
+
 /// running → done, in the job's own transaction, only while its claim holds it.
-pub(crate) const COMPLETE: &str = "
-UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1
-WHERE id = ?2 AND token = ?3 AND state = 'running'";
+pub(crate) const COMPLETE: &str = concat!(
+    "
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1,
+    attempts = ",
+    append_attempt!("?1", "NULL"),
+    "
+WHERE id = ?2 AND token = ?3 AND state = 'running'"
+);
 
 /// running → done for the `[id, token]` pairs of `?2`: the completer's flush.
-pub(crate) const COMPLETE_MANY: &str = "
-UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1
+pub(crate) const COMPLETE_MANY: &str = concat!(
+    "
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1,
+    attempts = ",
+    append_attempt!("?1", "NULL"),
+    "
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token
       FROM json_each(?2)) AS done
 WHERE signals_jobs.id = done.id AND signals_jobs.token = done.token
   AND signals_jobs.state = 'running'
-RETURNING handler";
+RETURNING handler"
+);
 
 /// running → pending after `?3` ms, or dead (no attempts left, `?1`: cannot run, or written
 /// more than `?7` ms ago by the writer's clock).
-pub(crate) const FAIL: &str = "
+pub(crate) const FAIL: &str = concat!(
+    "
 UPDATE signals_jobs
 SET state = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
                  THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
                        THEN ?2 ELSE NULL END,
-    run_at = ?2 + ?3, token = NULL, worker = NULL, last_error = ?4
-WHERE id = ?5 AND token = ?6 AND state = 'running'";
+    run_at = ?2 + ?3, token = NULL, worker = NULL, last_error = ?4,
+    attempts = ",
+    append_attempt!("?2", "?4"),
+    "
+WHERE id = ?5 AND token = ?6 AND state = 'running'"
+);
 
 /// The jobs running under worker `?1` (id, token, attempt), through the index of running jobs
 /// by worker: maintenance looks for rows nothing of the worker holds any more.
 pub(crate) const RUNNING_OF: &str =
     "SELECT id, token, attempt FROM signals_jobs WHERE state = 'running' AND worker = ?1";
 
-/// Renews the lease of worker `?1` (`?3` ms): one row, and its counter moves.
+/// Renews the lease of worker `?1` (`?3` ms, labelled `?4`: host and process): one row, and
+/// its counter moves.
 pub(crate) const HEARTBEAT: &str = "
-INSERT INTO signals_workers (id, lease_until, lease_ms, beats) VALUES (?1, ?2 + ?3, ?3, 1)
+INSERT INTO signals_workers (id, lease_until, lease_ms, beats, label)
+VALUES (?1, ?2 + ?3, ?3, 1, ?4)
 ON CONFLICT (id) DO UPDATE
 SET lease_until = excluded.lease_until, lease_ms = excluded.lease_ms, beats = beats + 1";
 
@@ -323,17 +400,22 @@ pub(crate) const WORKERS: &str = "SELECT id, beats, lease_ms FROM signals_worker
 /// when out of attempts, for the jobs of the stale workers `?5` (a JSON array), of workers that
 /// left no row, and running rows an older version left without a worker once their own lease
 /// expired.
-pub(crate) const RESCUE: &str = "
+pub(crate) const RESCUE: &str = concat!(
+    "
 UPDATE signals_jobs
 SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE NULL END,
     run_at = ?1 + CAST(MIN(?3, ?2 * (1 << MIN(MAX(attempt - 1, 0), 30)))
                        * ((RANDOM() & 1048575) / 1048576.0) AS INTEGER),
-    token = NULL, worker = NULL, crashes = crashes + 1, last_error = ?4
+    token = NULL, worker = NULL, crashes = crashes + 1, last_error = ?4,
+    attempts = ",
+    append_attempt!("?1", "?4"),
+    "
 WHERE state = 'running' AND (
     worker IN (SELECT value FROM json_each(?5))
     OR (worker IS NULL AND lease_until < ?1)
-    OR (worker IS NOT NULL AND worker NOT IN (SELECT id FROM signals_workers)))";
+    OR (worker IS NOT NULL AND worker NOT IN (SELECT id FROM signals_workers)))"
+);
 
 /// Forgets the stale workers `?1` (a JSON array) once their jobs were rescued.
 pub(crate) const PRUNE_WORKERS: &str =
@@ -361,10 +443,11 @@ WHERE id = (
 );
 
 /// dead → pending, with the attempts and crashes reset; of the handler `?2` only, unless NULL.
+/// A discarded or cancelled job stays as it is.
 pub(crate) const RETRY_DEAD: &str = "
 UPDATE signals_jobs
 SET state = 'pending', attempt = 0, crashes = 0, run_at = ?1, finished_at = NULL
-WHERE state = 'dead' AND (?2 IS NULL OR handler = ?2)";
+WHERE state = 'dead' AND outcome IS NULL AND (?2 IS NULL OR handler = ?2)";
 
 /// Deletes up to [`PURGE_BATCH`] done jobs that finished before `?1` (the caller repeats while
 /// a statement deletes that many, and takes those the done counts counted off them with
@@ -414,7 +497,7 @@ SELECT handler, 'running', COUNT(*), MIN(created_at) FROM signals_jobs
 WHERE state = 'running' GROUP BY handler
 UNION ALL
 SELECT handler, 'dead', COUNT(*), MIN(created_at) FROM signals_jobs
-WHERE state = 'dead' GROUP BY handler
+WHERE state = 'dead' AND outcome IS NULL GROUP BY handler
 UNION ALL
 SELECT handler, 'done', SUM(done), NULL FROM signals_job_counts
 GROUP BY handler HAVING SUM(done) > 0";
@@ -430,7 +513,7 @@ WHERE signal = ?1 AND state = 'pending' ORDER BY id";
 /// range of rowids would walk every done job in between).
 pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, payload FROM signals_jobs
-WHERE state = 'dead' AND id > ?1 ORDER BY id LIMIT ?2";
+WHERE state = 'dead' AND outcome IS NULL AND id > ?1 ORDER BY id LIMIT ?2";
 
 /// 1 while a job of these handlers (`?1`) is pending or running, else 0: a probe of
 /// `signals_jobs_claim` per handler, then the running jobs (through `signals_jobs_worker`:
@@ -456,7 +539,11 @@ SET state = CASE WHEN attempt >= max_attempts OR created_at < ?1 - ?3
                  THEN 'dead' ELSE 'pending' END,
     finished_at = CASE WHEN attempt >= max_attempts OR created_at < ?1 - ?3
                        THEN ?1 ELSE NULL END,
-    run_at = ?1 + f.delay, token = NULL, worker = NULL, last_error = f.error
+    run_at = ?1 + f.delay, token = NULL, worker = NULL, last_error = f.error,
+    attempts = json_insert(COALESCE(attempts, '[]'), '$[#]', json_object(
+        'started_at', started_at, 'duration_ms', ?1 - started_at,
+        'worker', (SELECT label FROM signals_workers AS w WHERE w.id = signals_jobs.worker),
+        'error', f.error))
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,
              json_extract(value, '$[2]') AS delay, json_extract(value, '$[3]') AS error
       FROM json_each(?2)) AS f

@@ -7,17 +7,17 @@ use std::time::Duration;
 use crate::clock::Millis;
 use crate::db::Tx;
 use crate::error::Error;
-#[cfg(feature = "postgres")]
 use crate::job::JobInfo;
 use crate::job::{DeadJobRow, StatRow};
 use crate::lifecycle::{self, ClaimRequest, Claimed, Failure, StaleWatch};
+use crate::ops::{Action, JobDetail, ListedRow, OverviewRows, Selection};
 use crate::rows::JobRows;
 use crate::timing::RetryPolicy;
 
 /// Runs the PostgreSQL arm with the connection of a PostgreSQL transaction, the SQLite arm
 /// with a SQLite one's. A job's lazy transaction is opened before it gets here ([`Tx::open`]).
 macro_rules! on {
-    ($tx:expr, postgres |$pg:ident| $pg_body:expr, sqlite |$lite:ident| $lite_body:expr $(,)?) => {
+    ($tx:expr, postgres = |$pg:ident| $pg_body:expr, sqlite = |$lite:ident| $lite_body:expr $(,)?) => {
         match $tx {
             #[cfg(feature = "postgres")]
             Tx::Postgres($pg) => $pg_body,
@@ -27,8 +27,8 @@ macro_rules! on {
         }
     };
     // The same statement text on both databases (`$n` parameters: SQLite takes them too).
-    ($tx:expr, either |$conn:ident| $body:expr) => {
-        on!($tx, postgres | $conn | $body, sqlite | $conn | $body)
+    ($tx:expr, either = |$conn:ident| $body:expr) => {
+        on!($tx, postgres = |$conn| $body, sqlite = |$conn| $body)
     };
 }
 
@@ -106,8 +106,8 @@ pub(crate) async fn enqueue(tx: Tx<'_>, rows: &JobRows) -> Result<(), sqlx::Erro
     let tx = tx.open().await?;
     on!(
         tx,
-        postgres | conn | enqueue_postgres(conn, rows).await?,
-        sqlite | conn | lite::execute(conn, bind::enqueue(rows)).await.map(drop)?,
+        postgres = |conn| enqueue_postgres(conn, rows).await?,
+        sqlite = |conn| lite::execute(conn, bind::enqueue(rows)).await.map(drop)?,
     );
     Ok(())
 }
@@ -162,7 +162,7 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
     let token = request.token;
     let mut claimed: Vec<Claimed> = on!(
         tx,
-        postgres | conn | {
+        postgres = |conn| {
             use crate::postgres as sql;
             let claim = match request.suspects {
                 true => sql::CLAIM_SUSPECT,
@@ -191,9 +191,8 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
                 )
                 .collect()
         },
-        sqlite
-            | conn
-            | lite::fetch(conn, bind::claim(request), |row| bind::claimed(row, token)).await?,
+        sqlite =
+            |conn| lite::fetch(conn, bind::claim(request), |row| bind::claimed(row, token)).await?,
     );
     lifecycle::claim_order(&mut claimed);
     Ok(claimed)
@@ -204,14 +203,12 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
 pub async fn unclaim(tx: Tx<'_>, token: i64) -> Result<u64, sqlx::Error> {
     Ok(on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query(crate::postgres::UNCLAIM)
-                .bind(token)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-        sqlite | conn | lite::execute(conn, bind::unclaim(token)).await?,
+        postgres = |conn| sqlx::query(crate::postgres::UNCLAIM)
+            .bind(token)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite = |conn| lite::execute(conn, bind::unclaim(token)).await?,
     ))
 }
 
@@ -219,13 +216,11 @@ pub async fn unclaim(tx: Tx<'_>, token: i64) -> Result<u64, sqlx::Error> {
 pub async fn running_of(tx: Tx<'_>, worker: i64) -> Result<Vec<(i64, i64, i32)>, sqlx::Error> {
     Ok(on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query_as(crate::postgres::RUNNING_OF)
-                .bind(worker)
-                .fetch_all(&mut *conn)
-                .await?,
-        sqlite | conn | lite::fetch(conn, bind::running_of(worker), bind::running).await?,
+        postgres = |conn| sqlx::query_as(crate::postgres::RUNNING_OF)
+            .bind(worker)
+            .fetch_all(&mut *conn)
+            .await?,
+        sqlite = |conn| lite::fetch(conn, bind::running_of(worker), bind::running).await?,
     ))
 }
 
@@ -238,16 +233,14 @@ pub(crate) async fn complete(
 ) -> Result<bool, sqlx::Error> {
     let done = on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query(crate::postgres::COMPLETE)
-                .bind(now)
-                .bind(job.id)
-                .bind(job.token)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-        sqlite | conn | {
+        postgres = |conn| sqlx::query(crate::postgres::COMPLETE)
+            .bind(now)
+            .bind(job.id)
+            .bind(job.token)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite = |conn| {
             let done = lite::execute(conn, bind::complete(job, now)).await?;
             if done == 1 {
                 lite::execute(conn, bind::count_one(&job.handler)).await?;
@@ -271,14 +264,14 @@ pub async fn complete_many(
     }
     on!(
         tx,
-        postgres | conn | {
+        postgres = |conn| {
             sqlx::query_scalar(crate::postgres::COMPLETE_MANY)
                 .bind(now)
                 .bind(lifecycle::completions_json(done))
                 .fetch_all(&mut *conn)
                 .await
         },
-        sqlite | conn | {
+        sqlite = |conn| {
             use sqlx::Connection as _;
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             let handlers = lite::fetch(&mut tx, bind::complete_many(done, now), bind::text).await?;
@@ -296,20 +289,18 @@ pub async fn complete_many(
 pub async fn fail(tx: Tx<'_>, job: &Claimed, failure: &Failure<'_>) -> Result<bool, sqlx::Error> {
     let changed = on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query(crate::postgres::FAIL)
-                .bind(failure.permanent)
-                .bind(failure.now)
-                .bind(failure.delay_ms)
-                .bind(failure.error)
-                .bind(job.id)
-                .bind(job.token)
-                .bind(failure.dead_after_ms)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-        sqlite | conn | lite::execute(conn, bind::fail(job, failure)).await?,
+        postgres = |conn| sqlx::query(crate::postgres::FAIL)
+            .bind(failure.permanent)
+            .bind(failure.now)
+            .bind(failure.delay_ms)
+            .bind(failure.error)
+            .bind(job.id)
+            .bind(job.token)
+            .bind(failure.dead_after_ms)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite = |conn| lite::execute(conn, bind::fail(job, failure)).await?,
     );
     Ok(changed == 1)
 }
@@ -323,20 +314,17 @@ pub async fn heartbeat(
 ) -> Result<(), sqlx::Error> {
     on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query(crate::postgres::HEARTBEAT)
-                .bind(worker)
-                .bind(now)
-                .bind(lease.as_millis() as i64)
-                .execute(&mut *conn)
-                .await
-                .map(drop)?,
-        sqlite
-            | conn
-            | lite::execute(conn, bind::heartbeat(worker, lease, now))
-                .await
-                .map(drop)?,
+        postgres = |conn| sqlx::query(crate::postgres::HEARTBEAT)
+            .bind(worker)
+            .bind(now)
+            .bind(lease.as_millis() as i64)
+            .bind(lifecycle::worker_label())
+            .execute(&mut *conn)
+            .await
+            .map(drop)?,
+        sqlite = |conn| lite::execute(conn, bind::heartbeat(worker, lease, now))
+            .await
+            .map(drop)?,
     );
     Ok(())
 }
@@ -348,15 +336,13 @@ pub async fn heartbeat(
 pub async fn retire(tx: Tx<'_>, worker: i64, now: Option<Millis>) -> Result<(), sqlx::Error> {
     on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query(crate::postgres::RETIRE)
-                .bind(worker)
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map(drop)?,
-        sqlite | conn | lite::execute(conn, bind::retire(worker)).await.map(drop)?,
+        postgres = |conn| sqlx::query(crate::postgres::RETIRE)
+            .bind(worker)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map(drop)?,
+        sqlite = |conn| lite::execute(conn, bind::retire(worker)).await.map(drop)?,
     );
     Ok(())
 }
@@ -429,19 +415,16 @@ pub async fn reserve_suspect(
 ) -> Result<bool, sqlx::Error> {
     let reserved = on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query(crate::postgres::RESERVE_SUSPECT)
-                .bind(now)
-                .bind(handlers)
-                .bind(worker)
-                .bind(wait.as_millis() as i64)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-        sqlite
-            | conn
-            | lite::execute(conn, bind::reserve_suspect(handlers, worker, wait, now)).await?,
+        postgres = |conn| sqlx::query(crate::postgres::RESERVE_SUSPECT)
+            .bind(now)
+            .bind(handlers)
+            .bind(worker)
+            .bind(wait.as_millis() as i64)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite =
+            |conn| lite::execute(conn, bind::reserve_suspect(handlers, worker, wait, now)).await?,
     );
     Ok(reserved > 0)
 }
@@ -450,18 +433,14 @@ pub async fn reserve_suspect(
 pub async fn savepoint(tx: Tx<'_>, statement: &'static str) -> Result<(), sqlx::Error> {
     on!(
         tx,
-        postgres
-            | conn
-            | sqlx::raw_sql(statement)
-                .execute(&mut *conn)
-                .await
-                .map(drop)?,
-        sqlite
-            | conn
-            | sqlx::raw_sql(statement)
-                .execute(&mut *conn)
-                .await
-                .map(drop)?,
+        postgres = |conn| sqlx::raw_sql(statement)
+            .execute(&mut *conn)
+            .await
+            .map(drop)?,
+        sqlite = |conn| sqlx::raw_sql(statement)
+            .execute(&mut *conn)
+            .await
+            .map(drop)?,
     );
     Ok(())
 }
@@ -474,15 +453,13 @@ pub(crate) async fn retry_dead(
 ) -> Result<u64, sqlx::Error> {
     Ok(on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query(crate::postgres::RETRY_DEAD)
-                .bind(now)
-                .bind(handler)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-        sqlite | conn | lite::execute(conn, bind::retry_dead(handler, now)).await?,
+        postgres = |conn| sqlx::query(crate::postgres::RETRY_DEAD)
+            .bind(now)
+            .bind(handler)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite = |conn| lite::execute(conn, bind::retry_dead(handler, now)).await?,
     ))
 }
 
@@ -557,13 +534,11 @@ pub async fn promote(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<
 pub async fn busy(tx: Tx<'_>, handlers: &str) -> Result<i64, sqlx::Error> {
     Ok(on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query_scalar(crate::postgres::BUSY)
-                .bind(handlers)
-                .fetch_one(&mut *conn)
-                .await?,
-        sqlite | conn | lite::fetch_one(conn, bind::busy(handlers), bind::int).await?,
+        postgres = |conn| sqlx::query_scalar(crate::postgres::BUSY)
+            .bind(handlers)
+            .fetch_one(&mut *conn)
+            .await?,
+        sqlite = |conn| lite::fetch_one(conn, bind::busy(handlers), bind::int).await?,
     ))
 }
 
@@ -575,13 +550,11 @@ pub(crate) async fn waiting_of_signal(
 ) -> Result<Vec<crate::job::WaitingRow>, sqlx::Error> {
     Ok(on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query_as(crate::postgres::WAITING_OF_SIGNAL)
-                .bind(name)
-                .fetch_all(&mut *conn)
-                .await?,
-        sqlite | conn | lite::fetch(conn, bind::waiting_of_signal(name), bind::waiting).await?,
+        postgres = |conn| sqlx::query_as(crate::postgres::WAITING_OF_SIGNAL)
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await?,
+        sqlite = |conn| lite::fetch(conn, bind::waiting_of_signal(name), bind::waiting).await?,
     ))
 }
 
@@ -589,12 +562,10 @@ pub(crate) async fn waiting_of_signal(
 pub(crate) async fn stats(tx: Tx<'_>) -> Result<Vec<StatRow>, sqlx::Error> {
     Ok(on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query_as(crate::postgres::STATS)
-                .fetch_all(&mut *conn)
-                .await?,
-        sqlite | conn | lite::fetch(conn, bind::stats(), bind::stat).await?,
+        postgres = |conn| sqlx::query_as(crate::postgres::STATS)
+            .fetch_all(&mut *conn)
+            .await?,
+        sqlite = |conn| lite::fetch(conn, bind::stats(), bind::stat).await?,
     ))
 }
 
@@ -607,14 +578,12 @@ pub(crate) async fn dead_jobs(
 ) -> Result<Vec<DeadJobRow>, sqlx::Error> {
     Ok(on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query_as(crate::postgres::DEAD_JOBS)
-                .bind(after)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *conn)
-                .await?,
-        sqlite | conn | lite::fetch(conn, bind::dead_jobs(after, limit), bind::dead_job).await?,
+        postgres = |conn| sqlx::query_as(crate::postgres::DEAD_JOBS)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?,
+        sqlite = |conn| lite::fetch(conn, bind::dead_jobs(after, limit), bind::dead_job).await?,
     ))
 }
 
@@ -924,8 +893,9 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
         return Ok(()); // another process migrated meanwhile
     }
     sqlx::raw_sql(sql::SCHEMA).execute(&mut *tx).await?;
-    for (column, add) in sql::ADDED_COLUMNS {
-        if lite::fetch_one(&mut tx, bind::schema::has_column(column), bind::int).await? == 0 {
+    for (table, column, add) in sql::ADDED_COLUMNS {
+        let has = bind::schema::has_column(table, column);
+        if lite::fetch_one(&mut tx, has, bind::int).await? == 0 {
             sqlx::query(add).execute(&mut *tx).await?;
         }
     }
@@ -999,7 +969,7 @@ pub async fn inbox_prune(
     loop {
         let deleted = on!(
             tx.reborrow(),
-            either | conn | {
+            either = |conn| {
                 sqlx::query(INBOX_PRUNE)
                     .bind(consumer)
                     .bind(before)
@@ -1020,7 +990,7 @@ pub async fn inbox_prune(
 pub async fn inbox_insert(tx: Tx<'_>, row: &InboxRow<'_>) -> Result<bool, sqlx::Error> {
     let inserted = on!(
         tx,
-        either | conn | {
+        either = |conn| {
             sqlx::query(INBOX_INSERT)
                 .bind(row.consumer)
                 .bind(row.message_id)
@@ -1041,7 +1011,7 @@ pub async fn inbox_insert(tx: Tx<'_>, row: &InboxRow<'_>) -> Result<bool, sqlx::
 pub async fn inbox_counts(tx: Tx<'_>, consumer: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
     Ok(on!(
         tx,
-        either | conn | {
+        either = |conn| {
             sqlx::query_as(INBOX_COUNTS)
                 .bind(consumer)
                 .fetch_all(&mut *conn)
@@ -1081,15 +1051,266 @@ pub async fn fail_many(
     let items = serde_json::to_string(&items).expect("failures serialize");
     Ok(on!(
         tx,
-        postgres
-            | conn
-            | sqlx::query(crate::postgres::FAIL_MANY)
-                .bind(now)
-                .bind(&items)
-                .bind(dead_after_ms)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected(),
-        sqlite | conn | lite::execute(conn, bind::fail_many(items, dead_after_ms, now)).await?,
+        postgres = |conn| sqlx::query(crate::postgres::FAIL_MANY)
+            .bind(now)
+            .bind(&items)
+            .bind(dead_after_ms)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite = |conn| lite::execute(conn, bind::fail_many(items, dead_after_ms, now)).await?,
     ))
+}
+
+/// `sql` of `postgres_ops` bound over `selection`, in the parameters' order.
+#[cfg(feature = "postgres")]
+fn pg_selected<'q>(
+    sql: &'static str,
+    selection: &'q Selection<'q>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(selection.now)
+        .bind(selection.after)
+        .bind(selection.ids.as_deref())
+        .bind(selection.filter.handler.as_deref())
+        .bind(selection.filter.queue.as_deref())
+        .bind(selection.filter.state.map(|state| state.as_str()))
+        .bind(selection.limit)
+}
+
+/// A listed row of `postgres_ops`.
+#[cfg(feature = "postgres")]
+fn pg_listed(row: &sqlx::postgres::PgRow) -> Result<ListedRow, sqlx::Error> {
+    use sqlx::Row as _;
+    Ok((
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+        i64::from(row.try_get::<i32, _>(4)?),
+        i64::from(row.try_get::<i32, _>(5)?),
+        row.try_get(6)?,
+        row.try_get(7)?,
+    ))
+}
+
+/// Up to `selection.limit` jobs of its filter after its cursor, by id.
+pub(crate) async fn list_jobs(
+    tx: Tx<'_>,
+    selection: &Selection<'_>,
+) -> Result<Vec<ListedRow>, sqlx::Error> {
+    on!(
+        tx,
+        postgres = |conn| {
+            let rows = pg_selected(crate::postgres_ops::JOBS, selection)
+                .fetch_all(&mut *conn)
+                .await?;
+            rows.iter().map(pg_listed).collect()
+        },
+        sqlite = |conn| {
+            let statement = bind::selected(crate::sqlite_ops::JOBS, selection);
+            lite::fetch(conn, statement, bind::listed).await
+        },
+    )
+}
+
+/// One job with its payload and attempts; `None` if there is no such job.
+pub(crate) async fn job(
+    tx: Tx<'_>,
+    id: i64,
+    now: Option<Millis>,
+) -> Result<Option<JobDetail>, sqlx::Error> {
+    on!(
+        tx,
+        postgres = |conn| {
+            use sqlx::Row as _;
+            let row = sqlx::query(crate::postgres_ops::JOB)
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            row.map(|row| {
+                Ok(JobDetail::from_row(
+                    pg_listed(&row)?,
+                    row.try_get(8)?,
+                    row.try_get(9)?,
+                ))
+            })
+            .transpose()
+        },
+        sqlite = |conn| {
+            let rows = lite::fetch(conn, bind::job(now, id), bind::job_detail).await?;
+            Ok(rows.into_iter().next())
+        },
+    )
+}
+
+/// One chunk of `action` over `selection`: the ids it changed, or (`dry_run`) would change.
+pub(crate) async fn act(
+    tx: Tx<'_>,
+    action: Action,
+    selection: &Selection<'_>,
+    dry_run: bool,
+) -> Result<Vec<i64>, sqlx::Error> {
+    on!(
+        tx,
+        postgres = |conn| {
+            use crate::postgres_ops as sql;
+            let statement = match (action, dry_run) {
+                (Action::Retry, false) => sql::RETRY,
+                (Action::Retry, true) => sql::RETRY_CHUNK,
+                (Action::Discard, false) => sql::DISCARD,
+                (Action::Discard, true) => sql::DISCARD_CHUNK,
+                (Action::Cancel, false) => sql::CANCEL,
+                (Action::Cancel, true) => sql::CANCEL_CHUNK,
+            };
+            let ids: Vec<i64> = pg_selected(statement, selection)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|row| sqlx::Row::try_get(row, 0))
+                .collect::<Result<_, _>>()?;
+            if action == Action::Cancel && !dry_run && !ids.is_empty() {
+                // Running ones' workers drop them at once (they also look every tick).
+                sqlx::query(crate::postgres::CANCEL_NOTIFY)
+                    .bind(lifecycle::ids_json(&ids))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(ids)
+        },
+        sqlite = |conn| {
+            let statement = crate::sqlite_ops::action_sql(action, dry_run);
+            lite::fetch(conn, bind::selected(statement, selection), bind::int).await
+        },
+    )
+}
+
+/// The counts by queue, handler and word, and the queues an operator paused or resumed.
+pub(crate) async fn overview(
+    mut tx: Tx<'_>,
+    now: Option<Millis>,
+) -> Result<OverviewRows, sqlx::Error> {
+    on!(
+        tx.reborrow(),
+        postgres = |conn| {
+            let rows = sqlx::query_as(crate::postgres_ops::OVERVIEW)
+                .bind(now)
+                .fetch_all(&mut *conn)
+                .await?;
+            let queues = sqlx::query_as(crate::postgres_ops::QUEUES)
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok((rows, queues))
+        },
+        sqlite = |conn| {
+            let rows = lite::fetch(conn, bind::overview(now), bind::overview_row).await?;
+            let queues = lite::fetch(conn, bind::queues(), bind::queue_row).await?;
+            Ok((rows, queues))
+        },
+    )
+}
+
+/// The queues an operator paused.
+pub(crate) async fn paused_queues(tx: Tx<'_>) -> Result<Vec<String>, sqlx::Error> {
+    let queues: Vec<(String, bool)> = on!(
+        tx,
+        postgres = |conn| sqlx::query_as(crate::postgres_ops::QUEUES)
+            .fetch_all(&mut *conn)
+            .await?,
+        sqlite = |conn| lite::fetch(conn, bind::queues(), bind::queue_row).await?,
+    );
+    Ok(queues
+        .into_iter()
+        .filter(|(_, paused)| *paused)
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// Pauses or resumes `queue` for every worker.
+pub(crate) async fn set_paused(
+    tx: Tx<'_>,
+    queue: &str,
+    paused: bool,
+    now: Option<Millis>,
+) -> Result<(), sqlx::Error> {
+    on!(
+        tx,
+        postgres = |conn| sqlx::query(crate::postgres_ops::SET_PAUSED)
+            .bind(queue)
+            .bind(paused)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map(drop),
+        sqlite = |conn| lite::execute(conn, bind::set_paused(queue, paused, now))
+            .await
+            .map(drop),
+    )
+}
+
+/// Records the handlers a worker (or relay) runs, for tools that link none of them.
+pub(crate) async fn record_handlers(
+    mut tx: Tx<'_>,
+    jobs: &[&'static JobInfo],
+    now: Option<Millis>,
+) -> Result<(), sqlx::Error> {
+    for job in jobs {
+        on!(
+            tx.reborrow(),
+            postgres = |conn| sqlx::query(crate::postgres_ops::RECORD_HANDLER)
+                .bind(job.name())
+                .bind(job.signal_path())
+                .bind(job.queue())
+                .bind(job.max_attempts() as i32)
+                .bind(job.kind())
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map(drop)?,
+            sqlite = |conn| lite::execute(conn, bind::record_handler(job, now))
+                .await
+                .map(drop)?,
+        );
+    }
+    Ok(())
+}
+
+/// Of the jobs `ids`, those an operator cancelled.
+pub(crate) async fn cancelled_of(tx: Tx<'_>, ids: &[i64]) -> Result<Vec<i64>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = lifecycle::ids_json(ids);
+    on!(
+        tx,
+        postgres = |conn| sqlx::query_scalar(crate::postgres_ops::CANCELLED_OF)
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await,
+        sqlite = |conn| lite::fetch(conn, bind::cancelled_of(ids), bind::int).await,
+    )
+}
+
+/// Deletes the dead, discarded and cancelled jobs that finished before `before`, 10,000 rows a
+/// statement; how many.
+pub(crate) async fn purge_finished(mut tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
+    let mut purged = 0;
+    loop {
+        let deleted = on!(
+            tx.reborrow(),
+            postgres = |conn| {
+                let deleted: i64 = sqlx::query_scalar(crate::postgres_ops::PURGE_FINISHED)
+                    .bind(before)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                deleted as u64
+            },
+            sqlite = |conn| lite::execute(conn, bind::purge_finished(before)).await?,
+        );
+        purged += deleted;
+        if deleted < crate::sqlite_sql::PURGE_BATCH {
+            return Ok(purged);
+        }
+    }
 }

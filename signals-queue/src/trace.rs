@@ -77,6 +77,11 @@ pub(crate) fn hung(job: &Claimed, timeout: std::time::Duration) {
     );
 }
 
+/// A running job an operator cancelled was dropped.
+pub(crate) fn cancelled(id: i64) {
+    tracing::warn!(id, "job cancelled by an operator; its attempt was dropped");
+}
+
 pub(crate) fn database_error(during: &str, error: &Error) {
     tracing::warn!(during, %error, "queue database error; retrying");
 }

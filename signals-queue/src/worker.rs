@@ -23,7 +23,7 @@ use crate::lifecycle::{
     StaleWatch, WorkerStats, FLUSH_AFTER, FLUSH_JOBS,
 };
 use crate::outcome;
-use crate::registry::linked_jobs;
+use crate::registry::{linked_jobs, Claimable};
 use crate::scope::{JobScope, State};
 use crate::sqlite;
 use crate::timing::RetryPolicy;
@@ -132,11 +132,16 @@ impl WorkerBuilder {
         with_retries(|| {
             sqlite::heartbeat(&conn, worker, self.timing.lease, self.timing.clock.fixed())
         })?;
+        // For tools that link none of the handlers (the `signals-queue` command line).
+        let linked: Vec<&'static JobInfo> = by_name.values().copied().collect();
+        with_retries(|| sqlite::record_handlers(&conn, &linked, self.timing.clock.fixed()))?;
+        let claimable = Claimable::new(&by_name);
         Ok(Worker {
             shared: Arc::new(Shared {
                 config: self,
                 jobs: by_name,
                 handlers,
+                claimable,
                 worker,
                 stop: AtomicBool::new(false),
                 closing: AtomicBool::new(false),
@@ -189,6 +194,8 @@ struct Shared {
     jobs: HashMap<&'static str, &'static JobInfo>,
     /// The linked handlers as the statements take them (see `LinkedJobs`).
     handlers: String,
+    /// The handlers claims take: the linked ones less those of paused queues.
+    claimable: Claimable,
     worker: i64,
     /// Stop fetching (shutdown began).
     stop: AtomicBool,
@@ -323,7 +330,8 @@ impl RunningWorker {
     pub fn wait_idle(&self) -> Result<(), Error> {
         let conn = sqlite::open(&self.shared.config.path, self.shared.config.busy_timeout)?;
         loop {
-            let busy: i64 = match sqlite::busy(&conn, &self.shared.handlers) {
+            // A paused queue's jobs do not keep the worker busy.
+            let busy: i64 = match sqlite::busy(&conn, &self.shared.claimable.json()) {
                 Ok(busy) => busy,
                 Err(error) if sqlite::is_busy(&error) => 1,
                 Err(error) => return Err(error.into()),
@@ -462,17 +470,15 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
             }
         };
         let now = shared.config.timing.clock.fixed();
+        let handlers = shared.claimable.json();
         // Woken for a job another connection is still committing: look (a read, which does not
         // wait for that writer) before claiming (a write, which would queue behind it).
-        if soon.is_some()
-            && !suspects
-            && !sqlite::runnable(&conn, &shared.handlers, now).unwrap_or(true)
-        {
+        if soon.is_some() && !suspects && !sqlite::runnable(&conn, &handlers, now).unwrap_or(true) {
             (seen, soon) = wait_for_jobs(shared, seen, soon);
             continue;
         }
         let request = ClaimRequest {
-            handlers: &shared.handlers,
+            handlers: &handlers,
             limit: want,
             suspects,
             worker: shared.worker,
@@ -752,6 +758,9 @@ fn maintain(shared: &Shared) {
         if let Err(error) = record_orphans(shared, &conn) {
             trace::database_error("orphans", &error.into());
         }
+        if let Err(error) = follow_operators(shared, &conn) {
+            trace::database_error("paused queues and cancellations", &error.into());
+        }
         let running = lock(&shared.slots).running.len();
         let wait = lifecycle::suspect_wait(running, shared.config.timing.lease);
         if let Ok(true) =
@@ -772,6 +781,32 @@ fn maintain(shared: &Shared) {
         }
     }
     let _ = sqlite::retire(&conn, shared.worker);
+}
+
+/// What operators decided since the last tick: the paused queues (their handlers are not
+/// claimed), and the running jobs they cancelled (fenced off: a thread cannot be stopped, but
+/// the job's claim was revoked, so its commit is refused and nothing is recorded for it).
+fn follow_operators(shared: &Shared, conn: &Connection) -> rusqlite::Result<()> {
+    let paused = with_retries(|| sqlite::paused_queues(conn))?;
+    if shared.claimable.set_paused(paused) {
+        WAKE.notify();
+    }
+    let cancelled = with_retries(|| sqlite::cancelled_of(conn, &shared.in_flight.held()))?;
+    if cancelled.is_empty() {
+        return Ok(());
+    }
+    let mut slots = lock(&shared.slots);
+    for running in slots.running.values_mut() {
+        if cancelled.contains(&running.job.id) && !running.fenced {
+            running.fenced = true;
+            trace::cancelled(running.job.id);
+        }
+    }
+    drop(slots);
+    for id in cancelled {
+        shared.in_flight.release(id);
+    }
+    Ok(())
 }
 
 /// Fails the running rows of this worker that nothing of it holds any more (their outcome could

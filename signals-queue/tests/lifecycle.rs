@@ -698,6 +698,8 @@ async fn a_claim_whose_reply_was_lost_is_undone_by_its_token() {
             renewed: &renewed,
             retire: &retire,
             retired: &retired,
+            claimable: None,
+            cancel: None,
         };
         let back = wait_for("the jobs back", || async {
             db.count("SELECT COUNT(*) FROM signals_jobs WHERE state <> 'running' AND attempt = 0")

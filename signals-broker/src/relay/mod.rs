@@ -206,6 +206,8 @@ impl RelayShared {
             renewed: &self.renewed,
             retire: &self.retire,
             retired: &self.retired,
+            claimable: None,
+            cancel: None,
         }
     }
 
@@ -263,7 +265,7 @@ impl Relay {
                 stopped,
                 ..
             } = &*shared;
-            listen(&config.pool, woken, stop, stopped).await;
+            listen(&config.pool, woken, None, stop, stopped).await;
         });
         let shared = Arc::clone(&self.shared);
         // The queue's maintenance: the lease, rescues, orphans.

@@ -52,6 +52,21 @@ pub struct Upkeep<'a> {
     pub retire: &'a AtomicBool,
     /// See `retire`.
     pub retired: &'a Notify,
+    /// The handlers the claimer claims for, less those of paused queues: maintenance reads the
+    /// paused queues every tick. `None`: nothing is paused (a relay).
+    pub claimable: Option<&'a crate::registry::Claimable>,
+    /// Drops the jobs of `in_flight` an operator cancelled; woken early by `Cancelled`'s
+    /// notification (PostgreSQL), else found every tick. `None`: no cancellation is looked for.
+    pub cancel: Option<Cancel<'a>>,
+}
+
+/// How maintenance learns of cancelled jobs and drops them.
+#[derive(Clone, Copy)]
+pub struct Cancel<'a> {
+    /// Notified when an operator cancelled jobs (PostgreSQL's notification): look at once.
+    pub hint: &'a Notify,
+    /// Drops the running jobs of these ids (their claims were revoked).
+    pub drop: &'a (dyn Fn(&[i64]) + Send + Sync),
 }
 
 /// Renews the lease every third of it, and rescues, promotes, spots suspects and records
@@ -66,17 +81,25 @@ pub async fn maintain(upkeep: Upkeep<'_>) {
     let _ = tokio::time::timeout(upkeep.lease / 3, retire).await;
 }
 
-/// Sleeps `pause`, or until the worker retires; whether it is still running.
-async fn pause(upkeep: &Upkeep<'_>, pause: Duration) -> bool {
+/// Sleeps `pause`, or until the worker retires (or, with `cancel`, an operator cancelled
+/// jobs); whether it is still running.
+async fn pause(upkeep: &Upkeep<'_>, pause: Duration, cancel: Option<Cancel<'_>>) -> bool {
     let retired = upkeep.retired.notified();
     tokio::pin!(retired);
     retired.as_mut().enable();
     if upkeep.retire.load(Ordering::SeqCst) {
         return false;
     }
+    let hinted = async {
+        match cancel {
+            Some(cancel) => cancel.hint.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = tokio::time::sleep(pause) => {}
         () = &mut retired => {}
+        () = hinted => {}
     }
     !upkeep.retire.load(Ordering::SeqCst)
 }
@@ -103,7 +126,7 @@ async fn renew(upkeep: &Upkeep<'_>) {
             }
             Err(_) => Duration::ZERO, // the statement took a third of the lease: again at once
         };
-        if !pause(upkeep, next).await {
+        if !pause(upkeep, next, None).await {
             return;
         }
     }
@@ -133,7 +156,7 @@ async fn look_after(upkeep: &Upkeep<'_>) {
             Ok(()) => {}
             Err(error) => trace::database_error("rescue", &error.into()),
         }
-        if !pause(upkeep, tick).await {
+        if !pause(upkeep, tick, upkeep.cancel).await {
             return;
         }
     }
@@ -167,6 +190,21 @@ async fn tick_once(
             store::reserve_suspect(conn.tx(), upkeep.handlers, upkeep.worker, wait, now).await?;
         if reserved && !suspects.swap(true, Ordering::SeqCst) {
             upkeep.woken.notify_one();
+        }
+    }
+    if let Some(claimable) = upkeep.claimable {
+        let paused = store::paused_queues(conn.tx()).await?;
+        if claimable.set_paused(paused) {
+            upkeep.woken.notify_one(); // a queue was resumed (or paused): claim anew
+        }
+    }
+    if let (Some(cancel), Some(in_flight)) = (upkeep.cancel, upkeep.in_flight) {
+        let cancelled = store::cancelled_of(conn.tx(), &in_flight.held()).await?;
+        if !cancelled.is_empty() {
+            (cancel.drop)(&cancelled);
+            for id in cancelled {
+                in_flight.release(id);
+            }
         }
     }
     if let Some(in_flight) = upkeep.in_flight {

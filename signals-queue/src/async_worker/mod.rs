@@ -151,7 +151,11 @@ impl AsyncWorkerBuilder {
             self.timing.clock.fixed(),
         )
         .await?;
+        // For tools that link none of the handlers (the `signals-queue` command line).
+        let linked: Vec<&'static JobInfo> = jobs.values().copied().collect();
+        store::record_handlers(conn.tx(), &linked, self.timing.clock.fixed()).await?;
         drop(conn);
+        let claimable = crate::registry::Claimable::new(&jobs);
         Ok(AsyncWorker {
             shared: Arc::new(Shared {
                 listens,
@@ -164,6 +168,9 @@ impl AsyncWorkerBuilder {
                 own,
                 jobs,
                 handlers,
+                claimable,
+                aborts: std::sync::Mutex::new(std::collections::HashMap::new()),
+                cancelled: Notify::new(),
                 worker,
                 stop: AtomicBool::new(false),
                 stopped: Notify::new(),
@@ -260,18 +267,22 @@ impl AsyncWorker {
         let producer = tokio::spawn(producer::produce(Arc::clone(&shared), done));
         let completer = tokio::spawn(completer::complete(Arc::clone(&shared), completions));
         let upkeep = Arc::clone(&shared);
-        let maintenance = tokio::spawn(async move { maintain(upkeep.upkeep()).await });
+        let maintenance = tokio::spawn(async move {
+            let drop = |ids: &[i64]| upkeep.drop_jobs(ids);
+            maintain(upkeep.upkeep(&drop)).await;
+        });
         let notifier = shared.listens.then(|| {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
                 let Shared {
                     own,
                     woken,
+                    cancelled,
                     retire,
                     retired,
                     ..
                 } = &*shared;
-                listen(own, woken, retire, retired).await;
+                listen(own, woken, Some(cancelled), retire, retired).await;
             })
         });
         RunningAsyncWorker {
@@ -331,7 +342,8 @@ impl RunningAsyncWorker {
     pub async fn wait_idle(&self) -> Result<(), Error> {
         loop {
             let busy = match self.shared.own.acquire().await {
-                Ok(mut conn) => store::busy(conn.tx(), &self.shared.handlers).await,
+                // A paused queue's jobs do not keep the worker busy.
+                Ok(mut conn) => store::busy(conn.tx(), &self.shared.claimable.json()).await,
                 Err(error) => Err(error),
             };
             match busy {
@@ -354,10 +366,13 @@ impl RunningAsyncWorker {
     /// # async fn run(worker: signals_queue::AsyncWorker) -> Result<(), signals_queue::Error> {
     /// use std::time::Duration;
     ///
-    /// let ctrl_c = async {
-    ///     let _ = tokio::signal::ctrl_c().await;
+    /// // Your application's shutdown signal: Ctrl-C, SIGTERM, a cancellation token…
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(stop);
+    /// let shutdown = async {
+    ///     let _ = stopped.await;
     /// };
-    /// let stats = worker.start().run_until(ctrl_c, Duration::from_secs(30)).await?;
+    /// let stats = worker.start().run_until(shutdown, Duration::from_secs(30)).await?;
     /// println!("{} jobs failed", stats.failed);
     /// # Ok(())
     /// # }

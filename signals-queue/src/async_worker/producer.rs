@@ -30,7 +30,9 @@ struct Slots {
 
 impl Slots {
     fn reap(&mut self, id: Id) {
-        self.jobs.remove(&id);
+        if let Some(job) = self.jobs.remove(&id) {
+            lock(&self.shared.aborts).remove(&job.id);
+        }
         self.shared.running.store(self.jobs.len(), Ordering::SeqCst);
         if self.jobs.is_empty() {
             self.solo = false;
@@ -45,6 +47,12 @@ impl Slots {
             None => std::future::pending().await,
         }
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The producer's loop, until shutdown; then waits for (or cancels) its executors.
@@ -183,8 +191,9 @@ async fn cool_down(
 async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut conn = shared.own.acquire().await?;
     Counters::add(&shared.counters.fetches, 1);
+    let handlers = shared.claimable.json();
     let request = ClaimRequest {
-        handlers: &shared.handlers,
+        handlers: &handlers,
         limit: want,
         suspects,
         worker: shared.worker,
@@ -218,6 +227,7 @@ fn start(
     };
     let task = executor::execute(Arc::clone(shared), job.clone(), info, done.clone());
     let handle = slots.tasks.spawn(task);
+    lock(&shared.aborts).insert(job.id, handle.clone());
     slots.jobs.insert(handle.id(), job);
     shared.running.store(slots.jobs.len(), Ordering::SeqCst);
 }

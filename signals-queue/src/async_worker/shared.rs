@@ -10,6 +10,7 @@ use super::maintenance::Upkeep;
 use crate::db::Pool;
 use crate::job::JobInfo;
 use crate::lifecycle::{Counters, InFlight, LeaseClock};
+use crate::registry::Claimable;
 use crate::scope::State;
 use crate::timing::Timing;
 
@@ -34,6 +35,12 @@ pub(super) struct Shared {
     pub(super) jobs: HashMap<&'static str, &'static JobInfo>,
     /// The linked handlers as the statements take them (see `LinkedJobs`).
     pub(super) handlers: String,
+    /// The handlers claims take: the linked ones less those of paused queues.
+    pub(super) claimable: Claimable,
+    /// How to drop a running job an operator cancelled, by job id.
+    pub(super) aborts: std::sync::Mutex<HashMap<i64, tokio::task::AbortHandle>>,
+    /// An operator cancelled jobs (PostgreSQL's notification): maintenance looks at once.
+    pub(super) cancelled: Notify,
     /// This worker's id: its lease row's key.
     pub(super) worker: i64,
     /// Stop fetching (shutdown began).
@@ -67,7 +74,22 @@ impl Shared {
         self.config.timing.clock.fixed()
     }
 
-    pub(super) fn upkeep(&self) -> Upkeep<'_> {
+    /// Drops the running jobs `ids` (their claims were revoked by a cancellation): their
+    /// futures are dropped where they wait, their transactions roll back.
+    pub(super) fn drop_jobs(&self, ids: &[i64]) {
+        let mut aborts = self
+            .aborts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for id in ids {
+            if let Some(task) = aborts.remove(id) {
+                task.abort();
+                crate::trace::cancelled(*id);
+            }
+        }
+    }
+
+    pub(super) fn upkeep<'a>(&'a self, drop: &'a (dyn Fn(&[i64]) + Send + Sync)) -> Upkeep<'a> {
         Upkeep {
             pool: &self.own,
             worker: self.worker,
@@ -84,6 +106,11 @@ impl Shared {
             renewed: &self.renewed,
             retire: &self.retire,
             retired: &self.retired,
+            claimable: Some(&self.claimable),
+            cancel: Some(super::maintenance::Cancel {
+                hint: &self.cancelled,
+                drop,
+            }),
         }
     }
 }
