@@ -34,7 +34,7 @@ pub(crate) const APPLIED: &str = "SELECT MAX(version) FROM signals_queue_migrati
 /// Records that the migrations up to [`SCHEMA_VERSION`] ran.
 pub(crate) const MIGRATED: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_migrations (version INTEGER PRIMARY KEY);
-INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4), (5)";
+INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4), (5), (6)";
 
 /// Judges a file's schema from its level (`signals_queue_schema`) and its newest migration
 /// (`signals_queue_migrations`; `None` before migration 4): `true` if this release works with

@@ -136,6 +136,7 @@ impl WorkerBuilder {
         let linked: Vec<&'static JobInfo> = by_name.values().copied().collect();
         with_retries(|| sqlite::record_handlers(&conn, &linked, self.timing.clock.fixed()))?;
         let claimable = Claimable::new(&by_name);
+        claimable.set_paused(with_retries(|| sqlite::paused_queues(&conn))?);
         Ok(Worker {
             shared: Arc::new(Shared {
                 config: self,

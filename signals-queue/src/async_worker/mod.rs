@@ -154,8 +154,9 @@ impl AsyncWorkerBuilder {
         // For tools that link none of the handlers (the `signals-queue` command line).
         let linked: Vec<&'static JobInfo> = jobs.values().copied().collect();
         store::record_handlers(conn.tx(), &linked, self.timing.clock.fixed()).await?;
-        drop(conn);
         let claimable = crate::registry::Claimable::new(&jobs);
+        claimable.set_paused(store::paused_queues(conn.tx()).await?);
+        drop(conn);
         Ok(AsyncWorker {
             shared: Arc::new(Shared {
                 listens,
