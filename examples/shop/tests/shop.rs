@@ -704,3 +704,43 @@ fn concurrency_200_runs_on_a_role_limited_to_25_connections() {
         );
     }
 }
+
+/// An operator (this process) pauses the `email` queue while a worker runs in another process:
+/// orders placed meanwhile get no email within two seconds, and get them once resumed.
+#[test]
+fn a_worker_process_obeys_a_paused_queue_within_a_second() {
+    for db in Db::all() {
+        let url = db.url.as_str();
+        run(url, &["migrate"]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let operator = |pause: bool| {
+            runtime.block_on(async {
+                let pool = signals_queue::Pool::connect(url, 1).await.unwrap();
+                let queue = signals_queue::AsyncQueue::new(pool.clone());
+                match pause {
+                    true => queue.pause("email").await.unwrap(),
+                    false => queue.resume("email").await.unwrap(),
+                }
+                pool.close().await;
+            })
+        };
+        let mut worker = spawn_worker(url, &[]);
+        // The worker is up: its first order's email is sent.
+        run(url, &["place", "--orders", "1"]);
+        wait_for(|| stats(url)[1] == 1);
+        operator(true);
+        // Maintenance reads the paused queues every tick (at most half a second).
+        std::thread::sleep(Duration::from_secs(1));
+        run(url, &["place", "--orders", "5"]);
+        std::thread::sleep(Duration::from_secs(2));
+        let [orders, emails, _, pending, ..] = stats(url);
+        assert_eq!((orders, emails, pending), (6, 1, 5), "{url}: paused");
+        operator(false);
+        wait_for(|| stats(url)[1] == 6);
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+}
