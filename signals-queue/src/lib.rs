@@ -70,7 +70,8 @@
 //! list and every path in the sources, and fails on a module missing from it or naming one
 //! at its own layer or above.
 //!
-//! 1. `error`, `clock`: errors; time.
+//! 1. `error`, `clock`, `verdict`: errors; time; what a handler's error can ask for (snooze,
+//!    discard).
 //! 2. `timing`, `wake`, `inline`: the timings every claimer shares, with their defaults; the
 //!    in-process wake-up that `notify` gives workers; the test kit's switch that runs queued
 //!    handlers in place.
@@ -145,6 +146,7 @@ mod store;
 pub mod testing;
 mod timing;
 mod trace;
+mod verdict;
 mod wake;
 #[cfg(feature = "async")]
 mod with_db;
@@ -163,6 +165,7 @@ pub use crate::ops::{
 pub use crate::registry::{jobs, SIGNALS_QUEUE_0_1_JOBS};
 pub use crate::scope::MissingState;
 pub use crate::timing::{RetryPolicy, Timing};
+pub use crate::verdict::{Discard, Snooze};
 #[cfg(feature = "async")]
 pub use crate::{
     admin::AsyncQueue,

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Millis;
 use crate::timing::RetryPolicy;
 use crate::timing::Timing;
+pub(crate) use crate::verdict::Verdict;
 
 pub use crate::timing::DEFAULT_PAYLOAD_GRACE;
 
@@ -263,9 +264,17 @@ pub(crate) fn failure<'e>(
     message: &'e str,
     timing: &Timing,
 ) -> Failure<'e> {
+    let verdict = match error {
+        crate::error::AttemptError::Handler(error) => Verdict::of(&**error),
+        _ => Verdict::Fail,
+    };
     Failure {
         permanent: error.is_permanent(),
-        delay_ms: retry_delay(&timing.retry, job.attempt),
+        delay_ms: match verdict {
+            Verdict::Snooze(after) => after.as_millis() as i64,
+            _ => retry_delay(&timing.retry, job.attempt),
+        },
+        verdict,
         error: message,
         now: timing.clock.fixed(),
         dead_after_ms: error
@@ -285,6 +294,7 @@ pub(crate) fn orphan_failure(
     Failure {
         permanent: false,
         delay_ms: retry_delay(retry, job.attempt),
+        verdict: Verdict::Fail,
         error: ORPHANED,
         dead_after_ms: max_age.map(|age| age.as_millis() as i64),
         now,
@@ -359,8 +369,10 @@ pub struct ClaimRequest<'a> {
 pub struct Failure<'a> {
     /// Retrying cannot help: dead at once.
     pub permanent: bool,
-    /// The backoff before the next attempt.
+    /// The backoff before the next attempt (a snooze's delay).
     pub delay_ms: i64,
+    /// What the handler's error asked for: a failure, a snooze or a discard.
+    pub(crate) verdict: Verdict,
     /// The error, for `last_error`.
     pub error: &'a str,
     /// Dead (rather than retried) if the job was written longer ago than this many ms: a
@@ -387,6 +399,10 @@ pub struct WorkerStats {
     pub flushes: u64,
     /// Failed attempts recorded (errors, panics, timeouts, cancellations).
     pub failed: u64,
+    /// Attempts whose handler asked to be tried again later ([`Snooze`](crate::Snooze)).
+    pub snoozed: u64,
+    /// Jobs whose handler discarded them ([`Discard`](crate::Discard)).
+    pub discarded: u64,
 }
 
 /// The counters behind [`WorkerStats`].
@@ -398,6 +414,8 @@ pub(crate) struct Counters {
     pub(crate) completed_in_batches: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) failed: AtomicU64,
+    pub(crate) snoozed: AtomicU64,
+    pub(crate) discarded: AtomicU64,
 }
 
 impl Counters {
@@ -414,6 +432,8 @@ impl Counters {
             completed_in_batches: read(&self.completed_in_batches),
             flushes: read(&self.flushes),
             failed: read(&self.failed),
+            snoozed: read(&self.snoozed),
+            discarded: read(&self.discarded),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::error::AttemptError;
 use crate::job::JobInfo;
-use crate::lifecycle::{Claimed, Counters, Failure, InFlight};
+use crate::lifecycle::{Claimed, Counters, Failure, InFlight, Verdict};
 use crate::trace;
 
 /// A failed attempt was recorded (`recorded`), or given up on (the claim no longer held the
@@ -17,9 +17,21 @@ pub(crate) fn failed(
     failure: &Failure<'_>,
     recorded: bool,
 ) {
-    Counters::add(&counters.failed, 1);
-    let dead = failure.permanent || job.attempt >= info.max_attempts();
-    trace::failed(job, info, error, recorded, dead);
+    match failure.verdict {
+        Verdict::Snooze(after) => {
+            Counters::add(&counters.snoozed, 1);
+            trace::snoozed(job, info, error, after);
+        }
+        Verdict::Discard => {
+            Counters::add(&counters.discarded, 1);
+            trace::discarded(job, info, error);
+        }
+        Verdict::Fail => {
+            Counters::add(&counters.failed, 1);
+            let dead = failure.permanent || job.attempt >= info.max_attempts();
+            trace::failed(job, info, error, recorded, dead);
+        }
+    }
 }
 
 /// A flush of `batch` committed, completing `completed` of its jobs (the others' claims no

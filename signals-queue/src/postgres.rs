@@ -507,10 +507,15 @@ SELECT handler FROM done"
 pub(crate) const FAIL: &str = concat!(
     "
 UPDATE signals_jobs
-SET state = CASE WHEN $1 OR attempt >= max_attempts OR created_at < t.now - $7::BIGINT
-                 THEN 'dead' WHEN $3::BIGINT > 0 THEN 'scheduled' ELSE 'available' END,
-    finished_at = CASE WHEN $1 OR attempt >= max_attempts OR created_at < t.now - $7::BIGINT
+SET state = CASE WHEN $8 = 'discard' THEN 'dead'
+                 WHEN $8 = 'fail' AND ($1 OR attempt >= max_attempts
+                                      OR created_at < t.now - $7::BIGINT) THEN 'dead'
+                 WHEN $3::BIGINT > 0 THEN 'scheduled' ELSE 'available' END,
+    finished_at = CASE WHEN $8 = 'discard' OR ($8 = 'fail' AND ($1 OR attempt >= max_attempts
+                           OR created_at < t.now - $7::BIGINT))
                        THEN t.now ELSE NULL END,
+    outcome = CASE WHEN $8 = 'discard' THEN 'discarded' ELSE outcome END,
+    attempt = CASE WHEN $8 = 'snooze' THEN GREATEST(attempt - 1, 0) ELSE attempt END,
     run_at = t.now + $3::BIGINT, token = NULL, worker = NULL, last_error = $4,
     attempts = ",
     append_attempt!("signals_jobs", "t.now", "$4"),

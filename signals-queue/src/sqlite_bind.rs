@@ -204,6 +204,7 @@ pub(crate) fn fail<'a>(job: &Claimed, failure: &Failure<'a>) -> Bound<'a> {
         job.id,
         job.token,
         failure.dead_after_ms,
+        failure.verdict.as_str(),
     )
 }
 
@@ -535,6 +536,7 @@ mod tests {
             error: "e",
             dead_after_ms: None,
             now: Some(10),
+            verdict: crate::lifecycle::Verdict::Fail,
         };
         let retry = RetryPolicy::default();
         let lease = Duration::from_secs(1);

@@ -362,14 +362,19 @@ RETURNING handler"
 );
 
 /// running → pending after `?3` ms, or dead (no attempts left, `?1`: cannot run, or written
-/// more than `?7` ms ago by the writer's clock).
+/// more than `?7` ms ago by the writer's clock); or, as the handler's error asked (`?8`), a
+/// snooze (pending after `?3` ms, the attempt given back) or a discard (dead, `discarded`).
 pub(crate) const FAIL: &str = concat!(
     "
 UPDATE signals_jobs
-SET state = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
+SET state = CASE WHEN ?8 = 'discard' THEN 'dead' WHEN ?8 = 'snooze' THEN 'pending'
+                 WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
                  THEN 'dead' ELSE 'pending' END,
-    finished_at = CASE WHEN ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7
+    finished_at = CASE WHEN ?8 = 'discard' OR (?8 = 'fail' AND (
+                           ?1 OR attempt >= max_attempts OR created_at < ?2 - ?7))
                        THEN ?2 ELSE NULL END,
+    outcome = CASE WHEN ?8 = 'discard' THEN 'discarded' ELSE outcome END,
+    attempt = CASE WHEN ?8 = 'snooze' THEN MAX(attempt - 1, 0) ELSE attempt END,
     run_at = ?2 + ?3, token = NULL, worker = NULL, last_error = ?4,
     attempts = ",
     append_attempt!("?2", "?4"),

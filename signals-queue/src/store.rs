@@ -297,6 +297,7 @@ pub async fn fail(tx: Tx<'_>, job: &Claimed, failure: &Failure<'_>) -> Result<bo
             .bind(job.id)
             .bind(job.token)
             .bind(failure.dead_after_ms)
+            .bind(failure.verdict.as_str())
             .execute(&mut *conn)
             .await?
             .rows_affected(),

@@ -77,6 +77,21 @@ pub(crate) fn hung(job: &Claimed, timeout: std::time::Duration) {
     );
 }
 
+/// A handler asked for its job to be tried again later.
+pub(crate) fn snoozed(
+    job: &Claimed,
+    info: &JobInfo,
+    error: &AttemptError,
+    after: std::time::Duration,
+) {
+    tracing::info!(id = job.id, handler = info.name(), ?after, %error, "job snoozed");
+}
+
+/// A handler discarded its job.
+pub(crate) fn discarded(job: &Claimed, info: &JobInfo, error: &AttemptError) {
+    tracing::warn!(id = job.id, handler = info.name(), %error, "job discarded");
+}
+
 /// A running job an operator cancelled was dropped.
 pub(crate) fn cancelled(id: i64) {
     tracing::warn!(id, "job cancelled by an operator; its attempt was dropped");

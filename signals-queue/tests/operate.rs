@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
 use signals_queue::{
-    Action, AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, JobFilter,
-    JobStatus, RetryPolicy, Tx,
+    Action, AsyncJobScope, AsyncQueue, AsyncWorker, Discard, EnqueueAsync, FromJobAsync, JobFilter,
+    JobStatus, RetryPolicy, Snooze, Tx,
 };
 
 mod support;
@@ -89,6 +89,35 @@ async fn slow(_: &Slow, ctx: &mut Ctx<'_>) -> Result<(), std::io::Error> {
     ctx.seen.slow_started.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(600)).await;
     Ok(())
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct RateLimited;
+
+/// Snoozes twice (the provider said 429), then succeeds: no attempt is used up by a snooze.
+#[on(RateLimited, queue = "limited", max_attempts = 1)]
+async fn rate_limited(_: &RateLimited, ctx: &mut Ctx<'_>) -> Result<(), BoxError> {
+    if ctx.seen.flaky.fetch_add(1, Ordering::SeqCst) < 2 {
+        return Err(Snooze::after(Duration::from_millis(50))
+            .because("the provider said 429")
+            .into());
+    }
+    Ok(())
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct AccountGone;
+
+/// Discards its job, through `anyhow` with context on top.
+#[on(AccountGone, queue = "limited")]
+async fn account_gone(_: &AccountGone, _: &mut Ctx<'_>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    Err(anyhow::Error::new(Discard::because(
+        "the customer deleted their account",
+    )))
+    .context("sending the welcome email")
 }
 
 #[derive(Signal, Serialize, Deserialize)]
@@ -388,6 +417,53 @@ async fn a_paused_queue_is_not_claimed_until_resumed() {
             !queue.overview().await.unwrap().queues["flaky"].paused,
             "{name}"
         );
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_can_snooze_without_using_an_attempt_or_discard_its_job() {
+    for db in Db::all().await {
+        let name = db.name();
+        let seen = Arc::new(Seen::default());
+        notify(&db, &seen, &[RateLimited]).await;
+        notify(&db, &seen, &[AccountGone]).await;
+        let running = worker(&db, &seen).build().await.unwrap().start();
+        running.wait_idle().await.unwrap();
+        let stats = running.shutdown(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            (stats.snoozed, stats.discarded, stats.failed),
+            (2, 1, 0),
+            "{name}"
+        );
+        let queue = AsyncQueue::new(db.pool.clone());
+        let jobs = queue
+            .jobs(&JobFilter::new().queue("limited"), 0, 10)
+            .await
+            .unwrap();
+        let limited = &jobs[0];
+        assert_eq!(
+            limited.state,
+            JobStatus::Done,
+            "{name}: 3 runs on max_attempts 1"
+        );
+        assert_eq!(limited.attempt, 1, "{name}");
+        let history = queue.job(limited.id).await.unwrap().unwrap().attempts;
+        assert_eq!(history.len(), 3, "{name}");
+        assert!(
+            history[0].error.as_deref().unwrap().contains("429"),
+            "{name}"
+        );
+        let gone = &jobs[1];
+        assert_eq!(gone.state, JobStatus::Discarded, "{name}");
+        let error = gone.last_error.as_deref().unwrap();
+        assert!(
+            error.contains("sending the welcome email"),
+            "{name}: {error}"
+        );
+        let overview = queue.overview().await.unwrap();
+        assert_eq!(overview.queues["limited"].counts.discarded, 1, "{name}");
+        assert_eq!(overview.queues["limited"].counts.dead, 0, "{name}");
         db.drop_schema().await;
     }
 }
