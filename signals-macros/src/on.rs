@@ -32,6 +32,9 @@ struct Args {
     name: Option<syn::LitStr>,
     /// `timeout = "30s"` of a queued handler: how long an attempt may run, in milliseconds.
     timeout: Option<(syn::LitStr, u64)>,
+    /// `delay = "3d"` of a queued handler: how long after the notify its job is due, in
+    /// milliseconds.
+    delay: Option<(syn::LitStr, u64)>,
 }
 
 /// `queue`, `queue = "name"` or `publish = "subject"`.
@@ -46,7 +49,7 @@ struct Queue {
 
 /// The arguments `on` accepts after the signal, for messages.
 const ARGUMENTS: &str =
-    "`priority`, `when`, `after`, `before`, `queue`, `publish`, `max_attempts`, `timeout`, `name` or `crate`";
+    "`priority`, `when`, `after`, `before`, `queue`, `publish`, `max_attempts`, `timeout`, `delay`, `name` or `crate`";
 
 /// The function `#[on]` is on: its attributes and signature, parsed; its body kept as tokens,
 /// never parsed (it is the user's, re-emitted untouched, and parsing it costs compile time).
@@ -168,6 +171,7 @@ impl Parse for Args {
             max_attempts: None,
             name: None,
             timeout: None,
+            delay: None,
         };
         let mut errors = Errors::default();
         while !input.is_empty() {
@@ -264,7 +268,7 @@ impl Args {
                 let name = input.parse()?;
                 set_once(&mut self.name, name, &key)
             }
-            "timeout" => {
+            "timeout" | "delay" => {
                 let text: syn::LitStr = input.parse()?;
                 let millis = parse_duration(&text.value()).ok_or_else(|| {
                     Error::new_spanned(
@@ -275,10 +279,13 @@ impl Args {
                 if millis == 0 {
                     return Err(Error::new_spanned(
                         &text,
-                        "a `timeout` must be longer than zero",
+                        format_args!("a `{key}` must be longer than zero"),
                     ));
                 }
-                set_once(&mut self.timeout, (text, millis), &key)
+                match key.to_string().as_str() {
+                    "timeout" => set_once(&mut self.timeout, (text, millis), &key),
+                    _ => set_once(&mut self.delay, (text, millis), &key),
+                }
             }
             _ => {
                 skip_value(input)?;
@@ -413,6 +420,12 @@ fn validate_queue(args: &Args, sig: &Signature, errors: &mut Errors) {
         errors.push(Error::new_spanned(
             timeout,
             "`timeout` is for queued handlers: add `queue` (`#[on(S, queue, timeout = \"30s\")]`)",
+        ));
+    }
+    if let Some((delay, _)) = args.delay.as_ref().filter(|_| publishes) {
+        errors.push(Error::new_spanned(
+            delay,
+            "`delay` is for queued handlers: add `queue` (`#[on(S, queue, delay = \"3d\")]`)",
         ));
     }
 }
@@ -676,6 +689,7 @@ fn queued(
         (None, false) => quote!(25),
     };
     let timeout_ms = args.timeout.as_ref().map_or(0, |(_, millis)| *millis);
+    let delay_ms = args.delay.as_ref().map_or(0, |(_, millis)| *millis);
     let queue_name = &queue.name;
     let parts = match queue.publish {
         true => quote!(published),
@@ -704,6 +718,7 @@ fn queued(
             max_attempts: #max_attempts,
             priority: #priority,
             timeout_ms: #timeout_ms,
+            delay_ms: #delay_ms,
             function: #function,
             file: #private::file!(),
             line: #private::line!(),

@@ -236,6 +236,8 @@ pub struct JobInfo {
     priority: i32,
     /// `timeout = "..."` in milliseconds; 0: the worker's default.
     timeout_ms: u64,
+    /// `delay = "..."` in milliseconds; 0: due at once.
+    delay_ms: u64,
     /// The handler function's identity (`signals_core::__private::function_id`).
     function: TypeId,
     file: &'static str,
@@ -256,6 +258,8 @@ pub struct JobSpec {
     pub priority: i32,
     /// `timeout = "30s"`, in milliseconds; 0 for the worker's default.
     pub timeout_ms: u64,
+    /// `delay = "3d"`, in milliseconds; 0: due at once.
+    pub delay_ms: u64,
     /// The handler function's identity.
     pub function: TypeId,
     /// Where the handler is declared.
@@ -274,6 +278,7 @@ impl JobInfo {
             max_attempts: spec.max_attempts,
             priority: spec.priority,
             timeout_ms: spec.timeout_ms,
+            delay_ms: spec.delay_ms,
             function: spec.function,
             file: spec.file,
             line: spec.line,
@@ -299,6 +304,11 @@ impl JobInfo {
     /// The handler's priority.
     pub fn priority(&self) -> i32 {
         self.priority
+    }
+
+    /// How long after the `notify` that writes it a job is due (`delay = "..."`); zero: at once.
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
     }
 
     /// How long an attempt may run, if the handler sets `timeout = "..."`; otherwise the

@@ -366,22 +366,26 @@ pub(crate) const ENQUEUE: &str = concat!(
     "
 INSERT INTO signals_jobs
     (event_id, signal, handler, queue, priority, body, state, max_attempts, run_at, created_at)
-SELECT $1::uuid, $2, $3, $4, $5, $6, 'available', $7, t.now, t.now
+SELECT $1::uuid, $2, $3, $4, $5, $6,
+       CASE WHEN $9::BIGINT > 0 THEN 'scheduled' ELSE 'available' END, $7, t.now + $9::BIGINT,
+       t.now
 FROM (SELECT ",
     now!("$8"),
     " AS now) AS t"
 );
 
 /// The jobs of one `notify` (several queued handlers) in one statement: arrays of handler,
-/// queue, priority, payload and max attempts, in run order.
+/// queue, priority, payload, max attempts and delay (ms), in run order. A delayed job is
+/// `scheduled` until due: claims do not read it (their index holds `available` rows only).
 pub(crate) const ENQUEUE_MANY: &str = concat!(
     "
 INSERT INTO signals_jobs
     (event_id, signal, handler, queue, priority, body, state, max_attempts, run_at, created_at)
-SELECT $1::uuid, $2, job.handler, job.queue, job.priority, job.body, 'available',
-       job.max_attempts, t.now, t.now
-FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[], $7::int4[])
-         WITH ORDINALITY AS job (handler, queue, priority, body, max_attempts, n),
+SELECT $1::uuid, $2, job.handler, job.queue, job.priority, job.body,
+       CASE WHEN job.delay > 0 THEN 'scheduled' ELSE 'available' END,
+       job.max_attempts, t.now + job.delay, t.now
+FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[], $7::int4[], $9::int8[])
+         WITH ORDINALITY AS job (handler, queue, priority, body, max_attempts, delay, n),
      (SELECT ",
     now!("$8"),
     " AS now) AS t
@@ -752,7 +756,8 @@ pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, COALESCE(body, payload::text) FROM signals_jobs
 WHERE state = 'dead' AND outcome IS NULL AND id > $1 ORDER BY id LIMIT $2";
 
-/// 1 while a job of these handlers (`$1`) waits or runs, else 0: an index probe per handler
+/// 1 while a job of these handlers (`$1`) is due, waits out a retry (or a snooze), or runs,
+/// else 0 (a job not yet due for its first attempt, a `delay`, does not count): an index probe per handler
 /// and state (each in its index's order, so that the planner never prefers a scan that
 /// expects to meet one early; running rows are few: at most every worker's concurrency).
 pub(crate) const BUSY: &str = concat!(
@@ -768,7 +773,11 @@ SELECT EXISTS (
         (SELECT 1 FROM signals_jobs WHERE state IN ('scheduled', 'pending') AND handler = h.name
          AND ",
     of_signal!("h.signal"),
-    " ORDER BY run_at LIMIT 1)
+    "
+         AND (run_at <= ",
+    now!("$2"),
+    " OR attempt > 0 OR attempts IS NOT NULL)
+         ORDER BY run_at LIMIT 1)
         UNION ALL
         (SELECT 1 FROM signals_jobs WHERE state = 'running' AND handler = h.name AND ",
     of_signal!("h.signal"),

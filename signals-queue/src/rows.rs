@@ -84,7 +84,7 @@ impl JobRows {
 }
 
 /// Several rows as the SQLite `ENQUEUE_MANY` reads them: a JSON array of
-/// `[handler, queue, priority, payload, max_attempts]`.
+/// `[handler, queue, priority, payload, max_attempts, delay_ms]`.
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "sqlx-sqlite")),
     allow(dead_code)
@@ -99,6 +99,7 @@ pub(crate) fn rows_json(rows: &[(&'static JobInfo, String)]) -> String {
                 job.priority(),
                 payload,
                 job.max_attempts(),
+                job.delay().as_millis() as i64,
             )
         })
         .collect();

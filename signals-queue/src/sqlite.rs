@@ -277,8 +277,12 @@ pub(crate) fn runnable(
 }
 
 /// 1 while a job of `handlers` is pending or running, else 0.
-pub(crate) fn busy(conn: &Connection, handlers: &str) -> rusqlite::Result<i64> {
-    query_one(conn, bind::busy(handlers), bind::int)
+pub(crate) fn busy(
+    conn: &Connection,
+    handlers: &str,
+    now: Option<Millis>,
+) -> rusqlite::Result<i64> {
+    query_one(conn, bind::busy(handlers, now), bind::int)
 }
 
 /// Every dead job (of `handler`, if given) pending again, attempts reset; how many.

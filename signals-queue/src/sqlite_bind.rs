@@ -108,6 +108,7 @@ pub(crate) fn enqueue(rows: &JobRows) -> Bound<'_> {
             payload.as_str(),
             job.max_attempts(),
             rows.now,
+            job.delay().as_millis() as i64,
         ),
         many => bound!(
             sql::ENQUEUE_MANY,
@@ -306,8 +307,8 @@ pub(crate) fn purge_done(before: Millis) -> Bound<'static> {
 }
 
 /// [`sql::BUSY`]: one row, 1 while a job of `handlers` is pending or running.
-pub(crate) fn busy(handlers: &str) -> Bound<'_> {
-    bound!(sql::BUSY, handlers)
+pub(crate) fn busy(handlers: &str, now: Option<Millis>) -> Bound<'_> {
+    bound!(sql::BUSY, handlers, local(now))
 }
 
 /// [`sql::STATS`]; its rows read with [`stat`].
@@ -562,7 +563,7 @@ mod tests {
             reserve_suspect("[]", 7, lease, None),
             retry_dead(None, None),
             purge_done(0),
-            busy("[]"),
+            busy("[]", None),
             stats(),
             dead_jobs(0, 10),
             schema::has_column("t", "x"),

@@ -199,16 +199,18 @@ CREATE INDEX IF NOT EXISTS signals_inbox_received ON signals_inbox (received_at)
 pub(crate) const ENQUEUE: &str = "
 INSERT INTO signals_jobs
     (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)";
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?9 > 0 THEN ?8 + ?9 ELSE 0 END, ?8)";
 
 /// The jobs of one `notify` (several queued handlers) in one statement: `?3` is a JSON array
-/// of `[handler, queue, priority, payload, max_attempts]`, in run order.
+/// of `[handler, queue, priority, payload, max_attempts, delay_ms]`, in run order. A delayed
+/// job is due at the writer's clock plus its delay (SQLite has no clock of its own).
 pub(crate) const ENQUEUE_MANY: &str = "
 INSERT INTO signals_jobs
     (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
 SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
        json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),
-       0, ?4
+       CASE WHEN json_extract(value, '$[5]') > 0 THEN ?4 + json_extract(value, '$[5]') ELSE 0 END,
+       ?4
 FROM json_each(?3) ORDER BY key";
 
 /// Whether a row is one of the jobs `$handlers` (a JSON array of `{"name", "signal"}`) names:
@@ -520,16 +522,18 @@ pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, payload FROM signals_jobs
 WHERE state = 'dead' AND outcome IS NULL AND id > ?1 ORDER BY id LIMIT ?2";
 
-/// 1 while a job of these handlers (`?1`) is pending or running, else 0: a probe of
-/// `signals_jobs_claim` per handler, then the running jobs (through `signals_jobs_worker`:
-/// at most every worker's concurrency).
+/// 1 while a job of these handlers (`?1`) is due, waits out a retry (or a snooze), or runs,
+/// else 0: a job not yet due for its first attempt (a `delay`) does not keep a worker busy.
+/// A probe of `signals_jobs_claim` per handler, then the running jobs (through
+/// `signals_jobs_worker`: at most every worker's concurrency).
 pub(crate) const BUSY: &str = concat!(
     "
 SELECT EXISTS (
     SELECT 1 FROM json_each(?1) AS h CROSS JOIN signals_jobs
     WHERE state = 'pending' AND ",
     of_handler!("h"),
-    ")
+    "
+      AND (run_at <= ?2 OR attempt > 0 OR attempts IS NOT NULL))
     OR EXISTS (SELECT 1 FROM signals_jobs WHERE state = 'running' AND ",
     mine!("?1"),
     ")"

@@ -131,6 +131,7 @@ async fn enqueue_postgres(
             .bind(payload)
             .bind(job.max_attempts() as i32)
             .bind(None::<i64>)
+            .bind(job.delay().as_millis() as i64)
             .execute(&mut *conn)
             .await?;
         return Ok(());
@@ -152,6 +153,12 @@ async fn enqueue_postgres(
         .bind(column(|_, payload| payload.clone()))
         .bind(number(|job| job.max_attempts() as i32))
         .bind(None::<i64>)
+        .bind(
+            rows.rows
+                .iter()
+                .map(|(job, _)| job.delay().as_millis() as i64)
+                .collect::<Vec<i64>>(),
+        )
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -531,15 +538,17 @@ pub async fn promote(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<
     }
 }
 
-/// 1 while a job of `handlers` is pending (available or scheduled) or running, else 0.
-pub async fn busy(tx: Tx<'_>, handlers: &str) -> Result<i64, sqlx::Error> {
+/// 1 while a job of `handlers` is due, waits out a retry, or runs, else 0 (a job not yet due
+/// for its first attempt does not count).
+pub async fn busy(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<i64, sqlx::Error> {
     Ok(on!(
         tx,
         postgres = |conn| sqlx::query_scalar(crate::postgres::BUSY)
             .bind(handlers)
+            .bind(now)
             .fetch_one(&mut *conn)
             .await?,
-        sqlite = |conn| lite::fetch_one(conn, bind::busy(handlers), bind::int).await?,
+        sqlite = |conn| lite::fetch_one(conn, bind::busy(handlers, now), bind::int).await?,
     ))
 }
 

@@ -332,7 +332,9 @@ impl RunningWorker {
         let conn = sqlite::open(&self.shared.config.path, self.shared.config.busy_timeout)?;
         loop {
             // A paused queue's jobs do not keep the worker busy.
-            let busy: i64 = match sqlite::busy(&conn, &self.shared.claimable.json()) {
+            let handlers = self.shared.claimable.json();
+            let now = self.shared.config.timing.clock.fixed();
+            let busy: i64 = match sqlite::busy(&conn, &handlers, now) {
                 Ok(busy) => busy,
                 Err(error) if sqlite::is_busy(&error) => 1,
                 Err(error) => return Err(error.into()),

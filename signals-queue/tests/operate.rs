@@ -122,6 +122,23 @@ async fn account_gone(_: &AccountGone, _: &mut Ctx<'_>) -> anyhow::Result<()> {
 
 #[derive(Signal, Serialize, Deserialize)]
 #[signal(context = Ctx<'_>, asynchronous)]
+struct SignedUp;
+
+/// Three days after the sign-up.
+#[on(SignedUp, queue = "later", delay = "3d")]
+async fn follow_up(_: &SignedUp, _: &mut Ctx<'_>) -> Result<(), std::io::Error> {
+    Ok(())
+}
+
+/// Soon after the sign-up.
+#[on(SignedUp, queue = "soon", delay = "300ms")]
+async fn welcome_soon(_: &SignedUp, ctx: &mut Ctx<'_>) -> Result<(), std::io::Error> {
+    ctx.seen.slow_started.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
 struct Bulk {
     n: i64,
 }
@@ -464,6 +481,50 @@ async fn a_handler_can_snooze_without_using_an_attempt_or_discard_its_job() {
         let overview = queue.overview().await.unwrap();
         assert_eq!(overview.queues["limited"].counts.discarded, 1, "{name}");
         assert_eq!(overview.queues["limited"].counts.dead, 0, "{name}");
+        db.drop_schema().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_job_waits_out_its_delay_and_keeps_no_worker_busy() {
+    for db in Db::all().await {
+        let name = db.name();
+        let seen = Arc::new(Seen::default());
+        let written = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        notify(&db, &seen, &[SignedUp]).await;
+        let queue = AsyncQueue::new(db.pool.clone());
+        let overview = queue.overview().await.unwrap();
+        assert_eq!(overview.queues["later"].counts.scheduled, 1, "{name}");
+        assert_eq!(overview.queues["soon"].counts.scheduled, 1, "{name}");
+        let later = queue
+            .jobs(&JobFilter::new().queue("later"), 0, 1)
+            .await
+            .unwrap();
+        let three_days = 3 * 86_400_000;
+        let off = later[0].due_at - (written + three_days);
+        assert!(off.abs() < 60_000, "{name}: due {off} ms off three days");
+
+        // Not yet due, neither keeps a worker busy; the soon one runs once due, and the worker
+        // is idle again though a job waits three days.
+        let running = worker(&db, &seen).build().await.unwrap().start();
+        running.wait_idle().await.unwrap();
+        assert!(
+            !seen.slow_started.load(Ordering::SeqCst),
+            "{name}: ran early"
+        );
+        wait_for("the 300 ms job", || async {
+            seen.slow_started.load(Ordering::SeqCst)
+        })
+        .await;
+        running.wait_idle().await.unwrap();
+        running.shutdown(Duration::from_secs(5)).await.unwrap();
+        let counts = queue.overview().await.unwrap().queues["later"]
+            .counts
+            .clone();
+        assert_eq!((counts.scheduled, counts.done), (1, 0), "{name}");
         db.drop_schema().await;
     }
 }

@@ -317,7 +317,8 @@ impl RunningRelay {
     pub async fn wait_idle(&self) -> Result<(), Error> {
         loop {
             let mut conn = queue::acquire(&self.shared.config.pool).await?;
-            if queue::busy(conn.tx(), &self.shared.handlers).await? == 0 {
+            let now = queue::fixed_now(&self.shared.config.timing.clock);
+            if queue::busy(conn.tx(), &self.shared.handlers, now).await? == 0 {
                 return Ok(());
             }
             drop(conn);

@@ -344,7 +344,10 @@ impl RunningAsyncWorker {
         loop {
             let busy = match self.shared.own.acquire().await {
                 // A paused queue's jobs do not keep the worker busy.
-                Ok(mut conn) => store::busy(conn.tx(), &self.shared.claimable.json()).await,
+                Ok(mut conn) => {
+                    let handlers = self.shared.claimable.json();
+                    store::busy(conn.tx(), &handlers, self.shared.now()).await
+                }
                 Err(error) => Err(error),
             };
             match busy {
