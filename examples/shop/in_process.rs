@@ -61,22 +61,6 @@ async fn create_order(
     }
 }
 
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 /// `--db URL --listen ADDR [--nats URL]`.
 struct Options {
     db: String,
@@ -114,7 +98,7 @@ async fn main() -> Result<(), signals_core::BoxError> {
     let mailer = Arc::new(Mailer::simulated(0.0, Duration::ZERO, None));
 
     // One signal, three listeners: `shared()` makes the future cloneable.
-    let shutdown = shutdown_signal().shared();
+    let shutdown = signals_examples_shop::shutdown_signal().shared();
     let grace = Duration::from_secs(30);
 
     let worker = AsyncWorker::builder(pool.clone())

@@ -399,3 +399,23 @@ pub async fn stats(pool: &Pool) -> Result<ShopStats, BoxError> {
     }
     Ok(stats)
 }
+
+/// Ctrl-C, or SIGTERM on Unix: what the shop's long-running commands stop on.
+///
+/// # Panics
+///
+/// If a SIGTERM handler cannot be installed.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -301,7 +301,7 @@ async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::
         return Ok(());
     }
     let running = worker.start();
-    shutdown_signal().await;
+    signals_examples_shop::shutdown_signal().await;
     running.shutdown(Duration::from_secs(30)).await?;
     if let Some(relay) = relay {
         relay.shutdown(Duration::from_secs(30)).await;
@@ -329,22 +329,6 @@ async fn relay(
         })
         .build()
         .await?)
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn main() -> ExitCode {

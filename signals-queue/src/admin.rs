@@ -262,13 +262,7 @@ impl Queue {
         after: i64,
         limit: u32,
     ) -> Result<Vec<JobSummary>, Error> {
-        let selection = Selection {
-            now: self.clock.fixed(),
-            after,
-            ids: None,
-            filter,
-            limit: i64::from(limit),
-        };
+        let selection = Selection::page(self.clock.fixed(), filter, after, i64::from(limit));
         let rows = sqlite::list_jobs(&self.conn, &selection)?;
         Ok(rows.into_iter().map(JobSummary::from_row).collect())
     }
@@ -288,16 +282,9 @@ impl Queue {
     ///
     /// A database error.
     pub fn act_on(&self, action: Action, ids: &[i64], dry_run: bool) -> Result<u64, Error> {
-        let filter = JobFilter::default();
         let mut changed = 0;
         for chunk in ids.chunks(ACTION_CHUNK as usize) {
-            let selection = Selection {
-                now: self.clock.fixed(),
-                after: i64::MIN,
-                ids: Some(crate::lifecycle::ids_json(chunk)),
-                filter: &filter,
-                limit: ACTION_CHUNK,
-            };
+            let selection = Selection::ids(self.clock.fixed(), chunk);
             changed += sqlite::act(&self.conn, action, &selection, dry_run)?.len() as u64;
         }
         Ok(changed)
@@ -318,13 +305,7 @@ impl Queue {
         let mut changed = 0;
         let mut after = i64::MIN;
         loop {
-            let selection = Selection {
-                now: self.clock.fixed(),
-                after,
-                ids: None,
-                filter,
-                limit: ACTION_CHUNK,
-            };
+            let selection = Selection::page(self.clock.fixed(), filter, after, ACTION_CHUNK);
             let ids = sqlite::act(&self.conn, action, &selection, dry_run)?;
             changed += ids.len() as u64;
             match next_chunk(&ids) {
@@ -519,13 +500,7 @@ impl AsyncQueue {
         after: i64,
         limit: u32,
     ) -> Result<Vec<JobSummary>, Error> {
-        let selection = Selection {
-            now: self.clock.fixed(),
-            after,
-            ids: None,
-            filter,
-            limit: i64::from(limit),
-        };
+        let selection = Selection::page(self.clock.fixed(), filter, after, i64::from(limit));
         let mut conn = self.pool.acquire().await?;
         let rows = crate::store::list_jobs(conn.tx(), &selection).await?;
         Ok(rows.into_iter().map(JobSummary::from_row).collect())
@@ -548,16 +523,9 @@ impl AsyncQueue {
     ///
     /// A database error.
     pub async fn act_on(&self, action: Action, ids: &[i64], dry_run: bool) -> Result<u64, Error> {
-        let filter = JobFilter::default();
         let mut changed = 0;
         for chunk in ids.chunks(ACTION_CHUNK as usize) {
-            let selection = Selection {
-                now: self.clock.fixed(),
-                after: i64::MIN,
-                ids: Some(crate::lifecycle::ids_json(chunk)),
-                filter: &filter,
-                limit: ACTION_CHUNK,
-            };
+            let selection = Selection::ids(self.clock.fixed(), chunk);
             let mut conn = self.pool.acquire().await?;
             changed += crate::store::act(conn.tx(), action, &selection, dry_run)
                 .await?
@@ -583,13 +551,7 @@ impl AsyncQueue {
         let mut changed = 0;
         let mut after = i64::MIN;
         loop {
-            let selection = Selection {
-                now: self.clock.fixed(),
-                after,
-                ids: None,
-                filter,
-                limit: ACTION_CHUNK,
-            };
+            let selection = Selection::page(self.clock.fixed(), filter, after, ACTION_CHUNK);
             let mut conn = self.pool.acquire().await?;
             let ids = crate::store::act(conn.tx(), action, &selection, dry_run).await?;
             changed += ids.len() as u64;

@@ -321,6 +321,40 @@ pub(crate) fn next_chunk(ids: &[i64]) -> Option<i64> {
     }
 }
 
+impl<'a> Selection<'a> {
+    /// The jobs of `filter` with an id above `after`, `limit` of them.
+    pub(crate) fn page(
+        now: Option<crate::clock::Millis>,
+        filter: &'a JobFilter,
+        after: i64,
+        limit: i64,
+    ) -> Selection<'a> {
+        Selection {
+            now,
+            after,
+            ids: None,
+            filter,
+            limit,
+        }
+    }
+
+    /// The jobs `ids` (at most [`ACTION_CHUNK`] of them), whatever else they are.
+    pub(crate) fn ids(now: Option<crate::clock::Millis>, ids: &[i64]) -> Selection<'static> {
+        static ANY: JobFilter = JobFilter {
+            state: None,
+            handler: None,
+            queue: None,
+        };
+        Selection {
+            now,
+            after: i64::MIN,
+            ids: Some(crate::lifecycle::ids_json(ids)),
+            filter: &ANY,
+            limit: ACTION_CHUNK,
+        }
+    }
+}
+
 /// The jobs an operator's listing or action looks at: its filter, the ids it names (`None`:
 /// any), a cursor (ids after it) and a chunk's size, judged at `now` (`None`: the database's
 /// clock on PostgreSQL, this process's on SQLite).

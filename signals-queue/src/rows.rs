@@ -28,6 +28,16 @@ pub(crate) struct JobRows {
 }
 
 impl JobRows {
+    /// No rows yet, of a new `notify` of `S`: a new event id, the writer's clock.
+    fn none<S: Signal>() -> JobRows {
+        JobRows {
+            event_id: Uuid::now_v7(),
+            signal: signals_core::catalog().get::<S>().path(),
+            now: Clock::system().now(),
+            rows: Vec::new(),
+        }
+    }
+
     /// The row of `J` alone (if its filter accepts): what a publishing function writes while
     /// queued handlers run inline ([`testing::Inline`](crate::testing::Inline)).
     #[cfg(feature = "testing")]
@@ -35,12 +45,7 @@ impl JobRows {
         signal: &S,
         ctx: &S::Context<'_>,
     ) -> Result<JobRows, BoxError> {
-        let mut rows = JobRows {
-            event_id: Uuid::now_v7(),
-            signal: signals_core::catalog().get::<S>().path(),
-            now: Clock::system().now(),
-            rows: Vec::new(),
-        };
+        let mut rows = JobRows::none::<S>();
         if let Some(payload) = J::JOB.row(signal, ctx)? {
             rows.rows.push((J::JOB, payload));
         }
@@ -54,12 +59,7 @@ impl JobRows {
         signal: &S,
         ctx: &S::Context<'_>,
     ) -> Result<JobRows, BoxError> {
-        let mut rows = JobRows {
-            event_id: Uuid::now_v7(),
-            signal: signals_core::catalog().get::<S>().path(),
-            now: Clock::system().now(),
-            rows: Vec::new(),
-        };
+        let mut rows = JobRows::none::<S>();
         let mut queued = signals_core::handlers::<S>().filter(|handler| handler.__writes_job());
         match queued.next() {
             Some(first) if first.__function() != J::JOB.function() => return Ok(rows),
