@@ -936,7 +936,7 @@ ANALYZE signals_jobs;",
         let (promote_blocks, _) = blocks(&mut conn, PROMOTE, &["NULL", mine]).await;
         let reserve = ["NULL", mine, "1", "0"];
         let (due_blocks, _) = blocks(&mut conn, RESERVE_SUSPECT, &reserve).await;
-        let (busy_blocks, _) = blocks(&mut conn, BUSY, &[mine]).await;
+        let (busy_blocks, _) = blocks(&mut conn, BUSY, &[mine, "NULL"]).await;
         // Dropped before the assertions, so that a failure leaves no schema behind.
         drop_schema(&mut conn, &schema).await;
         assert_eq!(claimed, 10, "the claim takes the 10 due jobs");

@@ -542,7 +542,7 @@ FROM n;",
             let conn = beside_a_done_backlog(analyzed);
             let plans = [
                 ("STATS", plan(&conn, STATS, [])),
-                ("BUSY", plan(&conn, BUSY, [MINE])),
+                ("BUSY", plan(&conn, BUSY, params![MINE, 100])),
                 ("DEAD_JOBS", plan(&conn, DEAD_JOBS, [0, 50])),
             ];
             for (name, plan) in plans {
@@ -630,7 +630,7 @@ VALUES ('e', 'app::Welcome', 'emails.send', 'default', 0, '{}', 25, 1, 0, 0),
                     "RESERVE_SUSPECT",
                     plan(&conn, RESERVE_SUSPECT, params![100, handlers, 7, 0]),
                 ),
-                ("BUSY", plan(&conn, BUSY, [handlers])),
+                ("BUSY", plan(&conn, BUSY, params![handlers, 100])),
             ];
             for (name, plan) in plans {
                 if !reads_other_handlers(&plan).is_empty() {
