@@ -297,14 +297,38 @@ impl JobSummary {
     }
 }
 
+/// A job's last claim, as its row keeps it: what a successful attempt's record is made of.
+pub(crate) struct LastClaim {
+    pub(crate) started_at: Option<i64>,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) worker: Option<String>,
+}
+
 impl JobDetail {
-    pub(crate) fn from_row(row: ListedRow, payload: String, attempts: Option<String>) -> JobDetail {
+    /// The job from its row: the attempts its failures recorded, and for a done job the
+    /// attempt that succeeded, from its last claim (completions write no history of their own).
+    pub(crate) fn from_row(
+        row: ListedRow,
+        payload: String,
+        attempts: Option<String>,
+        last: LastClaim,
+    ) -> JobDetail {
+        let summary = JobSummary::from_row(row);
+        let mut attempts: Vec<Attempt> = attempts
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default();
+        if summary.state == JobStatus::Done {
+            attempts.push(Attempt {
+                started_at: last.started_at,
+                duration_ms: last.started_at.zip(last.finished_at).map(|(s, f)| f - s),
+                worker: last.worker,
+                error: None,
+            });
+        }
         JobDetail {
-            summary: JobSummary::from_row(row),
+            summary,
             payload,
-            attempts: attempts
-                .and_then(|json| serde_json::from_str(&json).ok())
-                .unwrap_or_default(),
+            attempts,
         }
     }
 }

@@ -232,7 +232,8 @@ CREATE TABLE IF NOT EXISTS signals_job_counts (
             tx("
 ALTER TABLE signals_jobs ADD COLUMN IF NOT EXISTS outcome TEXT,
     ADD COLUMN IF NOT EXISTS attempts JSONB,
-    ADD COLUMN IF NOT EXISTS started_at BIGINT"),
+    ADD COLUMN IF NOT EXISTS started_at BIGINT,
+    ADD COLUMN IF NOT EXISTS claimed_by TEXT"),
             tx("ALTER TABLE signals_workers ADD COLUMN IF NOT EXISTS label TEXT"),
             tx("
 CREATE TABLE IF NOT EXISTS signals_queues (
@@ -257,9 +258,10 @@ CREATE TABLE IF NOT EXISTS signals_handlers (
 ];
 
 /// `attempts` of the row `$job` with the attempt that ends at `$now` appended: when it started
-/// (the claim's `started_at`), how long it ran, the label of the worker that ran it (its lease
-/// row), and `$error` (`NULL` when it succeeded). Written by the statement that records the
-/// attempt's outcome: the history costs no statement of its own.
+/// (the claim's `started_at`), how long it ran, the worker that ran it (`claimed_by`), and
+/// `$error`. Written by the statement that records a failure, a snooze, a discard or a rescue;
+/// a successful attempt is the row's own `started_at`, `finished_at` and `claimed_by` (see
+/// `sqlite_sql`).
 macro_rules! append_attempt {
     ($job:literal, $now:expr, $error:literal) => {
         concat!(
@@ -272,11 +274,9 @@ macro_rules! append_attempt {
             $now,
             " - ",
             $job,
-            ".started_at,
-        'worker', (SELECT label FROM signals_workers AS w WHERE w.id = ",
+            ".started_at, 'worker', ",
             $job,
-            ".worker),
-        'error', ",
+            ".claimed_by, 'error', ",
             $error,
             "::TEXT))"
         )
@@ -432,7 +432,7 @@ WITH next AS MATERIALIZED (
     LIMIT $3)
 UPDATE signals_jobs AS job
 SET state = 'running', attempt = job.attempt + 1, token = $4, worker = $5, lease_until = NULL,
-    started_at = ",
+    claimed_by = $6, started_at = ",
             now!("$1"),
             "
 FROM next WHERE job.id = next.id
@@ -471,10 +471,7 @@ pub(crate) const COMPLETE: &str = concat!(
 WITH done AS (
     UPDATE signals_jobs SET state = 'done', finished_at = ",
     now!("$1"),
-    ", worker = NULL, counted = true,
-    attempts = ",
-    append_attempt!("signals_jobs", now!("$1"), "NULL"),
-    "
+    ", worker = NULL, counted = true
     WHERE id = $2 AND token = $3 AND state = 'running'
     RETURNING handler, id)
 INSERT INTO signals_job_counts (handler, shard, done)
@@ -489,10 +486,7 @@ pub(crate) const COMPLETE_MANY: &str = concat!(
 WITH done AS (
     UPDATE signals_jobs AS job SET state = 'done', finished_at = ",
     now!("$1"),
-    ", worker = NULL, counted = true,
-    attempts = ",
-    append_attempt!("job", now!("$1"), "NULL"),
-    "
+    ", worker = NULL, counted = true
     FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
           FROM jsonb_array_elements($2::jsonb) AS pair) AS done
     WHERE job.id = done.id AND job.token = done.token AND job.state = 'running'
@@ -930,7 +924,7 @@ ANALYZE signals_jobs;",
         .await
         .unwrap();
         let mine = r#"'[{"name": "emails.send", "signal": "s"}]'"#;
-        let claim = ["NULL", mine, "10", "1", "1"];
+        let claim = ["NULL", mine, "10", "1", "1", "'host:1'"];
         let (claim_blocks, claimed) = blocks(&mut conn, CLAIM, &claim).await;
         let (suspect_blocks, _) = blocks(&mut conn, CLAIM_SUSPECT, &claim).await;
         let (promote_blocks, _) = blocks(&mut conn, PROMOTE, &["NULL", mine]).await;

@@ -68,7 +68,8 @@ pub(crate) const JOBS: &str = concat!(
 pub(crate) const JOB: &str = concat!(
     "SELECT ",
     listed!(),
-    ", COALESCE(body, payload::text), attempts::text FROM signals_jobs WHERE id = $2"
+    ", COALESCE(body, payload::text), attempts::text, started_at, finished_at, claimed_by
+FROM signals_jobs WHERE id = $2"
 );
 
 /// What an action may change (see `sqlite_ops`).

@@ -619,11 +619,19 @@ VALUES ('e', 'app::Welcome', 'emails.send', 'default', 0, '{}', 25, 1, 0, 0),
             let plans = [
                 (
                     "CLAIM",
-                    plan(&conn, CLAIM, params![100, handlers, false, 3, 7, 1]),
+                    plan(
+                        &conn,
+                        CLAIM,
+                        params![100, handlers, false, 3, 7, 1, "host:1"],
+                    ),
                 ),
                 (
                     "CLAIM_SUSPECT",
-                    plan(&conn, CLAIM_SUSPECT, params![100, handlers, true, 3, 7, 1]),
+                    plan(
+                        &conn,
+                        CLAIM_SUSPECT,
+                        params![100, handlers, true, 3, 7, 1, "host:1"],
+                    ),
                 ),
                 ("RUNNABLE", plan(&conn, RUNNABLE, params![100, handlers])),
                 (

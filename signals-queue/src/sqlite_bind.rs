@@ -134,6 +134,7 @@ pub(crate) fn claim<'a>(request: &ClaimRequest<'a>) -> Bound<'a> {
         request.limit as i64,
         request.token,
         request.worker,
+        lifecycle::worker_label(),
     )
 }
 
@@ -394,6 +395,11 @@ pub(crate) fn job_detail<E>(row: &dyn Row<Error = E>) -> Result<crate::ops::JobD
         listed(row)?,
         row.text(8)?,
         row.text_or_null(9)?,
+        crate::ops::LastClaim {
+            started_at: row.int_or_null(10)?,
+            finished_at: row.int_or_null(11)?,
+            worker: row.text_or_null(12)?,
+        },
     ))
 }
 

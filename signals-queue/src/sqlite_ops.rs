@@ -55,11 +55,12 @@ pub(crate) const JOBS: &str = concat!(
     " ORDER BY id LIMIT ?7"
 );
 
-/// One job (`?2`): the listed columns, its payload and its attempts (a JSON array).
+/// One job (`?2`): the listed columns, its payload, its recorded attempts (a JSON array), and
+/// its last claim's start, end and worker (a successful attempt's record).
 pub(crate) const JOB: &str = concat!(
     "SELECT ",
     listed!(),
-    ", payload, attempts FROM signals_jobs WHERE id = ?2"
+    ", payload, attempts, started_at, finished_at, claimed_by FROM signals_jobs WHERE id = ?2"
 );
 
 /// What an action may change, by word: `retry` a dead, discarded, cancelled or scheduled job

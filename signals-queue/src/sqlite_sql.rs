@@ -90,7 +90,8 @@ CREATE TABLE IF NOT EXISTS signals_jobs (
     counted      INTEGER NOT NULL DEFAULT 0,
     outcome      TEXT,
     attempts     TEXT,
-    started_at   INTEGER
+    started_at   INTEGER,
+    claimed_by   TEXT
 );
 CREATE TABLE IF NOT EXISTS signals_workers (
     id           INTEGER PRIMARY KEY,
@@ -131,7 +132,7 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 
 /// The columns schemas 3, 5 and 6 added to older tables: (table, column, `ALTER TABLE`
 /// statement), run when `pragma_table_info` lacks the column.
-pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
+pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
     (
         "signals_jobs",
         "worker",
@@ -161,6 +162,11 @@ pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
         "signals_jobs",
         "started_at",
         "ALTER TABLE signals_jobs ADD COLUMN started_at INTEGER",
+    ),
+    (
+        "signals_jobs",
+        "claimed_by",
+        "ALTER TABLE signals_jobs ADD COLUMN claimed_by TEXT",
     ),
     (
         "signals_workers",
@@ -263,7 +269,7 @@ macro_rules! claim {
             "
 UPDATE signals_jobs
 SET state = 'running', attempt = attempt + 1, token = ?5, worker = ?6, lease_until = NULL,
-    started_at = ?1
+    started_at = ?1, claimed_by = ?7
 WHERE id IN (
     SELECT job.id FROM json_each(?2) AS h CROSS JOIN signals_jobs AS job
     WHERE job.id IN (
@@ -321,18 +327,18 @@ SET state = 'pending', attempt = MAX(attempt - 1, 0), token = NULL, worker = NUL
 WHERE token = ?1 AND state = 'running'";
 
 /// `attempts` with the attempt that ends now (`$now`) appended: when it started (the claim's
-/// `started_at`), how long it ran, the label of the worker that ran it (its lease row), and
-/// `$error` (`NULL` when it succeeded). Written by the statement that records the attempt's
-/// outcome: the history costs no statement of its own.
+/// `started_at`), how long it ran, the worker that ran it (`claimed_by`: `host:pid`), and
+/// `$error`. Written by the statement that records a failure, a snooze, a discard or a rescue:
+/// the history costs no statement of its own. A successful attempt is not appended (the
+/// batched completion does no JSON work per job): it is the row's own `started_at`,
+/// `finished_at` and `claimed_by`, which the reader adds last.
 macro_rules! append_attempt {
     ($now:literal, $error:literal) => {
         concat!(
             "json_insert(COALESCE(attempts, '[]'), '$[#]', json_object(
         'started_at', started_at, 'duration_ms', ",
             $now,
-            " - started_at,
-        'worker', (SELECT label FROM signals_workers AS w WHERE w.id = signals_jobs.worker),
-        'error', ",
+            " - started_at, 'worker', claimed_by, 'error', ",
             $error,
             "))"
         )
@@ -340,28 +346,18 @@ macro_rules! append_attempt {
 }
 
 /// running → done, in the job's own transaction, only while its claim holds it.
-pub(crate) const COMPLETE: &str = concat!(
-    "
-UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1,
-    attempts = ",
-    append_attempt!("?1", "NULL"),
-    "
-WHERE id = ?2 AND token = ?3 AND state = 'running'"
-);
+pub(crate) const COMPLETE: &str = "
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1
+WHERE id = ?2 AND token = ?3 AND state = 'running'";
 
 /// running → done for the `[id, token]` pairs of `?2`: the completer's flush.
-pub(crate) const COMPLETE_MANY: &str = concat!(
-    "
-UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1,
-    attempts = ",
-    append_attempt!("?1", "NULL"),
-    "
+pub(crate) const COMPLETE_MANY: &str = "
+UPDATE signals_jobs SET state = 'done', finished_at = ?1, worker = NULL, counted = 1
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token
       FROM json_each(?2)) AS done
 WHERE signals_jobs.id = done.id AND signals_jobs.token = done.token
   AND signals_jobs.state = 'running'
-RETURNING handler"
-);
+RETURNING handler";
 
 /// running → pending after `?3` ms, or dead (no attempts left, `?1`: cannot run, or written
 /// more than `?7` ms ago by the writer's clock); or, as the handler's error asked (`?8`), a
@@ -551,8 +547,7 @@ SET state = CASE WHEN attempt >= max_attempts OR created_at < ?1 - ?3
     run_at = ?1 + f.delay, token = NULL, worker = NULL, last_error = f.error,
     attempts = json_insert(COALESCE(attempts, '[]'), '$[#]', json_object(
         'started_at', started_at, 'duration_ms', ?1 - started_at,
-        'worker', (SELECT label FROM signals_workers AS w WHERE w.id = signals_jobs.worker),
-        'error', f.error))
+        'worker', claimed_by, 'error', f.error))
 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token,
              json_extract(value, '$[2]') AS delay, json_extract(value, '$[3]') AS error
       FROM json_each(?2)) AS f

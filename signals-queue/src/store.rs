@@ -181,6 +181,7 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
                 .bind(request.limit as i64)
                 .bind(token)
                 .bind(request.worker)
+                .bind(lifecycle::worker_label())
                 .fetch_all(&mut *conn)
                 .await?;
             rows.into_iter()
@@ -1144,6 +1145,11 @@ pub(crate) async fn job(
                     pg_listed(&row)?,
                     row.try_get(8)?,
                     row.try_get(9)?,
+                    crate::ops::LastClaim {
+                        started_at: row.try_get(10)?,
+                        finished_at: row.try_get(11)?,
+                        worker: row.try_get(12)?,
+                    },
                 ))
             })
             .transpose()
