@@ -60,7 +60,7 @@ where
     for<'c> S::Context<'c>: Enqueue,
     J: Handler<S>,
 {
-    #[cfg(feature = "testing")]
+    #[cfg(all(feature = "testing", feature = "sqlite"))]
     if crate::inline::active() {
         if !J::JOB.is_publish() {
             // As an in-process handler: its filter, then the function with the caller's context.

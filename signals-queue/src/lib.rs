@@ -119,7 +119,7 @@ mod clock;
 mod db;
 mod enqueue;
 mod error;
-#[cfg(feature = "testing")]
+#[cfg(all(feature = "testing", feature = "sqlite"))]
 mod inline;
 mod job;
 mod kind;

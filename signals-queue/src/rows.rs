@@ -40,7 +40,7 @@ impl JobRows {
 
     /// The row of `J` alone (if its filter accepts): what a publishing function writes while
     /// queued handlers run inline ([`testing::Inline`](crate::testing::Inline)).
-    #[cfg(feature = "testing")]
+    #[cfg(all(feature = "testing", feature = "sqlite"))]
     pub(crate) fn only<S: Signal, J: Handler<S>>(
         signal: &S,
         ctx: &S::Context<'_>,

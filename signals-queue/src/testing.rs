@@ -79,6 +79,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "sqlite")]
 use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
@@ -106,12 +107,14 @@ pub struct Enqueued<S> {
 
 /// While it lives, `notify`'s queued handlers run inline on this thread; see
 /// [`run_queued_inline`].
+#[cfg(feature = "sqlite")]
 #[must_use = "queued handlers run inline only while the guard lives"]
 pub struct Inline {
     /// Tied to the thread whose `notify` it changes.
     _thread: PhantomData<*const ()>,
 }
 
+#[cfg(feature = "sqlite")]
 impl Drop for Inline {
     fn drop(&mut self) {
         crate::inline::leave();
@@ -123,6 +126,7 @@ impl Drop for Inline {
 /// (after their `when` filters), instead of writing their jobs; publishing functions still
 /// write their messages. Guards nest. (`notify_async` is not affected: drain its jobs with
 /// `AsyncWorker::run_until_idle`.)
+#[cfg(feature = "sqlite")]
 pub fn run_queued_inline() -> Inline {
     crate::inline::enter();
     Inline {
