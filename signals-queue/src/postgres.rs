@@ -750,6 +750,19 @@ pub(crate) const DEAD_JOBS: &str = "
 SELECT id, handler, attempt, last_error, COALESCE(body, payload::text) FROM signals_jobs
 WHERE state = 'dead' AND outcome IS NULL AND id > $1 ORDER BY id LIMIT $2";
 
+/// The due jobs of these publishing functions (`$1`): how many, and the oldest's due time
+/// (the outbox a relay should be emptying), through `signals_jobs_claim` per function.
+pub(crate) const OUTBOX_BACKLOG: &str = concat!(
+    "
+SELECT COUNT(*)::BIGINT, MIN(GREATEST(job.run_at, job.created_at))::BIGINT
+FROM jsonb_to_recordset($1::jsonb) AS h (name TEXT, signal TEXT)
+CROSS JOIN LATERAL (
+    SELECT run_at, created_at FROM signals_jobs
+    WHERE state = 'available' AND handler = h.name AND ",
+    of_signal!("h.signal"),
+    ") AS job"
+);
+
 /// 1 while a job of these handlers (`$1`) is due, waits out a retry (or a snooze), or runs,
 /// else 0 (a job not yet due for its first attempt, a `delay`, does not count): an index probe per handler
 /// and state (each in its index's order, so that the planner never prefers a scan that

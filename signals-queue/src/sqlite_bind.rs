@@ -307,6 +307,19 @@ pub(crate) fn purge_done(before: Millis) -> Bound<'static> {
     bound!(sql::PURGE_DONE, before)
 }
 
+/// [`sql::OUTBOX_BACKLOG`] of the publishing functions `handlers`; one row, read with
+/// [`backlog`].
+#[cfg(feature = "sqlx-sqlite")]
+pub(crate) fn outbox_backlog(handlers: &str, now: Option<Millis>) -> Bound<'_> {
+    bound!(sql::OUTBOX_BACKLOG, handlers, local(now))
+}
+
+/// A row of [`outbox_backlog`]: (how many, the oldest's due time).
+#[cfg(feature = "sqlx-sqlite")]
+pub(crate) fn backlog<E>(row: &dyn Row<Error = E>) -> Result<(i64, Option<i64>), E> {
+    Ok((row.int(0)?, row.int_or_null(1)?))
+}
+
 /// [`sql::BUSY`]: one row, 1 while a job of `handlers` is pending or running.
 pub(crate) fn busy(handlers: &str, now: Option<Millis>) -> Bound<'_> {
     bound!(sql::BUSY, handlers, local(now))

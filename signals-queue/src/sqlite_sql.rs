@@ -307,6 +307,16 @@ pub(crate) const CLAIM_SUSPECT: &str = claim!(
     "run_at"
 );
 
+/// The due jobs of these publishing functions (`?1`) at `?2`: how many, and the oldest's due
+/// time (the outbox a relay should be emptying). Probes `signals_jobs_claim` per function.
+pub(crate) const OUTBOX_BACKLOG: &str = concat!(
+    "
+SELECT COUNT(*), MIN(MAX(run_at, created_at)) FROM json_each(?1) AS h CROSS JOIN signals_jobs
+WHERE state = 'pending' AND ",
+    of_handler!("h"),
+    " AND run_at <= ?2"
+);
+
 /// Whether any job of these handlers (`?2`) is runnable: a read, which in WAL mode never waits
 /// for a writer (an idle worker asks before it claims, so that it does not queue behind the
 /// commit of the job it was woken for). Probes `signals_jobs_claim` per handler.

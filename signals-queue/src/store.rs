@@ -539,6 +539,25 @@ pub async fn promote(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<
     }
 }
 
+/// The due jobs of the publishing functions `handlers`: how many, and the oldest's due time
+/// (`now` is SQLite's; PostgreSQL's `available` rows are due).
+#[cfg_attr(not(feature = "sqlx-sqlite"), allow(unused_variables))]
+pub(crate) async fn outbox_backlog(
+    tx: Tx<'_>,
+    handlers: &str,
+    now: Option<Millis>,
+) -> Result<(i64, Option<i64>), sqlx::Error> {
+    on!(
+        tx,
+        postgres = |conn| sqlx::query_as(crate::postgres::OUTBOX_BACKLOG)
+            .bind(handlers)
+            .fetch_one(&mut *conn)
+            .await,
+        sqlite =
+            |conn| lite::fetch_one(conn, bind::outbox_backlog(handlers, now), bind::backlog).await,
+    )
+}
+
 /// 1 while a job of `handlers` is due, waits out a retry, or runs, else 0 (a job not yet due
 /// for its first attempt does not count).
 pub async fn busy(tx: Tx<'_>, handlers: &str, now: Option<Millis>) -> Result<i64, sqlx::Error> {

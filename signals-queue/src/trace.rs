@@ -92,6 +92,17 @@ pub(crate) fn discarded(job: &Claimed, info: &JobInfo, error: &AttemptError) {
     tracing::warn!(id = job.id, handler = info.name(), %error, "job discarded");
 }
 
+/// Messages of this program's publishing functions wait in the outbox longer than they should
+/// if a relay were running.
+#[cfg(feature = "async")]
+pub(crate) fn outbox_waiting(count: i64, oldest: std::time::Duration) {
+    tracing::warn!(
+        count,
+        ?oldest,
+        "messages have waited in the outbox for longer than two leases: is a relay (signals-broker) running for this database?"
+    );
+}
+
 /// A running job an operator cancelled was dropped.
 pub(crate) fn cancelled(id: i64) {
     tracing::warn!(id, "job cancelled by an operator; its attempt was dropped");

@@ -700,6 +700,7 @@ async fn a_claim_whose_reply_was_lost_is_undone_by_its_token() {
             retired: &retired,
             claimable: None,
             cancel: None,
+            outbox: None,
         };
         let back = wait_for("the jobs back", || async {
             db.count("SELECT COUNT(*) FROM signals_jobs WHERE state <> 'running' AND attempt = 0")

@@ -208,6 +208,7 @@ impl RelayShared {
             retired: &self.retired,
             claimable: None,
             cancel: None,
+            outbox: None,
         }
     }
 

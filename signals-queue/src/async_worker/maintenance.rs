@@ -58,6 +58,10 @@ pub struct Upkeep<'a> {
     /// Drops the jobs of `in_flight` an operator cancelled; woken early by `Cancelled`'s
     /// notification (PostgreSQL), else found every tick. `None`: no cancellation is looked for.
     pub cancel: Option<Cancel<'a>>,
+    /// The publishing functions linked into this program, as the statements take them: once a
+    /// lease, maintenance warns when their messages have waited longer than two leases (no
+    /// relay is running, or it is far behind). `None`: not looked at (a relay).
+    pub outbox: Option<&'a str>,
 }
 
 /// How maintenance learns of cancelled jobs and drops them.
@@ -136,10 +140,18 @@ async fn renew(upkeep: &Upkeep<'_>) {
 async fn look_after(upkeep: &Upkeep<'_>) {
     let (_, tick) = lifecycle::maintenance_ticks(upkeep.lease, upkeep.tick);
     let mut watch = StaleWatch::default();
-    // When the workers that running jobs name were last checked for a row (PostgreSQL).
+    // When the workers that running jobs name were last checked for a row (PostgreSQL), and
+    // the outbox looked at.
     let mut adopted: Option<Instant> = None;
+    let mut outbox_seen: Option<Instant> = None;
     loop {
         let adopt = adopted.is_none_or(|at| at.elapsed() >= upkeep.lease);
+        if upkeep.outbox.is_some() && outbox_seen.is_none_or(|at| at.elapsed() >= upkeep.lease) {
+            outbox_seen = Some(Instant::now());
+            if let Err(error) = look_at_outbox(upkeep).await {
+                trace::database_error("outbox", &error.into());
+            }
+        }
         // A round waiting for a database that is gone does not hold up retirement.
         let retired = upkeep.retired.notified();
         tokio::pin!(retired);
@@ -160,6 +172,21 @@ async fn look_after(upkeep: &Upkeep<'_>) {
             return;
         }
     }
+}
+
+/// Warns when messages of the linked publishing functions have waited longer than two leases.
+async fn look_at_outbox(upkeep: &Upkeep<'_>) -> Result<(), sqlx::Error> {
+    let Some(outbox) = upkeep.outbox else {
+        return Ok(());
+    };
+    let mut conn = upkeep.pool.acquire().await?;
+    let now = upkeep.clock.fixed();
+    let (count, oldest) = store::outbox_backlog(conn.tx(), outbox, now).await?;
+    let waited = oldest.map(|due| upkeep.clock.now().saturating_sub(due).max(0) as u64);
+    if let Some(waited) = waited.filter(|waited| *waited > upkeep.lease.as_millis() as u64 * 2) {
+        trace::outbox_waiting(count, Duration::from_millis(waited));
+    }
+    Ok(())
 }
 
 /// One round: rescues the jobs of dead workers (first giving a lapsed row to workers that left

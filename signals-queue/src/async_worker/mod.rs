@@ -155,6 +155,8 @@ impl AsyncWorkerBuilder {
         let linked: Vec<&'static JobInfo> = jobs.values().copied().collect();
         store::record_handlers(conn.tx(), &linked, self.timing.clock.fixed()).await?;
         let claimable = crate::registry::Claimable::new(&jobs);
+        let (published, outbox) = linked_jobs(JobInfo::is_publish)?;
+        let outbox = (!published.is_empty()).then_some(outbox);
         claimable.set_paused(store::paused_queues(conn.tx()).await?);
         drop(conn);
         Ok(AsyncWorker {
@@ -172,6 +174,7 @@ impl AsyncWorkerBuilder {
                 claimable,
                 aborts: std::sync::Mutex::new(std::collections::HashMap::new()),
                 cancelled: Notify::new(),
+                outbox,
                 worker,
                 stop: AtomicBool::new(false),
                 stopped: Notify::new(),

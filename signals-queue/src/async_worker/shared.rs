@@ -41,6 +41,9 @@ pub(super) struct Shared {
     pub(super) aborts: std::sync::Mutex<HashMap<i64, tokio::task::AbortHandle>>,
     /// An operator cancelled jobs (PostgreSQL's notification): maintenance looks at once.
     pub(super) cancelled: Notify,
+    /// The publishing functions linked into this program (a JSON array; `None` if none):
+    /// maintenance warns when their messages wait with no relay emptying the outbox.
+    pub(super) outbox: Option<String>,
     /// This worker's id: its lease row's key.
     pub(super) worker: i64,
     /// Stop fetching (shutdown began).
@@ -107,6 +110,7 @@ impl Shared {
             retire: &self.retire,
             retired: &self.retired,
             claimable: Some(&self.claimable),
+            outbox: self.outbox.as_deref(),
             cancel: Some(super::maintenance::Cancel {
                 hint: &self.cancelled,
                 drop,
