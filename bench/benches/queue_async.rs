@@ -413,6 +413,8 @@ enum Drainer {
     Worker {
         concurrency: usize,
         spread_counts: bool,
+        /// `AsyncWorkerBuilder::fetch_ahead`, if not the default.
+        ahead: Option<usize>,
     },
 }
 
@@ -551,13 +553,16 @@ async fn drain_rate(store: Store, drainer: Drainer, jobs: usize, hold_snapshot: 
                 task.await.expect("drain");
             }
         }
-        Drainer::Worker { concurrency, .. } => {
-            let running = AsyncWorker::builder(db.pool.clone())
-                .concurrency(concurrency)
-                .build()
-                .await
-                .expect("worker")
-                .start();
+        Drainer::Worker {
+            concurrency, ahead, ..
+        } => {
+            let builder = AsyncWorker::builder(db.pool.clone()).concurrency(concurrency);
+            let builder =
+                match ahead.or(std::env::var("TMP_AHEAD").ok().and_then(|a| a.parse().ok())) {
+                    Some(ahead) => builder.fetch_ahead(ahead),
+                    None => builder,
+                };
+            let running = builder.build().await.expect("worker").start();
             // Every handler ran; then every job's completion committed (a cheap query on the
             // partial indexes, every 20 ms; a full count here would cost more than the drain).
             let deadline = Instant::now() + Duration::from_secs(600);
@@ -603,6 +608,12 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
     let worker = |concurrency| Drainer::Worker {
         concurrency,
         spread_counts: false,
+        ahead: None,
+    };
+    let free_slots_only = |concurrency| Drainer::Worker {
+        concurrency,
+        spread_counts: false,
+        ahead: Some(0),
     };
     match store {
         Store::Postgres => vec![
@@ -625,6 +636,14 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
             ("AsyncWorker, concurrency 16", worker(16)),
             ("AsyncWorker, concurrency 100", worker(100)),
             ("AsyncWorker, concurrency 256", worker(256)),
+            (
+                "AsyncWorker, concurrency 16, free slots only (`fetch_ahead(0)`)",
+                free_slots_only(16),
+            ),
+            (
+                "AsyncWorker, concurrency 100, free slots only (`fetch_ahead(0)`)",
+                free_slots_only(100),
+            ),
         ],
         Store::Sqlite => vec![
             (
@@ -637,6 +656,10 @@ fn drains(store: Store) -> Vec<(&'static str, Drainer)> {
             ),
             ("AsyncWorker, concurrency 1", worker(1)),
             ("AsyncWorker, concurrency 16", worker(16)),
+            (
+                "AsyncWorker, concurrency 16, free slots only (`fetch_ahead(0)`)",
+                free_slots_only(16),
+            ),
         ],
     }
 }
@@ -819,6 +842,7 @@ async fn writing_drain_section(settings: &Settings) {
             Drainer::Worker {
                 concurrency: 16,
                 spread_counts: false,
+                ahead: None,
             },
         ),
         (
@@ -826,6 +850,7 @@ async fn writing_drain_section(settings: &Settings) {
             Drainer::Worker {
                 concurrency: 100,
                 spread_counts: false,
+                ahead: None,
             },
         ),
     ];
@@ -860,6 +885,7 @@ async fn done_counter_section(settings: &Settings) {
     let worker = |concurrency, spread_counts| Drainer::Worker {
         concurrency,
         spread_counts,
+        ahead: None,
     };
     let variants = [
         (
@@ -940,22 +966,36 @@ async fn drain_section(settings: &Settings, hold_snapshot: bool) {
             if hold_snapshot { 4 } else { 2 },
             settings.jobs
         );
-        let variants = drains(store);
+        let all = drains(store);
+        let base_name = all[match store {
+            Store::Postgres => 2,
+            Store::Sqlite => 0,
+        }]
+        .0;
+        // `DRAIN_ONLY="AsyncWorker, concurrency 16|…"`: only the variants named (exactly).
+        let only = std::env::var("DRAIN_ONLY").ok();
+        let variants: Vec<_> = all
+            .into_iter()
+            .filter(|(name, _)| {
+                only.as_deref()
+                    .is_none_or(|only| only.split('|').any(|o| o == *name))
+            })
+            .collect();
         let rates = interleaved(settings.rounds, variants.len(), |v| {
             drain_rate(store, variants[v].1, settings.jobs, hold_snapshot)
         })
         .await;
         let names: Vec<&str> = variants.iter().map(|v| v.0).collect();
-        let base = match store {
-            Store::Postgres => 2,
-            Store::Sqlite => 0,
-        };
+        let base = names.iter().position(|name| *name == base_name);
         rate_table(
             &names,
             &rates,
             "jobs",
-            base,
-            "vs third row (PG) / first (SQLite)",
+            base.unwrap_or(0),
+            match base {
+                Some(_) => "vs third row (PG) / first (SQLite)",
+                None => "vs first row",
+            },
         );
     }
 }

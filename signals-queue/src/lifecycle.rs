@@ -19,7 +19,9 @@
 //!
 //! - **Fetch for free slots.** A worker claims at most as many jobs as it has idle slots, in
 //!   claim order (priority, then `run_at`, then id), and starts each at once: no job waits,
-//!   claimed, behind another. The claim charges the attempt, which is when the handler starts.
+//!   claimed, behind another. The claim charges the attempt. Only while jobs are shorter than
+//!   a claim does the async worker fetch a few ahead (`Fetcher`), into a local queue that a
+//!   shutdown gives back uncharged (a crash charges them, as it charges the running ones).
 //! - **Leases belong to workers, not jobs.** A worker renews one row of `signals_workers` every
 //!   third of its lease; a running job is live while its worker's row is. On PostgreSQL the
 //!   database's clock judges the lease (`now()`), so no two machines' clocks are compared; on
@@ -69,6 +71,10 @@ pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(5);
 /// The most jobs one fetch claims, however many slots are free.
 pub(crate) const FETCH_LIMIT: usize = 256;
 
+/// How many claimed jobs an async worker lets wait for a free slot while jobs are short, by
+/// default ([`AsyncWorkerBuilder::fetch_ahead`](crate::AsyncWorkerBuilder::fetch_ahead)).
+pub const DEFAULT_FETCH_AHEAD: usize = 64;
+
 /// While more jobs wait, a fetch waits this long for a quarter of the slots to be free, so that
 /// a busy worker fetches many jobs per statement rather than one per finished job; and a stream
 /// of notifications wakes at most one fetch this often.
@@ -78,8 +84,8 @@ pub(crate) const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
 /// written once for both workers, which differ only in how they wait.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Next {
-    /// Every slot is taken, or a suspect runs (or waits for the worker to itself): wait for a
-    /// running job to end.
+    /// Every slot is taken (and the jobs fetched ahead wait for one), or a suspect runs (or
+    /// waits for the worker to itself): wait for a running job to end.
     WaitForSlot,
     /// Jobs wait but few slots are free: wait until then (or a job ends) to fetch for more.
     GatherUntil(Instant),
@@ -87,42 +93,94 @@ pub(crate) enum Next {
     Fetch { limit: usize, suspects: bool },
 }
 
-/// A producer's fetch sizing: fetch only for free slots, at most [`FETCH_LIMIT`]; while the last
-/// fetch came back full, gather a quarter of the slots (for up to [`FETCH_COOLDOWN`]) before
-/// fetching again; a due suspect waits for the worker to empty, then runs alone.
+/// A producer's fetch sizing: fetch for the free slots, at most [`FETCH_LIMIT`] a claim; while
+/// the last fetch came back full, gather a quarter of the room (for up to [`FETCH_COOLDOWN`])
+/// before fetching again; a due suspect waits for the worker to empty, then runs alone.
+///
+/// **Fetching ahead.** While recent jobs ran for less time than recent claims took (short
+/// jobs: the slots would empty faster than a claim refills them), a producer that may fetch
+/// ahead claims up to `ahead` jobs more than its free slots, which wait in a local queue and
+/// start as slots free up, while the next claim is under way. Longer jobs (I/O-bound ones) are
+/// fetched for free slots only, so no job waits claimed in one worker while another has room.
 #[derive(Debug)]
 pub(crate) struct Fetcher {
     concurrency: usize,
+    /// How many claimed jobs may wait for a slot while jobs are short (0: never).
+    ahead: usize,
     /// The last fetch was full: more jobs are likely due.
     more: bool,
-    /// Since when slots have been free while fewer than a quarter were.
+    /// Since when there has been room while less than a quarter of it was free.
     free_since: Option<Instant>,
+    /// How long recent jobs ran, and recent claims took.
+    run: Mean,
+    claim: Mean,
+}
+
+/// An exponentially weighted mean of durations (each new one weighs an eighth).
+#[derive(Debug, Default, Clone, Copy)]
+struct Mean(Option<Duration>);
+
+impl Mean {
+    fn add(&mut self, took: Duration) {
+        self.0 = Some(match self.0 {
+            None => took,
+            Some(mean) => (mean * 7 + took) / 8,
+        });
+    }
 }
 
 impl Fetcher {
+    /// Fetches for free slots only.
     pub(crate) fn new(concurrency: usize) -> Fetcher {
         Fetcher {
             concurrency: concurrency.max(1),
+            ahead: 0,
             more: false,
             free_since: None,
+            run: Mean::default(),
+            claim: Mean::default(),
         }
     }
 
-    /// What to do now, with `running` jobs running, `solo` if a suspect runs, and `suspects`
-    /// if this worker holds a due suspect's reservation.
+    /// Lets up to `ahead` claimed jobs wait for a slot while jobs are short.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn fetching_ahead(self, ahead: usize) -> Fetcher {
+        Fetcher { ahead, ..self }
+    }
+
+    /// Whether jobs fetched now may wait for a slot: recent jobs ran shorter than a claim took.
+    pub(crate) fn short_jobs(&self) -> bool {
+        match (self.run.0, self.claim.0) {
+            (Some(run), Some(claim)) => self.ahead > 0 && run < claim,
+            _ => false,
+        }
+    }
+
+    /// What to do now, with `running` jobs running and `waiting` fetched ahead (a producer
+    /// starts those before it asks, so either no slot is free or none waits), `solo` if a
+    /// suspect runs, and `suspects` if this worker holds a due suspect's reservation.
     pub(crate) fn next(
         &mut self,
         running: usize,
+        waiting: usize,
         solo: bool,
         suspects: bool,
         now: Instant,
     ) -> Next {
-        let free = self.concurrency.saturating_sub(running);
-        if free == 0 || solo || (suspects && running > 0) {
+        let held = running + waiting;
+        if solo || (suspects && held > 0) {
             return Next::WaitForSlot;
         }
-        let gather = (self.concurrency / 4).max(1);
-        if self.more && !suspects && free < gather {
+        let capacity = match self.short_jobs() && !suspects {
+            true => self.concurrency + self.ahead,
+            false => self.concurrency,
+        };
+        let room = capacity.saturating_sub(held);
+        if room == 0 {
+            return Next::WaitForSlot;
+        }
+        let gather = (capacity / 4).max(1);
+        if self.more && !suspects && room < gather {
             let since = *self.free_since.get_or_insert(now);
             if now.duration_since(since) < FETCH_COOLDOWN {
                 return Next::GatherUntil(since + FETCH_COOLDOWN);
@@ -135,17 +193,24 @@ impl Fetcher {
                 suspects: true,
             },
             false => Next::Fetch {
-                limit: free.min(FETCH_LIMIT),
+                limit: room.min(FETCH_LIMIT),
                 suspects: false,
             },
         }
     }
 
-    /// A fetch of `limit` claimed `claimed` jobs; whether it came back full (look again at
-    /// once).
-    pub(crate) fn fetched(&mut self, limit: usize, claimed: usize) -> bool {
+    /// A fetch of `limit` claimed `claimed` jobs and took `took`; whether it came back full
+    /// (look again at once).
+    pub(crate) fn fetched(&mut self, limit: usize, claimed: usize, took: Duration) -> bool {
+        self.claim.add(took);
         self.more = claimed == limit;
         self.more
+    }
+
+    /// A job ran for `took` (from its start to its end, its outcome not yet recorded).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn ran(&mut self, took: Duration) {
+        self.run.add(took);
     }
 
     /// Something woke the worker (a commit, a rescue): jobs are likely due.
@@ -749,34 +814,75 @@ mod tests {
     fn a_producer_fetches_for_free_slots_gathers_while_busy_and_runs_a_suspect_alone() {
         let mut fetcher = Fetcher::new(8);
         let now = Instant::now();
-        assert_eq!(fetcher.next(8, false, false, now), Next::WaitForSlot);
+        assert_eq!(fetcher.next(8, 0, false, false, now), Next::WaitForSlot);
         let fetch = |limit, suspects| Next::Fetch { limit, suspects };
-        assert_eq!(fetcher.next(0, false, false, now), fetch(8, false));
+        assert_eq!(fetcher.next(0, 0, false, false, now), fetch(8, false));
         // A full fetch: more jobs wait, so one free slot of eight waits a moment for a second.
-        assert!(fetcher.fetched(8, 8));
+        assert!(fetcher.fetched(8, 8, Duration::from_millis(1)));
         assert_eq!(
-            fetcher.next(7, false, false, now),
+            fetcher.next(7, 0, false, false, now),
             Next::GatherUntil(now + FETCH_COOLDOWN)
         );
-        assert_eq!(fetcher.next(6, false, false, now), fetch(2, false));
+        assert_eq!(fetcher.next(6, 0, false, false, now), fetch(2, false));
         assert_eq!(
-            fetcher.next(7, false, false, now + FETCH_COOLDOWN),
+            fetcher.next(7, 0, false, false, now + FETCH_COOLDOWN),
             Next::GatherUntil(now + FETCH_COOLDOWN * 2)
         );
         assert_eq!(
-            fetcher.next(7, false, false, now + FETCH_COOLDOWN * 2),
+            fetcher.next(7, 0, false, false, now + FETCH_COOLDOWN * 2),
             fetch(1, false)
         );
         // A suspect waits for the worker to empty, then runs alone.
-        assert_eq!(fetcher.next(3, false, true, now), Next::WaitForSlot);
-        assert_eq!(fetcher.next(0, false, true, now), fetch(1, true));
-        assert_eq!(fetcher.next(0, true, false, now), Next::WaitForSlot);
+        assert_eq!(fetcher.next(3, 0, false, true, now), Next::WaitForSlot);
+        assert_eq!(fetcher.next(0, 0, false, true, now), fetch(1, true));
+        assert_eq!(fetcher.next(0, 0, true, false, now), Next::WaitForSlot);
         // At most FETCH_LIMIT a fetch.
         assert_eq!(
-            Fetcher::new(1000).next(0, false, false, now),
+            Fetcher::new(1000).next(0, 0, false, false, now),
             fetch(FETCH_LIMIT, false)
         );
         assert_eq!(suspect_wait(0, Duration::from_secs(30)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_producer_fetches_ahead_only_while_jobs_are_shorter_than_claims() {
+        let fetch = |limit| Next::Fetch {
+            limit,
+            suspects: false,
+        };
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let mut fetcher = Fetcher::new(16).fetching_ahead(48);
+        // Nothing measured yet: free slots only.
+        assert_eq!(fetcher.next(0, 0, false, false, now), fetch(16));
+        assert!(!fetcher.fetched(16, 15, ms(4)));
+        fetcher.ran(ms(1));
+        assert!(fetcher.short_jobs());
+        // Short jobs: the free slots and the room ahead, less what waits.
+        assert_eq!(fetcher.next(0, 0, false, false, now), fetch(64));
+        assert_eq!(fetcher.next(16, 30, false, false, now), fetch(18));
+        assert_eq!(fetcher.next(16, 48, false, false, now), Next::WaitForSlot);
+        // A suspect waits until nothing runs and nothing waits; it is never fetched ahead.
+        assert_eq!(fetcher.next(0, 3, false, true, now), Next::WaitForSlot);
+        assert_eq!(
+            fetcher.next(0, 0, false, true, now),
+            Next::Fetch {
+                limit: 1,
+                suspects: true
+            }
+        );
+        // Jobs grow longer than claims: free slots only again.
+        for _ in 0..32 {
+            fetcher.ran(ms(50));
+        }
+        assert!(!fetcher.short_jobs());
+        assert_eq!(fetcher.next(4, 0, false, false, now), fetch(12));
+        assert_eq!(fetcher.next(16, 20, false, false, now), Next::WaitForSlot);
+        // A worker that may not fetch ahead never does.
+        let mut never = Fetcher::new(16);
+        never.fetched(16, 16, ms(4));
+        never.ran(ms(0));
+        assert!(!never.short_jobs());
         assert_eq!(
             suspect_wait(2, Duration::from_secs(30)),
             Duration::from_secs(30)

@@ -462,6 +462,15 @@ UPDATE signals_jobs
 SET state = 'available', attempt = GREATEST(attempt - 1, 0), token = NULL, worker = NULL
 WHERE token = $1 AND state = 'running'";
 
+/// running → available again for the `(id, token)` pairs of `$1` (a JSON array): jobs fetched
+/// ahead that a shutdown gives back before they started; their attempts are uncharged.
+pub(crate) const GIVE_BACK: &str = "
+UPDATE signals_jobs AS job
+SET state = 'available', attempt = GREATEST(job.attempt - 1, 0), token = NULL, worker = NULL
+FROM (SELECT (pair->>0)::BIGINT AS id, (pair->>1)::BIGINT AS token
+      FROM jsonb_array_elements($1::jsonb) AS pair) AS back
+WHERE job.id = back.id AND job.token = back.token AND job.state = 'running'";
+
 /// running → done in the job's own transaction, only while its claim holds it, counted in the
 /// done counts (a shard by job id: the counter row is locked only from here to the commit,
 /// which follows at once). The row lock it takes is the fence: a rescue skips a locked row.

@@ -164,6 +164,11 @@ pub(crate) fn unclaim(token: i64) -> Bound<'static> {
     bound!(sql::UNCLAIM, token)
 }
 
+/// [`sql::GIVE_BACK`]: the unstarted jobs of these `(id, token)` claims runnable again.
+pub(crate) fn give_back(jobs: &[(i64, i64)]) -> Bound<'static> {
+    bound!(sql::GIVE_BACK, lifecycle::completions_json(jobs))
+}
+
 /// [`sql::COMPLETE`]; one row changed if the claim held the job (then [`count_one`]).
 pub(crate) fn complete(job: &Claimed, now: Option<Millis>) -> Bound<'static> {
     bound!(sql::COMPLETE, local(now), job.id, job.token)

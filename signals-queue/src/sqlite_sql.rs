@@ -336,6 +336,15 @@ UPDATE signals_jobs
 SET state = 'pending', attempt = MAX(attempt - 1, 0), token = NULL, worker = NULL
 WHERE token = ?1 AND state = 'running'";
 
+/// running → pending again for the `(id, token)` pairs of `?1` (a JSON array): jobs fetched
+/// ahead that a shutdown gives back before they started; their attempts are uncharged.
+pub(crate) const GIVE_BACK: &str = "
+UPDATE signals_jobs SET state = 'pending', attempt = MAX(attempt - 1, 0), token = NULL, worker = NULL
+FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS token
+      FROM json_each(?1)) AS back
+WHERE signals_jobs.id = back.id AND signals_jobs.token = back.token
+  AND signals_jobs.state = 'running'";
+
 /// `attempts` with the attempt that ends now (`$now`) appended: when it started (the claim's
 /// `started_at`), how long it ran, the worker that ran it (`claimed_by`: `host:pid`), and
 /// `$error`. Written by the statement that records a failure, a snooze, a discard or a rescue:

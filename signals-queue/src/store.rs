@@ -220,6 +220,23 @@ pub async fn unclaim(tx: Tx<'_>, token: i64) -> Result<u64, sqlx::Error> {
     ))
 }
 
+/// Gives back jobs claimed ahead that never started (`(id, token)` pairs, a shutdown): they
+/// are runnable again, their attempts uncharged; how many.
+pub(crate) async fn give_back(tx: Tx<'_>, jobs: &[(i64, i64)]) -> Result<u64, sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    Ok(on!(
+        tx,
+        postgres = |conn| sqlx::query(crate::postgres::GIVE_BACK)
+            .bind(lifecycle::completions_json(jobs))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite = |conn| lite::execute(conn, bind::give_back(jobs)).await?,
+    ))
+}
+
 /// The jobs running under worker `worker`: (id, token, attempt).
 pub async fn running_of(tx: Tx<'_>, worker: i64) -> Result<Vec<(i64, i64, i32)>, sqlx::Error> {
     Ok(on!(

@@ -452,7 +452,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
         let (want, suspects) = {
             let mut slots = lock(&shared.slots);
             let suspects = shared.suspects.load(Ordering::SeqCst);
-            match fetcher.next(slots.running.len(), slots.solo, suspects, Instant::now()) {
+            match fetcher.next(slots.running.len(), 0, slots.solo, suspects, Instant::now()) {
                 Next::WaitForSlot => {
                     let _ = shared
                         .changed
@@ -490,6 +490,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
         };
         Counters::add(&shared.counters.fetches, 1);
         shared.in_flight.claiming(request.token);
+        let asked = Instant::now();
         let claim = sqlite::claim(&conn, &request);
         let took: &[Claimed] = claim.as_deref().unwrap_or(&[]);
         shared.in_flight.claimed(request.token, took);
@@ -497,7 +498,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
             Ok(claimed) => {
                 Counters::add(&shared.counters.claimed, claimed.len() as u64);
                 backoff = Duration::from_millis(10);
-                let full = fetcher.fetched(want, claimed.len());
+                let full = fetcher.fetched(want, claimed.len(), asked.elapsed());
                 if suspects && claimed.is_empty() {
                     shared.suspects.store(false, Ordering::SeqCst);
                     lock(&shared.slots).solo = false;

@@ -1004,3 +1004,115 @@ async fn a_due_suspect_does_not_stop_every_busy_worker() {
         db.drop_schema().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Short jobs are fetched ahead of the free slots; a shutdown gives the unstarted ones back.
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Quick;
+
+static QUICK_RAN: AtomicUsize = AtomicUsize::new(0);
+
+#[on(Quick, queue)]
+async fn quick(_: &Quick, _: &mut Ctx<'_>) {
+    QUICK_RAN.fetch_add(1, Ordering::SeqCst);
+}
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Stuck;
+
+static STUCK_GATE: Semaphore = Semaphore::const_new(0);
+static AT_STUCK_GATE: AtomicUsize = AtomicUsize::new(0);
+
+#[on(Stuck, queue, priority = 1)]
+async fn stuck(_: &Stuck, _: &mut Ctx<'_>) {
+    AT_STUCK_GATE.fetch_add(1, Ordering::SeqCst);
+    STUCK_GATE.acquire().await.unwrap().forget();
+}
+
+/// A worker of one slot that has seen short jobs claims ten more than its slot: they wait,
+/// claimed, while a job holds the slot. A shutdown gives them back uncharged before it waits
+/// for the running one, and none of them ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_jobs_are_fetched_ahead_and_a_shutdown_gives_back_those_not_started() {
+    for db in Db::all().await {
+        let name = db.name();
+        QUICK_RAN.store(0, Ordering::SeqCst);
+        AT_STUCK_GATE.store(0, Ordering::SeqCst);
+        let running = worker(&db.pool)
+            .concurrency(1)
+            .fetch_ahead(10)
+            .build()
+            .await
+            .unwrap()
+            .start();
+        // Short jobs, one claim after another: the worker learns they are shorter than a claim.
+        for _ in 0..5 {
+            commit(&db, &vec![Quick; 4]).await;
+            running.wait_idle().await.unwrap();
+        }
+        assert_eq!(QUICK_RAN.load(Ordering::SeqCst), 20, "{name}");
+        // The stuck job first (its priority), then twenty quick ones, in one transaction.
+        let mut tx = db.pool.begin().await.unwrap();
+        notify_async(&Stuck, &mut Ctx { tx: tx.tx() })
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            notify_async(&Quick, &mut Ctx { tx: tx.tx() })
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        wait_for("the stuck job", || async {
+            AT_STUCK_GATE.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        wait_for("ten quick jobs claimed ahead", || async {
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'running'")
+                .await
+                == 11
+        })
+        .await;
+        assert_eq!(QUICK_RAN.load(Ordering::SeqCst), 20, "{name}: none ran");
+        let shutdown = tokio::spawn(running.shutdown(Duration::from_secs(30)));
+        wait_for("the ten given back", || async {
+            db.count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'running'")
+                .await
+                == 1
+        })
+        .await;
+        STUCK_GATE.add_permits(1);
+        shutdown.await.unwrap().unwrap();
+        assert_eq!(QUICK_RAN.load(Ordering::SeqCst), 20, "{name}: none ran");
+        assert_eq!(
+            db.count(
+                "SELECT COUNT(*) FROM signals_jobs
+                 WHERE handler LIKE '%quick' AND state IN ('available', 'pending')
+                   AND attempt = 0 AND token IS NULL AND worker IS NULL"
+            )
+            .await,
+            20,
+            "{name}: the ten given back uncharged, the other ten never claimed"
+        );
+        assert_eq!(
+            db.count(
+                "SELECT COUNT(*) FROM signals_jobs WHERE handler LIKE '%stuck' AND state = 'done'"
+            )
+            .await,
+            1,
+            "{name}"
+        );
+        // Another worker runs them.
+        worker(&db.pool)
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_eq!(QUICK_RAN.load(Ordering::SeqCst), 40, "{name}");
+        db.drop_schema().await;
+    }
+}

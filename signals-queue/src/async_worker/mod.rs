@@ -76,6 +76,7 @@ pub struct AsyncWorkerBuilder {
     pool: Pool,
     state: State,
     concurrency: usize,
+    fetch_ahead: usize,
     timing: Timing,
     listen: bool,
 }
@@ -92,6 +93,22 @@ impl AsyncWorkerBuilder {
     /// holds a connection of the pool only while it uses its transaction).
     pub fn concurrency(mut self, slots: usize) -> Self {
         self.concurrency = slots.max(1);
+        self
+    }
+
+    /// How many claimed jobs may wait in the worker for a free slot while jobs are short
+    /// (default [`DEFAULT_FETCH_AHEAD`](crate::lifecycle::DEFAULT_FETCH_AHEAD); `0`: fetch for free slots
+    /// only).
+    ///
+    /// While recent jobs ran for less time than a claim takes, a fetch claims this many jobs
+    /// more than the free slots, and they start as slots free up, while the next claim is under
+    /// way: a worker at low concurrency then drains short jobs at the rate of one at high
+    /// concurrency. Jobs that run longer than a claim (I/O-bound ones) are fetched for free
+    /// slots only, so no job waits in one worker while another has room. The claim charges the
+    /// attempt: a shutdown gives the waiting jobs back uncharged, but after a crash they are
+    /// charged like the running ones and run alone as suspects, so keep this small.
+    pub fn fetch_ahead(mut self, jobs: usize) -> Self {
+        self.fetch_ahead = jobs;
         self
     }
 
@@ -166,12 +183,14 @@ impl AsyncWorkerBuilder {
                     pool: self.pool,
                     state: self.state,
                     concurrency: self.concurrency,
+                    fetch_ahead: self.fetch_ahead,
                     timing: self.timing,
                 },
                 own,
                 jobs,
                 handlers,
                 claimable,
+                waiting: std::sync::Mutex::default(),
                 aborts: std::sync::Mutex::new(std::collections::HashMap::new()),
                 cancelled: Notify::new(),
                 outbox,
@@ -248,6 +267,7 @@ impl AsyncWorker {
             pool: pool.into(),
             state: State::given_by("AsyncWorkerBuilder"),
             concurrency: 1,
+            fetch_ahead: lifecycle::DEFAULT_FETCH_AHEAD,
             timing: Timing::default(),
             listen: true,
         }

@@ -1,16 +1,18 @@
-//! The producer: fetches jobs for the worker's free slots only, starts an executor per job at
-//! once, runs a suspect alone, and at shutdown waits for its executors (then cancels them).
+//! The producer: fetches jobs for the worker's free slots (and, while jobs are short, a few
+//! ahead into a local queue), starts an executor per job as a slot frees, runs a suspect alone,
+//! and at shutdown gives back the jobs that never started and waits for its executors (then
+//! cancels them).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::{Id, JoinSet};
 
 use super::executor;
-use super::shared::Shared;
+use super::shared::{lock, Shared};
 use crate::error::AttemptError;
 use crate::lifecycle::Claimed;
 use crate::lifecycle::{self, ClaimRequest, Counters, Fetcher, Next, FETCH_COOLDOWN};
@@ -18,28 +20,31 @@ use crate::store;
 use crate::trace;
 use crate::wake::WAKE_ASYNC as WAKE;
 
-/// The running executors, and the job each runs.
+/// The running executors, the job each runs and since when, and the fetch sizing they feed.
 struct Slots {
     tasks: JoinSet<()>,
-    jobs: HashMap<Id, Claimed>,
-    /// Where maintenance reads how many run (an idle worker reserves a due suspect first).
+    jobs: HashMap<Id, (Claimed, Instant)>,
     shared: Arc<Shared>,
+    done: UnboundedSender<(i64, i64)>,
+    fetcher: Fetcher,
     /// A suspect is running: nothing else may.
     solo: bool,
 }
 
 impl Slots {
     fn reap(&mut self, id: Id) {
-        if let Some(job) = self.jobs.remove(&id) {
+        if let Some((job, started)) = self.jobs.remove(&id) {
             lock(&self.shared.aborts).remove(&job.id);
+            self.fetcher.ran(started.elapsed());
         }
-        self.shared.running.store(self.jobs.len(), Ordering::SeqCst);
         if self.jobs.is_empty() {
             self.solo = false;
         }
+        self.start_waiting();
     }
 
-    /// Waits for the next executor to finish (forever when none runs).
+    /// Waits for the next executor to finish (forever when none runs), and starts the jobs
+    /// fetched ahead in the slots that freed.
     async fn next_done(&mut self) {
         match self.tasks.join_next_with_id().await {
             Some(Ok((id, ()))) => self.reap(id),
@@ -47,26 +52,68 @@ impl Slots {
             None => std::future::pending().await,
         }
     }
+
+    /// Starts the jobs fetched ahead while slots are free (one slot while a suspect runs: it
+    /// is fetched alone), and the lease surely holds (once it may have lapsed, another worker
+    /// may be rescuing them).
+    fn start_waiting(&mut self) {
+        let shared = Arc::clone(&self.shared);
+        let slots = match self.solo {
+            true => 1,
+            false => shared.config.concurrency,
+        };
+        if shared.renewed.fresh(shared.config.timing.lease) {
+            while self.jobs.len() < slots {
+                let Some(job) = lock(&shared.waiting).pop_front() else {
+                    break;
+                };
+                self.start(job);
+            }
+        }
+        self.publish();
+    }
+
+    /// Starts an executor for `job`, in a slot of its own.
+    fn start(&mut self, job: Claimed) {
+        let Some(&info) = self.shared.jobs.get(job.handler.as_str()) else {
+            return; // the claim names only linked handlers
+        };
+        let shared = Arc::clone(&self.shared);
+        let task = executor::execute(shared, job.clone(), info, self.done.clone());
+        let handle = self.tasks.spawn(task);
+        lock(&self.shared.aborts).insert(job.id, handle.clone());
+        self.jobs.insert(handle.id(), (job, Instant::now()));
+    }
+
+    /// Takes in a fetch's jobs: each starts in a free slot, the rest wait for one.
+    fn take(&mut self, claimed: Vec<Claimed>) {
+        lock(&self.shared.waiting).extend(claimed);
+        self.start_waiting();
+    }
+
+    /// What maintenance reads: how many jobs this worker holds (an idle one reserves a due
+    /// suspect first).
+    fn publish(&self) {
+        let held = self.jobs.len() + lock(&self.shared.waiting).len();
+        self.shared.running.store(held, Ordering::SeqCst);
+    }
 }
 
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// The producer's loop, until shutdown; then waits for (or cancels) its executors.
+/// The producer's loop, until shutdown; then gives back the jobs fetched ahead and waits for
+/// (or cancels) its executors.
 pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64)>) {
+    let config = &shared.config;
     let mut slots = Slots {
         tasks: JoinSet::new(),
         jobs: HashMap::new(),
         shared: Arc::clone(&shared),
+        done,
+        fetcher: Fetcher::new(config.concurrency).fetching_ahead(config.fetch_ahead),
         solo: false,
     };
     // After a wake-up from this process the new job may not be committed yet: look again soon.
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
-    let mut fetcher = Fetcher::new(shared.config.concurrency);
     let mut last_fetch;
     while !shared.stopping() {
         let woken = shared.woken.notified();
@@ -78,27 +125,35 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         let stopped = shared.stopped.notified();
         tokio::pin!(stopped);
         stopped.as_mut().enable();
+        slots.start_waiting();
         let suspects = shared.suspects.load(Ordering::SeqCst);
-        let now = std::time::Instant::now();
-        let (want, suspects) = match fetcher.next(slots.jobs.len(), slots.solo, suspects, now) {
-            Next::WaitForSlot => {
-                tokio::select! {
-                    () = slots.next_done() => {}
-                    () = &mut stopped => {}
+        let waiting = lock(&shared.waiting).len();
+        let now = Instant::now();
+        let (want, suspects) =
+            match slots
+                .fetcher
+                .next(slots.jobs.len(), waiting, slots.solo, suspects, now)
+            {
+                Next::WaitForSlot => {
+                    tokio::select! {
+                        () = slots.next_done() => {}
+                        () = &mut stopped => {}
+                        // The lease lapsed with jobs waiting: look again once it is renewed.
+                        () = tokio::time::sleep(Duration::from_millis(50)), if waiting > 0 => {}
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Next::GatherUntil(at) => {
-                tokio::select! {
-                    () = slots.next_done() => {}
-                    () = tokio::time::sleep_until(at.into()) => {}
-                    () = &mut stopped => {}
+                Next::GatherUntil(at) => {
+                    tokio::select! {
+                        () = slots.next_done() => {}
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = &mut stopped => {}
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Next::Fetch { limit, suspects } => (limit, suspects),
-        };
-        if !shared.renewed.fresh(shared.config.timing.lease) {
+                Next::Fetch { limit, suspects } => (limit, suspects),
+            };
+        if !shared.renewed.fresh(config.timing.lease) {
             // The lease may have lapsed (its renewals failed or were held up): other workers
             // may be rescuing this worker's jobs, so it takes no more until a renewal holds.
             tokio::select! {
@@ -109,17 +164,28 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
             continue;
         }
         last_fetch = tokio::time::Instant::now();
-        match fetch(&shared, want, suspects).await {
+        // The running jobs go on finishing, and the waiting ones starting, while it fetches.
+        let fetched = {
+            let fetching = fetch(&shared, want, suspects);
+            tokio::pin!(fetching);
+            loop {
+                tokio::select! {
+                    fetched = &mut fetching => break fetched,
+                    () = slots.next_done() => {}
+                }
+            }
+        };
+        match fetched {
             Ok(claimed) => {
                 backoff = Duration::from_millis(10);
-                let full = fetcher.fetched(want, claimed.len());
+                let full = slots
+                    .fetcher
+                    .fetched(want, claimed.len(), last_fetch.elapsed());
                 if suspects && claimed.is_empty() {
                     shared.suspects.store(false, Ordering::SeqCst);
                 }
                 slots.solo = suspects && !claimed.is_empty();
-                for job in claimed {
-                    start(&shared, &mut slots, job, &done);
-                }
+                slots.take(claimed);
                 if full || suspects {
                     soon = None;
                     continue;
@@ -132,7 +198,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
             }
         }
         // Nothing (more) to fetch: wait for a wake-up, reaping executors meanwhile.
-        let wait = soon.unwrap_or(shared.config.timing.poll_interval);
+        let wait = soon.unwrap_or(config.timing.poll_interval);
         let deadline = tokio::time::sleep(wait);
         tokio::pin!(deadline);
         loop {
@@ -143,7 +209,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
                 // fetches at once.
                 () = &mut woken => {
                     soon = None;
-                    fetcher.woken();
+                    slots.fetcher.woken();
                     cool_down(&mut slots, last_fetch, &mut stopped).await;
                     break;
                 }
@@ -156,7 +222,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
                 () = &mut deadline => {
                     soon = soon
                         .map(|d| d * 2)
-                        .filter(|d| *d < shared.config.timing.poll_interval);
+                        .filter(|d| *d < config.timing.poll_interval);
                     break;
                 }
                 () = &mut stopped => break,
@@ -215,26 +281,11 @@ async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claim
     Ok(claimed)
 }
 
-/// Starts an executor for `job`, in a slot of its own.
-fn start(
-    shared: &Arc<Shared>,
-    slots: &mut Slots,
-    job: Claimed,
-    done: &UnboundedSender<(i64, i64)>,
-) {
-    let Some(&info) = shared.jobs.get(job.handler.as_str()) else {
-        return; // the claim names only linked handlers
-    };
-    let task = executor::execute(Arc::clone(shared), job.clone(), info, done.clone());
-    let handle = slots.tasks.spawn(task);
-    lock(&shared.aborts).insert(job.id, handle.clone());
-    slots.jobs.insert(handle.id(), job);
-    shared.running.store(slots.jobs.len(), Ordering::SeqCst);
-}
-
-/// Shutdown: waits `grace` for the running executors (the lease is still renewed), then
-/// cancels the rest and records their attempts as failed.
+/// Shutdown: gives back the jobs fetched ahead (uncharged: they never started), waits `grace`
+/// for the running executors (the lease is still renewed), then cancels the rest and records
+/// their attempts as failed.
 async fn drain(shared: &Shared, mut slots: Slots) {
+    give_back(shared).await;
     let grace = Duration::from_millis(shared.grace_ms.load(Ordering::SeqCst));
     let finished = tokio::time::timeout(grace, async {
         while !slots.jobs.is_empty() {
@@ -251,10 +302,31 @@ async fn drain(shared: &Shared, mut slots: Slots) {
             slots.reap(id); // it finished before the abort reached it
         }
     }
-    for (_, job) in slots.jobs.drain() {
+    for (_, (job, _)) in slots.jobs.drain() {
         if let Some(&info) = shared.jobs.get(job.handler.as_str()) {
             executor::record_failure(shared, info, &job, &AttemptError::Shutdown).await;
             shared.in_flight.release(job.id);
         }
+    }
+}
+
+/// Gives back the jobs fetched ahead that never started. Should the statement fail, they stay
+/// held by no one: maintenance fails them as orphans (charged), or, once this worker is gone,
+/// another rescues them, as after a crash.
+async fn give_back(shared: &Shared) {
+    let waiting: Vec<Claimed> = lock(&shared.waiting).drain(..).collect();
+    if waiting.is_empty() {
+        return;
+    }
+    let jobs: Vec<(i64, i64)> = waiting.iter().map(|job| (job.id, job.token)).collect();
+    let given = async {
+        let mut conn = shared.own.acquire().await?;
+        store::give_back(conn.tx(), &jobs).await
+    };
+    if let Err(error) = given.await {
+        trace::database_error("give back the jobs fetched ahead", &error.into());
+    }
+    for job in &waiting {
+        shared.in_flight.release(job.id);
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use super::maintenance::Upkeep;
 use crate::db::Pool;
 use crate::job::JobInfo;
-use crate::lifecycle::{Counters, InFlight, LeaseClock};
+use crate::lifecycle::{Claimed, Counters, InFlight, LeaseClock};
 use crate::registry::Claimable;
 use crate::scope::State;
 use crate::timing::Timing;
@@ -22,6 +22,8 @@ pub(super) struct Config {
     pub(super) state: State,
     /// How many jobs run at once.
     pub(super) concurrency: usize,
+    /// How many claimed jobs may wait for a slot while jobs are short.
+    pub(super) fetch_ahead: usize,
     pub(super) timing: Timing,
 }
 
@@ -37,6 +39,8 @@ pub(super) struct Shared {
     pub(super) handlers: String,
     /// The handlers claims take: the linked ones less those of paused queues.
     pub(super) claimable: Claimable,
+    /// Jobs fetched ahead, claimed, waiting for a slot (the producer starts them in order).
+    pub(super) waiting: std::sync::Mutex<std::collections::VecDeque<Claimed>>,
     /// How to drop a running job an operator cancelled, by job id.
     pub(super) aborts: std::sync::Mutex<HashMap<i64, tokio::task::AbortHandle>>,
     /// An operator cancelled jobs (PostgreSQL's notification): maintenance looks at once.
@@ -78,18 +82,25 @@ impl Shared {
     }
 
     /// Drops the running jobs `ids` (their claims were revoked by a cancellation): their
-    /// futures are dropped where they wait, their transactions roll back.
+    /// futures are dropped where they wait, their transactions roll back; those fetched ahead
+    /// never start.
     pub(super) fn drop_jobs(&self, ids: &[i64]) {
-        let mut aborts = self
-            .aborts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut aborts = lock(&self.aborts);
         for id in ids {
             if let Some(task) = aborts.remove(id) {
                 task.abort();
                 crate::trace::cancelled(*id);
             }
         }
+        drop(aborts);
+        lock(&self.waiting).retain(|job| {
+            let cancelled = ids.contains(&job.id);
+            if cancelled {
+                self.in_flight.release(job.id);
+                crate::trace::cancelled(job.id);
+            }
+            !cancelled
+        });
     }
 
     pub(super) fn upkeep<'a>(&'a self, drop: &'a (dyn Fn(&[i64]) + Send + Sync)) -> Upkeep<'a> {
@@ -117,4 +128,11 @@ impl Shared {
             }),
         }
     }
+}
+
+/// Locks `mutex`, whether or not a panic poisoned it (what it guards stays consistent).
+pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
