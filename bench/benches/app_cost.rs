@@ -15,7 +15,12 @@
 //!   time the worker then needs to drain the backlog once the clients stop;
 //! - the last two again with the trigger's NOTIFY turned off for the application's connections
 //!   (`-c signals.notify=off`); the worker then finds jobs by this process's own wake-ups
-//!   (`listen(false)`) and polling.
+//!   (`listen(false)`) and polling;
+//! - where the worker's cost goes, with NOTIFY on: the worker again with an email handler that
+//!   writes nothing (no commit of its own: the completer completes it with the others), and the
+//!   worker on a pool of its own whose connections do not wait for the WAL flush at commit
+//!   (`synchronous_commit = off`: its claims, completions and email commits cost CPU, not
+//!   fsyncs). For each worker variant the worker's statements per request are printed.
 //!
 //! ```text
 //! cargo bench -p signals-bench --bench app_cost
@@ -33,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
 use signals_queue::{
     with_db, AsyncJobScope, AsyncQueue, AsyncWorker, EnqueueAsync, FromJobAsync, Pool, Tx,
+    WorkerStats,
 };
 
 mod common;
@@ -71,9 +77,15 @@ async fn audit(sig: &OrderPlaced, ctx: &mut Ctx<'_>) -> Result<(), sqlx::Error> 
         .map(drop))
 }
 
+/// The email handler writes nothing (the `Variant::NoEmailWrites` runs).
+static NO_EMAIL_WRITES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[on(OrderPlaced, queue = "email")]
 async fn send_email(sig: &OrderPlaced, ctx: &mut Ctx<'_>) -> Result<(), sqlx::Error> {
     tokio::time::sleep(Duration::from_millis(5)).await;
+    if NO_EMAIL_WRITES.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let sql = "INSERT INTO emails (order_id) VALUES ($1)";
     with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
         .bind(sig.0.order_id)
@@ -116,18 +128,33 @@ enum Variant {
     OursWithWorker,
     Quiet,
     QuietWithWorker,
+    /// The worker, with an email handler that writes nothing.
+    NoEmailWrites,
+    /// The worker on a pool of its own with `synchronous_commit = off`.
+    NoFlushWait,
 }
 
 impl Variant {
     fn ours(self) -> bool {
         matches!(
             self,
-            Variant::Ours | Variant::OursWithWorker | Variant::Quiet | Variant::QuietWithWorker
+            Variant::Ours
+                | Variant::OursWithWorker
+                | Variant::Quiet
+                | Variant::QuietWithWorker
+                | Variant::NoEmailWrites
+                | Variant::NoFlushWait
         )
     }
 
     fn worker(self) -> bool {
-        matches!(self, Variant::OursWithWorker | Variant::QuietWithWorker)
+        matches!(
+            self,
+            Variant::OursWithWorker
+                | Variant::QuietWithWorker
+                | Variant::NoEmailWrites
+                | Variant::NoFlushWait
+        )
     }
 
     fn quiet(self) -> bool {
@@ -135,7 +162,7 @@ impl Variant {
     }
 }
 
-const VARIANTS: [(&str, Variant); 7] = [
+const VARIANTS: [(&str, Variant); 9] = [
     ("reference: order + audit rows, no job", Variant::Reference),
     (
         "floor: + 3 job rows by hand, one INSERT, no NOTIFY",
@@ -157,6 +184,14 @@ const VARIANTS: [(&str, Variant); 7] = [
     (
         "ours, NOTIFY off: worker in process at concurrency 64, no LISTEN",
         Variant::QuietWithWorker,
+    ),
+    (
+        "ours: worker at concurrency 64, the email handler writes nothing",
+        Variant::NoEmailWrites,
+    ),
+    (
+        "ours: worker at concurrency 64 on its own pool, `synchronous_commit = off`",
+        Variant::NoFlushWait,
     ),
 ];
 
@@ -214,8 +249,10 @@ async fn request(pool: &Pool, variant: Variant, id: i64) {
     tx.commit().await.expect("commit");
 }
 
-/// One run: (requests/s, p99 ms, drain seconds after the load for the worker variant).
-async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
+/// One run: (requests/s, p99 ms, drain seconds after the load for the worker variant, the
+/// worker's statistics).
+async fn run(variant: Variant, requests: usize) -> (f64, f64, f64, Option<WorkerStats>) {
+    NO_EMAIL_WRITES.store(variant == Variant::NoEmailWrites, Ordering::SeqCst);
     let schema = format!("app_cost_{}", uuid::Uuid::now_v7().simple());
     let admin = sqlx::PgPool::connect(&postgres_url())
         .await
@@ -247,9 +284,16 @@ async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
     .await
     .map(drop))
     .expect("tables");
+    let worker_pool = match variant {
+        Variant::NoFlushWait => {
+            let url = format!("{url}%20-c%20synchronous_commit%3Doff");
+            Pool::connect(&url, CLIENTS as u32 + 2).await.expect("pool")
+        }
+        _ => pool.clone(),
+    };
     let worker = match variant.worker() {
         true => Some(
-            AsyncWorker::builder(pool.clone())
+            AsyncWorker::builder(worker_pool.clone())
                 .concurrency(64)
                 .listen(!variant.quiet())
                 .poll_interval(Duration::from_millis(100))
@@ -284,20 +328,21 @@ async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
         latencies.extend(client.await.expect("client"));
     }
     let elapsed = start.elapsed();
-    let drained = match worker {
+    let (drained, stats) = match worker {
         Some(worker) => {
             let stopped = Instant::now();
             worker.wait_idle().await.expect("idle");
             let drained = stopped.elapsed().as_secs_f64();
+            let stats = worker.stats();
             worker
                 .shutdown(Duration::from_secs(10))
                 .await
                 .expect("shutdown");
-            drained
+            (drained, Some(stats))
         }
-        None => 0.0,
+        None => (0.0, None),
     };
-    if variant.worker() {
+    if variant.worker() && variant != Variant::NoEmailWrites {
         let emails: i64 = with_db!(&pool, |pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM emails"
         )
@@ -307,6 +352,7 @@ async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
         assert_eq!(emails, requests as i64, "the backlog drained");
     }
     with_db!(&pool, |pool| pool.close().await);
+    with_db!(&worker_pool, |pool| pool.close().await);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&admin)
         .await
@@ -316,6 +362,7 @@ async fn run(variant: Variant, requests: usize) -> (f64, f64, f64) {
         requests as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.99),
         drained,
+        stats,
     )
 }
 
@@ -339,7 +386,8 @@ fn main() {
     runtime.block_on(async {
         println!("# What the queue costs the application (PostgreSQL, {CLIENTS} clients)\n");
         println!("{rounds} rounds of {requests} requests, interleaved; load at start: {}\n", load());
-        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); VARIANTS.len()];
+        let mut results: Vec<Vec<(f64, f64, f64, Option<WorkerStats>)>> =
+            vec![Vec::new(); VARIANTS.len()];
         for round in 0..rounds {
             let order: Vec<usize> = match round % 2 {
                 0 => (0..VARIANTS.len()).collect(),
@@ -363,6 +411,30 @@ fn main() {
                 median(&p99s),
                 rate(1) / rate(v),
                 rate(v) / rate(3),
+            );
+        }
+        println!("\nThe worker's statements per request (median over rounds; the worker runs the email and the webhook: two jobs a request):\n");
+        println!("| variant | with / without worker (same NOTIFY) | claims | jobs per claim | completer flushes | jobs completed in their own transaction |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        for v in [4, 6, 7, 8] {
+            let per = |f: fn(&WorkerStats) -> u64| {
+                median(
+                    &results[v]
+                        .iter()
+                        .filter_map(|r| r.3.as_ref())
+                        .map(|stats| f(stats) as f64 / requests as f64)
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let without = if v == 6 { 5 } else { 3 };
+            println!(
+                "| {} | {:.2}× | {:.3} | {:.1} | {:.3} | {:.3} |",
+                VARIANTS[v].0,
+                rate(v) / rate(without),
+                per(|s| s.fetches),
+                per(|s| s.claimed) / per(|s| s.fetches),
+                per(|s| s.flushes),
+                per(|s| s.completed_with_writes),
             );
         }
         for v in [4, 6] {

@@ -32,7 +32,8 @@
 //!   (a UUIDv7).
 //! - A handler's database writes through the job's transaction happen exactly once: they
 //!   commit together with the job's completion. Everything else it does happens at least once.
-//! - A worker claims only for its free slots and starts each job at once; every transition is
+//! - A worker claims for its free slots and starts each job at once (the async worker fetches
+//!   a few ahead while jobs are shorter than a claim: `fetch_ahead`); every transition is
 //!   one statement conditional on the claim's token, so a worker that lost its lease can neither
 //!   complete nor fail the job.
 //! - Leases belong to workers, renewed every third of the lease until the worker has finished;
@@ -95,7 +96,7 @@
 //!     LISTEN.
 //! 13. `async_worker::shared`: what the async worker's tasks share.
 //! 14. `async_worker::executor`, `async_worker::completer`: one job; batched completions.
-//! 15. `async_worker::producer`: fetching for free slots.
+//! 15. `async_worker::producer`: fetching for free slots (and a few ahead).
 //! 16. `async_worker`, `worker`: the async and thread workers.
 
 // Without a driver feature (`sqlite`, `postgres`, `sqlx-sqlite`) the crate compiles, and

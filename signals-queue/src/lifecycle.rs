@@ -452,9 +452,9 @@ pub struct Failure<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerStats {
-    /// Claim statements run (each for the free slots of that moment).
+    /// Claim statements run (each for the free slots of that moment, and the room ahead).
     pub fetches: u64,
-    /// Jobs those claims took (each started at once).
+    /// Jobs those claims took (each started at once, or as a slot freed if fetched ahead).
     pub claimed: u64,
     /// Jobs completed in the transaction their handler wrote in.
     pub completed_with_writes: u64,

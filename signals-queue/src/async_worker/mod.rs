@@ -1,7 +1,8 @@
 //! The async worker: the [life cycle](crate::lifecycle) on tokio, over sqlx. Its parts, one
 //! task each, named as River names them:
 //!
-//! - `producer`: fetches jobs for its free slots only and starts an executor per job;
+//! - `producer`: fetches jobs for its free slots (a few ahead while jobs are short) and starts
+//!   an executor per job;
 //! - `executor`: runs one job, with its lazy transaction and its timeout, and completes it;
 //! - `completer`: completes the jobs that never opened their transaction, many per statement;
 //! - `maintenance`: renews the worker's lease, rescues the jobs of dead workers, spots
