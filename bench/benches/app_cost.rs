@@ -249,9 +249,12 @@ async fn request(pool: &Pool, variant: Variant, id: i64) {
     tx.commit().await.expect("commit");
 }
 
-/// One run: (requests/s, p99 ms, drain seconds after the load for the worker variant, the
-/// worker's statistics).
-async fn run(variant: Variant, requests: usize) -> (f64, f64, f64, Option<WorkerStats>) {
+/// One run: requests/s, p99 ms, drain seconds after the load for the worker variant, the
+/// worker's statistics.
+type Run = (f64, f64, f64, Option<WorkerStats>);
+
+/// One run of `variant`.
+async fn run(variant: Variant, requests: usize) -> Run {
     NO_EMAIL_WRITES.store(variant == Variant::NoEmailWrites, Ordering::SeqCst);
     let schema = format!("app_cost_{}", uuid::Uuid::now_v7().simple());
     let admin = sqlx::PgPool::connect(&postgres_url())
@@ -386,8 +389,7 @@ fn main() {
     runtime.block_on(async {
         println!("# What the queue costs the application (PostgreSQL, {CLIENTS} clients)\n");
         println!("{rounds} rounds of {requests} requests, interleaved; load at start: {}\n", load());
-        let mut results: Vec<Vec<(f64, f64, f64, Option<WorkerStats>)>> =
-            vec![Vec::new(); VARIANTS.len()];
+        let mut results: Vec<Vec<Run>> = vec![Vec::new(); VARIANTS.len()];
         for round in 0..rounds {
             let order: Vec<usize> = match round % 2 {
                 0 => (0..VARIANTS.len()).collect(),

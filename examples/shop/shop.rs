@@ -54,6 +54,8 @@ commands:
                                JetStream (e.g. nats://127.0.0.1:4222); without it they wait
         [--stream NAME]        the JetStream stream (default SHOP), created if missing
         [--subject-prefix P]   put P before every subject (default none)
+        [--metrics-listen A]   serve the queue's metrics as Prometheus text at
+                               http://A/metrics (e.g. 127.0.0.1:9464)
   stats                        print counts as one JSON object
   retry-dead                   make dead jobs pending again, attempts reset
 ";
@@ -107,6 +109,8 @@ pub struct WorkerOptions {
     pub stream: String,
     /// Put before every subject.
     pub subject_prefix: String,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Reads the arguments after the program name: the database URL and the command.
@@ -157,6 +161,7 @@ pub fn parse_args(args: &[String]) -> Result<(String, Command), String> {
                 .value("--stream")?
                 .unwrap_or_else(|| "SHOP".to_owned()),
             subject_prefix: options.value("--subject-prefix")?.unwrap_or_default(),
+            metrics_listen: options.value("--metrics-listen")?,
         }),
         "stats" => Command::Stats,
         "retry-dead" => Command::RetryDead,
@@ -268,6 +273,12 @@ async fn place(pool: &Pool, orders: u64, decline_every: u64) -> Result<(), signa
 
 /// Runs the worker. It creates nothing (`shop migrate` does): a role without DDL rights runs it.
 async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::BoxError> {
+    if let Some(address) = options.metrics_listen {
+        // The queue reports through the `metrics` facade; this exporter serves it over HTTP.
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(address)
+            .install()?;
+    }
     let mailer = Mailer::simulated(
         options.email_fail_rate,
         options.email_delay,

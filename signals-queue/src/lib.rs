@@ -81,9 +81,9 @@
 //!    rules (claims, failures, orphans, leases), without I/O.
 //! 5. `job`, `ops`: a queued handler as registered, the states of its jobs, how a job runs;
 //!    the operator's view of jobs (states, filters, attempts, counts by queue).
-//! 6. `registry`, `trace`, `sqlite_sql`, `sqlite_ops`, `postgres`, `postgres_ops`: the handlers
-//!    linked into the program; tracing; each database's schema and SQL text (the life cycle's,
-//!    the operator's).
+//! 6. `registry`, `trace`, `meter`, `sqlite_sql`, `sqlite_ops`, `postgres`, `postgres_ops`: the
+//!    handlers linked into the program; tracing; metrics; each database's schema and SQL text
+//!    (the life cycle's, the operator's).
 //! 7. `rows`: the rows one `notify` writes.
 //! 8. `sqlite_bind`: each SQLite statement with its arguments, and the reading of its rows,
 //!    for both drivers.
@@ -125,6 +125,7 @@ mod inline;
 mod job;
 mod kind;
 pub mod lifecycle;
+mod meter;
 mod ops;
 mod outcome;
 #[cfg(feature = "postgres")]

@@ -407,8 +407,11 @@ pub struct Claimed {
     pub token: i64,
     /// The job's priority (claim order: higher first).
     pub priority: i32,
-    /// When it became runnable (claim order: earlier first).
+    /// When it became runnable (claim order: earlier first); 0 for a fresh job on SQLite.
     pub run_at: i64,
+    /// When it was written (ms since the epoch, the writer's clock): its due time is the later
+    /// of this and `run_at`.
+    pub created_at: i64,
 }
 
 /// What a claim asks for.
@@ -698,6 +701,7 @@ impl InFlight {
                     token,
                     priority: 0,
                     run_at: 0,
+                    created_at: 0,
                 });
             } else {
                 unheld.insert((id, token));
@@ -797,6 +801,7 @@ mod tests {
             token: 1,
             priority,
             run_at,
+            created_at: 0,
         };
         let mut jobs = vec![job(1, 0, 5), job(2, 10, 9), job(3, 0, 1), job(4, 0, 1)];
         claim_order(&mut jobs);
@@ -914,6 +919,7 @@ mod tests {
             token,
             priority: 0,
             run_at: 0,
+            created_at: 0,
         };
         in_flight.claiming(10);
         in_flight.claiming(30);

@@ -2,9 +2,12 @@
 //! and the jobs it no longer holds. The thread worker and the async worker (and the relay, for
 //! its flushes) call these after their own statements, so the bookkeeping is written once.
 
+use std::collections::HashMap;
+
 use crate::error::AttemptError;
 use crate::job::JobInfo;
 use crate::lifecycle::{Claimed, Counters, Failure, InFlight, Verdict};
+use crate::meter;
 use crate::trace;
 
 /// A failed attempt was recorded (`recorded`), or given up on (the claim no longer held the
@@ -20,30 +23,48 @@ pub(crate) fn failed(
     match failure.verdict {
         Verdict::Snooze(after) => {
             Counters::add(&counters.snoozed, 1);
+            meter::snoozed(info);
             trace::snoozed(job, info, error, after);
         }
         Verdict::Discard => {
             Counters::add(&counters.discarded, 1);
+            meter::discarded(info);
             trace::discarded(job, info, error);
         }
         Verdict::Fail => {
             Counters::add(&counters.failed, 1);
             let dead = failure.permanent || job.attempt >= info.max_attempts();
+            if recorded {
+                meter::failed(info, dead);
+            }
             trace::failed(job, info, error, recorded, dead);
         }
     }
 }
 
-/// A flush of `batch` committed, completing `completed` of its jobs (the others' claims no
-/// longer held them).
+/// A job was completed in the transaction its handler wrote in.
+pub(crate) fn completed_in_transaction(counters: &Counters, info: &JobInfo) {
+    Counters::add(&counters.completed_with_writes, 1);
+    meter::succeeded(info, 1);
+}
+
+/// A flush of `batch` committed, completing the jobs of `handlers` (one name per job; the
+/// others' claims no longer held them). `jobs`: the worker's handlers by name.
 pub(crate) fn flushed(
     counters: &Counters,
     in_flight: &InFlight,
     batch: &[(i64, i64)],
-    completed: usize,
+    handlers: &[String],
+    jobs: &HashMap<&'static str, &'static JobInfo>,
 ) {
+    let completed = handlers.len();
     Counters::add(&counters.flushes, 1);
     Counters::add(&counters.completed_in_batches, completed as u64);
+    for handler in handlers {
+        if let Some(info) = jobs.get(handler.as_str()) {
+            meter::succeeded(info, 1);
+        }
+    }
     if completed < batch.len() {
         trace::leases_lost(batch.len() - completed);
     }

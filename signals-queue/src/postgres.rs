@@ -437,7 +437,7 @@ SET state = 'running', attempt = job.attempt + 1, token = $4, worker = $5, lease
             "
 FROM next WHERE job.id = next.id
 RETURNING job.id, job.event_id::text, job.handler, COALESCE(job.body, job.payload::text),
-          job.attempt, job.priority, job.run_at"
+          job.attempt, job.priority, job.run_at, job.created_at"
         )
     };
 }

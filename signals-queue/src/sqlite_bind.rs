@@ -149,6 +149,7 @@ pub(crate) fn claimed<E>(row: &dyn Row<Error = E>, token: i64) -> Result<Claimed
         token,
         priority: row.int(5)? as i32,
         run_at: row.int(6)?,
+        created_at: row.int(7)?,
     })
 }
 
@@ -554,6 +555,7 @@ mod tests {
             token: 9,
             priority: 0,
             run_at: 0,
+            created_at: 0,
         };
         let failure = Failure {
             permanent: false,

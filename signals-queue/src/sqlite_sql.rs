@@ -286,7 +286,7 @@ WHERE id IN (
         LIMIT +?4)
     ORDER BY job.priority DESC, job.run_at, job.id
     LIMIT +?4)
-RETURNING id, event_id, handler, payload, attempt, priority, run_at"
+RETURNING id, event_id, handler, payload, attempt, priority, run_at, created_at"
         )
     };
 }

@@ -164,6 +164,11 @@ async fn enqueue_postgres(
     Ok(())
 }
 
+/// A claimed row on PostgreSQL: id, event id, handler, payload, attempt, priority, `run_at`,
+/// `created_at`.
+#[cfg(feature = "postgres")]
+type ClaimedRow = (i64, String, String, String, i32, i32, i64, i64);
+
 /// Claims up to `request.limit` runnable jobs, in claim order; charges their attempts.
 pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed>, sqlx::Error> {
     let token = request.token;
@@ -175,7 +180,7 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
                 true => sql::CLAIM_SUSPECT,
                 false => sql::CLAIM,
             };
-            let rows: Vec<(i64, String, String, String, i32, i32, i64)> = sqlx::query_as(claim)
+            let rows: Vec<ClaimedRow> = sqlx::query_as(claim)
                 .bind(request.now)
                 .bind(request.handlers)
                 .bind(request.limit as i64)
@@ -186,15 +191,18 @@ pub async fn claim(tx: Tx<'_>, request: &ClaimRequest<'_>) -> Result<Vec<Claimed
                 .await?;
             rows.into_iter()
                 .map(
-                    |(id, event_id, handler, payload, attempt, priority, run_at)| Claimed {
-                        id,
-                        event_id,
-                        handler,
-                        payload,
-                        attempt: attempt.max(0) as u32,
-                        token,
-                        priority,
-                        run_at,
+                    |(id, event_id, handler, payload, attempt, priority, run_at, created_at)| {
+                        Claimed {
+                            id,
+                            event_id,
+                            handler,
+                            payload,
+                            attempt: attempt.max(0) as u32,
+                            token,
+                            priority,
+                            run_at,
+                            created_at,
+                        }
                     },
                 )
                 .collect()

@@ -22,6 +22,7 @@ use crate::lifecycle::{
     self, ClaimRequest, Claimed, Counters, Fetcher, FlushRetry, InFlight, Next, Persist,
     StaleWatch, WorkerStats, FLUSH_AFTER, FLUSH_JOBS,
 };
+use crate::meter;
 use crate::outcome;
 use crate::registry::{linked_jobs, Claimable};
 use crate::scope::{JobScope, State};
@@ -585,11 +586,12 @@ fn run_one(
 ) {
     let span = trace::attempt(job, info);
     let _entered = span.enter();
+    let started = Instant::now();
+    meter::started(job, info, shared.config.timing.clock.now());
     let outcome = attempt(shared, conn, info, job);
+    meter::ran(info, started.elapsed());
     match &outcome {
-        Ok(Completion::Committed) => {
-            Counters::add(&shared.counters.completed_with_writes, 1);
-        }
+        Ok(Completion::Committed) => outcome::completed_in_transaction(&shared.counters, info),
         Ok(Completion::Deferred) => {
             let _ = done.send((job.id, job.token));
         }
@@ -711,8 +713,8 @@ fn complete(shared: &Shared, completions: &Receiver<(i64, i64)>) {
             );
             match sqlite::complete_many(&conn, &batch, shared.config.timing.clock.fixed()) {
                 Ok(handlers) => {
-                    let completed = handlers.len();
-                    outcome::flushed(&shared.counters, &shared.in_flight, &batch, completed);
+                    let (counters, in_flight) = (&shared.counters, &shared.in_flight);
+                    outcome::flushed(counters, in_flight, &batch, &handlers, &shared.jobs);
                     break;
                 }
                 Err(error) => {

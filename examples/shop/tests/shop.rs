@@ -744,3 +744,61 @@ fn a_worker_process_obeys_a_paused_queue_within_a_second() {
         worker.wait().unwrap();
     }
 }
+
+/// `GET /metrics` from `address`, as text (plain HTTP/1.0 over a socket).
+fn scrape(address: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// The value of the first sample of `series` whose line contains each of `labels`.
+fn sample(text: &str, series: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{series}{{")))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// `shop worker --metrics-listen ADDR` serves the queue's metrics as Prometheus text: the
+/// welcome emails it sent are counted under their handler and queue, with the run time.
+#[test]
+fn a_worker_serves_its_metrics_to_prometheus() {
+    for db in Db::all() {
+        let url = db.url.as_str();
+        run(url, &["migrate"]);
+        // A free port: bind, read it, let it go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let mut worker = spawn_worker(url, &["--metrics-listen", &address]);
+        run(url, &["place", "--orders", "3"]);
+        wait_for(|| stats(url)[1] == 3);
+        let labels = &["::send_welcome_email\"", "queue=\"email\""];
+        let mut text = String::new();
+        wait_for(|| {
+            text = scrape(&address).unwrap_or_default();
+            sample(&text, "signals_jobs_succeeded_total", labels) == Some(3.0)
+        });
+        assert_eq!(
+            sample(&text, "signals_jobs_started_total", labels),
+            Some(3.0),
+            "{url}: {text}"
+        );
+        assert_eq!(
+            sample(&text, "signals_job_run_seconds_count", labels),
+            Some(3.0),
+            "{url}: {text}"
+        );
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+}

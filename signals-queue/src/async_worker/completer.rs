@@ -55,7 +55,8 @@ async fn flush(shared: &Shared, batch: &mut Vec<(i64, i64)>) {
         };
         match result {
             Ok(handlers) => {
-                outcome::flushed(&shared.counters, &shared.in_flight, batch, handlers.len());
+                let (counters, in_flight) = (&shared.counters, &shared.in_flight);
+                outcome::flushed(counters, in_flight, batch, &handlers, &shared.jobs);
                 batch.clear();
                 return;
             }

@@ -4,7 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use tokio::sync::mpsc::UnboundedSender;
@@ -14,7 +14,8 @@ use super::shared::Shared;
 use crate::db::{JobTx, Transaction, Tx};
 use crate::error::AttemptError;
 use crate::job::JobInfo;
-use crate::lifecycle::{self, Claimed, Counters, Persist};
+use crate::lifecycle::{self, Claimed, Persist};
+use crate::meter;
 use crate::outcome;
 use crate::scope::AsyncJobScope;
 use crate::store;
@@ -34,7 +35,10 @@ pub(super) async fn execute(
 async fn run(shared: &Shared, job: &Claimed, info: &JobInfo, done: &UnboundedSender<(i64, i64)>) {
     let (mut job_tx, open_failed) = JobTx::new(shared.config.pool.clone());
     let timeout = lifecycle::attempt_timeout(info.timeout(), &shared.config.timing);
+    let started = Instant::now();
+    meter::started(job, info, shared.config.timing.clock.now());
     let outcome = attempt(shared, job, info, &mut job_tx, open_failed, timeout).await;
+    meter::ran(info, started.elapsed());
     match (outcome, job_tx.take()) {
         (Ok(()), None) => {
             // Nothing to commit with it: the completer completes it with others.
@@ -44,7 +48,7 @@ async fn run(shared: &Shared, job: &Claimed, info: &JobInfo, done: &UnboundedSen
         }
         (Ok(()), Some(tx)) => {
             match complete_in(shared, job, tx).await {
-                Ok(true) => Counters::add(&shared.counters.completed_with_writes, 1),
+                Ok(true) => outcome::completed_in_transaction(&shared.counters, info),
                 Ok(false) => trace::lease_lost(job),
                 Err(error) => record_failure(shared, info, job, &error.into()).await,
             }
