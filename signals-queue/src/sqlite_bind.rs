@@ -166,6 +166,7 @@ pub(crate) fn unclaim(token: i64) -> Bound<'static> {
 }
 
 /// [`sql::GIVE_BACK`]: the unstarted jobs of these `(id, token)` claims runnable again.
+#[cfg(feature = "sqlx-sqlite")]
 pub(crate) fn give_back(jobs: &[(i64, i64)]) -> Bound<'static> {
     bound!(sql::GIVE_BACK, lifecycle::completions_json(jobs))
 }
