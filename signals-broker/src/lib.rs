@@ -22,6 +22,7 @@
 //! `sqlx-sqlite` enable its drivers.
 
 mod catalog;
+mod meter;
 mod relay;
 mod stats;
 mod stream;

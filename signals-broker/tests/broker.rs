@@ -364,8 +364,48 @@ async fn a_subscriber_applies_each_message_once_in_order_and_skips_a_redelivery(
     }
 }
 
+/// The metrics of this test binary (installed by the first test that asks): each test reads
+/// the series of its own subjects and consumers.
+fn recorded() -> &'static metrics_util::debugging::Snapshotter {
+    static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("the only recorder");
+        snapshotter
+    })
+}
+
+/// The counters of a snapshot (a snapshot takes the counts since the last one, so one test
+/// reads them).
+type Snapshot = Vec<(
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    metrics_util::debugging::DebugValue,
+)>;
+
+/// The counter `name` of `snapshot` summed over the series whose label `label` is `value`.
+fn counted(snapshot: &Snapshot, name: &str, label: &str, value: &str) -> u64 {
+    snapshot
+        .iter()
+        .filter(|(key, ..)| key.key().name() == name)
+        .filter(|(key, ..)| {
+            key.key()
+                .labels()
+                .any(|l| l.key() == label && l.value() == value)
+        })
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_after_max_deliveries_and_the_others_go_on() {
+    recorded();
     for db in Db::all().await {
         let Some(broker) = Broker::connect().await else {
             return;
@@ -397,6 +437,27 @@ async fn a_poison_message_is_dead_after_max_deliveries_and_the_others_go_on() {
         );
         let inbox = inbox_stats(&db.pool, &consumer).await.unwrap();
         assert_eq!((inbox.done, inbox.dead), (1, 1), "{name}");
+        // The metrics say the same: two published, one acked, two naked, one dead.
+        let snapshot = recorded().snapshot().into_vec();
+        let subject = broker.subject();
+        assert_eq!(
+            counted(
+                &snapshot,
+                "signals_messages_published_total",
+                "subject",
+                &subject
+            ),
+            2,
+            "{name}"
+        );
+        let of_consumer = |series| counted(&snapshot, series, "consumer", &consumer);
+        assert_eq!(of_consumer("signals_messages_acked_total"), 1, "{name}");
+        assert_eq!(
+            of_consumer("signals_messages_redelivered_total"),
+            2,
+            "{name}"
+        );
+        assert_eq!(of_consumer("signals_messages_dead_total"), 1, "{name}");
         let sql = "SELECT error FROM signals_inbox WHERE state = 'dead'";
         let error: String = with_db!(&db.pool, |pool| sqlx::query_scalar(sql)
             .fetch_one(pool)

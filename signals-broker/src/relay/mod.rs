@@ -492,6 +492,10 @@ async fn publish(shared: &RelayShared, jobs: Vec<Claimed>) {
     .await;
     let mut outcome = Outcome::default();
     for (job, acked) in acked {
+        if let Some(info) = shared.jobs.get(job.handler.as_str()) {
+            let subject = format!("{}{}", shared.config.prefix, info.queue());
+            crate::meter::relayed(info.name(), &subject, acked.is_ok());
+        }
         match acked {
             Ok(()) => outcome.done.push((job.id, job.token)),
             Err(error) => outcome.failed.push((

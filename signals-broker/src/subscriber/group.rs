@@ -17,6 +17,7 @@ use uuid::Uuid;
 use signals_queue::__broker as queue;
 use signals_queue::FromJobAsync;
 
+use crate::meter::{self, Settled};
 use crate::subscriber::budget::FirstTries;
 use crate::subscriber::inbox;
 use crate::subscriber::settings::Settings;
@@ -206,6 +207,12 @@ where
         if !matches!(ack, AckKind::Nak(_)) {
             self.first_tries.settled(&self.received(message).id);
         }
+        let how = match ack {
+            AckKind::Nak(_) => Settled::Redelivered,
+            AckKind::Term => Settled::Dead,
+            _ => Settled::Acked,
+        };
+        meter::settled(&self.settings.consumer, message.subject.as_str(), how);
         let _ = message.ack_with(ack).await;
     }
 
