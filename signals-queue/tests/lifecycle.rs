@@ -1116,3 +1116,115 @@ async fn short_jobs_are_fetched_ahead_and_a_shutdown_gives_back_those_not_starte
         db.drop_schema().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A job fetched ahead and cancelled while it waits never starts.
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Brief {
+    n: i64,
+}
+
+static BRIEF_RAN: Mutex<Vec<i64>> = Mutex::new(Vec::new());
+
+#[on(Brief, queue)]
+async fn brief(sig: &Brief, _: &mut Ctx<'_>) {
+    BRIEF_RAN.lock().unwrap().push(sig.n);
+}
+
+#[derive(Signal, Serialize, Deserialize, Clone)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Blocker;
+
+static BLOCKER_GATE: Semaphore = Semaphore::const_new(0);
+static AT_BLOCKER_GATE: AtomicUsize = AtomicUsize::new(0);
+
+#[on(Blocker, queue, priority = 1)]
+async fn blocker(_: &Blocker, _: &mut Ctx<'_>) {
+    AT_BLOCKER_GATE.fetch_add(1, Ordering::SeqCst);
+    BLOCKER_GATE.acquire().await.unwrap().forget();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_fetched_ahead_and_cancelled_while_it_waits_never_starts() {
+    for db in Db::all().await {
+        let name = db.name();
+        BRIEF_RAN.lock().unwrap().clear();
+        AT_BLOCKER_GATE.store(0, Ordering::SeqCst);
+        let running = worker(&db.pool)
+            .concurrency(1)
+            .fetch_ahead(5)
+            .build()
+            .await
+            .unwrap()
+            .start();
+        // Short jobs first: the worker learns they are shorter than a claim.
+        for _ in 0..5 {
+            commit(&db, &vec![Brief { n: -1 }; 4]).await;
+            running.wait_idle().await.unwrap();
+        }
+        let mut tx = db.pool.begin().await.unwrap();
+        notify_async(&Blocker, &mut Ctx { tx: tx.tx() })
+            .await
+            .unwrap();
+        for n in 1..=5 {
+            notify_async(&Brief { n }, &mut Ctx { tx: tx.tx() })
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        wait_for("five jobs waiting behind the blocker", || async {
+            AT_BLOCKER_GATE.load(Ordering::SeqCst) == 1
+                && db
+                    .count("SELECT COUNT(*) FROM signals_jobs WHERE state = 'running'")
+                    .await
+                    == 6
+        })
+        .await;
+        // Cancel the third brief job while it waits, claimed, in the worker.
+        let queue = signals_queue::AsyncQueue::new(db.pool.clone());
+        let waiting = queue
+            .jobs(
+                &signals_queue::JobFilter::new().state(signals_queue::JobStatus::Running),
+                0,
+                10,
+            )
+            .await
+            .unwrap();
+        let third = waiting
+            .iter()
+            .filter(|job| job.handler.ends_with("::brief"))
+            .nth(2)
+            .unwrap()
+            .id;
+        assert_eq!(
+            queue
+                .act_on(signals_queue::Action::Cancel, &[third], false)
+                .await
+                .unwrap(),
+            1,
+            "{name}"
+        );
+        // The worker learns of it within a second (a notification, or SQLite's poll).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        BLOCKER_GATE.add_permits(1);
+        running.wait_idle().await.unwrap();
+        running.shutdown(Duration::from_secs(10)).await.unwrap();
+        let ran: Vec<i64> = BRIEF_RAN
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|n| *n > 0)
+            .collect();
+        assert_eq!(ran, [1, 2, 4, 5], "{name}: the cancelled one never started");
+        let job = queue.job(third).await.unwrap().unwrap();
+        assert_eq!(
+            job.summary.state,
+            signals_queue::JobStatus::Cancelled,
+            "{name}"
+        );
+        db.drop_schema().await;
+    }
+}
