@@ -56,8 +56,14 @@ commands:
         [--subject-prefix P]   put P before every subject (default none)
         [--metrics-listen A]   serve the queue's metrics as Prometheus text at
                                http://A/metrics (e.g. 127.0.0.1:9464)
-  stats                        print counts as one JSON object
+  stats                        print counts as one JSON object (its jobs counts are
+                               the welcome email's)
   retry-dead                   make dead jobs pending again, attempts reset
+
+queued handlers (each order writes their jobs in its transaction; `worker` runs them):
+  send_welcome_email           at once, up to 5 attempts
+  send_follow_up_email         three days later: a delayed handler (`delay = \"3d\"`); until
+                               then no claim reads it and `worker --until-idle` does not wait
 ";
 
 /// A parsed command line.

@@ -802,3 +802,49 @@ fn a_worker_serves_its_metrics_to_prometheus() {
         worker.wait().unwrap();
     }
 }
+
+/// The follow-up email is a delayed handler: each order writes its job, due three days later;
+/// `worker --until-idle` sends the welcome emails and returns without waiting for them, and
+/// `stats`'s jobs counts stay the welcome email's.
+#[test]
+fn a_delayed_follow_up_waits_three_days_and_keeps_no_worker_busy() {
+    for db in Db::all() {
+        let url = db.url.as_str();
+        placed_all(url, 2);
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let started = Instant::now();
+        run(url, &["worker", "--until-idle"]);
+        assert!(started.elapsed() < Duration::from_secs(30), "{url}");
+        let [_, emails, _, pending, running, dead] = stats(url);
+        assert_eq!((emails, pending, running, dead), (2, 0, 0, 0), "{url}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let scheduled = runtime.block_on(async {
+            let pool = signals_queue::Pool::connect(url, 1).await.unwrap();
+            let queue = signals_queue::AsyncQueue::new(pool.clone());
+            let filter = signals_queue::JobFilter::new().state(signals_queue::JobStatus::Scheduled);
+            let jobs = queue.jobs(&filter, 0, 10).await.unwrap();
+            pool.close().await;
+            jobs
+        });
+        assert_eq!(scheduled.len(), 2, "{url}: {scheduled:?}");
+        let three_days = 3 * 24 * 3600 * 1000;
+        for job in &scheduled {
+            assert!(
+                job.handler.ends_with("::send_follow_up_email"),
+                "{url}: {job:?}"
+            );
+            // Due three days after its order's statement (placed before `before`, by seconds).
+            let early = job.due_at - (before + three_days);
+            assert!(
+                early.abs() < 120_000,
+                "{url}: due {early} ms off three days: {job:?}"
+            );
+        }
+    }
+}
