@@ -159,11 +159,13 @@ impl fmt::Display for Catalog {
                 1 => "1 handler".to_owned(),
                 n => format!("{n} handlers"),
             };
-            let kind = if signal.is_async() {
-                "asynchronous; "
-            } else {
-                ""
+            let mut kind = match signal.is_async() {
+                true => "asynchronous; ".to_owned(),
+                false => String::new(),
             };
+            if let Some(schedule) = signal.schedule() {
+                kind.push_str(&format!("{schedule}; "));
+            }
             writeln!(
                 f,
                 "{}  (context: {}; {kind}{count})",

@@ -121,17 +121,19 @@ mod serde_impls {
         }
     }
 
-    /// The signal's path, name, context, location, whether it is asynchronous, its handlers in
+    /// The signal's path, name, context, location, whether it is asynchronous, its schedule
+    /// (`null` unless periodic), its handlers in
     /// run order, and its wiring problems.
     impl Serialize for SignalInfo {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut signal = serializer.serialize_struct("SignalInfo", 9)?;
+            let mut signal = serializer.serialize_struct("SignalInfo", 10)?;
             signal.serialize_field("path", self.path())?;
             signal.serialize_field("name", self.name())?;
             signal.serialize_field("context", self.context())?;
             signal.serialize_field("file", self.file())?;
             signal.serialize_field("line", &self.line())?;
             signal.serialize_field("asynchronous", &self.is_async())?;
+            signal.serialize_field("schedule", &self.schedule())?;
             let handlers: Vec<&HandlerInfo> = self.handlers().collect();
             signal.serialize_field("handled", &!handlers.is_empty())?;
             signal.serialize_field("handlers", &handlers)?;

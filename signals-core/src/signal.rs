@@ -167,6 +167,7 @@ pub struct SignalInfo {
     text: &'static str,
     path_len: u32,
     context_len: u32,
+    schedule_len: u32,
     line: u32,
     asynchronous: bool,
 }
@@ -174,22 +175,26 @@ pub struct SignalInfo {
 impl SignalInfo {
     /// Not public API. Used by generated code.
     ///
-    /// `text` is the path, the context type and the file concatenated; `path_len` and
-    /// `context_len` say where they split.
+    /// `text` is the path, the context type, the schedule and the file concatenated;
+    /// `path_len`, `context_len` and `schedule_len` say where they split.
     #[doc(hidden)]
     pub const fn __new<S: 'static>(
         text: &'static str,
         path_len: usize,
         context_len: usize,
+        schedule_len: usize,
         line: u32,
         asynchronous: bool,
     ) -> Self {
-        assert!(path_len + context_len <= text.len() && text.len() <= u32::MAX as usize);
+        assert!(
+            path_len + context_len + schedule_len <= text.len() && text.len() <= u32::MAX as usize
+        );
         SignalInfo {
             type_id: TypeId::of::<S>(),
             text,
             path_len: path_len as u32,
             context_len: context_len as u32,
+            schedule_len: schedule_len as u32,
             line,
             asynchronous,
         }
@@ -218,9 +223,18 @@ impl SignalInfo {
         &self.text[start..start + self.context_len as usize]
     }
 
+    /// A periodic signal's schedule, as `#[signal(every = ...)]` or `#[signal(cron = ...)]`
+    /// gave it: `every 1h`, `cron 0 3 * * * UTC` (the pattern, then its time zone); `None` for
+    /// a signal that only `notify` sends. The queue's leader fires it (see `signals-queue`).
+    pub fn schedule(&self) -> Option<&'static str> {
+        let start = (self.path_len + self.context_len) as usize;
+        let schedule = &self.text[start..start + self.schedule_len as usize];
+        (!schedule.is_empty()).then_some(schedule)
+    }
+
     /// The source file that defines the signal type.
     pub fn file(&self) -> &'static str {
-        &self.text[(self.path_len + self.context_len) as usize..]
+        &self.text[(self.path_len + self.context_len + self.schedule_len) as usize..]
     }
 
     /// The line of the signal type's `#[derive(Signal)]` in [`file`](Self::file).

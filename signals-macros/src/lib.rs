@@ -1,5 +1,6 @@
 //! Procedural macros of `signals-core`. Depend on `signals-core` and use them from there.
 
+mod duration;
 mod errors;
 mod on;
 mod signal;

@@ -270,7 +270,7 @@ impl Args {
             }
             "timeout" | "delay" => {
                 let text: syn::LitStr = input.parse()?;
-                let millis = parse_duration(&text.value()).ok_or_else(|| {
+                let millis = crate::duration::parse(&text.value()).ok_or_else(|| {
                     Error::new_spanned(
                         &text,
                         "expected a duration such as `\"30s\"`, `\"500ms\"`, `\"5m\"` or `\"1h 30m\"`",
@@ -428,37 +428,6 @@ fn validate_queue(args: &Args, sig: &Signature, errors: &mut Errors) {
             "`delay` is for queued handlers: add `queue` (`#[on(S, queue, delay = \"3d\")]`)",
         ));
     }
-}
-
-/// A humantime-style duration, in milliseconds: numbers with units (`ms`, `s`, `m`, `h`, `d`
-/// and their long forms), optionally separated by spaces: `"30s"`, `"1h 30m"`, `"500ms"`.
-fn parse_duration(text: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = rest[digits..].trim_start();
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let millis_per = match &rest[..unit_len] {
-            "ms" | "msec" | "millis" | "milliseconds" => 1,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000,
-            "d" | "day" | "days" => 86_400_000,
-            _ => return None,
-        };
-        total = total.checked_add(number.checked_mul(millis_per)?)?;
-        rest = rest[unit_len..].trim_start();
-    }
-    Some(total)
 }
 
 fn typed_param(param: &FnArg) -> syn::Result<&Type> {
@@ -898,7 +867,7 @@ fn referent_span(ty: &Type) -> Span {
 }
 
 /// `tokens` located at `span`, hygiene unchanged, so that rustc reports an error in them there.
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut token| {
@@ -943,23 +912,4 @@ fn last_token_span(ty: &Type) -> Span {
         .into_iter()
         .last()
         .map_or_else(|| ty.span(), |token| token.span())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations_read_like_humantime() {
-        assert_eq!(parse_duration("30s"), Some(30_000));
-        assert_eq!(parse_duration("500ms"), Some(500));
-        assert_eq!(parse_duration("1h 30m"), Some(5_400_000));
-        assert_eq!(parse_duration(" 2 minutes "), Some(120_000));
-        assert_eq!(parse_duration("1d"), Some(86_400_000));
-        assert_eq!(parse_duration("30"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("5 fortnights"), None);
-        assert_eq!(parse_duration(""), None);
-        assert_eq!(parse_duration("99999999999999999999s"), None);
-    }
 }

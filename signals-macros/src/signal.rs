@@ -4,7 +4,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::visit_mut::{self, VisitMut};
-use syn::{parse_quote, Data, DeriveInput, Error, Ident, Lifetime, Path, Type};
+use syn::{parse_quote, Data, DeriveInput, Error, Fields, Ident, Lifetime, LitStr, Path, Type};
 
 use crate::errors::Errors;
 use crate::type_name::type_name;
@@ -20,6 +20,8 @@ struct Input<'a> {
     attrs: Attrs,
     /// The context type with `'_` bound to the context lifetime, for `type Context<'ctx>`.
     bound_context: Option<Type>,
+    /// For a periodic signal (`every` or `cron`): how its value is built from a tick.
+    construct: Option<Construct>,
 }
 
 /// The arguments of `#[signal(...)]`.
@@ -30,6 +32,23 @@ struct Attrs {
     krate: Option<Path>,
     /// `asynchronous`: the signal may have `async fn` handlers.
     asynchronous: Option<Path>,
+    /// `every = "1h"`: a periodic signal, in milliseconds.
+    every: Option<(LitStr, u64)>,
+    /// `cron = "0 3 * * *"`: a periodic signal on a cron schedule.
+    cron: Option<LitStr>,
+    /// `zone = "Europe/Paris"`: the time zone of `cron` (UTC without it).
+    zone: Option<LitStr>,
+}
+
+/// How a periodic signal's value is built from its tick: the field the tick fills, the others
+/// `Default::default()`.
+enum Construct {
+    /// `struct S;`
+    Unit,
+    /// Named fields: (each field, whether it is the tick).
+    Named(Vec<(Ident, bool)>),
+    /// Tuple fields: whether each is the tick.
+    Tuple(Vec<bool>),
 }
 
 pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
@@ -61,12 +80,86 @@ fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Input<'a> {
         .context
         .as_ref()
         .map(|context| bind_context(context, errors));
+    let construct = construct(input, &attrs, errors);
     Input {
         ident: &input.ident,
         generic,
         attrs,
         bound_context,
+        construct,
     }
+}
+
+/// For a periodic signal, how its value is built from a tick; `#[signal(tick)]` on a field of
+/// any other signal is an error.
+fn construct(input: &DeriveInput, attrs: &Attrs, errors: &mut Errors) -> Option<Construct> {
+    let periodic = attrs.every.is_some() || attrs.cron.is_some();
+    let fields = match &input.data {
+        Data::Struct(data) => Some(&data.fields),
+        _ => None,
+    };
+    let mut ticks = Vec::new();
+    for field in fields.into_iter().flatten() {
+        for attr in field.attrs.iter().filter(|attr| attr.path().is_ident("signal")) {
+            let parsed = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("tick") {
+                    ticks.push(meta.path.clone());
+                    Ok(())
+                } else {
+                    Err(meta.error(format_args!(
+                        "unknown `signal` argument `{}` on a field; expected `tick`",
+                        meta.path.to_token_stream()
+                    )))
+                }
+            });
+            errors.take(parsed);
+        }
+    }
+    if !periodic {
+        if let Some(tick) = ticks.first() {
+            errors.push(Error::new_spanned(
+                tick,
+                "`tick` is for periodic signals: add `every = \"1h\"` or `cron = \"0 3 * * *\"` to `#[signal(...)]`",
+            ));
+        }
+        return None;
+    }
+    if let Some(extra) = ticks.get(1) {
+        errors.push(Error::new_spanned(
+            extra,
+            "a periodic signal has one `tick` field",
+        ));
+    }
+    let Some(fields) = fields else {
+        let keyword = attrs.every.as_ref().map(|(every, _)| every).or(attrs.cron.as_ref());
+        errors.push(Error::new_spanned(
+            keyword,
+            "a periodic signal is a struct: the worker builds it from its tick",
+        ));
+        return None;
+    };
+    let is_tick = |field: &syn::Field| {
+        field.attrs.iter().any(|attr| {
+            attr.path().is_ident("signal")
+                && attr
+                    .parse_nested_meta(|meta| match meta.path.is_ident("tick") {
+                        true => Ok(()),
+                        false => Err(meta.error("")),
+                    })
+                    .is_ok()
+        })
+    };
+    Some(match fields {
+        Fields::Unit => Construct::Unit,
+        Fields::Named(named) => Construct::Named(
+            named
+                .named
+                .iter()
+                .map(|field| (field.ident.clone().expect("a named field"), is_tick(field)))
+                .collect(),
+        ),
+        Fields::Unnamed(unnamed) => Construct::Tuple(unnamed.unnamed.iter().map(is_tick).collect()),
+    })
 }
 
 fn parse_attrs(input: &DeriveInput, errors: &mut Errors) -> Attrs {
@@ -97,15 +190,67 @@ fn parse_attrs(input: &DeriveInput, errors: &mut Errors) -> Attrs {
                     let flag = meta.path.clone();
                     set_once(&mut attrs.asynchronous, flag, &meta.path, "asynchronous")
                 }
+                Some("every") => {
+                    let text: LitStr = meta.value()?.parse()?;
+                    let millis = crate::duration::parse(&text.value()).ok_or_else(|| {
+                        Error::new_spanned(
+                            &text,
+                            "expected a duration such as `\"1s\"`, `\"5m\"`, `\"1h\"` or `\"1d\"`",
+                        )
+                    })?;
+                    if millis == 0 {
+                        return Err(Error::new_spanned(&text, "`every` must be longer than zero"));
+                    }
+                    set_once(&mut attrs.every, (text, millis), &meta.path, "every")
+                }
+                Some("cron") => {
+                    let text: LitStr = meta.value()?.parse()?;
+                    check_cron(&text)?;
+                    set_once(&mut attrs.cron, text, &meta.path, "cron")
+                }
+                Some("zone") => {
+                    let text: LitStr = meta.value()?.parse()?;
+                    set_once(&mut attrs.zone, text, &meta.path, "zone")
+                }
                 _ => Err(meta.error(format_args!(
-                    "unknown `signal` argument `{}`; expected `context`, `asynchronous` or `crate`",
+                    "unknown `signal` argument `{}`; expected `context`, `asynchronous`, `every`, `cron`, `zone` or `crate`",
                     meta.path.to_token_stream()
                 ))),
             }
         });
         errors.take(parsed);
     }
+    if let (Some((every, _)), Some(_)) = (&attrs.every, &attrs.cron) {
+        errors.push(Error::new_spanned(
+            every,
+            "a periodic signal has one schedule: `every` or `cron`, not both",
+        ));
+    }
+    if let (Some(zone), None) = (&attrs.zone, &attrs.cron) {
+        errors.push(Error::new_spanned(
+            zone,
+            "`zone` is the time zone of a `cron` schedule (an `every` counts from the Unix epoch): add `cron = \"...\"` or remove it",
+        ));
+    }
     attrs
+}
+
+/// The shape of a cron schedule: five fields (minute, hour, day of month, month, day of week),
+/// six with seconds first, or a nickname (`@daily`). The worker parses it in full when it is
+/// built.
+fn check_cron(text: &LitStr) -> syn::Result<()> {
+    let value = text.value();
+    let fields = value.split_whitespace().count();
+    let nickname = value.trim_start().starts_with('@') && fields == 1;
+    match nickname || fields == 5 || fields == 6 {
+        true => Ok(()),
+        false => Err(Error::new_spanned(
+            text,
+            format_args!(
+                "a cron schedule has 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first; this one has {fields}: e.g. `\"0 3 * * *\"` (03:00 every day)"
+            ),
+        )),
+    }
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T, key: &Path, name: &str) -> syn::Result<()> {
@@ -203,23 +348,30 @@ fn expand(input: &Input) -> TokenStream {
         false => (quote!(SyncSignal), quote!(SyncKind)),
     };
     let name = ident.unraw().to_string();
-    // `::` and the name follow the module path; the context's name follows the path.
+    // `::` and the name follow the module path; the context's name follows the path, the
+    // schedule follows the context.
     let path_suffix_len = 2 + name.len();
     let context_len = context_name.len();
+    let schedule = schedule_text(&input.attrs);
+    let schedule_len = schedule.len();
+    let periodic = periodic(input);
 
     quote! {
         const _: () = {
             #private::register_signal! {
             static SIGNAL: #krate::SignalInfo = #krate::SignalInfo::__new::<#ident>(
-                #private::concat!(#private::module_path!(), "::", #name, #context_name, #private::file!()),
+                #private::concat!(#private::module_path!(), "::", #name, #context_name, #schedule, #private::file!()),
                 #private::module_path!().len() + #path_suffix_len,
                 #context_len,
+                #schedule_len,
                 #private::line!(),
                 #asynchronous,
             );
             }
 
             static TABLE: #private::SignalTable = #private::SignalTable::new();
+
+            #periodic
 
             #[automatically_derived]
             unsafe impl #krate::#dispatch for #ident {}
@@ -250,6 +402,70 @@ fn expand(input: &Input) -> TokenStream {
     }
 }
 
+/// A periodic signal's schedule as the catalog shows it: `every 1h`, `cron 0 3 * * * UTC`;
+/// empty for any other signal.
+fn schedule_text(attrs: &Attrs) -> String {
+    match (&attrs.every, &attrs.cron) {
+        (Some((every, _)), _) => format!("every {}", every.value().trim()),
+        (None, Some(cron)) => {
+            let zone = attrs.zone.as_ref().map_or("UTC".to_owned(), LitStr::value);
+            format!("cron {} {zone}", cron.value().trim())
+        }
+        (None, None) => String::new(),
+    }
+}
+
+/// For a periodic signal: how the worker builds it from a tick (`FromTick`), and its entry in
+/// the queue's table of periodic signals, whose `periodic::<S>()` call (spanned at `every` or
+/// `cron`) requires what firing it needs.
+fn periodic(input: &Input) -> TokenStream {
+    let Some(construct) = &input.construct else {
+        return TokenStream::new();
+    };
+    let ident = input.ident;
+    let queue = quote!(::signals_queue::__private);
+    let tick = Ident::new("__tick", Span::mixed_site());
+    let value = |is_tick: bool| match is_tick {
+        true => quote!(::core::convert::From::from(#tick)),
+        false => quote!(::core::default::Default::default()),
+    };
+    let build = match construct {
+        Construct::Unit => quote!(#ident),
+        Construct::Named(fields) => {
+            let fields = fields.iter().map(|(name, is_tick)| {
+                let value = value(*is_tick);
+                quote!(#name: #value)
+            });
+            quote!(#ident { #(#fields),* })
+        }
+        Construct::Tuple(fields) => {
+            let fields = fields.iter().map(|is_tick| value(*is_tick));
+            quote!(#ident ( #(#fields),* ))
+        }
+    };
+    let (spec, keyword_span) = match (&input.attrs.every, &input.attrs.cron) {
+        (Some((every, millis)), _) => (quote!(#queue::ScheduleSpec::Every(#millis)), every.span()),
+        (None, Some(cron)) => {
+            let zone = input.attrs.zone.as_ref().map_or("UTC".to_owned(), LitStr::value);
+            (quote!(#queue::ScheduleSpec::Cron(#cron, #zone)), cron.span())
+        }
+        (None, None) => return TokenStream::new(),
+    };
+    let call = crate::on::respan(quote!(#queue::periodic::<#ident>), keyword_span);
+    quote! {
+        #[automatically_derived]
+        impl #queue::FromTick for #ident {
+            fn from_tick(#tick: ::std::time::SystemTime) -> Self {
+                #build
+            }
+        }
+
+        #[#queue::distributed_slice(#queue::PERIODIC)]
+        #[linkme(crate = #queue::linkme)]
+        static PERIODIC: #queue::PeriodicInfo = #call(#spec);
+    }
+}
+
 /// The errors, plus an impl with a `()` context, so that uses of the type elsewhere do not
 /// report a second, confusing "not a signal" error. Generic types get no impl: their uses fail
 /// anyway.
@@ -260,6 +476,9 @@ fn fallback(mut input: Input, error: Error) -> TokenStream {
     }
     input.attrs.context = None;
     input.bound_context = None;
+    input.construct = None;
+    input.attrs.every = None;
+    input.attrs.cron = None;
     let expansion = expand(&input);
     quote!(#error #expansion)
 }

@@ -68,6 +68,14 @@ pub enum Error {
         /// Which kind of handler the worker runs.
         kind: &'static str,
     },
+    /// A periodic signal's cron pattern or time zone is wrong: found at `build()`.
+    #[error("the periodic signal `{signal}` has a schedule the worker can't read: {message}")]
+    Schedule {
+        /// The signal's full path.
+        signal: &'static str,
+        /// What is wrong, in words.
+        message: String,
+    },
     /// The worker cannot build a queued handler's context (a missing `.state(...)`, say): found
     /// at `build()`, before the first job.
     #[error("the worker can't build the context of the queued handler `{job}`: {source}")]
@@ -174,4 +182,12 @@ impl AttemptError {
             _ => false,
         }
     }
+}
+
+/// Locks `mutex`, whether or not a panic poisoned it: what the queue keeps under a mutex is
+/// written in one step by each holder, so it stays consistent across a panic.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -11,6 +11,8 @@ use signals_core::Signal;
 #[cfg(any(feature = "sqlite", feature = "async"))]
 use crate::job::{self, QueueSignal, RunKind};
 use crate::job::{Handler, Run};
+use crate::periodic::{Fire, FireKind, FromTick, PeriodicInfo};
+use crate::schedule::ScheduleSpec;
 #[cfg(feature = "sqlite")]
 use crate::{
     enqueue::{self, Enqueue},
@@ -139,3 +141,45 @@ where
 /// asynchronous.
 #[doc(hidden)]
 pub const fn require_async<S: signals_core::AsyncSignal>() {}
+
+/// Not public API. Implemented for `signals_core`'s two signal kinds: which worker fires a
+/// periodic signal `S`, and how (its context built as a job's).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "the periodic signal `{S}` can't be fired by a worker",
+    label = "needs a worker that can build its context",
+    note = "a periodic signal notified with `notify` is fired by `Worker` (feature `sqlite`) and its context implements `signals_queue::FromJob`; one declared `#[signal(asynchronous)]` is fired by `AsyncWorker` (feature `postgres` or `sqlx-sqlite`) and its context implements `signals_queue::FromJobAsync`"
+)]
+pub trait Periodic<S: Signal> {
+    /// How a worker fires one tick.
+    const FIRE: Fire;
+}
+
+#[cfg(feature = "sqlite")]
+impl<S> Periodic<S> for SyncKind
+where
+    S: SyncSignal + FromTick,
+    for<'c> S::Context<'c>: FromJob<'c>,
+{
+    const FIRE: Fire = Fire(FireKind::Sync(crate::periodic::fire_sync::<S>));
+}
+
+#[cfg(feature = "async")]
+impl<S> Periodic<S> for signals_core::__private::AsyncKind
+where
+    S: signals_core::AsyncSignal + FromTick + Send + Sync + 'static,
+    for<'c> S::Context<'c>: crate::scope::FromJobAsync<'c> + Send,
+{
+    const FIRE: Fire = Fire(FireKind::Async(crate::periodic::fire_async::<S>));
+}
+
+/// Not public API. Used by generated code: the periodic signal `S` on `spec`, as the leader
+/// fires it. The one place generated code requires [`Periodic`].
+#[doc(hidden)]
+pub const fn periodic<S>(spec: ScheduleSpec) -> PeriodicInfo
+where
+    S: Signal,
+    S::__Kind: Periodic<S>,
+{
+    PeriodicInfo::new::<S>(spec, <S::__Kind as Periodic<S>>::FIRE)
+}

@@ -77,10 +77,12 @@
 //!    in-process wake-up that `notify` gives workers; the test kit's switch that runs queued
 //!    handlers in place.
 //! 3. `db`: connections through sqlx (pool, transaction, a job's lazy transaction).
-//! 4. `scope`, `lifecycle`: what a handler's context is built from; the life cycle's data and
-//!    rules (claims, failures, orphans, leases), without I/O.
-//! 5. `job`, `ops`: a queued handler as registered, the states of its jobs, how a job runs;
-//!    the operator's view of jobs (states, filters, attempts, counts by queue).
+//! 4. `scope`, `lifecycle`, `leader`, `schedule`: what a handler's context is built from; the
+//!    life cycle's data and rules (claims, failures, orphans, leases), the fleet leader's
+//!    lease, and when periodic signals tick, without I/O.
+//! 5. `job`, `periodic`, `ops`: a queued handler as registered, the states of its jobs, how a
+//!    job runs; a periodic signal as registered, how a tick fires; the operator's view of jobs
+//!    (states, filters, attempts, counts by queue).
 //! 6. `registry`, `trace`, `meter`, `sqlite_sql`, `sqlite_ops`, `postgres`, `postgres_ops`: the
 //!    handlers linked into the program; tracing; metrics; each database's schema and SQL text
 //!    (the life cycle's, the operator's).
@@ -92,8 +94,8 @@
 //!     worker does once the database answered for a job (counters, tracing, jobs in flight).
 //! 11. `kind`, `with_db`, `admin`, `testing`: the entry points of generated code; the
 //!     operator's calls; the test kit.
-//! 12. `async_worker::maintenance`, `async_worker::notifier`: leases, rescues, reconciliation;
-//!     LISTEN.
+//! 12. `async_worker::maintenance`, `async_worker::notifier`, `async_worker::leader`: leases,
+//!     rescues, reconciliation; LISTEN; the fleet's leadership and periodic signals.
 //! 13. `async_worker::shared`: what the async worker's tasks share.
 //! 14. `async_worker::executor`, `async_worker::completer`: one job; batched completions.
 //! 15. `async_worker::producer`: fetching for free slots (and a few ahead).
@@ -124,16 +126,19 @@ mod error;
 mod inline;
 mod job;
 mod kind;
+mod leader;
 pub mod lifecycle;
 mod meter;
 mod ops;
 mod outcome;
+mod periodic;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_ops;
 mod registry;
 mod rows;
+mod schedule;
 mod scope;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -285,8 +290,11 @@ pub mod __broker {
 pub mod __private {
     pub use crate::enqueue::to_message;
     pub use crate::job::{Handler, JobInfo, JobSpec, Run};
-    pub use crate::kind::{published, queued, require_async, Publishes, Queued};
+    pub use crate::kind::{periodic, published, queued, require_async, Periodic, Publishes, Queued};
+    pub use crate::periodic::{FromTick, PeriodicInfo};
     pub use crate::registry::SIGNALS_QUEUE_0_1_JOBS as JOBS;
+    pub use crate::registry::SIGNALS_QUEUE_0_1_PERIODIC as PERIODIC;
+    pub use crate::schedule::ScheduleSpec;
     #[cfg(feature = "async")]
     pub use crate::with_db::{Either, IntoEither};
     pub use linkme::{self, distributed_slice};

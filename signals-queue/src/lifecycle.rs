@@ -637,9 +637,7 @@ impl Orphans {
 
 impl InFlight {
     fn lock(&self) -> std::sync::MutexGuard<'_, InFlightInner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::error::lock(&self.inner)
     }
 
     /// A claim is about to be sent under `token`: the rows it writes are held from the moment

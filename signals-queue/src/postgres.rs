@@ -42,8 +42,10 @@ macro_rules! table_schema {
 /// counted); 6 the operator's records: each job's attempts (`attempts`, `started_at`), its
 /// outcome beside a terminal state (`outcome`: `discarded` or `cancelled` beside `dead`),
 /// workers' labels, paused queues (`signals_queues`) and the handlers workers run
-/// (`signals_handlers`); it drops the two indexes only releases before 4 claimed through.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+/// (`signals_handlers`); it drops the two indexes only releases before 4 claimed through; 7
+/// the fleet's leader (`signals_leader`) and the ticks periodic signals fired
+/// (`signals_ticks`).
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// The compatibility level a migrated table records in `signals_queue_schema` (which releases
 /// before migration 4 read, refusing a higher one): the oldest schema whose code still works
@@ -253,6 +255,26 @@ CREATE TABLE IF NOT EXISTS signals_handlers (
             // Only releases before 4 claimed `pending` rows through these.
             concurrently("DROP INDEX CONCURRENTLY IF EXISTS signals_jobs_pending"),
             concurrently("DROP INDEX CONCURRENTLY IF EXISTS signals_jobs_suspect"),
+        ],
+    ),
+    (
+        7,
+        &[
+            tx("
+CREATE TABLE IF NOT EXISTS signals_leader (
+    name        TEXT    PRIMARY KEY,
+    worker      BIGINT  NOT NULL,
+    elected_at  BIGINT  NOT NULL,
+    expires_at  BIGINT  NOT NULL
+)"),
+            tx("
+CREATE TABLE IF NOT EXISTS signals_ticks (
+    signal    TEXT    NOT NULL,
+    tick_at   BIGINT  NOT NULL,
+    fired_at  BIGINT  NOT NULL,
+    worker    BIGINT,
+    PRIMARY KEY (signal, tick_at)
+)"),
         ],
     ),
 ];

@@ -217,3 +217,49 @@ WITH gone AS (
         SELECT id FROM signals_jobs WHERE state = 'dead' AND finished_at < $1 LIMIT 10000)
     RETURNING 1)
 SELECT COUNT(*)::BIGINT FROM gone";
+
+/// The time `$n` or, when `NULL`, the server's clock, in milliseconds.
+macro_rules! clock {
+    ($param:literal) => {
+        concat!(
+            "COALESCE(",
+            $param,
+            "::BIGINT, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)"
+        )
+    };
+}
+
+/// Takes or renews the fleet's leadership for the worker `$1`, for `$2` milliseconds from `$3`
+/// (`NULL`: the server's clock): it succeeds when the row names the worker already or its
+/// lease ran out. Returns the time it was judged at when the worker leads, no row otherwise.
+pub(crate) const ELECT: &str = concat!(
+    "
+INSERT INTO signals_leader AS l (name, worker, elected_at, expires_at)
+SELECT 'leader', $1, now.at, now.at + $2 FROM (SELECT ",
+    clock!("$3"),
+    " AS at) AS now
+ON CONFLICT (name) DO UPDATE SET worker = EXCLUDED.worker, expires_at = EXCLUDED.expires_at,
+    elected_at = CASE WHEN l.worker = EXCLUDED.worker THEN l.elected_at ELSE EXCLUDED.elected_at END
+WHERE l.worker = EXCLUDED.worker OR l.expires_at <= EXCLUDED.elected_at
+RETURNING l.expires_at - $2"
+);
+
+/// Gives the leadership up, if the worker `$1` holds it.
+pub(crate) const RESIGN: &str = "DELETE FROM signals_leader WHERE name = 'leader' AND worker = $1";
+
+/// The latest tick of the periodic signal `$1` that fired.
+pub(crate) const LAST_TICK: &str = "SELECT MAX(tick_at) FROM signals_ticks WHERE signal = $1";
+
+/// Records the tick `$2` of the periodic signal `$1`, fired by the worker `$3` at `$4` (`NULL`:
+/// the server's clock), unless it or a later tick was recorded: one row, the signal may fire;
+/// none, another worker fired it (a concurrent insert of the same tick waits for the first to
+/// commit, then inserts nothing).
+pub(crate) const TICK: &str = concat!(
+    "
+INSERT INTO signals_ticks (signal, tick_at, fired_at, worker)
+SELECT $1, $2, ",
+    clock!("$4"),
+    ", $3
+WHERE NOT EXISTS (SELECT 1 FROM signals_ticks WHERE signal = $1 AND tick_at >= $2)
+ON CONFLICT DO NOTHING"
+);

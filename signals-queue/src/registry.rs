@@ -3,10 +3,20 @@
 
 use crate::error::Error;
 use crate::job::JobInfo;
+use crate::periodic::PeriodicInfo;
 
 /// Every queued handler linked into this program.
 #[linkme::distributed_slice]
 pub static SIGNALS_QUEUE_0_1_JOBS: [JobInfo];
+
+/// Every periodic signal linked into this program.
+#[linkme::distributed_slice]
+pub static SIGNALS_QUEUE_0_1_PERIODIC: [PeriodicInfo];
+
+/// The periodic signals linked into this program.
+pub(crate) fn periodic() -> impl Iterator<Item = &'static PeriodicInfo> {
+    SIGNALS_QUEUE_0_1_PERIODIC.iter()
+}
 
 /// The queued handlers linked into this program.
 pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {

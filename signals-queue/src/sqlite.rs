@@ -333,6 +333,40 @@ pub(crate) fn record_handlers(
     Ok(())
 }
 
+/// Takes or renews the fleet's leadership for `worker`: the time it was judged at when the
+/// worker leads.
+pub(crate) fn elect(
+    conn: &Connection,
+    worker: i64,
+    lease: Duration,
+    now: Option<Millis>,
+) -> rusqlite::Result<Option<Millis>> {
+    let lease = lease.as_millis() as i64;
+    Ok(query(conn, bind::elect(worker, lease, now), bind::int)?.pop())
+}
+
+/// Gives the leadership up, if `worker` holds it.
+pub(crate) fn resign(conn: &Connection, worker: i64) -> rusqlite::Result<()> {
+    execute(conn, bind::resign(worker)).map(drop)
+}
+
+/// The latest tick of `signal` that fired.
+pub(crate) fn last_tick(conn: &Connection, signal: &str) -> rusqlite::Result<Option<Millis>> {
+    query_one(conn, bind::last_tick(signal), bind::int_or_null)
+}
+
+/// Records the tick `tick` of `signal` in the caller's transaction, unless it or a later one
+/// was: whether this worker fires it.
+pub(crate) fn record_tick(
+    conn: &Connection,
+    signal: &str,
+    tick: Millis,
+    worker: i64,
+    now: Option<Millis>,
+) -> rusqlite::Result<bool> {
+    Ok(execute(conn, bind::tick(signal, tick, worker, now))? == 1)
+}
+
 /// The queues an operator paused.
 pub(crate) fn paused_queues(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let queues = query(conn, bind::queues(), bind::queue_row)?;

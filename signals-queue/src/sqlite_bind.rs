@@ -477,6 +477,26 @@ pub(crate) fn purge_finished(before: Millis) -> Bound<'static> {
     bound!(crate::sqlite_ops::PURGE_FINISHED, before)
 }
 
+/// Takes or renews the leadership for `worker`, for `lease_ms` from `now`.
+pub(crate) fn elect(worker: i64, lease_ms: i64, now: Option<Millis>) -> Bound<'static> {
+    bound!(crate::sqlite_ops::ELECT, worker, lease_ms, local(now))
+}
+
+/// Gives the leadership up.
+pub(crate) fn resign(worker: i64) -> Bound<'static> {
+    bound!(crate::sqlite_ops::RESIGN, worker)
+}
+
+/// The latest tick of `signal` that fired.
+pub(crate) fn last_tick(signal: &str) -> Bound<'_> {
+    bound!(crate::sqlite_ops::LAST_TICK, signal)
+}
+
+/// Records the tick `tick` of `signal`, unless it or a later one was.
+pub(crate) fn tick(signal: &str, tick: Millis, worker: i64, now: Option<Millis>) -> Bound<'_> {
+    bound!(crate::sqlite_ops::TICK, signal, tick, worker, local(now))
+}
+
 /// The first column, an integer (a count, a flag).
 pub(crate) fn int<E>(row: &dyn Row<Error = E>) -> Result<i64, E> {
     row.int(0)

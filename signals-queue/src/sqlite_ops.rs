@@ -195,3 +195,28 @@ pub(crate) fn action_sql(action: crate::ops::Action, dry_run: bool) -> &'static 
         (crate::ops::Action::Cancel, true) => CANCEL_CHUNK,
     }
 }
+
+/// Takes or renews the fleet's leadership for the worker `?1`, for `?2` milliseconds from `?3`
+/// (the caller's clock: the leader's decides on SQLite); returns `?3` when the worker leads,
+/// no row otherwise.
+pub(crate) const ELECT: &str = "
+INSERT INTO signals_leader (name, worker, elected_at, expires_at)
+VALUES ('leader', ?1, ?3, ?3 + ?2)
+ON CONFLICT (name) DO UPDATE SET worker = excluded.worker, expires_at = excluded.expires_at,
+    elected_at = CASE WHEN signals_leader.worker = excluded.worker
+                      THEN signals_leader.elected_at ELSE excluded.elected_at END
+WHERE signals_leader.worker = excluded.worker OR signals_leader.expires_at <= excluded.elected_at
+RETURNING expires_at - ?2";
+
+/// Gives the leadership up, if the worker `?1` holds it.
+pub(crate) const RESIGN: &str = "DELETE FROM signals_leader WHERE name = 'leader' AND worker = ?1";
+
+/// The latest tick of the periodic signal `?1` that fired.
+pub(crate) const LAST_TICK: &str = "SELECT MAX(tick_at) FROM signals_ticks WHERE signal = ?1";
+
+/// Records the tick `?2` of the periodic signal `?1`, fired by the worker `?3` at `?4`, unless
+/// it or a later tick was recorded (see `postgres_ops::TICK`).
+pub(crate) const TICK: &str = "
+INSERT OR IGNORE INTO signals_ticks (signal, tick_at, fired_at, worker)
+SELECT ?1, ?2, ?4, ?3
+WHERE NOT EXISTS (SELECT 1 FROM signals_ticks WHERE signal = ?1 AND tick_at >= ?2)";

@@ -14,10 +14,11 @@
 /// records: each job's attempts (`attempts`, `started_at`), its outcome beside a terminal
 /// state (`outcome`: `discarded` or `cancelled` beside `dead`), workers' labels, paused queues
 /// (`signals_queues`) and the handlers workers run (`signals_handlers`); it drops the two
-/// indexes only the release before 5 claimed through. Migration 4 is an expansion: the level
-/// in `signals_queue_schema` (which the release before it reads, refusing anything above 3)
-/// stays at [`COMPATIBLE_FROM`], and `signals_queue_migrations` records 4 to 6.
-pub(crate) const SCHEMA_VERSION: i64 = 6;
+/// indexes only the release before 5 claimed through; 7 the fleet's leader (`signals_leader`)
+/// and the ticks periodic signals fired (`signals_ticks`). Migration 4 is an expansion: the
+/// level in `signals_queue_schema` (which the release before it reads, refusing anything
+/// above 3) stays at [`COMPATIBLE_FROM`], and `signals_queue_migrations` records 4 to 7.
+pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// The compatibility level a migrated file records in `signals_queue_schema`: the oldest
 /// schema whose code still works against it.
@@ -34,7 +35,7 @@ pub(crate) const APPLIED: &str = "SELECT MAX(version) FROM signals_queue_migrati
 /// Records that the migrations up to [`SCHEMA_VERSION`] ran.
 pub(crate) const MIGRATED: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_migrations (version INTEGER PRIMARY KEY);
-INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4), (5), (6)";
+INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4), (5), (6), (7)";
 
 /// Judges a file's schema from its level (`signals_queue_schema`) and its newest migration
 /// (`signals_queue_migrations`; `None` before migration 4): `true` if this release works with
@@ -112,6 +113,19 @@ CREATE TABLE IF NOT EXISTS signals_handlers (
     max_attempts  INTEGER NOT NULL,
     kind          TEXT    NOT NULL,
     seen_at       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signals_leader (
+    name        TEXT    PRIMARY KEY,
+    worker      INTEGER NOT NULL,
+    elected_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signals_ticks (
+    signal    TEXT    NOT NULL,
+    tick_at   INTEGER NOT NULL,
+    fired_at  INTEGER NOT NULL,
+    worker    INTEGER,
+    PRIMARY KEY (signal, tick_at)
 );
 CREATE TABLE IF NOT EXISTS signals_job_counts (
     handler TEXT    NOT NULL,

@@ -1309,6 +1309,78 @@ pub(crate) async fn set_paused(
     )
 }
 
+/// Takes or renews the fleet's leadership for `worker`, for `lease`: the time it was judged at
+/// (the server's clock on PostgreSQL) when the worker leads.
+pub(crate) async fn elect(
+    tx: Tx<'_>,
+    worker: i64,
+    lease: Duration,
+    now: Option<Millis>,
+) -> Result<Option<Millis>, sqlx::Error> {
+    let lease = lease.as_millis() as i64;
+    on!(
+        tx,
+        postgres = |conn| sqlx::query_scalar(crate::postgres_ops::ELECT)
+            .bind(worker)
+            .bind(lease)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await,
+        sqlite = |conn| Ok(lite::fetch(conn, bind::elect(worker, lease, now), bind::int)
+            .await?
+            .pop()),
+    )
+}
+
+/// Gives the leadership up, if `worker` holds it.
+pub(crate) async fn resign(tx: Tx<'_>, worker: i64) -> Result<(), sqlx::Error> {
+    on!(
+        tx,
+        postgres = |conn| sqlx::query(crate::postgres_ops::RESIGN)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await
+            .map(drop),
+        sqlite = |conn| lite::execute(conn, bind::resign(worker)).await.map(drop),
+    )
+}
+
+/// The latest tick of `signal` that fired.
+pub(crate) async fn last_tick(tx: Tx<'_>, signal: &str) -> Result<Option<Millis>, sqlx::Error> {
+    on!(
+        tx,
+        postgres = |conn| sqlx::query_scalar(crate::postgres_ops::LAST_TICK)
+            .bind(signal)
+            .fetch_one(&mut *conn)
+            .await,
+        sqlite = |conn| lite::fetch_one(conn, bind::last_tick(signal), bind::int_or_null).await,
+    )
+}
+
+/// Records the tick `tick` of `signal` in the caller's transaction, unless it or a later one
+/// was: whether this worker fires it.
+pub(crate) async fn record_tick(
+    tx: Tx<'_>,
+    signal: &str,
+    tick: Millis,
+    worker: i64,
+    now: Option<Millis>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = on!(
+        tx,
+        postgres = |conn| sqlx::query(crate::postgres_ops::TICK)
+            .bind(signal)
+            .bind(tick)
+            .bind(worker)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite = |conn| lite::execute(conn, bind::tick(signal, tick, worker, now)).await?,
+    );
+    Ok(inserted == 1)
+}
+
 /// Records the handlers a worker (or relay) runs, for tools that link none of them.
 pub(crate) async fn record_handlers(
     mut tx: Tx<'_>,

@@ -111,3 +111,22 @@ pub(crate) fn cancelled(id: i64) {
 pub(crate) fn database_error(during: &str, error: &Error) {
     tracing::warn!(during, %error, "queue database error; retrying");
 }
+
+/// This worker became the fleet's leader, or stopped being it.
+pub(crate) fn leadership(worker: i64, leads: bool) {
+    match leads {
+        true => tracing::info!(worker, "this worker leads the fleet: it fires periodic signals"),
+        false => tracing::info!(worker, "this worker no longer leads the fleet"),
+    }
+}
+
+/// A periodic signal's tick was fired.
+pub(crate) fn ticked(signal: &str, tick: crate::clock::Millis) {
+    tracing::debug!(signal, tick, "periodic signal fired");
+}
+
+/// A periodic signal's tick failed: its transaction rolled back, and the next round tries it
+/// again.
+pub(crate) fn tick_failed(signal: &str, tick: crate::clock::Millis, error: &dyn std::fmt::Display) {
+    tracing::error!(signal, tick, %error, "periodic signal failed; it is fired again");
+}

@@ -16,7 +16,7 @@ use rusqlite::{Connection, TransactionBehavior, TransactionState};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::error::{AttemptError, Error};
+use crate::error::{lock, AttemptError, Error};
 use crate::job::JobInfo;
 use crate::lifecycle::{
     self, ClaimRequest, Claimed, Counters, Fetcher, FlushRetry, InFlight, Next, Persist,
@@ -25,6 +25,9 @@ use crate::lifecycle::{
 use crate::meter;
 use crate::outcome;
 use crate::registry::{linked_jobs, Claimable};
+use crate::leader::{Leadership, LEADER_LEASE, LEADER_RENEW};
+use crate::periodic::{FireKind, SyncFire};
+use crate::schedule::{Schedule, Ticker};
 use crate::scope::{JobScope, State};
 use crate::sqlite;
 use crate::timing::RetryPolicy;
@@ -106,7 +109,8 @@ impl WorkerBuilder {
         self.timing = self.timing.bounded();
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
         let (by_name, handlers) = linked_jobs(JobInfo::runs_on_worker)?;
-        if by_name.is_empty() {
+        let (fires, ticker) = periodic_signals()?;
+        if by_name.is_empty() && fires.is_empty() {
             return Err(Error::NoHandlers {
                 kind: "of a signal notified with `notify`",
             });
@@ -154,9 +158,31 @@ impl WorkerBuilder {
                 ticked: Condvar::new(),
                 counters: Counters::default(),
                 in_flight: InFlight::default(),
+                leadership: Leadership::default(),
+                fires,
             }),
+            ticker,
         })
     }
+}
+
+/// The periodic signals notified with `notify` linked into this program: how to fire each, and
+/// their schedules, parsed.
+fn periodic_signals() -> Result<(Vec<SyncFire>, Ticker), Error> {
+    let mut fires = Vec::new();
+    let mut schedules = Vec::new();
+    for signal in crate::registry::periodic() {
+        let FireKind::Sync(fire) = signal.fire() else {
+            continue;
+        };
+        let schedule = Schedule::parse(signal.spec()).map_err(|message| Error::Schedule {
+            signal: signal.path(),
+            message,
+        })?;
+        fires.push(fire);
+        schedules.push((signal.path(), schedule));
+    }
+    Ok((fires, Ticker::new(schedules)))
 }
 
 /// Runs the jobs of the queued handlers linked into this program, from a SQLite database file.
@@ -170,6 +196,8 @@ impl WorkerBuilder {
 /// or `event_id` as an idempotency key.
 pub struct Worker {
     shared: Arc<Shared>,
+    /// The periodic signals it fires while it leads the fleet.
+    ticker: Ticker,
 }
 
 /// The jobs the executors run, for slot counting, heartbeats and timeouts.
@@ -215,6 +243,11 @@ struct Shared {
     counters: Counters,
     /// The jobs claimed whose outcome is not recorded yet (maintenance records the rest).
     in_flight: InFlight,
+    /// Whether this worker leads the fleet.
+    leadership: Leadership,
+    /// The periodic signals notified with `notify` linked into this program (in the order of
+    /// the worker's `Ticker`).
+    fires: Vec<SyncFire>,
 }
 
 impl Worker {
@@ -271,6 +304,19 @@ impl Worker {
                 maintain(&shared)
             })?
         };
+        let leader = {
+            let shared = Arc::clone(&shared);
+            spawn("signals-queue-leader".into(), move || lead(&shared))?
+        };
+        let mut ticker = self.ticker;
+        let ticks = match ticker.is_empty() {
+            true => None,
+            false => {
+                let shared = Arc::clone(&shared);
+                let ticks = move || fire_ticks(&shared, &mut ticker);
+                Some(spawn("signals-queue-ticks".into(), ticks)?)
+            }
+        };
         Ok(RunningWorker {
             shared,
             threads: Some(Threads {
@@ -278,6 +324,8 @@ impl Worker {
                 executors,
                 completer,
                 maintenance,
+                leader,
+                ticks,
             }),
         })
     }
@@ -307,6 +355,9 @@ struct Threads {
     executors: Vec<JoinHandle<()>>,
     completer: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    leader: JoinHandle<()>,
+    /// Fires the periodic signals while the worker leads (none: no periodic signal linked).
+    ticks: Option<JoinHandle<()>>,
 }
 
 /// A started [`Worker`]; [`shutdown`](Self::shutdown) stops it. Dropping it stops it too,
@@ -372,6 +423,10 @@ impl RunningWorker {
         shared.stop.store(true, Ordering::SeqCst);
         notify(shared);
         WAKE.notify();
+        let _ = threads.leader.join(); // resigns: another worker leads at once
+        if let Some(ticks) = threads.ticks {
+            let _ = ticks.join();
+        }
         let _ = threads.producer.join(); // closes the executors' channel
         let deadline = Instant::now() + grace;
         {
@@ -789,6 +844,127 @@ fn maintain(shared: &Shared) {
     let _ = sqlite::retire(&conn, shared.worker);
 }
 
+/// Sleeps `pause`, or until shutdown begins; whether the worker still runs.
+fn pause(shared: &Shared, pause: Duration) -> bool {
+    let slots = lock(&shared.slots);
+    if !shared.stopping() {
+        let _ = shared.ticked.wait_timeout(slots, pause);
+    }
+    !shared.stopping()
+}
+
+/// Takes or renews the fleet's leadership every [`LEADER_RENEW`] until shutdown, then resigns
+/// (see [`leader`](crate::leader)).
+fn lead(shared: &Shared) {
+    let Some(conn) = shared.connect() else {
+        return;
+    };
+    let clock = &shared.config.timing.clock;
+    loop {
+        let sent = Instant::now();
+        match with_retries(|| sqlite::elect(&conn, shared.worker, LEADER_LEASE, clock.fixed())) {
+            Ok(Some(now)) => {
+                if shared.leadership.held(sent, LEADER_LEASE, now) {
+                    trace::leadership(shared.worker, true);
+                }
+            }
+            Ok(None) => {
+                if shared.leadership.lost() {
+                    trace::leadership(shared.worker, false);
+                }
+            }
+            Err(error) => trace::database_error("leader", &error.into()),
+        }
+        if !pause(shared, LEADER_RENEW) {
+            break;
+        }
+    }
+    if shared.leadership.lost() {
+        trace::leadership(shared.worker, false);
+    }
+    let _ = sqlite::resign(&conn, shared.worker);
+}
+
+/// While this worker leads, fires each due tick of the periodic signals notified with
+/// `notify`, one transaction each; sleeps until the next tick (a second at most).
+fn fire_ticks(shared: &Shared, ticker: &mut Ticker) {
+    let Some(mut conn) = shared.connect() else {
+        return;
+    };
+    let clock = &shared.config.timing.clock;
+    let mut term = shared.leadership.term();
+    loop {
+        let now = match shared.leadership.is_leader() {
+            true => clock.fixed().or_else(|| shared.leadership.now()),
+            false => None,
+        };
+        let wait = match now {
+            Some(now) => {
+                if shared.leadership.term() != term {
+                    term = shared.leadership.term();
+                    ticker.forget(); // another worker may have led meanwhile
+                }
+                for index in ticker.looking(now) {
+                    if !shared.leadership.is_leader() || shared.stopping() {
+                        break; // a leader that lost the lease stops at once
+                    }
+                    fire_due(shared, &mut conn, ticker, index, now);
+                }
+                ticker.wait(now, LEADER_RENEW)
+            }
+            None => LEADER_RENEW,
+        };
+        if !pause(shared, wait.max(Duration::from_millis(1))) {
+            return;
+        }
+    }
+}
+
+/// Fires the due tick of the signal `index`, if any: records it and, unless another worker
+/// did, notifies the signal in the same transaction.
+fn fire_due(shared: &Shared, conn: &mut Connection, ticker: &mut Ticker, index: usize, now: i64) {
+    let signal = ticker.path(index);
+    if ticker.needs_last(index) {
+        match with_retries(|| sqlite::last_tick(conn, signal)) {
+            Ok(last) => ticker.set_last(index, last),
+            Err(error) => return trace::database_error("leader", &error.into()),
+        }
+    }
+    let Some(tick) = ticker.due(index, now) else {
+        return;
+    };
+    let fire = shared.fires[index];
+    let fired = (|| -> Result<bool, signals_core::BoxError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let clock = shared.config.timing.clock.fixed();
+        if !sqlite::record_tick(&tx, signal, tick, shared.worker, clock)? {
+            return Ok(false);
+        }
+        let scope = JobScope {
+            tx: &tx,
+            state: &shared.config.state,
+            job_id: 0,
+            event_id: Uuid::now_v7(),
+            attempt: 1,
+        };
+        match catch_unwind(AssertUnwindSafe(|| fire(tick, scope))) {
+            Ok(result) => result?,
+            Err(panic) => return Err(AttemptError::panic(&*panic).into()),
+        }
+        tx.commit()?;
+        Ok(true)
+    })();
+    match fired {
+        Ok(fired) => {
+            if fired {
+                trace::ticked(signal, tick);
+            }
+            ticker.fired(index, tick);
+        }
+        Err(error) => trace::tick_failed(signal, tick, &*error),
+    }
+}
+
 /// What operators decided since the last tick: the paused queues (their handlers are not
 /// claimed), and the running jobs they cancelled (fenced off: a thread cannot be stopped, but
 /// the job's claim was revoked, so its commit is refused and nothing is recorded for it).
@@ -877,8 +1053,3 @@ fn with_retries<T>(mut statement: impl FnMut() -> rusqlite::Result<T>) -> rusqli
     statement()
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}

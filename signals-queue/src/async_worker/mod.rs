@@ -7,13 +7,16 @@
 //! - `completer`: completes the jobs that never opened their transaction, many per statement;
 //! - `maintenance`: renews the worker's lease, rescues the jobs of dead workers, spots
 //!   suspects;
-//! - `notifier`: LISTENs on PostgreSQL and wakes the producer (a hint, never the delivery path).
+//! - `notifier`: LISTENs on PostgreSQL and wakes the producer (a hint, never the delivery path);
+//! - `leader`: contends for the fleet's leadership and, while leading, fires the asynchronous
+//!   periodic signals.
 //!
 //! They share nothing but [`Shared`]; imports go one way: `mod` → `producer` → `executor`, and
 //! each of them → `store`.
 
 mod completer;
 mod executor;
+mod leader;
 mod maintenance;
 mod notifier;
 mod producer;
@@ -32,6 +35,7 @@ use crate::error::Error;
 use crate::job::JobInfo;
 use crate::lifecycle::{self, Counters, InFlight, LeaseClock, WorkerStats};
 use crate::registry::linked_jobs;
+use crate::schedule::{Schedule, Ticker};
 use crate::scope::State;
 use crate::store;
 use crate::timing::{RetryPolicy, Timing};
@@ -150,7 +154,8 @@ impl AsyncWorkerBuilder {
     pub async fn build(mut self) -> Result<AsyncWorker, Error> {
         self.timing = self.timing.bounded();
         let (jobs, handlers) = linked_jobs(JobInfo::runs_on_async_worker)?;
-        if jobs.is_empty() {
+        let (fires, ticker) = periodic_signals()?;
+        if jobs.is_empty() && fires.is_empty() {
             return Err(Error::NoHandlers {
                 kind: "of an asynchronous signal",
             });
@@ -207,7 +212,10 @@ impl AsyncWorkerBuilder {
                 counters: Counters::default(),
                 in_flight: InFlight::default(),
                 renewed: LeaseClock::default(),
+                leadership: crate::leader::Leadership::default(),
+                fires,
             }),
+            ticker,
         })
     }
 }
@@ -235,6 +243,25 @@ impl AsyncWorkerBuilder {
     }
 }
 
+/// The asynchronous periodic signals linked into this program: how to fire each, and their
+/// schedules, parsed.
+fn periodic_signals() -> Result<(Vec<crate::periodic::AsyncFire>, Ticker), Error> {
+    let mut fires = Vec::new();
+    let mut schedules = Vec::new();
+    for signal in crate::registry::periodic() {
+        let crate::periodic::FireKind::Async(fire) = signal.fire() else {
+            continue;
+        };
+        let schedule = Schedule::parse(signal.spec()).map_err(|message| Error::Schedule {
+            signal: signal.path(),
+            message,
+        })?;
+        fires.push(fire);
+        schedules.push((signal.path(), schedule));
+    }
+    Ok((fires, Ticker::new(schedules)))
+}
+
 /// Opens the worker's own pool, every connection of it at once.
 async fn open_own(pool: &Pool, connections: u32) -> Result<Pool, Error> {
     let refused = |source| Error::WorkerConnections {
@@ -259,6 +286,8 @@ async fn open_own(pool: &Pool, connections: u32) -> Result<Pool, Error> {
 /// `FOR UPDATE SKIP LOCKED` on PostgreSQL, one `UPDATE` statement on SQLite.
 pub struct AsyncWorker {
     shared: Arc<Shared>,
+    /// The periodic signals it fires while it leads.
+    ticker: Ticker,
 }
 
 impl AsyncWorker {
@@ -288,6 +317,9 @@ impl AsyncWorker {
     #[must_use = "dropping the running worker aborts it at once; keep it and call `shutdown`"]
     pub fn start(self) -> RunningAsyncWorker {
         let shared = self.shared;
+        let leading = Arc::clone(&shared);
+        let ticker = self.ticker;
+        let leader = tokio::spawn(async move { leader::lead(leading.leading(), ticker).await });
         let (done, completions) = tokio::sync::mpsc::unbounded_channel();
         let producer = tokio::spawn(producer::produce(Arc::clone(&shared), done));
         let completer = tokio::spawn(completer::complete(Arc::clone(&shared), completions));
@@ -317,6 +349,7 @@ impl AsyncWorker {
                 completer,
                 maintenance,
                 notifier,
+                leader,
             }),
         }
     }
@@ -341,6 +374,7 @@ struct Tasks {
     completer: JoinHandle<()>,
     maintenance: JoinHandle<()>,
     notifier: Option<JoinHandle<()>>,
+    leader: JoinHandle<()>,
 }
 
 /// A started [`AsyncWorker`]; [`shutdown`](Self::shutdown) stops it. Dropping it aborts its
@@ -441,6 +475,7 @@ impl RunningAsyncWorker {
         shared.stop.store(true, Ordering::SeqCst);
         shared.stopped.notify_waiters();
         shared.woken.notify_one();
+        let _ = tasks.leader.await;
         let _ = tasks.producer.await;
         let _ = tasks.completer.await;
         shared.retire.store(true, Ordering::SeqCst);
@@ -461,6 +496,7 @@ impl Drop for RunningAsyncWorker {
             tasks.producer.abort();
             tasks.completer.abort();
             tasks.maintenance.abort();
+            tasks.leader.abort();
             if let Some(notifier) = tasks.notifier {
                 notifier.abort();
             }

@@ -69,9 +69,29 @@ pub(super) struct Shared {
     pub(super) in_flight: InFlight,
     /// When the lease was last renewed: no claim once it may have lapsed.
     pub(super) renewed: LeaseClock,
+    /// Whether this worker leads the fleet.
+    pub(super) leadership: crate::leader::Leadership,
+    /// The asynchronous periodic signals linked into this program: how to fire each (in the
+    /// order of the worker's `Ticker`).
+    pub(super) fires: Vec<crate::periodic::AsyncFire>,
 }
 
 impl Shared {
+    /// What the leader task needs.
+    pub(super) fn leading(&self) -> super::leader::Leading<'_> {
+        super::leader::Leading {
+            own: &self.own,
+            pool: &self.config.pool,
+            worker: self.worker,
+            state: &self.config.state,
+            clock: &self.config.timing.clock,
+            leadership: &self.leadership,
+            fires: &self.fires,
+            stop: &self.stop,
+            stopped: &self.stopped,
+        }
+    }
+
     pub(super) fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -130,9 +150,4 @@ impl Shared {
     }
 }
 
-/// Locks `mutex`, whether or not a panic poisoned it (what it guards stays consistent).
-pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub(super) use crate::error::lock;

@@ -1,0 +1,185 @@
+//! The fleet's leader on the async worker: every worker renews or contends for the leadership
+//! every second, on a loop of its own; the leader fires the asynchronous periodic signals
+//! linked into its program on another, so a long tick never holds up the renewal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::clock::{Clock, Millis};
+use crate::db::Pool;
+use crate::leader::{Leadership, LEADER_LEASE, LEADER_RENEW};
+use crate::periodic::AsyncFire;
+use crate::schedule::Ticker;
+use crate::scope::{AsyncJobScope, State};
+use crate::store;
+use crate::trace;
+
+/// What [`lead`] needs.
+pub struct Leading<'a> {
+    /// The worker's own connections: the renewals.
+    pub own: &'a Pool,
+    /// The application's pool: a tick's transaction, as a job's.
+    pub pool: &'a Pool,
+    /// The worker's id.
+    pub worker: i64,
+    /// What a tick's context is built from.
+    pub state: &'a State,
+    /// A manual clock, in tests.
+    pub clock: &'a Clock,
+    /// Whether this worker leads.
+    pub leadership: &'a Leadership,
+    /// The asynchronous periodic signals linked into this program, in the ticker's order.
+    pub fires: &'a [AsyncFire],
+    /// Set (and `stopped` notified) when the worker shuts down: the leader resigns.
+    pub stop: &'a AtomicBool,
+    /// See `stop`.
+    pub stopped: &'a Notify,
+}
+
+/// Contends for the leadership and, while leading, fires due ticks, until the worker stops;
+/// then resigns, so that another worker leads at once.
+pub async fn lead(leading: Leading<'_>, mut ticker: Ticker) {
+    tokio::join!(renew(&leading), fire(&leading, &mut ticker));
+    if leading.leadership.lost() {
+        trace::leadership(leading.worker, false);
+    }
+    let resign = async {
+        let mut conn = leading.own.acquire().await?;
+        store::resign(conn.tx(), leading.worker).await
+    };
+    let _ = tokio::time::timeout(LEADER_RENEW, resign).await;
+}
+
+/// Sleeps `pause`, or until the worker stops; whether it still runs.
+async fn pause(leading: &Leading<'_>, pause: Duration) -> bool {
+    let stopped = leading.stopped.notified();
+    tokio::pin!(stopped);
+    stopped.as_mut().enable();
+    if leading.stop.load(Ordering::SeqCst) {
+        return false;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(pause) => {}
+        () = &mut stopped => {}
+    }
+    !leading.stop.load(Ordering::SeqCst)
+}
+
+/// Takes or renews the leadership every [`LEADER_RENEW`].
+async fn renew(leading: &Leading<'_>) {
+    loop {
+        let sent = Instant::now();
+        let elect = async {
+            let mut conn = leading.own.acquire().await?;
+            store::elect(conn.tx(), leading.worker, LEADER_LEASE, leading.clock.fixed()).await
+        };
+        match tokio::time::timeout(LEADER_RENEW, elect).await {
+            Ok(Ok(Some(now))) => {
+                if leading.leadership.held(sent, LEADER_LEASE, now) {
+                    trace::leadership(leading.worker, true);
+                }
+            }
+            Ok(Ok(None)) => {
+                if leading.leadership.lost() {
+                    trace::leadership(leading.worker, false);
+                }
+            }
+            // Unanswered: the leadership runs out by itself at the end of the lease.
+            Ok(Err(error)) => trace::database_error("leader", &error.into()),
+            Err(_) => {}
+        }
+        if !pause(leading, LEADER_RENEW).await {
+            return;
+        }
+    }
+}
+
+/// While this worker leads, fires each due tick; sleeps until the next one (a second at most).
+async fn fire(leading: &Leading<'_>, ticker: &mut Ticker) {
+    if ticker.is_empty() {
+        return;
+    }
+    let mut term = leading.leadership.term();
+    loop {
+        let now = match leading.leadership.is_leader() {
+            true => leading.clock.fixed().or_else(|| leading.leadership.now()),
+            false => None,
+        };
+        let wait = match now {
+            Some(now) => {
+                if leading.leadership.term() != term {
+                    term = leading.leadership.term();
+                    ticker.forget(); // another worker may have led meanwhile
+                }
+                fire_due(leading, ticker, now).await;
+                ticker.wait(now, LEADER_RENEW)
+            }
+            None => LEADER_RENEW,
+        };
+        if !pause(leading, wait.max(Duration::from_millis(1))).await {
+            return;
+        }
+    }
+}
+
+/// Fires the due tick of each periodic signal, one transaction each.
+async fn fire_due(leading: &Leading<'_>, ticker: &mut Ticker, now: Millis) {
+    for index in ticker.looking(now) {
+        if !leading.leadership.is_leader() || leading.stop.load(Ordering::SeqCst) {
+            return; // a leader that lost the lease stops at once
+        }
+        let signal = ticker.path(index);
+        if ticker.needs_last(index) {
+            let last = async {
+                let mut conn = leading.own.acquire().await?;
+                store::last_tick(conn.tx(), signal).await
+            };
+            match last.await {
+                Ok(last) => ticker.set_last(index, last),
+                Err(error) => {
+                    trace::database_error("leader", &error.into());
+                    continue;
+                }
+            }
+        }
+        let Some(tick) = ticker.due(index, now) else {
+            continue;
+        };
+        match fire_one(leading, leading.fires[index], signal, tick).await {
+            Ok(fired) => {
+                if fired {
+                    trace::ticked(signal, tick);
+                }
+                ticker.fired(index, tick);
+            }
+            Err(error) => trace::tick_failed(signal, tick, &*error),
+        }
+    }
+}
+
+/// Records the tick and, if no other worker did, notifies the signal in the same transaction;
+/// whether this worker fired it.
+async fn fire_one(
+    leading: &Leading<'_>,
+    fire: AsyncFire,
+    signal: &str,
+    tick: Millis,
+) -> Result<bool, signals_core::BoxError> {
+    let mut tx = leading.pool.begin().await?;
+    let now = leading.clock.fixed();
+    if !store::record_tick(tx.tx(), signal, tick, leading.worker, now).await? {
+        return Ok(false); // dropped: rolled back
+    }
+    let scope = AsyncJobScope {
+        tx: tx.tx(),
+        state: leading.state,
+        job_id: 0,
+        event_id: uuid::Uuid::now_v7(),
+        attempt: 1,
+    };
+    fire(tick, scope).await?;
+    tx.commit().await?;
+    Ok(true)
+}
