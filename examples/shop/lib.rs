@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
@@ -141,6 +141,54 @@ async fn send_follow_up_email(sig: &OrderCreated, ctx: &mut AppCtx<'_>) -> Resul
     Ok(())
 }
 
+/// Fired every second by the fleet's leader (one worker of all that run), once per tick: a
+/// periodic signal is an ordinary signal whose `notify` the queue makes on a schedule. The
+/// tick's time fills the field marked `#[signal(tick)]`.
+#[derive(Signal, Debug, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>, asynchronous, every = "1s")]
+pub struct Heartbeat {
+    /// When the tick fell: a whole second (ticks count from the Unix epoch).
+    #[signal(tick)]
+    pub at: SystemTime,
+}
+
+/// Runs in the tick's transaction, which also recorded the tick: one row per tick, whichever
+/// worker leads and however many race.
+#[on(Heartbeat)]
+async fn record_heartbeat(sig: &Heartbeat, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    let millis = sig.at.duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    let sql = "INSERT INTO ticks (tick_ms) VALUES ($1)";
+    with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
+        .bind(millis)
+        .execute(conn)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
+/// Every night at 03:00 UTC: the day's report. Its handler is queued, so the tick only writes
+/// a job, and any worker runs it with retries like any job.
+#[derive(Signal, Debug, Serialize, Deserialize)]
+#[signal(context = AppCtx<'_>, asynchronous, cron = "0 3 * * *")]
+pub struct NightlyReport {
+    /// The night's tick: 03:00 UTC of the day the report is written.
+    #[signal(tick)]
+    pub at: SystemTime,
+}
+
+/// Writes the report: the orders placed so far, as of the tick.
+#[on(NightlyReport, queue = "reports")]
+async fn write_nightly_report(sig: &NightlyReport, ctx: &mut AppCtx<'_>) -> Result<(), BoxError> {
+    let millis = sig.at.duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    let sql = "INSERT INTO reports (tick_ms, orders) SELECT $1, COUNT(*) FROM orders";
+    with_db!(&mut ctx.tx, |conn| sqlx::query(sql)
+        .bind(millis)
+        .execute(conn)
+        .await
+        .map(drop))?;
+    Ok(())
+}
+
 /// The thin message other services get for a committed order: what they need to find it, not
 /// the order itself (they read the rest from the source of truth). The subject is a delivery
 /// concern: it is here, on the projection, and never on the domain event.
@@ -242,6 +290,8 @@ const POSTGRES_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS emails (order_id BIGINT NOT NULL UNIQUE, recipient TEXT NOT NULL, subject TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS email_attempts (recipient TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS follow_ups (order_id BIGINT NOT NULL UNIQUE);
+    CREATE TABLE IF NOT EXISTS ticks (tick_ms BIGINT NOT NULL);
+    CREATE TABLE IF NOT EXISTS reports (tick_ms BIGINT NOT NULL, orders BIGINT NOT NULL);
 ";
 
 /// The same tables on SQLite.
@@ -252,6 +302,8 @@ const SQLITE_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS emails (order_id INTEGER NOT NULL UNIQUE, recipient TEXT NOT NULL, subject TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS email_attempts (recipient TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS follow_ups (order_id INTEGER NOT NULL UNIQUE);
+    CREATE TABLE IF NOT EXISTS ticks (tick_ms INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS reports (tick_ms INTEGER NOT NULL, orders INTEGER NOT NULL);
 ";
 
 /// Creates the queue's table and the shop's.
@@ -357,13 +409,17 @@ pub struct ShopStats {
     pub publish_pending: u64,
     /// Messages the relay published (JetStream acknowledged them).
     pub published: u64,
+    /// Rows the `Heartbeat` handler wrote: one per tick fired.
+    pub tick_rows: i64,
+    /// Distinct tick times among them: equal to `tick_rows` when no tick fired twice.
+    pub distinct_ticks: i64,
 }
 
 impl std::fmt::Display for ShopStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            r#"{{"orders": {}, "emails": {}, "email_attempts": {}, "jobs": {{"pending": {}, "running": {}, "dead": {}}}, "publish_pending": {}, "published": {}}}"#,
+            r#"{{"orders": {}, "emails": {}, "email_attempts": {}, "jobs": {{"pending": {}, "running": {}, "dead": {}}}, "publish_pending": {}, "published": {}, "ticks": {{"rows": {}, "distinct": {}}}}}"#,
             self.orders,
             self.emails,
             self.email_attempts,
@@ -371,7 +427,9 @@ impl std::fmt::Display for ShopStats {
             self.running,
             self.dead,
             self.publish_pending,
-            self.published
+            self.published,
+            self.tick_rows,
+            self.distinct_ticks
         )
     }
 }
@@ -382,11 +440,13 @@ impl std::fmt::Display for ShopStats {
 ///
 /// A database error.
 pub async fn stats(pool: &Pool) -> Result<ShopStats, BoxError> {
-    let mut counts = [0i64; 3];
+    let mut counts = [0i64; 5];
     for (count, sql) in counts.iter_mut().zip([
         "SELECT COUNT(*) FROM orders",
         "SELECT COUNT(*) FROM emails",
         "SELECT COUNT(*) FROM email_attempts",
+        "SELECT COUNT(*) FROM ticks",
+        "SELECT COUNT(DISTINCT tick_ms) FROM ticks",
     ]) {
         *count = with_db!(pool, |pool| sqlx::query_scalar(sql).fetch_one(pool).await?);
     }
@@ -404,6 +464,8 @@ pub async fn stats(pool: &Pool) -> Result<ShopStats, BoxError> {
         dead: 0,
         publish_pending: 0,
         published: 0,
+        tick_rows: counts[3],
+        distinct_ticks: counts[4],
     };
     for (handler, counts) in &jobs.handlers {
         if publishing.contains(&handler.as_str()) {

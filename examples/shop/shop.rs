@@ -33,8 +33,8 @@ commands:
   migrate                      create the shop's tables and the jobs table
   place --orders N             place N orders, each in its own transaction
         [--decline-every K]    every K-th order's card is declined: it rolls back
-  worker                       run the worker for the queued welcome email (after
-                               `migrate`: it creates no table)
+  worker                       run the worker: the queued handlers below, and the periodic
+                               signals while it leads (after `migrate`: it creates no table)
         [--concurrency C]      jobs at once (default 1; any number up to 1000: a job holds a
                                connection only while it writes)
         [--pool N]             database connections for the handlers (default 10); the
@@ -57,13 +57,19 @@ commands:
         [--metrics-listen A]   serve the queue's metrics as Prometheus text at
                                http://A/metrics (e.g. 127.0.0.1:9464)
   stats                        print counts as one JSON object (its jobs counts are
-                               the welcome email's)
+                               the welcome email's; \"ticks\": heartbeat rows, distinct ticks)
   retry-dead                   make dead jobs pending again, attempts reset
 
 queued handlers (each order writes their jobs in its transaction; `worker` runs them):
   send_welcome_email           at once, up to 5 attempts
   send_follow_up_email         three days later: a delayed handler (`delay = \"3d\"`); until
                                then no claim reads it and `worker --until-idle` does not wait
+  write_nightly_report         on the \"reports\" queue, when `NightlyReport` fires
+
+periodic signals (the fleet's leader fires each tick once, whichever workers run):
+  Heartbeat                    every second (`every = \"1s\"`): `record_heartbeat` writes
+                               one row per tick (`stats` counts them under \"ticks\")
+  NightlyReport                at 03:00 UTC (`cron = \"0 3 * * *\"`): queues the report
 ";
 
 /// A parsed command line.

@@ -54,9 +54,17 @@ fn stats(db: &str) -> [i64; 6] {
 /// dead, publish_pending, published).
 fn all_stats(db: &str) -> [i64; 8] {
     let json = run(db, &["stats"]);
-    numbers(&json)
-        .try_into()
-        .unwrap_or_else(|_| panic!("unexpected stats: {json}"))
+    let numbers = numbers(&json);
+    assert_eq!(numbers.len(), 10, "unexpected stats: {json}");
+    numbers[..8].try_into().unwrap()
+}
+
+/// `shop stats`'s `"ticks"`: (rows, distinct).
+fn ticks(db: &str) -> (i64, i64) {
+    let json = run(db, &["stats"]);
+    let numbers = numbers(&json);
+    assert!(json.contains(r#""ticks": {"rows": "#), "{json}");
+    (numbers[8], numbers[9])
 }
 
 /// The numbers in a line of JSON, in order.
@@ -846,5 +854,99 @@ fn a_delayed_follow_up_waits_three_days_and_keeps_no_worker_busy() {
                 "{url}: due {early} ms off three days: {job:?}"
             );
         }
+    }
+}
+
+/// One value read from the shop's database (in a runtime of its own).
+fn query_one(url: &str, sql: &'static str) -> Option<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let pool = signals_queue::Pool::connect(url, 1).await.unwrap();
+        let value: Option<String> = signals_queue::with_db!(&pool, |pool| sqlx::query_scalar(
+            sql
+        )
+        .fetch_optional(pool)
+        .await
+        .unwrap());
+        pool.close().await;
+        value
+    })
+}
+
+/// The tick times the heartbeat handler wrote, in order.
+fn tick_times(url: &str) -> Vec<i64> {
+    let sql = "SELECT CAST(tick_ms AS TEXT) FROM ticks ORDER BY tick_ms";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let pool = signals_queue::Pool::connect(url, 1).await.unwrap();
+        let rows: Vec<String> = signals_queue::with_db!(&pool, |pool| sqlx::query_scalar(sql)
+            .fetch_all(pool)
+            .await
+            .unwrap());
+        pool.close().await;
+        rows.iter().map(|row| row.parse().unwrap()).collect()
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Three worker processes race to fire the shop's every-second heartbeat; the leader among
+/// them is killed with SIGKILL. Each tick is fired once (as many rows as distinct ticks), a
+/// survivor takes over within the leader's lease, and the ticks missed meanwhile are fired as
+/// one, not one by one.
+#[test]
+fn a_periodic_signal_fires_once_per_tick_with_three_workers_racing_and_the_leader_killed() {
+    for db in Db::all() {
+        let url = db.url.as_str();
+        run(url, &["migrate"]);
+        let mut workers: Vec<Child> = (0..3).map(|_| spawn_worker(url, &[])).collect();
+        wait_for(|| ticks(url).0 >= 3);
+        let leader = "SELECT w.label FROM signals_leader AS l JOIN signals_workers AS w ON w.id = l.worker";
+        let label = query_one(url, leader).expect("a leader");
+        let pid: u32 = label.rsplit(':').next().unwrap().parse().unwrap();
+        let index = workers
+            .iter()
+            .position(|worker| worker.id() == pid)
+            .unwrap_or_else(|| panic!("{url}: the leader {label} is none of the workers"));
+        let mut killed = workers.remove(index);
+        killed.kill().unwrap(); // SIGKILL
+        killed.wait().unwrap();
+        let killed_at = now_ms();
+        // A survivor leads within the lease (5 s) and fires again.
+        wait_for(|| tick_times(url).last().is_some_and(|last| *last > killed_at + 1_000));
+        std::thread::sleep(Duration::from_secs(3));
+        for worker in &workers {
+            terminate(worker);
+        }
+        for mut worker in workers {
+            assert!(worker.wait().unwrap().success(), "{url}");
+        }
+        let (rows, distinct) = ticks(url);
+        assert_eq!(rows, distinct, "{url}: a tick fired twice");
+        let times = tick_times(url);
+        assert!(times.iter().all(|tick| tick % 1_000 == 0), "{url}: {times:?}");
+        let gaps: Vec<i64> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
+        let longest = gaps.iter().copied().max().unwrap_or(0);
+        assert!(longest <= 8_000, "{url}: no leader for {longest} ms: {times:?}");
+        // The leader's lease outlived it by 4 to 5 s: those ticks were missed, and only the
+        // latest of them fired (had each been fired late, no gap would show).
+        assert!(longest >= 2_000, "{url}: missed ticks were fired one by one: {times:?}");
+        // Ticks missed while no one led are fired once, not one by one: after the gap, the
+        // ticks follow second by second.
+        let after = times.iter().filter(|tick| **tick > killed_at + 1_000).count();
+        assert!(after >= 3, "{url}: {times:?}");
+        let relabel = query_one(url, leader);
+        assert!(relabel.is_none(), "{url}: the last leader resigned at shutdown: {relabel:?}");
     }
 }
