@@ -1,8 +1,9 @@
 //! `#[derive(Signal)]`: parse the container attributes, validate, expand.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, ToTokens};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
 use syn::{parse_quote, Data, DeriveInput, Error, Fields, Ident, Lifetime, LitStr, Path, Type};
 
@@ -45,10 +46,10 @@ struct Attrs {
 enum Construct {
     /// `struct S;`
     Unit,
-    /// Named fields: (each field, whether it is the tick).
-    Named(Vec<(Ident, bool)>),
-    /// Tuple fields: whether each is the tick.
-    Tuple(Vec<bool>),
+    /// Named fields: (each field, whether it is the tick, its type).
+    Named(Vec<(Ident, bool, Type)>),
+    /// Tuple fields: (whether each is the tick, its type).
+    Tuple(Vec<(bool, Type)>),
 }
 
 pub(crate) fn derive(input: &DeriveInput) -> TokenStream {
@@ -155,10 +156,19 @@ fn construct(input: &DeriveInput, attrs: &Attrs, errors: &mut Errors) -> Option<
             named
                 .named
                 .iter()
-                .map(|field| (field.ident.clone().expect("a named field"), is_tick(field)))
+                .map(|field| {
+                    let name = field.ident.clone().expect("a named field");
+                    (name, is_tick(field), field.ty.clone())
+                })
                 .collect(),
         ),
-        Fields::Unnamed(unnamed) => Construct::Tuple(unnamed.unnamed.iter().map(is_tick).collect()),
+        Fields::Unnamed(unnamed) => Construct::Tuple(
+            unnamed
+                .unnamed
+                .iter()
+                .map(|field| (is_tick(field), field.ty.clone()))
+                .collect(),
+        ),
     })
 }
 
@@ -425,21 +435,26 @@ fn periodic(input: &Input) -> TokenStream {
     let ident = input.ident;
     let queue = quote!(::signals_queue::__private);
     let tick = Ident::new("__tick", Span::mixed_site());
-    let value = |is_tick: bool| match is_tick {
-        true => quote!(::core::convert::From::from(#tick)),
-        false => quote!(::core::default::Default::default()),
+    // Spanned at the field's type: a type that can't hold the tick (`From<SystemTime>`) or
+    // has no default is reported there.
+    let value = |is_tick: bool, ty: &Type| {
+        let span = ty.span();
+        match is_tick {
+            true => quote_spanned!(span=> #queue::tick_value::<#ty>(#tick)),
+            false => quote_spanned!(span=> ::core::default::Default::default()),
+        }
     };
     let build = match construct {
         Construct::Unit => quote!(#ident),
         Construct::Named(fields) => {
-            let fields = fields.iter().map(|(name, is_tick)| {
-                let value = value(*is_tick);
+            let fields = fields.iter().map(|(name, is_tick, ty)| {
+                let value = value(*is_tick, ty);
                 quote!(#name: #value)
             });
             quote!(#ident { #(#fields),* })
         }
         Construct::Tuple(fields) => {
-            let fields = fields.iter().map(|is_tick| value(*is_tick));
+            let fields = fields.iter().map(|(is_tick, ty)| value(*is_tick, ty));
             quote!(#ident ( #(#fields),* ))
         }
     };

@@ -26,6 +26,25 @@ pub trait FromTick {
     fn from_tick(at: SystemTime) -> Self;
 }
 
+/// Not public API. Used by generated code: the tick's time as the `#[signal(tick)]` field's
+/// type holds it (`SystemTime` itself, or any type `From<SystemTime>`: `jiff::Timestamp`,
+/// `chrono::DateTime<Utc>`, `time::OffsetDateTime`).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "the `#[signal(tick)]` field can't hold the tick's time: `{Self}` is not `From<SystemTime>`",
+    label = "not `From<std::time::SystemTime>`",
+    note = "give the field the type `std::time::SystemTime`, or a time type that converts from it"
+)]
+pub trait TickTime: From<SystemTime> {}
+
+impl<T: From<SystemTime>> TickTime for T {}
+
+/// Not public API. See [`TickTime`].
+#[doc(hidden)]
+pub fn tick_value<T: TickTime>(at: SystemTime) -> T {
+    T::from(at)
+}
+
 /// Fires one tick on the thread worker: the signal for the tick (milliseconds since the
 /// epoch), its context from the scope, `notify`.
 #[cfg(feature = "sqlite")]

@@ -39,7 +39,7 @@ use crate::db::Tx;
 /// ```
 #[cfg(feature = "sqlite")]
 #[diagnostic::on_unimplemented(
-    message = "the worker can't build the context `{Self}` of a signal with a queued handler",
+    message = "the worker can't build the context `{Self}` of a signal it runs (one with a queued handler, or a periodic one)",
     label = "needs `signals_queue::FromJob`",
     note = "implement `signals_queue::FromJob` for the context: `impl<'c> FromJob<'c> for AppCtx<'c> {{ fn from_job(job: JobScope<'c>) -> ... }}`"
 )]
@@ -52,6 +52,15 @@ pub trait FromJob<'c>: Sized {
     /// Whatever keeps the context from being built (e.g. missing state); the attempt fails
     /// and is retried like a handler error.
     fn from_job(job: JobScope<'c>) -> Result<Self, BoxError>;
+}
+
+/// The context of a signal declared without one: a periodic signal whose handlers need
+/// nothing but the signal.
+#[cfg(feature = "sqlite")]
+impl FromJob<'_> for () {
+    fn from_job(_: JobScope<'_>) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// One job attempt as its handler's context sees it; see [`FromJob`].
@@ -220,7 +229,7 @@ impl State {
 /// # #[cfg(not(feature = "postgres"))] compile_error!("needs the postgres feature");
 /// ```
 #[diagnostic::on_unimplemented(
-    message = "the async worker can't build the context `{Self}` of a signal with a queued handler",
+    message = "the async worker can't build the context `{Self}` of a signal it runs (one with a queued handler, or a periodic one)",
     label = "needs `signals_queue::FromJobAsync`",
     note = "implement `signals_queue::FromJobAsync` for the context: `impl<'c> FromJobAsync<'c> for AppCtx<'c> {{ fn from_job(job: AsyncJobScope<'c>) -> ... }}`"
 )]
@@ -232,6 +241,14 @@ pub trait FromJobAsync<'c>: Sized {
     ///
     /// Whatever keeps the context from being built; the attempt fails and is retried.
     fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError>;
+}
+
+/// The context of an asynchronous signal declared without one (see [`FromJob`]'s).
+#[cfg(feature = "async")]
+impl FromJobAsync<'_> for () {
+    fn from_job(_: AsyncJobScope<'_>) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 #[cfg(feature = "async")]

@@ -1,0 +1,22 @@
+use std::time::SystemTime;
+
+use signals_core::Signal;
+
+pub struct NoDefault;
+
+#[derive(Signal)]
+#[signal(every = "1s")]
+pub struct FieldWithoutDefault {
+    #[signal(tick)]
+    pub at: SystemTime,
+    pub label: NoDefault,
+}
+
+#[derive(Signal)]
+#[signal(every = "1s")]
+pub struct TickNotATime {
+    #[signal(tick)]
+    pub at: String,
+}
+
+fn main() {}
