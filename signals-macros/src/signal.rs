@@ -101,7 +101,11 @@ fn construct(input: &DeriveInput, attrs: &Attrs, errors: &mut Errors) -> Option<
     };
     let mut ticks = Vec::new();
     for field in fields.into_iter().flatten() {
-        for attr in field.attrs.iter().filter(|attr| attr.path().is_ident("signal")) {
+        for attr in field
+            .attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident("signal"))
+        {
             let parsed = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("tick") {
                     ticks.push(meta.path.clone());
@@ -132,7 +136,11 @@ fn construct(input: &DeriveInput, attrs: &Attrs, errors: &mut Errors) -> Option<
         ));
     }
     let Some(fields) = fields else {
-        let keyword = attrs.every.as_ref().map(|(every, _)| every).or(attrs.cron.as_ref());
+        let keyword = attrs
+            .every
+            .as_ref()
+            .map(|(every, _)| every)
+            .or(attrs.cron.as_ref());
         errors.push(Error::new_spanned(
             keyword,
             "a periodic signal is a struct: the worker builds it from its tick",
@@ -461,8 +469,15 @@ fn periodic(input: &Input) -> TokenStream {
     let (spec, keyword_span) = match (&input.attrs.every, &input.attrs.cron) {
         (Some((every, millis)), _) => (quote!(#queue::ScheduleSpec::Every(#millis)), every.span()),
         (None, Some(cron)) => {
-            let zone = input.attrs.zone.as_ref().map_or("UTC".to_owned(), LitStr::value);
-            (quote!(#queue::ScheduleSpec::Cron(#cron, #zone)), cron.span())
+            let zone = input
+                .attrs
+                .zone
+                .as_ref()
+                .map_or("UTC".to_owned(), LitStr::value);
+            (
+                quote!(#queue::ScheduleSpec::Cron(#cron, #zone)),
+                cron.span(),
+            )
         }
         (None, None) => return TokenStream::new(),
     };

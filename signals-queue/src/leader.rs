@@ -91,14 +91,23 @@ mod tests {
         let leadership = Leadership::default();
         assert!(!leadership.is_leader());
         let lease = Duration::from_millis(50);
-        assert!(leadership.held(Instant::now(), lease, 1_000), "newly elected");
+        assert!(
+            leadership.held(Instant::now(), lease, 1_000),
+            "newly elected"
+        );
         assert!(leadership.is_leader());
         assert_eq!(leadership.term(), 1);
         assert!(!leadership.held(Instant::now(), lease, 1_010), "renewed");
         assert!(leadership.now().is_some_and(|now| now >= 1_010));
         std::thread::sleep(Duration::from_millis(80));
-        assert!(!leadership.is_leader(), "no renewal within the lease: not the leader");
-        assert!(leadership.held(Instant::now(), LEADER_LEASE, 2_000), "elected again");
+        assert!(
+            !leadership.is_leader(),
+            "no renewal within the lease: not the leader"
+        );
+        assert!(
+            leadership.held(Instant::now(), LEADER_LEASE, 2_000),
+            "elected again"
+        );
         assert_eq!(leadership.term(), 2);
         assert!(leadership.lost());
         assert!(!leadership.is_leader());

@@ -290,7 +290,9 @@ pub mod __broker {
 pub mod __private {
     pub use crate::enqueue::to_message;
     pub use crate::job::{Handler, JobInfo, JobSpec, Run};
-    pub use crate::kind::{periodic, published, queued, require_async, Periodic, Publishes, Queued};
+    pub use crate::kind::{
+        periodic, published, queued, require_async, Periodic, Publishes, Queued,
+    };
     pub use crate::periodic::{tick_value, FromTick, PeriodicInfo};
     pub use crate::registry::SIGNALS_QUEUE_0_1_JOBS as JOBS;
     pub use crate::registry::SIGNALS_QUEUE_0_1_PERIODIC as PERIODIC;

@@ -40,7 +40,9 @@ impl Schedule {
     /// What is wrong with a cron pattern or a time zone, in words.
     pub fn parse(spec: ScheduleSpec) -> Result<Schedule, String> {
         match spec {
-            ScheduleSpec::Every(millis) => Ok(Schedule::Every(millis.clamp(1, i64::MAX as u64) as i64)),
+            ScheduleSpec::Every(millis) => {
+                Ok(Schedule::Every(millis.clamp(1, i64::MAX as u64) as i64))
+            }
             ScheduleSpec::Cron(pattern, zone) => {
                 let cron = croner::Cron::from_str(pattern)
                     .map_err(|error| format!("the cron pattern `{pattern}`: {error}"))?;
@@ -57,7 +59,9 @@ impl Schedule {
         match self {
             Schedule::Every(period) => Some(now.div_euclid(*period) * period),
             Schedule::Cron(cron, zone) => {
-                let now = jiff::Timestamp::from_millisecond(now).ok()?.to_zoned(zone.clone());
+                let now = jiff::Timestamp::from_millisecond(now)
+                    .ok()?
+                    .to_zoned(zone.clone());
                 let tick = cron.find_previous_occurrence(&now, true).ok()?;
                 Some(tick.timestamp().as_millisecond())
             }
@@ -69,7 +73,9 @@ impl Schedule {
         match self {
             Schedule::Every(period) => Some((after.div_euclid(*period) + 1) * period),
             Schedule::Cron(cron, zone) => {
-                let after = jiff::Timestamp::from_millisecond(after).ok()?.to_zoned(zone.clone());
+                let after = jiff::Timestamp::from_millisecond(after)
+                    .ok()?
+                    .to_zoned(zone.clone());
                 let tick = cron.find_next_occurrence(&after, false).ok()?;
                 Some(tick.timestamp().as_millisecond())
             }
@@ -81,7 +87,12 @@ impl Schedule {
 /// when it is later than the last fired (`last`); a signal never fired fires only ticks after
 /// `since` (when the leader first looked at it), so deploying a nightly schedule at noon does
 /// not fire last night's tick. Missed ticks are not fired one by one: only the latest.
-pub fn due(schedule: &Schedule, now: Millis, last: Option<Millis>, since: Millis) -> Option<Millis> {
+pub fn due(
+    schedule: &Schedule,
+    now: Millis,
+    last: Option<Millis>,
+    since: Millis,
+) -> Option<Millis> {
     let latest = schedule.latest(now)?;
     let floor = last.unwrap_or(since);
     let later = match last {
@@ -202,17 +213,29 @@ mod tests {
         let now = at("2026-12-07T16:42:10Z");
         assert_eq!(hourly.latest(now), Some(at("2026-12-07T16:00:00Z")));
         assert_eq!(hourly.next(now), Some(at("2026-12-07T17:00:00Z")));
-        assert_eq!(hourly.latest(at("2026-12-07T16:00:00Z")), Some(at("2026-12-07T16:00:00Z")));
+        assert_eq!(
+            hourly.latest(at("2026-12-07T16:00:00Z")),
+            Some(at("2026-12-07T16:00:00Z"))
+        );
     }
 
     #[test]
     fn a_cron_schedule_ticks_on_its_zones_wall_clock() {
         let utc = Schedule::parse(ScheduleSpec::Cron("0 3 * * *", "UTC")).unwrap();
-        assert_eq!(utc.latest(at("2026-12-07T16:42:10Z")), Some(at("2026-12-07T03:00:00Z")));
-        assert_eq!(utc.next(at("2026-12-07T16:42:10Z")), Some(at("2026-12-08T03:00:00Z")));
+        assert_eq!(
+            utc.latest(at("2026-12-07T16:42:10Z")),
+            Some(at("2026-12-07T03:00:00Z"))
+        );
+        assert_eq!(
+            utc.next(at("2026-12-07T16:42:10Z")),
+            Some(at("2026-12-08T03:00:00Z"))
+        );
         // Paris is an hour ahead of UTC in December.
         let paris = Schedule::parse(ScheduleSpec::Cron("0 3 * * *", "Europe/Paris")).unwrap();
-        assert_eq!(paris.latest(at("2026-12-07T16:42:10Z")), Some(at("2026-12-07T02:00:00Z")));
+        assert_eq!(
+            paris.latest(at("2026-12-07T16:42:10Z")),
+            Some(at("2026-12-07T02:00:00Z"))
+        );
     }
 
     #[test]
@@ -220,7 +243,11 @@ mod tests {
         // Europe/Paris springs forward on 2026-03-29: 02:00 becomes 03:00 (01:00 UTC).
         let paris = Schedule::parse(ScheduleSpec::Cron("30 2 * * *", "Europe/Paris")).unwrap();
         let next = paris.next(at("2026-03-29T00:00:00Z")).unwrap();
-        assert_eq!(next, at("2026-03-29T01:00:00Z"), "03:00 local, just after the gap");
+        assert_eq!(
+            next,
+            at("2026-03-29T01:00:00Z"),
+            "03:00 local, just after the gap"
+        );
         let after = paris.next(next).unwrap();
         assert_eq!(after, at("2026-03-30T00:30:00Z"), "then 02:30 local again");
     }
@@ -239,13 +266,19 @@ mod tests {
         let now = at("2026-12-07T16:42:10Z");
         // Fired at 12:00, nothing ran since: 16:00 fires, once.
         let last = Some(at("2026-12-07T12:00:00Z"));
-        assert_eq!(due(&hourly, now, last, now), Some(at("2026-12-07T16:00:00Z")));
+        assert_eq!(
+            due(&hourly, now, last, now),
+            Some(at("2026-12-07T16:00:00Z"))
+        );
         let fired = Some(at("2026-12-07T16:00:00Z"));
         assert_eq!(due(&hourly, now, fired, now), None);
         // Never fired, first looked at now: nothing until 17:00.
         assert_eq!(due(&hourly, now, None, now), None);
         let later = at("2026-12-07T17:00:00.250Z");
-        assert_eq!(due(&hourly, later, None, now), Some(at("2026-12-07T17:00:00Z")));
+        assert_eq!(
+            due(&hourly, later, None, now),
+            Some(at("2026-12-07T17:00:00Z"))
+        );
         // A leader that starts exactly on a tick fires it.
         let on_tick = at("2026-12-07T17:00:00Z");
         assert_eq!(due(&hourly, on_tick, None, on_tick), Some(on_tick));
@@ -261,7 +294,10 @@ mod tests {
         ticker.set_last(0, Some(at("2026-12-07T16:42:09Z")));
         assert_eq!(ticker.due(0, now), Some(at("2026-12-07T16:42:10Z")));
         ticker.fired(0, at("2026-12-07T16:42:10Z"));
-        assert!(ticker.looking(now).is_empty(), "fired: nothing until the next second");
+        assert!(
+            ticker.looking(now).is_empty(),
+            "fired: nothing until the next second"
+        );
         let cap = std::time::Duration::from_secs(1);
         assert_eq!(ticker.wait(now, cap), std::time::Duration::from_millis(600));
         assert_eq!(ticker.looking(now + 600), [0]);

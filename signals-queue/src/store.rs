@@ -1326,9 +1326,11 @@ pub(crate) async fn elect(
             .bind(now)
             .fetch_optional(&mut *conn)
             .await,
-        sqlite = |conn| Ok(lite::fetch(conn, bind::elect(worker, lease, now), bind::int)
-            .await?
-            .pop()),
+        sqlite = |conn| Ok(
+            lite::fetch(conn, bind::elect(worker, lease, now), bind::int)
+                .await?
+                .pop()
+        ),
     )
 }
 

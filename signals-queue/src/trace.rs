@@ -115,7 +115,10 @@ pub(crate) fn database_error(during: &str, error: &Error) {
 /// This worker became the fleet's leader, or stopped being it.
 pub(crate) fn leadership(worker: i64, leads: bool) {
     match leads {
-        true => tracing::info!(worker, "this worker leads the fleet: it fires periodic signals"),
+        true => tracing::info!(
+            worker,
+            "this worker leads the fleet: it fires periodic signals"
+        ),
         false => tracing::info!(worker, "this worker no longer leads the fleet"),
     }
 }

@@ -18,15 +18,15 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::error::{lock, AttemptError, Error};
 use crate::job::JobInfo;
+use crate::leader::{Leadership, LEADER_LEASE, LEADER_RENEW};
 use crate::lifecycle::{
     self, ClaimRequest, Claimed, Counters, Fetcher, FlushRetry, InFlight, Next, Persist,
     StaleWatch, WorkerStats, FLUSH_AFTER, FLUSH_JOBS,
 };
 use crate::meter;
 use crate::outcome;
-use crate::registry::{linked_jobs, Claimable};
-use crate::leader::{Leadership, LEADER_LEASE, LEADER_RENEW};
 use crate::periodic::{FireKind, SyncFire};
+use crate::registry::{linked_jobs, Claimable};
 use crate::schedule::{Schedule, Ticker};
 use crate::scope::{JobScope, State};
 use crate::sqlite;
@@ -866,6 +866,7 @@ fn lead(shared: &Shared) {
             Ok(Some(now)) => {
                 if shared.leadership.held(sent, LEADER_LEASE, now) {
                     trace::leadership(shared.worker, true);
+                    notify(shared); // the ticks thread fires at once
                 }
             }
             Ok(None) => {
@@ -1052,4 +1053,3 @@ fn with_retries<T>(mut statement: impl FnMut() -> rusqlite::Result<T>) -> rusqli
     }
     statement()
 }
-

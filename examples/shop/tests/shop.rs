@@ -865,12 +865,10 @@ fn query_one(url: &str, sql: &'static str) -> Option<String> {
         .unwrap();
     runtime.block_on(async {
         let pool = signals_queue::Pool::connect(url, 1).await.unwrap();
-        let value: Option<String> = signals_queue::with_db!(&pool, |pool| sqlx::query_scalar(
-            sql
-        )
-        .fetch_optional(pool)
-        .await
-        .unwrap());
+        let value: Option<String> = signals_queue::with_db!(&pool, |pool| sqlx::query_scalar(sql)
+            .fetch_optional(pool)
+            .await
+            .unwrap());
         pool.close().await;
         value
     })
@@ -912,7 +910,8 @@ fn a_periodic_signal_fires_once_per_tick_with_three_workers_racing_and_the_leade
         run(url, &["migrate"]);
         let mut workers: Vec<Child> = (0..3).map(|_| spawn_worker(url, &[])).collect();
         wait_for(|| ticks(url).0 >= 3);
-        let leader = "SELECT w.label FROM signals_leader AS l JOIN signals_workers AS w ON w.id = l.worker";
+        let leader =
+            "SELECT w.label FROM signals_leader AS l JOIN signals_workers AS w ON w.id = l.worker";
         let label = query_one(url, leader).expect("a leader");
         let pid: u32 = label.rsplit(':').next().unwrap().parse().unwrap();
         let index = workers
@@ -924,7 +923,11 @@ fn a_periodic_signal_fires_once_per_tick_with_three_workers_racing_and_the_leade
         killed.wait().unwrap();
         let killed_at = now_ms();
         // A survivor leads within the lease (5 s) and fires again.
-        wait_for(|| tick_times(url).last().is_some_and(|last| *last > killed_at + 1_000));
+        wait_for(|| {
+            tick_times(url)
+                .last()
+                .is_some_and(|last| *last > killed_at + 1_000)
+        });
         std::thread::sleep(Duration::from_secs(3));
         for worker in &workers {
             terminate(worker);
@@ -935,18 +938,33 @@ fn a_periodic_signal_fires_once_per_tick_with_three_workers_racing_and_the_leade
         let (rows, distinct) = ticks(url);
         assert_eq!(rows, distinct, "{url}: a tick fired twice");
         let times = tick_times(url);
-        assert!(times.iter().all(|tick| tick % 1_000 == 0), "{url}: {times:?}");
+        assert!(
+            times.iter().all(|tick| tick % 1_000 == 0),
+            "{url}: {times:?}"
+        );
         let gaps: Vec<i64> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
         let longest = gaps.iter().copied().max().unwrap_or(0);
-        assert!(longest <= 8_000, "{url}: no leader for {longest} ms: {times:?}");
+        assert!(
+            longest <= 8_000,
+            "{url}: no leader for {longest} ms: {times:?}"
+        );
         // The leader's lease outlived it by 4 to 5 s: those ticks were missed, and only the
         // latest of them fired (had each been fired late, no gap would show).
-        assert!(longest >= 2_000, "{url}: missed ticks were fired one by one: {times:?}");
+        assert!(
+            longest >= 2_000,
+            "{url}: missed ticks were fired one by one: {times:?}"
+        );
         // Ticks missed while no one led are fired once, not one by one: after the gap, the
         // ticks follow second by second.
-        let after = times.iter().filter(|tick| **tick > killed_at + 1_000).count();
+        let after = times
+            .iter()
+            .filter(|tick| **tick > killed_at + 1_000)
+            .count();
         assert!(after >= 3, "{url}: {times:?}");
         let relabel = query_one(url, leader);
-        assert!(relabel.is_none(), "{url}: the last leader resigned at shutdown: {relabel:?}");
+        assert!(
+            relabel.is_none(),
+            "{url}: the last leader resigned at shutdown: {relabel:?}"
+        );
     }
 }

@@ -36,6 +36,8 @@ pub struct Leading<'a> {
     pub stop: &'a AtomicBool,
     /// See `stop`.
     pub stopped: &'a Notify,
+    /// Notified when this worker becomes the leader: it fires at once.
+    pub elected: &'a Notify,
 }
 
 /// Contends for the leadership and, while leading, fires due ticks, until the worker stops;
@@ -52,17 +54,25 @@ pub async fn lead(leading: Leading<'_>, mut ticker: Ticker) {
     let _ = tokio::time::timeout(LEADER_RENEW, resign).await;
 }
 
-/// Sleeps `pause`, or until the worker stops; whether it still runs.
-async fn pause(leading: &Leading<'_>, pause: Duration) -> bool {
+/// Sleeps `pause`, or until the worker stops (or, with `elected`, this worker becomes the
+/// leader); whether it still runs.
+async fn pause(leading: &Leading<'_>, pause: Duration, elected: Option<&Notify>) -> bool {
     let stopped = leading.stopped.notified();
     tokio::pin!(stopped);
     stopped.as_mut().enable();
     if leading.stop.load(Ordering::SeqCst) {
         return false;
     }
+    let elected = async {
+        match elected {
+            Some(elected) => elected.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = tokio::time::sleep(pause) => {}
         () = &mut stopped => {}
+        () = elected => {}
     }
     !leading.stop.load(Ordering::SeqCst)
 }
@@ -73,12 +83,19 @@ async fn renew(leading: &Leading<'_>) {
         let sent = Instant::now();
         let elect = async {
             let mut conn = leading.own.acquire().await?;
-            store::elect(conn.tx(), leading.worker, LEADER_LEASE, leading.clock.fixed()).await
+            store::elect(
+                conn.tx(),
+                leading.worker,
+                LEADER_LEASE,
+                leading.clock.fixed(),
+            )
+            .await
         };
         match tokio::time::timeout(LEADER_RENEW, elect).await {
             Ok(Ok(Some(now))) => {
                 if leading.leadership.held(sent, LEADER_LEASE, now) {
                     trace::leadership(leading.worker, true);
+                    leading.elected.notify_one();
                 }
             }
             Ok(Ok(None)) => {
@@ -90,7 +107,7 @@ async fn renew(leading: &Leading<'_>) {
             Ok(Err(error)) => trace::database_error("leader", &error.into()),
             Err(_) => {}
         }
-        if !pause(leading, LEADER_RENEW).await {
+        if !pause(leading, LEADER_RENEW, None).await {
             return;
         }
     }
@@ -118,7 +135,13 @@ async fn fire(leading: &Leading<'_>, ticker: &mut Ticker) {
             }
             None => LEADER_RENEW,
         };
-        if !pause(leading, wait.max(Duration::from_millis(1))).await {
+        if !pause(
+            leading,
+            wait.max(Duration::from_millis(1)),
+            Some(leading.elected),
+        )
+        .await
+        {
             return;
         }
     }

@@ -214,6 +214,7 @@ impl AsyncWorkerBuilder {
                 renewed: LeaseClock::default(),
                 leadership: crate::leader::Leadership::default(),
                 fires,
+                elected: Notify::new(),
             }),
             ticker,
         })

@@ -74,6 +74,8 @@ pub(super) struct Shared {
     /// The asynchronous periodic signals linked into this program: how to fire each (in the
     /// order of the worker's `Ticker`).
     pub(super) fires: Vec<crate::periodic::AsyncFire>,
+    /// Notified when this worker becomes the leader.
+    pub(super) elected: Notify,
 }
 
 impl Shared {
@@ -89,6 +91,7 @@ impl Shared {
             fires: &self.fires,
             stop: &self.stop,
             stopped: &self.stopped,
+            elected: &self.elected,
         }
     }
 
