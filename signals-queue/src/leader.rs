@@ -82,6 +82,101 @@ impl Leadership {
     }
 }
 
+/// How often the leader starts a round of pruning.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// What a round of pruning deletes, in order, a batch at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prune {
+    /// Done jobs finished before this many milliseconds ago.
+    Done(Millis),
+    /// Dead, discarded and cancelled jobs.
+    Dead(Millis),
+    /// Periodic signals' ticks (each signal's latest is kept).
+    Ticks(Millis),
+}
+
+/// The leader's pruning: a round every [`PRUNE_EVERY`], each kind of row a batch at a time
+/// until a batch comes back short, so that other work (ticks) runs between batches.
+#[derive(Debug)]
+pub struct Pruner {
+    retention: crate::timing::Retention,
+    /// When the next round starts; `None`: at once.
+    next: Option<Instant>,
+    /// The round under way: its time (the database's) and what it deletes next.
+    current: Option<(Millis, Prune)>,
+}
+
+impl Pruner {
+    /// Prunes what `retention` says.
+    pub fn new(retention: crate::timing::Retention) -> Pruner {
+        Pruner {
+            retention,
+            next: None,
+            current: None,
+        }
+    }
+
+    /// The next batch to delete, if a round is under way or due (its cut-offs judged at
+    /// `now`, the database's time, when it starts).
+    pub fn next(&mut self, now: Millis) -> Option<Prune> {
+        if self.current.is_none() && self.next.is_none_or(|next| Instant::now() >= next) {
+            match self.after(now, None) {
+                Some(first) => self.current = Some((now, first)),
+                None => self.next = Some(Instant::now() + PRUNE_EVERY),
+            }
+        }
+        self.current.map(|(_, prune)| prune)
+    }
+
+    /// A batch deleted `deleted` rows (of at most `batch`): the same again while batches come
+    /// back full, else the next kind; after the last, the next round waits.
+    pub fn deleted(&mut self, deleted: u64, batch: u64) {
+        let Some((at, prune)) = self.current else {
+            return;
+        };
+        if deleted >= batch {
+            return;
+        }
+        self.current = self.after(at, Some(prune)).map(|next| (at, next));
+        if self.current.is_none() {
+            self.next = Some(Instant::now() + PRUNE_EVERY);
+        }
+    }
+
+    /// A batch failed: the round starts over at the next one.
+    pub fn failed(&mut self) {
+        self.current = None;
+        self.next = Some(Instant::now() + PRUNE_EVERY);
+    }
+
+    /// How long until a round is due; zero while one is under way.
+    pub fn wait(&self) -> Duration {
+        match (self.current, self.next) {
+            (Some(_), _) | (None, None) => Duration::ZERO,
+            (None, Some(next)) => next.saturating_duration_since(Instant::now()),
+        }
+    }
+
+    /// What a round at `at` deletes after `prune` (`None`: first), with its cut-off.
+    fn after(&self, at: Millis, prune: Option<Prune>) -> Option<Prune> {
+        let cut = |age: Option<Duration>| age.map(|age| at - age.as_millis() as Millis);
+        let (done, dead) = (self.retention.done_after(), self.retention.dead_after());
+        let order = [
+            cut(done).map(Prune::Done),
+            cut(dead).map(Prune::Dead),
+            cut(done).map(Prune::Ticks),
+        ];
+        let start = match prune {
+            None => 0,
+            Some(Prune::Done(_)) => 1,
+            Some(Prune::Dead(_)) => 2,
+            Some(Prune::Ticks(_)) => 3,
+        };
+        order.into_iter().skip(start).flatten().next()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +207,33 @@ mod tests {
         assert!(leadership.lost());
         assert!(!leadership.is_leader());
         assert!(!leadership.lost(), "lost once");
+    }
+
+    #[test]
+    fn a_round_of_pruning_deletes_each_kind_batch_by_batch_then_waits() {
+        let day = 24 * 3600 * 1000;
+        let mut pruner = Pruner::new(crate::timing::Retention::default());
+        let now = 100 * day;
+        assert_eq!(pruner.next(now), Some(Prune::Done(now - day)));
+        pruner.deleted(10, 10); // a full batch: more of the same
+        assert_eq!(pruner.next(now + 5), Some(Prune::Done(now - day)));
+        pruner.deleted(3, 10);
+        assert_eq!(pruner.next(now + 5), Some(Prune::Dead(now - 14 * day)));
+        pruner.deleted(0, 10);
+        assert_eq!(pruner.next(now + 5), Some(Prune::Ticks(now - day)));
+        pruner.deleted(0, 10);
+        assert_eq!(pruner.next(now + 5), None, "the round is over");
+        assert!(pruner.wait() > Duration::from_secs(50));
+        let mut keep_all = Pruner::new(crate::timing::Retention::keep_all());
+        assert_eq!(keep_all.next(now), None);
+        let dead_only = crate::timing::Retention::default().done(None);
+        let mut pruner = Pruner::new(dead_only);
+        assert_eq!(pruner.next(now), Some(Prune::Dead(now - 14 * day)));
+        pruner.deleted(0, 10);
+        assert_eq!(
+            pruner.next(now),
+            None,
+            "ticks follow the done jobs' retention"
+        );
     }
 }

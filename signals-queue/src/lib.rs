@@ -171,7 +171,7 @@ pub use crate::ops::{
 };
 pub use crate::registry::{jobs, SIGNALS_QUEUE_0_1_JOBS};
 pub use crate::scope::MissingState;
-pub use crate::timing::{RetryPolicy, Timing};
+pub use crate::timing::{Retention, RetryPolicy, Timing};
 pub use crate::verdict::{Discard, Snooze};
 #[cfg(feature = "async")]
 pub use crate::{

@@ -263,3 +263,15 @@ SELECT $1, $2, ",
 WHERE NOT EXISTS (SELECT 1 FROM signals_ticks WHERE signal = $1 AND tick_at >= $2)
 ON CONFLICT DO NOTHING"
 );
+
+/// Deletes up to 10,000 ticks recorded before `$1`, each periodic signal's latest kept (it is
+/// what the leader fires after); how many.
+pub(crate) const PRUNE_TICKS: &str = "
+WITH gone AS (
+    DELETE FROM signals_ticks WHERE (signal, tick_at) IN (
+        SELECT t.signal, t.tick_at FROM signals_ticks AS t
+        WHERE t.tick_at < $1
+          AND t.tick_at < (SELECT MAX(m.tick_at) FROM signals_ticks AS m WHERE m.signal = t.signal)
+        LIMIT 10000)
+    RETURNING 1)
+SELECT COUNT(*)::BIGINT FROM gone";

@@ -299,17 +299,24 @@ pub(crate) fn retry_dead(
 pub(crate) fn purge_done(conn: &Connection, before: Millis) -> rusqlite::Result<usize> {
     let mut purged = 0;
     loop {
-        let tx = conn.unchecked_transaction()?;
-        let handlers = query(&tx, bind::purge_done(before), bind::text_or_null)?;
-        if let Some(count) = bind::count_done(handlers.iter().flatten(), -1) {
-            execute(&tx, count)?;
-        }
-        tx.commit()?;
-        purged += handlers.len();
-        if (handlers.len() as u64) < PURGE_BATCH {
+        let deleted = purge_done_batch(conn, before)?;
+        purged += deleted;
+        if (deleted as u64) < PURGE_BATCH {
             return Ok(purged);
         }
     }
+}
+
+/// Deletes up to 10,000 done jobs that finished before `before`, taking them off the done
+/// counts in the same transaction; how many.
+pub(crate) fn purge_done_batch(conn: &Connection, before: Millis) -> rusqlite::Result<usize> {
+    let tx = conn.unchecked_transaction()?;
+    let handlers = query(&tx, bind::purge_done(before), bind::text_or_null)?;
+    if let Some(count) = bind::count_done(handlers.iter().flatten(), -1) {
+        execute(&tx, count)?;
+    }
+    tx.commit()?;
+    Ok(handlers.len())
 }
 
 /// The waiting jobs of the signal `name`: (id, handler, queue, payload, event id).
@@ -445,12 +452,23 @@ pub(crate) fn set_paused(
 pub(crate) fn purge_finished(conn: &Connection, before: Millis) -> rusqlite::Result<u64> {
     let mut purged = 0;
     loop {
-        let deleted = execute(conn, bind::purge_finished(before))? as u64;
+        let deleted = purge_finished_batch(conn, before)?;
         purged += deleted;
         if deleted < PURGE_BATCH {
             return Ok(purged);
         }
     }
+}
+
+/// Deletes up to 10,000 dead, discarded and cancelled jobs that finished before `before`.
+pub(crate) fn purge_finished_batch(conn: &Connection, before: Millis) -> rusqlite::Result<u64> {
+    Ok(execute(conn, bind::purge_finished(before))? as u64)
+}
+
+/// Deletes up to 10,000 ticks of periodic signals recorded before `before`, each signal's
+/// latest kept.
+pub(crate) fn prune_ticks_batch(conn: &Connection, before: Millis) -> rusqlite::Result<u64> {
+    Ok(execute(conn, bind::prune_ticks(before))? as u64)
 }
 
 /// The rows of the stats query: (handler, state, count, oldest creation time).

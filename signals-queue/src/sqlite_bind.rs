@@ -482,6 +482,11 @@ pub(crate) fn elect(worker: i64, lease_ms: i64, now: Option<Millis>) -> Bound<'s
     bound!(crate::sqlite_ops::ELECT, worker, lease_ms, local(now))
 }
 
+/// Up to 10,000 ticks recorded before `before`, each signal's latest kept.
+pub(crate) fn prune_ticks(before: Millis) -> Bound<'static> {
+    bound!(crate::sqlite_ops::PRUNE_TICKS, before)
+}
+
 /// Gives the leadership up.
 pub(crate) fn resign(worker: i64) -> Bound<'static> {
     bound!(crate::sqlite_ops::RESIGN, worker)

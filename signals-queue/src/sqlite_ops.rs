@@ -220,3 +220,11 @@ pub(crate) const TICK: &str = "
 INSERT OR IGNORE INTO signals_ticks (signal, tick_at, fired_at, worker)
 SELECT ?1, ?2, ?4, ?3
 WHERE NOT EXISTS (SELECT 1 FROM signals_ticks WHERE signal = ?1 AND tick_at >= ?2)";
+
+/// Deletes up to 10,000 ticks recorded before `?1`, each periodic signal's latest kept.
+pub(crate) const PRUNE_TICKS: &str = "
+DELETE FROM signals_ticks WHERE (signal, tick_at) IN (
+    SELECT t.signal, t.tick_at FROM signals_ticks AS t
+    WHERE t.tick_at < ?1
+      AND t.tick_at < (SELECT MAX(m.tick_at) FROM signals_ticks AS m WHERE m.signal = t.signal)
+    LIMIT 10000)";

@@ -502,34 +502,40 @@ pub(crate) async fn retry_dead(
 pub(crate) async fn purge_done(mut tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
     let mut purged = 0;
     loop {
-        let deleted = match tx.reborrow() {
-            #[cfg(feature = "postgres")]
-            Tx::Postgres(conn) => {
-                let deleted: i64 = sqlx::query_scalar(crate::postgres::PURGE_DONE)
-                    .bind(before)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                deleted as u64
-            }
-            #[cfg(feature = "sqlx-sqlite")]
-            Tx::Sqlite(conn) => {
-                use sqlx::Connection as _;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let handlers =
-                    lite::fetch(&mut tx, bind::purge_done(before), bind::text_or_null).await?;
-                if let Some(count) = bind::count_done(handlers.iter().flatten(), -1) {
-                    lite::execute(&mut tx, count).await?;
-                }
-                tx.commit().await?;
-                handlers.len() as u64
-            }
-            Tx::__Job(_) => unreachable!("a purge runs on a pooled connection"),
-        };
+        let deleted = purge_done_batch(tx.reborrow(), before).await?;
         purged += deleted;
         if deleted < crate::sqlite_sql::PURGE_BATCH {
             return Ok(purged);
         }
     }
+}
+
+/// Deletes up to 10,000 done jobs that finished before `before`, taking them off the done
+/// counts in the same transaction; how many.
+pub(crate) async fn purge_done_batch(tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
+    Ok(match tx {
+        #[cfg(feature = "postgres")]
+        Tx::Postgres(conn) => {
+            let deleted: i64 = sqlx::query_scalar(crate::postgres::PURGE_DONE)
+                .bind(before)
+                .fetch_one(&mut *conn)
+                .await?;
+            deleted as u64
+        }
+        #[cfg(feature = "sqlx-sqlite")]
+        Tx::Sqlite(conn) => {
+            use sqlx::Connection as _;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let handlers =
+                lite::fetch(&mut tx, bind::purge_done(before), bind::text_or_null).await?;
+            if let Some(count) = bind::count_done(handlers.iter().flatten(), -1) {
+                lite::execute(&mut tx, count).await?;
+            }
+            tx.commit().await?;
+            handlers.len() as u64
+        }
+        Tx::__Job(_) => unreachable!("a purge runs on a pooled connection"),
+    })
 }
 
 /// Makes the due `scheduled` jobs of `handlers` available, waking the schema's listeners when
@@ -1431,20 +1437,42 @@ pub(crate) async fn cancelled_of(tx: Tx<'_>, ids: &[i64]) -> Result<Vec<i64>, sq
 pub(crate) async fn purge_finished(mut tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
     let mut purged = 0;
     loop {
-        let deleted = on!(
-            tx.reborrow(),
-            postgres = |conn| {
-                let deleted: i64 = sqlx::query_scalar(crate::postgres_ops::PURGE_FINISHED)
-                    .bind(before)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                deleted as u64
-            },
-            sqlite = |conn| lite::execute(conn, bind::purge_finished(before)).await?,
-        );
+        let deleted = purge_finished_batch(tx.reborrow(), before).await?;
         purged += deleted;
         if deleted < crate::sqlite_sql::PURGE_BATCH {
             return Ok(purged);
         }
     }
+}
+
+/// Deletes up to 10,000 dead, discarded and cancelled jobs that finished before `before`; how
+/// many.
+pub(crate) async fn purge_finished_batch(tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
+    Ok(on!(
+        tx,
+        postgres = |conn| {
+            let deleted: i64 = sqlx::query_scalar(crate::postgres_ops::PURGE_FINISHED)
+                .bind(before)
+                .fetch_one(&mut *conn)
+                .await?;
+            deleted as u64
+        },
+        sqlite = |conn| lite::execute(conn, bind::purge_finished(before)).await?,
+    ))
+}
+
+/// Deletes up to 10,000 ticks of periodic signals recorded before `before`, each signal's
+/// latest kept; how many.
+pub(crate) async fn prune_ticks_batch(tx: Tx<'_>, before: Millis) -> Result<u64, sqlx::Error> {
+    Ok(on!(
+        tx,
+        postgres = |conn| {
+            let deleted: i64 = sqlx::query_scalar(crate::postgres_ops::PRUNE_TICKS)
+                .bind(before)
+                .fetch_one(&mut *conn)
+                .await?;
+            deleted as u64
+        },
+        sqlite = |conn| lite::execute(conn, bind::prune_ticks(before)).await?,
+    ))
 }

@@ -124,6 +124,69 @@ impl Timing {
 
 /// Not public API. The setters of a builder whose `timing` field is a [`Timing`], one per named
 /// setting, documented once (on the fields of [`Timing`]); expands inside an `impl` block.
+/// How long the fleet's leader keeps finished jobs before deleting them (in batches of 10,000
+/// rows, the done counts kept exact), and the ticks periodic signals fired.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use signals_queue::Retention;
+///
+/// // Done jobs for an hour, dead, discarded and cancelled ones for a month.
+/// let retention = Retention::default()
+///     .done(Some(Duration::from_secs(3600)))
+///     .dead(Some(Duration::from_secs(30 * 24 * 3600)));
+/// assert_eq!(retention.done_after(), Some(Duration::from_secs(3600)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    done: Option<Duration>,
+    dead: Option<Duration>,
+}
+
+impl Default for Retention {
+    /// Done jobs for 24 hours, dead, discarded and cancelled ones for 14 days.
+    fn default() -> Self {
+        Retention {
+            done: Some(Duration::from_secs(24 * 3600)),
+            dead: Some(Duration::from_secs(14 * 24 * 3600)),
+        }
+    }
+}
+
+impl Retention {
+    /// Nothing is deleted: finished jobs stay until an operator prunes them.
+    pub fn keep_all() -> Retention {
+        Retention {
+            done: None,
+            dead: None,
+        }
+    }
+
+    /// How long done jobs (and periodic signals' ticks) are kept; `None`: for ever.
+    pub fn done(mut self, after: Option<Duration>) -> Retention {
+        self.done = after;
+        self
+    }
+
+    /// How long dead, discarded and cancelled jobs are kept; `None`: for ever.
+    pub fn dead(mut self, after: Option<Duration>) -> Retention {
+        self.dead = after;
+        self
+    }
+
+    /// See [`done`](Self::done).
+    pub fn done_after(&self) -> Option<Duration> {
+        self.done
+    }
+
+    /// See [`dead`](Self::dead).
+    pub fn dead_after(&self) -> Option<Duration> {
+        self.dead
+    }
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __timing_setters {

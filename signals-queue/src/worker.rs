@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::error::{lock, AttemptError, Error};
 use crate::job::JobInfo;
-use crate::leader::{Leadership, LEADER_LEASE, LEADER_RENEW};
+use crate::leader::{Leadership, Prune, Pruner, LEADER_LEASE, LEADER_RENEW};
 use crate::lifecycle::{
     self, ClaimRequest, Claimed, Counters, Fetcher, FlushRetry, InFlight, Next, Persist,
     StaleWatch, WorkerStats, FLUSH_AFTER, FLUSH_JOBS,
@@ -30,8 +30,8 @@ use crate::registry::{linked_jobs, Claimable};
 use crate::schedule::{Schedule, Ticker};
 use crate::scope::{JobScope, State};
 use crate::sqlite;
-use crate::timing::RetryPolicy;
 use crate::timing::Timing;
+use crate::timing::{Retention, RetryPolicy};
 use crate::trace;
 use crate::wake::WAKE;
 
@@ -63,9 +63,18 @@ pub struct WorkerBuilder {
     concurrency: usize,
     timing: Timing,
     busy_timeout: Duration,
+    retention: Retention,
 }
 
 impl WorkerBuilder {
+    /// How long finished jobs are kept before the fleet's leader deletes them (default: done
+    /// jobs 24 hours, dead, discarded and cancelled ones 14 days; see [`Retention`]). Whichever
+    /// worker leads applies its own setting: give every worker of a fleet the same.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
     /// Hands the worker a value that handlers' contexts reach with
     /// [`JobScope::state`](crate::JobScope::state): a mailer, an HTTP client, configuration.
     /// One value per type; a second of the same type replaces the first.
@@ -259,6 +268,7 @@ impl Worker {
             concurrency: 1,
             timing: Timing::default(),
             busy_timeout: crate::timing::SQLITE_BUSY_TIMEOUT,
+            retention: Retention::default(),
         }
     }
 
@@ -308,14 +318,12 @@ impl Worker {
             let shared = Arc::clone(&shared);
             spawn("signals-queue-leader".into(), move || lead(&shared))?
         };
-        let mut ticker = self.ticker;
-        let ticks = match ticker.is_empty() {
-            true => None,
-            false => {
-                let shared = Arc::clone(&shared);
-                let ticks = move || fire_ticks(&shared, &mut ticker);
-                Some(spawn("signals-queue-ticks".into(), ticks)?)
-            }
+        let fleet = {
+            let shared = Arc::clone(&shared);
+            let mut ticker = self.ticker;
+            let mut pruner = Pruner::new(shared.config.retention);
+            let work = move || serve_fleet(&shared, &mut ticker, &mut pruner);
+            spawn("signals-queue-fleet".into(), work)?
         };
         Ok(RunningWorker {
             shared,
@@ -325,7 +333,7 @@ impl Worker {
                 completer,
                 maintenance,
                 leader,
-                ticks,
+                fleet,
             }),
         })
     }
@@ -356,8 +364,8 @@ struct Threads {
     completer: JoinHandle<()>,
     maintenance: JoinHandle<()>,
     leader: JoinHandle<()>,
-    /// Fires the periodic signals while the worker leads (none: no periodic signal linked).
-    ticks: Option<JoinHandle<()>>,
+    /// Fires the periodic signals and prunes finished jobs while the worker leads.
+    fleet: JoinHandle<()>,
 }
 
 /// A started [`Worker`]; [`shutdown`](Self::shutdown) stops it. Dropping it stops it too,
@@ -424,9 +432,7 @@ impl RunningWorker {
         notify(shared);
         WAKE.notify();
         let _ = threads.leader.join(); // resigns: another worker leads at once
-        if let Some(ticks) = threads.ticks {
-            let _ = ticks.join();
-        }
+        let _ = threads.fleet.join();
         let _ = threads.producer.join(); // closes the executors' channel
         let deadline = Instant::now() + grace;
         {
@@ -887,8 +893,9 @@ fn lead(shared: &Shared) {
 }
 
 /// While this worker leads, fires each due tick of the periodic signals notified with
-/// `notify`, one transaction each; sleeps until the next tick (a second at most).
-fn fire_ticks(shared: &Shared, ticker: &mut Ticker) {
+/// `notify`, one transaction each, and prunes finished jobs a batch at a time between them;
+/// sleeps until the next tick or batch (a second at most).
+fn serve_fleet(shared: &Shared, ticker: &mut Ticker, pruner: &mut Pruner) {
     let Some(mut conn) = shared.connect() else {
         return;
     };
@@ -911,7 +918,23 @@ fn fire_ticks(shared: &Shared, ticker: &mut Ticker) {
                     }
                     fire_due(shared, &mut conn, ticker, index, now);
                 }
-                ticker.wait(now, LEADER_RENEW)
+                if let Some(prune) = pruner.next(now).filter(|_| shared.leadership.is_leader()) {
+                    let batch = with_retries(|| match prune {
+                        Prune::Done(before) => {
+                            sqlite::purge_done_batch(&conn, before).map(|n| n as u64)
+                        }
+                        Prune::Dead(before) => sqlite::purge_finished_batch(&conn, before),
+                        Prune::Ticks(before) => sqlite::prune_ticks_batch(&conn, before),
+                    });
+                    match batch {
+                        Ok(deleted) => pruner.deleted(deleted, crate::sqlite_sql::PURGE_BATCH),
+                        Err(error) => {
+                            trace::database_error("retention", &error.into());
+                            pruner.failed();
+                        }
+                    }
+                }
+                ticker.wait(now, LEADER_RENEW).min(pruner.wait())
             }
             None => LEADER_RENEW,
         };

@@ -203,3 +203,38 @@ fn the_catalog_shows_the_schedule() {
     let listing = signals_core::catalog().to_string();
     assert!(listing.contains("every 1s; 1 handler"), "{listing}");
 }
+
+#[test]
+fn the_leader_prunes_finished_jobs_older_than_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ticks.db");
+    let conn = open(&path);
+    let day = 24 * 3600 * 1000;
+    let now = now_ms();
+    for (state, finished_at) in [
+        ("done", now - 2 * day),
+        ("done", now - 2 * day),
+        ("done", now - 1_000),
+        ("dead", now - 15 * day),
+        ("dead", now - 2 * day),
+    ] {
+        conn.execute(
+            "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, state,
+                                       max_attempts, run_at, created_at, finished_at)
+             VALUES ('e', 'S', 'app::h', 'default', 0, '{}', ?1, 1, 0, ?2, ?2)",
+            (state, finished_at),
+        )
+        .unwrap();
+    }
+    let running = worker(&path, "only", &Arc::default()).start().unwrap();
+    let count = |state: &str| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM signals_jobs WHERE state = ?1",
+            [state],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    wait_for(|| count("done") == 1 && count("dead") == 1);
+    running.shutdown(Duration::from_secs(5)).unwrap();
+}

@@ -1,6 +1,7 @@
 //! The fleet's leader on the async worker: every worker renews or contends for the leadership
 //! every second, on a loop of its own; the leader fires the asynchronous periodic signals
-//! linked into its program on another, so a long tick never holds up the renewal.
+//! linked into its program on another, so a long tick never holds up the renewal, and prunes
+//! finished jobs on a third, a batch at a time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use tokio::sync::Notify;
 
 use crate::clock::{Clock, Millis};
 use crate::db::Pool;
-use crate::leader::{Leadership, LEADER_LEASE, LEADER_RENEW};
+use crate::leader::{Leadership, Prune, Pruner, LEADER_LEASE, LEADER_RENEW};
 use crate::periodic::AsyncFire;
 use crate::schedule::Ticker;
 use crate::scope::{AsyncJobScope, State};
@@ -38,12 +39,19 @@ pub struct Leading<'a> {
     pub stopped: &'a Notify,
     /// Notified when this worker becomes the leader: it fires at once.
     pub elected: &'a Notify,
+    /// How long finished jobs are kept.
+    pub retention: crate::timing::Retention,
 }
 
 /// Contends for the leadership and, while leading, fires due ticks, until the worker stops;
 /// then resigns, so that another worker leads at once.
 pub async fn lead(leading: Leading<'_>, mut ticker: Ticker) {
-    tokio::join!(renew(&leading), fire(&leading, &mut ticker));
+    let mut pruner = Pruner::new(leading.retention);
+    tokio::join!(
+        renew(&leading),
+        fire(&leading, &mut ticker),
+        prune(&leading, &mut pruner)
+    );
     if leading.leadership.lost() {
         trace::leadership(leading.worker, false);
     }
@@ -142,6 +150,42 @@ async fn fire(leading: &Leading<'_>, ticker: &mut Ticker) {
         )
         .await
         {
+            return;
+        }
+    }
+}
+
+/// While this worker leads, deletes finished jobs and old ticks a batch (10,000 rows) at a
+/// time, a round every minute; a leader that lost the lease stops between two batches.
+async fn prune(leading: &Leading<'_>, pruner: &mut Pruner) {
+    loop {
+        let now = match leading.leadership.is_leader() {
+            true => leading.clock.fixed().or_else(|| leading.leadership.now()),
+            false => None,
+        };
+        let wait = match now.and_then(|now| pruner.next(now)) {
+            Some(prune) => {
+                let batch = async {
+                    let mut conn = leading.pool.acquire().await?;
+                    match prune {
+                        Prune::Done(before) => store::purge_done_batch(conn.tx(), before).await,
+                        Prune::Dead(before) => store::purge_finished_batch(conn.tx(), before).await,
+                        Prune::Ticks(before) => store::prune_ticks_batch(conn.tx(), before).await,
+                    }
+                };
+                match batch.await {
+                    Ok(deleted) => pruner.deleted(deleted, crate::sqlite_sql::PURGE_BATCH),
+                    Err(error) => {
+                        trace::database_error("retention", &error.into());
+                        pruner.failed();
+                    }
+                }
+                pruner.wait()
+            }
+            None if now.is_some() => pruner.wait().min(LEADER_RENEW),
+            None => LEADER_RENEW,
+        };
+        if !pause(leading, wait.max(Duration::from_millis(1)), None).await {
             return;
         }
     }

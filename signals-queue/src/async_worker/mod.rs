@@ -84,6 +84,7 @@ pub struct AsyncWorkerBuilder {
     fetch_ahead: usize,
     timing: Timing,
     listen: bool,
+    retention: crate::timing::Retention,
 }
 
 impl AsyncWorkerBuilder {
@@ -125,6 +126,15 @@ impl AsyncWorkerBuilder {
         payload_grace: Duration,
         clock: Clock,
     );
+
+    /// How long finished jobs are kept before the fleet's leader deletes them (default: done
+    /// jobs 24 hours, dead, discarded and cancelled ones 14 days; see
+    /// [`Retention`](crate::Retention)). Whichever worker leads applies its own setting: give
+    /// every worker of a fleet the same.
+    pub fn retention(mut self, retention: crate::timing::Retention) -> Self {
+        self.retention = retention;
+        self
+    }
 
     /// Whether to LISTEN for the jobs table's notifications on PostgreSQL (default `true`);
     /// without it the worker polls.
@@ -191,6 +201,7 @@ impl AsyncWorkerBuilder {
                     concurrency: self.concurrency,
                     fetch_ahead: self.fetch_ahead,
                     timing: self.timing,
+                    retention: self.retention,
                 },
                 own,
                 jobs,
@@ -301,6 +312,7 @@ impl AsyncWorker {
             fetch_ahead: lifecycle::DEFAULT_FETCH_AHEAD,
             timing: Timing::default(),
             listen: true,
+            retention: crate::timing::Retention::default(),
         }
     }
 

@@ -25,6 +25,8 @@ pub(super) struct Config {
     /// How many claimed jobs may wait for a slot while jobs are short.
     pub(super) fetch_ahead: usize,
     pub(super) timing: Timing,
+    /// How long the leader keeps finished jobs.
+    pub(super) retention: crate::timing::Retention,
 }
 
 /// What the worker's tasks share.
@@ -92,6 +94,7 @@ impl Shared {
             stop: &self.stop,
             stopped: &self.stopped,
             elected: &self.elected,
+            retention: self.config.retention,
         }
     }
 
