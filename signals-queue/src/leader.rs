@@ -13,7 +13,8 @@
 //! pooler (PgBouncer) hands connections to other clients between transactions, and the lock
 //! would outlive the leader or vanish under it.
 //!
-//! What the leader does: fire periodic signals. What every worker does for itself: renew its own
+//! What the leader does: fire periodic signals, prune finished jobs, publish the gauges of
+//! jobs by state (a leader that stops leading zeroes what it published). What every worker does for itself: renew its own
 //! lease, make its own handlers' scheduled jobs available once due and rescue the jobs of dead
 //! workers; those follow each worker's handlers (and a fleet in a rolling deploy runs two sets of
 //! them), and are idempotent, so doing them per worker costs a statement and needs no leader.
@@ -82,6 +83,9 @@ impl Leadership {
     }
 }
 
+/// How often the leader publishes the gauges of jobs by state and the oldest due job's age.
+pub const GAUGES_EVERY: Duration = Duration::from_secs(10);
+
 /// How often the leader starts a round of pruning.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -105,6 +109,9 @@ pub struct Pruner {
     next: Option<Instant>,
     /// The round under way: its time (the database's) and what it deletes next.
     current: Option<(Millis, Prune)>,
+    /// How long the last batch took: the pause before the next one, so that the writers of a
+    /// SQLite file (one writer at a time) get the lock at least half of the time.
+    pause: Duration,
 }
 
 impl Pruner {
@@ -114,6 +121,7 @@ impl Pruner {
             retention,
             next: None,
             current: None,
+            pause: Duration::ZERO,
         }
     }
 
@@ -129,12 +137,13 @@ impl Pruner {
         self.current.map(|(_, prune)| prune)
     }
 
-    /// A batch deleted `deleted` rows (of at most `batch`): the same again while batches come
-    /// back full, else the next kind; after the last, the next round waits.
-    pub fn deleted(&mut self, deleted: u64, batch: u64) {
+    /// A batch deleted `deleted` rows (of at most `batch`) in `took`: the same again while
+    /// batches come back full, else the next kind; after the last, the next round waits.
+    pub fn deleted(&mut self, deleted: u64, batch: u64, took: Duration) {
         let Some((at, prune)) = self.current else {
             return;
         };
+        self.pause = took;
         if deleted >= batch {
             return;
         }
@@ -150,10 +159,12 @@ impl Pruner {
         self.next = Some(Instant::now() + PRUNE_EVERY);
     }
 
-    /// How long until a round is due; zero while one is under way.
+    /// How long until the next batch: as long as the last one took while a round is under
+    /// way, else until the next round.
     pub fn wait(&self) -> Duration {
         match (self.current, self.next) {
-            (Some(_), _) | (None, None) => Duration::ZERO,
+            (Some(_), _) => self.pause,
+            (None, None) => Duration::ZERO,
             (None, Some(next)) => next.saturating_duration_since(Instant::now()),
         }
     }
@@ -215,13 +226,18 @@ mod tests {
         let mut pruner = Pruner::new(crate::timing::Retention::default());
         let now = 100 * day;
         assert_eq!(pruner.next(now), Some(Prune::Done(now - day)));
-        pruner.deleted(10, 10); // a full batch: more of the same
+        pruner.deleted(10, 10, Duration::from_millis(7)); // a full batch: more of the same
         assert_eq!(pruner.next(now + 5), Some(Prune::Done(now - day)));
-        pruner.deleted(3, 10);
+        assert_eq!(
+            pruner.wait(),
+            Duration::from_millis(7),
+            "a pause as long as the batch"
+        );
+        pruner.deleted(3, 10, Duration::ZERO);
         assert_eq!(pruner.next(now + 5), Some(Prune::Dead(now - 14 * day)));
-        pruner.deleted(0, 10);
+        pruner.deleted(0, 10, Duration::ZERO);
         assert_eq!(pruner.next(now + 5), Some(Prune::Ticks(now - day)));
-        pruner.deleted(0, 10);
+        pruner.deleted(0, 10, Duration::ZERO);
         assert_eq!(pruner.next(now + 5), None, "the round is over");
         assert!(pruner.wait() > Duration::from_secs(50));
         let mut keep_all = Pruner::new(crate::timing::Retention::keep_all());
@@ -229,7 +245,7 @@ mod tests {
         let dead_only = crate::timing::Retention::default().done(None);
         let mut pruner = Pruner::new(dead_only);
         assert_eq!(pruner.next(now), Some(Prune::Dead(now - 14 * day)));
-        pruner.deleted(0, 10);
+        pruner.deleted(0, 10, Duration::ZERO);
         assert_eq!(
             pruner.next(now),
             None,

@@ -56,3 +56,72 @@ pub(crate) fn snoozed(info: &JobInfo) {
 pub(crate) fn discarded(info: &JobInfo) {
     counter!("signals_jobs_discarded_total", &labels(info)).increment(1);
 }
+
+/// The gauges the fleet's leader publishes, as last set: zeroed when a state empties, and all
+/// of them when the leader stops leading (another worker publishes them then).
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    /// (queue, handler, state) of `signals_jobs`.
+    jobs: std::collections::BTreeSet<(String, String, String)>,
+    /// Queues of `signals_oldest_due_job_age_seconds`.
+    oldest: std::collections::BTreeSet<String>,
+}
+
+impl Gauges {
+    /// Publishes the jobs by queue, handler and state (`signals_jobs`; done jobs are the kept
+    /// counts) and each queue's oldest due job's age (`signals_oldest_due_job_age_seconds`, 0
+    /// when none is due), from the overview's rows.
+    pub(crate) fn publish(&mut self, rows: &crate::ops::OverviewRows, now: i64) {
+        let mut jobs = std::collections::BTreeMap::<(String, String, String), i64>::new();
+        let mut oldest = std::collections::BTreeMap::<String, i64>::new();
+        for (queue, handler, state, count, due) in &rows.0 {
+            *jobs
+                .entry((queue.clone(), handler.clone(), state.clone()))
+                .or_default() += count;
+            let age = due.map_or(0, |due| now.saturating_sub(due).max(0));
+            let slot = oldest.entry(queue.clone()).or_default();
+            *slot = (*slot).max(age);
+        }
+        for key in self.jobs.iter().filter(|key| !jobs.contains_key(*key)) {
+            jobs_gauge(key).set(0.0);
+        }
+        for (key, count) in &jobs {
+            jobs_gauge(key).set(*count as f64);
+        }
+        for queue in self
+            .oldest
+            .iter()
+            .filter(|queue| !oldest.contains_key(*queue))
+        {
+            oldest_gauge(queue).set(0.0);
+        }
+        for (queue, age) in &oldest {
+            oldest_gauge(queue).set(*age as f64 / 1e3);
+        }
+        self.jobs = jobs.into_keys().collect();
+        self.oldest = oldest.into_keys().collect();
+    }
+
+    /// Zeroes every gauge published: this worker no longer leads.
+    pub(crate) fn clear(&mut self) {
+        for key in std::mem::take(&mut self.jobs) {
+            jobs_gauge(&key).set(0.0);
+        }
+        for queue in std::mem::take(&mut self.oldest) {
+            oldest_gauge(&queue).set(0.0);
+        }
+    }
+}
+
+fn jobs_gauge((queue, handler, state): &(String, String, String)) -> metrics::Gauge {
+    let labels = [
+        ("queue", queue.clone()),
+        ("handler", handler.clone()),
+        ("state", state.clone()),
+    ];
+    metrics::gauge!("signals_jobs", &labels)
+}
+
+fn oldest_gauge(queue: &str) -> metrics::Gauge {
+    metrics::gauge!("signals_oldest_due_job_age_seconds", "queue" => queue.to_owned())
+}

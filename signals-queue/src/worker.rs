@@ -18,12 +18,13 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::error::{lock, AttemptError, Error};
 use crate::job::JobInfo;
-use crate::leader::{Leadership, Prune, Pruner, LEADER_LEASE, LEADER_RENEW};
+use crate::leader::{Leadership, Prune, Pruner, GAUGES_EVERY, LEADER_LEASE, LEADER_RENEW};
 use crate::lifecycle::{
     self, ClaimRequest, Claimed, Counters, Fetcher, FlushRetry, InFlight, Next, Persist,
     StaleWatch, WorkerStats, FLUSH_AFTER, FLUSH_JOBS,
 };
 use crate::meter;
+use crate::meter::Gauges;
 use crate::outcome;
 use crate::periodic::{FireKind, SyncFire};
 use crate::registry::{linked_jobs, Claimable};
@@ -901,11 +902,23 @@ fn serve_fleet(shared: &Shared, ticker: &mut Ticker, pruner: &mut Pruner) {
     };
     let clock = &shared.config.timing.clock;
     let mut term = shared.leadership.term();
+    let mut gauges = Gauges::default();
+    let mut gauges_at: Option<Instant> = None;
     loop {
         let now = match shared.leadership.is_leader() {
             true => clock.fixed().or_else(|| shared.leadership.now()),
             false => None,
         };
+        if now.is_none() {
+            gauges.clear();
+            gauges_at = None;
+        } else if gauges_at.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
+            gauges_at = Some(Instant::now());
+            match with_retries(|| sqlite::overview(&conn, clock.fixed())) {
+                Ok(rows) => gauges.publish(&rows, clock.now()),
+                Err(error) => trace::database_error("gauges", &error.into()),
+            }
+        }
         let wait = match now {
             Some(now) => {
                 if shared.leadership.term() != term {
@@ -919,6 +932,7 @@ fn serve_fleet(shared: &Shared, ticker: &mut Ticker, pruner: &mut Pruner) {
                     fire_due(shared, &mut conn, ticker, index, now);
                 }
                 if let Some(prune) = pruner.next(now).filter(|_| shared.leadership.is_leader()) {
+                    let started = Instant::now();
                     let batch = with_retries(|| match prune {
                         Prune::Done(before) => {
                             sqlite::purge_done_batch(&conn, before).map(|n| n as u64)
@@ -927,7 +941,10 @@ fn serve_fleet(shared: &Shared, ticker: &mut Ticker, pruner: &mut Pruner) {
                         Prune::Ticks(before) => sqlite::prune_ticks_batch(&conn, before),
                     });
                     match batch {
-                        Ok(deleted) => pruner.deleted(deleted, crate::sqlite_sql::PURGE_BATCH),
+                        Ok(deleted) => {
+                            let batch = crate::sqlite_sql::PURGE_BATCH;
+                            pruner.deleted(deleted, batch, started.elapsed());
+                        }
                         Err(error) => {
                             trace::database_error("retention", &error.into());
                             pruner.failed();
@@ -939,6 +956,7 @@ fn serve_fleet(shared: &Shared, ticker: &mut Ticker, pruner: &mut Pruner) {
             None => LEADER_RENEW,
         };
         if !pause(shared, wait.max(Duration::from_millis(1))) {
+            gauges.clear();
             return;
         }
     }

@@ -236,6 +236,76 @@ async fn a_worker_counts_every_outcome_by_handler_and_queue() {
             after.observed("signals_job_lag_seconds", "book") >= 1,
             "{name}"
         );
+        leader_gauges(&db, &snapshotter).await;
         db.drop_schema().await;
     }
+}
+
+/// The gauge `name` whose labels include every one of `labels`, if published.
+fn gauge(snapshotter: &Snapshotter, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find(|(key, _, _, _)| {
+            key.kind() == MetricKind::Gauge
+                && key.key().name() == name
+                && labels.iter().all(|(k, v)| {
+                    key.key()
+                        .labels()
+                        .any(|l| l.key() == *k && l.value().ends_with(v))
+                })
+        })
+        .and_then(|(_, _, _, value)| match value {
+            DebugValue::Gauge(value) => Some(value.into_inner()),
+            _ => None,
+        })
+}
+
+/// The leader publishes jobs by queue, handler and state and the oldest due job's age; it
+/// zeroes them when it stops leading.
+async fn leader_gauges(db: &Db, snapshotter: &Snapshotter) {
+    let name = db.name();
+    let queue = signals_queue::AsyncQueue::new(db.pool.clone());
+    queue.pause("mail").await.unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    notify_async(&Paid, &mut Ctx { tx: tx.tx() }).await.unwrap();
+    tx.commit().await.unwrap();
+    let running = AsyncWorker::builder(db.pool.clone())
+        .build()
+        .await
+        .unwrap()
+        .start();
+    let waiting = [
+        ("queue", "mail"),
+        ("handler", "::receipt"),
+        ("state", "pending"),
+    ];
+    support::wait_for("the leader's gauges", || async {
+        gauge(snapshotter, "signals_jobs", &waiting) == Some(1.0)
+    })
+    .await;
+    let done = [
+        ("queue", "ledger"),
+        ("handler", "::book"),
+        ("state", "done"),
+    ];
+    let booked = gauge(snapshotter, "signals_jobs", &done);
+    assert!(
+        booked.is_some_and(|done| done >= 1.0),
+        "{name}: the kept done counts: {booked:?}"
+    );
+    let oldest = gauge(
+        snapshotter,
+        "signals_oldest_due_job_age_seconds",
+        &[("queue", "mail")],
+    );
+    assert!(oldest.is_some_and(|age| age >= 0.0), "{name}: {oldest:?}");
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        gauge(snapshotter, "signals_jobs", &waiting),
+        Some(0.0),
+        "{name}: zeroed when the worker stopped leading"
+    );
+    queue.resume("mail").await.unwrap();
 }

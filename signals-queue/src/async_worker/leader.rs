@@ -10,7 +10,8 @@ use tokio::sync::Notify;
 
 use crate::clock::{Clock, Millis};
 use crate::db::Pool;
-use crate::leader::{Leadership, Prune, Pruner, LEADER_LEASE, LEADER_RENEW};
+use crate::leader::{Leadership, Prune, Pruner, GAUGES_EVERY, LEADER_LEASE, LEADER_RENEW};
+use crate::meter::Gauges;
 use crate::periodic::AsyncFire;
 use crate::schedule::Ticker;
 use crate::scope::{AsyncJobScope, State};
@@ -50,7 +51,8 @@ pub async fn lead(leading: Leading<'_>, mut ticker: Ticker) {
     tokio::join!(
         renew(&leading),
         fire(&leading, &mut ticker),
-        prune(&leading, &mut pruner)
+        prune(&leading, &mut pruner),
+        gauges(&leading)
     );
     if leading.leadership.lost() {
         trace::leadership(leading.worker, false);
@@ -103,7 +105,7 @@ async fn renew(leading: &Leading<'_>) {
             Ok(Ok(Some(now))) => {
                 if leading.leadership.held(sent, LEADER_LEASE, now) {
                     trace::leadership(leading.worker, true);
-                    leading.elected.notify_one();
+                    leading.elected.notify_waiters();
                 }
             }
             Ok(Ok(None)) => {
@@ -165,6 +167,7 @@ async fn prune(leading: &Leading<'_>, pruner: &mut Pruner) {
         };
         let wait = match now.and_then(|now| pruner.next(now)) {
             Some(prune) => {
+                let started = Instant::now();
                 let batch = async {
                     let mut conn = leading.pool.acquire().await?;
                     match prune {
@@ -174,7 +177,10 @@ async fn prune(leading: &Leading<'_>, pruner: &mut Pruner) {
                     }
                 };
                 match batch.await {
-                    Ok(deleted) => pruner.deleted(deleted, crate::sqlite_sql::PURGE_BATCH),
+                    Ok(deleted) => {
+                        let batch = crate::sqlite_sql::PURGE_BATCH;
+                        pruner.deleted(deleted, batch, started.elapsed());
+                    }
                     Err(error) => {
                         trace::database_error("retention", &error.into());
                         pruner.failed();
@@ -186,6 +192,42 @@ async fn prune(leading: &Leading<'_>, pruner: &mut Pruner) {
             None => LEADER_RENEW,
         };
         if !pause(leading, wait.max(Duration::from_millis(1)), None).await {
+            return;
+        }
+    }
+}
+
+/// While this worker leads, publishes the gauges of jobs by state every [`GAUGES_EVERY`]; once
+/// it no longer leads, zeroes them.
+async fn gauges(leading: &Leading<'_>) {
+    let mut gauges = Gauges::default();
+    let mut published: Option<Instant> = None;
+    loop {
+        match leading.leadership.is_leader() {
+            true if published.is_some_and(|at| at.elapsed() < GAUGES_EVERY) => {}
+            true => {
+                published = Some(Instant::now());
+                let now = leading.clock.fixed();
+                let overview = async {
+                    let mut conn = leading.own.acquire().await?;
+                    store::overview(conn.tx(), now).await
+                };
+                match overview.await {
+                    Ok(rows) => {
+                        let now = now.or_else(|| leading.leadership.now());
+                        gauges.publish(&rows, now.unwrap_or_else(|| leading.clock.now()));
+                    }
+                    Err(error) => trace::database_error("gauges", &error.into()),
+                }
+            }
+            // Checked every second: a leader that lost the lease zeroes its gauges at once.
+            false => {
+                gauges.clear();
+                published = None;
+            }
+        }
+        if !pause(leading, LEADER_RENEW, Some(leading.elected)).await {
+            gauges.clear();
             return;
         }
     }
