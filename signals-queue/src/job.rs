@@ -544,6 +544,10 @@ pub(crate) type StatRow = (String, String, i64, Option<i64>);
 #[cfg(feature = "testing")]
 pub(crate) type WaitingRow = (i64, String, String, String, String);
 
+/// A dead job whose death was not announced, as the stores read it: (id, handler, queue,
+/// attempt, last error, finished at).
+pub(crate) type DeathRow = (i64, String, String, i32, Option<String>, i64);
+
 /// A row of the dead-job listing, as the stores read it: (id, handler, attempt, last error,
 /// payload).
 pub(crate) type DeadJobRow = (i64, String, i32, Option<String>, String);

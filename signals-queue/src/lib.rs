@@ -92,8 +92,8 @@
 //! 9. `sqlite`, `store`: the stores, every statement run (rusqlite; sqlx on either database).
 //! 10. `enqueue`, `outcome`: `notify` writing jobs in the caller's transaction; what either
 //!     worker does once the database answered for a job (counters, tracing, jobs in flight).
-//! 11. `kind`, `with_db`, `admin`, `testing`: the entry points of generated code; the
-//!     operator's calls; the test kit.
+//! 11. `kind`, `with_db`, `admin`, `testing`, `dead`: the entry points of generated code; the
+//!     operator's calls; the test kit; the queue's own signal of a dead job.
 //! 12. `async_worker::maintenance`, `async_worker::notifier`, `async_worker::leader`: leases,
 //!     rescues, reconciliation; LISTEN; the fleet's leadership and periodic signals.
 //! 13. `async_worker::shared`: what the async worker's tasks share.
@@ -120,6 +120,7 @@ mod async_worker;
 mod clock;
 #[cfg(feature = "async")]
 mod db;
+mod dead;
 mod enqueue;
 mod error;
 #[cfg(all(feature = "testing", feature = "sqlite"))]
@@ -162,6 +163,10 @@ mod worker;
 
 pub use crate::admin::{DeadJob, HandlerStats, Stats};
 pub use crate::clock::Clock;
+#[cfg(feature = "async")]
+pub use crate::dead::{AsyncJobDead, AsyncJobDeadCtx};
+#[cfg(feature = "sqlite")]
+pub use crate::dead::{JobDead, JobDeadCtx};
 pub use crate::error::Error;
 pub use crate::job::{JobInfo, JobState, QueueSignal};
 pub use crate::lifecycle::WorkerStats;

@@ -43,8 +43,8 @@ macro_rules! table_schema {
 /// outcome beside a terminal state (`outcome`: `discarded` or `cancelled` beside `dead`),
 /// workers' labels, paused queues (`signals_queues`) and the handlers workers run
 /// (`signals_handlers`); it drops the two indexes only releases before 4 claimed through; 7
-/// the fleet's leader (`signals_leader`) and the ticks periodic signals fired
-/// (`signals_ticks`).
+/// the fleet's leader (`signals_leader`), the ticks periodic signals fired (`signals_ticks`)
+/// and which deaths were announced (`announced_at`, `signals_jobs_unannounced`).
 pub(crate) const SCHEMA_VERSION: i64 = 7;
 
 /// The compatibility level a migrated table records in `signals_queue_schema` (which releases
@@ -267,6 +267,13 @@ CREATE TABLE IF NOT EXISTS signals_leader (
     elected_at  BIGINT  NOT NULL,
     expires_at  BIGINT  NOT NULL
 )"),
+            tx("ALTER TABLE signals_jobs ADD COLUMN IF NOT EXISTS announced_at BIGINT"),
+            // The jobs already dead: announced, so that the first leader does not announce
+            // every death of the last fourteen days (dead rows are few: retention prunes them).
+            tx("UPDATE signals_jobs SET announced_at = finished_at WHERE state = 'dead' AND announced_at IS NULL"),
+            concurrently("
+CREATE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_unannounced ON signals_jobs (id)
+WHERE state = 'dead' AND outcome IS NULL AND announced_at IS DISTINCT FROM finished_at"),
             tx("
 CREATE TABLE IF NOT EXISTS signals_ticks (
     signal    TEXT    NOT NULL,

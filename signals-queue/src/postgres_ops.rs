@@ -275,3 +275,17 @@ WITH gone AS (
         LIMIT 10000)
     RETURNING 1)
 SELECT COUNT(*)::BIGINT FROM gone";
+
+/// Up to 100 dead jobs (no outcome) whose death was not announced: (id, handler, queue,
+/// attempt, last error, finished at), through `signals_jobs_unannounced`.
+pub(crate) const UNANNOUNCED: &str = "
+SELECT id, handler, queue, attempt, last_error, finished_at FROM signals_jobs
+WHERE state = 'dead' AND outcome IS NULL AND announced_at IS DISTINCT FROM finished_at
+ORDER BY id LIMIT 100";
+
+/// Marks the death of job `$1` (finished at `$2`) announced, unless it was or the job changed
+/// since: one row, the caller announces it.
+pub(crate) const ANNOUNCE: &str = "
+UPDATE signals_jobs SET announced_at = finished_at
+WHERE id = $1 AND state = 'dead' AND outcome IS NULL AND finished_at = $2
+  AND announced_at IS DISTINCT FROM finished_at";

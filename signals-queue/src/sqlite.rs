@@ -352,6 +352,17 @@ pub(crate) fn elect(
     Ok(query(conn, bind::elect(worker, lease, now), bind::int)?.pop())
 }
 
+/// Up to 100 dead jobs whose death was not announced.
+pub(crate) fn unannounced(conn: &Connection) -> rusqlite::Result<Vec<crate::job::DeathRow>> {
+    query(conn, bind::unannounced(), bind::death)
+}
+
+/// Marks the death of `id` (finished at `finished_at`) announced in the caller's transaction:
+/// whether it was not yet.
+pub(crate) fn announce(conn: &Connection, id: i64, finished_at: Millis) -> rusqlite::Result<bool> {
+    Ok(execute(conn, bind::announce(id, finished_at))? == 1)
+}
+
 /// Gives the leadership up, if `worker` holds it.
 pub(crate) fn resign(conn: &Connection, worker: i64) -> rusqlite::Result<()> {
     execute(conn, bind::resign(worker)).map(drop)

@@ -487,6 +487,28 @@ pub(crate) fn prune_ticks(before: Millis) -> Bound<'static> {
     bound!(crate::sqlite_ops::PRUNE_TICKS, before)
 }
 
+/// Up to 100 dead jobs whose death was not announced.
+pub(crate) fn unannounced() -> Bound<'static> {
+    bound!(crate::sqlite_ops::UNANNOUNCED)
+}
+
+/// A row of [`unannounced`].
+pub(crate) fn death<E>(row: &dyn Row<Error = E>) -> Result<crate::job::DeathRow, E> {
+    Ok((
+        row.int(0)?,
+        row.text(1)?,
+        row.text(2)?,
+        row.int(3)? as i32,
+        row.text_or_null(4)?,
+        row.int(5)?,
+    ))
+}
+
+/// Marks the death of `id` (finished at `finished_at`) announced.
+pub(crate) fn announce(id: i64, finished_at: Millis) -> Bound<'static> {
+    bound!(crate::sqlite_ops::ANNOUNCE, id, finished_at)
+}
+
 /// Gives the leadership up.
 pub(crate) fn resign(worker: i64) -> Bound<'static> {
     bound!(crate::sqlite_ops::RESIGN, worker)

@@ -228,3 +228,15 @@ DELETE FROM signals_ticks WHERE (signal, tick_at) IN (
     WHERE t.tick_at < ?1
       AND t.tick_at < (SELECT MAX(m.tick_at) FROM signals_ticks AS m WHERE m.signal = t.signal)
     LIMIT 10000)";
+
+/// Up to 100 dead jobs (no outcome) whose death was not announced (see `postgres_ops`).
+pub(crate) const UNANNOUNCED: &str = "
+SELECT id, handler, queue, attempt, last_error, finished_at FROM signals_jobs
+WHERE state = 'dead' AND outcome IS NULL AND announced_at IS NOT finished_at
+ORDER BY id LIMIT 100";
+
+/// Marks the death of job `?1` (finished at `?2`) announced, unless it was or the job changed.
+pub(crate) const ANNOUNCE: &str = "
+UPDATE signals_jobs SET announced_at = finished_at
+WHERE id = ?1 AND state = 'dead' AND outcome IS NULL AND finished_at = ?2
+  AND announced_at IS NOT finished_at";

@@ -32,9 +32,14 @@ WHERE type = 'table' AND name = 'signals_queue_migrations'";
 /// The newest migration that ran.
 pub(crate) const APPLIED: &str = "SELECT MAX(version) FROM signals_queue_migrations";
 
-/// Records that the migrations up to [`SCHEMA_VERSION`] ran.
+/// Records that the migrations up to [`SCHEMA_VERSION`] ran; first marks the jobs already dead
+/// as announced (migration 7), so that the first leader does not announce every death of the
+/// last fourteen days.
 pub(crate) const MIGRATED: &str = "
 CREATE TABLE IF NOT EXISTS signals_queue_migrations (version INTEGER PRIMARY KEY);
+UPDATE signals_jobs SET announced_at = finished_at
+WHERE state = 'dead' AND announced_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM signals_queue_migrations WHERE version = 7);
 INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4), (5), (6), (7)";
 
 /// Judges a file's schema from its level (`signals_queue_schema`) and its newest migration
@@ -92,7 +97,8 @@ CREATE TABLE IF NOT EXISTS signals_jobs (
     outcome      TEXT,
     attempts     TEXT,
     started_at   INTEGER,
-    claimed_by   TEXT
+    claimed_by   TEXT,
+    announced_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS signals_workers (
     id           INTEGER PRIMARY KEY,
@@ -146,7 +152,7 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 
 /// The columns schemas 3, 5 and 6 added to older tables: (table, column, `ALTER TABLE`
 /// statement), run when `pragma_table_info` lacks the column.
-pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
+pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
     (
         "signals_jobs",
         "worker",
@@ -187,6 +193,11 @@ pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
         "label",
         "ALTER TABLE signals_workers ADD COLUMN label TEXT",
     ),
+    (
+        "signals_jobs",
+        "announced_at",
+        "ALTER TABLE signals_jobs ADD COLUMN announced_at INTEGER",
+    ),
 ];
 
 /// Whether the table `?1` has the column `?2`.
@@ -211,6 +222,8 @@ CREATE INDEX IF NOT EXISTS signals_jobs_worker
 CREATE INDEX IF NOT EXISTS signals_jobs_done
     ON signals_jobs (finished_at) WHERE state = 'done';
 CREATE INDEX IF NOT EXISTS signals_inbox_received ON signals_inbox (received_at);
+CREATE INDEX IF NOT EXISTS signals_jobs_unannounced ON signals_jobs (id)
+    WHERE state = 'dead' AND outcome IS NULL AND announced_at IS NOT finished_at;
 ";
 
 /// `notify` writes one row per queued handler, in the caller's transaction. `run_at` 0: due at

@@ -1340,6 +1340,37 @@ pub(crate) async fn elect(
     )
 }
 
+/// Up to 100 dead jobs whose death was not announced.
+pub(crate) async fn unannounced(tx: Tx<'_>) -> Result<Vec<crate::job::DeathRow>, sqlx::Error> {
+    on!(
+        tx,
+        postgres = |conn| sqlx::query_as(crate::postgres_ops::UNANNOUNCED)
+            .fetch_all(&mut *conn)
+            .await,
+        sqlite = |conn| lite::fetch(conn, bind::unannounced(), bind::death).await,
+    )
+}
+
+/// Marks the death of `id` (finished at `finished_at`) announced in the caller's transaction:
+/// whether it was not yet.
+pub(crate) async fn announce(
+    tx: Tx<'_>,
+    id: i64,
+    finished_at: Millis,
+) -> Result<bool, sqlx::Error> {
+    let changed = on!(
+        tx,
+        postgres = |conn| sqlx::query(crate::postgres_ops::ANNOUNCE)
+            .bind(id)
+            .bind(finished_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        sqlite = |conn| lite::execute(conn, bind::announce(id, finished_at)).await?,
+    );
+    Ok(changed == 1)
+}
+
 /// Gives the leadership up, if `worker` holds it.
 pub(crate) async fn resign(tx: Tx<'_>, worker: i64) -> Result<(), sqlx::Error> {
     on!(

@@ -133,3 +133,9 @@ pub(crate) fn ticked(signal: &str, tick: crate::clock::Millis) {
 pub(crate) fn tick_failed(signal: &str, tick: crate::clock::Millis, error: &dyn std::fmt::Display) {
     tracing::error!(signal, tick, %error, "periodic signal failed; it is fired again");
 }
+
+/// Announcing a dead job failed (a `JobDead` handler's error, or the database's): its
+/// transaction rolled back, and the next round tries again.
+pub(crate) fn announce_failed(error: &dyn std::fmt::Display) {
+    tracing::error!(%error, "announcing a dead job failed; it is announced again");
+}

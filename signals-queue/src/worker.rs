@@ -16,6 +16,7 @@ use rusqlite::{Connection, TransactionBehavior, TransactionState};
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::dead;
 use crate::error::{lock, AttemptError, Error};
 use crate::job::JobInfo;
 use crate::leader::{Leadership, Prune, Pruner, GAUGES_EVERY, LEADER_LEASE, LEADER_RENEW};
@@ -930,6 +931,15 @@ fn serve_fleet(shared: &Shared, ticker: &mut Ticker, pruner: &mut Pruner) {
                         break; // a leader that lost the lease stops at once
                     }
                     fire_due(shared, &mut conn, ticker, index, now);
+                }
+                match with_retries(|| sqlite::unannounced(&conn)) {
+                    Ok(rows) if rows.is_empty() => {}
+                    Ok(rows) => {
+                        if let Err(error) = dead::announce(&mut conn, rows, &shared.config.state) {
+                            trace::announce_failed(&*error);
+                        }
+                    }
+                    Err(error) => trace::database_error("announce", &error.into()),
                 }
                 if let Some(prune) = pruner.next(now).filter(|_| shared.leadership.is_leader()) {
                     let started = Instant::now();

@@ -238,3 +238,53 @@ fn the_leader_prunes_finished_jobs_older_than_their_retention() {
     wait_for(|| count("done") == 1 && count("dead") == 1);
     running.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// The thread worker's leader announces a death to `#[on(JobDead)]` handlers, once.
+#[on(signals_queue::JobDead)]
+fn record_death(
+    dead: &signals_queue::JobDead,
+    ctx: &mut signals_queue::JobDeadCtx<'_>,
+) -> rusqlite::Result<()> {
+    ctx.transaction().execute(
+        "INSERT INTO deaths (job_id, handler, error) VALUES (?1, ?2, ?3)",
+        (dead.id, &dead.handler, &dead.error),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn the_leader_announces_each_dead_job_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ticks.db");
+    let conn = open(&path);
+    conn.execute_batch("CREATE TABLE deaths (job_id INTEGER, handler TEXT, error TEXT)")
+        .unwrap();
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO signals_jobs (event_id, signal, handler, queue, priority, payload, state,
+                                   attempt, max_attempts, run_at, created_at, finished_at,
+                                   last_error)
+         VALUES ('e', 'S', 'app::charge', 'billing', 0, '{}', 'dead', 3, 3, 0, ?1, ?1,
+                 'the card was declined')",
+        [now],
+    )
+    .unwrap();
+    let running = worker(&path, "only", &Arc::default()).start().unwrap();
+    let deaths = || -> Vec<(i64, String, String)> {
+        let mut statement = conn
+            .prepare("SELECT job_id, handler, error FROM deaths")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    wait_for(|| !deaths().is_empty());
+    std::thread::sleep(Duration::from_millis(1_500)); // the leader's next rounds
+    running.shutdown(Duration::from_secs(5)).unwrap();
+    let deaths = deaths();
+    assert_eq!(deaths.len(), 1, "announced once: {deaths:?}");
+    assert_eq!(deaths[0].1, "app::charge");
+    assert_eq!(deaths[0].2, "the card was declined");
+}

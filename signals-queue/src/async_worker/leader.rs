@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use crate::clock::{Clock, Millis};
 use crate::db::Pool;
+use crate::dead;
 use crate::leader::{Leadership, Prune, Pruner, GAUGES_EVERY, LEADER_LEASE, LEADER_RENEW};
 use crate::meter::Gauges;
 use crate::periodic::AsyncFire;
@@ -52,7 +53,8 @@ pub async fn lead(leading: Leading<'_>, mut ticker: Ticker) {
         renew(&leading),
         fire(&leading, &mut ticker),
         prune(&leading, &mut pruner),
-        gauges(&leading)
+        gauges(&leading),
+        announce(&leading)
     );
     if leading.leadership.lost() {
         trace::leadership(leading.worker, false);
@@ -228,6 +230,32 @@ async fn gauges(leading: &Leading<'_>) {
         }
         if !pause(leading, LEADER_RENEW, Some(leading.elected)).await {
             gauges.clear();
+            return;
+        }
+    }
+}
+
+/// While this worker leads, announces the jobs that went dead (`AsyncJobDead`), every second.
+async fn announce(leading: &Leading<'_>) {
+    loop {
+        if leading.leadership.is_leader() {
+            let deaths = async {
+                let mut conn = leading.own.acquire().await?;
+                store::unannounced(conn.tx()).await
+            };
+            match deaths.await {
+                Ok(rows) if rows.is_empty() => {}
+                Ok(rows) => {
+                    if let Err(error) =
+                        dead::announce_async(leading.pool, rows, leading.state).await
+                    {
+                        trace::announce_failed(&*error);
+                    }
+                }
+                Err(error) => trace::database_error("announce", &error.into()),
+            }
+        }
+        if !pause(leading, LEADER_RENEW, Some(leading.elected)).await {
             return;
         }
     }
