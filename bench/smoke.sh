@@ -58,6 +58,7 @@ smoke queue_async ROUNDS=1 JOBS=200 ENQUEUE_JOBS=50 SECONDS=0.5 bench queue_asyn
 smoke broker ROUNDS=1 JOBS=200 SECONDS=0.5 bench broker
 smoke app_cost ROUNDS=1 REQUESTS=100 bench app_cost
 smoke churn JOBS=1000 BATCH=200 BACKLOG=1000 bench churn
+smoke retention ROWS=2000 bench retention
 
 smoke io_bound.sh JOBS=200 ROUNDS=1 bench/io_bound.sh
 

@@ -45,6 +45,7 @@ fn the_catalog_serializes_to_json() {
                     "file": "signals-core/tests/serde.rs",
                     "line": created,
                     "asynchronous": false,
+                    "schedule": null,
                     "handled": true,
                     "handlers": [{
                         "name": "serde::bill",
@@ -76,6 +77,7 @@ fn the_catalog_serializes_to_json() {
                     "file": "signals-core/tests/serde.rs",
                     "line": shipped,
                     "asynchronous": true,
+                    "schedule": null,
                     "handled": false,
                     "handlers": [],
                     "problems": [],
