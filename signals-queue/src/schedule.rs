@@ -133,11 +133,6 @@ impl Ticker {
         Ticker { signals }
     }
 
-    /// Whether it ticks none.
-    pub fn is_empty(&self) -> bool {
-        self.signals.is_empty()
-    }
-
     /// The signal `index`'s full path (its ticks' key).
     pub fn path(&self, index: usize) -> &'static str {
         self.signals[index].path

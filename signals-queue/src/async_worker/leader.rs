@@ -127,7 +127,7 @@ async fn renew(leading: &Leading<'_>) {
 
 /// While this worker leads, fires each due tick; sleeps until the next one (a second at most).
 async fn fire(leading: &Leading<'_>, ticker: &mut Ticker) {
-    if ticker.is_empty() {
+    if leading.fires.is_empty() {
         return;
     }
     let mut term = leading.leadership.term();
