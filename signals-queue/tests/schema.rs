@@ -329,7 +329,7 @@ async fn schemas_this_release_cannot_work_with_are_refused_before_anything_chang
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 6
+                known: 7
             }
         ),
         "{error}"
