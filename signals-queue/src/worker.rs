@@ -115,7 +115,10 @@ impl WorkerBuilder {
     /// # Errors
     ///
     /// A database error, [`Error::SchemaOutdated`] before the migration, a schema newer than
-    /// this crate, or two queued handlers with one name.
+    /// this crate, two queued handlers with one name, [`Error::NoHandlers`] when the program
+    /// links neither a queued handler nor a periodic signal of a signal notified with
+    /// `notify`, [`Error::Context`] when a handler's context cannot be built, or
+    /// [`Error::Schedule`] for a periodic signal's wrong cron pattern or time zone.
     pub fn build(mut self) -> Result<Worker, Error> {
         self.timing = self.timing.bounded();
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
@@ -279,8 +282,11 @@ impl Worker {
         self.shared.jobs.keys().copied()
     }
 
-    /// Starts the worker's threads: the producer, `concurrency` executors, the completer and
-    /// maintenance.
+    /// Starts the worker's threads: the producer, `concurrency` executors, the completer,
+    /// maintenance, and two for the fleet: one contends for the leadership (every second), the
+    /// other, while this worker leads, fires the periodic signals, prunes finished jobs,
+    /// announces dead ones ([`JobDead`](crate::JobDead)) and publishes the gauges (see
+    /// `docs/scheduling.md`).
     ///
     /// # Errors
     ///

@@ -150,8 +150,9 @@ impl AsyncWorkerBuilder {
     ///
     /// # Errors
     ///
-    /// - [`Error::NoHandlers`]: no queued handler of an asynchronous signal is linked into the
-    ///   program (nothing for the worker to run).
+    /// - [`Error::NoHandlers`]: no queued handler of an asynchronous signal, and no asynchronous
+    ///   periodic signal, is linked into the program (nothing for the worker to run).
+    /// - [`Error::Schedule`]: a periodic signal's cron pattern or time zone is wrong.
     /// - [`Error::Context`]: a handler's context cannot be built from this worker (most often a
     ///   piece of [`state`](Self::state) it asks for was not given; the error names the type).
     /// - [`Error::SchemaOutdated`] before the migration (`build` changes no schema:
@@ -322,7 +323,11 @@ impl AsyncWorker {
     }
 
     /// Spawns the worker's tasks on the current tokio runtime: the producer (which spawns an
-    /// executor per job), the completer, the maintenance task, and on PostgreSQL the notifier.
+    /// executor per job), the completer, the maintenance task, on PostgreSQL the notifier, and
+    /// the leader task: it contends for the fleet's leadership and, while this worker leads,
+    /// fires the periodic signals, prunes finished jobs, announces dead ones
+    /// ([`AsyncJobDead`](crate::AsyncJobDead)) and publishes the gauges (see
+    /// `docs/scheduling.md`).
     ///
     /// # Panics
     ///
