@@ -49,13 +49,21 @@ pub struct Leading<'a> {
 /// then resigns, so that another worker leads at once.
 pub async fn lead(leading: Leading<'_>, mut ticker: Ticker) {
     let mut pruner = Pruner::new(leading.retention);
-    tokio::join!(
-        renew(&leading),
-        fire(&leading, &mut ticker),
-        prune(&leading, &mut pruner),
-        gauges(&leading),
-        announce(&leading)
-    );
+    let work = async {
+        tokio::join!(
+            renew(&leading),
+            fire(&leading, &mut ticker),
+            prune(&leading, &mut pruner),
+            gauges(&leading),
+            announce(&leading)
+        )
+    };
+    // At shutdown, work under way is dropped: a tick's or an announcement's transaction rolls
+    // back (the next leader does it again), and a database that is gone holds nothing up.
+    tokio::select! {
+        _ = work => {}
+        () = stopped(&leading) => {}
+    }
     if leading.leadership.lost() {
         trace::leadership(leading.worker, false);
     }
@@ -64,6 +72,19 @@ pub async fn lead(leading: Leading<'_>, mut ticker: Ticker) {
         store::resign(conn.tx(), leading.worker).await
     };
     let _ = tokio::time::timeout(LEADER_RENEW, resign).await;
+}
+
+/// Returns once the worker stops.
+async fn stopped(leading: &Leading<'_>) {
+    loop {
+        let stopped = leading.stopped.notified();
+        tokio::pin!(stopped);
+        stopped.as_mut().enable();
+        if leading.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        stopped.await;
+    }
 }
 
 /// Sleeps `pause`, or until the worker stops (or, with `elected`, this worker becomes the

@@ -12,11 +12,13 @@ pub struct FieldWithoutDefault {
     pub label: NoDefault,
 }
 
+pub struct Label;
+
 #[derive(Signal)]
 #[signal(every = "1s")]
 pub struct TickNotATime {
     #[signal(tick)]
-    pub at: String,
+    pub at: Label,
 }
 
 fn main() {}
