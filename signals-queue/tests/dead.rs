@@ -7,31 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
-use signals_queue::{
-    with_db, AsyncJobDead, AsyncJobDeadCtx, AsyncJobScope, AsyncWorker, EnqueueAsync, FromJobAsync,
-    RetryPolicy, Tx,
-};
+use signals_queue::{with_db, AsyncJobDead, AsyncJobDeadCtx, AsyncWorker, RetryPolicy};
 
 mod support;
-use support::{wait_for, Db};
-
-struct Ctx<'a> {
-    tx: Tx<'a>,
-}
-
-impl EnqueueAsync for Ctx<'_> {
-    fn transaction(&mut self) -> Tx<'_> {
-        self.tx.reborrow()
-    }
-}
-
-impl<'c> FromJobAsync<'c> for Ctx<'c> {
-    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
-        Ok(Ctx {
-            tx: job.transaction(),
-        })
-    }
-}
+use support::{wait_for, Ctx, Db};
 
 #[derive(Signal, Serialize, Deserialize)]
 #[signal(context = Ctx<'_>, asynchronous)]

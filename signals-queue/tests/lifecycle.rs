@@ -16,31 +16,9 @@ use tokio::sync::Semaphore;
 
 mod support;
 
-use support::{wait_for, Db};
+use support::{wait_for, Ctx, Db};
 
-use signals_queue::{
-    with_db, AsyncJobScope, AsyncWorker, AsyncWorkerBuilder, EnqueueAsync, FromJobAsync, Pool,
-    RetryPolicy, Tx,
-};
-
-/// What every handler here gets: the job's (lazy) transaction.
-struct Ctx<'a> {
-    tx: Tx<'a>,
-}
-
-impl EnqueueAsync for Ctx<'_> {
-    fn transaction(&mut self) -> Tx<'_> {
-        self.tx.reborrow()
-    }
-}
-
-impl<'c> FromJobAsync<'c> for Ctx<'c> {
-    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
-        Ok(Ctx {
-            tx: job.transaction(),
-        })
-    }
-}
+use signals_queue::{with_db, AsyncWorker, AsyncWorkerBuilder, Pool, RetryPolicy};
 
 /// Writes one effect row through the job's transaction (opening it).
 async fn effect(ctx: &mut Ctx<'_>, n: i64) -> Result<(), sqlx::Error> {

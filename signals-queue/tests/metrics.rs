@@ -10,31 +10,10 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
 use serde::{Deserialize, Serialize};
 use signals_core::{notify_async, on, BoxError, Signal};
-use signals_queue::{
-    with_db, AsyncJobScope, AsyncWorker, Discard, EnqueueAsync, FromJobAsync, RetryPolicy, Snooze,
-    Tx,
-};
+use signals_queue::{with_db, AsyncWorker, Discard, RetryPolicy, Snooze};
 
 mod support;
-use support::Db;
-
-struct Ctx<'a> {
-    tx: Tx<'a>,
-}
-
-impl EnqueueAsync for Ctx<'_> {
-    fn transaction(&mut self) -> Tx<'_> {
-        self.tx.reborrow()
-    }
-}
-
-impl<'c> FromJobAsync<'c> for Ctx<'c> {
-    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
-        Ok(Ctx {
-            tx: job.transaction(),
-        })
-    }
-}
+use support::{Ctx, Db};
 
 #[derive(Signal, Serialize, Deserialize)]
 #[signal(context = Ctx<'_>, asynchronous)]

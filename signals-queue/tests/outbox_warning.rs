@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use signals_core::{notify_async, on, BoxError, Signal};
-use signals_queue::{AsyncJobScope, AsyncWorker, EnqueueAsync, FromJobAsync, Tx};
+use signals_core::{notify_async, on, Signal};
+use signals_queue::AsyncWorker;
 use tracing::field::{Field, Visit};
 
 mod support;
-use support::Db;
+use support::{Ctx, Db};
 
 /// Every event's message, from every thread.
 #[derive(Clone, Default)]
@@ -42,24 +42,6 @@ impl tracing::Subscriber for Messages {
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
-}
-
-struct Ctx<'a> {
-    tx: Tx<'a>,
-}
-
-impl EnqueueAsync for Ctx<'_> {
-    fn transaction(&mut self) -> Tx<'_> {
-        self.tx.reborrow()
-    }
-}
-
-impl<'c> FromJobAsync<'c> for Ctx<'c> {
-    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
-        Ok(Ctx {
-            tx: job.transaction(),
-        })
-    }
 }
 
 #[derive(Signal, Serialize, Deserialize)]

@@ -5,7 +5,28 @@
 
 use std::time::{Duration, Instant};
 
-use signals_queue::{with_db, AsyncQueue, Pool};
+use signals_core::BoxError;
+use signals_queue::{with_db, AsyncJobScope, AsyncQueue, EnqueueAsync, FromJobAsync, Pool, Tx};
+
+/// The context of the tests' asynchronous signals: the transaction, in `notify_async` the
+/// caller's, on the worker the job's.
+pub struct Ctx<'a> {
+    pub tx: Tx<'a>,
+}
+
+impl EnqueueAsync for Ctx<'_> {
+    fn transaction(&mut self) -> Tx<'_> {
+        self.tx.reborrow()
+    }
+}
+
+impl<'c> FromJobAsync<'c> for Ctx<'c> {
+    fn from_job(job: AsyncJobScope<'c>) -> Result<Self, BoxError> {
+        Ok(Ctx {
+            tx: job.transaction(),
+        })
+    }
+}
 
 /// The tests' own tables.
 const APP_SCHEMA: [&str; 4] = [
