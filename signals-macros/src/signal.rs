@@ -474,10 +474,10 @@ fn periodic(input: &Input) -> TokenStream {
                 .zone
                 .as_ref()
                 .map_or("UTC".to_owned(), LitStr::value);
-            (
-                quote!(#queue::ScheduleSpec::Cron(#cron, #zone)),
-                cron.span(),
-            )
+            // A macro of the queue's, so that without its `cron` feature the error is one,
+            // at the pattern.
+            let spec = crate::on::respan(quote!(::signals_queue::__cron!), cron.span());
+            (quote!(#spec(#cron, #zone)), cron.span())
         }
         (None, None) => return TokenStream::new(),
     };

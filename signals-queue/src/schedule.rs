@@ -9,6 +9,7 @@
 //! clock passes twice (the hour it falls back) fires once for a fixed-time pattern and at each
 //! match for an interval pattern.
 
+#[cfg(feature = "cron")]
 use std::str::FromStr;
 
 use crate::clock::Millis;
@@ -29,6 +30,7 @@ pub enum Schedule {
     /// Ticks at the multiples of this many milliseconds since the Unix epoch.
     Every(i64),
     /// Ticks where the pattern matches the zone's wall clock.
+    #[cfg(feature = "cron")]
     Cron(Box<croner::Cron>, jiff::tz::TimeZone),
 }
 
@@ -43,6 +45,11 @@ impl Schedule {
             ScheduleSpec::Every(millis) => {
                 Ok(Schedule::Every(millis.clamp(1, i64::MAX as u64) as i64))
             }
+            #[cfg(not(feature = "cron"))]
+            ScheduleSpec::Cron(pattern, _) => Err(format!(
+                "the cron pattern `{pattern}` needs signals-queue's `cron` feature"
+            )),
+            #[cfg(feature = "cron")]
             ScheduleSpec::Cron(pattern, zone) => {
                 let cron = croner::Cron::from_str(pattern)
                     .map_err(|error| format!("the cron pattern `{pattern}`: {error}"))?;
@@ -58,6 +65,7 @@ impl Schedule {
     pub fn latest(&self, now: Millis) -> Option<Millis> {
         match self {
             Schedule::Every(period) => Some(now.div_euclid(*period) * period),
+            #[cfg(feature = "cron")]
             Schedule::Cron(cron, zone) => {
                 let now = jiff::Timestamp::from_millisecond(now)
                     .ok()?
@@ -72,6 +80,7 @@ impl Schedule {
     pub fn next(&self, after: Millis) -> Option<Millis> {
         match self {
             Schedule::Every(period) => Some((after.div_euclid(*period) + 1) * period),
+            #[cfg(feature = "cron")]
             Schedule::Cron(cron, zone) => {
                 let after = jiff::Timestamp::from_millisecond(after)
                     .ok()?
@@ -192,7 +201,30 @@ impl Ticker {
     }
 }
 
-#[cfg(test)]
+/// Not public API. Used by generated code: a cron schedule, or (without the `cron` feature)
+/// one compile error at the pattern saying what to enable.
+#[doc(hidden)]
+#[macro_export]
+#[cfg(feature = "cron")]
+macro_rules! __cron {
+    ($pattern:expr, $zone:expr) => {
+        $crate::__private::ScheduleSpec::Cron($pattern, $zone)
+    };
+}
+
+/// See the `cron` feature's twin.
+#[doc(hidden)]
+#[macro_export]
+#[cfg(not(feature = "cron"))]
+macro_rules! __cron {
+    ($pattern:expr, $zone:expr) => {
+        ::core::compile_error!(
+            "cron schedules need signals-queue's `cron` feature (on by default): enable it, or use `every = \"...\"`"
+        )
+    };
+}
+
+#[cfg(all(test, feature = "cron"))]
 mod tests {
     use super::*;
 
