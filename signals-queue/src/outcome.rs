@@ -42,6 +42,22 @@ pub(crate) fn failed(
     }
 }
 
+/// A batch of the leader's pruning came back after `took`: the rows it deleted, or the
+/// database's error (logged; the round starts over at the next one).
+pub(crate) fn pruned<E: Into<crate::error::Error>>(
+    pruner: &mut crate::leader::Pruner,
+    batch: Result<u64, E>,
+    took: std::time::Duration,
+) {
+    match batch {
+        Ok(deleted) => pruner.deleted(deleted, crate::sqlite_sql::PURGE_BATCH, took),
+        Err(error) => {
+            trace::database_error("retention", &error.into());
+            pruner.failed();
+        }
+    }
+}
+
 /// A job was completed in the transaction its handler wrote in.
 pub(crate) fn completed_in_transaction(counters: &Counters, info: &JobInfo) {
     Counters::add(&counters.completed_with_writes, 1);

@@ -18,6 +18,29 @@ pub(crate) fn periodic() -> impl Iterator<Item = &'static PeriodicInfo> {
     SIGNALS_QUEUE_0_1_PERIODIC.iter()
 }
 
+/// The periodic signals linked into this program that one kind of worker fires (`pick` takes
+/// their way of firing, `None` for the other kind): how to fire each, and their schedules,
+/// parsed, in one order.
+pub(crate) fn linked_periodic<F>(
+    pick: impl Fn(crate::periodic::FireKind) -> Option<F>,
+) -> Result<(Vec<F>, crate::schedule::Ticker), Error> {
+    let mut fires = Vec::new();
+    let mut schedules = Vec::new();
+    for signal in periodic() {
+        let Some(fire) = pick(signal.fire()) else {
+            continue;
+        };
+        let schedule =
+            crate::schedule::Schedule::parse(signal.spec()).map_err(|message| Error::Schedule {
+                signal: signal.path(),
+                message,
+            })?;
+        fires.push(fire);
+        schedules.push((signal.path(), schedule));
+    }
+    Ok((fires, crate::schedule::Ticker::new(schedules)))
+}
+
 /// The queued handlers linked into this program.
 pub fn jobs() -> impl Iterator<Item = &'static JobInfo> {
     SIGNALS_QUEUE_0_1_JOBS.iter()

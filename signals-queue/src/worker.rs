@@ -29,7 +29,7 @@ use crate::meter::Gauges;
 use crate::outcome;
 use crate::periodic::{FireKind, SyncFire};
 use crate::registry::{linked_jobs, Claimable};
-use crate::schedule::{Schedule, Ticker};
+use crate::schedule::Ticker;
 use crate::scope::{JobScope, State};
 use crate::sqlite;
 use crate::timing::Timing;
@@ -123,7 +123,10 @@ impl WorkerBuilder {
         self.timing = self.timing.bounded();
         let conn = sqlite::open(&self.path, self.busy_timeout)?;
         let (by_name, handlers) = linked_jobs(JobInfo::runs_on_worker)?;
-        let (fires, ticker) = periodic_signals()?;
+        let (fires, ticker) = crate::registry::linked_periodic(|fire| match fire {
+            FireKind::Sync(fire) => Some(fire),
+            _ => None,
+        })?;
         if by_name.is_empty() && fires.is_empty() {
             return Err(Error::NoHandlers {
                 kind: "of a signal notified with `notify`",
@@ -178,25 +181,6 @@ impl WorkerBuilder {
             ticker,
         })
     }
-}
-
-/// The periodic signals notified with `notify` linked into this program: how to fire each, and
-/// their schedules, parsed.
-fn periodic_signals() -> Result<(Vec<SyncFire>, Ticker), Error> {
-    let mut fires = Vec::new();
-    let mut schedules = Vec::new();
-    for signal in crate::registry::periodic() {
-        let FireKind::Sync(fire) = signal.fire() else {
-            continue;
-        };
-        let schedule = Schedule::parse(signal.spec()).map_err(|message| Error::Schedule {
-            signal: signal.path(),
-            message,
-        })?;
-        fires.push(fire);
-        schedules.push((signal.path(), schedule));
-    }
-    Ok((fires, Ticker::new(schedules)))
 }
 
 /// Runs the jobs of the queued handlers linked into this program, from a SQLite database file.
@@ -956,16 +940,7 @@ fn serve_fleet(shared: &Shared, ticker: &mut Ticker, pruner: &mut Pruner) {
                         Prune::Dead(before) => sqlite::purge_finished_batch(&conn, before),
                         Prune::Ticks(before) => sqlite::prune_ticks_batch(&conn, before),
                     });
-                    match batch {
-                        Ok(deleted) => {
-                            let batch = crate::sqlite_sql::PURGE_BATCH;
-                            pruner.deleted(deleted, batch, started.elapsed());
-                        }
-                        Err(error) => {
-                            trace::database_error("retention", &error.into());
-                            pruner.failed();
-                        }
-                    }
+                    outcome::pruned(pruner, batch, started.elapsed());
                 }
                 ticker.wait(now, LEADER_RENEW).min(pruner.wait())
             }

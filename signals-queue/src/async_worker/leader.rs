@@ -199,16 +199,8 @@ async fn prune(leading: &Leading<'_>, pruner: &mut Pruner) {
                         Prune::Ticks(before) => store::prune_ticks_batch(conn.tx(), before).await,
                     }
                 };
-                match batch.await {
-                    Ok(deleted) => {
-                        let batch = crate::sqlite_sql::PURGE_BATCH;
-                        pruner.deleted(deleted, batch, started.elapsed());
-                    }
-                    Err(error) => {
-                        trace::database_error("retention", &error.into());
-                        pruner.failed();
-                    }
-                }
+                let batch = batch.await;
+                crate::outcome::pruned(pruner, batch, started.elapsed());
                 pruner.wait()
             }
             None if now.is_some() => pruner.wait().min(LEADER_RENEW),

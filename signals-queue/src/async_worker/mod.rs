@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::job::JobInfo;
 use crate::lifecycle::{self, Counters, InFlight, LeaseClock, WorkerStats};
 use crate::registry::linked_jobs;
-use crate::schedule::{Schedule, Ticker};
+use crate::schedule::Ticker;
 use crate::scope::State;
 use crate::store;
 use crate::timing::{RetryPolicy, Timing};
@@ -165,7 +165,10 @@ impl AsyncWorkerBuilder {
     pub async fn build(mut self) -> Result<AsyncWorker, Error> {
         self.timing = self.timing.bounded();
         let (jobs, handlers) = linked_jobs(JobInfo::runs_on_async_worker)?;
-        let (fires, ticker) = periodic_signals()?;
+        let (fires, ticker) = crate::registry::linked_periodic(|fire| match fire {
+            crate::periodic::FireKind::Async(fire) => Some(fire),
+            _ => None,
+        })?;
         if jobs.is_empty() && fires.is_empty() {
             return Err(Error::NoHandlers {
                 kind: "of an asynchronous signal",
@@ -254,25 +257,6 @@ impl AsyncWorkerBuilder {
         }
         Ok(())
     }
-}
-
-/// The asynchronous periodic signals linked into this program: how to fire each, and their
-/// schedules, parsed.
-fn periodic_signals() -> Result<(Vec<crate::periodic::AsyncFire>, Ticker), Error> {
-    let mut fires = Vec::new();
-    let mut schedules = Vec::new();
-    for signal in crate::registry::periodic() {
-        let crate::periodic::FireKind::Async(fire) = signal.fire() else {
-            continue;
-        };
-        let schedule = Schedule::parse(signal.spec()).map_err(|message| Error::Schedule {
-            signal: signal.path(),
-            message,
-        })?;
-        fires.push(fire);
-        schedules.push((signal.path(), schedule));
-    }
-    Ok((fires, Ticker::new(schedules)))
 }
 
 /// Opens the worker's own pool, every connection of it at once.
