@@ -113,6 +113,14 @@ impl Gauges {
     }
 }
 
+/// A worker that stops, or whose leading task is dropped at shutdown, leaves no stale gauge
+/// behind: the next leader publishes them.
+impl Drop for Gauges {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 fn jobs_gauge((queue, handler, state): &(String, String, String)) -> metrics::Gauge {
     let labels = [
         ("queue", queue.clone()),

@@ -281,14 +281,18 @@ async fn leader_gauges(db: &Db, snapshotter: &Snapshotter) {
         ("handler", "::book"),
         ("state", "done"),
     ];
-    let seen = std::sync::Mutex::new(Vec::new());
+    // A snapshot zeroes the gauges it reads, and the leader sets them one by one: keep the
+    // last non-zero value each gauge showed while waiting.
+    let seen = std::sync::Mutex::new(Vec::<GaugeValue>::new());
     support::wait_for("the leader's gauges", || async {
-        let snapshot = gauges(snapshotter);
-        let published = gauge(&snapshot, "signals_jobs", &waiting) == Some(1.0);
-        if published {
-            *seen.lock().unwrap() = snapshot;
+        let mut kept = seen.lock().unwrap();
+        for (series, labels, value) in gauges(snapshotter) {
+            if value != 0.0 {
+                kept.retain(|(s, l, _)| !(*s == series && *l == labels));
+                kept.push((series, labels, value));
+            }
         }
-        published
+        gauge(&kept, "signals_jobs", &waiting) == Some(1.0)
     })
     .await;
     let snapshot = seen.into_inner().unwrap();
