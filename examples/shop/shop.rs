@@ -304,6 +304,9 @@ async fn worker(pool: Pool, options: WorkerOptions) -> Result<(), signals_core::
     let worker = AsyncWorker::builder(pool)
         .state(Arc::new(mailer))
         .concurrency(options.concurrency)
+        // The nightly report runs in a slot of its own: it takes none of the emails' slots,
+        // and never waits behind a burst of them.
+        .queue("reports", 1)
         .lease(options.lease)
         .job_timeout(options.job_timeout)
         .retry(RetryPolicy {

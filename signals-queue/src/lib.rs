@@ -83,23 +83,23 @@
 //! 5. `job`, `periodic`, `ops`: a queued handler as registered, the states of its jobs, how a
 //!    job runs; a periodic signal as registered, how a tick fires; the operator's view of jobs
 //!    (states, filters, attempts, counts by queue).
-//! 6. `registry`, `trace`, `meter`, `sqlite_sql`, `sqlite_ops`, `postgres`, `postgres_ops`: the
-//!    handlers linked into the program; tracing; metrics; each database's schema and SQL text
-//!    (the life cycle's, the operator's).
-//! 7. `rows`: the rows one `notify` writes.
-//! 8. `sqlite_bind`: each SQLite statement with its arguments, and the reading of its rows,
+//! 6. `trace`, `meter`, `sqlite_sql`, `sqlite_ops`, `postgres`, `postgres_ops`: tracing;
+//!    metrics; each database's schema and SQL text (the life cycle's, the operator's).
+//! 7. `registry`: the handlers linked into the program, and the lanes a worker claims them in.
+//! 8. `rows`: the rows one `notify` writes.
+//! 9. `sqlite_bind`: each SQLite statement with its arguments, and the reading of its rows,
 //!    for both drivers.
-//! 9. `sqlite`, `store`: the stores, every statement run (rusqlite; sqlx on either database).
-//! 10. `enqueue`, `outcome`: `notify` writing jobs in the caller's transaction; what either
+//! 10. `sqlite`, `store`: the stores, every statement run (rusqlite; sqlx on either database).
+//! 11. `enqueue`, `outcome`: `notify` writing jobs in the caller's transaction; what either
 //!     worker does once the database answered for a job (counters, tracing, jobs in flight).
-//! 11. `kind`, `with_db`, `admin`, `testing`, `dead`: the entry points of generated code; the
+//! 12. `kind`, `with_db`, `admin`, `testing`, `dead`: the entry points of generated code; the
 //!     operator's calls; the test kit; the queue's own signal of a dead job.
-//! 12. `async_worker::maintenance`, `async_worker::notifier`, `async_worker::leader`: leases,
+//! 13. `async_worker::maintenance`, `async_worker::notifier`, `async_worker::leader`: leases,
 //!     rescues, reconciliation; LISTEN; the fleet's leadership and periodic signals.
-//! 13. `async_worker::shared`: what the async worker's tasks share.
-//! 14. `async_worker::executor`, `async_worker::completer`: one job; batched completions.
-//! 15. `async_worker::producer`: fetching for free slots (and a few ahead).
-//! 16. `async_worker`, `worker`: the async and thread workers.
+//! 14. `async_worker::shared`: what the async worker's tasks share.
+//! 15. `async_worker::executor`, `async_worker::completer`: one job; batched completions.
+//! 16. `async_worker::producer`: a lane's fetching for its free slots (and a few ahead).
+//! 17. `async_worker`, `worker`: the async and thread workers.
 
 // Without a driver feature (`sqlite`, `postgres`, `sqlx-sqlite`) the crate compiles, and
 // nothing can use what the drivers share.

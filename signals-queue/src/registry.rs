@@ -55,35 +55,115 @@ pub(crate) type LinkedJobs = (
     String,
 );
 
+/// The queues a worker runs with limits of their own (`.queue("email", 20)`), in the order
+/// given: lane `i + 1` runs queue `i`'s handlers; lane 0 runs every other handler, with the
+/// worker's `concurrency`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Queues(Vec<(String, usize)>);
+
+impl Queues {
+    /// Runs `queue`'s handlers in `limit` slots of their own (a second call for one queue
+    /// replaces its limit).
+    pub(crate) fn set(&mut self, queue: String, limit: usize) {
+        let limit = limit.max(1);
+        match self.0.iter_mut().find(|(name, _)| *name == queue) {
+            Some(lane) => lane.1 = limit,
+            None => self.0.push((queue, limit)),
+        }
+    }
+
+    /// The lane that runs `queue`'s handlers.
+    fn lane_of(&self, queue: &str) -> usize {
+        self.0
+            .iter()
+            .position(|(name, _)| name == queue)
+            .map_or(0, |i| i + 1)
+    }
+}
+
+/// A worker's lane: the handlers of some queues, run in slots of their own.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    /// How many of its jobs run at once.
+    pub(crate) limit: usize,
+    /// Its linked handlers (paused or not).
+    jobs: Vec<&'static JobInfo>,
+}
+
+impl Lane {
+    /// Whether any linked handler runs in it (a lane with none has no producer).
+    pub(crate) fn is_used(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+}
+
 /// The handlers a worker claims for, as the statements take them: the linked ones, less those
-/// on queues an operator paused. Maintenance reads the paused queues every tick and sets them
-/// here; the producer reads the current list for each claim.
+/// on queues an operator paused, for the whole worker and for each lane. Maintenance reads the
+/// paused queues every tick and sets them here; each lane's producer reads its current list
+/// for each claim.
 #[doc(hidden)]
 pub struct Claimable {
-    jobs: Vec<&'static JobInfo>,
-    current: std::sync::RwLock<std::sync::Arc<str>>,
+    lanes: Vec<Lane>,
+    /// Every lane's list, then each lane's.
+    current: std::sync::RwLock<(std::sync::Arc<str>, Vec<std::sync::Arc<str>>)>,
     paused: std::sync::Mutex<Vec<String>>,
 }
 
 impl Claimable {
-    /// Every job of `jobs` claimable.
-    pub(crate) fn new(jobs: &std::collections::HashMap<&'static str, &'static JobInfo>) -> Self {
-        let mut jobs: Vec<&'static JobInfo> = jobs.values().copied().collect();
-        jobs.sort_unstable_by_key(|job| job.name());
-        let current = claims_json(jobs.iter().copied());
-        Claimable {
-            jobs,
-            current: std::sync::RwLock::new(current.into()),
-            paused: std::sync::Mutex::new(Vec::new()),
+    /// Every job of `jobs` claimable, in the lanes `queues` gives (the rest in lane 0, run
+    /// with `concurrency`).
+    pub(crate) fn new(
+        jobs: &std::collections::HashMap<&'static str, &'static JobInfo>,
+        concurrency: usize,
+        queues: &Queues,
+    ) -> Self {
+        let mut lanes: Vec<Lane> = std::iter::once(concurrency)
+            .chain(queues.0.iter().map(|(_, limit)| *limit))
+            .map(|limit| Lane {
+                limit,
+                jobs: Vec::new(),
+            })
+            .collect();
+        let mut sorted: Vec<&'static JobInfo> = jobs.values().copied().collect();
+        sorted.sort_unstable_by_key(|job| job.name());
+        for job in sorted {
+            lanes[queues.lane_of(job.queue())].jobs.push(job);
         }
+        for ((queue, _), lane) in queues.0.iter().zip(&lanes[1..]) {
+            if !lane.is_used() {
+                crate::trace::no_handler_in_queue(queue);
+            }
+        }
+        let claimable = Claimable {
+            lanes,
+            current: std::sync::RwLock::new((std::sync::Arc::from("[]"), Vec::new())),
+            paused: std::sync::Mutex::new(Vec::new()),
+        };
+        claimable.select(&[]);
+        claimable
     }
 
-    /// The handlers to claim for now (a JSON array of `{"name", "signal"}`).
+    /// The worker's lanes, by index.
+    pub(crate) fn lanes(&self) -> &[Lane] {
+        &self.lanes
+    }
+
+    /// The handlers to claim for now, in every lane (a JSON array of `{"name", "signal"}`).
     pub(crate) fn json(&self) -> std::sync::Arc<str> {
+        self.read().0.clone()
+    }
+
+    /// The handlers to claim for now in `lane`.
+    pub(crate) fn lane(&self, lane: usize) -> std::sync::Arc<str> {
+        self.read().1[lane].clone()
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, (std::sync::Arc<str>, Vec<std::sync::Arc<str>>)> {
         self.current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
     /// The queues paused now: the handlers of those are not claimed. Whether that changed.
@@ -96,17 +176,32 @@ impl Claimable {
         if *paused == queues {
             return false;
         }
-        let claimable = self.jobs.iter().copied().filter(|job| {
-            queues
+        self.select(&queues);
+        *paused = queues;
+        true
+    }
+
+    /// Takes every handler except those of the `paused` queues (sorted).
+    fn select(&self, paused: &[String]) {
+        let running = |job: &&&'static JobInfo| {
+            paused
                 .binary_search_by(|q| q.as_str().cmp(job.queue()))
                 .is_err()
-        });
+        };
+        let all = claims_json(
+            self.lanes
+                .iter()
+                .flat_map(|lane| lane.jobs.iter().filter(running).copied()),
+        );
+        let lanes = self
+            .lanes
+            .iter()
+            .map(|lane| claims_json(lane.jobs.iter().filter(running).copied()).into())
+            .collect();
         *self
             .current
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = claims_json(claimable).into();
-        *paused = queues;
-        true
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = (all.into(), lanes);
     }
 }
 

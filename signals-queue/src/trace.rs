@@ -139,3 +139,11 @@ pub(crate) fn tick_failed(signal: &str, tick: crate::clock::Millis, error: &dyn 
 pub(crate) fn announce_failed(error: &dyn std::fmt::Display) {
     tracing::error!(%error, "announcing a dead job failed; it is announced again");
 }
+
+/// A worker was given a limit for a queue none of its linked handlers runs in.
+pub(crate) fn no_handler_in_queue(queue: &str) {
+    tracing::warn!(
+        queue,
+        "no queued handler linked into this program runs in this queue: its limit does nothing"
+    );
+}

@@ -28,7 +28,7 @@ use crate::meter;
 use crate::meter::Gauges;
 use crate::outcome;
 use crate::periodic::{FireKind, SyncFire};
-use crate::registry::{linked_jobs, Claimable};
+use crate::registry::{linked_jobs, Claimable, Lane, Queues};
 use crate::schedule::Ticker;
 use crate::scope::{JobScope, State};
 use crate::sqlite;
@@ -66,6 +66,7 @@ pub struct WorkerBuilder {
     timing: Timing,
     busy_timeout: Duration,
     retention: Retention,
+    queues: Queues,
 }
 
 impl WorkerBuilder {
@@ -89,6 +90,29 @@ impl WorkerBuilder {
     /// On SQLite, writes still take turns: there is one writer at a time.
     pub fn concurrency(mut self, threads: usize) -> Self {
         self.concurrency = threads.max(1);
+        self
+    }
+
+    /// Runs the handlers of `queue` (`#[on(S, queue = "email")]`) on `limit` threads of their
+    /// own: at most `limit` of its jobs run at once in this worker, apart from the
+    /// [`concurrency`](Self::concurrency) that every other handler shares, so a burst of one
+    /// queue's jobs neither starves the others nor is starved by them. A second call for one
+    /// queue replaces its limit. The limit is this worker's: a fleet of three workers runs up
+    /// to three times as many. See `docs/queues.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), signals_queue::Error> {
+    /// let worker = signals_queue::Worker::builder("app.db")
+    ///     .concurrency(4) // handlers without a queue, and queues not named here
+    ///     .queue("email", 8) // slow provider: eight at a time, whatever else runs
+    ///     .build()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn queue(mut self, queue: impl Into<String>, limit: usize) -> Self {
+        self.queues.set(queue.into(), limit);
         self
     }
 
@@ -157,7 +181,12 @@ impl WorkerBuilder {
         // For tools that link none of the handlers (the `signals-queue` command line).
         let linked: Vec<&'static JobInfo> = by_name.values().copied().collect();
         with_retries(|| sqlite::record_handlers(&conn, &linked, self.timing.clock.fixed()))?;
-        let claimable = Claimable::new(&by_name);
+        let claimable = Claimable::new(&by_name, self.concurrency, &self.queues);
+        let suspect_lane = claimable
+            .lanes()
+            .iter()
+            .position(Lane::is_used)
+            .unwrap_or(0);
         claimable.set_paused(with_retries(|| sqlite::paused_queues(&conn))?);
         Ok(Worker {
             shared: Arc::new(Shared {
@@ -165,6 +194,7 @@ impl WorkerBuilder {
                 jobs: by_name,
                 handlers,
                 claimable,
+                suspect_lane,
                 worker,
                 stop: AtomicBool::new(false),
                 closing: AtomicBool::new(false),
@@ -210,6 +240,8 @@ struct Slots {
 
 struct Running {
     job: Claimed,
+    /// The lane whose producer claimed it.
+    lane: usize,
     info: &'static JobInfo,
     started: Instant,
     timeout: Duration,
@@ -222,8 +254,10 @@ struct Shared {
     jobs: HashMap<&'static str, &'static JobInfo>,
     /// The linked handlers as the statements take them (see `LinkedJobs`).
     handlers: String,
-    /// The handlers claims take: the linked ones less those of paused queues.
+    /// The handlers claims take, by lane: the linked ones less those of paused queues.
     claimable: Claimable,
+    /// The lane whose producer runs suspects (the first with handlers).
+    suspect_lane: usize,
     worker: i64,
     /// Stop fetching (shutdown began).
     stop: AtomicBool,
@@ -258,6 +292,7 @@ impl Worker {
             timing: Timing::default(),
             busy_timeout: crate::timing::SQLITE_BUSY_TIMEOUT,
             retention: Retention::default(),
+            queues: Queues::default(),
         }
     }
 
@@ -266,7 +301,8 @@ impl Worker {
         self.shared.jobs.keys().copied()
     }
 
-    /// Starts the worker's threads: the producer, `concurrency` executors, the completer,
+    /// Starts the worker's threads: a producer and its executors per lane (`concurrency`, and
+    /// each [`queue`](WorkerBuilder::queue)'s limit), the completer,
     /// maintenance, and two for the fleet: one contends for the leadership (every second), the
     /// other, while this worker leads, fires the periodic signals, prunes finished jobs,
     /// announces dead ones ([`JobDead`](crate::JobDead)) and publishes the gauges (see
@@ -277,23 +313,30 @@ impl Worker {
     /// [`Error::Thread`] if a thread cannot be spawned.
     pub fn start(self) -> Result<RunningWorker, Error> {
         let shared = self.shared;
-        let (jobs, queue) = mpsc::channel::<Claimed>();
         let (done, completions) = mpsc::channel::<(i64, i64)>();
-        let queue = Arc::new(Mutex::new(queue));
-        let mut executors = Vec::with_capacity(shared.config.concurrency);
-        for i in 0..shared.config.concurrency {
-            let (shared, queue, done) = (Arc::clone(&shared), Arc::clone(&queue), done.clone());
-            executors.push(spawn(format!("signals-queue-{i}"), move || {
-                execute(&shared, &queue, &done)
-            })?);
+        let mut executors = Vec::new();
+        let mut producers = Vec::new();
+        for (lane, spec) in shared.claimable.lanes().iter().enumerate() {
+            if !spec.is_used() {
+                continue;
+            }
+            let (jobs, queue) = mpsc::channel::<Claimed>();
+            let queue = Arc::new(Mutex::new(queue));
+            for i in 0..spec.limit {
+                let (shared, queue, done) = (Arc::clone(&shared), Arc::clone(&queue), done.clone());
+                let name = match lane {
+                    0 => format!("signals-queue-{i}"),
+                    _ => format!("signals-queue-{lane}-{i}"),
+                };
+                executors.push(spawn(name, move || execute(&shared, &queue, &done))?);
+            }
+            let shared = Arc::clone(&shared);
+            producers.push(spawn(
+                format!("signals-queue-producer-{lane}"),
+                move || produce(&shared, lane, jobs),
+            )?);
         }
         drop(done);
-        let producer = {
-            let shared = Arc::clone(&shared);
-            spawn("signals-queue-producer".into(), move || {
-                produce(&shared, jobs)
-            })?
-        };
         let completer = {
             let shared = Arc::clone(&shared);
             spawn("signals-queue-completer".into(), move || {
@@ -320,7 +363,7 @@ impl Worker {
         Ok(RunningWorker {
             shared,
             threads: Some(Threads {
-                producer,
+                producers,
                 executors,
                 completer,
                 maintenance,
@@ -351,7 +394,8 @@ fn spawn(name: String, run: impl FnOnce() + Send + 'static) -> Result<JoinHandle
 }
 
 struct Threads {
-    producer: JoinHandle<()>,
+    /// One per lane with handlers.
+    producers: Vec<JoinHandle<()>>,
     executors: Vec<JoinHandle<()>>,
     completer: JoinHandle<()>,
     maintenance: JoinHandle<()>,
@@ -425,7 +469,9 @@ impl RunningWorker {
         WAKE.notify();
         let _ = threads.leader.join(); // resigns: another worker leads at once
         let _ = threads.fleet.join();
-        let _ = threads.producer.join(); // closes the executors' channel
+        for producer in threads.producers {
+            let _ = producer.join(); // closes its executors' channel
+        }
         let deadline = Instant::now() + grace;
         {
             let mut slots = lock(&shared.slots);
@@ -491,9 +537,11 @@ impl Shared {
     }
 }
 
-/// The producer: claims jobs for free slots only and hands each to an executor at once; runs
-/// a suspect alone.
-fn produce(shared: &Shared, jobs: Sender<Claimed>) {
+/// Lane `lane`'s producer: claims jobs of its handlers for free slots only and hands each to
+/// an executor at once. A suspect runs alone in the worker: the suspect lane's producer claims
+/// it once every lane is empty, and meanwhile (and while it runs) the other lanes claim
+/// nothing.
+fn produce(shared: &Shared, lane: usize, jobs: Sender<Claimed>) {
     let Some(conn) = shared.connect() else {
         return;
     };
@@ -501,12 +549,22 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
     // After a wake-up the new job is not visible until its writer commits: look again soon.
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
-    let mut fetcher = Fetcher::new(shared.config.concurrency);
+    let mut fetcher = Fetcher::new(shared.claimable.lanes()[lane].limit);
     while !shared.stopping() {
         let (want, suspects) = {
             let mut slots = lock(&shared.slots);
-            let suspects = shared.suspects.load(Ordering::SeqCst);
-            match fetcher.next(slots.running.len(), 0, slots.solo, suspects, Instant::now()) {
+            let flagged = shared.suspects.load(Ordering::SeqCst);
+            let own = slots
+                .running
+                .values()
+                .filter(|job| job.lane == lane)
+                .count();
+            let (held, solo, suspects) = match lane == shared.suspect_lane {
+                true if flagged => (slots.running.len(), slots.solo, true),
+                true => (own, slots.solo, false),
+                false => (own, slots.solo || flagged, false),
+            };
+            match fetcher.next(held, 0, solo, suspects, Instant::now()) {
                 Next::WaitForSlot => {
                     let _ = shared
                         .changed
@@ -527,7 +585,10 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
             }
         };
         let now = shared.config.timing.clock.fixed();
-        let handlers = shared.claimable.json();
+        let handlers = match suspects {
+            true => shared.claimable.json(),
+            false => shared.claimable.lane(lane),
+        };
         // Woken for a job another connection is still committing: look (a read, which does not
         // wait for that writer) before claiming (a write, which would queue behind it).
         if soon.is_some() && !suspects && !sqlite::runnable(&conn, &handlers, now).unwrap_or(true) {
@@ -567,6 +628,7 @@ fn produce(shared: &Shared, jobs: Sender<Claimed>) {
                         (job.id, job.token),
                         Running {
                             job: job.clone(),
+                            lane,
                             info,
                             started: Instant::now(),
                             timeout,

@@ -39,15 +39,15 @@ use crate::schedule::Ticker;
 use crate::scope::State;
 use crate::store;
 use crate::timing::{RetryPolicy, Timing};
-use shared::{Config, Shared};
+use shared::{Config, LaneState, Shared};
 
 pub use maintenance::{maintain, Upkeep};
 pub use notifier::listen;
 
-/// How many connections of its own a worker opens: the fetches, completions and leases share
-/// them (a statement at a time each), and on PostgreSQL one more LISTENs.
-fn own_connections(listens: bool) -> u32 {
-    3 + u32::from(listens)
+/// How many connections of its own a worker opens: each lane's fetches, the completions and
+/// the leases share them (a statement at a time each), and on PostgreSQL one more LISTENs.
+fn own_connections(listens: bool, lanes: usize) -> u32 {
+    2 + lanes.max(1) as u32 + u32::from(listens)
 }
 
 /// Configures an [`AsyncWorker`]; every setting has a default.
@@ -85,6 +85,7 @@ pub struct AsyncWorkerBuilder {
     timing: Timing,
     listen: bool,
     retention: crate::timing::Retention,
+    queues: crate::registry::Queues,
 }
 
 impl AsyncWorkerBuilder {
@@ -99,6 +100,32 @@ impl AsyncWorkerBuilder {
     /// holds a connection of the pool only while it uses its transaction).
     pub fn concurrency(mut self, slots: usize) -> Self {
         self.concurrency = slots.max(1);
+        self
+    }
+
+    /// Runs the handlers of `queue` (`#[on(S, queue = "email")]`) in `limit` slots of their
+    /// own: at most `limit` of its jobs run at once in this worker, apart from the
+    /// [`concurrency`](Self::concurrency) that every other handler shares, so a burst of one
+    /// queue's jobs neither starves the others nor is starved by them. A second call for one
+    /// queue replaces its limit. The limit is this worker's: a fleet of three workers runs up
+    /// to three times as many. See `docs/queues.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn run(pool: sqlx::PgPool) -> Result<(), signals_queue::Error> {
+    /// let worker = signals_queue::AsyncWorker::builder(pool)
+    ///     .concurrency(50) // handlers without a queue, and queues not named here
+    ///     .queue("email", 20) // the email provider allows 20 connections
+    ///     .queue("reports", 2) // heavy: two at a time
+    ///     .build()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn queue(mut self, queue: impl Into<String>, limit: usize) -> Self {
+        self.queues.set(queue.into(), limit);
         self
     }
 
@@ -177,7 +204,23 @@ impl AsyncWorkerBuilder {
         self.check_contexts(jobs.values().copied())?;
         store::check_schema(&self.pool).await?;
         let listens = self.listen && self.pool.is_postgres();
-        let own = open_own(&self.pool, own_connections(listens)).await?;
+        let claimable = crate::registry::Claimable::new(&jobs, self.concurrency, &self.queues);
+        let lanes = claimable
+            .lanes()
+            .iter()
+            .map(|_| LaneState::default())
+            .collect();
+        let suspect_lane = claimable
+            .lanes()
+            .iter()
+            .position(crate::registry::Lane::is_used)
+            .unwrap_or(0);
+        let used = claimable
+            .lanes()
+            .iter()
+            .filter(|lane| lane.is_used())
+            .count();
+        let own = open_own(&self.pool, own_connections(listens, used)).await?;
         store::check_session(&own).await?;
         let worker = lifecycle::worker_id();
         let mut conn = own.acquire().await?;
@@ -191,7 +234,6 @@ impl AsyncWorkerBuilder {
         // For tools that link none of the handlers (the `signals-queue` command line).
         let linked: Vec<&'static JobInfo> = jobs.values().copied().collect();
         store::record_handlers(conn.tx(), &linked, self.timing.clock.fixed()).await?;
-        let claimable = crate::registry::Claimable::new(&jobs);
         let (published, outbox) = linked_jobs(JobInfo::is_publish)?;
         let outbox = (!published.is_empty()).then_some(outbox);
         claimable.set_paused(store::paused_queues(conn.tx()).await?);
@@ -202,7 +244,6 @@ impl AsyncWorkerBuilder {
                 config: Config {
                     pool: self.pool,
                     state: self.state,
-                    concurrency: self.concurrency,
                     fetch_ahead: self.fetch_ahead,
                     timing: self.timing,
                     retention: self.retention,
@@ -211,7 +252,9 @@ impl AsyncWorkerBuilder {
                 jobs,
                 handlers,
                 claimable,
-                waiting: std::sync::Mutex::default(),
+                lanes,
+                suspect_lane,
+                solo: AtomicBool::new(false),
                 aborts: std::sync::Mutex::new(std::collections::HashMap::new()),
                 cancelled: Notify::new(),
                 outbox,
@@ -298,6 +341,7 @@ impl AsyncWorker {
             timing: Timing::default(),
             listen: true,
             retention: crate::timing::Retention::default(),
+            queues: crate::registry::Queues::default(),
         }
     }
 
@@ -323,7 +367,15 @@ impl AsyncWorker {
         let ticker = self.ticker;
         let leader = tokio::spawn(async move { leader::lead(leading.leading(), ticker).await });
         let (done, completions) = tokio::sync::mpsc::unbounded_channel();
-        let producer = tokio::spawn(producer::produce(Arc::clone(&shared), done));
+        let producers = (0..shared.lanes.len())
+            .filter(|&lane| shared.claimable.lanes()[lane].is_used())
+            .map(|lane| tokio::spawn(producer::produce(Arc::clone(&shared), lane, done.clone())))
+            .collect();
+        drop(done);
+        let lanes = (shared.lanes.len() > 1).then(|| {
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move { shared.wake_lanes().await })
+        });
         let completer = tokio::spawn(completer::complete(Arc::clone(&shared), completions));
         let upkeep = Arc::clone(&shared);
         let maintenance = tokio::spawn(async move {
@@ -347,7 +399,8 @@ impl AsyncWorker {
         RunningAsyncWorker {
             shared,
             tasks: Some(Tasks {
-                producer,
+                producers,
+                lanes,
                 completer,
                 maintenance,
                 notifier,
@@ -372,7 +425,10 @@ impl AsyncWorker {
 
 /// The tasks of a started worker, each owned here: shutdown joins them, drop aborts them.
 struct Tasks {
-    producer: JoinHandle<()>,
+    /// One per lane with handlers.
+    producers: Vec<JoinHandle<()>>,
+    /// Passes wake-ups on to each lane's producer (with more than one lane).
+    lanes: Option<JoinHandle<()>>,
     completer: JoinHandle<()>,
     maintenance: JoinHandle<()>,
     notifier: Option<JoinHandle<()>>,
@@ -478,7 +534,12 @@ impl RunningAsyncWorker {
         shared.stopped.notify_waiters();
         shared.woken.notify_one();
         let _ = tasks.leader.await;
-        let _ = tasks.producer.await;
+        for producer in tasks.producers {
+            let _ = producer.await;
+        }
+        if let Some(lanes) = tasks.lanes {
+            let _ = lanes.await;
+        }
         let _ = tasks.completer.await;
         shared.retire.store(true, Ordering::SeqCst);
         shared.retired.notify_waiters();
@@ -495,7 +556,12 @@ impl Drop for RunningAsyncWorker {
         if let Some(tasks) = self.tasks.take() {
             self.shared.stop.store(true, Ordering::SeqCst);
             self.shared.retire.store(true, Ordering::SeqCst);
-            tasks.producer.abort();
+            for producer in &tasks.producers {
+                producer.abort();
+            }
+            if let Some(lanes) = &tasks.lanes {
+                lanes.abort();
+            }
             tasks.completer.abort();
             tasks.maintenance.abort();
             tasks.leader.abort();

@@ -1,7 +1,7 @@
-//! The producer: fetches jobs for the worker's free slots (and, while jobs are short, a few
-//! ahead into a local queue), starts an executor per job as a slot frees, runs a suspect alone,
-//! and at shutdown gives back the jobs that never started and waits for its executors (then
-//! cancels them).
+//! A lane's producer: fetches jobs of the lane's handlers for its free slots (and, while jobs
+//! are short, a few ahead into a local queue), starts an executor per job as a slot frees, runs
+//! a suspect alone in the worker (the first lane's producer does), and at shutdown gives back
+//! the jobs that never started and waits for its executors (then cancels them).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -20,15 +20,18 @@ use crate::store;
 use crate::trace;
 use crate::wake::WAKE_ASYNC as WAKE;
 
-/// The running executors, the job each runs and since when, and the fetch sizing they feed.
+/// A lane's running executors, the job each runs and since when, and the fetch sizing they
+/// feed.
 struct Slots {
     tasks: JoinSet<()>,
     jobs: HashMap<Id, (Claimed, Instant)>,
     shared: Arc<Shared>,
+    /// The lane's index.
+    lane: usize,
+    /// How many of the lane's jobs run at once.
+    limit: usize,
     done: UnboundedSender<(i64, i64)>,
     fetcher: Fetcher,
-    /// A suspect is running: nothing else may.
-    solo: bool,
 }
 
 impl Slots {
@@ -37,8 +40,8 @@ impl Slots {
             lock(&self.shared.aborts).remove(&job.id);
             self.fetcher.ran(started.elapsed());
         }
-        if self.jobs.is_empty() {
-            self.solo = false;
+        if self.jobs.is_empty() && self.runs_suspects() {
+            self.shared.solo.store(false, Ordering::SeqCst);
         }
         self.start_waiting();
     }
@@ -53,18 +56,29 @@ impl Slots {
         }
     }
 
+    /// Whether this lane's producer runs the worker's suspects.
+    fn runs_suspects(&self) -> bool {
+        self.lane == self.shared.suspect_lane
+    }
+
+    /// Whether a suspect runs in the worker (alone: in the suspect lane's one slot).
+    fn solo(&self) -> bool {
+        self.shared.solo.load(Ordering::SeqCst)
+    }
+
     /// Starts the jobs fetched ahead while slots are free (one slot while a suspect runs: it
-    /// is fetched alone), and the lease surely holds (once it may have lapsed, another worker
-    /// may be rescuing them).
+    /// is fetched alone, and other lanes start none), and the lease surely holds (once it may
+    /// have lapsed, another worker may be rescuing them).
     fn start_waiting(&mut self) {
         let shared = Arc::clone(&self.shared);
-        let slots = match self.solo {
-            true => 1,
-            false => shared.config.concurrency,
+        let slots = match (self.solo(), self.runs_suspects()) {
+            (false, _) => self.limit,
+            (true, true) => 1,
+            (true, false) => 0,
         };
         if shared.renewed.fresh(shared.config.timing.lease) {
             while self.jobs.len() < slots {
-                let Some(job) = lock(&shared.waiting).pop_front() else {
+                let Some(job) = lock(&shared.lanes[self.lane].waiting).pop_front() else {
                     break;
                 };
                 self.start(job);
@@ -87,36 +101,61 @@ impl Slots {
 
     /// Takes in a fetch's jobs: each starts in a free slot, the rest wait for one.
     fn take(&mut self, claimed: Vec<Claimed>) {
-        lock(&self.shared.waiting).extend(claimed);
+        lock(&self.shared.lanes[self.lane].waiting).extend(claimed);
         self.start_waiting();
     }
 
     /// What maintenance reads: how many jobs this worker holds (an idle one reserves a due
     /// suspect first).
     fn publish(&self) {
-        let held = self.jobs.len() + lock(&self.shared.waiting).len();
-        self.shared.running.store(held, Ordering::SeqCst);
+        let held = self.jobs.len() + lock(&self.shared.lanes[self.lane].waiting).len();
+        self.shared.hold(self.lane, held);
+    }
+
+    /// What to fetch now. A suspect runs alone in the worker: the suspect lane fetches it once
+    /// every lane is empty, and meanwhile (and while it runs) the other lanes fetch nothing.
+    fn next(&mut self, waiting: usize) -> Next {
+        let flagged = self.shared.suspects.load(Ordering::SeqCst);
+        let (held, solo, suspects) = match self.runs_suspects() {
+            true => {
+                let elsewhere = match flagged {
+                    true => self.shared.held_elsewhere(self.lane),
+                    false => 0,
+                };
+                (self.jobs.len() + elsewhere, self.solo(), flagged)
+            }
+            false => (self.jobs.len(), self.solo() || flagged, false),
+        };
+        self.fetcher
+            .next(held, waiting, solo, suspects, Instant::now())
+    }
+
+    /// Whether the lane waits for other lanes (a suspect waits for them to empty, or runs).
+    fn held_back(&self) -> bool {
+        self.solo() || self.shared.suspects.load(Ordering::SeqCst)
     }
 }
 
-/// The producer's loop, until shutdown; then gives back the jobs fetched ahead and waits for
-/// (or cancels) its executors.
-pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64)>) {
+/// Lane `lane`'s producer loop, until shutdown; then gives back the jobs fetched ahead and
+/// waits for (or cancels) its executors.
+pub(super) async fn produce(shared: Arc<Shared>, lane: usize, done: UnboundedSender<(i64, i64)>) {
     let config = &shared.config;
+    let limit = shared.claimable.lanes()[lane].limit;
     let mut slots = Slots {
         tasks: JoinSet::new(),
         jobs: HashMap::new(),
         shared: Arc::clone(&shared),
+        lane,
+        limit,
         done,
-        fetcher: Fetcher::new(config.concurrency).fetching_ahead(config.fetch_ahead),
-        solo: false,
+        fetcher: Fetcher::new(limit).fetching_ahead(config.fetch_ahead),
     };
     // After a wake-up from this process the new job may not be committed yet: look again soon.
     let mut soon: Option<Duration> = None;
     let mut backoff = Duration::from_millis(10);
     let mut last_fetch;
     while !shared.stopping() {
-        let woken = shared.woken.notified();
+        let woken = shared.woken(lane).notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let local = WAKE.notified();
@@ -126,33 +165,29 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         tokio::pin!(stopped);
         stopped.as_mut().enable();
         slots.start_waiting();
-        let suspects = shared.suspects.load(Ordering::SeqCst);
-        let waiting = lock(&shared.waiting).len();
-        let now = Instant::now();
-        let (want, suspects) =
-            match slots
-                .fetcher
-                .next(slots.jobs.len(), waiting, slots.solo, suspects, now)
-            {
-                Next::WaitForSlot => {
-                    tokio::select! {
-                        () = slots.next_done() => {}
-                        () = &mut stopped => {}
-                        // The lease lapsed with jobs waiting: look again once it is renewed.
-                        () = tokio::time::sleep(Duration::from_millis(50)), if waiting > 0 => {}
-                    }
-                    continue;
+        let waiting = lock(&shared.lanes[lane].waiting).len();
+        let (want, suspects) = match slots.next(waiting) {
+            Next::WaitForSlot => {
+                let held_back = slots.held_back();
+                tokio::select! {
+                    () = slots.next_done() => {}
+                    () = &mut stopped => {}
+                    // The lease lapsed with jobs waiting, or another lane runs a suspect (or
+                    // empties for one): look again soon.
+                    () = tokio::time::sleep(Duration::from_millis(50)), if waiting > 0 || held_back => {}
                 }
-                Next::GatherUntil(at) => {
-                    tokio::select! {
-                        () = slots.next_done() => {}
-                        () = tokio::time::sleep_until(at.into()) => {}
-                        () = &mut stopped => {}
-                    }
-                    continue;
+                continue;
+            }
+            Next::GatherUntil(at) => {
+                tokio::select! {
+                    () = slots.next_done() => {}
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = &mut stopped => {}
                 }
-                Next::Fetch { limit, suspects } => (limit, suspects),
-            };
+                continue;
+            }
+            Next::Fetch { limit, suspects } => (limit, suspects),
+        };
         if !shared.renewed.fresh(config.timing.lease) {
             // The lease may have lapsed (its renewals failed or were held up): other workers
             // may be rescuing this worker's jobs, so it takes no more until a renewal holds.
@@ -166,7 +201,7 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
         last_fetch = tokio::time::Instant::now();
         // The running jobs go on finishing, and the waiting ones starting, while it fetches.
         let fetched = {
-            let fetching = fetch(&shared, want, suspects);
+            let fetching = fetch(&shared, lane, want, suspects);
             tokio::pin!(fetching);
             loop {
                 tokio::select! {
@@ -184,7 +219,9 @@ pub(super) async fn produce(shared: Arc<Shared>, done: UnboundedSender<(i64, i64
                 if suspects && claimed.is_empty() {
                     shared.suspects.store(false, Ordering::SeqCst);
                 }
-                slots.solo = suspects && !claimed.is_empty();
+                if suspects && !claimed.is_empty() {
+                    shared.solo.store(true, Ordering::SeqCst);
+                }
                 slots.take(claimed);
                 if full || suspects {
                     soon = None;
@@ -254,10 +291,19 @@ async fn cool_down(
     }
 }
 
-async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claimed>, sqlx::Error> {
+/// Claims up to `want` jobs of `lane`'s handlers, or a suspect of any of the worker's.
+async fn fetch(
+    shared: &Shared,
+    lane: usize,
+    want: usize,
+    suspects: bool,
+) -> Result<Vec<Claimed>, sqlx::Error> {
     let mut conn = shared.own.acquire().await?;
     Counters::add(&shared.counters.fetches, 1);
-    let handlers = shared.claimable.json();
+    let handlers = match suspects {
+        true => shared.claimable.json(),
+        false => shared.claimable.lane(lane),
+    };
     let request = ClaimRequest {
         handlers: &handlers,
         limit: want,
@@ -285,7 +331,7 @@ async fn fetch(shared: &Shared, want: usize, suspects: bool) -> Result<Vec<Claim
 /// for the running executors (the lease is still renewed), then cancels the rest and records
 /// their attempts as failed.
 async fn drain(shared: &Shared, mut slots: Slots) {
-    give_back(shared).await;
+    give_back(shared, slots.lane).await;
     let grace = Duration::from_millis(shared.grace_ms.load(Ordering::SeqCst));
     let finished = tokio::time::timeout(grace, async {
         while !slots.jobs.is_empty() {
@@ -313,8 +359,8 @@ async fn drain(shared: &Shared, mut slots: Slots) {
 /// Gives back the jobs fetched ahead that never started. Should the statement fail, they stay
 /// held by no one: maintenance fails them as orphans (charged), or, once this worker is gone,
 /// another rescues them, as after a crash.
-async fn give_back(shared: &Shared) {
-    let waiting: Vec<Claimed> = lock(&shared.waiting).drain(..).collect();
+async fn give_back(shared: &Shared, lane: usize) {
+    let waiting: Vec<Claimed> = lock(&shared.lanes[lane].waiting).drain(..).collect();
     if waiting.is_empty() {
         return;
     }

@@ -20,8 +20,6 @@ pub(super) struct Config {
     pub(super) pool: Pool,
     /// What contexts reach with `AsyncJobScope::state`.
     pub(super) state: State,
-    /// How many jobs run at once.
-    pub(super) concurrency: usize,
     /// How many claimed jobs may wait for a slot while jobs are short.
     pub(super) fetch_ahead: usize,
     pub(super) timing: Timing,
@@ -41,8 +39,12 @@ pub(super) struct Shared {
     pub(super) handlers: String,
     /// The handlers claims take: the linked ones less those of paused queues.
     pub(super) claimable: Claimable,
-    /// Jobs fetched ahead, claimed, waiting for a slot (the producer starts them in order).
-    pub(super) waiting: std::sync::Mutex<std::collections::VecDeque<Claimed>>,
+    /// Each lane's producer's state, by the lane's index in `claimable`.
+    pub(super) lanes: Vec<LaneState>,
+    /// The lane whose producer runs suspects (the first with handlers).
+    pub(super) suspect_lane: usize,
+    /// A suspect runs (in `suspect_lane`): no other lane starts a job.
+    pub(super) solo: AtomicBool,
     /// How to drop a running job an operator cancelled, by job id.
     pub(super) aborts: std::sync::Mutex<HashMap<i64, tokio::task::AbortHandle>>,
     /// An operator cancelled jobs (PostgreSQL's notification): maintenance looks at once.
@@ -62,7 +64,8 @@ pub(super) struct Shared {
     pub(super) woken: Notify,
     /// This worker holds a due suspect's reservation: the producer runs it alone.
     pub(super) suspects: AtomicBool,
-    /// How many executors run (the producer keeps it).
+    /// How many jobs the worker holds, running or fetched ahead, in every lane (the producers
+    /// keep it).
     pub(super) running: AtomicUsize,
     /// How long shutdown waits for running handlers.
     pub(super) grace_ms: AtomicU64,
@@ -80,7 +83,64 @@ pub(super) struct Shared {
     pub(super) elected: Notify,
 }
 
+/// What one lane's producer shares with the rest of the worker.
+#[derive(Default)]
+pub(super) struct LaneState {
+    /// Jobs fetched ahead, claimed, waiting for a slot (the producer starts them in order).
+    pub(super) waiting: std::sync::Mutex<std::collections::VecDeque<Claimed>>,
+    /// How many jobs the lane holds, running or waiting.
+    pub(super) held: AtomicUsize,
+    /// Wakes the lane's producer (with more than one lane, `Shared::woken` is passed on to
+    /// every lane's).
+    pub(super) woken: Notify,
+}
+
 impl Shared {
+    /// What wakes `lane`'s producer: the worker's own `woken` when it has one lane.
+    pub(super) fn woken(&self, lane: usize) -> &Notify {
+        match self.lanes.len() {
+            1 => &self.woken,
+            _ => &self.lanes[lane].woken,
+        }
+    }
+
+    /// Passes each wake-up of `woken` on to every lane's producer, until the worker stops
+    /// (only with more than one lane).
+    pub(super) async fn wake_lanes(&self) {
+        while !self.stopping() {
+            let stopped = self.stopped.notified();
+            tokio::pin!(stopped);
+            stopped.as_mut().enable();
+            if self.stopping() {
+                return;
+            }
+            tokio::select! {
+                () = self.woken.notified() => {
+                    for lane in &self.lanes {
+                        lane.woken.notify_one();
+                    }
+                }
+                () = stopped => return,
+            }
+        }
+    }
+
+    /// Jobs held in lanes other than `lane`.
+    pub(super) fn held_elsewhere(&self, lane: usize) -> usize {
+        let held = |(i, state): (usize, &LaneState)| match i == lane {
+            true => 0,
+            false => state.held.load(Ordering::SeqCst),
+        };
+        self.lanes.iter().enumerate().map(held).sum()
+    }
+
+    /// Records that `lane` holds `held` jobs, and the worker's total.
+    pub(super) fn hold(&self, lane: usize, held: usize) {
+        self.lanes[lane].held.store(held, Ordering::SeqCst);
+        self.running
+            .store(held + self.held_elsewhere(lane), Ordering::SeqCst);
+    }
+
     /// What the leader task needs.
     pub(super) fn leading(&self) -> super::leader::Leading<'_> {
         super::leader::Leading {
@@ -119,14 +179,16 @@ impl Shared {
             }
         }
         drop(aborts);
-        lock(&self.waiting).retain(|job| {
-            let cancelled = ids.contains(&job.id);
-            if cancelled {
-                self.in_flight.release(job.id);
-                crate::trace::cancelled(job.id);
-            }
-            !cancelled
-        });
+        for lane in &self.lanes {
+            lock(&lane.waiting).retain(|job| {
+                let cancelled = ids.contains(&job.id);
+                if cancelled {
+                    self.in_flight.release(job.id);
+                    crate::trace::cancelled(job.id);
+                }
+                !cancelled
+            });
+        }
     }
 
     pub(super) fn upkeep<'a>(&'a self, drop: &'a (dyn Fn(&[i64]) + Send + Sync)) -> Upkeep<'a> {
