@@ -104,6 +104,7 @@ fn reset() {
     for gauge in [&MAIL, &PLAIN, &BOTH] {
         gauge.reset();
     }
+    SUSPECT_ALONE.lock().unwrap().clear();
 }
 
 /// What both workers must show: the mail queue ran at its limit (3), never above; the others at
@@ -193,6 +194,87 @@ async fn a_paused_queue_with_a_lane_of_its_own_waits_while_the_others_run() {
     }
 }
 
+/// Whether each run of a suspect ran alone in its worker (from its start to its end).
+static SUSPECT_ALONE: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+/// A suspect's job starts: whether it has the worker to itself, and the guard that ends it.
+fn suspect_starts() -> (bool, Running) {
+    let running = MAIL.enter();
+    (suspect_alone(), running)
+}
+
+/// A suspect's job ends: records whether it had the worker to itself throughout.
+fn suspect_ends(at_start: bool) {
+    let alone = at_start && suspect_alone();
+    SUSPECT_ALONE.lock().unwrap().push(alone);
+}
+
+fn suspect_alone() -> bool {
+    MAIL.now.load(Ordering::SeqCst) + PLAIN.now.load(Ordering::SeqCst) == 1
+}
+
+/// As a rescue leaves a job whose attempt was under way when its worker died: due, with a crash.
+const MAKE_SUSPECT: &str =
+    "UPDATE signals_jobs SET crashes = 1, run_at = created_at WHERE handler LIKE '%suspect%'";
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = Ctx<'_>, asynchronous)]
+struct Suspect;
+
+#[on(Suspect, queue = "mail")]
+async fn suspect(_: &Suspect, _: &mut Ctx<'_>) {
+    let (alone, _running) = suspect_starts();
+    tokio::time::sleep(RUN).await;
+    suspect_ends(alone);
+}
+
+/// What both workers must show of a suspect in a queue with a lane of its own: it ran once, with
+/// the whole worker to itself (the other lanes held back), and every other job ran too.
+fn assert_suspect_ran_alone(name: &str) {
+    assert_eq!(*SUSPECT_ALONE.lock().unwrap(), [true], "{name}");
+    assert_eq!(MAIL.ran.load(Ordering::SeqCst), MAILS + 1, "{name}");
+    assert_eq!(PLAIN.ran.load(Ordering::SeqCst), PLAINS, "{name}");
+    assert!(MAIL.max() <= 3, "{name}");
+    assert_eq!(PLAIN.max(), 1, "{name}");
+}
+
+/// A suspect (a job whose worker died under it) in the "mail" queue, with jobs of both lanes
+/// due: it runs alone in the worker, whichever lane its queue has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspect_runs_alone_in_the_whole_worker_whatever_its_queue() {
+    let _serial = SERIAL.lock().await;
+    for db in Db::all().await {
+        let name = db.name();
+        reset();
+        let mut tx = db.pool.begin().await.unwrap();
+        for _ in 0..MAILS {
+            notify_async(&Mail, &mut Ctx { tx: tx.tx() }).await.unwrap();
+        }
+        notify_async(&Suspect, &mut Ctx { tx: tx.tx() })
+            .await
+            .unwrap();
+        for _ in 0..PLAINS {
+            notify_async(&Plain, &mut Ctx { tx: tx.tx() })
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        db.execute(MAKE_SUSPECT).await;
+        AsyncWorker::builder(db.pool.clone())
+            .concurrency(1)
+            .queue("mail", 3)
+            .poll_interval(Duration::from_millis(50))
+            .build()
+            .await
+            .unwrap()
+            .run_until_idle()
+            .await
+            .unwrap();
+        assert_suspect_ran_alone(name);
+        db.drop_schema().await;
+    }
+}
+
 struct SyncCtx<'a> {
     tx: &'a Transaction<'a>,
 }
@@ -256,4 +338,44 @@ fn the_thread_worker_runs_a_queue_on_threads_of_its_own() {
         .run_until_idle()
         .unwrap();
     assert_lanes("SQLite (rusqlite)");
+}
+
+#[derive(Signal, Serialize, Deserialize)]
+#[signal(context = SyncCtx<'_>)]
+struct SyncSuspect;
+
+#[on(SyncSuspect, queue = "mail")]
+fn suspect_sync(_: &SyncSuspect, _: &mut SyncCtx<'_>) {
+    let (alone, _running) = suspect_starts();
+    std::thread::sleep(RUN);
+    suspect_ends(alone);
+}
+
+#[test]
+fn the_thread_worker_runs_a_suspect_alone_whatever_its_queue() {
+    let _serial = SERIAL.blocking_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let mut conn = Connection::open(&path).unwrap();
+    signals_queue::migrate(&conn).unwrap();
+    let tx = conn.transaction().unwrap();
+    for _ in 0..MAILS {
+        notify(&SyncMail, &mut SyncCtx { tx: &tx }).unwrap();
+    }
+    notify(&SyncSuspect, &mut SyncCtx { tx: &tx }).unwrap();
+    for _ in 0..PLAINS {
+        notify(&SyncPlain, &mut SyncCtx { tx: &tx }).unwrap();
+    }
+    tx.commit().unwrap();
+    conn.execute(MAKE_SUSPECT, []).unwrap();
+    reset();
+    Worker::builder(&path)
+        .concurrency(1)
+        .queue("mail", 3)
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .run_until_idle()
+        .unwrap();
+    assert_suspect_ran_alone("SQLite (rusqlite)");
 }
