@@ -35,6 +35,78 @@ struct Args {
     /// `delay = "3d"` of a queued handler: how long after the notify its job is due, in
     /// milliseconds.
     delay: Option<(syn::LitStr, u64)>,
+    /// `coalesce = field` or `coalesce = |s| key` of a queued handler: a job not yet started
+    /// with the same key absorbs the next `notify`.
+    coalesce: Option<Coalesce>,
+}
+
+/// `coalesce = product_id` (a field of the signal, or a path of fields), or
+/// `coalesce = |s| expression` (a closure of the signal).
+enum Coalesce {
+    Field(Expr),
+    Closure(syn::ExprClosure),
+}
+
+impl Coalesce {
+    fn parse(expr: Expr) -> syn::Result<Coalesce> {
+        fn is_field(expr: &Expr) -> bool {
+            match expr {
+                Expr::Path(path) => path.qself.is_none() && path.path.get_ident().is_some(),
+                Expr::Field(field) => is_field(&field.base),
+                _ => false,
+            }
+        }
+        match expr {
+            Expr::Closure(closure) if closure.inputs.len() == 1 => Ok(Coalesce::Closure(closure)),
+            expr if is_field(&expr) => Ok(Coalesce::Field(expr)),
+            expr => Err(Error::new_spanned(
+                expr,
+                "`coalesce` takes a field of the signal (`coalesce = product_id`) or a closure of it (`coalesce = |s| s.product_id`)",
+            )),
+        }
+    }
+
+    fn tokens(&self) -> TokenStream {
+        match self {
+            Coalesce::Field(expr) => expr.to_token_stream(),
+            Coalesce::Closure(closure) => closure.to_token_stream(),
+        }
+    }
+
+    /// The key of `__signal`: `coalesce_key(&__signal.field)` or
+    /// `coalesce_with(__signal, closure)` (whose bound gives the closure its parameter's type),
+    /// located at the user's expression so that a key that is not `Display` is reported there.
+    fn key(&self, queue_crate: &TokenStream) -> TokenStream {
+        let span = self.tokens().span();
+        let signal = Ident::new("__signal", Span::mixed_site().located_at(span));
+        let (function, args) = match self {
+            Coalesce::Field(expr) => {
+                let access = prefix_field(expr, &signal);
+                (quote!(coalesce_key), respan(quote!(&#access), span))
+            }
+            Coalesce::Closure(closure) => (quote!(coalesce_with), quote!(#signal, #closure)),
+        };
+        let function = respan(quote!(#queue_crate::#function), span);
+        let mut args = Group::new(Delimiter::Parenthesis, args);
+        args.set_span(span);
+        quote!(#function #args)
+    }
+}
+
+/// `a.b` read on `signal`: `signal.a.b`.
+fn prefix_field(expr: &Expr, signal: &Ident) -> TokenStream {
+    match expr {
+        Expr::Field(field) => {
+            let base = prefix_field(&field.base, signal);
+            let member = &field.member;
+            quote!(#base.#member)
+        }
+        Expr::Path(path) => {
+            let ident = path.path.get_ident().expect("checked in `Coalesce::parse`");
+            quote!(#signal.#ident)
+        }
+        _ => unreachable!("checked in `Coalesce::parse`"),
+    }
 }
 
 /// `queue`, `queue = "name"` or `publish = "subject"`.
@@ -49,7 +121,7 @@ struct Queue {
 
 /// The arguments `on` accepts after the signal, for messages.
 const ARGUMENTS: &str =
-    "`priority`, `when`, `after`, `before`, `queue`, `publish`, `max_attempts`, `timeout`, `delay`, `name` or `crate`";
+    "`priority`, `when`, `after`, `before`, `queue`, `publish`, `max_attempts`, `timeout`, `delay`, `coalesce`, `name` or `crate`";
 
 /// The function `#[on]` is on: its attributes and signature, parsed; its body kept as tokens,
 /// never parsed (it is the user's, re-emitted untouched, and parsing it costs compile time).
@@ -172,6 +244,7 @@ impl Parse for Args {
             name: None,
             timeout: None,
             delay: None,
+            coalesce: None,
         };
         let mut errors = Errors::default();
         while !input.is_empty() {
@@ -267,6 +340,10 @@ impl Args {
             "name" => {
                 let name = input.parse()?;
                 set_once(&mut self.name, name, &key)
+            }
+            "coalesce" => {
+                let coalesce = Coalesce::parse(input.parse()?)?;
+                set_once(&mut self.coalesce, coalesce, &key)
             }
             "timeout" | "delay" => {
                 let text: syn::LitStr = input.parse()?;
@@ -426,6 +503,12 @@ fn validate_queue(args: &Args, sig: &Signature, errors: &mut Errors) {
         errors.push(Error::new_spanned(
             delay,
             "`delay` is for queued handlers: add `queue` (`#[on(S, queue, delay = \"3d\")]`)",
+        ));
+    }
+    if let Some(coalesce) = args.coalesce.as_ref().filter(|_| publishes) {
+        errors.push(Error::new_spanned(
+            coalesce.tokens(),
+            "`coalesce` is for queued handlers: add `queue` (`#[on(S, queue, coalesce = product_id)]`)",
         ));
     }
 }
@@ -642,6 +725,15 @@ fn queued(
             }
         }
     };
+    let coalesce = args.coalesce.as_ref().map(|coalesce| {
+        let key = coalesce.key(&queue_crate);
+        let signal_param = Ident::new("__signal", Span::mixed_site());
+        quote! {
+            fn coalesce(#signal_param: &#signal) -> #private::Option<#private::String> {
+                #private::Option::Some(#key)
+            }
+        }
+    });
     let publish = queue.publish;
     let thunk = quote!(__SIGNALS_QUEUED.0, #publish);
     let ident = handler.ident;
@@ -674,6 +766,7 @@ fn queued(
         impl #queue_crate::Handler<#signal> for __SignalsJob {
             const JOB: &'static #queue_crate::JobInfo = &__SIGNALS_JOB;
             #accepts
+            #coalesce
             #call
         }
 

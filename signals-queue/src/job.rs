@@ -95,6 +95,13 @@ pub trait Handler<S: Signal>: 'static {
         true
     }
 
+    /// The job's coalescing key (`#[on(S, queue, coalesce = product_id)]`): while a job of
+    /// this handler with the same key has not started, `notify` writes no second one.
+    #[inline]
+    fn coalesce(_signal: &S) -> Option<String> {
+        None
+    }
+
     /// A publishing function's message as JSON (`#[on(S, publish = "subject")]`): the job's
     /// payload. `None` for a queued handler, whose payload is the signal.
     #[inline]
@@ -146,7 +153,27 @@ pub(crate) type AsyncRunner = for<'c> fn(
 ///
 /// The pointers are a `&S` and a `&&S::Context<'_>` (a context may be unsized: the reference
 /// to it is passed by address) of the `S` that [`Run::signal`] names, valid for the call.
-pub(crate) type RowFn = unsafe fn(*const (), *const ()) -> Result<Option<String>, BoxError>;
+pub(crate) type RowFn = unsafe fn(*const (), *const ()) -> Result<Option<Row>, BoxError>;
+
+/// What a job's row holds of one `notify`: its payload (the signal, or a publishing function's
+/// message) and its coalescing key.
+pub(crate) struct Row {
+    pub(crate) payload: String,
+    pub(crate) key: Option<String>,
+}
+
+/// Not public API. Used by generated code: a coalescing key (`coalesce = product_id`) as the
+/// row stores it, its `Display` text.
+#[doc(hidden)]
+pub fn coalesce_key<K: std::fmt::Display + ?Sized>(key: &K) -> String {
+    key.to_string()
+}
+
+/// Not public API. Used by generated code: the key `coalesce = |s| ...` makes of `signal`.
+#[doc(hidden)]
+pub fn coalesce_with<S, K: std::fmt::Display>(signal: &S, key: impl FnOnce(&S) -> K) -> String {
+    key(signal).to_string()
+}
 
 /// Not public API. How the worker runs a job: on the thread-based worker over rusqlite for a
 /// signal notified with `notify`, on the async worker over sqlx for an asynchronous one; and how
@@ -198,7 +225,7 @@ impl Run {
 unsafe fn row<S: Signal, J: Handler<S>>(
     signal: *const (),
     ctx: *const (),
-) -> Result<Option<String>, BoxError> {
+) -> Result<Option<Row>, BoxError> {
     // SAFETY: the caller passes a `&S` and a `&&S::Context<'_>` (checked against
     // `Run::signal`), borrowed for the duration of this call, which is all these references
     // live.
@@ -206,10 +233,14 @@ unsafe fn row<S: Signal, J: Handler<S>>(
     if !J::accepts(signal, ctx) {
         return Ok(None);
     }
-    match J::message(signal, ctx) {
-        Some(message) => message.map(Some),
-        None => Ok(Some(J::JOB.to_json(signal)?)),
-    }
+    let payload = match J::message(signal, ctx) {
+        Some(message) => message?,
+        None => J::JOB.to_json(signal)?,
+    };
+    Ok(Some(Row {
+        payload,
+        key: J::coalesce(signal),
+    }))
 }
 
 /// See [`Run`].
@@ -338,7 +369,8 @@ impl JobInfo {
         format!("{}:{}", self.file, self.line)
     }
 
-    /// This job's row for `signal` in `ctx`: its payload, or `None` if its filter declines.
+    /// This job's row for `signal` in `ctx`: its payload and key, or `None` if its filter
+    /// declines.
     ///
     /// # Panics
     ///
@@ -347,7 +379,7 @@ impl JobInfo {
         &self,
         signal: &S,
         ctx: &S::Context<'_>,
-    ) -> Result<Option<String>, BoxError> {
+    ) -> Result<Option<Row>, BoxError> {
         assert!(
             (self.run.signal)() == TypeId::of::<S>(),
             "job `{}` is not a handler of this signal",

@@ -294,7 +294,7 @@ pub mod __broker {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::enqueue::to_message;
-    pub use crate::job::{Handler, JobInfo, JobSpec, Run};
+    pub use crate::job::{coalesce_key, coalesce_with, Handler, JobInfo, JobSpec, Run};
     pub use crate::kind::{
         periodic, published, queued, require_async, Periodic, Publishes, Queued,
     };

@@ -44,8 +44,10 @@ macro_rules! table_schema {
 /// workers' labels, paused queues (`signals_queues`) and the handlers workers run
 /// (`signals_handlers`); it drops the two indexes only releases before 4 claimed through; 7
 /// the fleet's leader (`signals_leader`), the ticks periodic signals fired (`signals_ticks`)
-/// and which deaths were announced (`announced_at`, `signals_jobs_unannounced`).
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+/// and which deaths were announced (`announced_at`, `signals_jobs_unannounced`); 8 coalescing
+/// (`coalesce_key`, the trigger `signals_jobs_fold` and the partial unique index
+/// `signals_jobs_coalesce`).
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// The compatibility level a migrated table records in `signals_queue_schema` (which releases
 /// before migration 4 read, refusing a higher one): the oldest schema whose code still works
@@ -284,6 +286,57 @@ CREATE TABLE IF NOT EXISTS signals_ticks (
 )"),
         ],
     ),
+    (
+        8,
+        &[
+            // Metadata only: a nullable column.
+            tx("ALTER TABLE signals_jobs ADD COLUMN IF NOT EXISTS coalesce_key TEXT"),
+            // Coalescing's one rule for every statement that moves a job back to waiting (a
+            // failure's retry, a snooze, a rescue, a job given back, an operator's retry, and
+            // the previous release's statements during a rolling deploy): when a waiting job of
+            // the same handler and key exists, the returning one folds into it: it ends `dead`
+            // with the outcome `cancelled`, its attempts kept, and the waiting one runs in its
+            // place. Before the index, so that no statement meets the index without it.
+            tx("
+CREATE OR REPLACE FUNCTION signals_jobs_fold() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    waiting BIGINT;
+BEGIN
+    -- The table the trigger fired on, whatever the session's search_path.
+    EXECUTE format('SELECT id FROM %I.signals_jobs
+                    WHERE handler = $1 AND coalesce_key = $2
+                      AND state IN (''available'', ''scheduled'', ''pending'') AND id <> $3
+                    LIMIT 1', TG_TABLE_SCHEMA)
+        INTO waiting USING NEW.handler, NEW.coalesce_key, NEW.id;
+    IF waiting IS NOT NULL THEN
+        NEW.state := 'dead';
+        NEW.outcome := 'cancelled';
+        NEW.token := NULL;
+        NEW.worker := NULL;
+        NEW.lease_until := NULL;
+        NEW.finished_at := (extract(epoch FROM statement_timestamp()) * 1000)::BIGINT;
+        NEW.last_error := 'coalesced: job ' || waiting
+            || ' of the same key was waiting, and runs in its place';
+    END IF;
+    RETURN NEW;
+END $$;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'signals_jobs_fold'
+                   AND tgrelid = 'signals_jobs'::regclass) THEN
+        CREATE TRIGGER signals_jobs_fold BEFORE UPDATE OF state ON signals_jobs
+            FOR EACH ROW
+            WHEN (NEW.coalesce_key IS NOT NULL
+                  AND NEW.state IN ('available', 'scheduled', 'pending')
+                  AND OLD.state NOT IN ('available', 'scheduled', 'pending'))
+            EXECUTE FUNCTION signals_jobs_fold();
+    END IF;
+END $$;"),
+            concurrently("
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS signals_jobs_coalesce
+ON signals_jobs (handler, coalesce_key)
+WHERE coalesce_key IS NOT NULL AND state IN ('available', 'scheduled', 'pending')"),
+        ],
+    ),
 ];
 
 /// `attempts` of the row `$job` with the attempt that ends at `$now` appended: when it started
@@ -419,6 +472,29 @@ FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[], $7::int4[], $9::int8
     now!("$8"),
     " AS now) AS t
 ORDER BY job.n"
+);
+
+/// The jobs of a `notify` of which one at least has a coalescing key (`coalesce = ...`):
+/// [`ENQUEUE_MANY`]'s arrays and the keys (`$10`). A key that a job of the handler not yet
+/// started holds already writes nothing (`signals_jobs_coalesce`, a partial unique index: safe
+/// under concurrent writers, the second waits for the first to commit). The statements without
+/// keys do not name the column, so that a program of this release notifies against a schema it
+/// has not migrated yet, as long as none of its handlers coalesces.
+pub(crate) const ENQUEUE_COALESCING: &str = concat!(
+    "
+INSERT INTO signals_jobs
+    (event_id, signal, handler, queue, priority, body, state, max_attempts, run_at, created_at,
+     coalesce_key)
+SELECT $1::uuid, $2, job.handler, job.queue, job.priority, job.body,
+       CASE WHEN job.delay > 0 THEN 'scheduled' ELSE 'available' END,
+       job.max_attempts, t.now + job.delay, t.now, job.coalesce_key
+FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[], $7::int4[], $9::int8[], $10::text[])
+         WITH ORDINALITY AS job (handler, queue, priority, body, max_attempts, delay, coalesce_key, n),
+     (SELECT ",
+    now!("$8"),
+    " AS now) AS t
+ORDER BY job.n
+ON CONFLICT DO NOTHING"
 );
 
 /// Whether the row's `signal` (a full path) names the signal type `$name` (a module may move).

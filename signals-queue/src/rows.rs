@@ -9,7 +9,7 @@ use signals_core::{BoxError, Signal};
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::job::{Handler, JobInfo};
+use crate::job::{Handler, JobInfo, Row};
 use crate::registry;
 
 /// The job rows one `notify` writes, through whichever driver the context's transaction uses:
@@ -24,7 +24,7 @@ pub(crate) struct JobRows {
         allow(dead_code)
     )]
     pub(crate) now: crate::clock::Millis,
-    pub(crate) rows: Vec<(&'static JobInfo, String)>,
+    pub(crate) rows: Vec<(&'static JobInfo, Row)>,
 }
 
 impl JobRows {
@@ -46,8 +46,8 @@ impl JobRows {
         ctx: &S::Context<'_>,
     ) -> Result<JobRows, BoxError> {
         let mut rows = JobRows::none::<S>();
-        if let Some(payload) = J::JOB.row(signal, ctx)? {
-            rows.rows.push((J::JOB, payload));
+        if let Some(row) = J::JOB.row(signal, ctx)? {
+            rows.rows.push((J::JOB, row));
         }
         Ok(rows)
     }
@@ -67,15 +67,15 @@ impl JobRows {
                 for handler in std::iter::once(first).chain(queued) {
                     let job = job_of(TypeId::of::<S>(), handler.__function())
                         .ok_or("a queued handler is missing from the table of jobs")?;
-                    if let Some(payload) = job.row(signal, ctx)? {
-                        rows.rows.push((job, payload));
+                    if let Some(row) = job.row(signal, ctx)? {
+                        rows.rows.push((job, row));
                     }
                 }
             }
             // Not in the signal's table (it cannot happen): write this handler's own row.
             None => {
-                if let Some(payload) = J::JOB.row(signal, ctx)? {
-                    rows.rows.push((J::JOB, payload));
+                if let Some(row) = J::JOB.row(signal, ctx)? {
+                    rows.rows.push((J::JOB, row));
                 }
             }
         }
@@ -84,22 +84,23 @@ impl JobRows {
 }
 
 /// Several rows as the SQLite `ENQUEUE_MANY` reads them: a JSON array of
-/// `[handler, queue, priority, payload, max_attempts, delay_ms]`.
+/// `[handler, queue, priority, payload, max_attempts, delay_ms, coalesce_key]`.
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "sqlx-sqlite")),
     allow(dead_code)
 )]
-pub(crate) fn rows_json(rows: &[(&'static JobInfo, String)]) -> String {
+pub(crate) fn rows_json(rows: &[(&'static JobInfo, Row)]) -> String {
     let rows: Vec<_> = rows
         .iter()
-        .map(|(job, payload)| {
+        .map(|(job, row)| {
             (
                 job.name(),
                 job.queue(),
                 job.priority(),
-                payload,
+                &row.payload,
                 job.max_attempts(),
                 job.delay().as_millis() as i64,
+                &row.key,
             )
         })
         .collect();

@@ -98,6 +98,7 @@ fn migrate_in_transaction(conn: &Connection) -> Result<(), Error> {
         }
     }
     conn.execute_batch(INDEXES)?;
+    conn.execute_batch(FOLD)?;
     if level.is_none_or(|level| level < COMPATIBLE_FROM) {
         execute(conn, bind::schema::set_level(COMPATIBLE_FROM))?;
     }

@@ -97,15 +97,23 @@ pub(crate) fn local(now: Option<Millis>) -> Millis {
 /// The jobs of one `notify`, in one statement.
 pub(crate) fn enqueue(rows: &JobRows) -> Bound<'_> {
     let event_id = rows.event_id.to_string();
+    let coalescing = rows.rows.iter().any(|(_, row)| row.key.is_some());
     match rows.rows.as_slice() {
-        [(job, payload)] => bound!(
+        many if coalescing => bound!(
+            sql::ENQUEUE_COALESCING,
+            event_id,
+            rows.signal,
+            rows_json(many),
+            rows.now
+        ),
+        [(job, row)] => bound!(
             sql::ENQUEUE,
             event_id,
             rows.signal,
             job.name(),
             job.queue(),
             job.priority(),
-            payload.as_str(),
+            row.payload.as_str(),
             job.max_attempts(),
             rows.now,
             job.delay().as_millis() as i64,

@@ -15,10 +15,12 @@
 /// state (`outcome`: `discarded` or `cancelled` beside `dead`), workers' labels, paused queues
 /// (`signals_queues`) and the handlers workers run (`signals_handlers`); it drops the two
 /// indexes only the release before 5 claimed through; 7 the fleet's leader (`signals_leader`)
-/// and the ticks periodic signals fired (`signals_ticks`). Migration 4 is an expansion: the
-/// level in `signals_queue_schema` (which the release before it reads, refusing anything
-/// above 3) stays at [`COMPATIBLE_FROM`], and `signals_queue_migrations` records 4 to 7.
-pub(crate) const SCHEMA_VERSION: i64 = 7;
+/// and the ticks periodic signals fired (`signals_ticks`); 8 coalescing (`coalesce_key`, the
+/// partial unique index `signals_jobs_coalesce` and the triggers that fold a job returning to
+/// `pending` into a pending one of the same key, see [`FOLD`]). Migration 4 is an expansion:
+/// the level in `signals_queue_schema` (which the release before it reads, refusing anything
+/// above 3) stays at [`COMPATIBLE_FROM`], and `signals_queue_migrations` records 4 to 8.
+pub(crate) const SCHEMA_VERSION: i64 = 8;
 
 /// The compatibility level a migrated file records in `signals_queue_schema`: the oldest
 /// schema whose code still works against it.
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS signals_queue_migrations (version INTEGER PRIMARY KEY
 UPDATE signals_jobs SET announced_at = finished_at
 WHERE state = 'dead' AND announced_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM signals_queue_migrations WHERE version = 7);
-INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4), (5), (6), (7)";
+INSERT OR IGNORE INTO signals_queue_migrations (version) VALUES (4), (5), (6), (7), (8)";
 
 /// Judges a file's schema from its level (`signals_queue_schema`) and its newest migration
 /// (`signals_queue_migrations`; `None` before migration 4): `true` if this release works with
@@ -98,7 +100,8 @@ CREATE TABLE IF NOT EXISTS signals_jobs (
     attempts     TEXT,
     started_at   INTEGER,
     claimed_by   TEXT,
-    announced_at INTEGER
+    announced_at INTEGER,
+    coalesce_key TEXT
 );
 CREATE TABLE IF NOT EXISTS signals_workers (
     id           INTEGER PRIMARY KEY,
@@ -150,9 +153,9 @@ CREATE TABLE IF NOT EXISTS signals_inbox (
 );
 ";
 
-/// The columns schemas 3, 5 and 6 added to older tables: (table, column, `ALTER TABLE`
+/// The columns schemas 3, 5, 6, 7 and 8 added to older tables: (table, column, `ALTER TABLE`
 /// statement), run when `pragma_table_info` lacks the column.
-pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
+pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 10] = [
     (
         "signals_jobs",
         "worker",
@@ -198,6 +201,11 @@ pub(crate) const ADDED_COLUMNS: [(&str, &str, &str); 9] = [
         "announced_at",
         "ALTER TABLE signals_jobs ADD COLUMN announced_at INTEGER",
     ),
+    (
+        "signals_jobs",
+        "coalesce_key",
+        "ALTER TABLE signals_jobs ADD COLUMN coalesce_key TEXT",
+    ),
 ];
 
 /// Whether the table `?1` has the column `?2`.
@@ -224,6 +232,43 @@ CREATE INDEX IF NOT EXISTS signals_jobs_done
 CREATE INDEX IF NOT EXISTS signals_inbox_received ON signals_inbox (received_at);
 CREATE INDEX IF NOT EXISTS signals_jobs_unannounced ON signals_jobs (id)
     WHERE state = 'dead' AND outcome IS NULL AND announced_at IS NOT finished_at;
+CREATE UNIQUE INDEX IF NOT EXISTS signals_jobs_coalesce ON signals_jobs (handler, coalesce_key)
+    WHERE coalesce_key IS NOT NULL AND state = 'pending';
+";
+
+/// Coalescing's one rule for every statement that moves a job back to `pending` (a failure's
+/// retry, a snooze, a rescue, a job given back, an operator's retry, and the previous release's
+/// statements during a rolling deploy): when a pending job of the same handler and key exists,
+/// the returning job folds into it: it ends `dead` with the outcome `cancelled`, its attempts
+/// kept, and the pending one runs in its place (one job runs, with the latest payload and its
+/// full attempts). SQLite's triggers cannot change the row being written, so the pending job
+/// steps out of `signals_jobs_coalesce` for the statement (its key set to a mark that names the
+/// returning job), and the row's own trigger, after it, ends the returning job and gives the
+/// key back.
+pub(crate) const FOLD: &str = "
+CREATE TRIGGER IF NOT EXISTS signals_jobs_fold BEFORE UPDATE OF state ON signals_jobs
+WHEN NEW.coalesce_key IS NOT NULL AND NEW.state = 'pending' AND OLD.state <> 'pending'
+BEGIN
+    UPDATE signals_jobs SET coalesce_key = char(0) || NEW.id
+    WHERE handler = NEW.handler AND coalesce_key = NEW.coalesce_key AND state = 'pending'
+      AND id <> NEW.id;
+END;
+CREATE TRIGGER IF NOT EXISTS signals_jobs_folded AFTER UPDATE OF state ON signals_jobs
+WHEN NEW.coalesce_key IS NOT NULL AND NEW.state = 'pending' AND OLD.state <> 'pending'
+BEGIN
+    UPDATE signals_jobs
+    SET state = 'dead', outcome = 'cancelled', token = NULL, worker = NULL, lease_until = NULL,
+        finished_at = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        last_error = 'coalesced: job ' || (SELECT w.id FROM signals_jobs AS w
+                                           WHERE w.handler = NEW.handler
+                                             AND w.coalesce_key = char(0) || NEW.id)
+                     || ' of the same key was waiting, and runs in its place'
+    WHERE id = NEW.id
+      AND EXISTS (SELECT 1 FROM signals_jobs AS w
+                  WHERE w.handler = NEW.handler AND w.coalesce_key = char(0) || NEW.id);
+    UPDATE signals_jobs SET coalesce_key = NEW.coalesce_key
+    WHERE handler = NEW.handler AND coalesce_key = char(0) || NEW.id;
+END;
 ";
 
 /// `notify` writes one row per queued handler, in the caller's transaction. `run_at` 0: due at
@@ -235,8 +280,9 @@ INSERT INTO signals_jobs
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?9 > 0 THEN ?8 + ?9 ELSE 0 END, ?8)";
 
 /// The jobs of one `notify` (several queued handlers) in one statement: `?3` is a JSON array
-/// of `[handler, queue, priority, payload, max_attempts, delay_ms]`, in run order. A delayed
-/// job is due at the writer's clock plus its delay (SQLite has no clock of its own).
+/// of `[handler, queue, priority, payload, max_attempts, delay_ms, coalesce_key]`, in run
+/// order. A delayed job is due at the writer's clock plus its delay (SQLite has no clock of its
+/// own).
 pub(crate) const ENQUEUE_MANY: &str = "
 INSERT INTO signals_jobs
     (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at)
@@ -245,6 +291,22 @@ SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
        CASE WHEN json_extract(value, '$[5]') > 0 THEN ?4 + json_extract(value, '$[5]') ELSE 0 END,
        ?4
 FROM json_each(?3) ORDER BY key";
+
+/// The jobs of a `notify` of which one at least has a coalescing key, as [`ENQUEUE_MANY`]
+/// takes them. A key that a pending job of the handler holds already writes nothing
+/// (`signals_jobs_coalesce`; SQLite has one writer at a time). The statements without keys do
+/// not name the column, so that a program of this release notifies against a file it has not
+/// migrated yet, as long as none of its handlers coalesces.
+pub(crate) const ENQUEUE_COALESCING: &str = "
+INSERT INTO signals_jobs
+    (event_id, signal, handler, queue, priority, payload, max_attempts, run_at, created_at,
+     coalesce_key)
+SELECT ?1, ?2, json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+       json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),
+       CASE WHEN json_extract(value, '$[5]') > 0 THEN ?4 + json_extract(value, '$[5]') ELSE 0 END,
+       ?4, json_extract(value, '$[6]')
+FROM json_each(?3) WHERE true ORDER BY key
+ON CONFLICT DO NOTHING";
 
 /// Whether a row is one of the jobs `$handlers` (a JSON array of `{"name", "signal"}`) names:
 /// its handler's name, and its signal's type name (the row stores the full path; a module may

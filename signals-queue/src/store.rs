@@ -121,14 +121,15 @@ async fn enqueue_postgres(
     use crate::postgres as sql;
     let event_id = rows.event_id.to_string();
     // PostgreSQL's clock writes the creation time (the last argument, `NULL`).
-    if let [(job, payload)] = rows.rows.as_slice() {
+    let coalescing = rows.rows.iter().any(|(_, row)| row.key.is_some());
+    if let ([(job, row)], false) = (rows.rows.as_slice(), coalescing) {
         sqlx::query(sql::ENQUEUE)
             .bind(&event_id)
             .bind(rows.signal)
             .bind(job.name())
             .bind(job.queue())
             .bind(job.priority())
-            .bind(payload)
+            .bind(&row.payload)
             .bind(job.max_attempts() as i32)
             .bind(None::<i64>)
             .bind(job.delay().as_millis() as i64)
@@ -136,21 +137,22 @@ async fn enqueue_postgres(
             .await?;
         return Ok(());
     }
-    let column = |f: fn(&JobInfo, &String) -> String| -> Vec<String> {
-        rows.rows
-            .iter()
-            .map(|(job, payload)| f(job, payload))
-            .collect()
+    let column = |f: fn(&JobInfo, &crate::job::Row) -> String| -> Vec<String> {
+        rows.rows.iter().map(|(job, row)| f(job, row)).collect()
     };
     let number =
         |f: fn(&JobInfo) -> i32| -> Vec<i32> { rows.rows.iter().map(|(job, _)| f(job)).collect() };
-    sqlx::query(sql::ENQUEUE_MANY)
+    let statement = match coalescing {
+        true => sql::ENQUEUE_COALESCING,
+        false => sql::ENQUEUE_MANY,
+    };
+    let query = sqlx::query(statement)
         .bind(&event_id)
         .bind(rows.signal)
         .bind(column(|job, _| job.name().to_owned()))
         .bind(column(|job, _| job.queue().to_owned()))
         .bind(number(JobInfo::priority))
-        .bind(column(|_, payload| payload.clone()))
+        .bind(column(|_, row| row.payload.clone()))
         .bind(number(|job| job.max_attempts() as i32))
         .bind(None::<i64>)
         .bind(
@@ -158,9 +160,17 @@ async fn enqueue_postgres(
                 .iter()
                 .map(|(job, _)| job.delay().as_millis() as i64)
                 .collect::<Vec<i64>>(),
-        )
-        .execute(&mut *conn)
-        .await?;
+        );
+    let query = match coalescing {
+        true => query.bind(
+            rows.rows
+                .iter()
+                .map(|(_, row)| row.key.as_deref())
+                .collect::<Vec<Option<&str>>>(),
+        ),
+        false => query,
+    };
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -961,6 +971,7 @@ async fn migrate_sqlite(conn: &mut sqlx::SqliteConnection) -> Result<(), Error> 
         }
     }
     sqlx::raw_sql(sql::INDEXES).execute(&mut *tx).await?;
+    sqlx::raw_sql(sql::FOLD).execute(&mut *tx).await?;
     if level.is_none_or(|level| level < sql::COMPATIBLE_FROM) {
         lite::execute(&mut tx, bind::schema::set_level(sql::COMPATIBLE_FROM)).await?;
     }

@@ -235,7 +235,7 @@ async fn the_previous_release_keeps_working_through_an_online_migration() {
     .unwrap();
     assert_eq!(
         (level, applied),
-        (3, 7),
+        (3, 8),
         "the previous release still reads level 3"
     );
     let invalid: i64 = sqlx::query_scalar(
@@ -297,7 +297,7 @@ async fn schemas_this_release_cannot_work_with_are_refused_before_anything_chang
             error,
             Error::SchemaOutdated {
                 found: None,
-                needed: 7
+                needed: 8
             }
         ),
         "{error}"
@@ -329,7 +329,7 @@ async fn schemas_this_release_cannot_work_with_are_refused_before_anything_chang
             error,
             Error::SchemaTooNew {
                 found: 99,
-                known: 7
+                known: 8
             }
         ),
         "{error}"
@@ -780,7 +780,7 @@ async fn a_sqlite_file_of_the_previous_release_is_refused_until_migrated() {
                 error,
                 Error::SchemaOutdated {
                     found: Some(3),
-                    needed: 7
+                    needed: 8
                 }
             ),
             "{error}"

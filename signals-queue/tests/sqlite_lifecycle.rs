@@ -382,7 +382,7 @@ fn a_file_of_the_previous_release_is_refused_until_migrated() {
             error,
             signals_queue::Error::SchemaOutdated {
                 found: Some(3),
-                needed: 7
+                needed: 8
             }
         ),
         "{error}"
