@@ -44,10 +44,10 @@ use shared::{Config, LaneState, Shared};
 pub use maintenance::{maintain, Upkeep};
 pub use notifier::listen;
 
-/// How many connections of its own a worker opens: each lane's fetches, the completions and
-/// the leases share them (a statement at a time each), and on PostgreSQL one more LISTENs.
-fn own_connections(listens: bool, lanes: usize) -> u32 {
-    2 + lanes.max(1) as u32 + u32::from(listens)
+/// How many connections of its own a worker opens: the fetches (of every lane), completions
+/// and leases share them (a statement at a time each), and on PostgreSQL one more LISTENs.
+fn own_connections(listens: bool) -> u32 {
+    3 + u32::from(listens)
 }
 
 /// Configures an [`AsyncWorker`]; every setting has a default.
@@ -215,12 +215,7 @@ impl AsyncWorkerBuilder {
             .iter()
             .position(crate::registry::Lane::is_used)
             .unwrap_or(0);
-        let used = claimable
-            .lanes()
-            .iter()
-            .filter(|lane| lane.is_used())
-            .count();
-        let own = open_own(&self.pool, own_connections(listens, used)).await?;
+        let own = open_own(&self.pool, own_connections(listens)).await?;
         store::check_session(&own).await?;
         let worker = lifecycle::worker_id();
         let mut conn = own.acquire().await?;
