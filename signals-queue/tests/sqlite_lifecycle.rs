@@ -248,6 +248,11 @@ fn a_worker_whose_lease_was_taken_away_can_neither_complete_nor_fail_the_job() {
             .start()
             .unwrap();
         wait_for("A's attempt", || FENCED_STARTS.load(Ordering::SeqCst) == 1);
+        // A's maintenance renews the lease as it starts, then every 20 s (a third of it): wait
+        // for that first renewal, which would otherwise put back the row deleted below.
+        wait_for("A's first renewal", || {
+            count(&path, "SELECT MAX(beats) FROM signals_workers") >= 2
+        });
         // A's lease is gone: a rescue takes the job back and worker B runs it.
         Connection::open(&path)
             .unwrap()
