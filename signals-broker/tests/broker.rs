@@ -1211,11 +1211,17 @@ async fn rescued_messages_are_published_under_steady_traffic() {
         .await
         .unwrap()
         .start();
-    // And a steady stream of new ones while the relay runs.
+    // And a steady stream of new ones while the relay runs (stopped between two transactions:
+    // a task aborted inside one could hand its connection back to the pool mid-transaction).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = {
         let pool = db.pool.clone();
+        let stop = std::sync::Arc::clone(&stop);
         tokio::spawn(async move {
             for order_id in 110_100.. {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
                 let mut tx = pool.begin().await.unwrap();
                 let signal = OrderPlaced {
                     order_id,
@@ -1234,8 +1240,8 @@ async fn rescued_messages_are_published_under_steady_traffic() {
             == 3
     })
     .await;
-    traffic.abort();
-    let _ = traffic.await;
+    stop.store(true, Ordering::SeqCst);
+    traffic.await.unwrap();
     relay.shutdown(Duration::from_secs(10)).await;
     // The first 1,003 rows are the suspects and the backlog placed before the relay started.
     let after = db
